@@ -1,0 +1,26 @@
+# Every dependency is a Debian package (see DESIGN.md). LibTorch is found through
+# find_package(Torch), so a CUDA build is selected by pointing CMAKE_PREFIX_PATH at it.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(fmt REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(CLI11 CONFIG QUIET)
+if(NOT CLI11_FOUND)
+  find_path(CLI11_INCLUDE_DIR CLI/CLI.hpp REQUIRED)
+  add_library(CLI11::CLI11 INTERFACE IMPORTED)
+  target_include_directories(CLI11::CLI11 INTERFACE ${CLI11_INCLUDE_DIR})
+endif()
+find_package(ZLIB REQUIRED)
+find_package(Threads REQUIRED)
+find_package(Boost 1.74 REQUIRED)
+find_path(STB_INCLUDE_DIR stb_image.h PATH_SUFFIXES stb REQUIRED)
+find_package(Torch REQUIRED)
+message(STATUS "LibTorch ${Torch_VERSION}: ${TORCH_LIBRARIES}")
+
+# Torch's exported flags (the C++ ABI define) apply to the Torch targets only.
+add_library(mlswarm_torch_deps INTERFACE)
+target_link_libraries(mlswarm_torch_deps INTERFACE ${TORCH_LIBRARIES})
+target_include_directories(mlswarm_torch_deps SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+separate_arguments(_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+target_compile_options(mlswarm_torch_deps INTERFACE ${_torch_flags})

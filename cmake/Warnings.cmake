@@ -1,0 +1,5 @@
+# Warnings for the project's own targets; third-party headers come in as SYSTEM.
+add_library(mlswarm_warnings INTERFACE)
+target_compile_options(mlswarm_warnings INTERFACE
+  -Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor -Wcast-align
+  -Wunused -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough)

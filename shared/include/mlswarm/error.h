@@ -1,0 +1,49 @@
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace mlswarm {
+
+/// What went wrong, in terms a client can act on. Each code maps to one HTTP status.
+enum class ErrorCode {
+  kInvalidArgument,       ///< 400: the request is malformed or a field is out of range
+  kUnauthorized,          ///< 401: no or a wrong credential
+  kNotFound,              ///< 404: unknown id or route
+  kMethodNotAllowed,      ///< 405
+  kConflict,              ///< 409: the request contradicts the current state
+  kPayloadTooLarge,       ///< 413
+  kUnsupportedMediaType,  ///< 415
+  kTooManyRequests,       ///< 429: a bounded queue is full
+  kUnavailable,           ///< 503: not ready, no trainer, shutting down
+  kDataError,             ///< a dataset or checkpoint file is missing or corrupt (a job failure)
+  kInternal,              ///< 500: a bug of ours, never something a client did
+};
+
+/// The one exception type of mlswarm. Core code throws it; the HTTP edge turns it into
+/// the JSON error shape of DESIGN.md. `field` names the offending input field, if any.
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorCode code, std::string message, std::string field = {});
+
+  ErrorCode code() const noexcept { return code_; }
+  const std::string& field() const noexcept { return field_; }
+
+ private:
+  ErrorCode code_;
+  std::string field_;
+};
+
+/// The HTTP status for an error code.
+int http_status(ErrorCode code) noexcept;
+
+/// The stable machine-readable name of a code, e.g. "invalid_argument".
+std::string_view code_name(ErrorCode code) noexcept;
+
+/// `{"error": {"code", "message", "field"?}}`.
+nlohmann::json error_json(const Error& error);
+
+}  // namespace mlswarm

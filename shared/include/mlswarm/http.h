@@ -1,0 +1,63 @@
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mlswarm/error.h"
+
+namespace mlswarm {
+
+/// A request as route handlers see it: no socket, so handlers are plain functions that
+/// tests call directly. Header names are lower-case.
+struct HttpRequest {
+  std::string method;  ///< "GET", "POST", ...
+  std::string path;    ///< without the query string
+  std::map<std::string, std::string> query;
+  std::map<std::string, std::string> headers;
+  std::string body;
+  std::string remote_addr;
+
+  std::string header(const std::string& lower_name) const;
+  std::optional<std::string> query_param(const std::string& name) const;
+};
+
+struct HttpReply {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::map<std::string, std::string> headers;
+
+  static HttpReply json(int status, const nlohmann::json& body);
+  static HttpReply error(const Error& error);
+};
+
+/// Splits "/jobs/abc" into {"jobs", "abc"}; empty segments are dropped.
+std::vector<std::string> split_path(std::string_view path);
+
+/// Parses a JSON request body. Throws Error(kInvalidArgument) with the parser's position
+/// for malformed JSON and Error(kUnsupportedMediaType) when a Content-Type other than JSON
+/// was sent.
+nlohmann::json parse_json_body(const HttpRequest& request);
+
+/// Runs a handler and maps anything it throws to a JSON error reply: mlswarm::Error to its
+/// status, anything else to a 500 with no internals in the body (the text goes to the log).
+template <typename Handler>
+HttpReply guarded(Handler&& handler, const HttpRequest& request);
+
+HttpReply reply_for_exception(const HttpRequest& request, std::exception_ptr error);
+
+template <typename Handler>
+HttpReply guarded(Handler&& handler, const HttpRequest& request) {
+  try {
+    return handler(request);
+  } catch (...) {
+    return reply_for_exception(request, std::current_exception());
+  }
+}
+
+}  // namespace mlswarm

@@ -1,0 +1,50 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "mlswarm/http.h"
+
+namespace mlswarm {
+
+struct HttpServerOptions {
+  std::size_t max_body_bytes = 64u << 20;
+  int threads = 8;
+  std::chrono::seconds read_timeout{10};
+  std::chrono::seconds write_timeout{10};
+};
+
+/// The HTTP edge: cpp-httplib behind a pimpl so that only this translation unit includes
+/// it. Every method and path goes to one handler; errors httplib produces itself (body too
+/// large, bad request line) get the JSON error shape too. Every request is logged at debug.
+/// run() blocks; stop() may be called from any thread and makes run() return.
+class HttpServer {
+ public:
+  using Handler = std::function<HttpReply(const HttpRequest&)>;
+
+  HttpServer(Handler handler, HttpServerOptions options);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  /// Binds `host:port` (port 0 picks a free one). Throws Error(kUnavailable) on failure.
+  void bind(const std::string& host, int port);
+  int port() const;
+  /// Serves until stop(). Returns false if the server failed.
+  bool run();
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// A blocking GET of http://host:port/path with short deadlines, for `--healthcheck`.
+/// Returns the HTTP status, or -1 when nothing answered.
+int http_probe(const std::string& host, int port, const std::string& path,
+               std::chrono::milliseconds timeout);
+
+}  // namespace mlswarm

@@ -1,0 +1,79 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace mlswarm {
+
+/// Optimiser and loop settings of a job (`train_opts` in the job spec).
+struct TrainOpts {
+  int epochs = 10;
+  int batch_size = 128;
+  double lr = 0.05;            ///< for "adam" the default is 0.001
+  std::string optimizer = "sgd";  ///< "sgd" (with momentum) or "adam"
+  double momentum = 0.9;
+  double weight_decay = 5e-4;
+  std::string lr_schedule = "cosine";  ///< "cosine" (per step, to 0) or "constant"
+  std::uint64_t seed = 1;       ///< seeds weight init and the per-epoch shuffles
+  std::string device = "auto";  ///< "auto", "cpu" or "cuda"
+  int checkpoint_every_steps = 0;  ///< 0: a checkpoint after every epoch only
+};
+
+/// A validated training job as POST /train accepts it. Field names follow the seed.
+struct JobSpec {
+  std::string job_id;  ///< assigned by whoever accepts the job when not given
+  std::string model_id;
+  std::string model_type = "convnet";  ///< "convnet" or "mlp"
+  std::string dataset = "fashion-mnist";
+  /// `example_idxs: [start, end]`: the training subset [start, end) of the train split.
+  std::optional<std::pair<std::int64_t, std::int64_t>> example_idxs;
+  TrainOpts train_opts;
+  int attempt = 1;  ///< set by the controller; a trainer reports it back
+};
+
+/// Parses and validates a job spec. Throws Error(kInvalidArgument) naming the field for a
+/// wrong type, an out-of-range value, an unknown field, model type or dataset, or an id that
+/// is not a valid path component. A missing `model_id` becomes `job_id` or a fresh id.
+JobSpec parse_job_spec(const nlohmann::json& body);
+
+nlohmann::json to_json(const JobSpec& spec);
+
+enum class JobState { kQueued, kRunning, kSucceeded, kFailed, kCancelled };
+
+std::string_view to_string(JobState state) noexcept;
+std::optional<JobState> parse_job_state(std::string_view text) noexcept;
+inline bool is_terminal(JobState s) noexcept {
+  return s == JobState::kSucceeded || s == JobState::kFailed || s == JobState::kCancelled;
+}
+
+/// What a job looks like to clients (DESIGN.md's `job` shape). Times are Unix seconds.
+struct JobRecord {
+  JobSpec spec;
+  JobState state = JobState::kQueued;
+  int epoch = 0;  ///< the epoch in progress, counting from 1; 0 before the first
+  int step = 0;   ///< steps done in the current epoch
+  int steps_per_epoch = 0;
+  double progress = 0;  ///< 0..1 over the whole job
+  std::optional<double> loss;      ///< running training loss of the current epoch
+  std::optional<double> accuracy;  ///< last test accuracy
+  double images_per_s = 0;
+  std::string trainer;
+  std::string error;
+  std::string device;
+  double created_at = 0;
+  double started_at = 0;
+  double finished_at = 0;
+  double updated_at = 0;
+};
+
+/// Serialises with duration and ETA derived from `now` (Unix seconds).
+nlohmann::json to_json(const JobRecord& job, double now);
+
+/// Seconds since the Unix epoch, with sub-second precision.
+double unix_now();
+
+}  // namespace mlswarm

@@ -1,0 +1,51 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace mlswarm {
+
+/// Test metrics of one finished epoch.
+struct EpochMetrics {
+  int epoch = 0;
+  double train_loss = 0;
+  double test_loss = 0;
+  double accuracy = 0;
+  double images_per_s = 0;
+  double duration_s = 0;
+};
+
+/// Everything needed to rebuild and use a trained model: `HOME_DIR/models/<id>/meta.json`.
+struct ModelMeta {
+  std::string model_id;
+  std::string model_type;
+  std::string dataset;
+  std::vector<std::string> class_names;
+  int channels = 1;
+  int height = 28;
+  int width = 28;
+  std::vector<double> mean;  ///< per channel, applied to pixels scaled to 0..1
+  std::vector<double> std;
+  std::vector<EpochMetrics> epochs;
+  std::string job_id;
+  int version = 0;  ///< the number of epochs the weights in model.pt have seen
+  std::uint32_t model_crc32 = 0;  ///< CRC-32 of model.pt, checked by readers
+  nlohmann::json spec;
+  double updated_at = 0;
+};
+
+nlohmann::json to_json(const ModelMeta& meta);
+/// Throws Error(kDataError) when a field is missing or of the wrong type.
+ModelMeta model_meta_from_json(const nlohmann::json& j);
+
+std::filesystem::path model_dir(const std::filesystem::path& home_dir, const std::string& model_id);
+std::filesystem::path job_dir(const std::filesystem::path& home_dir, const std::string& job_id);
+
+/// CRC-32 (zlib's) of a byte string.
+std::uint32_t crc32_of(std::string_view bytes);
+
+}  // namespace mlswarm

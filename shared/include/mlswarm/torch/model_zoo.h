@@ -1,0 +1,37 @@
+#pragma once
+
+// Includes LibTorch: only for the few translation units that run models.
+
+#include <string>
+
+#include <torch/torch.h>
+
+#include "mlswarm/model_meta.h"
+
+namespace mlswarm {
+
+/// Builds an untrained classifier. "convnet": two 3x3 conv layers (32, 64 channels) each
+/// with batch norm, ReLU and 2x2 max pooling, then Linear(…, 128), ReLU, Linear(128, classes).
+/// "mlp": Flatten, 256, 128, classes with ReLU. Throws Error(kInvalidArgument) for another type.
+torch::nn::Sequential make_model(const std::string& model_type, int channels, int height,
+                                 int width, int classes);
+
+/// Serialises a module's parameters and buffers (what model.pt holds).
+std::string save_module(const torch::nn::Sequential& model);
+
+/// Loads weights saved by save_module (on any device) onto the CPU, into a model of the same
+/// architecture.
+/// Throws Error(kDataError) when the bytes do not fit the architecture.
+void load_module(torch::nn::Sequential& model, const std::string& bytes);
+
+/// Reads `HOME_DIR/models/<id>/{meta.json,model.pt}`, checks model.pt's CRC against
+/// meta.json, and returns the model in eval mode on the CPU.
+/// Throws Error(kNotFound) when the model does not exist, Error(kDataError) when corrupt.
+torch::nn::Sequential load_trained_model(const std::filesystem::path& home_dir,
+                                         const std::string& model_id, ModelMeta* meta_out);
+
+/// Scales bytes to 0..1 and applies the per-channel normalisation: [N][C][H][W] float.
+torch::Tensor normalize_images(const torch::Tensor& uint8_images, const std::vector<double>& mean,
+                               const std::vector<double>& std);
+
+}  // namespace mlswarm

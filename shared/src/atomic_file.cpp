@@ -1,0 +1,88 @@
+#include "mlswarm/atomic_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "mlswarm/error.h"
+
+namespace mlswarm {
+namespace fs = std::filesystem;
+namespace {
+
+[[noreturn]] void io_error(const fs::path& path, std::string_view what, int err) {
+  throw Error(ErrorCode::kInternal, fmt::format("{}: {}: {}", path.string(), what, std::strerror(err)));
+}
+
+void fsync_directory(const fs::path& dir) {
+  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) io_error(dir, "open directory", errno);
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0 && err != EINVAL) io_error(dir, "fsync directory", err);
+}
+
+}  // namespace
+
+void write_file_atomic(const fs::path& path, std::string_view data) {
+  static std::atomic<unsigned> counter{0};
+  fs::path dir = path.parent_path();
+  std::error_code ec;
+  if (!dir.empty()) fs::create_directories(dir, ec);
+  fs::path tmp = path;
+  tmp += fmt::format(".tmp.{}.{}", ::getpid(), counter.fetch_add(1));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) io_error(tmp, "create", errno);
+  const char* p = data.data();
+  std::size_t left = data.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      io_error(tmp, "write", err);
+    }
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    io_error(tmp, "fsync", err);
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    io_error(path, "rename", err);
+  }
+  fsync_directory(dir);
+}
+
+std::string read_file(const fs::path& path, std::size_t max_bytes) {
+  std::error_code ec;
+  auto size = fs::file_size(path, ec);
+  if (ec) throw Error(ErrorCode::kDataError, fmt::format("{}: {}", path.string(), ec.message()));
+  if (size > max_bytes) {
+    throw Error(ErrorCode::kDataError,
+                fmt::format("{}: {} bytes is over the limit of {}", path.string(), size, max_bytes));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorCode::kDataError, fmt::format("{}: cannot open", path.string()));
+  std::ostringstream out;
+  out << in.rdbuf();
+  return std::move(out).str();
+}
+
+}  // namespace mlswarm

@@ -1,0 +1,76 @@
+#include "mlswarm/http.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace mlswarm {
+
+std::string HttpRequest::header(const std::string& lower_name) const {
+  auto it = headers.find(lower_name);
+  return it == headers.end() ? std::string() : it->second;
+}
+
+std::optional<std::string> HttpRequest::query_param(const std::string& name) const {
+  auto it = query.find(name);
+  if (it == query.end()) return std::nullopt;
+  return it->second;
+}
+
+HttpReply HttpReply::json(int status, const nlohmann::json& body) {
+  HttpReply reply;
+  reply.status = status;
+  reply.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  reply.body += '\n';
+  return reply;
+}
+
+HttpReply HttpReply::error(const Error& error) {
+  return json(http_status(error.code()), error_json(error));
+}
+
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> parts;
+  std::size_t i = 0;
+  while (i < path.size()) {
+    std::size_t j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    if (j > i) parts.emplace_back(path.substr(i, j - i));
+    i = j + 1;
+  }
+  return parts;
+}
+
+nlohmann::json parse_json_body(const HttpRequest& request) {
+  std::string type = request.header("content-type");
+  if (!type.empty() && type.find("json") == std::string::npos &&
+      type.find("x-www-form-urlencoded") == std::string::npos) {
+    // curl -d sends form-urlencoded by default; we accept it as JSON text as the seed did.
+    throw Error(ErrorCode::kUnsupportedMediaType,
+                fmt::format("Content-Type '{}' is not supported; send application/json", type));
+  }
+  if (request.body.empty()) throw Error(ErrorCode::kInvalidArgument, "the request body is empty");
+  try {
+    return nlohmann::json::parse(request.body);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("malformed JSON at byte {}", e.byte));
+  }
+}
+
+HttpReply reply_for_exception(const HttpRequest& request, std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error& e) {
+    return HttpReply::error(e);
+  } catch (const std::bad_alloc&) {
+    spdlog::error("{} {}: out of memory", request.method, request.path);
+    return HttpReply::error(Error(ErrorCode::kPayloadTooLarge, "the request needs more memory than allowed"));
+  } catch (const std::exception& e) {
+    spdlog::error("{} {}: unexpected error: {}", request.method, request.path, e.what());
+  } catch (...) {
+    spdlog::error("{} {}: unexpected non-standard exception", request.method, request.path);
+  }
+  return HttpReply::error(Error(ErrorCode::kInternal, "internal error; see the server log"));
+}
+
+}  // namespace mlswarm

@@ -1,0 +1,114 @@
+#include "mlswarm/http_server.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include <fmt/format.h>
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+namespace mlswarm {
+
+struct HttpServer::Impl {
+  Handler handler;
+  HttpServerOptions options;
+  httplib::Server server;
+  int port = 0;
+};
+
+namespace {
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+}  // namespace
+
+HttpServer::HttpServer(Handler handler, HttpServerOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->handler = std::move(handler);
+  impl_->options = options;
+  auto& svr = impl_->server;
+  const int threads = std::max(1, options.threads);
+  svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  svr.set_payload_max_length(options.max_body_bytes);
+  svr.set_read_timeout(options.read_timeout);
+  svr.set_write_timeout(options.write_timeout);
+  svr.set_keep_alive_max_count(1000);
+
+  auto dispatch = [this](const httplib::Request& req, httplib::Response& res) {
+    HttpRequest request;
+    request.method = req.method;
+    request.path = req.path;
+    request.body = req.body;
+    request.remote_addr = req.remote_addr;
+    for (const auto& [k, v] : req.params) request.query.emplace(k, v);
+    for (const auto& [k, v] : req.headers) request.headers.emplace(lower(k), v);
+    HttpReply reply = guarded(impl_->handler, request);
+    res.status = reply.status;
+    for (const auto& [k, v] : reply.headers) res.set_header(k, v);
+    res.set_content(std::move(reply.body), reply.content_type.c_str());
+    spdlog::debug("{} {} {} -> {}", req.remote_addr, req.method, req.path, res.status);
+  };
+  const char* kAll = R"(/.*)";
+  svr.Get(kAll, dispatch);
+  svr.Post(kAll, dispatch);
+  svr.Put(kAll, dispatch);
+  svr.Delete(kAll, dispatch);
+  svr.Patch(kAll, dispatch);
+  svr.Options(kAll, dispatch);
+
+  // httplib answers some requests itself (413, 400, 404 for unknown methods); give those
+  // the JSON error shape too. Handlers always set a body, so an empty one is httplib's.
+  svr.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    ErrorCode code = res.status == 413 ? ErrorCode::kPayloadTooLarge
+                     : res.status == 404 ? ErrorCode::kNotFound
+                     : res.status == 405 ? ErrorCode::kMethodNotAllowed
+                     : res.status >= 500 ? ErrorCode::kInternal
+                                         : ErrorCode::kInvalidArgument;
+    std::string message = res.status == 413 ? "request body too large" : "bad request";
+    res.set_content(error_json(Error(code, message)).dump() + "\n", "application/json");
+  });
+  svr.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+    HttpRequest request;
+    request.method = req.method;
+    request.path = req.path;
+    HttpReply reply = reply_for_exception(request, ep);
+    res.status = reply.status;
+    res.set_content(reply.body, "application/json");
+  });
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+void HttpServer::bind(const std::string& host, int port) {
+  if (port == 0) {
+    impl_->port = impl_->server.bind_to_any_port(host);
+    if (impl_->port <= 0) throw Error(ErrorCode::kUnavailable, fmt::format("cannot bind {}:0", host));
+    return;
+  }
+  if (!impl_->server.bind_to_port(host, port)) {
+    throw Error(ErrorCode::kUnavailable,
+                fmt::format("cannot listen on {}:{} (address in use or not available)", host, port));
+  }
+  impl_->port = port;
+}
+
+int HttpServer::port() const { return impl_->port; }
+
+bool HttpServer::run() { return impl_->server.listen_after_bind(); }
+
+void HttpServer::stop() { impl_->server.stop(); }
+
+int http_probe(const std::string& host, int port, const std::string& path,
+               std::chrono::milliseconds timeout) {
+  httplib::Client client(host, port);
+  client.set_connection_timeout(timeout);
+  client.set_read_timeout(timeout);
+  client.set_write_timeout(timeout);
+  auto res = client.Get(path.c_str());
+  return res ? res->status : -1;
+}
+
+}  // namespace mlswarm

@@ -1,0 +1,238 @@
+#include "mlswarm/job.h"
+
+#include <chrono>
+#include <cmath>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "mlswarm/dataset.h"
+#include "mlswarm/error.h"
+#include "mlswarm/ids.h"
+
+namespace mlswarm {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void invalid(std::string_view field, std::string message) {
+  throw Error(ErrorCode::kInvalidArgument, std::move(message), std::string(field));
+}
+
+void reject_unknown_fields(const json& object, const std::set<std::string>& known,
+                           std::string_view prefix) {
+  for (const auto& [key, value] : object.items()) {
+    if (!known.contains(key)) {
+      std::string field = fmt::format("{}{}", prefix, key);
+      invalid(field, fmt::format("unknown field '{}'", field));
+    }
+  }
+}
+
+std::string get_string(const json& object, const char* key, std::string_view field,
+                       std::string fallback) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return fallback;
+  if (!it->is_string()) invalid(field, fmt::format("{} must be a string", field));
+  return it->get<std::string>();
+}
+
+std::int64_t get_int(const json& object, const char* key, std::string_view field,
+                     std::int64_t fallback, std::int64_t lo, std::int64_t hi) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return fallback;
+  std::int64_t value = 0;
+  if (it->is_number_integer()) {
+    if (it->is_number_unsigned() && it->get<std::uint64_t>() > static_cast<std::uint64_t>(hi)) {
+      invalid(field, fmt::format("{} must be between {} and {}", field, lo, hi));
+    }
+    value = it->get<std::int64_t>();
+  } else if (it->is_number_float() && std::isfinite(it->get<double>()) &&
+             std::floor(it->get<double>()) == it->get<double>() &&
+             std::fabs(it->get<double>()) < 9e15) {
+    value = static_cast<std::int64_t>(it->get<double>());
+  } else {
+    invalid(field, fmt::format("{} must be an integer", field));
+  }
+  if (value < lo || value > hi) {
+    invalid(field, fmt::format("{} must be between {} and {}", field, lo, hi));
+  }
+  return value;
+}
+
+double get_double(const json& object, const char* key, std::string_view field, double fallback,
+                  double lo, double hi, bool lo_inclusive) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return fallback;
+  if (!it->is_number()) invalid(field, fmt::format("{} must be a number", field));
+  double value = it->get<double>();
+  bool above = lo_inclusive ? value >= lo : value > lo;
+  if (!std::isfinite(value) || !above || value > hi) {
+    invalid(field, fmt::format("{} must be in {}{}, {}]", field, lo_inclusive ? "[" : "(", lo, hi));
+  }
+  return value;
+}
+
+TrainOpts parse_train_opts(const json& object) {
+  if (!object.is_object()) invalid("train_opts", "train_opts must be an object");
+  reject_unknown_fields(object,
+                        {"epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
+                         "lr_schedule", "seed", "device", "checkpoint_every_steps"},
+                        "train_opts.");
+  TrainOpts opts;
+  opts.epochs = static_cast<int>(get_int(object, "epochs", "train_opts.epochs", opts.epochs, 1, 1000));
+  opts.batch_size = static_cast<int>(
+      get_int(object, "batch_size", "train_opts.batch_size", opts.batch_size, 1, 65536));
+  opts.optimizer = get_string(object, "optimizer", "train_opts.optimizer", opts.optimizer);
+  if (opts.optimizer != "sgd" && opts.optimizer != "adam") {
+    invalid("train_opts.optimizer", "train_opts.optimizer must be \"sgd\" or \"adam\"");
+  }
+  double default_lr = opts.optimizer == "adam" ? 1e-3 : opts.lr;
+  opts.lr = get_double(object, "lr", "train_opts.lr", default_lr, 0.0, 10.0, false);
+  opts.momentum = get_double(object, "momentum", "train_opts.momentum", opts.momentum, 0.0, 0.999, true);
+  opts.weight_decay =
+      get_double(object, "weight_decay", "train_opts.weight_decay", opts.weight_decay, 0.0, 1.0, true);
+  opts.lr_schedule = get_string(object, "lr_schedule", "train_opts.lr_schedule", opts.lr_schedule);
+  if (opts.lr_schedule != "cosine" && opts.lr_schedule != "constant") {
+    invalid("train_opts.lr_schedule", "train_opts.lr_schedule must be \"cosine\" or \"constant\"");
+  }
+  opts.seed = static_cast<std::uint64_t>(
+      get_int(object, "seed", "train_opts.seed", static_cast<std::int64_t>(opts.seed), 0,
+              std::int64_t{1} << 53));
+  opts.device = get_string(object, "device", "train_opts.device", opts.device);
+  if (opts.device != "auto" && opts.device != "cpu" && opts.device != "cuda") {
+    invalid("train_opts.device", "train_opts.device must be \"auto\", \"cpu\" or \"cuda\"");
+  }
+  opts.checkpoint_every_steps = static_cast<int>(get_int(
+      object, "checkpoint_every_steps", "train_opts.checkpoint_every_steps", 0, 0, 1000000000));
+  return opts;
+}
+
+}  // namespace
+
+JobSpec parse_job_spec(const json& body) {
+  if (!body.is_object()) invalid("", "the job spec must be a JSON object");
+  reject_unknown_fields(body,
+                        {"job_id", "model_id", "model_type", "dataset", "example_idxs",
+                         "train_opts", "attempt"},
+                        "");
+  JobSpec spec;
+  spec.job_id = get_string(body, "job_id", "job_id", "");
+  if (!spec.job_id.empty()) require_valid_id(spec.job_id, "job_id");
+  spec.model_id = get_string(body, "model_id", "model_id", "");
+  if (spec.model_id.empty() && body.contains("model_id") && !body["model_id"].is_null()) {
+    invalid("model_id", "model_id must not be empty");
+  }
+  if (!spec.model_id.empty()) require_valid_id(spec.model_id, "model_id");
+
+  spec.model_type = get_string(body, "model_type", "model_type", spec.model_type);
+  if (spec.model_type != "convnet" && spec.model_type != "mlp") {
+    invalid("model_type", fmt::format("unknown model_type '{}'; known: convnet, mlp", spec.model_type));
+  }
+  spec.dataset = get_string(body, "dataset", "dataset", spec.dataset);
+  const DatasetInfo* info = find_dataset_info(spec.dataset);
+  if (info == nullptr) {
+    invalid("dataset", fmt::format("unknown dataset '{}'; known: {}", spec.dataset,
+                                   fmt::join(dataset_names(), ", ")));
+  }
+  if (auto it = body.find("example_idxs"); it != body.end() && !it->is_null()) {
+    if (!it->is_array() || it->size() != 2 || !(*it)[0].is_number_integer() ||
+        !(*it)[1].is_number_integer()) {
+      invalid("example_idxs", "example_idxs must be [start, end], two integers");
+    }
+    auto start = (*it)[0].get<std::int64_t>();
+    auto end = (*it)[1].get<std::int64_t>();
+    if (start < 0 || end <= start || end > info->train_size) {
+      invalid("example_idxs",
+              fmt::format("example_idxs must satisfy 0 <= start < end <= {} ({} train split)",
+                          info->train_size, spec.dataset));
+    }
+    spec.example_idxs = std::make_pair(start, end);
+  }
+  if (auto it = body.find("train_opts"); it != body.end() && !it->is_null()) {
+    spec.train_opts = parse_train_opts(*it);
+  }
+  spec.attempt = static_cast<int>(get_int(body, "attempt", "attempt", 1, 1, 1000000));
+  return spec;
+}
+
+json to_json(const JobSpec& spec) {
+  const TrainOpts& o = spec.train_opts;
+  json out = {{"model_id", spec.model_id},
+              {"model_type", spec.model_type},
+              {"dataset", spec.dataset},
+              {"train_opts",
+               {{"epochs", o.epochs},
+                {"batch_size", o.batch_size},
+                {"lr", o.lr},
+                {"optimizer", o.optimizer},
+                {"momentum", o.momentum},
+                {"weight_decay", o.weight_decay},
+                {"lr_schedule", o.lr_schedule},
+                {"seed", o.seed},
+                {"device", o.device},
+                {"checkpoint_every_steps", o.checkpoint_every_steps}}}};
+  if (!spec.job_id.empty()) out["job_id"] = spec.job_id;
+  if (spec.example_idxs) out["example_idxs"] = {spec.example_idxs->first, spec.example_idxs->second};
+  return out;
+}
+
+std::string_view to_string(JobState state) noexcept {
+  switch (state) {
+    case JobState::kQueued: return "queued";
+    case JobState::kRunning: return "running";
+    case JobState::kSucceeded: return "succeeded";
+    case JobState::kFailed: return "failed";
+    case JobState::kCancelled: return "cancelled";
+  }
+  return "failed";
+}
+
+std::optional<JobState> parse_job_state(std::string_view text) noexcept {
+  for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded,
+                     JobState::kFailed, JobState::kCancelled}) {
+    if (to_string(s) == text) return s;
+  }
+  return std::nullopt;
+}
+
+json to_json(const JobRecord& job, double now) {
+  double end = job.finished_at > 0 ? job.finished_at : now;
+  double duration = job.started_at > 0 ? std::max(0.0, end - job.started_at) : 0.0;
+  json eta = nullptr;
+  if (job.state == JobState::kRunning && job.progress > 0.001) {
+    eta = duration * (1.0 - job.progress) / job.progress;
+  } else if (is_terminal(job.state)) {
+    eta = 0.0;
+  }
+  auto opt = [](const std::optional<double>& v) -> json { return v ? json(*v) : json(nullptr); };
+  return {{"job_id", job.spec.job_id},
+          {"model_id", job.spec.model_id},
+          {"state", to_string(job.state)},
+          {"epoch", job.epoch},
+          {"epochs", job.spec.train_opts.epochs},
+          {"step", job.step},
+          {"steps_per_epoch", job.steps_per_epoch},
+          {"progress", job.progress},
+          {"loss", opt(job.loss)},
+          {"accuracy", opt(job.accuracy)},
+          {"images_per_s", job.images_per_s},
+          {"duration_s", duration},
+          {"eta_s", eta},
+          {"trainer", job.trainer},
+          {"attempts", job.spec.attempt},
+          {"device", job.device},
+          {"error", job.error.empty() ? json(nullptr) : json(job.error)},
+          {"spec", to_json(job.spec)},
+          {"created_at", job.created_at},
+          {"started_at", job.started_at > 0 ? json(job.started_at) : json(nullptr)},
+          {"finished_at", job.finished_at > 0 ? json(job.finished_at) : json(nullptr)},
+          {"updated_at", job.updated_at}};
+}
+
+double unix_now() {
+  using namespace std::chrono;
+  return duration<double>(system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace mlswarm

@@ -1,0 +1,97 @@
+#include "mlswarm/model_meta.h"
+
+#include <fmt/format.h>
+#include <zlib.h>
+
+#include "mlswarm/error.h"
+#include "mlswarm/ids.h"
+
+namespace mlswarm {
+
+using nlohmann::json;
+
+json to_json(const ModelMeta& m) {
+  json epochs = json::array();
+  for (const auto& e : m.epochs) {
+    epochs.push_back({{"epoch", e.epoch},
+                      {"train_loss", e.train_loss},
+                      {"test_loss", e.test_loss},
+                      {"accuracy", e.accuracy},
+                      {"images_per_s", e.images_per_s},
+                      {"duration_s", e.duration_s}});
+  }
+  return {{"model_id", m.model_id},
+          {"model_type", m.model_type},
+          {"dataset", m.dataset},
+          {"class_names", m.class_names},
+          {"input_shape", {m.channels, m.height, m.width}},
+          {"normalization", {{"mean", m.mean}, {"std", m.std}}},
+          {"epochs", epochs},
+          {"accuracy", m.epochs.empty() ? json(nullptr) : json(m.epochs.back().accuracy)},
+          {"job_id", m.job_id},
+          {"version", m.version},
+          {"model_crc32", m.model_crc32},
+          {"spec", m.spec},
+          {"updated_at", m.updated_at}};
+}
+
+ModelMeta model_meta_from_json(const json& j) {
+  try {
+    ModelMeta m;
+    m.model_id = j.at("model_id").get<std::string>();
+    m.model_type = j.at("model_type").get<std::string>();
+    m.dataset = j.at("dataset").get<std::string>();
+    m.class_names = j.at("class_names").get<std::vector<std::string>>();
+    auto shape = j.at("input_shape").get<std::vector<int>>();
+    if (shape.size() != 3) throw Error(ErrorCode::kDataError, "meta.json: input_shape must be [C, H, W]");
+    m.channels = shape[0];
+    m.height = shape[1];
+    m.width = shape[2];
+    m.mean = j.at("normalization").at("mean").get<std::vector<double>>();
+    m.std = j.at("normalization").at("std").get<std::vector<double>>();
+    for (const auto& e : j.at("epochs")) {
+      m.epochs.push_back({e.at("epoch").get<int>(), e.at("train_loss").get<double>(),
+                          e.at("test_loss").get<double>(), e.at("accuracy").get<double>(),
+                          e.at("images_per_s").get<double>(), e.at("duration_s").get<double>()});
+    }
+    m.job_id = j.value("job_id", "");
+    m.version = j.at("version").get<int>();
+    m.model_crc32 = j.at("model_crc32").get<std::uint32_t>();
+    m.spec = j.value("spec", json::object());
+    m.updated_at = j.value("updated_at", 0.0);
+    if (!is_valid_id(m.model_id)) throw Error(ErrorCode::kDataError, "meta.json: invalid model_id");
+    if (m.channels < 1 || m.channels > 4 || m.height < 1 || m.height > 4096 || m.width < 1 ||
+        m.width > 4096 || m.mean.size() != static_cast<std::size_t>(m.channels) ||
+        m.std.size() != static_cast<std::size_t>(m.channels) || m.class_names.empty()) {
+      throw Error(ErrorCode::kDataError, "meta.json: inconsistent input shape, normalization or classes");
+    }
+    return m;
+  } catch (const json::exception& e) {
+    throw Error(ErrorCode::kDataError, fmt::format("meta.json: {}", e.what()));
+  }
+}
+
+std::filesystem::path model_dir(const std::filesystem::path& home_dir, const std::string& model_id) {
+  require_valid_id(model_id, "model_id");
+  return home_dir / "models" / model_id;
+}
+
+std::filesystem::path job_dir(const std::filesystem::path& home_dir, const std::string& job_id) {
+  require_valid_id(job_id, "job_id");
+  return home_dir / "jobs" / job_id;
+}
+
+std::uint32_t crc32_of(std::string_view bytes) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  const auto* p = reinterpret_cast<const Bytef*>(bytes.data());
+  std::size_t left = bytes.size();
+  while (left > 0) {
+    auto chunk = static_cast<uInt>(std::min<std::size_t>(left, 1u << 30));
+    crc = crc32(crc, p, chunk);
+    p += chunk;
+    left -= chunk;
+  }
+  return static_cast<std::uint32_t>(crc);
+}
+
+}  // namespace mlswarm

@@ -1,0 +1,98 @@
+#include "mlswarm/torch/model_zoo.h"
+
+#include <chrono>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "mlswarm/atomic_file.h"
+#include "mlswarm/error.h"
+
+namespace mlswarm {
+namespace nn = torch::nn;
+
+torch::nn::Sequential make_model(const std::string& model_type, int channels, int height,
+                                 int width, int classes) {
+  if (model_type == "convnet") {
+    const int flat = 64 * (height / 4) * (width / 4);
+    return nn::Sequential(
+        nn::Conv2d(nn::Conv2dOptions(channels, 32, 3).padding(1).bias(false)),
+        nn::BatchNorm2d(32), nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2)),
+        nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1).bias(false)),
+        nn::BatchNorm2d(64), nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2)),
+        nn::Flatten(), nn::Linear(flat, 128), nn::ReLU(), nn::Linear(128, classes));
+  }
+  if (model_type == "mlp") {
+    return nn::Sequential(nn::Flatten(), nn::Linear(channels * height * width, 256), nn::ReLU(),
+                          nn::Linear(256, 128), nn::ReLU(), nn::Linear(128, classes));
+  }
+  throw Error(ErrorCode::kInvalidArgument, fmt::format("unknown model_type '{}'", model_type),
+              "model_type");
+}
+
+std::string save_module(const torch::nn::Sequential& model) {
+  torch::serialize::OutputArchive archive;
+  model->save(archive);
+  std::ostringstream out;
+  archive.save_to(out);
+  return std::move(out).str();
+}
+
+void load_module(torch::nn::Sequential& model, const std::string& bytes) {
+  try {
+    std::istringstream in(bytes);
+    torch::serialize::InputArchive archive;
+    archive.load_from(in, torch::Device(torch::kCPU));
+    model->load(archive);
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::kDataError,
+                fmt::format("weights do not load: {}", e.what_without_backtrace()));
+  }
+}
+
+torch::nn::Sequential load_trained_model(const std::filesystem::path& home_dir,
+                                         const std::string& model_id, ModelMeta* meta_out) {
+  auto dir = model_dir(home_dir, model_id);
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(dir / "meta.json", ec)) {
+    throw Error(ErrorCode::kNotFound, fmt::format("unknown model '{}'", model_id), "model_id");
+  }
+  // The trainer replaces model.pt, then meta.json; a reader between the two renames sees a
+  // CRC mismatch and simply reads both again.
+  ModelMeta meta;
+  std::string bytes;
+  for (int attempt = 0;; ++attempt) {
+    try {
+      meta = model_meta_from_json(nlohmann::json::parse(read_file(dir / "meta.json", 16u << 20)));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(ErrorCode::kDataError, fmt::format("{}: {}", (dir / "meta.json").string(), e.what()));
+    }
+    bytes = read_file(dir / "model.pt", 1u << 30);
+    if (crc32_of(bytes) == meta.model_crc32) break;
+    if (attempt == 4) {
+      throw Error(ErrorCode::kDataError,
+                  fmt::format("{}: CRC mismatch with meta.json (torn or stale file)",
+                              (dir / "model.pt").string()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  auto model = make_model(meta.model_type, meta.channels, meta.height, meta.width,
+                          static_cast<int>(meta.class_names.size()));
+  load_module(model, bytes);
+  model->eval();
+  if (meta_out) *meta_out = std::move(meta);
+  return model;
+}
+
+torch::Tensor normalize_images(const torch::Tensor& uint8_images, const std::vector<double>& mean,
+                               const std::vector<double>& std) {
+  auto c = static_cast<std::int64_t>(mean.size());
+  auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(uint8_images.device());
+  auto m = torch::tensor(std::vector<float>(mean.begin(), mean.end())).to(opts).view({1, c, 1, 1});
+  auto s = torch::tensor(std::vector<float>(std.begin(), std.end())).to(opts).view({1, c, 1, 1});
+  return uint8_images.to(torch::kFloat32).div_(255.0).sub_(m).div_(s);
+}
+
+}  // namespace mlswarm

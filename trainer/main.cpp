@@ -1,0 +1,141 @@
+// ml_trainer: runs training jobs on worker threads and reports them through GET /status.
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "dataset_cache.h"
+#include "job_runner.h"
+#include "mlswarm/error.h"
+#include "mlswarm/http_server.h"
+#include "mlswarm/log.h"
+#include "status_board.h"
+#include "trainer_api.h"
+#include "training.h"
+
+namespace {
+
+std::string env_or(const char* name, std::string fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? std::string(value) : fallback;
+}
+
+int env_int_or(const char* name, int fallback) {
+  std::string text = env_or(name, "");
+  if (text.empty()) return fallback;
+  try {
+    return std::stoi(text);
+  } catch (const std::exception&) {
+    throw CLI::ValidationError(name, "must be an integer, got '" + text + "'");
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace mlswarm;
+  std::string host, home_dir, data_dir, log_level;
+  int port = 0, workers = 1, threads = 0;
+  std::size_t max_body = 1u << 20;
+  bool healthcheck = false;
+
+  CLI::App app{"ml_trainer: the mlswarm training daemon. Runs training jobs (LibTorch) on worker\n"
+               "threads, writes checkpoints under HOME_DIR and reports jobs at GET /status.\n"
+               "Settings come from the environment; a flag overrides its variable."};
+  try {
+    host = env_or("TRAIN_HOST", "0.0.0.0");
+    port = env_int_or("TRAIN_PORT", 48516);
+    home_dir = env_or("HOME_DIR", "./var");
+    data_dir = env_or("DATA_DIR", "/usr/share/datasets");
+    workers = env_int_or("TRAIN_WORKERS", 1);
+    threads = env_int_or("TRAIN_THREADS", 0);
+    log_level = env_or("LOG_LEVEL", "info");
+  } catch (const CLI::Error& e) {
+    return app.exit(e);
+  }
+  app.add_option("--host", host, "listen address (TRAIN_HOST)")->capture_default_str();
+  app.add_option("--port", port, "listen port, the same on every trainer (TRAIN_PORT)")
+      ->check(CLI::Range(1, 65535))->capture_default_str();
+  app.add_option("--home-dir", home_dir,
+                 "shared mount: models/, jobs/ (checkpoints), datasets/ (HOME_DIR)")->capture_default_str();
+  app.add_option("--data-dir", data_dir,
+                 "where datasets are looked up first, e.g. fashion-mnist/ from the Debian package (DATA_DIR)")
+      ->capture_default_str();
+  app.add_option("--workers", workers, "jobs that train at once; more wait in order (TRAIN_WORKERS)")
+      ->check(CLI::Range(1, 64))->capture_default_str();
+  app.add_option("--threads", threads, "LibTorch intra-op threads, 0 = one per core (TRAIN_THREADS)")
+      ->check(CLI::Range(0, 1024))->capture_default_str();
+  app.add_option("--max-body", max_body, "largest request body accepted, in bytes")->capture_default_str();
+  app.add_option("--log-level", log_level, "debug, info, warn or error (LOG_LEVEL)")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))->capture_default_str();
+  app.add_flag("--healthcheck", healthcheck,
+               "probe GET /healthz of the trainer on this port at 127.0.0.1 and exit 0 if healthy "
+               "(for Docker's HEALTHCHECK)");
+  CLI11_PARSE(app, argc, argv);
+
+  if (healthcheck) {
+    return http_probe("127.0.0.1", port, "/healthz", std::chrono::milliseconds(2000)) == 200 ? 0 : 1;
+  }
+
+  // Block the stop signals in every thread; one thread waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  init_logging(log_level);
+  set_training_threads(threads);
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(home_dir) / "models", ec);
+  std::filesystem::create_directories(std::filesystem::path(home_dir) / "jobs", ec);
+  if (ec) {
+    spdlog::error("cannot create {}/models and {}/jobs: {}", home_dir, home_dir, ec.message());
+    return 1;
+  }
+
+  const std::string address = host + ":" + std::to_string(port);
+  DatasetCache datasets(data_dir, home_dir);
+  StatusBoard board;
+  TrainingEnv env{home_dir, &datasets};
+  JobRunner runner(
+      board, [&env](const JobSpec& spec, const TrainingHooks& hooks) { return run_training(spec, env, hooks); },
+      JobRunnerOptions{workers, 256, address});
+  TrainerApi api(runner, board, address);
+
+  HttpServerOptions http_options;
+  http_options.max_body_bytes = max_body;
+  HttpServer server([&api](const HttpRequest& request) { return api.handle(request); }, http_options);
+  try {
+    server.bind(host, port);
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+
+  std::jthread signal_waiter([&server, stop_signals] {
+    int signal = 0;
+    sigwait(&stop_signals, &signal);
+    spdlog::info("signal {} received: stopping", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    server.stop();
+  });
+
+  spdlog::info("ml_trainer listening on {} (workers {}, device {}, HOME_DIR {}, DATA_DIR {})", address,
+               workers, best_device(), home_dir, data_dir);
+  server.run();
+  // The HTTP server has stopped; let running jobs checkpoint at their next batch and join.
+  runner.shutdown();
+  board.stop();
+  if (signal_waiter.joinable()) {
+    // run() returned without a signal (a failed server): wake the waiter so it can be joined.
+    pthread_kill(signal_waiter.native_handle(), SIGTERM);
+  }
+  spdlog::info("ml_trainer stopped");
+  return 0;
+}

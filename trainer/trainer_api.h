@@ -1,0 +1,30 @@
+#pragma once
+
+#include <string>
+
+#include "job_runner.h"
+#include "mlswarm/http.h"
+#include "status_board.h"
+
+namespace mlswarm {
+
+/// The trainer's HTTP routes as a plain function from request to reply (no socket):
+/// GET /type, /healthz, /status, /jobs, /jobs/{id}; POST /train; DELETE /jobs/{id}.
+/// Thread-safe as far as JobRunner and StatusBoard are; neither is owned.
+class TrainerApi {
+ public:
+  TrainerApi(JobRunner& runner, StatusBoard& board, std::string address);
+
+  HttpReply handle(const HttpRequest& request);
+
+ private:
+  HttpReply status() const;
+  HttpReply train(const HttpRequest& request);
+  HttpReply job(const std::string& job_id) const;
+
+  JobRunner& runner_;
+  StatusBoard& board_;
+  std::string address_;
+};
+
+}  // namespace mlswarm

@@ -1,0 +1,57 @@
+#pragma once
+
+// The training loop's interface. No LibTorch here: training.cpp is the only trainer
+// translation unit that includes it.
+
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "mlswarm/job.h"
+
+namespace mlswarm {
+
+class DatasetCache;
+
+struct TrainingProgress {
+  int epoch = 0;  ///< the epoch in progress, from 1
+  int step = 0;   ///< steps done in it
+  int steps_per_epoch = 0;
+  double progress = 0;  ///< 0..1 over the whole job
+  double loss = 0;      ///< mean training loss of the epoch so far
+  std::optional<double> accuracy;  ///< set when an epoch's evaluation finished
+  double images_per_s = 0;         ///< training images per second in this epoch
+  std::string device;
+};
+
+struct TrainingEnv {
+  std::filesystem::path home_dir;
+  DatasetCache* datasets = nullptr;  ///< not owned; must outlive the call
+};
+
+struct TrainingHooks {
+  std::function<void(const TrainingProgress&)> report;  ///< called from the job's thread
+  std::function<bool()> should_stop;  ///< polled at every batch boundary
+};
+
+enum class TrainingOutcome { kCompleted, kStopped };
+
+/// Trains `spec` to the end or until should_stop() (then it writes a checkpoint at that
+/// batch boundary and returns kStopped). After every epoch it evaluates on the test split
+/// and writes model.pt, meta.json and checkpoint.pt atomically. When the job's
+/// checkpoint exists it resumes from it. Throws Error for a missing or corrupt dataset, an
+/// unavailable device or any LibTorch failure (turned into kDataError/kInvalidArgument/
+/// kInternal with a readable message).
+TrainingOutcome run_training(const JobSpec& spec, const TrainingEnv& env, const TrainingHooks& hooks);
+
+/// Sets LibTorch's intra-op thread count for the process (0: one per core).
+void set_training_threads(int threads);
+/// "cuda" when LibTorch was built with CUDA and sees a device, else "cpu".
+std::string best_device();
+
+/// The benchmark's ceiling: the same model and optimiser stepping `steps` times on one
+/// batch that stays resident on the device. Returns images/s.
+double resident_batch_images_per_s(const JobSpec& spec, const TrainingEnv& env, int steps);
+
+}  // namespace mlswarm
