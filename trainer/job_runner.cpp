@@ -24,6 +24,7 @@ JobRecord JobRunner::submit(JobSpec spec) {
   record.state = JobState::kQueued;
   record.trainer = options_.trainer_address;
   record.created_at = unix_now();
+  record.updated_at = record.created_at;
   {
     std::lock_guard lock(mutex_);
     if (stopping_) throw Error(ErrorCode::kUnavailable, "the trainer is shutting down");
@@ -49,12 +50,12 @@ JobRecord JobRunner::submit(JobSpec spec) {
     update.job_id = spec.job_id;
     update.record = record;
     board_.post_and_wait(std::move(update));
+    spdlog::info("job {} model {}: queued ({} {} epochs, attempt {})", spec.job_id, spec.model_id,
+                 spec.dataset, spec.train_opts.epochs, spec.attempt);
     active_[spec.job_id] = control;
     pending_.push_back(std::move(control));
   }
   wake_.notify_one();
-  spdlog::info("job {} model {}: queued ({} {} epochs, attempt {})", spec.job_id, spec.model_id,
-               spec.dataset, spec.train_opts.epochs, spec.attempt);
   return record;
 }
 

@@ -1,0 +1,162 @@
+// Model files and checkpoints: written atomically, read back exactly, and resumable.
+
+#include <gtest/gtest.h>
+
+#include "../support/temp_dir.h"
+#include "dataset_cache.h"
+#include "mlswarm/atomic_file.h"
+#include "mlswarm/error.h"
+#include "mlswarm/torch/model_zoo.h"
+#include "training.h"
+
+namespace mlswarm {
+namespace {
+
+using testing::make_idx;
+using testing::TempDir;
+using testing::write_bytes;
+
+TEST(ModelZoo, SavedWeightsLoadIntoAFreshModel) {
+  torch::manual_seed(3);
+  auto a = make_model("convnet", 1, 28, 28, 10);
+  auto b = make_model("convnet", 1, 28, 28, 10);
+  a->eval();
+  b->eval();
+  auto x = torch::randn({4, 1, 28, 28});
+  ASSERT_FALSE(torch::allclose(a->forward(x), b->forward(x)));
+  load_module(b, save_module(a));
+  EXPECT_TRUE(torch::equal(a->forward(x), b->forward(x)));
+}
+
+TEST(ModelZoo, WeightsOfAnotherArchitectureAreADataError) {
+  auto conv = make_model("convnet", 1, 28, 28, 10);
+  auto mlp = make_model("mlp", 1, 28, 28, 10);
+  try {
+    load_module(mlp, save_module(conv));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kDataError);
+  }
+  EXPECT_THROW(load_module(mlp, "not a torch archive"), Error);
+}
+
+/// A learnable synthetic MNIST: class k is a bright horizontal bar at row 2k+4.
+void write_bar_mnist(const std::filesystem::path& dir, std::uint32_t train, std::uint32_t test) {
+  auto images = [](std::uint32_t n) {
+    return make_idx({n, 28, 28}, [](std::size_t i) {
+      std::size_t image = i / 784, row = (i % 784) / 28;
+      return row == 2 * (image % 10) + 4 ? 200 + image % 50 : (i * 31) % 40;
+    });
+  };
+  auto labels = [](std::uint32_t n) { return make_idx({n}, [](std::size_t i) { return i % 10; }); };
+  write_bytes(dir / "mnist/train-images-idx3-ubyte", images(train));
+  write_bytes(dir / "mnist/train-labels-idx1-ubyte", labels(train));
+  write_bytes(dir / "mnist/t10k-images-idx3-ubyte", images(test));
+  write_bytes(dir / "mnist/t10k-labels-idx1-ubyte", labels(test));
+}
+
+class TrainingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    write_bar_mnist(data_.path(), 200, 50);
+    set_training_threads(1);  // bit-for-bit repeatable on CPU
+  }
+  JobSpec spec(const std::string& job_id, int epochs) {
+    JobSpec s;
+    s.job_id = job_id;
+    s.model_id = "m-" + job_id;
+    s.model_type = "convnet";
+    s.dataset = "mnist";
+    s.train_opts.epochs = epochs;
+    s.train_opts.batch_size = 16;
+    s.train_opts.lr = 0.02;
+    s.train_opts.device = "cpu";
+    return s;
+  }
+  ModelMeta meta_of(const std::string& model_id) {
+    ModelMeta meta;
+    load_trained_model(home_.path(), model_id, &meta);
+    return meta;
+  }
+
+  TempDir data_;
+  TempDir home_;
+  DatasetCache cache_{data_.path(), home_.path()};
+  TrainingEnv env_{home_.path(), &cache_};
+};
+
+TEST_F(TrainingTest, WritesModelMetaAndCheckpointEveryEpoch) {
+  std::vector<TrainingProgress> reports;
+  TrainingHooks hooks{[&](const TrainingProgress& p) { reports.push_back(p); }, [] { return false; }};
+  ASSERT_EQ(run_training(spec("j1", 2), env_, hooks), TrainingOutcome::kCompleted);
+  ModelMeta meta = meta_of("m-j1");
+  ASSERT_EQ(meta.epochs.size(), 2u);
+  EXPECT_EQ(meta.version, 2);
+  EXPECT_EQ(meta.class_names.size(), 10u);
+  EXPECT_GT(meta.epochs.back().accuracy, 0.5) << "the bars are trivially learnable";
+  EXPECT_TRUE(std::filesystem::exists(home_ / "jobs/j1/checkpoint.pt"));
+  for (const auto& dir : {home_ / "jobs/j1", home_ / "models/m-j1"}) {
+    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+      EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
+    }
+  }
+  ASSERT_FALSE(reports.empty());
+  EXPECT_TRUE(reports.back().accuracy.has_value());
+  EXPECT_DOUBLE_EQ(reports.back().progress, 1.0);
+}
+
+TEST_F(TrainingTest, ATornModelFileIsDetected) {
+  TrainingHooks hooks{[](const TrainingProgress&) {}, [] { return false; }};
+  run_training(spec("j2", 1), env_, hooks);
+  auto path = home_ / "models/m-j2/model.pt";
+  std::string bytes = read_file(path, 1u << 30);
+  write_file_atomic(path, bytes.substr(0, bytes.size() / 2));
+  try {
+    meta_of("m-j2");
+    FAIL() << "a truncated model.pt must not load";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kDataError);
+    EXPECT_NE(std::string(e.what()).find("CRC"), std::string::npos) << e.what();
+  }
+  try {
+    meta_of("never-trained");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kNotFound);
+  }
+}
+
+// Stop mid-epoch 2 (as SIGTERM does), resume from the checkpoint, and land on the same
+// weights' metrics as a run that was never interrupted.
+TEST_F(TrainingTest, StopAndResumeReproducesAnUninterruptedRun) {
+  TrainingHooks plain{[](const TrainingProgress&) {}, [] { return false; }};
+  ASSERT_EQ(run_training(spec("whole", 3), env_, plain), TrainingOutcome::kCompleted);
+
+  int batches = 0;
+  TrainingHooks stopping{[](const TrainingProgress&) {}, [&] { return ++batches > 18; }};
+  JobSpec s = spec("parts", 3);
+  ASSERT_EQ(run_training(s, env_, stopping), TrainingOutcome::kStopped);
+  EXPECT_EQ(meta_of("m-parts").epochs.size(), 1u) << "stopped during epoch 2";
+  ASSERT_EQ(run_training(s, env_, plain), TrainingOutcome::kCompleted);
+
+  ModelMeta whole = meta_of("m-whole");
+  ModelMeta parts = meta_of("m-parts");
+  ASSERT_EQ(parts.epochs.size(), 3u);
+  EXPECT_NEAR(parts.epochs[2].test_loss, whole.epochs[2].test_loss, 1e-4);
+  EXPECT_NEAR(parts.epochs[2].accuracy, whole.epochs[2].accuracy, 1e-9);
+}
+
+TEST_F(TrainingTest, CudaWhereThereIsNoneFailsWithThatMessage) {
+  if (best_device() == "cuda") GTEST_SKIP() << "this machine has a GPU";
+  JobSpec s = spec("j3", 1);
+  s.train_opts.device = "cuda";
+  try {
+    run_training(s, env_, {});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("CUDA"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace mlswarm

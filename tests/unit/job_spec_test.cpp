@@ -1,0 +1,122 @@
+#include "mlswarm/job.h"
+
+#include <gtest/gtest.h>
+
+#include "mlswarm/error.h"
+#include "mlswarm/ids.h"
+
+namespace mlswarm {
+namespace {
+
+using nlohmann::json;
+
+/// The field named by the Error that parsing `body` throws; fails the test if none is thrown.
+std::string rejected_field(const json& body) {
+  try {
+    parse_job_spec(body);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+    return e.field();
+  }
+  ADD_FAILURE() << "accepted: " << body.dump();
+  return "<accepted>";
+}
+
+TEST(JobSpec, SeedSpecParsesWithDefaults) {
+  JobSpec spec = parse_job_spec(json::parse(R"({"model_id": "fmnist-a", "model_type": "convnet",
+      "example_idxs": [0, 60000], "train_opts": {"epochs": 3}})"));
+  EXPECT_EQ(spec.model_id, "fmnist-a");
+  EXPECT_EQ(spec.dataset, "fashion-mnist");
+  ASSERT_TRUE(spec.example_idxs.has_value());
+  EXPECT_EQ(spec.example_idxs->second, 60000);
+  EXPECT_EQ(spec.train_opts.epochs, 3);
+  EXPECT_EQ(spec.train_opts.batch_size, 128);
+  EXPECT_EQ(spec.train_opts.optimizer, "sgd");
+  EXPECT_EQ(spec.train_opts.device, "auto");
+}
+
+TEST(JobSpec, AdamGetsItsOwnDefaultLearningRate) {
+  auto spec = parse_job_spec(json::parse(R"({"train_opts": {"optimizer": "adam"}})"));
+  EXPECT_DOUBLE_EQ(spec.train_opts.lr, 1e-3);
+}
+
+TEST(JobSpec, RoundTripsThroughJson) {
+  auto spec = parse_job_spec(json::parse(
+      R"({"model_id": "m", "job_id": "j1", "dataset": "cifar10", "example_idxs": [5, 10],
+          "train_opts": {"epochs": 2, "lr": 0.1, "seed": 7, "device": "cpu"}})"));
+  auto again = parse_job_spec(to_json(spec));
+  EXPECT_EQ(to_json(again), to_json(spec));
+}
+
+TEST(JobSpec, RejectsWrongTypes) {
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"epochs": "10"}})")), "train_opts.epochs");
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"epochs": 2.5}})")), "train_opts.epochs");
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"lr": true}})")), "train_opts.lr");
+  EXPECT_EQ(rejected_field(json::parse(R"({"model_id": 7})")), "model_id");
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": []})")), "train_opts");
+  EXPECT_EQ(rejected_field(json::parse(R"([1, 2])")), "");
+}
+
+TEST(JobSpec, RejectsOutOfRangeValues) {
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"epochs": -1}})")), "train_opts.epochs");
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"epochs": 0}})")), "train_opts.epochs");
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"batch_size": 0}})")), "train_opts.batch_size");
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"lr": 0}})")), "train_opts.lr");
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"lr": -0.1}})")), "train_opts.lr");
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"momentum": 1.5}})")), "train_opts.momentum");
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"seed": -3}})")), "train_opts.seed");
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"epochs": 18446744073709551615}})")),
+            "train_opts.epochs");
+}
+
+TEST(JobSpec, RejectsUnknownNames) {
+  EXPECT_EQ(rejected_field(json::parse(R"({"model_type": "resnet"})")), "model_type");
+  EXPECT_EQ(rejected_field(json::parse(R"({"dataset": "imagenet"})")), "dataset");
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"optimizer": "lbfgs"}})")), "train_opts.optimizer");
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"device": "tpu"}})")), "train_opts.device");
+  // A typo must not silently train with the default.
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"epoch": 3}})")), "train_opts.epoch");
+  EXPECT_EQ(rejected_field(json::parse(R"({"modelid": "x"})")), "modelid");
+}
+
+TEST(JobSpec, RejectsIdsThatAreNotPathComponents) {
+  for (const char* bad : {"../../etc", "..", ".", "a/b", "", "-lead", "x y", "é",
+                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}) {
+    EXPECT_EQ(rejected_field(json{{"model_id", bad}}), "model_id") << bad;
+    if (*bad) {
+      EXPECT_EQ(rejected_field(json{{"job_id", bad}}), "job_id") << bad;
+    }
+  }
+  EXPECT_TRUE(is_valid_id("fmnist-a.v2_1"));
+  EXPECT_TRUE(is_valid_id(std::string(64, 'a')));
+  EXPECT_FALSE(is_valid_id(std::string(65, 'a')));
+}
+
+TEST(JobSpec, RejectsExampleRangesOutsideTheTrainSplit) {
+  EXPECT_EQ(rejected_field(json::parse(R"({"example_idxs": [0, 60001]})")), "example_idxs");
+  EXPECT_EQ(rejected_field(json::parse(R"({"example_idxs": [10, 10]})")), "example_idxs");
+  EXPECT_EQ(rejected_field(json::parse(R"({"example_idxs": [-1, 10]})")), "example_idxs");
+  EXPECT_EQ(rejected_field(json::parse(R"({"example_idxs": [1, 2, 3]})")), "example_idxs");
+  EXPECT_EQ(rejected_field(json::parse(R"({"dataset": "cifar10", "example_idxs": [0, 60000]})")),
+            "example_idxs");
+}
+
+TEST(JobRecordJson, HasTheFieldsClientsRelyOn) {
+  JobRecord job;
+  job.spec = parse_job_spec(json::parse(R"({"model_id": "m", "job_id": "j"})"));
+  job.state = JobState::kRunning;
+  job.started_at = 100;
+  job.progress = 0.25;
+  json j = to_json(job, 140);
+  for (const char* key : {"job_id", "model_id", "state", "epoch", "epochs", "step", "progress", "loss",
+                          "accuracy", "images_per_s", "duration_s", "eta_s", "trainer", "attempts",
+                          "error", "spec", "created_at", "updated_at"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  EXPECT_DOUBLE_EQ(j["duration_s"].get<double>(), 40);
+  EXPECT_DOUBLE_EQ(j["eta_s"].get<double>(), 120);
+  EXPECT_EQ(j["state"], "running");
+}
+
+}  // namespace
+}  // namespace mlswarm
