@@ -55,8 +55,8 @@ fs::path find_file(const std::vector<fs::path>& dirs, const std::string& name) {
 DatasetSplit load_idx_split(const std::vector<fs::path>& dirs, const DatasetInfo& info,
                             const std::string& images_name, const std::string& labels_name) {
   fs::path images_path = find_file(dirs, images_name);
-  fs::path labels_path = find_file(dirs, labels_name);
   IdxArray images = read_idx_file(images_path);
+  fs::path labels_path = find_file(dirs, labels_name);
   IdxArray labels = read_idx_file(labels_path);
   if (images.dims.size() != 3 || images.dims[1] != info.height || images.dims[2] != info.width) {
     data_error(images_path, fmt::format("expected images of shape [N][{}][{}]", info.height, info.width));
