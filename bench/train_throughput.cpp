@@ -14,7 +14,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "dataset_cache.h"
+#include "mlswarm/dataset_cache.h"
 #include "mlswarm/job.h"
 #include "training.h"
 

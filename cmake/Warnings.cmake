@@ -2,6 +2,6 @@
 add_library(mlswarm_warnings INTERFACE)
 target_compile_options(mlswarm_warnings INTERFACE
   -Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor -Wcast-align
-  -Wunused -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough
+  -Wunused -Woverloaded-virtual -Wimplicit-fallthrough
   # GCC 12 reports std::string copies in inlined code as overlapping (GCC bug 105329).
   -Wno-restrict)

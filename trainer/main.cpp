@@ -1,41 +1,22 @@
 // ml_trainer: runs training jobs on worker threads and reports them through GET /status.
 
-#include <csignal>
-#include <cstdlib>
+#include <cstdio>
 #include <filesystem>
 #include <string>
-#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
-#include "dataset_cache.h"
+#include "mlswarm/dataset_cache.h"
 #include "job_runner.h"
+#include "mlswarm/config.h"
+#include "mlswarm/daemon.h"
 #include "mlswarm/error.h"
 #include "mlswarm/http_server.h"
 #include "mlswarm/log.h"
 #include "status_board.h"
 #include "trainer_api.h"
 #include "training.h"
-
-namespace {
-
-std::string env_or(const char* name, std::string fallback) {
-  const char* value = std::getenv(name);
-  return value != nullptr && *value != '\0' ? std::string(value) : fallback;
-}
-
-int env_int_or(const char* name, int fallback) {
-  std::string text = env_or(name, "");
-  if (text.empty()) return fallback;
-  try {
-    return std::stoi(text);
-  } catch (const std::exception&) {
-    throw CLI::ValidationError(name, "must be an integer, got '" + text + "'");
-  }
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   using namespace mlswarm;
@@ -55,8 +36,9 @@ int main(int argc, char** argv) {
     workers = env_int_or("TRAIN_WORKERS", 1);
     threads = env_int_or("TRAIN_THREADS", 0);
     log_level = env_or("LOG_LEVEL", "info");
-  } catch (const CLI::Error& e) {
-    return app.exit(e);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "ml_trainer: %s\n", e.what());
+    return 2;
   }
   app.add_option("--host", host, "listen address (TRAIN_HOST)")->capture_default_str();
   app.add_option("--port", port, "listen port, the same on every trainer (TRAIN_PORT)")
@@ -82,14 +64,7 @@ int main(int argc, char** argv) {
     return http_probe("127.0.0.1", port, "/healthz", std::chrono::milliseconds(2000)) == 200 ? 0 : 1;
   }
 
-  // Block the stop signals in every thread; one thread waits for them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
-
+  block_stop_signals();
   init_logging(log_level);
   set_training_threads(threads);
   std::error_code ec;
@@ -119,23 +94,12 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  std::jthread signal_waiter([&server, stop_signals] {
-    int signal = 0;
-    sigwait(&stop_signals, &signal);
-    spdlog::info("signal {} received: stopping", signal == SIGTERM ? "SIGTERM" : "SIGINT");
-    server.stop();
-  });
-
   spdlog::info("ml_trainer listening on {} (workers {}, device {}, HOME_DIR {}, DATA_DIR {})", address,
                workers, best_device(), home_dir, data_dir);
-  server.run();
+  serve_until_stop_signal(server);
   // The HTTP server has stopped; let running jobs checkpoint at their next batch and join.
   runner.shutdown();
   board.stop();
-  if (signal_waiter.joinable()) {
-    // run() returned without a signal (a failed server): wake the waiter so it can be joined.
-    pthread_kill(signal_waiter.native_handle(), SIGTERM);
-  }
   spdlog::info("ml_trainer stopped");
   return 0;
 }

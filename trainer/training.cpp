@@ -11,7 +11,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "dataset_cache.h"
+#include "mlswarm/dataset_cache.h"
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"
 #include "mlswarm/model_meta.h"

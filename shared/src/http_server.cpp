@@ -44,6 +44,7 @@ HttpServer::HttpServer(Handler handler, HttpServerOptions options) : impl_(std::
     request.remote_addr = req.remote_addr;
     for (const auto& [k, v] : req.params) request.query.emplace(k, v);
     for (const auto& [k, v] : req.headers) request.headers.emplace(lower(k), v);
+    for (const auto& [k, f] : req.files) request.files.push_back({f.name, f.filename, f.content_type, f.content});
     HttpReply reply = guarded(impl_->handler, request);
     res.status = reply.status;
     for (const auto& [k, v] : reply.headers) res.set_header(k, v);

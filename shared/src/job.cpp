@@ -152,7 +152,7 @@ JobSpec parse_job_spec(const json& body) {
   if (auto it = body.find("train_opts"); it != body.end() && !it->is_null()) {
     spec.train_opts = parse_train_opts(*it);
   }
-  spec.attempt = static_cast<int>(get_int(body, "attempt", "attempt", 1, 1, 1000000));
+  spec.attempt = static_cast<int>(get_int(body, "attempt", "attempt", 1, 0, 1000000));
   return spec;
 }
 
@@ -228,6 +228,37 @@ json to_json(const JobRecord& job, double now) {
           {"started_at", job.started_at > 0 ? json(job.started_at) : json(nullptr)},
           {"finished_at", job.finished_at > 0 ? json(job.finished_at) : json(nullptr)},
           {"updated_at", job.updated_at}};
+}
+
+JobRecord job_record_from_json(const json& j) {
+  try {
+    JobRecord job;
+    json spec = j.at("spec");
+    spec["attempt"] = j.value("attempts", 1);
+    job.spec = parse_job_spec(spec);
+    auto state = parse_job_state(j.at("state").get<std::string>());
+    if (!state) throw Error(ErrorCode::kDataError, "job: unknown state");
+    job.state = *state;
+    job.epoch = j.value("epoch", 0);
+    job.step = j.value("step", 0);
+    job.steps_per_epoch = j.value("steps_per_epoch", 0);
+    job.progress = j.value("progress", 0.0);
+    if (j.contains("loss") && j["loss"].is_number()) job.loss = j["loss"].get<double>();
+    if (j.contains("accuracy") && j["accuracy"].is_number()) job.accuracy = j["accuracy"].get<double>();
+    job.images_per_s = j.value("images_per_s", 0.0);
+    job.trainer = j.value("trainer", "");
+    if (j.contains("error") && j["error"].is_string()) job.error = j["error"].get<std::string>();
+    job.device = j.value("device", "");
+    job.created_at = j.value("created_at", 0.0);
+    if (j.contains("started_at") && j["started_at"].is_number()) job.started_at = j["started_at"].get<double>();
+    if (j.contains("finished_at") && j["finished_at"].is_number()) job.finished_at = j["finished_at"].get<double>();
+    job.updated_at = j.value("updated_at", 0.0);
+    return job;
+  } catch (const json::exception& e) {
+    throw Error(ErrorCode::kDataError, fmt::format("job record: {}", e.what()));
+  } catch (const Error& e) {
+    throw Error(ErrorCode::kDataError, fmt::format("job record: {}", e.what()));
+  }
 }
 
 double unix_now() {

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "../support/temp_dir.h"
-#include "dataset_cache.h"
+#include "mlswarm/dataset_cache.h"
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"
 #include "mlswarm/torch/model_zoo.h"

@@ -12,6 +12,14 @@
 
 namespace mlswarm {
 
+/// One part of a multipart/form-data upload.
+struct UploadedFile {
+  std::string name;  ///< the form field
+  std::string filename;
+  std::string content_type;
+  std::string content;
+};
+
 /// A request as route handlers see it: no socket, so handlers are plain functions that
 /// tests call directly. Header names are lower-case.
 struct HttpRequest {
@@ -20,6 +28,7 @@ struct HttpRequest {
   std::map<std::string, std::string> query;
   std::map<std::string, std::string> headers;
   std::string body;
+  std::vector<UploadedFile> files;  ///< multipart/form-data parts
   std::string remote_addr;
 
   std::string header(const std::string& lower_name) const;

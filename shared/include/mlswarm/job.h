@@ -73,6 +73,10 @@ struct JobRecord {
 /// Serialises with duration and ETA derived from `now` (Unix seconds).
 nlohmann::json to_json(const JobRecord& job, double now);
 
+/// Reads what to_json wrote (a trainer's report, a journal line). Throws Error(kDataError)
+/// when a field is missing or of the wrong type, or the spec does not validate.
+JobRecord job_record_from_json(const nlohmann::json& j);
+
 /// Seconds since the Unix epoch, with sub-second precision.
 double unix_now();
 

@@ -1,4 +1,4 @@
-#include "dataset_cache.h"
+#include "mlswarm/dataset_cache.h"
 
 #include <spdlog/spdlog.h>
 

@@ -1,0 +1,51 @@
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "cluster.h"
+#include "mlswarm/dataset_cache.h"
+#include "mlswarm/http.h"
+#include "model_server.h"
+
+namespace mlswarm {
+
+struct ControllerApiOptions {
+  std::filesystem::path home_dir;
+  std::size_t max_examples = 1024;  ///< per /predict request and per examples page
+};
+
+/// The controller's HTTP routes as a plain function from request to reply (no socket).
+/// None of the collaborators is owned; all must outlive the API. Thread-safe as they are.
+class ControllerApi {
+ public:
+  ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServer& models, DatasetCache& datasets,
+                ControllerApiOptions options);
+
+  HttpReply handle(const HttpRequest& request);
+
+ private:
+  HttpReply route(const HttpRequest& request);
+  HttpReply status() const;
+  HttpReply list_models() const;
+  HttpReply model(const std::string& model_id);
+  HttpReply datasets() const;
+  HttpReply dataset(const std::string& name) const;
+  HttpReply examples(const std::string& name, const HttpRequest& request);
+  HttpReply predict(const HttpRequest& request);
+  HttpReply classify(const HttpRequest& request);
+
+  Cluster& cluster_;
+  JobRegistry& registry_;
+  ModelServer& models_;
+  DatasetCache& datasets_;
+  ControllerApiOptions options_;
+};
+
+/// Turns `examples` (each [C][H][W], [H][W] or flat C*H*W numbers in 0..1) into one flat
+/// vector for `meta`'s input shape. Throws Error(kInvalidArgument, "examples") naming the
+/// first offending example, and Error(kPayloadTooLarge) for more than `max_examples`.
+std::vector<float> flatten_examples(const nlohmann::json& examples, const ModelMeta& meta,
+                                    std::size_t max_examples);
+
+}  // namespace mlswarm

@@ -1,0 +1,39 @@
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "subnet.h"
+
+namespace mlswarm {
+
+struct ScanOptions {
+  int port = 48516;
+  std::chrono::milliseconds connect_timeout{300};
+  std::chrono::milliseconds read_timeout{500};
+  int max_in_flight = 256;  ///< probes open at once
+};
+
+/// One pass of discovery: every host of the subnet is probed concurrently (Boost.Asio, one
+/// thread) with `GET /type`; a host is a trainer when it answers 200 with
+/// `{"type":"train"}`. Never connects outside the subnet. Not thread-safe: one pass at a time
+/// per object.
+class SubnetScanner {
+ public:
+  SubnetScanner(Subnet subnet, ScanOptions options);
+
+  /// Returns the "ip:port" of every trainer that answered, sorted.
+  std::vector<std::string> scan_once() const;
+
+  /// Probes these "ip" hosts only (for DNS-discovered trainers), same rules.
+  std::vector<std::string> probe(const std::vector<std::string>& hosts) const;
+
+  const Subnet& subnet() const { return subnet_; }
+
+ private:
+  Subnet subnet_;
+  ScanOptions options_;
+};
+
+}  // namespace mlswarm

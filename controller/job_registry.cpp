@@ -1,0 +1,139 @@
+#include "job_registry.h"
+
+#include <unistd.h>
+
+#include <fstream>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "mlswarm/atomic_file.h"
+#include "mlswarm/error.h"
+#include "mlswarm/ids.h"
+
+namespace mlswarm {
+namespace {
+
+constexpr double kProgressJournalSeconds = 5.0;
+
+}  // namespace
+
+JobRegistry::JobRegistry(std::filesystem::path dir) : dir_(std::move(dir)), journal_path_(dir_ / "jobs.jsonl") {
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) throw Error(ErrorCode::kInternal, fmt::format("cannot create {}: {}", dir_.string(), ec.message()));
+  load();
+  compact();
+}
+
+JobRegistry::~JobRegistry() {
+  if (journal_ != nullptr) std::fclose(journal_);
+}
+
+void JobRegistry::load() {
+  std::ifstream in(journal_path_);
+  std::string line;
+  std::size_t number = 0, skipped = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    if (line.empty()) continue;
+    try {
+      JobRecord job = job_record_from_json(nlohmann::json::parse(line));
+      if (!jobs_.contains(job.spec.job_id)) order_.push_back(job.spec.job_id);
+      jobs_[job.spec.job_id] = std::move(job);
+    } catch (const std::exception& e) {
+      ++skipped;
+      spdlog::warn("{}:{}: skipped an unreadable journal line ({})", journal_path_.string(), number, e.what());
+    }
+  }
+  if (!jobs_.empty() || skipped > 0) {
+    spdlog::info("job registry: {} jobs loaded from {} ({} lines, {} skipped)", jobs_.size(),
+                 journal_path_.string(), number, skipped);
+  }
+}
+
+void JobRegistry::compact() {
+  std::string text;
+  for (const auto& id : order_) text += to_json(jobs_.at(id), unix_now()).dump() + "\n";
+  if (journal_ != nullptr) std::fclose(journal_);
+  journal_ = nullptr;
+  write_file_atomic(journal_path_, text);
+  journal_ = std::fopen(journal_path_.c_str(), "ae");
+  if (journal_ == nullptr) {
+    throw Error(ErrorCode::kInternal, fmt::format("cannot open {} for appending", journal_path_.string()));
+  }
+  lines_ = order_.size();
+}
+
+void JobRegistry::append(const JobRecord& job) {
+  std::string line = to_json(job, unix_now()).dump() + "\n";
+  if (std::fwrite(line.data(), 1, line.size(), journal_) != line.size() || std::fflush(journal_) != 0 ||
+      ::fsync(::fileno(journal_)) != 0) {
+    throw Error(ErrorCode::kInternal, fmt::format("cannot append to {}", journal_path_.string()));
+  }
+  journaled_at_[job.spec.job_id] = unix_now();
+  if (++lines_ > 4 * order_.size() + 1000) compact();
+}
+
+JobRecord JobRegistry::create(JobSpec spec, std::size_t max_queued) {
+  std::lock_guard lock(mutex_);
+  if (spec.job_id.empty()) {
+    do {
+      spec.job_id = make_id("job");
+    } while (jobs_.contains(spec.job_id));
+  } else if (jobs_.contains(spec.job_id)) {
+    throw Error(ErrorCode::kConflict, fmt::format("job '{}' already exists", spec.job_id), "job_id");
+  }
+  if (spec.model_id.empty()) spec.model_id = spec.job_id;
+  std::size_t queued = 0;
+  for (const auto& [id, job] : jobs_) queued += job.state == JobState::kQueued ? 1 : 0;
+  if (queued >= max_queued) {
+    throw Error(ErrorCode::kTooManyRequests, fmt::format("{} jobs are already queued; try again later", queued));
+  }
+  JobRecord job;
+  job.spec = std::move(spec);
+  job.spec.attempt = 0;  // no dispatch yet
+  job.state = JobState::kQueued;
+  job.created_at = unix_now();
+  job.updated_at = job.created_at;
+  append(job);
+  order_.push_back(job.spec.job_id);
+  jobs_[job.spec.job_id] = job;
+  return job;
+}
+
+std::optional<JobRecord> JobRegistry::find(const std::string& job_id) const {
+  std::lock_guard lock(mutex_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<JobRecord> JobRegistry::list() const {
+  std::lock_guard lock(mutex_);
+  std::vector<JobRecord> out;
+  out.reserve(order_.size());
+  for (const auto& id : order_) out.push_back(jobs_.at(id));
+  return out;
+}
+
+std::optional<JobRecord> JobRegistry::update(const std::string& job_id,
+                                             const std::function<void(JobRecord&)>& change, bool durable) {
+  std::lock_guard lock(mutex_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return std::nullopt;
+  JobRecord next = it->second;
+  change(next);
+  next.updated_at = unix_now();
+  bool stale = next.updated_at - journaled_at_[job_id] > kProgressJournalSeconds;
+  if (durable || stale) append(next);
+  it->second = next;
+  return next;
+}
+
+std::size_t JobRegistry::journal_lines() const {
+  std::lock_guard lock(mutex_);
+  return lines_;
+}
+
+}  // namespace mlswarm

@@ -1,0 +1,63 @@
+#pragma once
+
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mlswarm/job.h"
+
+namespace mlswarm {
+
+/// Every job the controller was given, persisted under HOME_DIR/controller/ as an
+/// append-only journal (`jobs.jsonl`, one JSON job record per line, the last line of a job
+/// wins) so that a restarted controller knows all jobs. Each append is fsynced before the
+/// change is visible; a torn last line (a crash mid-write) is skipped on load. The journal is
+/// compacted (rewritten atomically) when it grows to several times the number of jobs.
+/// Thread-safe: `mutex_` guards `jobs_`, `order_` and the journal file.
+class JobRegistry {
+ public:
+  /// Loads the journal in `dir` (creating the folder). Throws Error(kInternal) when the
+  /// folder cannot be created or the journal cannot be opened for appending.
+  explicit JobRegistry(std::filesystem::path dir);
+  ~JobRegistry();
+  JobRegistry(const JobRegistry&) = delete;
+  JobRegistry& operator=(const JobRegistry&) = delete;
+
+  /// Records a new queued job; assigns job_id (and model_id) when missing.
+  /// Throws Error(kConflict) for a job id in use, Error(kTooManyRequests) when `max_queued`
+  /// jobs are already waiting.
+  JobRecord create(JobSpec spec, std::size_t max_queued);
+
+  std::optional<JobRecord> find(const std::string& job_id) const;
+  /// All jobs, oldest first.
+  std::vector<JobRecord> list() const;
+
+  /// Applies `change` to the job and journals the result when `durable` (state, trainer or
+  /// attempt changes) or when the last journal line for it is older than a few seconds.
+  /// Returns the new record, or nullopt for an unknown job.
+  std::optional<JobRecord> update(const std::string& job_id, const std::function<void(JobRecord&)>& change,
+                                  bool durable);
+
+  std::size_t journal_lines() const;
+
+ private:
+  void load();
+  void append(const JobRecord& job);  // mutex_ held
+  void compact();                     // mutex_ held
+
+  std::filesystem::path dir_;
+  std::filesystem::path journal_path_;
+  mutable std::mutex mutex_;
+  std::map<std::string, JobRecord> jobs_;
+  std::vector<std::string> order_;
+  std::map<std::string, double> journaled_at_;
+  std::FILE* journal_ = nullptr;
+  std::size_t lines_ = 0;
+};
+
+}  // namespace mlswarm

@@ -1,0 +1,121 @@
+// ml_controller: discovers trainers, dispatches jobs to them, keeps every job, and serves
+// predictions from the models trainers write to HOME_DIR.
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "cluster.h"
+#include "controller_api.h"
+#include "job_registry.h"
+#include "mlswarm/config.h"
+#include "mlswarm/daemon.h"
+#include "mlswarm/dataset_cache.h"
+#include "mlswarm/error.h"
+#include "mlswarm/http_server.h"
+#include "mlswarm/log.h"
+#include "model_server.h"
+#include "subnet.h"
+
+int main(int argc, char** argv) {
+  using namespace mlswarm;
+  std::string host, subnet_text, home_dir, data_dir, log_level;
+  int port = 0, train_port = 0, scan_interval_ms = 0, max_batch = 0, max_delay_us = 0, http_threads = 0;
+  int max_misses = 3, max_attempts = 5;
+  std::size_t max_body = 64u << 20;
+  bool healthcheck = false;
+
+  CLI::App app{"ml_controller: the mlswarm controller. Finds trainers by scanning SUBNET_TRAIN,\n"
+               "dispatches training jobs to them, keeps a journal of every job under HOME_DIR/controller,\n"
+               "and serves /predict and /classify from HOME_DIR/models.\n"
+               "Settings come from the environment; a flag overrides its variable."};
+  try {
+    host = env_or("CONTROLLER_HOST", "0.0.0.0");
+    port = env_int_or("CONTROLLER_PORT", 48515);
+    train_port = env_int_or("TRAIN_PORT", 48516);
+    subnet_text = env_or("SUBNET_TRAIN", "");
+    home_dir = env_or("HOME_DIR", "./var");
+    data_dir = env_or("DATA_DIR", "/usr/share/datasets");
+    scan_interval_ms = env_int_or("SCAN_INTERVAL_MS", 2000);
+    max_batch = env_int_or("PREDICT_MAX_BATCH", 32);
+    max_delay_us = env_int_or("PREDICT_MAX_DELAY_US", 2000);
+    http_threads = env_int_or("HTTP_THREADS", 32);
+    log_level = env_or("LOG_LEVEL", "info");
+  } catch (const Error& e) {
+    std::fprintf(stderr, "ml_controller: %s\n", e.what());
+    return 2;
+  }
+  app.add_option("--host", host, "listen address (CONTROLLER_HOST)")->capture_default_str();
+  app.add_option("--port", port, "listen port (CONTROLLER_PORT)")->check(CLI::Range(1, 65535))->capture_default_str();
+  app.add_option("--train-port", train_port, "the port every trainer listens on (TRAIN_PORT)")
+      ->check(CLI::Range(1, 65535))->capture_default_str();
+  app.add_option("--subnet", subnet_text,
+                 "where trainers live, required: CIDR 10.42.0.0/24 or the prefix form 10.42.0 (SUBNET_TRAIN)");
+  app.add_option("--home-dir", home_dir, "the shared mount: models/, jobs/, controller/ (HOME_DIR)")->capture_default_str();
+  app.add_option("--data-dir", data_dir, "where datasets are looked up for /datasets (DATA_DIR)")->capture_default_str();
+  app.add_option("--scan-interval-ms", scan_interval_ms, "time between discovery passes (SCAN_INTERVAL_MS)")
+      ->check(CLI::Range(100, 600000))->capture_default_str();
+  app.add_option("--max-misses", max_misses, "scan passes a trainer may miss before it is dropped")
+      ->check(CLI::Range(1, 100))->capture_default_str();
+  app.add_option("--max-attempts", max_attempts, "dispatches of one job before it fails")
+      ->check(CLI::Range(1, 1000))->capture_default_str();
+  app.add_option("--predict-max-batch", max_batch, "examples batched into one forward pass (PREDICT_MAX_BATCH)")
+      ->check(CLI::Range(1, 4096))->capture_default_str();
+  app.add_option("--predict-max-delay-us", max_delay_us,
+                 "how long a single prediction waits for others to batch with, 0 = never (PREDICT_MAX_DELAY_US)")
+      ->check(CLI::Range(0, 1000000))->capture_default_str();
+  app.add_option("--http-threads", http_threads, "HTTP worker threads (HTTP_THREADS)")
+      ->check(CLI::Range(1, 1024))->capture_default_str();
+  app.add_option("--max-body", max_body, "largest request body accepted, in bytes")->capture_default_str();
+  app.add_option("--log-level", log_level, "debug, info, warn or error (LOG_LEVEL)")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))->capture_default_str();
+  app.add_flag("--healthcheck", healthcheck,
+               "probe GET /healthz of the controller on this port at 127.0.0.1 and exit 0 if healthy");
+  CLI11_PARSE(app, argc, argv);
+
+  if (healthcheck) {
+    return http_probe("127.0.0.1", port, "/healthz", std::chrono::milliseconds(2000)) == 200 ? 0 : 1;
+  }
+  Subnet subnet;
+  try {
+    subnet = parse_subnet(subnet_text);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "ml_controller: %s\n", e.what());
+    return 2;
+  }
+
+  block_stop_signals();
+  init_logging(log_level);
+  try {
+    JobRegistry registry(std::filesystem::path(home_dir) / "controller");
+    ClusterOptions cluster_options;
+    cluster_options.subnet = subnet;
+    cluster_options.scan.port = train_port;
+    cluster_options.scan_interval = std::chrono::milliseconds(scan_interval_ms);
+    cluster_options.max_misses = max_misses;
+    cluster_options.max_attempts = max_attempts;
+    Cluster cluster(registry, cluster_options);
+    ModelServer models(home_dir, BatchingOptions{max_batch, std::chrono::microseconds(max_delay_us), 0});
+    DatasetCache datasets(data_dir, home_dir);
+    ControllerApi api(cluster, registry, models, datasets, ControllerApiOptions{home_dir, 1024});
+
+    HttpServerOptions http_options;
+    http_options.max_body_bytes = max_body;
+    http_options.threads = http_threads;
+    HttpServer server([&api](const HttpRequest& request) { return api.handle(request); }, http_options);
+    server.bind(host, port);
+    cluster.start();
+    spdlog::info("ml_controller listening on {}:{}; trainers in {} on port {}; HOME_DIR {}", host, port,
+                 subnet.to_string(), train_port, home_dir);
+    serve_until_stop_signal(server);
+    cluster.stop();
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+  spdlog::info("ml_controller stopped");
+  return 0;
+}
