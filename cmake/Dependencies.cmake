@@ -2,6 +2,7 @@
 # find_package(Torch), so a CUDA build is selected by pointing CMAKE_PREFIX_PATH at it.
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+pkg_check_modules(STB REQUIRED IMPORTED_TARGET stb)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(fmt REQUIRED)
 find_package(spdlog REQUIRED)

@@ -1,0 +1,97 @@
+#include "job_registry.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "../support/temp_dir.h"
+#include "mlswarm/error.h"
+
+namespace mlswarm {
+namespace {
+
+using testing::TempDir;
+
+JobSpec spec(const std::string& model_id, const std::string& job_id = "") {
+  JobSpec s;
+  s.model_id = model_id;
+  s.job_id = job_id;
+  s.train_opts.epochs = 2;
+  return s;
+}
+
+TEST(JobRegistry, AssignsIdsAndRefusesDuplicates) {
+  TempDir dir;
+  JobRegistry registry(dir.path());
+  JobRecord a = registry.create(spec("m"), 10);
+  EXPECT_FALSE(a.spec.job_id.empty());
+  EXPECT_EQ(a.state, JobState::kQueued);
+  JobRecord b = registry.create(JobSpec{}, 10);
+  EXPECT_EQ(b.spec.model_id, b.spec.job_id) << "a missing model_id defaults to the job id";
+  registry.create(spec("m2", "fixed"), 10);
+  EXPECT_THROW(registry.create(spec("m3", "fixed"), 10), Error);
+  EXPECT_EQ(registry.list().size(), 3u);
+}
+
+TEST(JobRegistry, BoundsTheQueue) {
+  TempDir dir;
+  JobRegistry registry(dir.path());
+  registry.create(spec("a"), 2);
+  registry.create(spec("b"), 2);
+  try {
+    registry.create(spec("c"), 2);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kTooManyRequests);
+  }
+}
+
+TEST(JobRegistry, AReloadedRegistryKnowsEveryJobAndItsLastState) {
+  TempDir dir;
+  std::string running_id, done_id;
+  {
+    JobRegistry registry(dir.path());
+    running_id = registry.create(spec("a"), 10).spec.job_id;
+    done_id = registry.create(spec("b"), 10).spec.job_id;
+    registry.create(spec("c"), 10);
+    registry.update(running_id, [](JobRecord& j) { j.state = JobState::kRunning; j.trainer = "10.0.0.2:48516"; j.spec.attempt = 1; }, true);
+    registry.update(done_id, [](JobRecord& j) { j.state = JobState::kSucceeded; j.accuracy = 0.9; }, true);
+  }
+  JobRegistry reloaded(dir.path());
+  auto jobs = reloaded.list();
+  ASSERT_EQ(jobs.size(), 3u);
+  EXPECT_EQ(jobs[0].spec.job_id, running_id) << "submission order is kept";
+  EXPECT_EQ(jobs[0].state, JobState::kRunning);
+  EXPECT_EQ(jobs[0].trainer, "10.0.0.2:48516");
+  EXPECT_EQ(jobs[0].spec.attempt, 1);
+  EXPECT_EQ(jobs[0].spec.train_opts.epochs, 2);
+  EXPECT_EQ(reloaded.find(done_id)->state, JobState::kSucceeded);
+  EXPECT_DOUBLE_EQ(*reloaded.find(done_id)->accuracy, 0.9);
+  EXPECT_EQ(reloaded.journal_lines(), 3u) << "loading compacts the journal to one line per job";
+}
+
+TEST(JobRegistry, ATornLastLineIsSkipped) {
+  TempDir dir;
+  std::string id;
+  {
+    JobRegistry registry(dir.path());
+    id = registry.create(spec("a"), 10).spec.job_id;
+  }
+  std::ofstream(dir / "jobs.jsonl", std::ios::app) << R"({"job_id": "half-writ)";
+  JobRegistry reloaded(dir.path());
+  ASSERT_EQ(reloaded.list().size(), 1u);
+  EXPECT_EQ(reloaded.list()[0].spec.job_id, id);
+}
+
+TEST(JobRegistry, ProgressIsNotJournaledOnEveryUpdate) {
+  TempDir dir;
+  JobRegistry registry(dir.path());
+  std::string id = registry.create(spec("a"), 10).spec.job_id;
+  std::size_t before = registry.journal_lines();
+  for (int i = 0; i < 50; ++i) registry.update(id, [&](JobRecord& j) { j.step = i; }, false);
+  EXPECT_EQ(registry.journal_lines(), before);
+  EXPECT_EQ(registry.find(id)->step, 49);
+}
+
+}  // namespace
+}  // namespace mlswarm
