@@ -152,7 +152,10 @@ TEST_F(ControllerApiTest, PredictClassifiesAndNamesTheClasses) {
   EXPECT_EQ(out["version"], 2);
   // A flat C*H*W example means the same as a nested one.
   json flat = json::array();
-  for (const auto& row : bar_example(5)[0]) for (const auto& v : row) flat.push_back(v);
+  const json nested = bar_example(5);
+  for (const auto& row : nested[0]) {
+    for (const auto& v : row) flat.push_back(v);
+  }
   json flat_out = body(call("POST", "/predict", json{{"model_id", "bars"}, {"examples", json::array({flat})}}.dump()));
   EXPECT_EQ(flat_out["class_idxs"][0], out["class_idxs"][5]);
 }
