@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../support/http_json.h"
 #include "../support/process.h"
 #include "../support/temp_dir.h"
 #include "../support/wait.h"
@@ -38,15 +39,9 @@ class TrainerProcess : public ::testing::Test {
     if (HasFailure() && trainer_) std::cerr << "--- trainer log ---\n" << trainer_->log();
   }
 
-  json get(const std::string& path) {
-    auto res = client_->Get(path.c_str());
-    if (!res) return json{{"transport_error", httplib::to_string(res.error())}};
-    return json::parse(res->body);
-  }
+  json get(const std::string& path) { return testing::get_json(*client_, path); }
   std::pair<int, json> post(const std::string& path, const std::string& body) {
-    auto res = client_->Post(path.c_str(), body, "application/json");
-    if (!res) return {-1, json()};
-    return {res->status, json::parse(res->body)};
+    return testing::post_json(*client_, path, body);
   }
   /// Polls GET /status until the job is in `state`, or fails at the deadline.
   json wait_for_state(const std::string& job_id, const std::string& state, std::chrono::seconds timeout) {

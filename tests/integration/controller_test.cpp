@@ -1,0 +1,180 @@
+// A real controller and real trainers, as separate processes on loopback addresses: the
+// same discovery, dispatch and serving code paths as on an overlay network.
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "../support/http_json.h"
+#include "../support/process.h"
+#include "../support/temp_dir.h"
+#include "../support/wait.h"
+
+namespace mlswarm {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using testing::ChildProcess;
+using testing::eventually;
+using testing::TempDir;
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    train_port_ = testing::free_port("127.0.0.1");
+    controller_port_ = testing::free_port("127.0.0.1");
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", controller_port_);
+    client_->set_read_timeout(30s);
+  }
+  void TearDown() override {
+    if (HasFailure()) {
+      if (controller_) std::cerr << "--- controller log ---\n" << controller_->log();
+      for (auto& [i, t] : trainers_) std::cerr << "--- trainer 127.0.0." << i << " log ---\n" << t->log();
+    }
+  }
+
+  /// Starts a trainer on 127.0.0.<i> and waits until it answers.
+  void start_trainer(int i) {
+    std::string host = "127.0.0." + std::to_string(i);
+    trainers_[i] = std::make_unique<ChildProcess>(
+        ML_TRAINER_BIN,
+        std::vector<std::string>{"--host", host, "--port", std::to_string(train_port_), "--home-dir",
+                                 home_.path().string(), "--data-dir", MLSWARM_DATA_DIR, "--threads", "1"},
+        home_ / ("trainer-" + host + ".log"));
+    httplib::Client probe(host, train_port_);
+    ASSERT_TRUE(eventually([&] { return probe.Get("/healthz") != nullptr; }, 20s));
+  }
+  void start_controller() {
+    controller_ = std::make_unique<ChildProcess>(
+        ML_CONTROLLER_BIN,
+        std::vector<std::string>{"--host", "127.0.0.1", "--port", std::to_string(controller_port_), "--subnet",
+                                 "127.0.0.0/24", "--train-port", std::to_string(train_port_), "--home-dir",
+                                 home_.path().string(), "--data-dir", MLSWARM_DATA_DIR, "--scan-interval-ms", "300",
+                                 "--max-misses", "2"},
+        home_ / "controller.log");
+    ASSERT_TRUE(eventually([&] { return client_->Get("/healthz") != nullptr; }, 20s)) << controller_->log();
+  }
+
+  json get(const std::string& path) { return testing::get_json(*client_, path); }
+  std::pair<int, json> post(const std::string& path, const std::string& body) {
+    return testing::post_json(*client_, path, body);
+  }
+  std::size_t trainer_count() { return get("/status").value("trainers", json::array()).size(); }
+  json job(const std::string& id) { return get("/jobs/" + id); }
+  bool job_in(const std::string& id, const std::string& state) { return job(id).value("state", "") == state; }
+  std::string submit(const std::string& model_id, int examples, int epochs = 1) {
+    auto [status, body] = post("/train", json{{"model_id", model_id},
+                                             {"example_idxs", {0, examples}},
+                                             {"train_opts", {{"epochs", epochs}, {"batch_size", 64}}}}
+                                             .dump());
+    EXPECT_EQ(status, 202) << body.dump();
+    return body.value("job_id", "");
+  }
+
+  TempDir home_;
+  int train_port_ = 0;
+  int controller_port_ = 0;
+  std::map<int, std::unique_ptr<ChildProcess>> trainers_;
+  std::unique_ptr<ChildProcess> controller_;
+  std::unique_ptr<httplib::Client> client_;
+};
+
+TEST_F(ClusterTest, DiscoversThreeTrainersAndDropsAKilledOne) {
+  for (int i : {2, 3, 4}) start_trainer(i);
+  start_controller();
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 3; }, 10s)) << get("/status").dump();
+  json status = get("/status");
+  EXPECT_EQ(status["trainers"][0]["address"], "127.0.0.2:" + std::to_string(train_port_));
+  EXPECT_EQ(status["trainers"][0]["capacity"], 1);
+  EXPECT_EQ(get("/readyz").value("ready", false), true);
+  trainers_[3]->signal(SIGKILL);
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s));
+  for (const auto& t : get("/status")["trainers"]) {
+    EXPECT_NE(t["address"], "127.0.0.3:" + std::to_string(train_port_));
+  }
+}
+
+TEST_F(ClusterTest, TwoJobsGoToTwoDifferentTrainers) {
+  for (int i : {2, 3}) start_trainer(i);
+  start_controller();
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s));
+  std::string a = submit("two-a", 20000, 3);
+  std::string b = submit("two-b", 20000, 3);
+  ASSERT_TRUE(eventually([&] { return job_in(a, "running") && job_in(b, "running"); }, 10s));
+  EXPECT_NE(job(a)["trainer"], job(b)["trainer"]);
+  // The trainer itself shows the job it was given.
+  std::string address = job(a)["trainer"];
+  httplib::Client trainer(address.substr(0, address.find(':')), train_port_);
+  json trainer_status = testing::get_json(trainer, "/status");
+  ASSERT_EQ(trainer_status["jobs"].size(), 1u);
+  EXPECT_EQ(trainer_status["jobs"][0]["job_id"], a);
+}
+
+TEST_F(ClusterTest, AJobWithNoTrainerWaitsQueuedAndRunsWhenOneStarts) {
+  start_controller();
+  std::string id = submit("waits", 2000);
+  auto ready = client_->Get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 503);
+  EXPECT_TRUE(json::parse(ready->body)["error"].contains("message"));
+  EXPECT_EQ(job(id)["state"], "queued");
+  start_trainer(5);
+  EXPECT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 120s)) << job(id).dump();
+}
+
+TEST_F(ClusterTest, ARestartedControllerStillListsEveryJobAndFinishesThem) {
+  start_trainer(2);
+  start_controller();
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 1; }, 10s));
+  std::string first = submit("restart-a", 1000);
+  ASSERT_TRUE(eventually([&] { return job_in(first, "succeeded"); }, 120s));
+  std::string second = submit("restart-b", 8000, 2);
+  std::string third = submit("restart-c", 1000);
+  ASSERT_TRUE(eventually([&] { return job_in(second, "running"); }, 10s));
+
+  controller_->signal(SIGKILL);
+  ASSERT_TRUE(controller_->wait_exit(10s));
+  start_controller();
+  json jobs = get("/jobs")["jobs"];
+  ASSERT_EQ(jobs.size(), 3u) << jobs.dump();
+  EXPECT_EQ(jobs[0]["job_id"], first);
+  EXPECT_EQ(jobs[0]["state"], "succeeded");
+  EXPECT_EQ(jobs[1]["job_id"], second);
+  EXPECT_EQ(jobs[2]["job_id"], third);
+  EXPECT_TRUE(eventually([&] { return job_in(second, "succeeded") && job_in(third, "succeeded"); }, 240s))
+      << get("/jobs").dump();
+  EXPECT_EQ(job(second)["attempts"], 1) << "the running job was re-attached, not run again";
+}
+
+// /predict on 500 test images scores what the trainer recorded for the model, and each
+// epoch's new model.pt is served as soon as it is written.
+TEST_F(ClusterTest, PredictAgreesWithTheRecordedAccuracyAndFollowsNewEpochs) {
+  start_trainer(2);
+  start_controller();
+  std::string id = submit("served", 4000, 2);
+  ASSERT_TRUE(eventually([&] { return job(id).value("epoch", 0) == 2 || job_in(id, "succeeded"); }, 120s));
+  json examples = get("/datasets/fashion-mnist/examples?split=test&start=0&count=500");
+  ASSERT_EQ(examples["examples"].size(), 500u);
+  auto predict = [&] {
+    return post("/predict", json{{"model_id", "served"}, {"examples", examples["examples"]}}.dump()).second;
+  };
+  json first = predict();
+  ASSERT_TRUE(first.contains("version")) << first.dump();
+  ASSERT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 120s));
+  json last = predict();
+  EXPECT_EQ(last["version"], 2);
+  if (first["version"] == 1) {
+    EXPECT_NE(first["probabilities"], last["probabilities"]);
+  }
+  int right = 0;
+  for (std::size_t i = 0; i < 500; ++i) right += last["class_idxs"][i] == examples["labels"][i] ? 1 : 0;
+  double accuracy = right / 500.0;
+  double recorded = job(id)["accuracy"].get<double>();
+  EXPECT_NEAR(accuracy, recorded, 0.05) << "500 of the 10,000 test images the trainer scored";
+  EXPECT_GT(accuracy, 0.6);
+}
+
+}  // namespace
+}  // namespace mlswarm
