@@ -169,7 +169,14 @@ HttpReply ControllerApi::status() const {
   json jobs = json::array();
   const double now = unix_now();
   for (const auto& job : registry_.list()) jobs.push_back(to_json(job, now));
-  return HttpReply::json(200, {{"trainers", std::move(trainers)}, {"jobs", std::move(jobs)}});
+  ModelServer::Stats serving = models_.stats();
+  return HttpReply::json(200, {{"trainers", std::move(trainers)},
+                               {"jobs", std::move(jobs)},
+                               {"serving",
+                                {{"model_loads", serving.loads},
+                                 {"forward_passes", serving.batches},
+                                 {"requests", serving.requests},
+                                 {"examples", serving.examples}}}});
 }
 
 HttpReply ControllerApi::list_models() const {

@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
     data_dir = env_or("DATA_DIR", "/usr/share/datasets");
     scan_interval_ms = env_int_or("SCAN_INTERVAL_MS", 2000);
     max_batch = env_int_or("PREDICT_MAX_BATCH", 32);
-    max_delay_us = env_int_or("PREDICT_MAX_DELAY_US", 2000);
+    max_delay_us = env_int_or("PREDICT_MAX_DELAY_US", 0);
     http_threads = env_int_or("HTTP_THREADS", 32);
     log_level = env_or("LOG_LEVEL", "info");
   } catch (const Error& e) {
@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
   app.add_option("--predict-max-batch", max_batch, "examples batched into one forward pass (PREDICT_MAX_BATCH)")
       ->check(CLI::Range(1, 4096))->capture_default_str();
   app.add_option("--predict-max-delay-us", max_delay_us,
-                 "how long a single prediction waits for others to batch with, 0 = never (PREDICT_MAX_DELAY_US)")
+                 "how long the first prediction of a batch waits for others; 0 = batch what queued during the previous pass (PREDICT_MAX_DELAY_US)")
       ->check(CLI::Range(0, 1000000))->capture_default_str();
   app.add_option("--http-threads", http_threads, "HTTP worker threads (HTTP_THREADS)")
       ->check(CLI::Range(1, 1024))->capture_default_str();

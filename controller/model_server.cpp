@@ -1,5 +1,6 @@
 #include "model_server.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <future>
@@ -27,17 +28,46 @@ struct LoadedModel {
   std::uintmax_t meta_size = 0;
 };
 
-/// A request waiting in the batcher.
+/// A request waiting in the batcher. Request threads never touch LibTorch: every tensor
+/// operation happens on the batcher thread, so one OpenMP team serves the whole process
+/// instead of one per HTTP thread.
 struct Pending {
   std::shared_ptr<const LoadedModel> model;
-  torch::Tensor input;  // [n][C][H][W], normalised
-  std::promise<torch::Tensor> probabilities;
+  std::vector<float> pixels;  // count * C*H*W intensities in 0..1
+  std::int64_t count = 0;
+  std::promise<PredictResult> result;
 };
 
-torch::Tensor run_forward(const LoadedModel& m, const torch::Tensor& input) {
+/// Runs one forward pass over every request of `batch` (all for the same model) and
+/// answers each.
+void run_batch(std::vector<std::shared_ptr<Pending>>& batch) {
+  const LoadedModel& m = *batch.front()->model;
+  const ModelMeta& meta = m.meta;
+  std::int64_t total = 0;
+  for (const auto& p : batch) total += p->count;
+  torch::Tensor input = torch::empty({total, meta.channels, meta.height, meta.width}, torch::kFloat32);
+  float* dst = input.data_ptr<float>();
+  for (const auto& p : batch) dst = std::copy(p->pixels.begin(), p->pixels.end(), dst);
   torch::NoGradGuard no_grad;
   torch::nn::Sequential model = m.model;  // a holder copy shares the weights; forward is not const
-  return torch::softmax(model->forward(input), 1);
+  torch::Tensor probabilities = torch::softmax(model->forward(input.sub_(m.mean).div_(m.std)), 1).contiguous();
+  torch::Tensor best = probabilities.argmax(1).contiguous();
+  const float* prob = probabilities.data_ptr<float>();
+  const std::int64_t* best_idx = best.data_ptr<std::int64_t>();
+  const std::int64_t classes = probabilities.size(1);
+  std::int64_t row = 0;
+  for (auto& p : batch) {
+    PredictResult result;
+    result.model_id = meta.model_id;
+    result.version = meta.version;
+    for (std::int64_t i = 0; i < p->count; ++i, ++row) {
+      auto idx = static_cast<std::size_t>(best_idx[row]);
+      result.class_idxs.push_back(static_cast<int>(idx));
+      result.class_tags.push_back(meta.class_names.at(idx));
+      result.probabilities.emplace_back(prob + row * classes, prob + (row + 1) * classes);
+    }
+    p->result.set_value(std::move(result));
+  }
 }
 
 }  // namespace
@@ -55,6 +85,7 @@ struct ModelServer::Impl {
   std::condition_variable queue_cv;
   std::deque<std::shared_ptr<Pending>> queue;
   bool stopping = false;
+  std::atomic<std::uint64_t> batches{0}, requests{0}, examples{0};
   std::thread batcher;
 
   std::shared_ptr<const LoadedModel> get(const std::string& model_id) {
@@ -106,15 +137,17 @@ struct ModelServer::Impl {
         auto deadline = std::chrono::steady_clock::now() + options.max_delay;
         auto examples_for = [&](const std::shared_ptr<const LoadedModel>& model) {
           std::int64_t n = 0;
-          for (const auto& p : queue) n += p->model == model ? p->input.size(0) : 0;
+          for (const auto& p : queue) n += p->model == model ? p->count : 0;
           return n;
         };
         auto model = queue.front()->model;
-        queue_cv.wait_until(lock, deadline, [&] { return stopping || examples_for(model) >= options.max_batch; });
+        if (queue.front()->count < options.max_batch) {
+          queue_cv.wait_until(lock, deadline, [&] { return stopping || examples_for(model) >= options.max_batch; });
+        }
         std::int64_t n = 0;
         for (auto it = queue.begin(); it != queue.end();) {
-          if ((*it)->model == model && (batch.empty() || n + (*it)->input.size(0) <= options.max_batch)) {
-            n += (*it)->input.size(0);
+          if ((*it)->model == model && (batch.empty() || n + (*it)->count <= options.max_batch)) {
+            n += (*it)->count;
             batch.push_back(std::move(*it));
             it = queue.erase(it);
           } else {
@@ -122,18 +155,17 @@ struct ModelServer::Impl {
           }
         }
       }
+      batches.fetch_add(1, std::memory_order_relaxed);
+      requests.fetch_add(batch.size(), std::memory_order_relaxed);
+      for (const auto& p : batch) examples.fetch_add(static_cast<std::uint64_t>(p->count), std::memory_order_relaxed);
       try {
-        std::vector<torch::Tensor> inputs;
-        for (const auto& p : batch) inputs.push_back(p->input);
-        torch::Tensor probabilities = run_forward(*batch.front()->model, torch::cat(inputs));
-        std::int64_t offset = 0;
-        for (auto& p : batch) {
-          std::int64_t n = p->input.size(0);
-          p->probabilities.set_value(probabilities.slice(0, offset, offset + n));
-          offset += n;
-        }
+        run_batch(batch);
+      } catch (const c10::Error& e) {
+        auto error = std::make_exception_ptr(
+            Error(ErrorCode::kInternal, fmt::format("forward pass failed: {}", e.what_without_backtrace())));
+        for (auto& p : batch) p->result.set_exception(error);
       } catch (...) {
-        for (auto& p : batch) p->probabilities.set_exception(std::current_exception());
+        for (auto& p : batch) p->result.set_exception(std::current_exception());
       }
     }
   }
@@ -158,6 +190,15 @@ ModelServer::~ModelServer() {
 
 ModelMeta ModelServer::meta(const std::string& model_id) { return impl_->get(model_id)->meta; }
 
+ModelServer::Stats ModelServer::stats() const {
+  Stats s;
+  s.loads = loads();
+  s.batches = impl_->batches.load();
+  s.requests = impl_->requests.load();
+  s.examples = impl_->examples.load();
+  return s;
+}
+
 std::size_t ModelServer::loads() const {
   std::lock_guard lock(impl_->models_mutex);
   return impl_->load_count;
@@ -171,44 +212,18 @@ PredictResult ModelServer::predict(const std::string& model_id, std::vector<floa
     throw Error(ErrorCode::kInvalidArgument,
                 fmt::format("expected {} examples of {} values", count, chw), "examples");
   }
-  torch::Tensor probabilities;
-  try {
-    auto input = torch::from_blob(pixels.data(), {count, meta.channels, meta.height, meta.width}, torch::kFloat32)
-                     .sub(model->mean)
-                     .div(model->std);
-    if (count >= impl_->options.max_batch || impl_->options.max_delay.count() == 0) {
-      probabilities = run_forward(*model, input);
-    } else {
-      auto pending = std::make_shared<Pending>();
-      pending->model = model;
-      pending->input = input;
-      auto future = pending->probabilities.get_future();
-      {
-        std::lock_guard lock(impl_->queue_mutex);
-        if (impl_->stopping) throw Error(ErrorCode::kUnavailable, "the server is shutting down");
-        impl_->queue.push_back(std::move(pending));
-      }
-      impl_->queue_cv.notify_all();
-      probabilities = future.get();
-    }
-  } catch (const c10::Error& e) {
-    throw Error(ErrorCode::kInternal, fmt::format("model {}: {}", model_id, e.what_without_backtrace()));
+  auto pending = std::make_shared<Pending>();
+  pending->model = std::move(model);
+  pending->pixels = std::move(pixels);
+  pending->count = count;
+  auto future = pending->result.get_future();
+  {
+    std::lock_guard lock(impl_->queue_mutex);
+    if (impl_->stopping) throw Error(ErrorCode::kUnavailable, "the server is shutting down");
+    impl_->queue.push_back(std::move(pending));
   }
-  PredictResult result;
-  result.model_id = model_id;
-  result.version = meta.version;
-  auto best = probabilities.argmax(1).contiguous();
-  const std::int64_t* best_idx = best.data_ptr<std::int64_t>();
-  auto p = probabilities.contiguous();
-  const float* data = p.data_ptr<float>();
-  const auto classes = p.size(1);
-  for (std::int64_t i = 0; i < count; ++i) {
-    int idx = static_cast<int>(best_idx[i]);
-    result.class_idxs.push_back(idx);
-    result.class_tags.push_back(meta.class_names.at(static_cast<std::size_t>(idx)));
-    result.probabilities.emplace_back(data + i * classes, data + (i + 1) * classes);
-  }
-  return result;
+  impl_->queue_cv.notify_all();
+  return future.get();
 }
 
 }  // namespace mlswarm

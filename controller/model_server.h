@@ -20,16 +20,21 @@ struct PredictResult {
 };
 
 struct BatchingOptions {
-  int max_batch = 32;                        ///< examples in one forward pass
-  std::chrono::microseconds max_delay{2000};  ///< how long a lone request waits for company
+  int max_batch = 32;  ///< examples in one forward pass
+  /// How long the first request of a batch waits for company. 0 (the default) batches
+  /// greedily: a forward pass takes whatever queued while the previous one ran, which
+  /// on 2 CPU cores measured 2,742 requests/s at 16 clients against 2,510 with 300 us
+  /// and 2,273 with 2 ms (bench/predict.sh).
+  std::chrono::microseconds max_delay{0};
   int threads = 0;                           ///< LibTorch intra-op threads, 0 = one per core
 };
 
 /// Serves predictions from HOME_DIR/models. A model is loaded on first use and kept; when
 /// its meta.json changes on disk (a trainer finished another epoch) the next request loads
-/// the new weights, without a restart. Small requests for the same model that arrive
-/// together are batched into one forward pass (a dynamic batcher: the first waits at most
-/// `max_delay` for others, up to `max_batch` examples); large requests run at once.
+/// the new weights, without a restart. Requests for the same model that arrive together
+/// are batched into one forward pass (a dynamic batcher: up to `max_batch` examples, the
+/// first waiting at most `max_delay` for others); a request of `max_batch` examples or
+/// more runs alone at once.
 /// Thread-safe; one batcher thread, joined by the destructor. The interface holds no
 /// LibTorch type, so that only model_server.cpp includes it.
 class ModelServer {
@@ -49,6 +54,14 @@ class ModelServer {
 
   /// Models loaded so far (for /metrics and tests).
   std::size_t loads() const;
+
+  struct Stats {
+    std::uint64_t loads = 0;
+    std::uint64_t batches = 0;   ///< forward passes
+    std::uint64_t requests = 0;  ///< predict calls answered
+    std::uint64_t examples = 0;
+  };
+  Stats stats() const;
 
  private:
   struct Impl;

@@ -18,6 +18,7 @@ TrainerReply call(const std::string& address, const TrainerCallOptions& options,
   client.set_read_timeout(options.read_timeout);
   client.set_write_timeout(options.read_timeout);
   client.set_keep_alive(false);
+  client.set_tcp_nodelay(true);
   httplib::Result result = make_call(client);
   if (!result) {
     reply.transport_error = httplib::to_string(result.error());

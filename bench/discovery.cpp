@@ -1,0 +1,103 @@
+// Discovery: the time of one pass over a /24 with N live trainers (in-process servers that
+// answer GET /type like ml_trainer) and every other host absent, next to the seed's approach
+// (one host after another, each probe waiting for its answer) in the same run.
+// On loopback an absent host refuses at once; on an overlay it stays silent until the
+// connect deadline. `--silent N` adds N hosts that accept the connection and never answer
+// (a hung process, or a host that swallows packets), which is where the two approaches part.
+
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "discovery.h"
+
+int main(int argc, char** argv) {
+  int live = 4, silent = 0, passes = 10, port = 48599;
+  CLI::App app{"discovery benchmark over 127.0.0.0/24"};
+  app.add_option("--live", live, "trainers that answer")->check(CLI::Range(0, 200));
+  app.add_option("--silent", silent, "hosts that accept and never answer")->check(CLI::Range(0, 200));
+  app.add_option("--passes", passes);
+  app.add_option("--port", port);
+  CLI11_PARSE(app, argc, argv);
+
+  std::vector<std::unique_ptr<httplib::Server>> servers;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < live; ++i) {
+    auto server = std::make_unique<httplib::Server>();
+    server->Get("/type", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(R"({"type":"train"})", "application/json");
+    });
+    std::string host = fmt::format("127.0.0.{}", i + 2);
+    if (!server->bind_to_port(host.c_str(), port)) {
+      std::cerr << "cannot bind " << host << ":" << port << "\n";
+      return 1;
+    }
+    threads.emplace_back([s = server.get()] { s->listen_after_bind(); });
+    servers.push_back(std::move(server));
+  }
+  std::vector<int> silent_fds;
+  for (int i = 0; i < silent; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    ::inet_pton(AF_INET, fmt::format("127.0.0.{}", 254 - i).c_str(), &addr.sin_addr);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 64) != 0) return 1;
+    silent_fds.push_back(fd);  // listening, never accepting, never answering
+  }
+  for (auto& s : servers) {
+    while (!s->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+
+  mlswarm::ScanOptions options;
+  options.port = port;
+  mlswarm::SubnetScanner scanner(mlswarm::parse_subnet("127.0.0.0/24"), options);
+  auto time_pass = [](auto&& pass) {
+    auto t0 = std::chrono::steady_clock::now();
+    std::size_t found = pass();
+    return std::make_pair(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(), found);
+  };
+  std::vector<double> concurrent, sequential;
+  std::size_t found_c = 0, found_s = 0;
+  for (int p = 0; p < passes; ++p) {
+    auto [ms, found] = time_pass([&] { return scanner.scan_once().size(); });
+    concurrent.push_back(ms);
+    found_c = found;
+    // The seed's way: one blocking probe per host, in order.
+    auto [ms_s, found_seq] = time_pass([&] {
+      std::size_t n = 0;
+      for (const auto& host : scanner.subnet().hosts()) {
+        httplib::Client client(host, port);
+        client.set_connection_timeout(std::chrono::milliseconds(300));
+        client.set_read_timeout(std::chrono::milliseconds(500));
+        auto res = client.Get("/type");
+        n += res && res->status == 200 && res->body.find("train") != std::string::npos ? 1 : 0;
+      }
+      return n;
+    });
+    sequential.push_back(ms_s);
+    found_s = found_seq;
+  }
+  for (int fd : silent_fds) ::close(fd);
+  for (auto& s : servers) s->stop();
+  for (auto& t : threads) t.join();
+  auto median = [](std::vector<double> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; };
+  auto worst = [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); };
+  std::cout << fmt::format(
+      "one pass over 127.0.0.0/24 (254 hosts, {} live, {} silent), {} passes:\n"
+      "  mlswarm concurrent scan: median {:.1f} ms, worst {:.1f} ms, found {}\n"
+      "  sequential (seed-style): median {:.1f} ms, worst {:.1f} ms, found {}\n",
+      live, silent, passes, median(concurrent), worst(concurrent), found_c, median(sequential), worst(sequential), found_s);
+  return found_c == static_cast<std::size_t>(live) ? 0 : 1;
+}
