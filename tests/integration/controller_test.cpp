@@ -84,7 +84,14 @@ class ClusterTest : public ::testing::Test {
 TEST_F(ClusterTest, DiscoversThreeTrainersAndDropsAKilledOne) {
   for (int i : {2, 3, 4}) start_trainer(i);
   start_controller();
-  ASSERT_TRUE(eventually([&] { return trainer_count() == 3; }, 10s)) << get("/status").dump();
+  // Discovered first, then their /status read: wait for both.
+  ASSERT_TRUE(eventually(
+      [&] {
+        json trainers = get("/status").value("trainers", json::array());
+        return trainers.size() == 3 && trainers[2].value("capacity", 0) == 1;
+      },
+      10s))
+      << get("/status").dump();
   json status = get("/status");
   EXPECT_EQ(status["trainers"][0]["address"], "127.0.0.2:" + std::to_string(train_port_));
   EXPECT_EQ(status["trainers"][0]["capacity"], 1);
