@@ -13,7 +13,9 @@ namespace mlswarm {
 using nlohmann::json;
 
 Cluster::Cluster(JobRegistry& registry, ClusterOptions options)
-    : registry_(registry), options_(std::move(options)), scanner_(options_.subnet, options_.scan) {}
+    : registry_(registry),
+      options_(std::move(options)),
+      scanner_(options_.subnet.value_or(Subnet{0, 32}), options_.scan) {}
 
 Cluster::~Cluster() { stop(); }
 
@@ -85,8 +87,8 @@ std::optional<std::string> Cluster::not_ready_reason() const {
   std::lock_guard lock(mutex_);
   if (!trainers_.empty()) return std::nullopt;
   if (scans_ == 0) return std::string("discovery has not finished its first pass");
-  return fmt::format("no trainer found in SUBNET_TRAIN {} on port {} after {} scan passes",
-                     options_.subnet.to_string(), options_.scan.port, scans_);
+  return fmt::format("no trainer found {} on port {} after {} discovery passes", sources(), options_.scan.port,
+                     scans_);
 }
 
 void Cluster::loop(std::stop_token stop) {
@@ -109,9 +111,23 @@ void Cluster::loop(std::stop_token stop) {
   }
 }
 
+std::string Cluster::sources() const {
+  std::string text;
+  if (options_.subnet) text = "in SUBNET_TRAIN " + options_.subnet->to_string();
+  if (!options_.dns_name.empty()) text += (text.empty() ? "" : " or ") + std::string("at TRAIN_DNS ") + options_.dns_name;
+  return text;
+}
+
 void Cluster::scan() {
   auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::string> found = scanner_.scan_once();
+  // The union of both sources: the subnet scan and the name's A records.
+  std::vector<std::string> found;
+  if (options_.subnet) found = scanner_.scan_once();
+  if (!options_.dns_name.empty()) {
+    for (auto& address : scanner_.probe(resolve_ipv4(options_.dns_name), false)) found.push_back(std::move(address));
+    std::sort(found.begin(), found.end());
+    found.erase(std::unique(found.begin(), found.end()), found.end());
+  }
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double now = unix_now();
   std::lock_guard lock(mutex_);
@@ -121,7 +137,7 @@ void Cluster::scan() {
     it->second.view.address = address;
     it->second.view.last_seen = now;
     it->second.view.misses = 0;
-    if (added) spdlog::info("trainer {} discovered (scan of {} took {:.3f} s)", address, options_.subnet.to_string(), seconds);
+    if (added) spdlog::info("trainer {} discovered (pass over {} took {:.3f} s)", address, sources(), seconds);
   }
   for (auto it = trainers_.begin(); it != trainers_.end();) {
     bool seen = std::binary_search(found.begin(), found.end(), it->first);

@@ -18,7 +18,8 @@
 namespace mlswarm {
 
 struct ClusterOptions {
-  Subnet subnet;
+  std::optional<Subnet> subnet;  ///< SUBNET_TRAIN; at least one of subnet and dns_name is set
+  std::string dns_name;          ///< TRAIN_DNS, e.g. tasks.ml_train: a second discovery source
   ScanOptions scan;
   std::chrono::milliseconds scan_interval{2000};
   std::chrono::milliseconds poll_interval{1000};
@@ -77,10 +78,11 @@ class Cluster {
   void reconcile();
   void dispatch();
   void requeue(const JobRecord& job, const std::string& reason);
+  std::string sources() const;  ///< where trainers are looked for, for messages
 
   JobRegistry& registry_;
   ClusterOptions options_;
-  SubnetScanner scanner_;
+  SubnetScanner scanner_;  ///< over the subnet, or 0.0.0.0/32 (never scanned) without one
   mutable std::mutex mutex_;
   std::mutex wake_mutex_;
   std::condition_variable_any wake_;

@@ -1,5 +1,8 @@
 #include "discovery.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+
 #include <algorithm>
 #include <array>
 #include <functional>
@@ -105,7 +108,7 @@ SubnetScanner::SubnetScanner(Subnet subnet, ScanOptions options) : subnet_(subne
 
 std::vector<std::string> SubnetScanner::scan_once() const { return probe(subnet_.hosts()); }
 
-std::vector<std::string> SubnetScanner::probe(const std::vector<std::string>& hosts) const {
+std::vector<std::string> SubnetScanner::probe(const std::vector<std::string>& hosts, bool inside_subnet_only) const {
   asio::io_context io;
   std::vector<std::string> found;
   std::size_t next = 0;
@@ -118,7 +121,7 @@ std::vector<std::string> SubnetScanner::probe(const std::vector<std::string>& ho
       boost::system::error_code ec;
       auto address = asio::ip::make_address_v4(host, ec);
       // Only addresses inside SUBNET_TRAIN are ever contacted.
-      if (ec || !subnet_.contains(address.to_uint())) continue;
+      if (ec || (inside_subnet_only && !subnet_.contains(address.to_uint()))) continue;
       ++in_flight;
       auto label = host + ":" + std::to_string(port);
       std::make_shared<Probe>(io, tcp::endpoint(address, port), options_, [&, label](bool is_trainer) {
@@ -132,6 +135,24 @@ std::vector<std::string> SubnetScanner::probe(const std::vector<std::string>& ho
   io.run();
   std::sort(found.begin(), found.end());
   return found;
+}
+
+std::vector<std::string> resolve_ipv4(const std::string& name) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* result = nullptr;
+  std::vector<std::string> out;
+  if (::getaddrinfo(name.c_str(), nullptr, &hints, &result) != 0) return out;
+  for (addrinfo* a = result; a != nullptr; a = a->ai_next) {
+    char text[INET_ADDRSTRLEN] = {};
+    auto* in = reinterpret_cast<sockaddr_in*>(a->ai_addr);
+    if (::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text) != nullptr) out.emplace_back(text);
+  }
+  ::freeaddrinfo(result);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 }  // namespace mlswarm

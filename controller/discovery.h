@@ -26,8 +26,9 @@ class SubnetScanner {
   /// Returns the "ip:port" of every trainer that answered, sorted.
   std::vector<std::string> scan_once() const;
 
-  /// Probes these "ip" hosts only (for DNS-discovered trainers), same rules.
-  std::vector<std::string> probe(const std::vector<std::string>& hosts) const;
+  /// Probes these "ip" hosts, same rules; with `inside_subnet_only`, addresses outside the
+  /// subnet are skipped (DNS answers are trusted as they are: the name is the operator's).
+  std::vector<std::string> probe(const std::vector<std::string>& hosts, bool inside_subnet_only = true) const;
 
   const Subnet& subnet() const { return subnet_; }
 
@@ -35,5 +36,9 @@ class SubnetScanner {
   Subnet subnet_;
   ScanOptions options_;
 };
+
+/// The IPv4 addresses a name resolves to (Swarm's `tasks.<service>` has one per task),
+/// sorted; empty when it does not resolve.
+std::vector<std::string> resolve_ipv4(const std::string& name);
 
 }  // namespace mlswarm

@@ -22,11 +22,12 @@
 
 int main(int argc, char** argv) {
   using namespace mlswarm;
-  std::string host, subnet_text, home_dir, data_dir, log_level;
+  std::string host, subnet_text, dns_name, home_dir, data_dir, log_level;
   int port = 0, train_port = 0, scan_interval_ms = 0, max_batch = 0, max_delay_us = 0, http_threads = 0;
   int max_misses = 3, max_attempts = 5;
   std::size_t max_body = 64u << 20;
   bool healthcheck = false;
+  std::string fetch_url;
 
   CLI::App app{"ml_controller: the mlswarm controller. Finds trainers by scanning SUBNET_TRAIN,\n"
                "dispatches training jobs to them, keeps a journal of every job under HOME_DIR/controller,\n"
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
     port = env_int_or("CONTROLLER_PORT", 48515);
     train_port = env_int_or("TRAIN_PORT", 48516);
     subnet_text = env_or("SUBNET_TRAIN", "");
+    dns_name = env_or("TRAIN_DNS", "");
     home_dir = env_or("HOME_DIR", "./var");
     data_dir = env_or("DATA_DIR", "/usr/share/datasets");
     scan_interval_ms = env_int_or("SCAN_INTERVAL_MS", 2000);
@@ -53,7 +55,11 @@ int main(int argc, char** argv) {
   app.add_option("--train-port", train_port, "the port every trainer listens on (TRAIN_PORT)")
       ->check(CLI::Range(1, 65535))->capture_default_str();
   app.add_option("--subnet", subnet_text,
-                 "where trainers live, required: CIDR 10.42.0.0/24 or the prefix form 10.42.0 (SUBNET_TRAIN)");
+                 "where trainers live: CIDR 10.42.0.0/24 or the prefix form 10.42.0 (SUBNET_TRAIN); "
+                 "required unless --train-dns is given");
+  app.add_option("--train-dns", dns_name,
+                 "a name whose A records are trainers, e.g. tasks.ml_train on Swarm; resolved every pass "
+                 "in addition to the subnet scan (TRAIN_DNS)");
   app.add_option("--home-dir", home_dir, "the shared mount: models/, jobs/, controller/ (HOME_DIR)")->capture_default_str();
   app.add_option("--data-dir", data_dir, "where datasets are looked up for /datasets (DATA_DIR)")->capture_default_str();
   app.add_option("--scan-interval-ms", scan_interval_ms, "time between discovery passes (SCAN_INTERVAL_MS)")
@@ -74,14 +80,19 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}))->capture_default_str();
   app.add_flag("--healthcheck", healthcheck,
                "probe GET /healthz of the controller on this port at 127.0.0.1 and exit 0 if healthy");
+  app.add_option("--fetch", fetch_url,
+                 "GET http://HOST:PORT/PATH, print the body and exit (curl for images that have none: "
+                 "docker exec ... --fetch http://10.42.0.5:48516/status)");
   CLI11_PARSE(app, argc, argv);
+
+  if (!fetch_url.empty()) return fetch_and_print(fetch_url);
 
   if (healthcheck) {
     return http_probe("127.0.0.1", port, "/healthz", std::chrono::milliseconds(2000)) == 200 ? 0 : 1;
   }
-  Subnet subnet;
+  std::optional<Subnet> subnet;
   try {
-    subnet = parse_subnet(subnet_text);
+    if (!subnet_text.empty() || dns_name.empty()) subnet = parse_subnet(subnet_text);
   } catch (const Error& e) {
     std::fprintf(stderr, "ml_controller: %s\n", e.what());
     return 2;
@@ -93,6 +104,7 @@ int main(int argc, char** argv) {
     JobRegistry registry(std::filesystem::path(home_dir) / "controller");
     ClusterOptions cluster_options;
     cluster_options.subnet = subnet;
+    cluster_options.dns_name = dns_name;
     cluster_options.scan.port = train_port;
     cluster_options.scan_interval = std::chrono::milliseconds(scan_interval_ms);
     cluster_options.max_misses = max_misses;
@@ -108,8 +120,9 @@ int main(int argc, char** argv) {
     HttpServer server([&api](const HttpRequest& request) { return api.handle(request); }, http_options);
     server.bind(host, port);
     cluster.start();
-    spdlog::info("ml_controller listening on {}:{}; trainers in {} on port {}; HOME_DIR {}", host, port,
-                 subnet.to_string(), train_port, home_dir);
+    spdlog::info("ml_controller listening on {}:{}; trainers in {}{} on port {}; HOME_DIR {}", host, port,
+                 subnet ? subnet->to_string() : "-", dns_name.empty() ? "" : " and at " + dns_name, train_port,
+                 home_dir);
     serve_until_stop_signal(server);
     cluster.stop();
   } catch (const Error& e) {

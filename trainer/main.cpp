@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   int port = 0, workers = 1, threads = 0;
   std::size_t max_body = 1u << 20;
   bool healthcheck = false;
+  std::string fetch_url;
 
   CLI::App app{"ml_trainer: the mlswarm training daemon. Runs training jobs (LibTorch) on worker\n"
                "threads, writes checkpoints under HOME_DIR and reports jobs at GET /status.\n"
@@ -58,7 +59,12 @@ int main(int argc, char** argv) {
   app.add_flag("--healthcheck", healthcheck,
                "probe GET /healthz of the trainer on this port at 127.0.0.1 and exit 0 if healthy "
                "(for Docker's HEALTHCHECK)");
+  app.add_option("--fetch", fetch_url,
+                 "GET http://HOST:PORT/PATH, print the body and exit (curl for images that have none: "
+                 "docker exec ... --fetch http://10.42.0.5:48516/status)");
   CLI11_PARSE(app, argc, argv);
+
+  if (!fetch_url.empty()) return fetch_and_print(fetch_url);
 
   if (healthcheck) {
     return http_probe("127.0.0.1", port, "/healthz", std::chrono::milliseconds(2000)) == 200 ? 0 : 1;

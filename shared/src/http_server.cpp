@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 
 #include <fmt/format.h>
 #include <httplib.h>
@@ -112,6 +113,28 @@ int http_probe(const std::string& host, int port, const std::string& path,
   client.set_write_timeout(timeout);
   auto res = client.Get(path.c_str());
   return res ? res->status : -1;
+}
+
+int fetch_and_print(const std::string& url) {
+  const std::string scheme = "http://";
+  if (url.rfind(scheme, 0) != 0) {
+    std::fprintf(stderr, "--fetch takes http://HOST:PORT/PATH\n");
+    return 1;
+  }
+  std::string rest = url.substr(scheme.size());
+  std::size_t slash = rest.find('/');
+  std::string authority = rest.substr(0, slash);
+  std::string path = slash == std::string::npos ? "/" : rest.substr(slash);
+  httplib::Client client(scheme + authority);
+  client.set_connection_timeout(std::chrono::seconds(5));
+  client.set_read_timeout(std::chrono::seconds(30));
+  auto res = client.Get(path.c_str());
+  if (!res) {
+    std::fprintf(stderr, "%s: %s\n", url.c_str(), httplib::to_string(res.error()).c_str());
+    return 1;
+  }
+  std::fwrite(res->body.data(), 1, res->body.size(), stdout);
+  return res->status >= 200 && res->status < 300 ? 0 : 1;
 }
 
 }  // namespace mlswarm

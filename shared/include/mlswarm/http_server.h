@@ -47,4 +47,8 @@ class HttpServer {
 int http_probe(const std::string& host, int port, const std::string& path,
                std::chrono::milliseconds timeout);
 
+/// GETs an http:// URL (host:port/path), writes the body to stdout; returns 0 on a 2xx,
+/// 1 otherwise (the reason on stderr). For `--fetch`, since the images carry no curl.
+int fetch_and_print(const std::string& url);
+
 }  // namespace mlswarm

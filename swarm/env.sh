@@ -1,0 +1,11 @@
+# Settings shared by the swarm/ scripts; override any of them in the environment.
+# A private /24 for the overlay (never the seed's 30.0.0.0/24, which someone else owns).
+: "${MLSWARM_NETWORK:=mlswarm_net}"
+: "${MLSWARM_SUBNET:=10.42.0.0/24}"
+: "${MLSWARM_HOME:=/srv/mlswarm}"          # the shared HOME_DIR on every node (bind mount)
+: "${MLSWARM_TRAINERS:=4}"
+: "${MLSWARM_PORT:=48515}"
+: "${MLSWARM_REGISTRY:=}"                  # e.g. registry.example:5000/ to push multi-node images
+: "${MLSWARM_TAG:=latest}"
+TRAIN_IMAGE="${MLSWARM_REGISTRY}ml_train:${MLSWARM_TAG}"
+CONTROLLER_IMAGE="${MLSWARM_REGISTRY}ml_controller:${MLSWARM_TAG}"

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# End to end on a real Docker engine: build both images, run a single-node swarm with
+# `docker service create --replicas 4 ml_train` and the controller, then check what users do
+# (discovery, train, predict, a trainer's /status from inside the overlay, scale down, DNS
+# discovery alone). Every wait has a deadline. Services, network and swarm are always removed.
+# Prints "N passed, M failed" last; exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export MLSWARM_NETWORK=mlswarm_e2e MLSWARM_SUBNET=10.42.77.0/24 MLSWARM_PORT=${E2E_PORT:-48575}
+export MLSWARM_HOME=$(mktemp -d /tmp/mlswarm-e2e-XXXXXX) MLSWARM_TRAINERS=4
+source swarm/env.sh
+controller="http://127.0.0.1:$MLSWARM_PORT"
+passed=0 failed=0
+pass() { echo "PASS: $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)" 2>/dev/null; }
+# poll SECONDS COMMAND...: runs COMMAND until it succeeds or the deadline passes.
+poll() { local deadline=$((SECONDS + $1)); shift; until "$@"; do ((SECONDS < deadline)) || return 1; sleep 1; done; }
+trainer_count() { curl -sf "$controller/status" | json 'len(d["trainers"])'; }
+has_trainers() { [[ $(trainer_count) == "$1" ]]; }
+
+cleanup() {
+  docker service rm ml_controller ml_train >/dev/null 2>&1
+  for _ in $(seq 1 30); do docker network rm "$MLSWARM_NETWORK" >/dev/null 2>&1 && break; sleep 1; done
+  docker swarm leave --force >/dev/null 2>&1
+  rm -rf "$MLSWARM_HOME"
+}
+trap cleanup EXIT
+
+docker/ensure_engine.sh || { echo "0 passed, 1 failed"; exit 1; }
+docker service rm ml_controller ml_train >/dev/null 2>&1
+docker swarm leave --force >/dev/null 2>&1
+
+for kind in train controller; do
+  start=$SECONDS
+  if docker build -q -f "Dockerfile_$kind" -t "ml_$kind" . >/tmp/mlswarm-e2e-build-$kind.log 2>&1; then
+    pass "image ml_$kind built in $((SECONDS - start)) s, $(docker image inspect -f '{{.Size}}' "ml_$kind" | awk '{printf "%.0f MB", $1/1e6}')"
+  else
+    tail -30 /tmp/mlswarm-e2e-build-$kind.log
+    fail "image ml_$kind does not build"; echo "$passed passed, $failed failed"; exit 1
+  fi
+done
+docker image ls --format 'image {{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^image ml_'
+
+advertise=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1)}')
+export MLSWARM_ADVERTISE_ADDR=${advertise:-127.0.0.1}
+swarm/01_init.sh || { fail "swarm init"; echo "$passed passed, $failed failed"; exit 1; }
+start=$SECONDS
+swarm/03_deploy.sh
+if poll 180 has_trainers 4; then
+  pass "controller lists 4 trainers, $((SECONDS - start)) s after docker service create"
+else
+  fail "controller lists $(trainer_count) trainers, not 4"; docker service ps ml_train ml_controller --no-trunc | head -20
+  docker service logs ml_controller 2>&1 | tail -20
+fi
+
+job=$(curl -sf -X POST "$controller/train" -H 'Content-Type: application/json' \
+  -d '{"model_id": "e2e", "example_idxs": [0, 3000], "train_opts": {"epochs": 1, "batch_size": 64}}' | json 'd["job_id"]')
+job_done() { [[ $(curl -sf "$controller/jobs/$job" | json 'd["state"]') == succeeded ]]; }
+if [[ -n $job ]] && poll 300 job_done; then
+  pass "job $job succeeded on $(curl -sf "$controller/jobs/$job" | json 'd["trainer"]')"
+else
+  fail "job ${job:-<none>} did not succeed: $(curl -sf "$controller/jobs/$job")"
+fi
+
+accuracy=$(curl -sf "$controller/datasets/fashion-mnist/examples?split=test&start=0&count=200" | python3 -c '
+import json, sys, urllib.request
+page = json.load(sys.stdin)
+body = json.dumps({"model_id": "e2e", "examples": page["examples"]}).encode()
+req = urllib.request.Request(sys.argv[1] + "/predict", body, {"Content-Type": "application/json"})
+out = json.load(urllib.request.urlopen(req))
+print(sum(a == b for a, b in zip(out["class_idxs"], page["labels"])) / len(page["labels"]))' "$controller")
+if python3 -c "import sys; sys.exit(0 if float('${accuracy:-0}') > 0.3 else 1)"; then
+  pass "/predict on 200 test images: accuracy $accuracy (chance 0.1)"
+else
+  fail "/predict accuracy ${accuracy:-<none>}"
+fi
+
+trainer=$(curl -sf "$controller/jobs/$job" | json 'd["trainer"]')
+cid=$(docker ps -q -f name=ml_controller | head -n1)
+if docker exec "$cid" ml_controller --fetch "http://$trainer/status" | grep -q "\"$job\""; then
+  pass "trainer $trainer's /status, fetched inside the overlay, shows the job"
+else
+  fail "trainer $trainer's /status does not show job $job"
+fi
+uids=$(for c in $(docker ps -q -f name=ml_); do docker exec "$c" id -u; done | sort -u | tr '\n' ' ')
+if [[ -n $uids && ! " $uids" =~ " 0 " ]]; then pass "containers run as uid $uids(not root)"; else fail "a container runs as root ($uids)"; fi
+
+docker service scale --detach ml_train=2 >/dev/null
+if poll 90 has_trainers 2; then pass "after scale ml_train=2 the controller lists 2 trainers"; else fail "after scale: $(trainer_count) trainers"; fi
+
+# DNS discovery alone: a controller without SUBNET_TRAIN that resolves tasks.ml_train.
+docker service rm ml_controller >/dev/null
+docker service create --detach --quiet --no-resolve-image --name ml_controller --network "$MLSWARM_NETWORK" \
+  --publish "$MLSWARM_PORT:48515" --mount "type=bind,source=$MLSWARM_HOME,target=/home" \
+  --env TRAIN_DNS=tasks.ml_train ml_controller >/dev/null
+if poll 120 has_trainers 2; then pass "TRAIN_DNS=tasks.ml_train alone finds the 2 trainers"; else fail "DNS discovery: $(trainer_count) trainers"; fi
+if [[ $(curl -sf "$controller/jobs" | json 'len(d["jobs"])') == 1 ]]; then
+  pass "the new controller lists the job from the journal on HOME_DIR"
+else
+  fail "the new controller does not list the earlier job"
+fi
+
+echo "$passed passed, $failed failed"
+((failed == 0))
