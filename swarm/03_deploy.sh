@@ -12,7 +12,7 @@ docker service create --detach --quiet --no-resolve-image --name ml_train --netw
   --replicas "$MLSWARM_TRAINERS" --mount "$mount" --stop-grace-period 60s \
   --update-order start-first --update-parallelism 1 "$TRAIN_IMAGE" >/dev/null
 docker service create --detach --quiet --no-resolve-image --name ml_controller --network "$MLSWARM_NETWORK" \
-  --publish "$MLSWARM_PORT:48515" --mount "$mount" \
+  --publish "mode=$MLSWARM_PUBLISH_MODE,published=$MLSWARM_PORT,target=48515" --mount "$mount" \
   --env SUBNET_TRAIN="$MLSWARM_SUBNET" ${MLSWARM_TRAIN_DNS:+--env TRAIN_DNS="$MLSWARM_TRAIN_DNS"} \
   "$CONTROLLER_IMAGE" >/dev/null
 echo "services ml_train ($MLSWARM_TRAINERS replicas) and ml_controller (port $MLSWARM_PORT) created"

@@ -5,6 +5,9 @@
 : "${MLSWARM_HOME:=/srv/mlswarm}"          # the shared HOME_DIR on every node (bind mount)
 : "${MLSWARM_TRAINERS:=4}"
 : "${MLSWARM_PORT:=48515}"
+# ingress (Swarm's routing mesh, the default) or host (the port opens on the node running the
+# controller; for engines where the mesh is unavailable, as in the e2e test's sandbox).
+: "${MLSWARM_PUBLISH_MODE:=ingress}"
 : "${MLSWARM_REGISTRY:=}"                  # e.g. registry.example:5000/ to push multi-node images
 : "${MLSWARM_TAG:=latest}"
 TRAIN_IMAGE="${MLSWARM_REGISTRY}ml_train:${MLSWARM_TAG}"

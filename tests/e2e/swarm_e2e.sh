@@ -8,6 +8,9 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 export MLSWARM_NETWORK=mlswarm_e2e MLSWARM_SUBNET=10.42.77.0/24 MLSWARM_PORT=${E2E_PORT:-48575}
 export MLSWARM_HOME=$(mktemp -d /tmp/mlswarm-e2e-XXXXXX) MLSWARM_TRAINERS=4
+# The routing mesh (ingress) does not reach the host's loopback in this sandbox; host mode
+# publishes the same port on the node itself.
+export MLSWARM_PUBLISH_MODE=${E2E_PUBLISH_MODE:-host}
 source swarm/env.sh
 controller="http://127.0.0.1:$MLSWARM_PORT"
 passed=0 failed=0
@@ -74,6 +77,7 @@ if python3 -c "import sys; sys.exit(0 if float('${accuracy:-0}') > 0.3 else 1)";
   pass "/predict on 200 test images: accuracy $accuracy (chance 0.1)"
 else
   fail "/predict accuracy ${accuracy:-<none>}"
+  curl -s "$controller/datasets/fashion-mnist/examples?count=1" | head -c 300
 fi
 
 trainer=$(curl -sf "$controller/jobs/$job" | json 'd["trainer"]')
@@ -92,7 +96,8 @@ if poll 90 has_trainers 2; then pass "after scale ml_train=2 the controller list
 # DNS discovery alone: a controller without SUBNET_TRAIN that resolves tasks.ml_train.
 docker service rm ml_controller >/dev/null
 docker service create --detach --quiet --no-resolve-image --name ml_controller --network "$MLSWARM_NETWORK" \
-  --publish "$MLSWARM_PORT:48515" --mount "type=bind,source=$MLSWARM_HOME,target=/home" \
+  --publish "mode=$MLSWARM_PUBLISH_MODE,published=$MLSWARM_PORT,target=48515" \
+  --mount "type=bind,source=$MLSWARM_HOME,target=/home" \
   --env TRAIN_DNS=tasks.ml_train ml_controller >/dev/null
 if poll 120 has_trainers 2; then pass "TRAIN_DNS=tasks.ml_train alone finds the 2 trainers"; else fail "DNS discovery: $(trainer_count) trainers"; fi
 if [[ $(curl -sf "$controller/jobs" | json 'len(d["jobs"])') == 1 ]]; then
