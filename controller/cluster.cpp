@@ -267,8 +267,10 @@ void Cluster::requeue(const JobRecord& job, const std::string& reason) {
     spdlog::error("job {} model {}: failed after {} attempts: {}", job.spec.job_id, job.spec.model_id,
                   job.spec.attempt, reason);
   } else {
-    spdlog::warn("job {} model {}: {}; re-queued to resume from its checkpoint", job.spec.job_id,
-                 job.spec.model_id, reason);
+    auto backoff = std::min(options_.max_backoff, options_.retry_backoff * (1 << std::clamp(job.spec.attempt - 1, 0, 16)));
+    not_before_[job.spec.job_id] = std::chrono::steady_clock::now() + backoff;
+    spdlog::warn("job {} model {}: {}; re-queued to resume from its checkpoint in {} ms", job.spec.job_id,
+                 job.spec.model_id, reason, backoff.count());
   }
 }
 
@@ -280,9 +282,13 @@ void Cluster::dispatch() {
       if (t.polled) loads.push_back({address, t.view.capacity, t.view.running + t.view.queued});
     }
   }
+  const auto now = std::chrono::steady_clock::now();
   for (const JobRecord& job : registry_.list()) {
     if (job.state != JobState::kQueued) continue;
-    std::vector<std::string> refused;
+    if (auto wait = not_before_.find(job.spec.job_id); wait != not_before_.end()) {
+      if (now < wait->second) continue;  // backing off after a lost attempt
+      not_before_.erase(wait);
+    }
     while (true) {
       auto choice = choose_trainer(loads);
       if (!choice) return;  // no free worker anywhere: the job waits, and so do later ones

@@ -25,6 +25,10 @@ struct ClusterOptions {
   std::chrono::milliseconds poll_interval{1000};
   int max_misses = 3;     ///< scan passes a trainer may miss before it is dropped
   int max_attempts = 5;   ///< dispatches of one job before it fails
+  /// A re-queued job waits retry_backoff * 2^(attempt-1), at most max_backoff, before its next
+  /// dispatch, so that a job that kills its trainers does not take the cluster down in a loop.
+  std::chrono::milliseconds retry_backoff{1000};
+  std::chrono::milliseconds max_backoff{30000};
   std::size_t max_queued = 1000;
   TrainerCallOptions calls;
 };
@@ -89,6 +93,8 @@ class Cluster {
   bool wake_requested_ = false;  ///< guarded by wake_mutex_
   std::map<std::string, Trainer> trainers_;
   int scans_ = 0;
+  /// Re-queued jobs and when they may be dispatched again. Only the loop thread uses it.
+  std::map<std::string, std::chrono::steady_clock::time_point> not_before_;
   std::jthread thread_;
 };
 

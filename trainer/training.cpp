@@ -162,14 +162,54 @@ std::string save_checkpoint(torch::nn::Sequential& model, torch::optim::Optimize
   return std::move(out).str();
 }
 
-/// Loads the job's checkpoint into model and optimiser when there is a compatible one.
-std::optional<ResumePoint> try_resume(const std::filesystem::path& path, const JobSpec& spec,
-                                      torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
-                                      torch::Device device) {
+/// The file an attempt writes to claim the job: a trainer running an older attempt sees a
+/// higher number there and stops without writing (fencing).
+std::filesystem::path fence_path(const std::filesystem::path& job_path) { return job_path / "attempt"; }
+
+int fenced_attempt(const std::filesystem::path& job_path) {
+  try {
+    return std::stoi(read_file(fence_path(job_path), 64));
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+[[noreturn]] void superseded(const JobSpec& spec, int by) {
+  throw Error(ErrorCode::kConflict, fmt::format("superseded: attempt {} of job {} started after this attempt {}",
+                                                by, spec.job_id, spec.attempt));
+}
+
+/// Records this attempt as the job's current one; throws when a later attempt already has.
+void claim_attempt(const std::filesystem::path& job_path, const JobSpec& spec) {
+  int current = fenced_attempt(job_path);
+  if (current > spec.attempt) superseded(spec, current);
+  write_file_atomic(fence_path(job_path), std::to_string(spec.attempt));
+}
+
+void check_not_superseded(const std::filesystem::path& job_path, const JobSpec& spec) {
+  int current = fenced_attempt(job_path);
+  if (current > spec.attempt) superseded(spec, current);
+}
+
+/// Replaces checkpoint.pt, keeping the one before as checkpoint.prev.pt: a crash at any
+/// point leaves at least one complete, sealed checkpoint.
+void write_checkpoint_files(const std::filesystem::path& path, const std::string& bytes) {
+  std::filesystem::path previous = path;
+  previous.replace_filename("checkpoint.prev.pt");
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) std::filesystem::rename(path, previous, ec);
+  write_file_atomic(path, seal(bytes));
+}
+
+/// Loads a checkpoint into model and optimiser when it is intact and for this spec.
+std::optional<ResumePoint> try_resume_from(const std::filesystem::path& path, const JobSpec& spec,
+                                           torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
+                                           torch::Device device) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) return std::nullopt;
   try {
-    std::string bytes = read_file(path, std::size_t{4} << 30);
+    // Unsealing checks length and CRC before anything touches the model.
+    std::string bytes = unseal(read_file(path, std::size_t{4} << 30), path.string());
     std::istringstream in(bytes);
     torch::serialize::InputArchive archive;
     archive.load_from(in, device);
@@ -196,10 +236,19 @@ std::optional<ResumePoint> try_resume(const std::filesystem::path& path, const J
     }
     return point;
   } catch (const std::exception& e) {
-    spdlog::warn("job {}: checkpoint {} unreadable ({}); starting from scratch", spec.job_id,
-                 path.string(), e.what());
+    spdlog::warn("job {}: checkpoint {} unusable ({})", spec.job_id, path.string(), e.what());
     return std::nullopt;
   }
+}
+
+/// The newest usable checkpoint of the job: checkpoint.pt, else checkpoint.prev.pt.
+std::optional<ResumePoint> try_resume(const std::filesystem::path& path, const JobSpec& spec,
+                                      torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
+                                      torch::Device device) {
+  if (auto point = try_resume_from(path, spec, model, optimizer, device)) return point;
+  std::filesystem::path previous = path;
+  previous.replace_filename("checkpoint.prev.pt");
+  return try_resume_from(previous, spec, model, optimizer, device);
 }
 
 struct Evaluation {
@@ -268,6 +317,7 @@ TrainingOutcome train(const JobSpec& spec, const TrainingEnv& env, const Trainin
   const auto job_path = job_dir(env.home_dir, spec.job_id);
   const auto checkpoint_path = job_path / "checkpoint.pt";
   const auto model_path = model_dir(env.home_dir, spec.model_id);
+  claim_attempt(job_path, spec);
   ResumePoint point;
   if (auto resumed = try_resume(checkpoint_path, spec, model, *optimizer, device)) {
     point = std::move(*resumed);
@@ -284,7 +334,8 @@ TrainingOutcome train(const JobSpec& spec, const TrainingEnv& env, const Trainin
     point.next_epoch = next_epoch;
     point.next_step = next_step;
     point.history = meta.epochs;
-    write_file_atomic(checkpoint_path, save_checkpoint(model, *optimizer, spec, point));
+    check_not_superseded(job_path, spec);
+    write_checkpoint_files(checkpoint_path, save_checkpoint(model, *optimizer, spec, point));
   };
 
   spdlog::info("job {} model {}: training {} on {} [{}, {}) for {} epochs, batch {}, {} steps/epoch, {}",
@@ -356,6 +407,7 @@ TrainingOutcome train(const JobSpec& spec, const TrainingEnv& env, const Trainin
     meta.updated_at = unix_now();
     std::string weights = save_module(model);
     meta.model_crc32 = crc32_of(weights);
+    check_not_superseded(job_path, spec);
     write_file_atomic(model_path / "model.pt", weights);
     write_file_atomic(model_path / "meta.json", to_json(meta).dump(2));
     write_checkpoint(epoch + 1, 0);

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "mlswarm/error.h"
+#include "mlswarm/model_meta.h"
 
 namespace mlswarm {
 namespace fs = std::filesystem;
@@ -68,6 +69,46 @@ void write_file_atomic(const fs::path& path, std::string_view data) {
     io_error(path, "rename", err);
   }
   fsync_directory(dir);
+}
+
+namespace {
+
+constexpr std::string_view kSealMagic = "MLSWSEAL";
+
+void put_le(std::string& out, std::uint64_t value, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+}
+
+std::uint64_t get_le(std::string_view in, std::size_t at, int bytes) {
+  std::uint64_t value = 0;
+  for (int i = 0; i < bytes; ++i) value |= std::uint64_t{static_cast<unsigned char>(in[at + i])} << (8 * i);
+  return value;
+}
+
+}  // namespace
+
+std::string seal(std::string_view payload) {
+  std::string out(kSealMagic);
+  put_le(out, crc32_of(payload), 4);
+  put_le(out, payload.size(), 8);
+  out.append(payload);
+  return out;
+}
+
+std::string unseal(std::string_view sealed, std::string_view what) {
+  const std::size_t header = kSealMagic.size() + 12;
+  if (sealed.size() < header || sealed.substr(0, kSealMagic.size()) != kSealMagic) {
+    throw Error(ErrorCode::kDataError, fmt::format("{}: not a sealed file (wrong magic or too short)", what));
+  }
+  auto crc = static_cast<std::uint32_t>(get_le(sealed, kSealMagic.size(), 4));
+  std::uint64_t size = get_le(sealed, kSealMagic.size() + 4, 8);
+  if (sealed.size() - header != size) {
+    throw Error(ErrorCode::kDataError,
+                fmt::format("{}: truncated ({} of {} payload bytes)", what, sealed.size() - header, size));
+  }
+  std::string_view payload = sealed.substr(header);
+  if (crc32_of(payload) != crc) throw Error(ErrorCode::kDataError, fmt::format("{}: CRC mismatch", what));
+  return std::string(payload);
 }
 
 std::string read_file(const fs::path& path, std::size_t max_bytes) {

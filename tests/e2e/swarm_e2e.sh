@@ -93,6 +93,32 @@ if [[ -n $uids && ! " $uids" =~ " 0 " ]]; then pass "containers run as uid $uids
 docker service scale --detach ml_train=2 >/dev/null
 if poll 90 has_trainers 2; then pass "after scale ml_train=2 the controller lists 2 trainers"; else fail "after scale: $(trainer_count) trainers"; fi
 
+# A rolling restart of every trainer replica while a job runs: each old replica gets SIGTERM,
+# checkpoints at its next batch and exits; the job resumes from the checkpoint elsewhere.
+roll=$(curl -sf -X POST "$controller/train" -H 'Content-Type: application/json' -d '{"model_id": "e2e-roll",
+  "example_idxs": [0, 12000], "train_opts": {"epochs": 2, "batch_size": 64, "checkpoint_every_steps": 40}}' | json 'd["job_id"]')
+roll_running() { [[ $(curl -sf "$controller/jobs/$roll" | json 'd["step"] > 0') == True ]]; }
+roll_state() { curl -sf "$controller/jobs/$roll" | json 'd["state"], d["attempts"]'; }
+roll_done() { [[ $(curl -sf "$controller/jobs/$roll" | json 'd["state"]') == succeeded ]]; }
+if [[ -n $roll ]] && poll 120 roll_running; then
+  docker service update --detach --force ml_train >/dev/null
+  if poll 600 roll_done; then
+    attempts=$(curl -sf "$controller/jobs/$roll" | json 'd["attempts"]')
+    if ((attempts >= 2)); then
+      pass "job $roll succeeded through docker service update --force ml_train (attempts $attempts)"
+    else
+      fail "job $roll succeeded but was never interrupted by the rolling update (attempts $attempts)"
+    fi
+    docker service logs ml_train 2>&1 | grep -E "job $roll .*(stopped|resuming)" | sed 's/^/  /' | head -6
+  else
+    fail "job $roll did not survive the rolling update: $(roll_state)"
+  fi
+else
+  fail "job ${roll:-<none>} never started"
+fi
+has_trainers_settled() { has_trainers 2; }
+poll 120 has_trainers_settled || true
+
 # DNS discovery alone: a controller without SUBNET_TRAIN that resolves tasks.ml_train.
 docker service rm ml_controller >/dev/null
 docker service create --detach --quiet --no-resolve-image --name ml_controller --network "$MLSWARM_NETWORK" \
@@ -100,8 +126,8 @@ docker service create --detach --quiet --no-resolve-image --name ml_controller -
   --mount "type=bind,source=$MLSWARM_HOME,target=/home" \
   --env TRAIN_DNS=tasks.ml_train ml_controller >/dev/null
 if poll 120 has_trainers 2; then pass "TRAIN_DNS=tasks.ml_train alone finds the 2 trainers"; else fail "DNS discovery: $(trainer_count) trainers"; fi
-if [[ $(curl -sf "$controller/jobs" | json 'len(d["jobs"])') == 1 ]]; then
-  pass "the new controller lists the job from the journal on HOME_DIR"
+if [[ $(curl -sf "$controller/jobs" | json 'len(d["jobs"])') == 2 ]]; then
+  pass "the new controller lists both jobs from the journal on HOME_DIR"
 else
   fail "the new controller does not list the earlier job"
 fi

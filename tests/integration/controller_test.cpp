@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <iostream>
+#include <random>
+
 #include <nlohmann/json.hpp>
 
 #include "../support/http_json.h"
@@ -46,14 +49,13 @@ class ClusterTest : public ::testing::Test {
     httplib::Client probe(host, train_port_);
     ASSERT_TRUE(eventually([&] { return probe.Get("/healthz") != nullptr; }, 20s));
   }
-  void start_controller() {
-    controller_ = std::make_unique<ChildProcess>(
-        ML_CONTROLLER_BIN,
-        std::vector<std::string>{"--host", "127.0.0.1", "--port", std::to_string(controller_port_), "--subnet",
-                                 "127.0.0.0/24", "--train-port", std::to_string(train_port_), "--home-dir",
-                                 home_.path().string(), "--data-dir", MLSWARM_DATA_DIR, "--scan-interval-ms", "300",
-                                 "--max-misses", "2"},
-        home_ / "controller.log");
+  void start_controller(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args{"--host", "127.0.0.1", "--port", std::to_string(controller_port_), "--subnet",
+                                  "127.0.0.0/24", "--train-port", std::to_string(train_port_), "--home-dir",
+                                  home_.path().string(), "--data-dir", MLSWARM_DATA_DIR, "--scan-interval-ms", "300",
+                                  "--max-misses", "2"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    controller_ = std::make_unique<ChildProcess>(ML_CONTROLLER_BIN, args, home_ / "controller.log");
     ASSERT_TRUE(eventually([&] { return client_->Get("/healthz") != nullptr; }, 20s)) << controller_->log();
   }
 
@@ -153,6 +155,73 @@ TEST_F(ClusterTest, ARestartedControllerStillListsEveryJobAndFinishesThem) {
   EXPECT_TRUE(eventually([&] { return job_in(second, "succeeded") && job_in(third, "succeeded"); }, 240s))
       << get("/jobs").dump();
   EXPECT_EQ(job(second)["attempts"], 1) << "the running job was re-attached, not run again";
+}
+
+// The seed's open problem: a trainer dies during epoch 2 of 3; the job resumes on another
+// trainer from the checkpoint written after epoch 1 and ends as an uninterrupted run does.
+TEST_F(ClusterTest, AJobWhoseTrainerIsKilledResumesElsewhereFromItsCheckpoint) {
+  for (int i : {2, 3}) start_trainer(i);
+  start_controller();
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s));
+  std::string id = submit("resumed", 4000, 3);
+  ASSERT_TRUE(eventually([&] { return job(id).value("epoch", 0) == 2 && job(id).value("step", 0) > 0; }, 120s))
+      << job(id).dump();
+  std::string first = job(id)["trainer"];
+  int victim = first.rfind("127.0.0.2:", 0) == 0 ? 2 : 3;
+  trainers_[victim]->signal(SIGKILL);
+  ASSERT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 180s)) << job(id).dump();
+  json done = job(id);
+  EXPECT_EQ(done["attempts"], 2);
+  EXPECT_NE(done["trainer"], first);
+  const int survivor = victim == 2 ? 3 : 2;
+  EXPECT_NE(trainers_[survivor]->log().find("resuming from checkpoint at epoch 2 step 0"), std::string::npos)
+      << "the second attempt did not start from the epoch-1 checkpoint";
+
+  // The same spec, never interrupted, on the surviving trainer.
+  std::string reference = submit("reference", 4000, 3);
+  ASSERT_TRUE(eventually([&] { return job_in(reference, "succeeded"); }, 180s));
+  std::cout << "resumed after a kill in epoch 2: accuracy " << done["accuracy"] << ", uninterrupted: "
+            << job(reference)["accuracy"] << "\n";
+  EXPECT_NEAR(done["accuracy"].get<double>(), job(reference)["accuracy"].get<double>(), 0.01);
+}
+
+// Chaos, bounded in time: 8 small jobs on 3 trainers while a random trainer is killed
+// (SIGKILL) and restarted every few seconds. Every job must end succeeded.
+TEST_F(ClusterTest, ChaosLosesNoJob) {
+  for (int i : {2, 3, 4}) start_trainer(i);
+  start_controller({"--max-attempts", "50"});
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 3; }, 10s));
+  std::vector<std::string> ids;
+  for (int j = 0; j < 8; ++j) ids.push_back(submit("chaos-" + std::to_string(j), 1500, 2));
+  auto finished = [&] {
+    int n = 0;
+    for (const auto& job : get("/jobs").value("jobs", json::array())) {
+      n += job["state"] == "succeeded" || job["state"] == "failed" || job["state"] == "cancelled" ? 1 : 0;
+    }
+    return n == static_cast<int>(ids.size());
+  };
+  std::mt19937 rng(20261127);
+  int kills = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 240s;
+  while (!finished() && std::chrono::steady_clock::now() < deadline) {
+    if (eventually(finished, 4s)) break;  // the pace of the chaos: one kill every 4 s
+    if (kills >= 12) continue;            // enough chaos; let the rest finish
+    int victim = 2 + static_cast<int>(rng() % 3);
+    trainers_[victim]->signal(SIGKILL);
+    trainers_[victim]->wait_exit(10s);
+    start_trainer(victim);
+    ++kills;
+  }
+  int succeeded = 0, resumes = 0;
+  for (const auto& id : ids) {
+    json j = job(id);
+    succeeded += j["state"] == "succeeded" ? 1 : 0;
+    resumes += j.value("attempts", 1) - 1;
+  }
+  std::cout << "chaos: jobs submitted " << ids.size() << ", kills " << kills << ", re-dispatches " << resumes
+            << ", jobs lost " << ids.size() - succeeded << "\n";
+  EXPECT_EQ(succeeded, static_cast<int>(ids.size())) << get("/jobs").dump();
+  EXPECT_GT(kills, 0);
 }
 
 // /predict on 500 test images scores what the trainer recorded for the model, and each

@@ -146,6 +146,45 @@ TEST_F(TrainingTest, StopAndResumeReproducesAnUninterruptedRun) {
   EXPECT_NEAR(parts.epochs[2].accuracy, whole.epochs[2].accuracy, 1e-9);
 }
 
+// A crash in the middle of writing checkpoint.pt leaves a torn file: it is detected by its
+// seal (length and CRC) and the previous checkpoint is used instead.
+TEST_F(TrainingTest, ATruncatedCheckpointFallsBackToThePreviousOne) {
+  // 200 examples in batches of 16: 13 steps an epoch. Stop at epoch 2 step 5: checkpoint.pt
+  // then says (epoch 2, step 5) and checkpoint.prev.pt, written after epoch 1, (epoch 2, step 0).
+  JobSpec s = spec("torn", 3);
+  int calls = 0;
+  TrainingHooks stop_in_epoch_2{[](const TrainingProgress&) {}, [&] { return ++calls > 18; }};
+  ASSERT_EQ(run_training(s, env_, stop_in_epoch_2), TrainingOutcome::kStopped);
+  auto path = home_ / "jobs/torn/checkpoint.pt";
+  ASSERT_TRUE(std::filesystem::exists(home_ / "jobs/torn/checkpoint.prev.pt"));
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
+
+  int batches = 0;
+  TrainingHooks count{[](const TrainingProgress&) {}, [&] { ++batches; return false; }};
+  ASSERT_EQ(run_training(s, env_, count), TrainingOutcome::kCompleted);
+  EXPECT_EQ(batches, 26) << "resumed from the previous checkpoint: epochs 2 and 3 whole (21 would mean the "
+                            "torn file was used, 39 a start from scratch)";
+  EXPECT_EQ(meta_of("m-torn").epochs.size(), 3u);
+}
+
+// Fencing: once a later attempt of a job has started, an older attempt writes nothing more.
+TEST_F(TrainingTest, AnOlderAttemptIsFencedOff) {
+  TrainingHooks plain{[](const TrainingProgress&) {}, [] { return false; }};
+  JobSpec later = spec("fenced", 1);
+  later.attempt = 2;
+  ASSERT_EQ(run_training(later, env_, plain), TrainingOutcome::kCompleted);
+  JobSpec stale = later;
+  stale.attempt = 1;
+  try {
+    run_training(stale, env_, plain);
+    FAIL() << "a stale attempt must not train over a newer one";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kConflict);
+    EXPECT_NE(std::string(e.what()).find("superseded"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(meta_of("m-fenced").epochs.size(), 1u);
+}
+
 TEST_F(TrainingTest, CudaWhereThereIsNoneFailsWithThatMessage) {
   if (best_device() == "cuda") GTEST_SKIP() << "this machine has a GPU";
   JobSpec s = spec("j3", 1);

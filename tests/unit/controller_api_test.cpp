@@ -106,7 +106,14 @@ class ControllerApiTest : public ::testing::Test {
   static TempDir* home_;
   TempDir state_;
   JobRegistry registry_{state_.path()};
-  Cluster cluster_{registry_, ClusterOptions{parse_subnet("127.0.0.0/30"), "", {}, {}, {}, 3, 5, 100, {}}};
+  static ClusterOptions cluster_options() {
+    ClusterOptions options;
+    options.subnet = parse_subnet("127.0.0.0/30");
+    options.max_queued = 100;
+    return options;
+  }
+
+  Cluster cluster_{registry_, cluster_options()};
   ModelServer models_{home_->path(), BatchingOptions{8, std::chrono::microseconds(500), 1}};
   DatasetCache datasets_{data_->path(), home_->path()};
   ControllerApi api_{cluster_, registry_, models_, datasets_, ControllerApiOptions{home_->path(), 64}};

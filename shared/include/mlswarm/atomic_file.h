@@ -13,6 +13,14 @@ namespace mlswarm {
 /// leaving `path` untouched and no temporary file behind.
 void write_file_atomic(const std::filesystem::path& path, std::string_view data);
 
+/// Frames `payload` as "MLSWSEAL", its CRC-32 and its length, then the payload, so that a
+/// reader can tell a complete file from a torn or corrupted one.
+std::string seal(std::string_view payload);
+
+/// The payload of a sealed frame. Throws Error(kDataError) naming `what` when the frame is
+/// not one, is cut short or fails its CRC.
+std::string unseal(std::string_view sealed, std::string_view what);
+
 /// Reads a whole file. Throws Error(kDataError) when missing, unreadable or over `max_bytes`.
 std::string read_file(const std::filesystem::path& path, std::size_t max_bytes);
 
