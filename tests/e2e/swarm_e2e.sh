@@ -104,9 +104,11 @@ if [[ -n $roll ]] && poll 120 roll_running; then
   docker service update --detach --force ml_train >/dev/null
   if poll 600 roll_done; then
     attempts=$(curl -sf "$controller/jobs/$roll" | json 'd["attempts"]')
-    docker service logs ml_train 2>&1 | grep -E "job $roll .*(stopped|resuming)" | sed 's/^/  /' | head -6
+    # Captured first: `grep -q` closing the pipe early would fail the pipeline under pipefail.
+    roll_log=$(docker service logs ml_train 2>&1 | grep -E "job $roll .*(stopped|resuming)")
+    sed 's/^/  /' <<<"$roll_log" | head -6
     # Interrupted mid-training means a resume inside epoch 1 or 2, not after the end.
-    if ((attempts >= 2)) && docker service logs ml_train 2>&1 | grep -qE "job $roll .*resuming from checkpoint at epoch [12] "; then
+    if ((attempts >= 2)) && grep -qE "resuming from checkpoint at epoch [12] " <<<"$roll_log"; then
       pass "job $roll succeeded through docker service update --force ml_train, resumed mid-training (attempts $attempts)"
     else
       fail "job $roll was not interrupted and resumed mid-training by the rolling update (attempts $attempts)"
