@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "../support/bar_mnist.h"
 #include "../support/temp_dir.h"
 #include "mlswarm/dataset_cache.h"
 #include "mlswarm/atomic_file.h"
@@ -12,7 +13,7 @@
 namespace mlswarm {
 namespace {
 
-using testing::make_idx;
+using testing::write_bar_mnist;
 using testing::TempDir;
 using testing::write_bytes;
 
@@ -38,21 +39,6 @@ TEST(ModelZoo, WeightsOfAnotherArchitectureAreADataError) {
     EXPECT_EQ(e.code(), ErrorCode::kDataError);
   }
   EXPECT_THROW(load_module(mlp, "not a torch archive"), Error);
-}
-
-/// A learnable synthetic MNIST: class k is a bright horizontal bar at row 2k+4.
-void write_bar_mnist(const std::filesystem::path& dir, std::uint32_t train, std::uint32_t test) {
-  auto images = [](std::uint32_t n) {
-    return make_idx({n, 28, 28}, [](std::size_t i) {
-      std::size_t image = i / 784, row = (i % 784) / 28;
-      return row == 2 * (image % 10) + 4 ? 200 + image % 50 : (i * 31) % 40;
-    });
-  };
-  auto labels = [](std::uint32_t n) { return make_idx({n}, [](std::size_t i) { return i % 10; }); };
-  write_bytes(dir / "mnist/train-images-idx3-ubyte", images(train));
-  write_bytes(dir / "mnist/train-labels-idx1-ubyte", labels(train));
-  write_bytes(dir / "mnist/t10k-images-idx3-ubyte", images(test));
-  write_bytes(dir / "mnist/t10k-labels-idx1-ubyte", labels(test));
 }
 
 class TrainingTest : public ::testing::Test {
