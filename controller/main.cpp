@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  block_stop_signals();
+  catch_stop_signals();
   init_logging(log_level);
   try {
     JobRegistry registry(std::filesystem::path(home_dir) / "controller");

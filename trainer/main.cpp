@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
     return http_probe("127.0.0.1", port, "/healthz", std::chrono::milliseconds(2000)) == 200 ? 0 : 1;
   }
 
-  block_stop_signals();
+  catch_stop_signals();
   init_logging(log_level);
   set_training_threads(threads);
   std::error_code ec;

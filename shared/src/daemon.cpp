@@ -1,7 +1,9 @@
 #include "mlswarm/daemon.h"
 
-#include <pthread.h>
+#include <fcntl.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <thread>
 
@@ -10,33 +12,44 @@
 namespace mlswarm {
 namespace {
 
-sigset_t stop_signal_set() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  return set;
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void note_stop_signal(int signal) {
+  const int saved = errno;
+  const char byte = static_cast<char>(signal);
+  [[maybe_unused]] ssize_t n = ::write(g_signal_pipe[1], &byte, 1);  // async-signal-safe
+  errno = saved;
 }
 
 }  // namespace
 
-void block_stop_signals() {
-  sigset_t set = stop_signal_set();
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+void catch_stop_signals() {
+  if (::pipe2(g_signal_pipe, O_CLOEXEC) != 0) return;
+  struct sigaction action {};
+  action.sa_handler = note_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  ::sigaction(SIGTERM, &action, nullptr);
+  ::sigaction(SIGINT, &action, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 }
 
 void serve_until_stop_signal(HttpServer& server) {
   std::thread waiter([&server] {
-    sigset_t set = stop_signal_set();
-    int signal = 0;
-    sigwait(&set, &signal);
-    spdlog::info("{} received: stopping", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    char byte = 0;
+    ssize_t n = -1;
+    do {
+      n = ::read(g_signal_pipe[0], &byte, 1);
+    } while (n < 0 && errno == EINTR);
+    if (byte == SIGTERM || byte == SIGINT) {
+      spdlog::info("{} received: stopping", byte == SIGTERM ? "SIGTERM" : "SIGINT");
+    }
     server.stop();
   });
   server.run();
   // run() may also return because the server failed: wake the waiter so it can be joined.
-  pthread_kill(waiter.native_handle(), SIGTERM);
+  const char wake = 0;
+  [[maybe_unused]] ssize_t n = ::write(g_signal_pipe[1], &wake, 1);
   waiter.join();
 }
 

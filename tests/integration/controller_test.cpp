@@ -157,6 +157,19 @@ TEST_F(ClusterTest, ARestartedControllerStillListsEveryJobAndFinishesThem) {
   EXPECT_EQ(job(second)["attempts"], 1) << "the running job was re-attached, not run again";
 }
 
+// Regression: LibTorch starts threads before main whose signal masks we do not set; with a
+// masked-signal design SIGTERM sometimes landed on one of them and killed the process (143).
+TEST_F(ClusterTest, SigtermStopsTheControllerCleanlyEveryTime) {
+  for (int i = 0; i < 3; ++i) {
+    start_controller();
+    controller_->signal(SIGTERM);
+    auto status = controller_->wait_exit(20s);
+    ASSERT_TRUE(status) << "no exit 20 s after SIGTERM";
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "wait status " << *status;
+  }
+  EXPECT_NE(controller_->log().find("ml_controller stopped"), std::string::npos);
+}
+
 // The seed's open problem: a trainer dies during epoch 2 of 3; the job resumes on another
 // trainer from the checkpoint written after epoch 1 and ends as an uninterrupted run does.
 TEST_F(ClusterTest, AJobWhoseTrainerIsKilledResumesElsewhereFromItsCheckpoint) {

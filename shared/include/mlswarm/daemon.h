@@ -4,9 +4,11 @@
 
 namespace mlswarm {
 
-/// Blocks SIGTERM and SIGINT in the calling thread and every thread it starts afterwards,
-/// and ignores SIGPIPE. Call first thing in main, before any thread exists.
-void block_stop_signals();
+/// Installs handlers for SIGTERM and SIGINT that only note the signal (into a self-pipe),
+/// and ignores SIGPIPE. Call first thing in main. A handler, not a blocked mask, because
+/// libraries start threads before main (LibTorch does) whose masks we do not control: a
+/// process-directed signal may land on any of them.
+void catch_stop_signals();
 
 /// Serves until SIGTERM or SIGINT arrives (or the server fails), then stops the server and
 /// returns. A dedicated thread waits for the signal and is joined before returning.
