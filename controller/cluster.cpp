@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "mlswarm/error.h"
+#include "mlswarm/metrics.h"
 #include "scheduler.h"
 
 namespace mlswarm {
@@ -15,7 +16,10 @@ using nlohmann::json;
 Cluster::Cluster(JobRegistry& registry, ClusterOptions options)
     : registry_(registry),
       options_(std::move(options)),
-      scanner_(options_.subnet.value_or(Subnet{0, 32}), options_.scan) {}
+      scanner_(options_.subnet.value_or(Subnet{0, 32}), options_.scan) {
+  Metrics::global().describe("mlswarm_discovery_pass_seconds", "histogram",
+                             "duration of one discovery pass (subnet scan and DNS)");
+}
 
 Cluster::~Cluster() { stop(); }
 
@@ -129,6 +133,7 @@ void Cluster::scan() {
     found.erase(std::unique(found.begin(), found.end()), found.end());
   }
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  Metrics::global().observe("mlswarm_discovery_pass_seconds", {}, seconds);
   const double now = unix_now();
   std::lock_guard lock(mutex_);
   ++scans_;

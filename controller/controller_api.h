@@ -21,6 +21,9 @@ class ControllerApi {
  public:
   ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServer& models, DatasetCache& datasets,
                 ControllerApiOptions options);
+  ~ControllerApi();
+  ControllerApi(const ControllerApi&) = delete;
+  ControllerApi& operator=(const ControllerApi&) = delete;
 
   HttpReply handle(const HttpRequest& request);
 
@@ -40,6 +43,7 @@ class ControllerApi {
   ModelServer& models_;
   DatasetCache& datasets_;
   ControllerApiOptions options_;
+  int collector_ = 0;  ///< this API's /metrics collector in Metrics::global()
 };
 
 /// Turns `examples` (each [C][H][W], [H][W] or flat C*H*W numbers in 0..1) into one flat

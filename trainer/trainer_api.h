@@ -9,11 +9,14 @@
 namespace mlswarm {
 
 /// The trainer's HTTP routes as a plain function from request to reply (no socket):
-/// GET /type, /healthz, /status, /jobs, /jobs/{id}; POST /train; DELETE /jobs/{id}.
+/// GET /type, /healthz, /status, /jobs, /jobs/{id}, /metrics; POST /train; DELETE /jobs/{id}.
 /// Thread-safe as far as JobRunner and StatusBoard are; neither is owned.
 class TrainerApi {
  public:
   TrainerApi(JobRunner& runner, StatusBoard& board, std::string address);
+  ~TrainerApi();
+  TrainerApi(const TrainerApi&) = delete;
+  TrainerApi& operator=(const TrainerApi&) = delete;
 
   HttpReply handle(const HttpRequest& request);
 
@@ -25,6 +28,7 @@ class TrainerApi {
   JobRunner& runner_;
   StatusBoard& board_;
   std::string address_;
+  int collector_ = 0;  ///< this API's /metrics collector in Metrics::global()
 };
 
 }  // namespace mlswarm

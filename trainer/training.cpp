@@ -14,6 +14,7 @@
 #include "mlswarm/dataset_cache.h"
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"
+#include "mlswarm/metrics.h"
 #include "mlswarm/model_meta.h"
 #include "mlswarm/torch/model_zoo.h"
 
@@ -194,11 +195,14 @@ void check_not_superseded(const std::filesystem::path& job_path, const JobSpec& 
 /// Replaces checkpoint.pt, keeping the one before as checkpoint.prev.pt: a crash at any
 /// point leaves at least one complete, sealed checkpoint.
 void write_checkpoint_files(const std::filesystem::path& path, const std::string& bytes) {
+  const auto started = Clock::now();
   std::filesystem::path previous = path;
   previous.replace_filename("checkpoint.prev.pt");
   std::error_code ec;
   if (std::filesystem::exists(path, ec)) std::filesystem::rename(path, previous, ec);
   write_file_atomic(path, seal(bytes));
+  Metrics::global().observe("mlswarm_checkpoint_write_seconds", {},
+                            std::chrono::duration<double>(Clock::now() - started).count());
 }
 
 /// Loads a checkpoint into model and optimiser when it is intact and for this spec.
@@ -422,6 +426,8 @@ TrainingOutcome train(const JobSpec& spec, const TrainingEnv& env, const Trainin
 }  // namespace
 
 TrainingOutcome run_training(const JobSpec& spec, const TrainingEnv& env, const TrainingHooks& hooks) {
+  Metrics::global().describe("mlswarm_checkpoint_write_seconds", "histogram",
+                             "time to serialise, seal, write and fsync one checkpoint");
   try {
     return train(spec, env, hooks);
   } catch (const c10::Error& e) {

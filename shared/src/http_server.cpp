@@ -1,5 +1,7 @@
 #include "mlswarm/http_server.h"
 
+#include <chrono>
+
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
@@ -7,6 +9,8 @@
 #include <fmt/format.h>
 #include <httplib.h>
 #include <spdlog/spdlog.h>
+
+#include "mlswarm/metrics.h"
 
 namespace mlswarm {
 
@@ -27,6 +31,9 @@ std::string lower(std::string s) {
 }  // namespace
 
 HttpServer::HttpServer(Handler handler, HttpServerOptions options) : impl_(std::make_unique<Impl>()) {
+  Metrics::global().describe("mlswarm_http_requests_total", "counter", "HTTP requests by route, method and status");
+  Metrics::global().describe("mlswarm_http_request_duration_seconds", "histogram",
+                             "time from a parsed request to its reply, by route");
   impl_->handler = std::move(handler);
   impl_->options = options;
   auto& svr = impl_->server;
@@ -48,7 +55,13 @@ HttpServer::HttpServer(Handler handler, HttpServerOptions options) : impl_(std::
     for (const auto& [k, v] : req.params) request.query.emplace(k, v);
     for (const auto& [k, v] : req.headers) request.headers.emplace(lower(k), v);
     for (const auto& [k, f] : req.files) request.files.push_back({f.name, f.filename, f.content_type, f.content});
+    const auto started = std::chrono::steady_clock::now();
     HttpReply reply = guarded(impl_->handler, request);
+    const std::string route = route_label(request.path);
+    Metrics::global().inc("mlswarm_http_requests_total",
+                          {{"route", route}, {"method", req.method}, {"status", std::to_string(reply.status)}});
+    Metrics::global().observe("mlswarm_http_request_duration_seconds", {{"route", route}},
+                              std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     res.status = reply.status;
     for (const auto& [k, v] : reply.headers) res.set_header(k, v);
     res.set_content(std::move(reply.body), reply.content_type.c_str());

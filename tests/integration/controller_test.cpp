@@ -6,6 +6,8 @@
 
 #include <iostream>
 #include <random>
+#include <regex>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -155,6 +157,42 @@ TEST_F(ClusterTest, ARestartedControllerStillListsEveryJobAndFinishesThem) {
   EXPECT_TRUE(eventually([&] { return job_in(second, "succeeded") && job_in(third, "succeeded"); }, 240s))
       << get("/jobs").dump();
   EXPECT_EQ(job(second)["attempts"], 1) << "the running job was re-attached, not run again";
+}
+
+// /metrics is Prometheus text, and its counters move with the requests made.
+TEST_F(ClusterTest, MetricsParseAndMove) {
+  start_trainer(2);
+  start_controller();
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 1; }, 10s));
+  // The value of the sample line that starts with `prefix` (not a # HELP line naming it).
+  auto count_of = [&](const std::string& text, const std::string& prefix) {
+    auto at = text.find("\n" + prefix);
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + 1 + prefix.size()));
+  };
+  auto metrics = [&] {
+    auto res = client_->Get("/metrics");
+    return res && res->status == 200 ? res->body : std::string();
+  };
+  const std::string key = "mlswarm_http_requests_total{route=\"/jobs/{id}\",method=\"GET\",status=\"404\"} ";
+  double before = std::max(0.0, count_of(metrics(), key));
+  for (int i = 0; i < 3; ++i) client_->Get("/jobs/nope");
+  std::string text = metrics();
+  EXPECT_EQ(count_of(text, key), before + 3) << text;
+  EXPECT_EQ(count_of(text, "mlswarm_trainers "), 1);
+  EXPECT_GE(count_of(text, "mlswarm_discovery_pass_seconds_count "), 1);
+  EXPECT_NE(text.find("# TYPE mlswarm_http_request_duration_seconds histogram"), std::string::npos);
+  std::istringstream lines(text);
+  std::string line;
+  std::regex sample(R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})? \S+$)");
+  while (std::getline(lines, line)) {
+    if (line.rfind("#", 0) != 0) {
+      EXPECT_TRUE(std::regex_match(line, sample)) << line;
+    }
+  }
+  httplib::Client trainer("127.0.0.2", train_port_);
+  auto res = trainer.Get("/metrics");
+  ASSERT_TRUE(res);
+  EXPECT_NE(res->body.find("mlswarm_trainer_capacity 1"), std::string::npos) << res->body;
 }
 
 // Regression: LibTorch starts threads before main whose signal masks we do not set; with a
