@@ -9,7 +9,7 @@
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
-#include "mlswarm/metrics.h"
+#include "mlswarm/job_metrics.h"
 
 namespace mlswarm {
 
@@ -108,28 +108,12 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
                              ControllerApiOptions options)
     : cluster_(cluster), registry_(registry), models_(models), datasets_(datasets), options_(std::move(options)) {
   Metrics& m = Metrics::global();
-  m.describe("mlswarm_jobs", "gauge", "jobs in the controller's registry by state");
   m.describe("mlswarm_trainers", "gauge", "trainers discovered");
   m.describe("mlswarm_model_loads_total", "counter", "model versions loaded for serving");
   m.describe("mlswarm_predict_forward_passes_total", "counter", "forward passes run for /predict and /classify");
   m.describe("mlswarm_predict_examples_total", "counter", "examples classified");
-  m.describe("mlswarm_job_images_per_second", "gauge", "training images per second of each running job");
   collector_ = m.add_collector([this](Metrics& metrics) {
-    std::map<std::string, int> by_state;
-    for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
-                       JobState::kCancelled}) {
-      by_state[std::string(to_string(s))] = 0;
-    }
-    metrics.reset("mlswarm_job_images_per_second");
-    for (const auto& job : registry_.list()) {
-      ++by_state[std::string(to_string(job.state))];
-      if (job.state == JobState::kRunning) {
-        metrics.set("mlswarm_job_images_per_second",
-                    {{"job_id", job.spec.job_id}, {"model_id", job.spec.model_id}, {"trainer", job.trainer}},
-                    job.images_per_s);
-      }
-    }
-    for (const auto& [state, n] : by_state) metrics.set("mlswarm_jobs", {{"state", state}}, n);
+    set_job_gauges(metrics, registry_.list());
     metrics.set("mlswarm_trainers", {}, static_cast<double>(cluster_.trainers().size()));
     ModelServer::Stats serving = models_.stats();
     metrics.set("mlswarm_model_loads_total", {}, static_cast<double>(serving.loads));
@@ -175,13 +159,7 @@ HttpReply ControllerApi::route(const HttpRequest& req) {
       return HttpReply::json(200, {{"jobs", std::move(jobs)}});
     }
     if (first == "models") return only("GET"), list_models();
-    if (first == "metrics") {
-      only("GET");
-      HttpReply reply;
-      reply.content_type = "text/plain; version=0.0.4";
-      reply.body = Metrics::global().render();
-      return reply;
-    }
+    if (first == "metrics") return only("GET"), metrics_reply();
     if (first == "datasets") return only("GET"), datasets();
     if (first == "predict") return only("POST"), predict(req);
     if (first == "classify") return only("POST"), classify(req);

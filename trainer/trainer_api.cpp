@@ -4,7 +4,7 @@
 
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
-#include "mlswarm/metrics.h"
+#include "mlswarm/job_metrics.h"
 
 namespace mlswarm {
 
@@ -13,24 +13,9 @@ using nlohmann::json;
 TrainerApi::TrainerApi(JobRunner& runner, StatusBoard& board, std::string address)
     : runner_(runner), board_(board), address_(std::move(address)) {
   Metrics& m = Metrics::global();
-  m.describe("mlswarm_jobs", "gauge", "jobs on this trainer by state");
   m.describe("mlswarm_trainer_capacity", "gauge", "worker threads");
-  m.describe("mlswarm_job_images_per_second", "gauge", "training images per second of each running job");
   collector_ = m.add_collector([this](Metrics& metrics) {
-    std::map<std::string, int> by_state;
-    for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
-                       JobState::kCancelled}) {
-      by_state[std::string(to_string(s))] = 0;
-    }
-    metrics.reset("mlswarm_job_images_per_second");
-    for (const auto& job : board_.snapshot()) {
-      ++by_state[std::string(to_string(job.state))];
-      if (job.state == JobState::kRunning) {
-        metrics.set("mlswarm_job_images_per_second", {{"job_id", job.spec.job_id}, {"model_id", job.spec.model_id}},
-                    job.images_per_s);
-      }
-    }
-    for (const auto& [state, n] : by_state) metrics.set("mlswarm_jobs", {{"state", state}}, n);
+    set_job_gauges(metrics, board_.snapshot());
     metrics.set("mlswarm_trainer_capacity", {}, runner_.capacity());
   });
 }
@@ -61,11 +46,7 @@ HttpReply TrainerApi::handle(const HttpRequest& request) {
           return m == "POST" ? train(req) : method_not_allowed("POST");
         }
         if (parts.size() == 1 && parts[0] == "metrics") {
-          if (m != "GET") return method_not_allowed("GET");
-          HttpReply reply;
-          reply.content_type = "text/plain; version=0.0.4";
-          reply.body = Metrics::global().render();
-          return reply;
+          return m == "GET" ? metrics_reply() : method_not_allowed("GET");
         }
         if (parts.size() == 1 && parts[0] == "jobs") {
           return m == "GET" ? status() : method_not_allowed("GET");
