@@ -4,7 +4,7 @@
 # (built with debootstrap from this machine's own Debian mirror when no registry is reachable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install_deps.sh docker.io debootstrap iptables
+scripts/install_deps.sh docker.io debootstrap iptables iproute2
 if ! docker info >/dev/null 2>&1; then
   echo "ensure_engine: starting dockerd"
   mkdir -p /var/log
