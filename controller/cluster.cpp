@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "mlswarm/error.h"
+#include "mlswarm/log.h"
 #include "mlswarm/metrics.h"
 #include "scheduler.h"
 
@@ -49,6 +50,7 @@ int Cluster::scans_completed() const {
 
 JobRecord Cluster::submit(JobSpec spec) {
   JobRecord job = registry_.create(std::move(spec), options_.max_queued);
+  LogScope log_scope{{"job_id", job.spec.job_id}, {"model_id", job.spec.model_id}};
   spdlog::info("job {} model {}: accepted ({} {} epochs)", job.spec.job_id, job.spec.model_id, job.spec.dataset,
                job.spec.train_opts.epochs);
   {
@@ -62,6 +64,7 @@ JobRecord Cluster::submit(JobSpec spec) {
 JobRecord Cluster::cancel(const std::string& job_id) {
   auto job = registry_.find(job_id);
   if (!job) throw Error(ErrorCode::kNotFound, fmt::format("unknown job '{}'", job_id), "job_id");
+  LogScope log_scope{{"job_id", job_id}, {"model_id", job->spec.model_id}, {"trainer", job->trainer}};
   if (is_terminal(job->state)) {
     throw Error(ErrorCode::kConflict, fmt::format("job {} already ended {}", job_id, to_string(job->state)),
                 "job_id");
@@ -203,6 +206,8 @@ void Cluster::reconcile() {
   const bool settled = scans_ >= options_.max_misses;  // a fresh controller waits before judging
   for (const JobRecord& job : registry_.list()) {
     if (job.state != JobState::kRunning) continue;
+    LogScope log_scope{{"job_id", job.spec.job_id}, {"model_id", job.spec.model_id}, {"trainer", job.trainer},
+                       {"request_id", job.request_id}};
     auto t = trainers_.find(job.trainer);
     if (t == trainers_.end()) {
       if (settled) {
@@ -280,16 +285,22 @@ void Cluster::requeue(const JobRecord& job, const std::string& reason) {
 }
 
 void Cluster::dispatch() {
+  const auto now = std::chrono::steady_clock::now();
+  std::erase_if(suspect_until_, [&](const auto& entry) { return entry.second <= now; });
   std::vector<TrainerLoad> loads;
   {
     std::lock_guard lock(mutex_);
     for (const auto& [address, t] : trainers_) {
-      if (t.polled) loads.push_back({address, t.view.capacity, t.view.running + t.view.queued});
+      if (t.polled && !suspect_until_.contains(address)) {
+        loads.push_back({address, t.view.capacity, t.view.running + t.view.queued});
+      }
     }
   }
-  const auto now = std::chrono::steady_clock::now();
   for (const JobRecord& job : registry_.list()) {
     if (job.state != JobState::kQueued) continue;
+    LogScope log_scope{{"job_id", job.spec.job_id}, {"model_id", job.spec.model_id}, {"request_id", job.request_id}};
+    TrainerCallOptions calls = options_.calls;
+    calls.request_id = job.request_id;
     if (auto wait = not_before_.find(job.spec.job_id); wait != not_before_.end()) {
       if (now < wait->second) continue;  // backing off after a lost attempt
       not_before_.erase(wait);
@@ -301,7 +312,8 @@ void Cluster::dispatch() {
       spec.attempt = job.spec.attempt + 1;
       json body = to_json(spec);
       body["attempt"] = spec.attempt;
-      TrainerReply reply = trainer_post(*choice, "/train", body, options_.calls);
+      LogScope trainer_scope{{"trainer", *choice}};
+      TrainerReply reply = trainer_post(*choice, "/train", body, calls);
       auto load = std::find_if(loads.begin(), loads.end(), [&](const TrainerLoad& l) { return l.address == *choice; });
       if (reply.status == 202) {
         ++load->busy;
@@ -332,6 +344,11 @@ void Cluster::dispatch() {
             },
             true);
         break;
+      }
+      if (reply.status < 0) {
+        suspect_until_[*choice] = std::chrono::steady_clock::now() + options_.suspect_for;
+        spdlog::warn("trainer {}: no answer to a dispatch ({}); no dispatches to it for {} s", *choice,
+                     reply.transport_error, options_.suspect_for.count() / 1000);
       }
       load->busy = load->capacity;  // do not try it again in this pass
     }

@@ -30,6 +30,9 @@ struct ClusterOptions {
   std::chrono::milliseconds retry_backoff{1000};
   std::chrono::milliseconds max_backoff{30000};
   std::size_t max_queued = 1000;
+  /// A trainer that let a dispatch run into its deadline gets no dispatches for this long,
+  /// so that one that accepts connections and never answers costs one deadline, not one per job.
+  std::chrono::milliseconds suspect_for{30000};
   TrainerCallOptions calls;
 };
 
@@ -95,6 +98,8 @@ class Cluster {
   int scans_ = 0;
   /// Re-queued jobs and when they may be dispatched again. Only the loop thread uses it.
   std::map<std::string, std::chrono::steady_clock::time_point> not_before_;
+  /// Trainers that timed out on a dispatch, and until when they get none. Loop thread only.
+  std::map<std::string, std::chrono::steady_clock::time_point> suspect_until_;
   std::jthread thread_;
 };
 

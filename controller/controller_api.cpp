@@ -7,6 +7,7 @@
 
 #include "image_decode.h"
 #include "mlswarm/atomic_file.h"
+#include "mlswarm/auth.h"
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
 #include "mlswarm/job_metrics.h"
@@ -124,8 +125,28 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
 
 ControllerApi::~ControllerApi() { Metrics::global().remove_collector(collector_); }
 
+RouteAccess controller_route_access(const std::string& method, const std::string& path) {
+  const auto parts = split_path(path);
+  const std::string first = parts.empty() ? "" : parts[0];
+  if (parts.size() == 1 && (first == "type" || first == "healthz" || first == "readyz")) return RouteAccess::kOpen;
+  const bool reader = method == "GET" || method == "HEAD";
+  if (reader && (first == "status" || first == "jobs" || first == "models" || first == "datasets" ||
+                 first == "metrics")) {
+    return RouteAccess::kRead;
+  }
+  return RouteAccess::kWrite;
+}
+
 HttpReply ControllerApi::handle(const HttpRequest& request) {
-  return guarded([this](const HttpRequest& r) { return route(r); }, request);
+  return guarded(
+      [this](const HttpRequest& r) {
+        const RouteAccess access = controller_route_access(r.method, r.path);
+        if (access == RouteAccess::kWrite || (access == RouteAccess::kRead && !options_.public_reads)) {
+          require_token(r, options_.api_token, "API token");
+        }
+        return route(r);
+      },
+      request);
 }
 
 HttpReply ControllerApi::route(const HttpRequest& req) {

@@ -13,7 +13,19 @@ namespace mlswarm {
 struct ControllerApiOptions {
   std::filesystem::path home_dir;
   std::size_t max_examples = 1024;  ///< per /predict request and per examples page
+  /// The bearer token clients must send (API_TOKEN_FILE); empty = open. /type, /healthz and
+  /// /readyz are always open; everything that changes state or costs compute (/train,
+  /// DELETE /jobs/{id}, /predict, /classify) always needs it when set.
+  std::string api_token;
+  /// Whether the read-only routes (/status, /jobs, /models, /datasets, /metrics) stay open
+  /// when a token is set (PUBLIC_READS); by default they need the token too.
+  bool public_reads = false;
 };
+
+/// How a route is guarded: open to all, read-only (token unless public_reads), or a write
+/// or compute route (token whenever one is set).
+enum class RouteAccess { kOpen, kRead, kWrite };
+RouteAccess controller_route_access(const std::string& method, const std::string& path);
 
 /// The controller's HTTP routes as a plain function from request to reply (no socket).
 /// None of the collaborators is owned; all must outlive the API. Thread-safe as they are.

@@ -10,6 +10,7 @@
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
+#include "mlswarm/log.h"
 
 namespace mlswarm {
 namespace {
@@ -96,6 +97,7 @@ JobRecord JobRegistry::create(JobSpec spec, std::size_t max_queued) {
   job.state = JobState::kQueued;
   job.created_at = unix_now();
   job.updated_at = job.created_at;
+  job.request_id = log_field("request_id");
   append(job);
   order_.push_back(job.spec.job_id);
   jobs_[job.spec.job_id] = job;

@@ -11,6 +11,7 @@
 #include "cluster.h"
 #include "controller_api.h"
 #include "job_registry.h"
+#include "mlswarm/auth.h"
 #include "mlswarm/config.h"
 #include "mlswarm/daemon.h"
 #include "mlswarm/dataset_cache.h"
@@ -22,9 +23,11 @@
 
 int main(int argc, char** argv) {
   using namespace mlswarm;
-  std::string host, subnet_text, dns_name, home_dir, data_dir, log_level;
+  std::string host, subnet_text, dns_name, home_dir, data_dir, log_level, log_format;
+  std::string api_token_file, cluster_token_file, tls_cert_file, tls_key_file;
   int port = 0, train_port = 0, scan_interval_ms = 0, max_batch = 0, max_delay_us = 0, http_threads = 0;
-  int max_misses = 3, max_attempts = 5;
+  int max_misses = 3, max_attempts = 5, trainer_timeout_ms = 0, max_examples = 0, max_queued = 0;
+  bool public_reads = false;
   std::size_t max_body = 64u << 20;
   bool healthcheck = false;
   std::string fetch_url;
@@ -46,6 +49,15 @@ int main(int argc, char** argv) {
     max_delay_us = env_int_or("PREDICT_MAX_DELAY_US", 0);
     http_threads = env_int_or("HTTP_THREADS", 32);
     log_level = env_or("LOG_LEVEL", "info");
+    log_format = env_or("LOG_FORMAT", "text");
+    api_token_file = env_or("API_TOKEN_FILE", "");
+    cluster_token_file = env_or("CLUSTER_TOKEN_FILE", "");
+    public_reads = env_int_or("PUBLIC_READS", 0) != 0;
+    tls_cert_file = env_or("TLS_CERT_FILE", "");
+    tls_key_file = env_or("TLS_KEY_FILE", "");
+    trainer_timeout_ms = env_int_or("TRAINER_TIMEOUT_MS", 3000);
+    max_examples = env_int_or("PREDICT_MAX_EXAMPLES", 1024);
+    max_queued = env_int_or("MAX_QUEUED_JOBS", 1000);
   } catch (const Error& e) {
     std::fprintf(stderr, "ml_controller: %s\n", e.what());
     return 2;
@@ -78,6 +90,25 @@ int main(int argc, char** argv) {
   app.add_option("--max-body", max_body, "largest request body accepted, in bytes")->capture_default_str();
   app.add_option("--log-level", log_level, "debug, info, warn or error (LOG_LEVEL)")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}))->capture_default_str();
+  app.add_option("--log-format", log_format, "text, or json for one JSON object per line (LOG_FORMAT)")
+      ->check(CLI::IsMember({"text", "json"}))->capture_default_str();
+  app.add_option("--api-token-file", api_token_file,
+                 "file holding the bearer token clients must send, e.g. /run/secrets/mlswarm_api_token; "
+                 "unset = open (API_TOKEN_FILE)");
+  app.add_flag("--public-reads", public_reads,
+               "with a token, leave GET /status, /jobs, /models, /datasets and /metrics open (PUBLIC_READS=1)");
+  app.add_option("--cluster-token-file", cluster_token_file,
+                 "file holding the token sent to trainers, which they require (CLUSTER_TOKEN_FILE)");
+  app.add_option("--tls-cert-file", tls_cert_file, "PEM certificate: serve HTTPS instead of HTTP (TLS_CERT_FILE)");
+  app.add_option("--tls-key-file", tls_key_file, "PEM private key for --tls-cert-file (TLS_KEY_FILE)");
+  app.add_option("--trainer-timeout-ms", trainer_timeout_ms,
+                 "read deadline of each call to a trainer (dispatch, status, cancel); connect deadline is "
+                 "a tenth of it, at least 200 ms (TRAINER_TIMEOUT_MS)")
+      ->check(CLI::Range(100, 600000))->capture_default_str();
+  app.add_option("--predict-max-examples", max_examples, "examples allowed in one /predict (PREDICT_MAX_EXAMPLES)")
+      ->check(CLI::Range(1, 1000000))->capture_default_str();
+  app.add_option("--max-queued-jobs", max_queued, "queued jobs before /train answers 429 (MAX_QUEUED_JOBS)")
+      ->check(CLI::Range(1, 1000000))->capture_default_str();
   app.add_flag("--healthcheck", healthcheck,
                "probe GET /healthz of the controller on this port at 127.0.0.1 and exit 0 if healthy");
   app.add_option("--fetch", fetch_url,
@@ -85,10 +116,20 @@ int main(int argc, char** argv) {
                  "docker exec ... --fetch http://10.42.0.5:48516/status)");
   CLI11_PARSE(app, argc, argv);
 
-  if (!fetch_url.empty()) return fetch_and_print(fetch_url);
+  std::string api_token, cluster_token;
+  try {
+    if (!api_token_file.empty()) api_token = read_token_file(api_token_file, "API_TOKEN_FILE");
+    if (!cluster_token_file.empty()) cluster_token = read_token_file(cluster_token_file, "CLUSTER_TOKEN_FILE");
+  } catch (const Error& e) {
+    std::fprintf(stderr, "ml_controller: %s\n", e.what());
+    return 2;
+  }
+  if (!fetch_url.empty()) return fetch_and_print(fetch_url, api_token);
 
   if (healthcheck) {
-    return http_probe("127.0.0.1", port, "/healthz", std::chrono::milliseconds(2000)) == 200 ? 0 : 1;
+    return http_probe("127.0.0.1", port, "/healthz", std::chrono::milliseconds(2000), !tls_cert_file.empty()) == 200
+               ? 0
+               : 1;
   }
   std::optional<Subnet> subnet;
   try {
@@ -99,7 +140,7 @@ int main(int argc, char** argv) {
   }
 
   catch_stop_signals();
-  init_logging(log_level);
+  init_logging(log_level, log_format, "ml_controller");
   try {
     JobRegistry registry(std::filesystem::path(home_dir) / "controller");
     ClusterOptions cluster_options;
@@ -109,20 +150,30 @@ int main(int argc, char** argv) {
     cluster_options.scan_interval = std::chrono::milliseconds(scan_interval_ms);
     cluster_options.max_misses = max_misses;
     cluster_options.max_attempts = max_attempts;
+    cluster_options.max_queued = static_cast<std::size_t>(max_queued);
+    cluster_options.calls.read_timeout = std::chrono::milliseconds(trainer_timeout_ms);
+    cluster_options.calls.connect_timeout = std::chrono::milliseconds(std::max(200, trainer_timeout_ms / 10));
+    cluster_options.calls.cluster_token = cluster_token;
     Cluster cluster(registry, cluster_options);
     ModelServer models(home_dir, BatchingOptions{max_batch, std::chrono::microseconds(max_delay_us), 0});
     DatasetCache datasets(data_dir, home_dir);
-    ControllerApi api(cluster, registry, models, datasets, ControllerApiOptions{home_dir, 1024});
+    ControllerApi api(cluster, registry, models, datasets,
+                      ControllerApiOptions{home_dir, static_cast<std::size_t>(max_examples), api_token, public_reads});
 
     HttpServerOptions http_options;
     http_options.max_body_bytes = max_body;
     http_options.threads = http_threads;
+    http_options.tls_cert_file = tls_cert_file;
+    http_options.tls_key_file = tls_key_file;
     HttpServer server([&api](const HttpRequest& request) { return api.handle(request); }, http_options);
     server.bind(host, port);
     cluster.start();
-    spdlog::info("ml_controller listening on {}:{}; trainers in {}{} on port {}; HOME_DIR {}", host, port,
-                 subnet ? subnet->to_string() : "-", dns_name.empty() ? "" : " and at " + dns_name, train_port,
-                 home_dir);
+    spdlog::info("ml_controller listening on {}://{}:{}; trainers in {}{} on port {}; HOME_DIR {}; API {}{}; "
+                 "cluster token {}",
+                 tls_cert_file.empty() ? "http" : "https", host, port, subnet ? subnet->to_string() : "-",
+                 dns_name.empty() ? "" : " and at " + dns_name, train_port, home_dir,
+                 api_token.empty() ? "open" : "needs a bearer token",
+                 !api_token.empty() && public_reads ? " (reads public)" : "", cluster_token.empty() ? "off" : "on");
     serve_until_stop_signal(server);
     cluster.stop();
   } catch (const Error& e) {

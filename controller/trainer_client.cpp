@@ -19,7 +19,10 @@ TrainerReply call(const std::string& address, const TrainerCallOptions& options,
   client.set_write_timeout(options.read_timeout);
   client.set_keep_alive(false);
   client.set_tcp_nodelay(true);
-  httplib::Result result = make_call(client);
+  httplib::Headers headers;
+  if (!options.cluster_token.empty()) headers.emplace("Authorization", "Bearer " + options.cluster_token);
+  if (!options.request_id.empty()) headers.emplace("X-Request-Id", options.request_id);
+  httplib::Result result = make_call(client, headers);
   if (!result) {
     reply.transport_error = httplib::to_string(result.error());
     return reply;
@@ -33,18 +36,18 @@ TrainerReply call(const std::string& address, const TrainerCallOptions& options,
 }  // namespace
 
 TrainerReply trainer_get(const std::string& address, const std::string& path, const TrainerCallOptions& options) {
-  return call(address, options, [&](httplib::Client& c) { return c.Get(path.c_str()); });
+  return call(address, options, [&](httplib::Client& c, const httplib::Headers& h) { return c.Get(path.c_str(), h); });
 }
 
 TrainerReply trainer_post(const std::string& address, const std::string& path, const nlohmann::json& body,
                           const TrainerCallOptions& options) {
   std::string text = body.dump();
   return call(address, options,
-              [&](httplib::Client& c) { return c.Post(path.c_str(), text, "application/json"); });
+              [&](httplib::Client& c, const httplib::Headers& h) { return c.Post(path.c_str(), h, text, "application/json"); });
 }
 
 TrainerReply trainer_delete(const std::string& address, const std::string& path, const TrainerCallOptions& options) {
-  return call(address, options, [&](httplib::Client& c) { return c.Delete(path.c_str()); });
+  return call(address, options, [&](httplib::Client& c, const httplib::Headers& h) { return c.Delete(path.c_str(), h); });
 }
 
 }  // namespace mlswarm

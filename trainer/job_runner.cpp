@@ -5,6 +5,7 @@
 
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
+#include "mlswarm/log.h"
 
 namespace mlswarm {
 
@@ -25,6 +26,7 @@ JobRecord JobRunner::submit(JobSpec spec) {
   record.trainer = options_.trainer_address;
   record.created_at = unix_now();
   record.updated_at = record.created_at;
+  record.request_id = log_field("request_id");
   {
     std::lock_guard lock(mutex_);
     if (stopping_) throw Error(ErrorCode::kUnavailable, "the trainer is shutting down");
@@ -45,6 +47,7 @@ JobRecord JobRunner::submit(JobSpec spec) {
     }
     auto control = std::make_shared<Control>();
     control->spec = spec;
+    control->request_id = record.request_id;
     JobUpdate update;
     update.kind = JobUpdate::Kind::kSubmitted;
     update.job_id = spec.job_id;
@@ -141,6 +144,7 @@ void JobRunner::work() {
 
 void JobRunner::run_job(const std::shared_ptr<Control>& control) {
   const JobSpec& spec = control->spec;
+  LogScope log_scope{{"job_id", spec.job_id}, {"model_id", spec.model_id}, {"request_id", control->request_id}};
   JobUpdate started;
   started.kind = JobUpdate::Kind::kStarted;
   started.job_id = spec.job_id;

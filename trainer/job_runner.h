@@ -57,6 +57,7 @@ class JobRunner {
  private:
   struct Control {
     JobSpec spec;
+    std::string request_id;  ///< of the POST /train that queued it, for the job's log lines
     std::atomic<bool> cancel{false};
     bool running = false;
   };

@@ -9,6 +9,7 @@
 
 #include "mlswarm/dataset_cache.h"
 #include "job_runner.h"
+#include "mlswarm/auth.h"
 #include "mlswarm/config.h"
 #include "mlswarm/daemon.h"
 #include "mlswarm/error.h"
@@ -20,7 +21,7 @@
 
 int main(int argc, char** argv) {
   using namespace mlswarm;
-  std::string host, home_dir, data_dir, log_level;
+  std::string host, home_dir, data_dir, log_level, log_format, cluster_token_file;
   int port = 0, workers = 1, threads = 0;
   std::size_t max_body = 1u << 20;
   bool healthcheck = false;
@@ -37,6 +38,8 @@ int main(int argc, char** argv) {
     workers = env_int_or("TRAIN_WORKERS", 1);
     threads = env_int_or("TRAIN_THREADS", 0);
     log_level = env_or("LOG_LEVEL", "info");
+    log_format = env_or("LOG_FORMAT", "text");
+    cluster_token_file = env_or("CLUSTER_TOKEN_FILE", "");
   } catch (const Error& e) {
     std::fprintf(stderr, "ml_trainer: %s\n", e.what());
     return 2;
@@ -56,6 +59,11 @@ int main(int argc, char** argv) {
   app.add_option("--max-body", max_body, "largest request body accepted, in bytes")->capture_default_str();
   app.add_option("--log-level", log_level, "debug, info, warn or error (LOG_LEVEL)")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}))->capture_default_str();
+  app.add_option("--log-format", log_format, "text, or json for one JSON object per line (LOG_FORMAT)")
+      ->check(CLI::IsMember({"text", "json"}))->capture_default_str();
+  app.add_option("--cluster-token-file", cluster_token_file,
+                 "file holding the token the controller sends; POST /train and DELETE /jobs need it, "
+                 "e.g. /run/secrets/mlswarm_cluster_token; unset = open (CLUSTER_TOKEN_FILE)");
   app.add_flag("--healthcheck", healthcheck,
                "probe GET /healthz of the trainer on this port at 127.0.0.1 and exit 0 if healthy "
                "(for Docker's HEALTHCHECK)");
@@ -64,14 +72,21 @@ int main(int argc, char** argv) {
                  "docker exec ... --fetch http://10.42.0.5:48516/status)");
   CLI11_PARSE(app, argc, argv);
 
-  if (!fetch_url.empty()) return fetch_and_print(fetch_url);
+  std::string cluster_token;
+  try {
+    if (!cluster_token_file.empty()) cluster_token = read_token_file(cluster_token_file, "CLUSTER_TOKEN_FILE");
+  } catch (const Error& e) {
+    std::fprintf(stderr, "ml_trainer: %s\n", e.what());
+    return 2;
+  }
+  if (!fetch_url.empty()) return fetch_and_print(fetch_url, cluster_token);
 
   if (healthcheck) {
     return http_probe("127.0.0.1", port, "/healthz", std::chrono::milliseconds(2000)) == 200 ? 0 : 1;
   }
 
   catch_stop_signals();
-  init_logging(log_level);
+  init_logging(log_level, log_format, "ml_trainer");
   set_training_threads(threads);
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(home_dir) / "models", ec);
@@ -88,7 +103,7 @@ int main(int argc, char** argv) {
   JobRunner runner(
       board, [&env](const JobSpec& spec, const TrainingHooks& hooks) { return run_training(spec, env, hooks); },
       JobRunnerOptions{workers, 256, address});
-  TrainerApi api(runner, board, address);
+  TrainerApi api(runner, board, address, cluster_token);
 
   HttpServerOptions http_options;
   http_options.max_body_bytes = max_body;
@@ -100,8 +115,8 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  spdlog::info("ml_trainer listening on {} (workers {}, device {}, HOME_DIR {}, DATA_DIR {})", address,
-               workers, best_device(), home_dir, data_dir);
+  spdlog::info("ml_trainer listening on {} (workers {}, device {}, HOME_DIR {}, DATA_DIR {}, cluster token {})",
+               address, workers, best_device(), home_dir, data_dir, cluster_token.empty() ? "off" : "on");
   serve_until_stop_signal(server);
   // The HTTP server has stopped; let running jobs checkpoint at their next batch and join.
   runner.shutdown();

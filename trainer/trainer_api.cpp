@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "mlswarm/auth.h"
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
 #include "mlswarm/job_metrics.h"
@@ -10,8 +11,8 @@ namespace mlswarm {
 
 using nlohmann::json;
 
-TrainerApi::TrainerApi(JobRunner& runner, StatusBoard& board, std::string address)
-    : runner_(runner), board_(board), address_(std::move(address)) {
+TrainerApi::TrainerApi(JobRunner& runner, StatusBoard& board, std::string address, std::string cluster_token)
+    : runner_(runner), board_(board), address_(std::move(address)), cluster_token_(std::move(cluster_token)) {
   Metrics& m = Metrics::global();
   m.describe("mlswarm_trainer_capacity", "gauge", "worker threads");
   collector_ = m.add_collector([this](Metrics& metrics) {
@@ -27,6 +28,7 @@ HttpReply TrainerApi::handle(const HttpRequest& request) {
       [this](const HttpRequest& req) -> HttpReply {
         const auto parts = split_path(req.path);
         const std::string& m = req.method;
+        if (m != "GET" && m != "HEAD") require_token(req, cluster_token_, "cluster token");
         auto method_not_allowed = [&](const char* allowed) {
           HttpReply reply = HttpReply::error(Error(
               ErrorCode::kMethodNotAllowed, fmt::format("{} {} is not supported; use {}", m, req.path, allowed)));

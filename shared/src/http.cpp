@@ -25,7 +25,9 @@ HttpReply HttpReply::json(int status, const nlohmann::json& body) {
 }
 
 HttpReply HttpReply::error(const Error& error) {
-  return json(http_status(error.code()), error_json(error));
+  HttpReply reply = json(http_status(error.code()), error_json(error));
+  if (reply.status == 401) reply.headers["WWW-Authenticate"] = "Bearer";
+  return reply;
 }
 
 std::vector<std::string> split_path(std::string_view path) {

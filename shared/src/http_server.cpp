@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <random>
 
 #include <fmt/format.h>
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include "mlswarm/log.h"
 #include "mlswarm/metrics.h"
 
 namespace mlswarm {
@@ -17,7 +19,7 @@ namespace mlswarm {
 struct HttpServer::Impl {
   Handler handler;
   HttpServerOptions options;
-  httplib::Server server;
+  std::unique_ptr<httplib::Server> server;
   int port = 0;
 };
 
@@ -30,13 +32,38 @@ std::string lower(std::string s) {
 
 }  // namespace
 
+std::string request_id_for(const std::string& client_value) {
+  bool sane = !client_value.empty() && client_value.size() <= 64;
+  for (unsigned char c : client_value) {
+    sane = sane && (std::isalnum(c) || c == '.' || c == '_' || c == ':' || c == '-');
+  }
+  if (sane) return client_value;
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{:016x}", rng());
+}
+
 HttpServer::HttpServer(Handler handler, HttpServerOptions options) : impl_(std::make_unique<Impl>()) {
   Metrics::global().describe("mlswarm_http_requests_total", "counter", "HTTP requests by route, method and status");
   Metrics::global().describe("mlswarm_http_request_duration_seconds", "histogram",
                              "time from a parsed request to its reply, by route");
   impl_->handler = std::move(handler);
   impl_->options = options;
-  auto& svr = impl_->server;
+  if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
+    if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
+      throw Error(ErrorCode::kInvalidArgument, "TLS needs both a certificate file and a key file", "TLS_CERT_FILE");
+    }
+    auto tls = std::make_unique<httplib::SSLServer>(options.tls_cert_file.c_str(), options.tls_key_file.c_str());
+    if (!tls->is_valid()) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("cannot load the TLS certificate {} or key {} (PEM expected, key unencrypted)",
+                              options.tls_cert_file, options.tls_key_file),
+                  "TLS_CERT_FILE");
+    }
+    impl_->server = std::move(tls);
+  } else {
+    impl_->server = std::make_unique<httplib::Server>();
+  }
+  auto& svr = *impl_->server;
   const int threads = std::max(1, options.threads);
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   svr.set_payload_max_length(options.max_body_bytes);
@@ -55,8 +82,11 @@ HttpServer::HttpServer(Handler handler, HttpServerOptions options) : impl_(std::
     for (const auto& [k, v] : req.params) request.query.emplace(k, v);
     for (const auto& [k, v] : req.headers) request.headers.emplace(lower(k), v);
     for (const auto& [k, f] : req.files) request.files.push_back({f.name, f.filename, f.content_type, f.content});
+    request.request_id = request_id_for(request.header("x-request-id"));
+    LogScope scope{{"request_id", request.request_id}};
     const auto started = std::chrono::steady_clock::now();
     HttpReply reply = guarded(impl_->handler, request);
+    reply.headers["X-Request-Id"] = request.request_id;
     const std::string route = route_label(request.path);
     Metrics::global().inc("mlswarm_http_requests_total",
                           {{"route", route}, {"method", req.method}, {"status", std::to_string(reply.status)}});
@@ -101,11 +131,11 @@ HttpServer::~HttpServer() { stop(); }
 
 void HttpServer::bind(const std::string& host, int port) {
   if (port == 0) {
-    impl_->port = impl_->server.bind_to_any_port(host);
+    impl_->port = impl_->server->bind_to_any_port(host);
     if (impl_->port <= 0) throw Error(ErrorCode::kUnavailable, fmt::format("cannot bind {}:0", host));
     return;
   }
-  if (!impl_->server.bind_to_port(host, port)) {
+  if (!impl_->server->bind_to_port(host, port)) {
     throw Error(ErrorCode::kUnavailable,
                 fmt::format("cannot listen on {}:{} (address in use or not available)", host, port));
   }
@@ -114,13 +144,14 @@ void HttpServer::bind(const std::string& host, int port) {
 
 int HttpServer::port() const { return impl_->port; }
 
-bool HttpServer::run() { return impl_->server.listen_after_bind(); }
+bool HttpServer::run() { return impl_->server->listen_after_bind(); }
 
-void HttpServer::stop() { impl_->server.stop(); }
+void HttpServer::stop() { impl_->server->stop(); }
 
 int http_probe(const std::string& host, int port, const std::string& path,
-               std::chrono::milliseconds timeout) {
-  httplib::Client client(host, port);
+               std::chrono::milliseconds timeout, bool tls) {
+  httplib::Client client(fmt::format("{}://{}:{}", tls ? "https" : "http", host, port));
+  client.enable_server_certificate_verification(false);
   client.set_connection_timeout(timeout);
   client.set_read_timeout(timeout);
   client.set_write_timeout(timeout);
@@ -128,10 +159,13 @@ int http_probe(const std::string& host, int port, const std::string& path,
   return res ? res->status : -1;
 }
 
-int fetch_and_print(const std::string& url) {
-  const std::string scheme = "http://";
-  if (url.rfind(scheme, 0) != 0) {
-    std::fprintf(stderr, "--fetch takes http://HOST:PORT/PATH\n");
+int fetch_and_print(const std::string& url, const std::string& bearer) {
+  std::string scheme;
+  for (const char* s : {"http://", "https://"}) {
+    if (url.rfind(s, 0) == 0) scheme = s;
+  }
+  if (scheme.empty()) {
+    std::fprintf(stderr, "--fetch takes http://HOST:PORT/PATH or https://HOST:PORT/PATH\n");
     return 1;
   }
   std::string rest = url.substr(scheme.size());
@@ -139,9 +173,12 @@ int fetch_and_print(const std::string& url) {
   std::string authority = rest.substr(0, slash);
   std::string path = slash == std::string::npos ? "/" : rest.substr(slash);
   httplib::Client client(scheme + authority);
+  client.enable_server_certificate_verification(false);
   client.set_connection_timeout(std::chrono::seconds(5));
   client.set_read_timeout(std::chrono::seconds(30));
-  auto res = client.Get(path.c_str());
+  httplib::Headers headers;
+  if (!bearer.empty()) headers.emplace("Authorization", "Bearer " + bearer);
+  auto res = client.Get(path.c_str(), headers);
   if (!res) {
     std::fprintf(stderr, "%s: %s\n", url.c_str(), httplib::to_string(res.error()).c_str());
     return 1;

@@ -222,6 +222,7 @@ json to_json(const JobRecord& job, double now) {
           {"trainer", job.trainer},
           {"attempts", job.spec.attempt},
           {"device", job.device},
+          {"request_id", job.request_id.empty() ? json(nullptr) : json(job.request_id)},
           {"error", job.error.empty() ? json(nullptr) : json(job.error)},
           {"spec", to_json(job.spec)},
           {"created_at", job.created_at},
@@ -249,6 +250,7 @@ JobRecord job_record_from_json(const json& j) {
     job.trainer = j.value("trainer", "");
     if (j.contains("error") && j["error"].is_string()) job.error = j["error"].get<std::string>();
     job.device = j.value("device", "");
+    if (j.contains("request_id") && j["request_id"].is_string()) job.request_id = j["request_id"].get<std::string>();
     job.created_at = j.value("created_at", 0.0);
     if (j.contains("started_at") && j["started_at"].is_number()) job.started_at = j["started_at"].get<double>();
     if (j.contains("finished_at") && j["finished_at"].is_number()) job.finished_at = j["finished_at"].get<double>();

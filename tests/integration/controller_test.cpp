@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <atomic>
+#include <fstream>
 #include <iostream>
+#include <thread>
 #include <random>
 #include <regex>
 #include <sstream>
@@ -41,13 +44,12 @@ class ClusterTest : public ::testing::Test {
   }
 
   /// Starts a trainer on 127.0.0.<i> and waits until it answers.
-  void start_trainer(int i) {
+  void start_trainer(int i, const std::vector<std::string>& extra = {}) {
     std::string host = "127.0.0." + std::to_string(i);
-    trainers_[i] = std::make_unique<ChildProcess>(
-        ML_TRAINER_BIN,
-        std::vector<std::string>{"--host", host, "--port", std::to_string(train_port_), "--home-dir",
-                                 home_.path().string(), "--data-dir", MLSWARM_DATA_DIR, "--threads", "1"},
-        home_ / ("trainer-" + host + ".log"));
+    std::vector<std::string> args{"--host", host, "--port", std::to_string(train_port_), "--home-dir",
+                                  home_.path().string(), "--data-dir", MLSWARM_DATA_DIR, "--threads", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    trainers_[i] = std::make_unique<ChildProcess>(ML_TRAINER_BIN, args, home_ / ("trainer-" + host + ".log"));
     httplib::Client probe(host, train_port_);
     ASSERT_TRUE(eventually([&] { return probe.Get("/healthz") != nullptr; }, 20s));
   }
@@ -303,5 +305,241 @@ TEST_F(ClusterTest, PredictAgreesWithTheRecordedAccuracyAndFollowsNewEpochs) {
   EXPECT_GT(accuracy, 0.6);
 }
 
+
+std::filesystem::path write_secret(const TempDir& dir, const std::string& name, const std::string& token) {
+  auto path = dir / name;
+  std::ofstream(path) << token << "\n";
+  return path;
+}
+
+// Tokens: the controller refuses clients without the API token (401) or with another (403)
+// and changes nothing; trainers refuse jobs without the cluster token; with the right
+// tokens everything works end to end, and the request id travels into both daemons' logs.
+TEST_F(ClusterTest, TokensGuardTheControllerAndTheTrainers) {
+  const auto api_file = write_secret(home_, "api_token", "api-secret-1");
+  const auto cluster_file = write_secret(home_, "cluster_token", "cluster-secret-1");
+  start_trainer(2, {"--cluster-token-file", cluster_file.string(), "--log-format", "json"});
+  start_controller({"--api-token-file", api_file.string(), "--cluster-token-file", cluster_file.string(),
+                    "--log-format", "json"});
+  ASSERT_TRUE(eventually([&] { auto r = client_->Get("/readyz"); return r && r->status == 200; }, 10s))
+      << "/readyz stays open";
+  EXPECT_EQ(client_->Get("/healthz")->status, 200);
+  EXPECT_EQ(client_->Get("/type")->status, 200);
+
+  auto refused = [&](httplib::Result res, int status) {
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, status) << res->body;
+    json body = json::parse(res->body, nullptr, false);
+    ASSERT_TRUE(body.is_object() && body.contains("error")) << res->body;
+    EXPECT_EQ(res->body.find("api-secret-1"), std::string::npos);
+    if (status == 401) {
+      EXPECT_EQ(res->get_header_value("WWW-Authenticate"), "Bearer");
+    }
+  };
+  const std::string spec = json{{"model_id", "guarded"}, {"example_idxs", {0, 1000}},
+                                {"train_opts", {{"epochs", 1}, {"batch_size", 64}}}}.dump();
+  refused(client_->Get("/status"), 401);
+  refused(client_->Get("/jobs"), 401);
+  refused(client_->Post("/train", spec, "application/json"), 401);
+  refused(client_->Post("/predict", R"({"model_id":"guarded","examples":[[0]]})", "application/json"), 401);
+  refused(client_->Delete("/jobs/anything"), 401);
+  httplib::Client wrong("127.0.0.1", controller_port_);
+  wrong.set_bearer_token_auth("api-secret-2");
+  refused(wrong.Post("/train", spec, "application/json"), 403);
+  refused(wrong.Get("/status"), 403);
+
+  httplib::Client authed("127.0.0.1", controller_port_);
+  authed.set_bearer_token_auth("api-secret-1");
+  authed.set_read_timeout(30s);
+  EXPECT_TRUE(testing::get_json(authed, "/jobs")["jobs"].empty()) << "refused requests changed nothing";
+
+  // A trainer takes jobs only from the controller.
+  httplib::Client trainer("127.0.0.2", train_port_);
+  auto direct = trainer.Post("/train", spec, "application/json");
+  ASSERT_TRUE(direct);
+  EXPECT_EQ(direct->status, 401) << direct->body;
+  httplib::Headers bad{{"Authorization", "Bearer api-secret-1"}};
+  EXPECT_EQ(trainer.Post("/train", bad, spec, "application/json")->status, 403) << "the API token is not the cluster's";
+  EXPECT_EQ(trainer.Get("/type")->status, 200) << "discovery stays open";
+  EXPECT_TRUE(testing::get_json(trainer, "/status")["jobs"].empty());
+
+  httplib::Headers traced{{"X-Request-Id", "req-test-42"}};
+  auto accepted = authed.Post("/train", traced, spec, "application/json");
+  ASSERT_TRUE(accepted);
+  ASSERT_EQ(accepted->status, 202) << accepted->body;
+  EXPECT_EQ(accepted->get_header_value("X-Request-Id"), "req-test-42");
+  std::string id = json::parse(accepted->body)["job_id"];
+  auto state = [&] { return testing::get_json(authed, "/jobs/" + id).value("state", ""); };
+  ASSERT_TRUE(eventually([&] { return state() == "succeeded"; }, 120s)) << testing::get_json(authed, "/jobs/" + id);
+  EXPECT_EQ(testing::get_json(authed, "/jobs/" + id)["request_id"], "req-test-42");
+  json examples = testing::get_json(authed, "/datasets/fashion-mnist/examples?count=2");
+  auto predicted = authed.Post("/predict", json{{"model_id", "guarded"}, {"examples", examples["examples"]}}.dump(),
+                               "application/json");
+  ASSERT_TRUE(predicted);
+  EXPECT_EQ(predicted->status, 200) << predicted->body;
+  EXPECT_EQ(predicted->get_header_value("X-Request-Id").size(), 16u) << "a generated id when the client sent none";
+
+  // JSON logs: every line parses; the job's lines carry its ids, the request id included,
+  // on the controller (where the request came in) and on the trainer (where it was sent).
+  for (const auto& [name, log] : {std::pair{"controller", controller_->log()}, {"trainer", trainers_[2]->log()}}) {
+    std::istringstream lines(log);
+    std::string line;
+    int traced_lines = 0;
+    while (std::getline(lines, line)) {
+      json entry = json::parse(line, nullptr, false);
+      ASSERT_TRUE(entry.is_object()) << name << " wrote a non-JSON line: " << line;
+      EXPECT_TRUE(entry.contains("ts") && entry.contains("level") && entry.contains("msg")) << line;
+      EXPECT_EQ(line.find("secret-1"), std::string::npos) << "a token in the log: " << line;
+      if (entry.value("request_id", "") == "req-test-42" && entry.value("job_id", "") == id) {
+        EXPECT_EQ(entry.value("model_id", ""), "guarded") << line;
+        ++traced_lines;
+      }
+    }
+    EXPECT_GE(traced_lines, 2) << name << " log:\n" << log;
+  }
+}
+
+TEST_F(ClusterTest, PublicReadsLeaveReadsOpenButNotWrites) {
+  const auto api_file = write_secret(home_, "api_token", "api-secret-1");
+  start_controller({"--api-token-file", api_file.string(), "--public-reads"});
+  EXPECT_EQ(client_->Get("/status")->status, 200);
+  EXPECT_EQ(client_->Get("/jobs")->status, 200);
+  EXPECT_EQ(client_->Get("/metrics")->status, 200);
+  EXPECT_EQ(client_->Post("/train", R"({"model_id":"x"})", "application/json")->status, 401);
+  EXPECT_EQ(client_->Delete("/jobs/x")->status, 401);
+}
+
+// A stand-in trainer on 127.0.0.9 that answers discovery and /status (with more free
+// workers than the real one, so it is chosen first) but never answers POST /train, and,
+// once `hang_status` is set, never answers /status either.
+class HangingTrainer {
+ public:
+  explicit HangingTrainer(int port) {
+    server_.Get("/type", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(R"({"type":"train"})", "application/json");
+    });
+    server_.Get("/status", [this](const httplib::Request&, httplib::Response& res) {
+      if (hang_status) hang();
+      res.set_content(R"({"trainer":{"address":"127.0.0.9","capacity":4,"running":0,"queued":0},"jobs":[]})",
+                      "application/json");
+    });
+    server_.Post("/train", [this](const httplib::Request&, httplib::Response&) {
+      ++train_calls;
+      hang();
+    });
+    EXPECT_TRUE(server_.bind_to_port("127.0.0.9", port));
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+  }
+  ~HangingTrainer() {
+    release = true;
+    server_.stop();
+    thread_.join();
+  }
+  std::atomic<bool> hang_status{false};
+  std::atomic<bool> release{false};
+  std::atomic<int> train_calls{0};
+
+ private:
+  void hang() {
+    // Holds the connection open without a reply, as a wedged process would.
+    eventually([&] { return release.load(); }, 120s);
+  }
+  httplib::Server server_;
+  std::thread thread_;
+};
+
+TEST_F(ClusterTest, AHangingTrainerDelaysNothingPastTheDeadline) {
+  HangingTrainer fake(train_port_);
+  start_trainer(2, {"--workers", "2"});
+  start_controller({"--trainer-timeout-ms", "1000"});
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s)) << get("/status").dump();
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& t : get("/status")["trainers"]) {
+      if (t["address"] == "127.0.0.9:" + std::to_string(train_port_) && t.value("capacity", 0) != 4) return false;
+    }
+    return true;
+  }, 10s));
+
+  const auto submitted = std::chrono::steady_clock::now();
+  std::string first = submit("hang-a", 2000);
+  // While the dispatch to the fake hangs, the controller keeps answering.
+  double slowest_status_ms = 0;
+  bool running = false;
+  while (!running && std::chrono::steady_clock::now() - submitted < 15s) {
+    auto t0 = std::chrono::steady_clock::now();
+    json j = job(first);
+    slowest_status_ms = std::max(
+        slowest_status_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    running = j.value("state", "") != "queued";
+  }
+  const double dispatch_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - submitted).count();
+  ASSERT_TRUE(running);
+  EXPECT_EQ(fake.train_calls.load(), 1) << "the fake was tried first";
+  EXPECT_EQ(job(first)["trainer"], "127.0.0.2:" + std::to_string(train_port_));
+  EXPECT_LT(dispatch_s, 1.0 + 2.0) << "one 1 s deadline, then the real trainer";
+  EXPECT_LT(slowest_status_ms, 500.0);
+  std::cout << "dispatch past a hanging trainer: " << dispatch_s << " s; slowest /jobs/{id} meanwhile: "
+            << slowest_status_ms << " ms\n";
+
+  // Now /status hangs too: polls wait out their deadline, dispatch goes on, and the fake,
+  // marked suspect, gets no second dispatch.
+  fake.hang_status = true;
+  const auto second_submitted = std::chrono::steady_clock::now();
+  std::string second = submit("hang-b", 2000);
+  ASSERT_TRUE(eventually([&] { return !job_in(second, "queued"); }, 10s));
+  const double second_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - second_submitted).count();
+  EXPECT_EQ(job(second)["trainer"], "127.0.0.2:" + std::to_string(train_port_));
+  EXPECT_LT(second_s, 1.0 + 2.0);
+  EXPECT_EQ(fake.train_calls.load(), 1);
+  std::cout << "dispatch while a trainer's /status hangs: " << second_s << " s\n";
+  EXPECT_TRUE(eventually([&] { return job_in(first, "succeeded") && job_in(second, "succeeded"); }, 120s));
+}
+
+TEST_F(ClusterTest, OversizeAndMalformedBodiesGet4xxAndTheDaemonsKeepServing) {
+  start_trainer(2);
+  start_controller({"--max-body", "200000", "--predict-max-examples", "4", "--max-queued-jobs", "2"});
+  auto expect_error = [&](httplib::Result res, int status, const std::string& what) {
+    ASSERT_TRUE(res) << what;
+    EXPECT_EQ(res->status, status) << what << ": " << res->body;
+    json body = json::parse(res->body, nullptr, false);
+    EXPECT_TRUE(body.is_object() && body["error"]["code"].is_string()) << what << ": " << res->body;
+  };
+  expect_error(client_->Post("/predict", std::string(300000, '['), "application/json"), 413, "body over --max-body");
+  expect_error(client_->Post("/train", "{\"model_id\": ", "application/json"), 400, "cut-off JSON");
+  expect_error(client_->Post("/train", std::string(100000, '['), "application/json"), 400, "deep nesting");
+  expect_error(client_->Post("/train", "{}", "text/plain"), 415, "not JSON");
+  expect_error(client_->Post("/train", R"({"model_id": "../etc"})", "application/json"), 400, "path in an id");
+  expect_error(client_->Post("/train", R"({"model_id": "m", "dataset": "../../etc"})", "application/json"), 400,
+               "path in a dataset name");
+  httplib::MultipartFormDataItems broken{{"image", std::string("\x89PNG\r\n\x1a\n", 8) + "garbage", "x.png", "image/png"}};
+  expect_error(client_->Post("/classify?model_id=nope", broken), 404, "no such model");
+  expect_error(client_->Get("/datasets/fashion-mnist/examples?count=99999999"), 400, "count out of range");
+  expect_error(client_->Get("/models/..%2F..%2Fetc"), 404, "encoded path: no such route");
+  expect_error(client_->Get("/models/..%2E"), 400, "dot-dot as an id");
+
+  // Five examples over a limit of four: refused before any of them is decoded.
+  json five = json::array();
+  for (int i = 0; i < 5; ++i) five.push_back(json::array({0.5}));
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 1; }, 10s));
+  std::string id = submit("limits", 1000);
+  ASSERT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 120s));
+  expect_error(client_->Post("/predict", json{{"model_id", "limits"}, {"examples", five}}.dump(), "application/json"),
+               413, "too many examples");
+
+  // The trainer: a body over its 1 MiB limit, and garbage.
+  httplib::Client trainer("127.0.0.2", train_port_);
+  expect_error(trainer.Post("/train", std::string(2u << 20, 'x'), "application/json"), 413, "trainer body limit");
+  expect_error(trainer.Post("/train", "\xff\xfe\x00", "application/json"), 400, "trainer garbage");
+
+  // A bounded queue: with the trainer gone, the third queued job is refused with 429.
+  trainers_[2]->signal(SIGKILL);
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 0; }, 10s));
+  submit("queued-1", 1000);
+  submit("queued-2", 1000);
+  expect_error(client_->Post("/train", json{{"model_id", "queued-3"}}.dump(), "application/json"), 429, "queue full");
+
+  EXPECT_EQ(client_->Get("/healthz")->status, 200) << "still serving";
+  EXPECT_TRUE(controller_->running());
+}
 }  // namespace
 }  // namespace mlswarm

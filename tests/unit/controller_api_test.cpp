@@ -102,7 +102,7 @@ class ControllerApiTest : public ::testing::Test {
   Cluster cluster_{registry_, cluster_options()};
   ModelServer models_{home_->path(), BatchingOptions{8, std::chrono::microseconds(500), 1}};
   DatasetCache datasets_{data_->path(), home_->path()};
-  ControllerApi api_{cluster_, registry_, models_, datasets_, ControllerApiOptions{home_->path(), 64}};
+  ControllerApi api_{cluster_, registry_, models_, datasets_, ControllerApiOptions{home_->path(), 64, "", false}};
 };
 
 TempDir* ControllerApiTest::data_ = nullptr;
@@ -230,6 +230,23 @@ TEST_F(ControllerApiTest, ANewerModelIsServedWithoutARestart) {
   json out = body(call("POST", "/predict", json{{"model_id", "bars"}, {"examples", {bar_example(2)}}}.dump()));
   EXPECT_EQ(out["version"], 3);
   EXPECT_EQ(models_.loads(), loads + 1);
+}
+
+TEST(ControllerRouteAccess, HealthOpenReadsReadEverythingElseWrite) {
+  EXPECT_EQ(controller_route_access("GET", "/type"), RouteAccess::kOpen);
+  EXPECT_EQ(controller_route_access("GET", "/healthz"), RouteAccess::kOpen);
+  EXPECT_EQ(controller_route_access("GET", "/readyz"), RouteAccess::kOpen);
+  for (const char* path : {"/status", "/jobs", "/jobs/j1", "/models", "/models/m", "/datasets",
+                           "/datasets/fashion-mnist/examples", "/metrics"}) {
+    EXPECT_EQ(controller_route_access("GET", path), RouteAccess::kRead) << path;
+  }
+  EXPECT_EQ(controller_route_access("POST", "/train"), RouteAccess::kWrite);
+  EXPECT_EQ(controller_route_access("DELETE", "/jobs/j1"), RouteAccess::kWrite);
+  EXPECT_EQ(controller_route_access("POST", "/predict"), RouteAccess::kWrite);
+  EXPECT_EQ(controller_route_access("POST", "/classify"), RouteAccess::kWrite);
+  EXPECT_EQ(controller_route_access("POST", "/status"), RouteAccess::kWrite);
+  EXPECT_EQ(controller_route_access("GET", "/nothing"), RouteAccess::kWrite) << "unknown routes are not open";
+  EXPECT_EQ(controller_route_access("GET", "/healthz/x"), RouteAccess::kWrite);
 }
 
 }  // namespace

@@ -80,5 +80,29 @@ TEST_F(TrainerApiTest, UnknownRoutesMethodsAndIds) {
   expect_error(call("GET", "/jobs/..%2f.."), 400, "job_id");
 }
 
+TEST(TrainerApiToken, OnlyTheClusterTokenMayStartOrCancelJobs) {
+  StatusBoard board;
+  JobRunner runner{board, [](const JobSpec&, const TrainingHooks&) { return TrainingOutcome::kCompleted; },
+                   JobRunnerOptions{1, 16, "127.0.0.2:48516"}};
+  TrainerApi api{runner, board, "127.0.0.2:48516", "cluster-secret"};
+  auto call = [&](const std::string& method, const std::string& path, const std::string& auth) {
+    HttpRequest r;
+    r.method = method;
+    r.path = path;
+    r.body = R"({"model_id": "m1", "job_id": "j1", "train_opts": {"epochs": 1}})";
+    r.headers["content-type"] = "application/json";
+    if (!auth.empty()) r.headers["authorization"] = auth;
+    return api.handle(r);
+  };
+  EXPECT_EQ(call("POST", "/train", "").status, 401);
+  EXPECT_EQ(call("POST", "/train", "Bearer wrong").status, 403);
+  EXPECT_EQ(call("DELETE", "/jobs/j1", "").status, 401);
+  EXPECT_TRUE(board.snapshot().empty()) << "a refused request changed nothing";
+  EXPECT_EQ(call("GET", "/type", "").status, 200) << "discovery stays open";
+  EXPECT_EQ(call("GET", "/status", "").status, 200);
+  EXPECT_EQ(call("POST", "/train", "Bearer cluster-secret").status, 202);
+  EXPECT_EQ(board.snapshot().size(), 1u);
+}
+
 }  // namespace
 }  // namespace mlswarm

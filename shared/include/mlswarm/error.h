@@ -11,7 +11,8 @@ namespace mlswarm {
 /// What went wrong, in terms a client can act on. Each code maps to one HTTP status.
 enum class ErrorCode {
   kInvalidArgument,       ///< 400: the request is malformed or a field is out of range
-  kUnauthorized,          ///< 401: no or a wrong credential
+  kUnauthorized,          ///< 401: no credential
+  kForbidden,             ///< 403: a credential, but not the right one
   kNotFound,              ///< 404: unknown id or route
   kMethodNotAllowed,      ///< 405
   kConflict,              ///< 409: the request contradicts the current state

@@ -30,6 +30,7 @@ struct HttpRequest {
   std::string body;
   std::vector<UploadedFile> files;  ///< multipart/form-data parts
   std::string remote_addr;
+  std::string request_id;  ///< set by HttpServer; also the X-Request-Id reply header
 
   std::string header(const std::string& lower_name) const;
   std::optional<std::string> query_param(const std::string& name) const;

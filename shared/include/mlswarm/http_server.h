@@ -15,11 +15,20 @@ struct HttpServerOptions {
   int threads = 8;
   std::chrono::seconds read_timeout{10};
   std::chrono::seconds write_timeout{10};
+  /// PEM files; both set = HTTPS (OpenSSL) on the port instead of plain HTTP.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
+
+/// The request id to use for a request: the client's X-Request-Id when it is a sane
+/// token (1-64 of [A-Za-z0-9._:-]), otherwise 16 fresh random hex digits.
+std::string request_id_for(const std::string& client_value);
 
 /// The HTTP edge: cpp-httplib behind a pimpl so that only this translation unit includes
 /// it. Every method and path goes to one handler; errors httplib produces itself (body too
-/// large, bad request line) get the JSON error shape too. Every request is logged at debug.
+/// large, bad request line) get the JSON error shape too. Every request gets a request id
+/// (HttpRequest::request_id, the X-Request-Id reply header, and a LogScope field around the
+/// handler). Every request is logged at debug.
 /// run() blocks; stop() may be called from any thread and makes run() return.
 class HttpServer {
  public:
@@ -30,7 +39,8 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  /// Binds `host:port` (port 0 picks a free one). Throws Error(kUnavailable) on failure.
+  /// Binds `host:port` (port 0 picks a free one). Throws Error(kUnavailable) on failure,
+  /// Error(kInvalidArgument) when the TLS certificate or key cannot be loaded.
   void bind(const std::string& host, int port);
   int port() const;
   /// Serves until stop(). Returns false if the server failed.
@@ -45,10 +55,12 @@ class HttpServer {
 /// A blocking GET of http://host:port/path with short deadlines, for `--healthcheck`.
 /// Returns the HTTP status, or -1 when nothing answered.
 int http_probe(const std::string& host, int port, const std::string& path,
-               std::chrono::milliseconds timeout);
+               std::chrono::milliseconds timeout, bool tls = false);
 
-/// GETs an http:// URL (host:port/path), writes the body to stdout; returns 0 on a 2xx,
-/// 1 otherwise (the reason on stderr). For `--fetch`, since the images carry no curl.
-int fetch_and_print(const std::string& url);
+/// GETs an http:// or https:// URL (host:port/path), writes the body to stdout; returns 0
+/// on a 2xx, 1 otherwise (the reason on stderr). For `--fetch`, since the images carry no
+/// curl. `bearer` (may be empty) goes into an Authorization header; https does not verify
+/// the certificate (a self-signed one is the common case inside a cluster).
+int fetch_and_print(const std::string& url, const std::string& bearer = {});
 
 }  // namespace mlswarm

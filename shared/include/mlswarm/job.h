@@ -64,6 +64,7 @@ struct JobRecord {
   std::string trainer;
   std::string error;
   std::string device;
+  std::string request_id;  ///< the X-Request-Id of the POST /train that created the job
   double created_at = 0;
   double started_at = 0;
   double finished_at = 0;
