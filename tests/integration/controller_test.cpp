@@ -63,6 +63,18 @@ class ClusterTest : public ::testing::Test {
     ASSERT_TRUE(eventually([&] { return client_->Get("/healthz") != nullptr; }, 20s)) << controller_->log();
   }
 
+  /// A controller serving HTTPS; waits until it answers over TLS.
+  void start_controller_tls(const std::filesystem::path& cert, const std::filesystem::path& key) {
+    std::vector<std::string> args{"--host", "127.0.0.1", "--port", std::to_string(controller_port_), "--subnet",
+                                  "127.0.0.0/24", "--train-port", std::to_string(train_port_), "--home-dir",
+                                  home_.path().string(), "--tls-cert-file", cert.string(), "--tls-key-file",
+                                  key.string()};
+    controller_ = std::make_unique<ChildProcess>(ML_CONTROLLER_BIN, args, home_ / "controller.log");
+    httplib::SSLClient probe("127.0.0.1", controller_port_);
+    probe.enable_server_certificate_verification(false);
+    ASSERT_TRUE(eventually([&] { return probe.Get("/healthz") != nullptr; }, 20s)) << controller_->log();
+  }
+
   json get(const std::string& path) { return testing::get_json(*client_, path); }
   std::pair<int, json> post(const std::string& path, const std::string& body) {
     return testing::post_json(*client_, path, body);
@@ -540,6 +552,34 @@ TEST_F(ClusterTest, OversizeAndMalformedBodiesGet4xxAndTheDaemonsKeepServing) {
 
   EXPECT_EQ(client_->Get("/healthz")->status, 200) << "still serving";
   EXPECT_TRUE(controller_->running());
+}
+
+// TLS on the controller's port from a self-signed pair made the way the README says.
+TEST_F(ClusterTest, TlsServesHttpsWithTheGivenCertificate) {
+  const auto cert = home_ / "tls.crt";
+  const auto key = home_ / "tls.key";
+  const std::string make = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+                           "-addext subjectAltName=IP:127.0.0.1 -keyout " + key.string() + " -out " + cert.string() +
+                           " 2>/dev/null";
+  ASSERT_EQ(std::system(make.c_str()), 0) << make;
+  start_controller_tls(cert, key);
+  httplib::SSLClient tls("127.0.0.1", controller_port_);
+  tls.set_ca_cert_path(cert.c_str());
+  tls.enable_server_certificate_verification(true);
+  auto res = tls.Get("/healthz");
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(testing::get_json(tls, "/type")["type"], "controller");
+  auto plain = client_->Get("/healthz");
+  EXPECT_FALSE(plain && plain->status == 200) << "plain HTTP on the TLS port";
+  // The image's HEALTHCHECK (--healthcheck) speaks TLS when the controller does.
+  ChildProcess check(ML_CONTROLLER_BIN,
+                     {"--healthcheck", "--port", std::to_string(controller_port_), "--tls-cert-file", cert.string(),
+                      "--tls-key-file", key.string()},
+                     home_ / "healthcheck.log");
+  auto status = check.wait_exit(10s);
+  ASSERT_TRUE(status);
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << check.log();
 }
 }  // namespace
 }  // namespace mlswarm

@@ -10,7 +10,8 @@
 namespace mlswarm::testing {
 
 /// GET `path` and parse the body; {"transport_error": ...} when nothing answered.
-inline nlohmann::json get_json(httplib::Client& client, const std::string& path) {
+template <typename Client>
+inline nlohmann::json get_json(Client& client, const std::string& path) {
   auto res = client.Get(path.c_str());
   if (!res) return {{"transport_error", httplib::to_string(res.error())}};
   auto body = nlohmann::json::parse(res->body, nullptr, false);
