@@ -205,6 +205,43 @@ void write_checkpoint_files(const std::filesystem::path& path, const std::string
                             std::chrono::duration<double>(Clock::now() - started).count());
 }
 
+/// Loads sealed checkpoint bytes into model and optimiser. Throws (Error, c10::Error,
+/// json errors) when they are not an intact checkpoint; nullopt when it is for another spec.
+std::optional<ResumePoint> resume_from_bytes(std::string_view sealed, const std::string& what, const JobSpec& spec,
+                                             torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
+                                             torch::Device device) {
+  // Unsealing checks length and CRC before anything touches the model.
+  std::string bytes = unseal(sealed, what);
+  std::istringstream in(bytes);
+  torch::serialize::InputArchive archive;
+  archive.load_from(in, device);
+  c10::IValue state_value;
+  archive.read("state", state_value);
+  json state = json::parse(state_value.toStringRef());
+  if (state.at("resume_key") != resume_key(spec)) {
+    spdlog::warn("job {}: checkpoint {} is for a different spec; starting from scratch", spec.job_id, what);
+    return std::nullopt;
+  }
+  torch::serialize::InputArchive model_archive;
+  archive.read("model", model_archive);
+  model->load(model_archive);
+  torch::serialize::InputArchive optimizer_archive;
+  archive.read("optimizer", optimizer_archive);
+  optimizer.load(optimizer_archive);
+  ResumePoint point;
+  point.next_epoch = state.at("next_epoch").get<int>();
+  point.next_step = state.at("next_step").get<int>();
+  for (const auto& e : state.at("history")) {
+    point.history.push_back({e.at(0).get<int>(), e.at(1).get<double>(), e.at(2).get<double>(),
+                             e.at(3).get<double>(), e.at(4).get<double>(), e.at(5).get<double>()});
+  }
+  if (point.next_epoch < 1 || point.next_epoch > spec.train_opts.epochs + 1 || point.next_step < 0) {
+    throw Error(ErrorCode::kDataError, fmt::format("{}: resume point epoch {} step {} is outside the job", what,
+                                                   point.next_epoch, point.next_step));
+  }
+  return point;
+}
+
 /// Loads a checkpoint into model and optimiser when it is intact and for this spec.
 std::optional<ResumePoint> try_resume_from(const std::filesystem::path& path, const JobSpec& spec,
                                            torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
@@ -212,33 +249,7 @@ std::optional<ResumePoint> try_resume_from(const std::filesystem::path& path, co
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) return std::nullopt;
   try {
-    // Unsealing checks length and CRC before anything touches the model.
-    std::string bytes = unseal(read_file(path, std::size_t{4} << 30), path.string());
-    std::istringstream in(bytes);
-    torch::serialize::InputArchive archive;
-    archive.load_from(in, device);
-    c10::IValue state_value;
-    archive.read("state", state_value);
-    json state = json::parse(state_value.toStringRef());
-    if (state.at("resume_key") != resume_key(spec)) {
-      spdlog::warn("job {}: checkpoint {} is for a different spec; starting from scratch",
-                   spec.job_id, path.string());
-      return std::nullopt;
-    }
-    torch::serialize::InputArchive model_archive;
-    archive.read("model", model_archive);
-    model->load(model_archive);
-    torch::serialize::InputArchive optimizer_archive;
-    archive.read("optimizer", optimizer_archive);
-    optimizer.load(optimizer_archive);
-    ResumePoint point;
-    point.next_epoch = state.at("next_epoch").get<int>();
-    point.next_step = state.at("next_step").get<int>();
-    for (const auto& e : state.at("history")) {
-      point.history.push_back({e[0].get<int>(), e[1].get<double>(), e[2].get<double>(),
-                               e[3].get<double>(), e[4].get<double>(), e[5].get<double>()});
-    }
-    return point;
+    return resume_from_bytes(read_file(path, std::size_t{4} << 30), path.string(), spec, model, optimizer, device);
   } catch (const std::exception& e) {
     spdlog::warn("job {}: checkpoint {} unusable ({})", spec.job_id, path.string(), e.what());
     return std::nullopt;
@@ -473,6 +484,21 @@ double resident_batch_images_per_s(const JobSpec& spec, const TrainingEnv& env, 
   loss_sum.item<double>();  // waits for the device
   double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   return static_cast<double>(steps) * static_cast<double>(o.batch_size) / secs;
+}
+
+std::optional<int> checkpoint_resume_epoch(std::string_view sealed, const JobSpec& spec) {
+  const DatasetInfo* info = find_dataset_info(spec.dataset);
+  if (info == nullptr) return std::nullopt;
+  try {
+    torch::nn::Sequential model = make_model(spec.model_type, info->channels, info->height, info->width,
+                                             static_cast<int>(info->class_names.size()));
+    auto optimizer = make_optimizer(model, spec.train_opts);
+    auto point = resume_from_bytes(sealed, "checkpoint", spec, model, *optimizer, torch::kCPU);
+    if (!point) return std::nullopt;
+    return point->next_epoch;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
 }
 
 }  // namespace mlswarm

@@ -7,6 +7,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "mlswarm/job.h"
 
@@ -53,5 +54,11 @@ std::string best_device();
 /// The benchmark's ceiling: the same model and optimiser stepping `steps` times on one
 /// batch that stays resident on the device. Returns images/s.
 double resident_batch_images_per_s(const JobSpec& spec, const TrainingEnv& env, int steps);
+
+/// Runs the resume path on sealed checkpoint bytes (unseal, archive, state, weights and
+/// optimiser into a fresh CPU model for `spec`) and returns the epoch it would resume at,
+/// or nullopt when the bytes are not a usable checkpoint for `spec`. For the fuzz target
+/// and tools; never throws.
+std::optional<int> checkpoint_resume_epoch(std::string_view sealed, const JobSpec& spec);
 
 }  // namespace mlswarm

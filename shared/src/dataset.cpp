@@ -162,8 +162,11 @@ IdxArray read_idx_file(const fs::path& path) {
 }
 
 void append_cifar10_batch(const fs::path& path, DatasetSplit& split) {
+  append_cifar10_records(read_maybe_gzipped(path, kMaxDatasetFileBytes), path, split);
+}
+
+void append_cifar10_records(const std::vector<std::uint8_t>& bytes, const fs::path& path, DatasetSplit& split) {
   constexpr std::size_t kRecord = 1 + 3 * 32 * 32;
-  std::vector<std::uint8_t> bytes = read_maybe_gzipped(path, kMaxDatasetFileBytes);
   if (bytes.empty()) data_error(path, "empty CIFAR-10 batch file");
   if (bytes.size() % kRecord != 0) {
     data_error(path, fmt::format("truncated: {} bytes is not a whole number of {}-byte records",

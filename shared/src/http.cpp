@@ -1,5 +1,7 @@
 #include "mlswarm/http.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -42,6 +44,33 @@ std::vector<std::string> split_path(std::string_view path) {
   return parts;
 }
 
+int json_nesting_depth(std::string_view text) noexcept {
+  int depth = 0;
+  int deepest = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 nlohmann::json parse_json_body(const HttpRequest& request) {
   std::string type = request.header("content-type");
   if (!type.empty() && type.find("json") == std::string::npos &&
@@ -51,6 +80,10 @@ nlohmann::json parse_json_body(const HttpRequest& request) {
                 fmt::format("Content-Type '{}' is not supported; send application/json", type));
   }
   if (request.body.empty()) throw Error(ErrorCode::kInvalidArgument, "the request body is empty");
+  // Every reader of a parsed body recurses over it; no request of ours nests beyond 6.
+  if (json_nesting_depth(request.body) > kMaxJsonDepth) {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("JSON nested deeper than {} levels", kMaxJsonDepth));
+  }
   try {
     return nlohmann::json::parse(request.body);
   } catch (const nlohmann::json::parse_error& e) {

@@ -11,6 +11,7 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include "http_server_setup.h"
 #include "mlswarm/log.h"
 #include "mlswarm/metrics.h"
 
@@ -42,28 +43,7 @@ std::string request_id_for(const std::string& client_value) {
   return fmt::format("{:016x}", rng());
 }
 
-HttpServer::HttpServer(Handler handler, HttpServerOptions options) : impl_(std::make_unique<Impl>()) {
-  Metrics::global().describe("mlswarm_http_requests_total", "counter", "HTTP requests by route, method and status");
-  Metrics::global().describe("mlswarm_http_request_duration_seconds", "histogram",
-                             "time from a parsed request to its reply, by route");
-  impl_->handler = std::move(handler);
-  impl_->options = options;
-  if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
-    if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
-      throw Error(ErrorCode::kInvalidArgument, "TLS needs both a certificate file and a key file", "TLS_CERT_FILE");
-    }
-    auto tls = std::make_unique<httplib::SSLServer>(options.tls_cert_file.c_str(), options.tls_key_file.c_str());
-    if (!tls->is_valid()) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("cannot load the TLS certificate {} or key {} (PEM expected, key unencrypted)",
-                              options.tls_cert_file, options.tls_key_file),
-                  "TLS_CERT_FILE");
-    }
-    impl_->server = std::move(tls);
-  } else {
-    impl_->server = std::make_unique<httplib::Server>();
-  }
-  auto& svr = *impl_->server;
+void configure_http_server(httplib::Server& svr, HttpServer::Handler handler, const HttpServerOptions& options) {
   const int threads = std::max(1, options.threads);
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   svr.set_payload_max_length(options.max_body_bytes);
@@ -73,7 +53,7 @@ HttpServer::HttpServer(Handler handler, HttpServerOptions options) : impl_(std::
   // Replies go out as headers then body; without this, Nagle and delayed ACKs add 40 ms.
   svr.set_tcp_nodelay(true);
 
-  auto dispatch = [this](const httplib::Request& req, httplib::Response& res) {
+  auto dispatch = [handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
     HttpRequest request;
     request.method = req.method;
     request.path = req.path;
@@ -85,7 +65,7 @@ HttpServer::HttpServer(Handler handler, HttpServerOptions options) : impl_(std::
     request.request_id = request_id_for(request.header("x-request-id"));
     LogScope scope{{"request_id", request.request_id}};
     const auto started = std::chrono::steady_clock::now();
-    HttpReply reply = guarded(impl_->handler, request);
+    HttpReply reply = guarded(handler, request);
     reply.headers["X-Request-Id"] = request.request_id;
     const std::string route = route_label(request.path);
     Metrics::global().inc("mlswarm_http_requests_total",
@@ -125,6 +105,30 @@ HttpServer::HttpServer(Handler handler, HttpServerOptions options) : impl_(std::
     res.status = reply.status;
     res.set_content(reply.body, "application/json");
   });
+}
+
+HttpServer::HttpServer(Handler handler, HttpServerOptions options) : impl_(std::make_unique<Impl>()) {
+  Metrics::global().describe("mlswarm_http_requests_total", "counter", "HTTP requests by route, method and status");
+  Metrics::global().describe("mlswarm_http_request_duration_seconds", "histogram",
+                             "time from a parsed request to its reply, by route");
+  impl_->handler = std::move(handler);
+  impl_->options = options;
+  if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
+    if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
+      throw Error(ErrorCode::kInvalidArgument, "TLS needs both a certificate file and a key file", "TLS_CERT_FILE");
+    }
+    auto tls = std::make_unique<httplib::SSLServer>(options.tls_cert_file.c_str(), options.tls_key_file.c_str());
+    if (!tls->is_valid()) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("cannot load the TLS certificate {} or key {} (PEM expected, key unencrypted)",
+                              options.tls_cert_file, options.tls_key_file),
+                  "TLS_CERT_FILE");
+    }
+    impl_->server = std::move(tls);
+  } else {
+    impl_->server = std::make_unique<httplib::Server>();
+  }
+  configure_http_server(*impl_->server, impl_->handler, options);
 }
 
 HttpServer::~HttpServer() { stop(); }

@@ -1,5 +1,8 @@
 #include "mlswarm/model_meta.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include <fmt/format.h>
 #include <zlib.h>
 
@@ -62,7 +65,8 @@ ModelMeta model_meta_from_json(const json& j) {
     if (!is_valid_id(m.model_id)) throw Error(ErrorCode::kDataError, "meta.json: invalid model_id");
     if (m.channels < 1 || m.channels > 4 || m.height < 1 || m.height > 4096 || m.width < 1 ||
         m.width > 4096 || m.mean.size() != static_cast<std::size_t>(m.channels) ||
-        m.std.size() != static_cast<std::size_t>(m.channels) || m.class_names.empty()) {
+        m.std.size() != static_cast<std::size_t>(m.channels) || m.class_names.empty() ||
+        std::any_of(m.std.begin(), m.std.end(), [](double s) { return !(s > 0) || !std::isfinite(s); })) {
       throw Error(ErrorCode::kDataError, "meta.json: inconsistent input shape, normalization or classes");
     }
     return m;

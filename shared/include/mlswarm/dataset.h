@@ -56,6 +56,10 @@ IdxArray parse_idx(const std::vector<std::uint8_t>& bytes, const std::string& na
 /// label outside 0..9.
 void append_cifar10_batch(const std::filesystem::path& path, DatasetSplit& split);
 
+/// The same for a batch already in memory; `path` names it in errors.
+void append_cifar10_records(const std::vector<std::uint8_t>& bytes, const std::filesystem::path& path,
+                            DatasetSplit& split);
+
 /// Where a dataset's files are looked for, in order: DATA_DIR/<name>, HOME_DIR/datasets/<name>
 /// (and, for CIFAR-10, a cifar-10-batches-bin folder inside either).
 std::vector<std::filesystem::path> dataset_search_dirs(const DatasetInfo& info,

@@ -49,8 +49,12 @@ struct HttpReply {
 /// Splits "/jobs/abc" into {"jobs", "abc"}; empty segments are dropped.
 std::vector<std::string> split_path(std::string_view path);
 
+/// The deepest nesting of arrays and objects in JSON text (strings skipped), without parsing.
+int json_nesting_depth(std::string_view text) noexcept;
+inline constexpr int kMaxJsonDepth = 32;
+
 /// Parses a JSON request body. Throws Error(kInvalidArgument) with the parser's position
-/// for malformed JSON and Error(kUnsupportedMediaType) when a Content-Type other than JSON
+/// for malformed JSON or nesting deeper than kMaxJsonDepth, and Error(kUnsupportedMediaType) when a Content-Type other than JSON
 /// was sent.
 nlohmann::json parse_json_body(const HttpRequest& request);
 

@@ -1,0 +1,98 @@
+// Raw bytes on a daemon's port: cpp-httplib's request parsing (request line, headers,
+// chunked and multipart bodies, query strings) configured exactly as HttpServer configures
+// it, then our request conversion, bearer-token check, routing and handlers: the trainer's
+// routes, and for /classify every uploaded part through decode_image. No socket: the bytes
+// come from a Stream over the input.
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "http_server_setup.h"
+#include "image_decode.h"
+#include "job_runner.h"
+#include "mlswarm/auth.h"
+#include "mlswarm/error.h"
+#include "status_board.h"
+#include "trainer_api.h"
+
+namespace {
+
+using namespace mlswarm;
+
+class BytesStream final : public httplib::Stream {
+ public:
+  BytesStream(const std::uint8_t* data, std::size_t size) : data_(data), size_(size) {}
+  bool is_readable() const override { return true; }
+  bool is_writable() const override { return true; }
+  ssize_t read(char* ptr, std::size_t size) override {
+    const std::size_t n = std::min(size, size_ - offset_);
+    std::memcpy(ptr, data_ + offset_, n);
+    offset_ += n;
+    return static_cast<ssize_t>(n);
+  }
+  ssize_t write(const char*, std::size_t size) override { return static_cast<ssize_t>(size); }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    ip = "10.42.0.9";
+    port = 40000;
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    ip = "10.42.0.2";
+    port = 48516;
+  }
+  socket_t socket() const override { return INVALID_SOCKET; }
+
+ private:
+  const std::uint8_t* data_;
+  std::size_t size_;
+  std::size_t offset_ = 0;
+};
+
+class FuzzServer final : public httplib::Server {
+ public:
+  void feed(httplib::Stream& stream) {
+    bool closed = false;
+    process_request(stream, true, closed, nullptr);
+  }
+};
+
+struct Daemon {
+  Daemon() {
+    spdlog::set_level(spdlog::level::off);
+    HttpServerOptions options;
+    options.max_body_bytes = 1u << 20;
+    configure_http_server(
+        server,
+        [this](const HttpRequest& request) -> HttpReply {
+          if (request.path == "/classify") {
+            require_token(request, "fuzz-token", "API token");
+            for (const auto& part : request.files) {
+              try {
+                (void)decode_image(part.content, 1, 28, 28);
+              } catch (const Error&) {
+              }
+            }
+            return HttpReply::json(200, {{"parts", request.files.size()}});
+          }
+          return api.handle(request);
+        },
+        options);
+  }
+  StatusBoard board;
+  // Jobs end at once: the fuzzer exercises admission, not training. Queue bounded at 8.
+  JobRunner runner{board, [](const JobSpec&, const TrainingHooks&) { return TrainingOutcome::kCompleted; },
+                   JobRunnerOptions{1, 8, "10.42.0.2:48516"}};
+  TrainerApi api{runner, board, "10.42.0.2:48516", "fuzz-token"};
+  FuzzServer server;
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  static Daemon* daemon = new Daemon();  // lives for the process: its threads outlast inputs
+  BytesStream stream(data, size);
+  daemon->server.feed(stream);
+  return 0;
+}
