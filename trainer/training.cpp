@@ -486,6 +486,17 @@ double resident_batch_images_per_s(const JobSpec& spec, const TrainingEnv& env, 
   return static_cast<double>(steps) * static_cast<double>(o.batch_size) / secs;
 }
 
+std::string fresh_checkpoint(const JobSpec& spec, int next_epoch) {
+  const DatasetInfo* info = find_dataset_info(spec.dataset);
+  if (info == nullptr) throw Error(ErrorCode::kInvalidArgument, "unknown dataset", "dataset");
+  torch::nn::Sequential model = make_model(spec.model_type, info->channels, info->height, info->width,
+                                           static_cast<int>(info->class_names.size()));
+  auto optimizer = make_optimizer(model, spec.train_opts);
+  ResumePoint point;
+  point.next_epoch = next_epoch;
+  return seal(save_checkpoint(model, *optimizer, spec, point));
+}
+
 std::optional<int> checkpoint_resume_epoch(std::string_view sealed, const JobSpec& spec) {
   const DatasetInfo* info = find_dataset_info(spec.dataset);
   if (info == nullptr) return std::nullopt;

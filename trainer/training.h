@@ -61,4 +61,8 @@ double resident_batch_images_per_s(const JobSpec& spec, const TrainingEnv& env, 
 /// and tools; never throws.
 std::optional<int> checkpoint_resume_epoch(std::string_view sealed, const JobSpec& spec);
 
+/// The sealed bytes of a checkpoint of an untrained model for `spec` that resumes at
+/// `next_epoch`: what a trainer writes, for the fuzz seed corpus and tests.
+std::string fresh_checkpoint(const JobSpec& spec, int next_epoch);
+
 }  // namespace mlswarm

@@ -33,7 +33,10 @@ class BytesStream final : public httplib::Stream {
     offset_ += n;
     return static_cast<ssize_t>(n);
   }
-  ssize_t write(const char*, std::size_t size) override { return static_cast<ssize_t>(size); }
+  ssize_t write(const char* ptr, std::size_t size) override {
+    if (written.size() < 4096) written.append(ptr, std::min<std::size_t>(size, 4096));
+    return static_cast<ssize_t>(size);
+  }
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
     ip = "10.42.0.9";
     port = 40000;
@@ -43,6 +46,8 @@ class BytesStream final : public httplib::Stream {
     port = 48516;
   }
   socket_t socket() const override { return INVALID_SOCKET; }
+
+  std::string written;  ///< the start of the reply
 
  private:
   const std::uint8_t* data_;
@@ -90,8 +95,22 @@ struct Daemon {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+Daemon& daemon_instance() {
   static Daemon* daemon = new Daemon();  // lives for the process: its threads outlast inputs
+  return *daemon;
+}
+
+// The harness checks itself: a plain request must reach the trainer's routes and come back.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  const std::string request = "GET /type HTTP/1.1\r\nHost: x\r\n\r\n";
+  BytesStream stream(reinterpret_cast<const std::uint8_t*>(request.data()), request.size());
+  daemon_instance().server.feed(stream);
+  if (stream.written.find("{\"type\":\"train\"}") == std::string::npos) __builtin_trap();
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  Daemon* daemon = &daemon_instance();
   BytesStream stream(data, size);
   daemon->server.feed(stream);
   return 0;
