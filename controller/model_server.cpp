@@ -90,6 +90,8 @@ struct ModelServer::Impl {
 
   std::shared_ptr<const LoadedModel> get(const std::string& model_id) {
     auto dir = model_dir(home_dir, model_id);
+    require_not_symlink(dir / "meta.json", "model_id");
+    require_not_symlink(dir / "model.pt", "model_id");
     std::error_code ec;
     auto mtime = fs::last_write_time(dir / "meta.json", ec);
     auto size = ec ? 0 : fs::file_size(dir / "meta.json", ec);

@@ -8,6 +8,15 @@
 # ingress (Swarm's routing mesh, the default) or host (the port opens on the node running the
 # controller; for engines where the mesh is unavailable, as in the e2e test's sandbox).
 : "${MLSWARM_PUBLISH_MODE:=ingress}"
+# Tokens (Docker secrets, mounted under /run/secrets/): on by default. The API token that
+# clients send is kept in MLSWARM_SECRETS_DIR/api_token (made once, mode 0600); the cluster
+# token the controller sends to trainers is random and lives only in the secret.
+: "${MLSWARM_AUTH:=on}"
+: "${MLSWARM_SECRETS_DIR:=$HOME/.mlswarm}"
+: "${MLSWARM_PUBLIC_READS:=0}"              # 1: GET /status, /jobs, ... without the token
+# Optional TLS on the controller's port: PEM files, made into secrets at deploy time.
+: "${MLSWARM_TLS_CERT:=}"
+: "${MLSWARM_TLS_KEY:=}"
 : "${MLSWARM_REGISTRY:=}"                  # e.g. registry.example:5000/ to push multi-node images
 : "${MLSWARM_TAG:=latest}"
 TRAIN_IMAGE="${MLSWARM_REGISTRY}ml_train:${MLSWARM_TAG}"

@@ -247,7 +247,7 @@ std::optional<ResumePoint> try_resume_from(const std::filesystem::path& path, co
                                            torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
                                            torch::Device device) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) return std::nullopt;
+  if (!std::filesystem::is_regular_file(path, ec) || std::filesystem::is_symlink(path, ec)) return std::nullopt;
   try {
     return resume_from_bytes(read_file(path, std::size_t{4} << 30), path.string(), spec, model, optimizer, device);
   } catch (const std::exception& e) {
@@ -462,7 +462,11 @@ double resident_batch_images_per_s(const JobSpec& spec, const TrainingEnv& env, 
   const DatasetInfo& info = data->info;
   std::vector<double> mean, stdev;
   channel_stats(*data, 0, o.batch_size, mean, stdev);
-  auto [x, y] = resident_split(data->train, info, 0, o.batch_size, mean, stdev, device);
+  // Named tensors, not a structured binding: the lambda below captures them, and clang
+  // builds this file as C++17 for the fuzz targets (LibTorch 1.13's headers fail in C++20).
+  torch::Tensor x;
+  torch::Tensor y;
+  std::tie(x, y) = resident_split(data->train, info, 0, o.batch_size, mean, stdev, device);
   torch::manual_seed(o.seed);
   auto model = make_model(spec.model_type, info.channels, info.height, info.width,
                           static_cast<int>(info.class_names.size()));

@@ -75,14 +75,28 @@ ModelMeta model_meta_from_json(const json& j) {
   }
 }
 
+void require_not_symlink(const std::filesystem::path& path, const char* field) {
+  std::error_code ec;
+  if (std::filesystem::is_symlink(path, ec)) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("{} is a symbolic link; mlswarm reads and writes only real files under HOME_DIR",
+                            path.string()),
+                field);
+  }
+}
+
 std::filesystem::path model_dir(const std::filesystem::path& home_dir, const std::string& model_id) {
   require_valid_id(model_id, "model_id");
-  return home_dir / "models" / model_id;
+  auto dir = home_dir / "models" / model_id;
+  require_not_symlink(dir, "model_id");
+  return dir;
 }
 
 std::filesystem::path job_dir(const std::filesystem::path& home_dir, const std::string& job_id) {
   require_valid_id(job_id, "job_id");
-  return home_dir / "jobs" / job_id;
+  auto dir = home_dir / "jobs" / job_id;
+  require_not_symlink(dir, "job_id");
+  return dir;
 }
 
 std::uint32_t crc32_of(std::string_view bytes) {

@@ -2,12 +2,14 @@
 # End to end on a real Docker engine: build both images, run a single-node swarm with
 # `docker service create --replicas 4 ml_train` and the controller, then check what users do
 # (discovery, train, predict, a trainer's /status from inside the overlay, scale down, DNS
-# discovery alone). Every wait has a deadline. Services, network and swarm are always removed.
+# discovery alone, the stack file). The tokens are Docker secrets, as swarm/03_deploy.sh makes
+# them. Every wait has a deadline. Services, secrets, network and swarm are always removed.
 # Prints "N passed, M failed" last; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export MLSWARM_NETWORK=mlswarm_e2e MLSWARM_SUBNET=10.42.77.0/24 MLSWARM_PORT=${E2E_PORT:-48575}
 export MLSWARM_HOME=$(mktemp -d /tmp/mlswarm-e2e-XXXXXX) MLSWARM_TRAINERS=4
+export MLSWARM_SECRETS_DIR=$(mktemp -d /tmp/mlswarm-e2e-secrets-XXXXXX) MLSWARM_AUTH=on
 # The routing mesh (ingress) does not reach the host's loopback in this sandbox; host mode
 # publishes the same port on the node itself.
 export MLSWARM_PUBLISH_MODE=${E2E_PUBLISH_MODE:-host}
@@ -19,14 +21,23 @@ fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)" 2>/dev/null; }
 # poll SECONDS COMMAND...: runs COMMAND until it succeeds or the deadline passes.
 poll() { local deadline=$((SECONDS + $1)); shift; until "$@"; do ((SECONDS < deadline)) || return 1; sleep 1; done; }
-trainer_count() { curl -sf "$controller/status" | json 'len(d["trainers"])'; }
+api_token=""
+# curl with the API token, as clients of a secured controller call it.
+api() { curl -sf -H "Authorization: Bearer $api_token" "$@"; }
+trainer_count() { api "$controller/status" | json 'len(d["trainers"])'; }
 has_trainers() { [[ $(trainer_count) == "$1" ]]; }
 
 cleanup() {
+  docker stack rm e2e >/dev/null 2>&1
   docker service rm ml_controller ml_train >/dev/null 2>&1
+  for _ in $(seq 1 30); do
+    docker secret rm mlswarm_api_token mlswarm_cluster_token >/dev/null 2>&1
+    [[ -z $(docker secret ls -q -f name=mlswarm_ 2>/dev/null) ]] && break
+    sleep 1
+  done
   for _ in $(seq 1 30); do docker network rm "$MLSWARM_NETWORK" >/dev/null 2>&1 && break; sleep 1; done
   docker swarm leave --force >/dev/null 2>&1
-  rm -rf "$MLSWARM_HOME"
+  rm -rf "$MLSWARM_HOME" "$MLSWARM_SECRETS_DIR"
 }
 trap cleanup EXIT
 
@@ -50,6 +61,8 @@ export MLSWARM_ADVERTISE_ADDR=${advertise:-127.0.0.1}
 swarm/01_init.sh || { fail "swarm init"; echo "$passed passed, $failed failed"; exit 1; }
 start=$SECONDS
 swarm/03_deploy.sh
+api_token=$(cat "$MLSWARM_SECRETS_DIR/api_token")
+source swarm/secrets.sh  # the same --secret arguments, for the services made by hand below
 if poll 180 has_trainers 4; then
   pass "controller lists 4 trainers, $((SECONDS - start)) s after docker service create"
 else
@@ -57,30 +70,49 @@ else
   docker service logs ml_controller 2>&1 | tail -20
 fi
 
-job=$(curl -sf -X POST "$controller/train" -H 'Content-Type: application/json' \
-  -d '{"model_id": "e2e", "example_idxs": [0, 3000], "train_opts": {"epochs": 1, "batch_size": 64}}' | json 'd["job_id"]')
-job_done() { [[ $(curl -sf "$controller/jobs/$job" | json 'd["state"]') == succeeded ]]; }
-if [[ -n $job ]] && poll 300 job_done; then
-  pass "job $job succeeded on $(curl -sf "$controller/jobs/$job" | json 'd["trainer"]')"
+spec='{"model_id": "e2e", "example_idxs": [0, 3000], "train_opts": {"epochs": 1, "batch_size": 64}}'
+no_token=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$controller/train" -H 'Content-Type: application/json' -d "$spec")
+wrong_token=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer nope' "$controller/status")
+jobs_after=$(api "$controller/jobs" | json 'len(d["jobs"])')
+if [[ $no_token == 401 && $wrong_token == 403 && $jobs_after == 0 ]]; then
+  pass "without the API token /train is refused (401), with a wrong one /status too (403); no job was made"
 else
-  fail "job ${job:-<none>} did not succeed: $(curl -sf "$controller/jobs/$job")"
+  fail "no token -> $no_token, wrong token -> $wrong_token, jobs afterwards: $jobs_after"
+fi
+env_listing=$(docker service inspect ml_controller ml_train --format '{{json .Spec.TaskTemplate.ContainerSpec}}')
+secret_leaks=$( (echo "$env_listing"; docker service logs ml_controller 2>&1; docker service logs ml_train 2>&1;
+  docker image history --no-trunc ml_controller; docker image history --no-trunc ml_train) | grep -cF "$api_token")
+if [[ $secret_leaks == 0 ]] && grep -q 'API_TOKEN_FILE=/run/secrets/mlswarm_api_token' <<<"$env_listing" &&
+   [[ $(docker secret ls -q -f name=mlswarm_ | wc -l) == 2 ]]; then
+  pass "the tokens are Docker secrets under /run/secrets, in no environment, image or log"
+else
+  fail "token handling: $secret_leaks leaks; $(docker secret ls --format '{{.Name}}' | tr '\n' ' ')"
 fi
 
-accuracy=$(curl -sf "$controller/datasets/fashion-mnist/examples?split=test&start=0&count=200" | python3 -c '
+job=$(api -X POST "$controller/train" -H 'Content-Type: application/json' -d "$spec" | json 'd["job_id"]')
+job_done() { [[ $(api "$controller/jobs/$job" | json 'd["state"]') == succeeded ]]; }
+if [[ -n $job ]] && poll 300 job_done; then
+  pass "job $job succeeded on $(api "$controller/jobs/$job" | json 'd["trainer"]') (dispatched with the cluster token)"
+else
+  fail "job ${job:-<none>} did not succeed: $(api "$controller/jobs/$job")"
+fi
+
+accuracy=$(api "$controller/datasets/fashion-mnist/examples?split=test&start=0&count=200" | python3 -c '
 import json, sys, urllib.request
 page = json.load(sys.stdin)
 body = json.dumps({"model_id": "e2e", "examples": page["examples"]}).encode()
-req = urllib.request.Request(sys.argv[1] + "/predict", body, {"Content-Type": "application/json"})
+req = urllib.request.Request(sys.argv[1] + "/predict", body,
+                             {"Content-Type": "application/json", "Authorization": "Bearer " + sys.argv[2]})
 out = json.load(urllib.request.urlopen(req))
-print(sum(a == b for a, b in zip(out["class_idxs"], page["labels"])) / len(page["labels"]))' "$controller")
+print(sum(a == b for a, b in zip(out["class_idxs"], page["labels"])) / len(page["labels"]))' "$controller" "$api_token")
 if python3 -c "import sys; sys.exit(0 if float('${accuracy:-0}') > 0.3 else 1)"; then
   pass "/predict on 200 test images: accuracy $accuracy (chance 0.1)"
 else
   fail "/predict accuracy ${accuracy:-<none>}"
-  curl -s "$controller/datasets/fashion-mnist/examples?count=1" | head -c 300
+  api "$controller/datasets/fashion-mnist/examples?count=1" | head -c 300
 fi
 
-trainer=$(curl -sf "$controller/jobs/$job" | json 'd["trainer"]')
+trainer=$(api "$controller/jobs/$job" | json 'd["trainer"]')
 cid=$(docker ps -q -f name=ml_controller | head -n1)
 if docker exec "$cid" ml_controller --fetch "http://$trainer/status" | grep -q "\"$job\""; then
   pass "trainer $trainer's /status, fetched inside the overlay, shows the job"
@@ -95,15 +127,15 @@ if poll 90 has_trainers 2; then pass "after scale ml_train=2 the controller list
 
 # A rolling restart of every trainer replica while a job runs: each old replica gets SIGTERM,
 # checkpoints at its next batch and exits; the job resumes from the checkpoint elsewhere.
-roll=$(curl -sf -X POST "$controller/train" -H 'Content-Type: application/json' -d '{"model_id": "e2e-roll",
+roll=$(api -X POST "$controller/train" -H 'Content-Type: application/json' -d '{"model_id": "e2e-roll",
   "example_idxs": [0, 30000], "train_opts": {"epochs": 2, "batch_size": 64, "checkpoint_every_steps": 40}}' | json 'd["job_id"]')
-roll_running() { [[ $(curl -sf "$controller/jobs/$roll" | json 'd["step"] > 0') == True ]]; }
-roll_state() { curl -sf "$controller/jobs/$roll" | json 'd["state"], d["attempts"]'; }
-roll_done() { [[ $(curl -sf "$controller/jobs/$roll" | json 'd["state"]') == succeeded ]]; }
+roll_running() { [[ $(api "$controller/jobs/$roll" | json 'd["step"] > 0') == True ]]; }
+roll_state() { api "$controller/jobs/$roll" | json 'd["state"], d["attempts"]'; }
+roll_done() { [[ $(api "$controller/jobs/$roll" | json 'd["state"]') == succeeded ]]; }
 if [[ -n $roll ]] && poll 120 roll_running; then
   docker service update --detach --force ml_train >/dev/null
   if poll 600 roll_done; then
-    attempts=$(curl -sf "$controller/jobs/$roll" | json 'd["attempts"]')
+    attempts=$(api "$controller/jobs/$roll" | json 'd["attempts"]')
     # Captured first: `grep -q` closing the pipe early would fail the pipeline under pipefail.
     roll_log=$(docker service logs ml_train 2>&1 | grep -E "job $roll .*(stopped|resuming)")
     sed 's/^/  /' <<<"$roll_log" | head -6
@@ -127,12 +159,24 @@ docker service rm ml_controller >/dev/null
 docker service create --detach --quiet --no-resolve-image --name ml_controller --network "$MLSWARM_NETWORK" \
   --publish "mode=$MLSWARM_PUBLISH_MODE,published=$MLSWARM_PORT,target=48515" \
   --mount "type=bind,source=$MLSWARM_HOME,target=/home" \
-  --env TRAIN_DNS=tasks.ml_train ml_controller >/dev/null
+  --env TRAIN_DNS=tasks.ml_train "${CONTROLLER_SECRET_ARGS[@]}" ml_controller >/dev/null
 if poll 120 has_trainers 2; then pass "TRAIN_DNS=tasks.ml_train alone finds the 2 trainers"; else fail "DNS discovery: $(trainer_count) trainers"; fi
-if [[ $(curl -sf "$controller/jobs" | json 'len(d["jobs"])') == 2 ]]; then
+if [[ $(api "$controller/jobs" | json 'len(d["jobs"])') == 2 ]]; then
   pass "the new controller lists both jobs from the journal on HOME_DIR"
 else
   fail "the new controller does not list the earlier job"
+fi
+
+# The stack file: the same cluster from `docker stack deploy`, secrets and all.
+docker service rm ml_controller ml_train >/dev/null
+for _ in $(seq 1 30); do docker network rm "$MLSWARM_NETWORK" >/dev/null 2>&1 && break; sleep 1; done
+start=$SECONDS
+if docker stack deploy -c swarm/stack.yml e2e >/tmp/mlswarm-e2e-stack.log 2>&1 && poll 180 has_trainers 4 &&
+   [[ $(api "$controller/jobs" | json 'len(d["jobs"])') == 2 ]]; then
+  pass "docker stack deploy -c swarm/stack.yml: 4 trainers after $((SECONDS - start)) s, the journal's 2 jobs listed"
+else
+  fail "stack deploy: $(cat /tmp/mlswarm-e2e-stack.log) $(trainer_count) trainers"
+  docker stack ps e2e --no-trunc 2>&1 | head -10
 fi
 
 echo "$passed passed, $failed failed"

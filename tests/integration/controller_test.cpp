@@ -520,6 +520,8 @@ TEST_F(ClusterTest, OversizeAndMalformedBodiesGet4xxAndTheDaemonsKeepServing) {
   expect_error(client_->Post("/train", "{\"model_id\": ", "application/json"), 400, "cut-off JSON");
   expect_error(client_->Post("/train", std::string(100000, '['), "application/json"), 400, "deep nesting");
   expect_error(client_->Post("/train", "{}", "text/plain"), 415, "not JSON");
+  expect_error(client_->Post("/train", R"({"model_id": "m", "train_opts": {"lr": 1e999999}})", "application/json"),
+               400, "a number out of range (found by fuzz_job_spec; was a 500)");
   expect_error(client_->Post("/train", R"({"model_id": "../etc"})", "application/json"), 400, "path in an id");
   expect_error(client_->Post("/train", R"({"model_id": "m", "dataset": "../../etc"})", "application/json"), 400,
                "path in a dataset name");

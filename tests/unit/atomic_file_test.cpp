@@ -4,6 +4,7 @@
 
 #include "../support/temp_dir.h"
 #include "mlswarm/error.h"
+#include "mlswarm/model_meta.h"
 
 namespace mlswarm {
 namespace {
@@ -41,6 +42,36 @@ TEST(AtomicFile, ReadFileEnforcesItsLimit) {
   write_file_atomic(dir / "f", "0123456789");
   EXPECT_THROW(read_file(dir / "f", 5), Error);
   EXPECT_THROW(read_file(dir / "missing", 5), Error);
+}
+
+}  // namespace
+}  // namespace mlswarm
+
+namespace mlswarm {
+namespace {
+
+TEST(HomeDirPaths, RefuseInvalidIdsAndSymlinkedFolders) {
+  testing::TempDir home;
+  testing::TempDir elsewhere;
+  std::filesystem::create_directories(home / "models");
+  std::filesystem::create_directories(home / "jobs");
+  EXPECT_EQ(model_dir(home.path(), "m1"), home / "models" / "m1");
+  EXPECT_THROW(model_dir(home.path(), ".."), Error);
+  EXPECT_THROW(model_dir(home.path(), "a/b"), Error);
+  EXPECT_THROW(job_dir(home.path(), ""), Error);
+  std::filesystem::create_directory_symlink(elsewhere.path(), home / "models" / "evil");
+  std::filesystem::create_directory_symlink(elsewhere.path(), home / "jobs" / "evil");
+  try {
+    model_dir(home.path(), "evil");
+    ADD_FAILURE() << "a symlinked model folder was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_EQ(e.field(), "model_id");
+  }
+  EXPECT_THROW(job_dir(home.path(), "evil"), Error);
+  std::filesystem::create_symlink(elsewhere / "secret", home / "models" / "m1-meta");
+  EXPECT_THROW(require_not_symlink(home / "models" / "m1-meta", "model_id"), Error);
+  EXPECT_NO_THROW(require_not_symlink(home / "models", "model_id"));
 }
 
 }  // namespace

@@ -42,8 +42,13 @@ nlohmann::json to_json(const ModelMeta& meta);
 /// Throws Error(kDataError) when a field is missing or of the wrong type.
 ModelMeta model_meta_from_json(const nlohmann::json& j);
 
+/// HOME_DIR/models/<model_id> and HOME_DIR/jobs/<job_id>. Throw Error(kInvalidArgument) for
+/// an invalid id, and when the folder is a symbolic link (it could lead outside HOME_DIR).
 std::filesystem::path model_dir(const std::filesystem::path& home_dir, const std::string& model_id);
 std::filesystem::path job_dir(const std::filesystem::path& home_dir, const std::string& job_id);
+
+/// Throws Error(kInvalidArgument, field) when `path` is a symbolic link.
+void require_not_symlink(const std::filesystem::path& path, const char* field);
 
 /// CRC-32 (zlib's) of a byte string.
 std::uint32_t crc32_of(std::string_view bytes);
