@@ -3,6 +3,7 @@
 #include <cctype>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"
@@ -63,6 +64,10 @@ void require_token(const HttpRequest& request, const std::string& expected, std:
                 fmt::format("{} requires a bearer token: send 'Authorization: Bearer <{}>'", request.path, realm));
   }
   if (!tokens_equal(token, expected)) {
+    // A wrong credential is worth an operator's attention (a missing one is routine: probes,
+    // a first curl); the token itself is never logged.
+    spdlog::warn("{} {} from {} refused: the bearer token is not the {}", request.method, request.path,
+                 request.remote_addr.empty() ? "?" : request.remote_addr, realm);
     throw Error(ErrorCode::kForbidden, fmt::format("the bearer token is not the {}", realm));
   }
 }
