@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "mlswarm/error.h"
+#include "mlswarm/json_fields.h"
 #include "mlswarm/log.h"
 #include "mlswarm/metrics.h"
 #include "scheduler.h"
@@ -192,9 +193,14 @@ void Cluster::poll() {
     auto it = trainers_.find(addresses[i]);
     if (it == trainers_.end()) continue;
     const json& t = reply.body["trainer"];
-    it->second.view.capacity = t.value("capacity", 0);
-    it->second.view.running = t.value("running", 0);
-    it->second.view.queued = t.value("queued", 0);
+    try {
+      it->second.view.capacity = static_cast<int>(checked_int_or(t, "capacity", 0, 0, 4096));
+      it->second.view.running = static_cast<int>(checked_int_or(t, "running", 0, 0, 1 << 20));
+      it->second.view.queued = static_cast<int>(checked_int_or(t, "queued", 0, 0, 1 << 20));
+    } catch (const Error& e) {
+      spdlog::warn("trainer {}: unreadable /status ({})", addresses[i], e.what());
+      continue;
+    }
     it->second.view.last_seen = now;
     it->second.polled = true;
     it->second.jobs = std::move(jobs);

@@ -12,6 +12,7 @@
 #include "controller_api.h"
 #include "job_registry.h"
 #include "mlswarm/auth.h"
+#include "mlswarm/cli_flags.h"
 #include "mlswarm/config.h"
 #include "mlswarm/daemon.h"
 #include "mlswarm/dataset_cache.h"
@@ -88,10 +89,7 @@ int main(int argc, char** argv) {
   app.add_option("--http-threads", http_threads, "HTTP worker threads (HTTP_THREADS)")
       ->check(CLI::Range(1, 1024))->capture_default_str();
   app.add_option("--max-body", max_body, "largest request body accepted, in bytes")->capture_default_str();
-  app.add_option("--log-level", log_level, "debug, info, warn or error (LOG_LEVEL)")
-      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))->capture_default_str();
-  app.add_option("--log-format", log_format, "text, or json for one JSON object per line (LOG_FORMAT)")
-      ->check(CLI::IsMember({"text", "json"}))->capture_default_str();
+  add_logging_flags(app, log_level, log_format);
   app.add_option("--api-token-file", api_token_file,
                  "file holding the bearer token clients must send, e.g. /run/secrets/mlswarm_api_token; "
                  "unset = open (API_TOKEN_FILE)");

@@ -10,6 +10,7 @@
 #include "mlswarm/dataset_cache.h"
 #include "job_runner.h"
 #include "mlswarm/auth.h"
+#include "mlswarm/cli_flags.h"
 #include "mlswarm/config.h"
 #include "mlswarm/daemon.h"
 #include "mlswarm/error.h"
@@ -57,10 +58,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "LibTorch intra-op threads, 0 = one per core (TRAIN_THREADS)")
       ->check(CLI::Range(0, 1024))->capture_default_str();
   app.add_option("--max-body", max_body, "largest request body accepted, in bytes")->capture_default_str();
-  app.add_option("--log-level", log_level, "debug, info, warn or error (LOG_LEVEL)")
-      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))->capture_default_str();
-  app.add_option("--log-format", log_format, "text, or json for one JSON object per line (LOG_FORMAT)")
-      ->check(CLI::IsMember({"text", "json"}))->capture_default_str();
+  add_logging_flags(app, log_level, log_format);
   app.add_option("--cluster-token-file", cluster_token_file,
                  "file holding the token the controller sends; POST /train and DELETE /jobs need it, "
                  "e.g. /run/secrets/mlswarm_cluster_token; unset = open (CLUSTER_TOKEN_FILE)");

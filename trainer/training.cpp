@@ -14,6 +14,7 @@
 #include "mlswarm/dataset_cache.h"
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"
+#include "mlswarm/json_fields.h"
 #include "mlswarm/metrics.h"
 #include "mlswarm/model_meta.h"
 #include "mlswarm/torch/model_zoo.h"
@@ -229,15 +230,12 @@ std::optional<ResumePoint> resume_from_bytes(std::string_view sealed, const std:
   archive.read("optimizer", optimizer_archive);
   optimizer.load(optimizer_archive);
   ResumePoint point;
-  point.next_epoch = state.at("next_epoch").get<int>();
-  point.next_step = state.at("next_step").get<int>();
+  point.next_epoch = static_cast<int>(checked_int(state.at("next_epoch"), 1, spec.train_opts.epochs + 1, "next_epoch"));
+  point.next_step = static_cast<int>(checked_int(state.at("next_step"), 0, 1 << 30, "next_step"));
   for (const auto& e : state.at("history")) {
-    point.history.push_back({e.at(0).get<int>(), e.at(1).get<double>(), e.at(2).get<double>(),
+    point.history.push_back({static_cast<int>(checked_int(e.at(0), 1, spec.train_opts.epochs, "history epoch")),
+                             e.at(1).get<double>(), e.at(2).get<double>(),
                              e.at(3).get<double>(), e.at(4).get<double>(), e.at(5).get<double>()});
-  }
-  if (point.next_epoch < 1 || point.next_epoch > spec.train_opts.epochs + 1 || point.next_step < 0) {
-    throw Error(ErrorCode::kDataError, fmt::format("{}: resume point epoch {} step {} is outside the job", what,
-                                                   point.next_epoch, point.next_step));
   }
   return point;
 }

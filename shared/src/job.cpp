@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <set>
 
 #include <fmt/format.h>
@@ -9,6 +10,7 @@
 #include "mlswarm/dataset.h"
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
+#include "mlswarm/json_fields.h"
 
 namespace mlswarm {
 namespace {
@@ -235,14 +237,15 @@ JobRecord job_record_from_json(const json& j) {
   try {
     JobRecord job;
     json spec = j.at("spec");
-    spec["attempt"] = j.value("attempts", 1);
+    constexpr std::int64_t kIntMax = std::numeric_limits<int>::max();
+    spec["attempt"] = checked_int_or(j, "attempts", 1, 0, kIntMax);
     job.spec = parse_job_spec(spec);
     auto state = parse_job_state(j.at("state").get<std::string>());
     if (!state) throw Error(ErrorCode::kDataError, "job: unknown state");
     job.state = *state;
-    job.epoch = j.value("epoch", 0);
-    job.step = j.value("step", 0);
-    job.steps_per_epoch = j.value("steps_per_epoch", 0);
+    job.epoch = static_cast<int>(checked_int_or(j, "epoch", 0, 0, kIntMax));
+    job.step = static_cast<int>(checked_int_or(j, "step", 0, 0, kIntMax));
+    job.steps_per_epoch = static_cast<int>(checked_int_or(j, "steps_per_epoch", 0, 0, kIntMax));
     job.progress = j.value("progress", 0.0);
     if (j.contains("loss") && j["loss"].is_number()) job.loss = j["loss"].get<double>();
     if (j.contains("accuracy") && j["accuracy"].is_number()) job.accuracy = j["accuracy"].get<double>();

@@ -8,6 +8,7 @@
 
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
+#include "mlswarm/json_fields.h"
 
 namespace mlswarm {
 
@@ -45,21 +46,24 @@ ModelMeta model_meta_from_json(const json& j) {
     m.model_type = j.at("model_type").get<std::string>();
     m.dataset = j.at("dataset").get<std::string>();
     m.class_names = j.at("class_names").get<std::vector<std::string>>();
-    auto shape = j.at("input_shape").get<std::vector<int>>();
-    if (shape.size() != 3) throw Error(ErrorCode::kDataError, "meta.json: input_shape must be [C, H, W]");
-    m.channels = shape[0];
-    m.height = shape[1];
-    m.width = shape[2];
+    const json& shape = j.at("input_shape");
+    if (!shape.is_array() || shape.size() != 3) {
+      throw Error(ErrorCode::kDataError, "meta.json: input_shape must be [C, H, W]");
+    }
+    m.channels = static_cast<int>(checked_int(shape[0], 1, 4, "meta.json: input_shape[0]"));
+    m.height = static_cast<int>(checked_int(shape[1], 1, 4096, "meta.json: input_shape[1]"));
+    m.width = static_cast<int>(checked_int(shape[2], 1, 4096, "meta.json: input_shape[2]"));
     m.mean = j.at("normalization").at("mean").get<std::vector<double>>();
     m.std = j.at("normalization").at("std").get<std::vector<double>>();
     for (const auto& e : j.at("epochs")) {
-      m.epochs.push_back({e.at("epoch").get<int>(), e.at("train_loss").get<double>(),
+      m.epochs.push_back({static_cast<int>(checked_int(e.at("epoch"), 0, 1000000, "meta.json: epoch")),
+                          e.at("train_loss").get<double>(),
                           e.at("test_loss").get<double>(), e.at("accuracy").get<double>(),
                           e.at("images_per_s").get<double>(), e.at("duration_s").get<double>()});
     }
     m.job_id = j.value("job_id", "");
-    m.version = j.at("version").get<int>();
-    m.model_crc32 = j.at("model_crc32").get<std::uint32_t>();
+    m.version = static_cast<int>(checked_int(j.at("version"), 0, 1000000, "meta.json: version"));
+    m.model_crc32 = static_cast<std::uint32_t>(checked_int(j.at("model_crc32"), 0, 0xffffffffLL, "meta.json: model_crc32"));
     m.spec = j.value("spec", json::object());
     m.updated_at = j.value("updated_at", 0.0);
     if (!is_valid_id(m.model_id)) throw Error(ErrorCode::kDataError, "meta.json: invalid model_id");

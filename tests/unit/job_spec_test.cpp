@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <utility>
+#include <vector>
+
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
 
@@ -116,6 +119,27 @@ TEST(JobRecordJson, HasTheFieldsClientsRelyOn) {
   EXPECT_DOUBLE_EQ(j["duration_s"].get<double>(), 40);
   EXPECT_DOUBLE_EQ(j["eta_s"].get<double>(), 120);
   EXPECT_EQ(j["state"], "running");
+}
+
+// Found by fuzz_job_spec (UBSan): nlohmann's value<int>() converted an out-of-range float
+// with undefined behaviour. Integer fields of records other processes wrote are checked.
+TEST(JobRecordJson, RefusesIntegerFieldsOutOfRange) {
+  JobRecord record;
+  record.spec = parse_job_spec(nlohmann::json{{"model_id", "m1"}, {"job_id", "j1"}});
+  nlohmann::json good = to_json(record, 0.0);
+  EXPECT_NO_THROW(job_record_from_json(good));
+  for (const auto& [field, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"step", 1.07778e17}, {"epoch", -1}, {"steps_per_epoch", 0.5}, {"attempts", 1e300},
+           {"step", "7"}, {"epoch", 18446744073709551615ull}}) {
+    nlohmann::json bad = good;
+    bad[field] = value;
+    try {
+      job_record_from_json(bad);
+      ADD_FAILURE() << field << " = " << value.dump() << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kDataError) << field;
+    }
+  }
 }
 
 }  // namespace
