@@ -85,7 +85,8 @@ struct Daemon {
         },
         options);
   }
-  StatusBoard board;
+  // Few finished jobs kept: /status serialises them all, and the fuzzer makes thousands.
+  StatusBoard board{16};
   // Jobs end at once: the fuzzer exercises admission, not training. Queue bounded at 8.
   JobRunner runner{board, [](const JobSpec&, const TrainingHooks&) { return TrainingOutcome::kCompleted; },
                    JobRunnerOptions{1, 8, "10.42.0.2:48516"}};
