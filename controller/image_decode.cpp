@@ -36,8 +36,16 @@ std::vector<float> decode_image(const std::string& bytes, int channels, int heig
     throw Error(ErrorCode::kInvalidArgument,
                 fmt::format("the image does not decode: {}", stbi_failure_reason()), "image");
   }
-  if (w <= 0 || h <= 0 || w > 8192 || h > 8192) {
-    throw Error(ErrorCode::kInvalidArgument, fmt::format("image of {} x {} pixels is outside 1..8192", w, h), "image");
+  if (w <= 0 || h <= 0 || w > kMaxImageSide || h > kMaxImageSide) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("image of {} x {} pixels is outside 1..{} per side", w, h, kMaxImageSide), "image");
+  }
+  // Found by fuzz_image: a 29-byte BMP header claiming 7680 x 7680 pixels decoded (stb fills
+  // what is missing) and took seconds of CPU to resize. BMPs are not compressed (stb reads
+  // no RLE), so a real one holds at least one bit per pixel.
+  if (bmp && bytes.size() < static_cast<std::size_t>(w) * static_cast<std::size_t>(h) / 8) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("the BMP claims {} x {} pixels but holds only {} bytes", w, h, bytes.size()), "image");
   }
   const int want = channels == 1 ? 1 : 3;
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(

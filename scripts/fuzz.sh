@@ -27,6 +27,8 @@ failed=0
 for t in "${targets[@]}"; do
   corpus="$build/corpus/$t"
   crashes="$build/crashes/$t"
+  # Crashes of earlier runs are gone from here (they belong in tests/fuzz/regressions/).
+  rm -rf "$crashes"
   mkdir -p "$corpus" "$crashes"
   [[ $t == checkpoint ]] && export MLSWARM_FUZZ_SEED_DIR="$corpus"
   log="$build/fuzz_$t.log"
@@ -38,8 +40,9 @@ for t in "${targets[@]}"; do
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
   found=$(find "$crashes" -type f | wc -l)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || true)
-  summary+=("$(printf '%-14s %8s s %12s execs %10s /s  cov %6s  crashes %s' "$t" "$seconds" "${execs:-?}" \
-    "$(( ${execs:-0} / seconds ))" "${cov:-?}" "$found")")
+  took=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | grep -o '[0-9]* second' | grep -o '[0-9]*' || true)
+  summary+=("$(printf '%-14s %5s s %12s execs %8s /s  cov %6s  crashes %s' "$t" "${took:-$seconds}" "${execs:-?}" \
+    "$(( ${execs:-0} / (${took:-$seconds} > 0 ? ${took:-$seconds} : 1) ))" "${cov:-?}" "$found")")
   if ((rc != 0 || found > 0)); then
     failed=1
     echo "fuzz: $t failed (exit $rc); the end of $log:"

@@ -1,0 +1,64 @@
+#include "image_decode.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+
+#include "mlswarm/error.h"
+
+namespace mlswarm {
+namespace {
+
+std::string bmp_24bit(int width, int height, std::size_t pixel_bytes) {
+  auto le = [](std::string& out, std::uint32_t v, int n) {
+    for (int i = 0; i < n; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  };
+  std::string out = "BM";
+  le(out, static_cast<std::uint32_t>(54 + pixel_bytes), 4);
+  le(out, 0, 4);
+  le(out, 54, 4);
+  le(out, 40, 4);
+  le(out, static_cast<std::uint32_t>(width), 4);
+  le(out, static_cast<std::uint32_t>(height), 4);
+  le(out, 1, 2);
+  le(out, 24, 2);
+  le(out, 0, 4);
+  le(out, static_cast<std::uint32_t>(pixel_bytes), 4);
+  le(out, 2835, 4);
+  le(out, 2835, 4);
+  le(out, 0, 4);
+  le(out, 0, 4);
+  out.append(pixel_bytes, '\x80');
+  return out;
+}
+
+ErrorCode code_of(const std::string& bytes) {
+  try {
+    decode_image(bytes, 1, 28, 28);
+  } catch (const Error& e) {
+    return e.code();
+  }
+  return ErrorCode::kInternal;  // stands for "decoded"
+}
+
+TEST(DecodeImage, DecodesASmallBmpToTheModelShape) {
+  std::vector<float> pixels = decode_image(bmp_24bit(2, 2, 16), 1, 28, 28);
+  ASSERT_EQ(pixels.size(), 28u * 28u);
+  EXPECT_NEAR(pixels[0], 128 / 255.0, 0.01);
+}
+
+// Found by fuzz_image: a header that claims 7680 x 7680 pixels over 29 bytes took seconds
+// to decode and resize. It is refused before decoding, at once.
+TEST(DecodeImage, RefusesBmpsThatClaimMorePixelsThanTheyHold) {
+  const std::string bomb("BMF\0\0\0\0\x04\0\0" "3\0\0\0(\0\0\0\0\x1e\0\0\0\x1e\0\0\x01\0\x08", 29);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(code_of(bomb), ErrorCode::kInvalidArgument);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(100));
+  EXPECT_EQ(code_of(bmp_24bit(4000, 4000, 64)), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(code_of(bmp_24bit(kMaxImageSide + 1, 1, 3 * (kMaxImageSide + 1) + 3)), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(code_of("GIF89a"), ErrorCode::kUnsupportedMediaType);
+}
+
+}  // namespace
+}  // namespace mlswarm
