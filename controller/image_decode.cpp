@@ -22,6 +22,41 @@ bool starts_with(const std::string& bytes, std::initializer_list<unsigned char> 
 
 }  // namespace
 
+bool jpeg_huffman_tables_fit(std::string_view b) {
+  auto at = [&](std::size_t k) { return static_cast<unsigned char>(b[k]); };
+  std::size_t i = 2;  // after SOI
+  while (i + 1 < b.size()) {
+    if (at(i) != 0xFF) {  // stb skips stray bytes between segments one at a time
+      ++i;
+      continue;
+    }
+    const unsigned char marker = at(i + 1);
+    if (marker == 0xFF || marker == 0x01 || marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7)) {
+      i += marker == 0xFF ? 1 : 2;  // fill byte, or a marker without a length
+      continue;
+    }
+    if (marker == 0xD9 || i + 3 >= b.size()) return true;  // EOI, or cut short (stb refuses that)
+    const std::size_t end = i + 2 + ((std::size_t{at(i + 2)} << 8) | at(i + 3));
+    if (marker == 0xC4) {
+      // As stb reads a DHT segment: tables of class/id, 16 counts, then sum(counts) values.
+      for (std::size_t p = i + 4; p < end && p + 17 <= b.size();) {
+        std::size_t n = 0;
+        for (std::size_t k = 1; k <= 16; ++k) n += at(p + k);
+        if (n > 256) return false;
+        p += 17 + n;
+      }
+    }
+    i = end;
+    if (marker == 0xDA) {  // after a scan header comes entropy-coded data up to the next marker
+      while (i + 1 < b.size() &&
+             !(at(i) == 0xFF && at(i + 1) != 0x00 && !(at(i + 1) >= 0xD0 && at(i + 1) <= 0xD7))) {
+        ++i;
+      }
+    }
+  }
+  return true;
+}
+
 std::vector<float> decode_image(const std::string& bytes, int channels, int height, int width) {
   const bool png = starts_with(bytes, {0x89, 'P', 'N', 'G'});
   const bool jpeg = starts_with(bytes, {0xFF, 0xD8, 0xFF});
@@ -30,6 +65,9 @@ std::vector<float> decode_image(const std::string& bytes, int channels, int heig
     throw Error(ErrorCode::kUnsupportedMediaType, "the upload is not a PNG, JPEG or BMP image", "image");
   }
   if (bytes.size() > (64u << 20)) throw Error(ErrorCode::kInvalidArgument, "image too large", "image");
+  if (jpeg && !jpeg_huffman_tables_fit(bytes)) {
+    throw Error(ErrorCode::kInvalidArgument, "the JPEG's Huffman table holds more than 256 codes", "image");
+  }
   int w = 0, h = 0, n = 0;
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   if (!stbi_info_from_memory(data, static_cast<int>(bytes.size()), &w, &h, &n)) {

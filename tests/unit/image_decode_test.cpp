@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include "mlswarm/error.h"
@@ -58,6 +60,40 @@ TEST(DecodeImage, RefusesBmpsThatClaimMorePixelsThanTheyHold) {
   EXPECT_EQ(code_of(bmp_24bit(4000, 4000, 64)), ErrorCode::kInvalidArgument);
   EXPECT_EQ(code_of(bmp_24bit(kMaxImageSide + 1, 1, 3 * (kMaxImageSide + 1) + 3)), ErrorCode::kInvalidArgument);
   EXPECT_EQ(code_of("GIF89a"), ErrorCode::kUnsupportedMediaType);
+}
+
+std::string read_source_file(const std::string& relative) {
+  std::ifstream in(std::string(MLSWARM_SOURCE_DIR) + "/" + relative, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+TEST(DecodeImage, DecodesBaselineAndProgressiveJpegs) {
+  for (const char* name : {"rgb8x8.jpg", "grey8x8_progressive.jpg"}) {
+    std::string jpeg = read_source_file(std::string("tests/fuzz/corpus/image/") + name);
+    ASSERT_FALSE(jpeg.empty()) << name;
+    EXPECT_TRUE(jpeg_huffman_tables_fit(jpeg)) << name;
+    EXPECT_EQ(decode_image(jpeg, 3, 28, 28).size(), 3u * 28 * 28) << name;
+  }
+}
+
+// Found by fuzz_image (UBSan): stb_image 2.27 writes past its Huffman table when a DHT
+// segment declares 257 codes or more. Such a JPEG is refused before stb reads it.
+TEST(DecodeImage, RefusesJpegsWhoseHuffmanTablesOverflow) {
+  std::string dht = "\xFF\xD8\xFF\xC4";
+  const std::size_t length = 2 + 17 + 257;
+  dht.push_back(static_cast<char>(length >> 8));
+  dht.push_back(static_cast<char>(length & 0xff));
+  dht.push_back('\0');                    // class 0, table 0
+  dht.push_back(static_cast<char>(255));  // 255 codes of length 1 ...
+  dht.push_back(2);                       // ... and 2 of length 2: 257 in all
+  dht.append(14, '\0');
+  dht.append(257, '\x01');
+  dht += "\xFF\xD9";
+  EXPECT_FALSE(jpeg_huffman_tables_fit(dht));
+  EXPECT_EQ(code_of(dht), ErrorCode::kInvalidArgument);
+  std::string found = read_source_file("tests/fuzz/regressions/image/jpeg-dht-counts-over-256");
+  ASSERT_FALSE(found.empty());
+  EXPECT_FALSE(jpeg_huffman_tables_fit(found));
 }
 
 }  // namespace
