@@ -39,9 +39,12 @@ bool jpeg_huffman_tables_fit(std::string_view b) {
     const std::size_t end = i + 2 + ((std::size_t{at(i + 2)} << 8) | at(i + 3));
     if (marker == 0xC4) {
       // As stb reads a DHT segment: tables of class/id, 16 counts, then sum(counts) values.
-      for (std::size_t p = i + 4; p < end && p + 17 <= b.size();) {
+      // Past the end of the file stb reads zeros, so a table cut short still counts.
+      for (std::size_t p = i + 4; p < end && p < b.size();) {
+        const unsigned q = at(p);
+        if ((q >> 4) > 1 || (q & 15) > 3) break;  // stb stops with "bad DHT header" here
         std::size_t n = 0;
-        for (std::size_t k = 1; k <= 16; ++k) n += at(p + k);
+        for (std::size_t k = p + 1; k <= p + 16 && k < b.size(); ++k) n += at(k);
         if (n > 256) return false;
         p += 17 + n;
       }
