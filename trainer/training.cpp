@@ -107,6 +107,11 @@ std::pair<torch::Tensor, torch::Tensor> resident_split(const DatasetSplit& split
   return {x, y};
 }
 
+/// The untrained model a spec trains, shaped for its dataset.
+torch::nn::Sequential model_for(const JobSpec& spec, const DatasetInfo& info) {
+  return make_model(spec.model_type, info.channels, info.height, info.width, static_cast<int>(info.class_names.size()));
+}
+
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(torch::nn::Sequential& model,
                                                         const TrainOpts& o) {
   if (o.optimizer == "adam") {
@@ -320,8 +325,7 @@ TrainingOutcome train(const JobSpec& spec, const TrainingEnv& env, const Trainin
   {
     std::lock_guard lock(g_init_mutex);
     torch::manual_seed(o.seed);
-    model = make_model(spec.model_type, info.channels, info.height, info.width,
-                       static_cast<int>(info.class_names.size()));
+    model = model_for(spec, info);
   }
   model->to(device);
   model->train();
@@ -466,8 +470,7 @@ double resident_batch_images_per_s(const JobSpec& spec, const TrainingEnv& env, 
   torch::Tensor y;
   std::tie(x, y) = resident_split(data->train, info, 0, o.batch_size, mean, stdev, device);
   torch::manual_seed(o.seed);
-  auto model = make_model(spec.model_type, info.channels, info.height, info.width,
-                          static_cast<int>(info.class_names.size()));
+  auto model = model_for(spec, info);
   model->to(device);
   model->train();
   auto optimizer = make_optimizer(model, o);
@@ -491,8 +494,7 @@ double resident_batch_images_per_s(const JobSpec& spec, const TrainingEnv& env, 
 std::string fresh_checkpoint(const JobSpec& spec, int next_epoch) {
   const DatasetInfo* info = find_dataset_info(spec.dataset);
   if (info == nullptr) throw Error(ErrorCode::kInvalidArgument, "unknown dataset", "dataset");
-  torch::nn::Sequential model = make_model(spec.model_type, info->channels, info->height, info->width,
-                                           static_cast<int>(info->class_names.size()));
+  torch::nn::Sequential model = model_for(spec, *info);
   auto optimizer = make_optimizer(model, spec.train_opts);
   ResumePoint point;
   point.next_epoch = next_epoch;
@@ -503,8 +505,7 @@ std::optional<int> checkpoint_resume_epoch(std::string_view sealed, const JobSpe
   const DatasetInfo* info = find_dataset_info(spec.dataset);
   if (info == nullptr) return std::nullopt;
   try {
-    torch::nn::Sequential model = make_model(spec.model_type, info->channels, info->height, info->width,
-                                             static_cast<int>(info->class_names.size()));
+    torch::nn::Sequential model = model_for(spec, *info);
     auto optimizer = make_optimizer(model, spec.train_opts);
     auto point = resume_from_bytes(sealed, "checkpoint", spec, model, *optimizer, torch::kCPU);
     if (!point) return std::nullopt;

@@ -18,8 +18,6 @@
 namespace mlswarm {
 
 struct HttpServer::Impl {
-  Handler handler;
-  HttpServerOptions options;
   std::unique_ptr<httplib::Server> server;
   int port = 0;
 };
@@ -111,8 +109,6 @@ HttpServer::HttpServer(Handler handler, HttpServerOptions options) : impl_(std::
   Metrics::global().describe("mlswarm_http_requests_total", "counter", "HTTP requests by route, method and status");
   Metrics::global().describe("mlswarm_http_request_duration_seconds", "histogram",
                              "time from a parsed request to its reply, by route");
-  impl_->handler = std::move(handler);
-  impl_->options = options;
   if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
     if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
       throw Error(ErrorCode::kInvalidArgument, "TLS needs both a certificate file and a key file", "TLS_CERT_FILE");
@@ -128,7 +124,7 @@ HttpServer::HttpServer(Handler handler, HttpServerOptions options) : impl_(std::
   } else {
     impl_->server = std::make_unique<httplib::Server>();
   }
-  configure_http_server(*impl_->server, impl_->handler, options);
+  configure_http_server(*impl_->server, std::move(handler), options);
 }
 
 HttpServer::~HttpServer() { stop(); }

@@ -43,23 +43,12 @@ std::int64_t get_int(const json& object, const char* key, std::string_view field
                      std::int64_t fallback, std::int64_t lo, std::int64_t hi) {
   auto it = object.find(key);
   if (it == object.end() || it->is_null()) return fallback;
-  std::int64_t value = 0;
-  if (it->is_number_integer()) {
-    if (it->is_number_unsigned() && it->get<std::uint64_t>() > static_cast<std::uint64_t>(hi)) {
-      invalid(field, fmt::format("{} must be between {} and {}", field, lo, hi));
-    }
-    value = it->get<std::int64_t>();
-  } else if (it->is_number_float() && std::isfinite(it->get<double>()) &&
-             std::floor(it->get<double>()) == it->get<double>() &&
-             std::fabs(it->get<double>()) < 9e15) {
-    value = static_cast<std::int64_t>(it->get<double>());
-  } else {
-    invalid(field, fmt::format("{} must be an integer", field));
-  }
-  if (value < lo || value > hi) {
+  const auto value = json_integer(*it);
+  if (!value) invalid(field, fmt::format("{} must be an integer", field));
+  if (*value < lo || *value > hi) {
     invalid(field, fmt::format("{} must be between {} and {}", field, lo, hi));
   }
-  return value;
+  return *value;
 }
 
 double get_double(const json& object, const char* key, std::string_view field, double fallback,
