@@ -5,20 +5,51 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "mlswarm/attempt_fence.h"
 #include "mlswarm/error.h"
-#include "mlswarm/json_fields.h"
 #include "mlswarm/log.h"
 #include "mlswarm/metrics.h"
-#include "scheduler.h"
+#include "mlswarm/model_meta.h"
 
 namespace mlswarm {
+namespace {
 
-using nlohmann::json;
+/// Runs one phase of the loop; whatever it throws is logged (at most once a minute for the
+/// same message, so a full disk does not flood the log) and the loop carries on.
+template <typename F>
+void guarded_phase(const char* phase, F&& body) {
+  try {
+    body();
+  } catch (const std::exception& e) {
+    if (log_allowed(fmt::format("{}: {}", phase, e.what()), std::chrono::seconds(60))) {
+      spdlog::error("cluster {}: {}", phase, e.what());
+    }
+  } catch (...) {
+    spdlog::error("cluster {}: unexpected non-standard exception", phase);
+  }
+}
 
-Cluster::Cluster(JobRegistry& registry, ClusterOptions options)
-    : registry_(registry),
-      options_(std::move(options)),
-      scanner_(options_.subnet.value_or(Subnet{0, 32}), options_.scan) {
+bool is(const JobRecord& j, JobState state, int attempt) { return j.state == state && j.spec.attempt == attempt; }
+
+}  // namespace
+
+Cluster::Cluster(JobRegistry& registry, TrainerTransport& transport, ClusterOptions options)
+    : registry_(registry), transport_(transport), options_(std::move(options)) {
+  if (!options_.discover) {
+    auto scanner = std::make_shared<SubnetScanner>(options_.subnet.value_or(Subnet{0, 32}), options_.scan);
+    options_.discover = [scanner, subnet = options_.subnet, dns = options_.dns_name] {
+      // The union of both sources: the subnet scan and the name's A records.
+      std::vector<DiscoveredTrainer> found;
+      if (subnet) found = scanner->scan_once();
+      if (!dns.empty()) {
+        for (auto& t : scanner->probe(resolve_ipv4(dns), false)) {
+          const bool known = std::any_of(found.begin(), found.end(), [&](const auto& f) { return f.address == t.address; });
+          if (!known) found.push_back(std::move(t));
+        }
+      }
+      return found;
+    };
+  }
   Metrics::global().describe("mlswarm_discovery_pass_seconds", "histogram",
                              "duration of one discovery pass (subnet scan and DNS)");
 }
@@ -38,9 +69,13 @@ void Cluster::stop() {
 }
 
 std::vector<TrainerView> Cluster::trainers() const {
+  const auto now = SteadyClock::now();
   std::lock_guard lock(mutex_);
   std::vector<TrainerView> out;
-  for (const auto& [address, t] : trainers_) out.push_back(t.view);
+  for (const auto& [address, t] : trainers_) {
+    out.push_back({address, t.trusted, t.suspect_until > now, t.report.draining, t.report.capacity,
+                   t.report.running, t.report.queued, t.last_seen, t.misses});
+  }
   return out;
 }
 
@@ -54,68 +89,83 @@ JobRecord Cluster::submit(JobSpec spec) {
   LogScope log_scope{{"job_id", job.spec.job_id}, {"model_id", job.spec.model_id}};
   spdlog::info("job {} model {}: accepted ({} {} epochs)", job.spec.job_id, job.spec.model_id, job.spec.dataset,
                job.spec.train_opts.epochs);
-  {
-    std::lock_guard lock(wake_mutex_);
-    wake_requested_ = true;
-  }
-  wake_.notify_all();
+  wake();
   return job;
 }
 
 JobRecord Cluster::cancel(const std::string& job_id) {
-  auto job = registry_.find(job_id);
-  if (!job) throw Error(ErrorCode::kNotFound, fmt::format("unknown job '{}'", job_id), "job_id");
-  LogScope log_scope{{"job_id", job_id}, {"model_id", job->spec.model_id}, {"trainer", job->trainer}};
-  if (is_terminal(job->state)) {
-    throw Error(ErrorCode::kConflict, fmt::format("job {} already ended {}", job_id, to_string(job->state)),
-                "job_id");
-  }
-  if (job->state == JobState::kRunning && !job->trainer.empty()) {
-    TrainerReply reply = trainer_delete(job->trainer, "/jobs/" + job_id, options_.calls);
-    if (reply.status == 200 || reply.status == 409) {
-      spdlog::info("job {} model {}: cancel forwarded to {}", job_id, job->spec.model_id, job->trainer);
-      return *job;  // the trainer stops it within a batch; the next poll records `cancelled`
+  for (int tries = 0; tries < 100; ++tries) {
+    auto job = registry_.find(job_id);
+    if (!job) throw Error(ErrorCode::kNotFound, fmt::format("unknown job '{}'", job_id), "job_id");
+    LogScope log_scope{{"job_id", job_id}, {"model_id", job->spec.model_id}};
+    if (is_terminal(job->state)) {
+      throw Error(ErrorCode::kConflict, fmt::format("job {} already ended {}", job_id, to_string(job->state)),
+                  "job_id");
     }
-    spdlog::warn("job {}: trainer {} did not take the cancel ({}); cancelling here", job_id, job->trainer,
-                 reply.status > 0 ? std::to_string(reply.status) : reply.transport_error);
+    auto cancelled = registry_.update_if(
+        job_id, [&](const JobRecord& j) { return is(j, job->state, job->spec.attempt); },
+        [](JobRecord& j) {
+          j.state = JobState::kCancelled;
+          j.finished_at = unix_now();
+          j.error = "cancelled";
+          j.failure = FailureCode::kNone;
+        },
+        true);
+    if (cancelled) {
+      spdlog::info("job {} model {}: cancelled{}", job_id, job->spec.model_id,
+                   job->trainer.empty() ? "" : fmt::format("; {} is told to stop attempt {}", job->trainer,
+                                                           job->spec.attempt));
+      wake();  // the next plan sends the cancel to any trainer still running it
+      return *cancelled;
+    }
+    // The loop changed the job between the read and the write (a dispatch, a finish): again.
   }
-  auto updated = registry_.update(
-      job_id,
-      [](JobRecord& j) {
-        j.state = JobState::kCancelled;
-        j.finished_at = unix_now();
-        j.error = "cancelled";
-      },
-      true);
-  spdlog::info("job {} model {}: cancelled", job_id, job->spec.model_id);
-  return *updated;
+  throw Error(ErrorCode::kUnavailable, fmt::format("job {} keeps changing; try the cancel again", job_id));
 }
 
 std::optional<std::string> Cluster::not_ready_reason() const {
   std::lock_guard lock(mutex_);
-  if (!trainers_.empty()) return std::nullopt;
+  const bool any_trusted = std::any_of(trainers_.begin(), trainers_.end(), [](const auto& t) { return t.second.trusted; });
+  if (any_trusted) return std::nullopt;
+  if (!trainers_.empty()) {
+    return fmt::format("{} trainers answer, but none proves the cluster key (CLUSTER_TOKEN_FILE)", trainers_.size());
+  }
   if (scans_ == 0) return std::string("discovery has not finished its first pass");
   return fmt::format("no trainer found {} on port {} after {} discovery passes", sources(), options_.scan.port,
                      scans_);
 }
 
+void Cluster::wake() {
+  {
+    std::lock_guard lock(wake_mutex_);
+    wake_requested_ = true;
+  }
+  wake_.notify_all();
+}
+
 void Cluster::loop(std::stop_token stop) {
-  auto next_scan = std::chrono::steady_clock::now();
+  auto next_scan = SteadyClock::now();
   while (!stop.stop_requested()) {
-    auto now = std::chrono::steady_clock::now();
-    if (now >= next_scan) {
-      scan();
-      next_scan = now + options_.scan_interval;
-    }
-    poll();
-    reconcile();
-    dispatch();
+    const auto now = SteadyClock::now();
+    const bool scan_due = now >= next_scan;
+    if (scan_due) next_scan = now + options_.scan_interval;
+    tick(scan_due);
     std::unique_lock lock(wake_mutex_);
-    auto wait = std::min<std::chrono::steady_clock::duration>(options_.poll_interval,
-                                                              next_scan - std::chrono::steady_clock::now());
-    wake_.wait_for(lock, stop, std::max<std::chrono::steady_clock::duration>(wait, std::chrono::milliseconds(10)),
+    auto wait = std::min<SteadyClock::duration>(options_.poll_interval, next_scan - SteadyClock::now());
+    wake_.wait_for(lock, stop, std::max<SteadyClock::duration>(wait, std::chrono::milliseconds(10)),
                    [this] { return wake_requested_; });
     wake_requested_ = false;
+  }
+}
+
+void Cluster::tick(bool scan_due) {
+  if (scan_due) guarded_phase("discovery", [this] { scan(); });
+  guarded_phase("poll", [this] { poll(); });
+  // A failed dispatch marks its trainer suspect; planning again places the job elsewhere.
+  for (int round = 0; round < 8; ++round) {
+    bool again = false;
+    guarded_phase("plan", [&] { again = execute(plan(snapshot(), options_.planner)); });
+    if (!again) break;
   }
 }
 
@@ -127,35 +177,27 @@ std::string Cluster::sources() const {
 }
 
 void Cluster::scan() {
-  auto t0 = std::chrono::steady_clock::now();
-  // The union of both sources: the subnet scan and the name's A records.
-  std::vector<std::string> found;
-  if (options_.subnet) found = scanner_.scan_once();
-  if (!options_.dns_name.empty()) {
-    for (auto& address : scanner_.probe(resolve_ipv4(options_.dns_name), false)) found.push_back(std::move(address));
-    std::sort(found.begin(), found.end());
-    found.erase(std::unique(found.begin(), found.end()), found.end());
-  }
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto t0 = SteadyClock::now();
+  const std::vector<DiscoveredTrainer> found = options_.discover();
+  const double seconds = std::chrono::duration<double>(SteadyClock::now() - t0).count();
   Metrics::global().observe("mlswarm_discovery_pass_seconds", {}, seconds);
-  const double now = unix_now();
   std::lock_guard lock(mutex_);
   ++scans_;
-  for (const auto& address : found) {
-    auto [it, added] = trainers_.try_emplace(address);
-    it->second.view.address = address;
-    it->second.view.last_seen = now;
-    it->second.view.misses = 0;
-    if (added) spdlog::info("trainer {} discovered (pass over {} took {:.3f} s)", address, sources(), seconds);
-  }
-  for (auto it = trainers_.begin(); it != trainers_.end();) {
-    bool seen = std::binary_search(found.begin(), found.end(), it->first);
-    if (!seen && ++it->second.view.misses >= options_.max_misses) {
-      spdlog::warn("trainer {} dropped: no answer for {} scan passes", it->first, it->second.view.misses);
-      it = trainers_.erase(it);
-    } else {
-      ++it;
+  for (const auto& d : found) {
+    const auto it = trainers_.find(d.address);
+    if (it == trainers_.end()) {
+      if (d.trusted) {
+        spdlog::info("trainer {} discovered (pass over {} took {:.3f} s)", d.address, sources(), seconds);
+      } else {
+        spdlog::warn("host {} answers as a trainer but does not prove the cluster key: untrusted, it gets nothing",
+                     d.address);
+      }
+    } else if (it->second.trusted != d.trusted) {
+      spdlog::warn("trainer {} is now {}", d.address, d.trusted ? "trusted (it proved the cluster key)" : "untrusted");
     }
+  }
+  for (const auto& address : apply_discovery(trainers_, found, options_.max_misses, unix_now())) {
+    spdlog::warn("trainer {} dropped: no answer for {} scan passes", address, options_.max_misses);
   }
   spdlog::debug("scan {}: {} trainers in {:.3f} s", scans_, trainers_.size(), seconds);
 }
@@ -166,199 +208,213 @@ void Cluster::poll() {
     std::lock_guard lock(mutex_);
     for (auto& [address, t] : trainers_) {
       t.polled = false;
-      addresses.push_back(address);
+      if (t.trusted) addresses.push_back(address);  // an untrusted host gets no signed request
     }
   }
-  std::vector<std::future<TrainerReply>> replies;
+  std::vector<std::future<HttpCallResult>> replies;
+  replies.reserve(addresses.size());
   for (const auto& address : addresses) {
-    replies.push_back(std::async(std::launch::async, [this, address] {
-      return trainer_get(address, "/status", options_.calls);
-    }));
+    replies.push_back(std::async(std::launch::async, [this, address] { return transport_.status(address); }));
   }
   const double now = unix_now();
   for (std::size_t i = 0; i < addresses.size(); ++i) {
-    TrainerReply reply = replies[i].get();
-    if (reply.status != 200 || !reply.body.is_object()) continue;
-    std::map<std::string, JobRecord> jobs;
+    const HttpCallResult reply = replies[i].get();
+    TrainerReport report;
     try {
-      for (const auto& j : reply.body.at("jobs")) {
-        JobRecord job = job_record_from_json(j);
-        jobs[job.spec.job_id] = std::move(job);
+      if (reply.status != 200) throw Error(ErrorCode::kDataError, peer_error_text(reply));
+      report = parse_trainer_report(reply.body);
+    } catch (const Error& e) {
+      if (log_allowed("poll " + addresses[i] + e.what(), std::chrono::seconds(60))) {
+        spdlog::warn("trainer {}: unusable /status ({})", addresses[i], e.what());
       }
-    } catch (const std::exception& e) {
-      spdlog::warn("trainer {}: unreadable /status ({})", addresses[i], e.what());
       continue;
     }
     std::lock_guard lock(mutex_);
     auto it = trainers_.find(addresses[i]);
     if (it == trainers_.end()) continue;
-    const json& t = reply.body["trainer"];
-    try {
-      it->second.view.capacity = static_cast<int>(checked_int_or(t, "capacity", 0, 0, 4096));
-      it->second.view.running = static_cast<int>(checked_int_or(t, "running", 0, 0, 1 << 20));
-      it->second.view.queued = static_cast<int>(checked_int_or(t, "queued", 0, 0, 1 << 20));
-    } catch (const Error& e) {
-      spdlog::warn("trainer {}: unreadable /status ({})", addresses[i], e.what());
-      continue;
-    }
-    it->second.view.last_seen = now;
+    it->second.report = std::move(report);
+    it->second.last_seen = now;
     it->second.polled = true;
-    it->second.jobs = std::move(jobs);
   }
 }
 
-void Cluster::reconcile() {
-  std::unique_lock lock(mutex_);
-  const bool settled = scans_ >= options_.max_misses;  // a fresh controller waits before judging
-  for (const JobRecord& job : registry_.list()) {
-    if (job.state != JobState::kRunning) continue;
-    LogScope log_scope{{"job_id", job.spec.job_id}, {"model_id", job.spec.model_id}, {"trainer", job.trainer},
-                       {"request_id", job.request_id}};
-    auto t = trainers_.find(job.trainer);
-    if (t == trainers_.end()) {
-      if (settled) {
-        lock.unlock();
-        requeue(job, fmt::format("trainer {} lost", job.trainer));
-        lock.lock();
-      }
-      continue;
-    }
-    if (!t->second.polled) continue;
-    auto reported = t->second.jobs.find(job.spec.job_id);
-    if (reported == t->second.jobs.end() || reported->second.spec.attempt != job.spec.attempt) {
-      lock.unlock();
-      requeue(job, fmt::format("trainer {} no longer runs attempt {}", job.trainer, job.spec.attempt));
-      lock.lock();
-      continue;
-    }
-    const JobRecord r = reported->second;
-    lock.unlock();
-    bool finished = is_terminal(r.state);
-    auto updated = registry_.update(
-        job.spec.job_id,
-        [&](JobRecord& j) {
-          j.epoch = r.epoch;
-          j.step = r.step;
-          j.steps_per_epoch = r.steps_per_epoch;
-          j.progress = r.progress;
-          j.loss = r.loss;
-          if (r.accuracy) j.accuracy = r.accuracy;
-          j.images_per_s = r.images_per_s;
-          j.device = r.device;
-          if (finished) {
-            j.state = r.state;
-            j.error = r.error;
-            j.finished_at = r.finished_at > 0 ? r.finished_at : unix_now();
-          }
-        },
-        finished);
-    if (finished && r.state == JobState::kFailed && r.error.rfind("interrupted", 0) == 0) {
-      // The trainer shut down (a rolling update): the job continues elsewhere.
-      requeue(*updated, fmt::format("trainer {} shut down", job.trainer));
-    } else if (finished) {
-      spdlog::info("job {} model {}: {} on {}{}", job.spec.job_id, job.spec.model_id, to_string(r.state),
-                   job.trainer, r.error.empty() ? "" : ": " + r.error);
-    }
-    lock.lock();
-  }
+ClusterSnapshot Cluster::snapshot() const {
+  ClusterSnapshot s;
+  s.now = SteadyClock::now();
+  s.jobs = registry_.list();
+  s.not_before = not_before_;
+  std::lock_guard lock(mutex_);
+  s.settled = scans_ >= options_.max_misses;  // a fresh controller waits before calling a trainer lost
+  for (const auto& [address, t] : trainers_) s.trainers.push_back(t);
+  return s;
 }
 
-void Cluster::requeue(const JobRecord& job, const std::string& reason) {
-  const bool give_up = job.spec.attempt >= options_.max_attempts;
-  registry_.update(
-      job.spec.job_id,
+bool Cluster::execute(const std::vector<Action>& actions) {
+  bool dispatch_failed = false;
+  for (const Action& a : actions) {
+    const std::string& job_id = std::visit([](const auto& x) -> const std::string& { return x.job_id; }, a);
+    auto job = registry_.find(job_id);
+    LogScope log_scope{{"job_id", job_id},
+                       {"model_id", job ? job->spec.model_id : std::string()},
+                       {"request_id", job ? job->request_id : std::string()}};
+    guarded_phase("action", [&] {
+      std::visit(
+          [&](const auto& x) {
+            if constexpr (std::is_same_v<std::decay_t<decltype(x)>, action::Dispatch>) {
+              dispatch_failed = !run(x) || dispatch_failed;
+            } else {
+              run(x);
+            }
+          },
+          a);
+    });
+  }
+  return dispatch_failed;
+}
+
+bool Cluster::run(const action::Dispatch& a) {
+  auto job = registry_.find(a.job_id);
+  if (!job || job->state != JobState::kQueued) return true;
+  const std::string& trainer = a.trainers.front();
+  LogScope trainer_scope{{"trainer", trainer}};
+  // Never number an attempt below one a trainer already recorded for the job (a journal
+  // restored from a backup, a controller that lost its last records).
+  int attempt = a.attempt;
+  if (!options_.home_dir.empty()) {
+    attempt = std::max(attempt, AttemptFence::current(job_dir(options_.home_dir, a.job_id)) + 1);
+  }
+  const int previous = job->spec.attempt;
+  // The attempt is numbered and journaled before anything is sent.
+  auto claimed = registry_.update_if(
+      a.job_id, [&](const JobRecord& j) { return is(j, JobState::kQueued, previous); },
       [&](JobRecord& j) {
-        if (give_up) {
-          j.state = JobState::kFailed;
-          j.error = fmt::format("gave up after {} attempts; last: {}", j.spec.attempt, reason);
-          j.finished_at = unix_now();
-        } else {
-          j.state = JobState::kQueued;
-          j.error = reason;
-          j.trainer.clear();
-        }
+        j.spec.attempt = attempt;
+        j.trainer.clear();
       },
       true);
-  if (give_up) {
-    spdlog::error("job {} model {}: failed after {} attempts: {}", job.spec.job_id, job.spec.model_id,
-                  job.spec.attempt, reason);
-  } else {
-    auto backoff = std::min(options_.max_backoff, options_.retry_backoff * (1 << std::clamp(job.spec.attempt - 1, 0, 16)));
-    not_before_[job.spec.job_id] = std::chrono::steady_clock::now() + backoff;
-    spdlog::warn("job {} model {}: {}; re-queued to resume from its checkpoint in {} ms", job.spec.job_id,
-                 job.spec.model_id, reason, backoff.count());
+  if (!claimed) return true;  // cancelled meanwhile
+  nlohmann::json body = to_json(claimed->spec);
+  body["attempt"] = attempt;
+  const HttpCallResult reply = transport_.dispatch(trainer, body, claimed->request_id);
+  if (reply.status != 202) {
+    mark_suspect(trainer, fmt::format("it did not take attempt {} of job {} ({})", attempt, a.job_id,
+                                      peer_error_text(reply)));
+    registry_.update_if(
+        a.job_id, [&](const JobRecord& j) { return is(j, JobState::kQueued, attempt); },
+        [&](JobRecord& j) { j.error = fmt::format("trainer {} did not take attempt {}", trainer, attempt); }, false);
+    return false;
+  }
+  auto running = registry_.update_if(
+      a.job_id, [&](const JobRecord& j) { return is(j, JobState::kQueued, attempt); },
+      [&](JobRecord& j) {
+        j.state = JobState::kRunning;
+        j.trainer = trainer;
+        j.error.clear();
+        if (j.started_at == 0) j.started_at = unix_now();
+      },
+      true);
+  if (!running) {
+    // Cancelled while the dispatch was in flight: it stays cancelled, and the trainer stops.
+    const HttpCallResult stop = transport_.cancel(trainer, a.job_id, attempt);
+    spdlog::info("job {}: cancelled while attempt {} was being dispatched; {} told to stop it ({})", a.job_id,
+                 attempt, trainer, stop.status == 200 ? "done" : peer_error_text(stop));
+    return true;
+  }
+  spdlog::info("job {} model {}: dispatched to {} (attempt {})", a.job_id, running->spec.model_id, trainer, attempt);
+  return true;
+}
+
+void Cluster::run(const action::Adopt& a) {
+  auto adopted = registry_.update_if(
+      a.job_id, [&](const JobRecord& j) { return is(j, JobState::kQueued, a.attempt); },
+      [&](JobRecord& j) {
+        j.state = JobState::kRunning;
+        j.trainer = a.trainer;
+        j.error.clear();
+        if (j.started_at == 0) j.started_at = unix_now();
+      },
+      true);
+  if (adopted) {
+    spdlog::info("job {}: attempt {} runs on {}, which took the dispatch late; following it there", a.job_id,
+                 a.attempt, a.trainer);
   }
 }
 
-void Cluster::dispatch() {
-  const auto now = std::chrono::steady_clock::now();
-  std::erase_if(suspect_until_, [&](const auto& entry) { return entry.second <= now; });
-  std::vector<TrainerLoad> loads;
+void Cluster::run(const action::Progress& a) {
+  const JobRecord& r = a.report;
+  registry_.update_if(
+      a.job_id, [&](const JobRecord& j) { return is(j, JobState::kRunning, a.attempt); },
+      [&](JobRecord& j) {
+        j.epoch = r.epoch;
+        j.step = r.step;
+        j.steps_per_epoch = r.steps_per_epoch;
+        j.progress = r.progress;
+        j.loss = r.loss;
+        if (r.accuracy) j.accuracy = r.accuracy;
+        j.images_per_s = r.images_per_s;
+        j.device = r.device;
+      },
+      false);
+}
+
+void Cluster::run(const action::Finish& a) {
+  auto finished = registry_.update_if(
+      a.job_id, [&](const JobRecord& j) { return !is_terminal(j.state) && j.spec.attempt == a.attempt; },
+      [&](JobRecord& j) {
+        j.state = a.state;
+        j.failure = a.state == JobState::kFailed ? a.failure : FailureCode::kNone;
+        j.error = a.error;
+        if (a.state == JobState::kSucceeded) j.progress = 1.0;
+        j.finished_at = unix_now();
+      },
+      true);
+  if (!finished) return;
+  not_before_.erase(a.job_id);
+  if (a.state == JobState::kSucceeded) {
+    spdlog::info("job {} model {}: succeeded on {}", a.job_id, finished->spec.model_id, finished->trainer);
+  } else {
+    spdlog::error("job {} model {}: {} ({}): {}", a.job_id, finished->spec.model_id, to_string(a.state),
+                  to_string(a.failure), a.error);
+  }
+}
+
+void Cluster::run(const action::Requeue& a) {
+  std::string trainer;
+  auto queued = registry_.update_if(
+      a.job_id, [&](const JobRecord& j) { return is(j, JobState::kRunning, a.attempt); },
+      [&](JobRecord& j) {
+        trainer = j.trainer;
+        j.state = JobState::kQueued;
+        j.error = a.reason;
+        j.trainer.clear();
+        if (a.lost) ++j.lost_attempts;
+      },
+      true);
+  if (!queued) return;
+  if (a.backoff.count() > 0) {
+    not_before_[a.job_id] = SteadyClock::now() + a.backoff;
+  } else {
+    not_before_.erase(a.job_id);
+  }
+  spdlog::warn("job {} model {}: {}; re-queued to resume from its checkpoint{}", a.job_id, queued->spec.model_id,
+               a.reason, a.backoff.count() > 0 ? fmt::format(" in {} ms", a.backoff.count()) : std::string(" now"));
+  wake();
+}
+
+void Cluster::run(const action::Cancel& a) {
+  LogScope trainer_scope{{"trainer", a.trainer}};
+  const HttpCallResult reply = transport_.cancel(a.trainer, a.job_id, a.attempt);
+  spdlog::warn("job {}: trainer {} still runs attempt {} ({}); told it to stop: {}", a.job_id, a.trainer, a.attempt,
+               a.reason, reply.status == 200 ? "stopping" : peer_error_text(reply));
+}
+
+void Cluster::mark_suspect(const std::string& address, const std::string& why) {
   {
     std::lock_guard lock(mutex_);
-    for (const auto& [address, t] : trainers_) {
-      if (t.polled && !suspect_until_.contains(address)) {
-        loads.push_back({address, t.view.capacity, t.view.running + t.view.queued});
-      }
-    }
+    auto it = trainers_.find(address);
+    if (it != trainers_.end()) it->second.suspect_until = SteadyClock::now() + options_.suspect_for;
   }
-  for (const JobRecord& job : registry_.list()) {
-    if (job.state != JobState::kQueued) continue;
-    LogScope log_scope{{"job_id", job.spec.job_id}, {"model_id", job.spec.model_id}, {"request_id", job.request_id}};
-    TrainerCallOptions calls = options_.calls;
-    calls.request_id = job.request_id;
-    if (auto wait = not_before_.find(job.spec.job_id); wait != not_before_.end()) {
-      if (now < wait->second) continue;  // backing off after a lost attempt
-      not_before_.erase(wait);
-    }
-    while (true) {
-      auto choice = choose_trainer(loads);
-      if (!choice) return;  // no free worker anywhere: the job waits, and so do later ones
-      JobSpec spec = job.spec;
-      spec.attempt = job.spec.attempt + 1;
-      json body = to_json(spec);
-      body["attempt"] = spec.attempt;
-      LogScope trainer_scope{{"trainer", *choice}};
-      TrainerReply reply = trainer_post(*choice, "/train", body, calls);
-      auto load = std::find_if(loads.begin(), loads.end(), [&](const TrainerLoad& l) { return l.address == *choice; });
-      if (reply.status == 202) {
-        ++load->busy;
-        registry_.update(
-            job.spec.job_id,
-            [&](JobRecord& j) {
-              j.state = JobState::kRunning;
-              j.trainer = *choice;
-              j.spec.attempt = spec.attempt;
-              j.error.clear();
-              if (j.started_at == 0) j.started_at = unix_now();
-            },
-            true);
-        spdlog::info("job {} model {}: dispatched to {} (attempt {})", job.spec.job_id, job.spec.model_id, *choice,
-                     spec.attempt);
-        break;
-      }
-      spdlog::warn("job {}: trainer {} refused it: {}", job.spec.job_id, *choice,
-                   reply.status > 0 ? fmt::format("{} {}", reply.status, reply.body.dump()) : reply.transport_error);
-      if (reply.status == 400) {
-        registry_.update(
-            job.spec.job_id,
-            [&](JobRecord& j) {
-              j.state = JobState::kFailed;
-              j.error = fmt::format("rejected by trainer {}: {}", *choice,
-                                    reply.body.is_object() ? reply.body["error"].value("message", "") : "");
-              j.finished_at = unix_now();
-            },
-            true);
-        break;
-      }
-      if (reply.status < 0) {
-        suspect_until_[*choice] = std::chrono::steady_clock::now() + options_.suspect_for;
-        spdlog::warn("trainer {}: no answer to a dispatch ({}); no dispatches to it for {} s", *choice,
-                     reply.transport_error, options_.suspect_for.count() / 1000);
-      }
-      load->busy = load->capacity;  // do not try it again in this pass
-    }
-  }
+  spdlog::warn("trainer {}: {}; no dispatches to it for {} s", address, why, options_.suspect_for.count() / 1000);
 }
 
 }  // namespace mlswarm

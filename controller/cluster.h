@@ -1,8 +1,9 @@
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -13,7 +14,8 @@
 #include "discovery.h"
 #include "job_registry.h"
 #include "mlswarm/job.h"
-#include "trainer_client.h"
+#include "planner.h"
+#include "trainer_transport.h"
 
 namespace mlswarm {
 
@@ -21,24 +23,27 @@ struct ClusterOptions {
   std::optional<Subnet> subnet;  ///< SUBNET_TRAIN; at least one of subnet and dns_name is set
   std::string dns_name;          ///< TRAIN_DNS, e.g. tasks.ml_train: a second discovery source
   ScanOptions scan;
+  /// Replaces the subnet scan and DNS (tests); empty = the real discovery above.
+  std::function<std::vector<DiscoveredTrainer>()> discover;
   std::chrono::milliseconds scan_interval{2000};
   std::chrono::milliseconds poll_interval{1000};
-  int max_misses = 3;     ///< scan passes a trainer may miss before it is dropped
-  int max_attempts = 5;   ///< dispatches of one job before it fails
-  /// A re-queued job waits retry_backoff * 2^(attempt-1), at most max_backoff, before its next
-  /// dispatch, so that a job that kills its trainers does not take the cluster down in a loop.
-  std::chrono::milliseconds retry_backoff{1000};
-  std::chrono::milliseconds max_backoff{30000};
+  int max_misses = 3;  ///< scan passes a trainer may miss before it is dropped
+  PlannerOptions planner;
   std::size_t max_queued = 1000;
-  /// A trainer that let a dispatch run into its deadline gets no dispatches for this long,
-  /// so that one that accepts connections and never answers costs one deadline, not one per job.
+  /// A trainer that refused a dispatch or let it run into its deadline gets no dispatches for
+  /// this long, so that one that accepts connections and never answers costs one deadline,
+  /// not one per job.
   std::chrono::milliseconds suspect_for{30000};
-  TrainerCallOptions calls;
+  /// HOME_DIR: a dispatch never numbers an attempt below what a job's fence file records.
+  std::filesystem::path home_dir;
 };
 
-/// A trainer as the controller sees it.
+/// A trainer as /status shows it.
 struct TrainerView {
   std::string address;
+  bool trusted = true;
+  bool suspect = false;  ///< gets no dispatches for a while (it refused or timed out on one)
+  bool draining = false;
   int capacity = 0;
   int running = 0;
   int queued = 0;
@@ -46,14 +51,18 @@ struct TrainerView {
   int misses = 0;        ///< consecutive scan passes without an answer
 };
 
-/// The cluster's control loop: discovers trainers (scan passes), follows their /status,
-/// dispatches queued jobs to the trainer with the most free capacity and re-dispatches jobs
-/// whose trainer was lost or forgot them (the trainer resumes from the job's checkpoint).
-/// Thread-safe: `mutex_` guards `trainers_`, `scans_`; `wake_mutex_` guards `wake_requested_`; the registry is thread-safe itself
-/// and not owned (it must outlive the cluster). One loop thread does all network work.
+/// The cluster's control loop and the executor of its plans. Each tick: a discovery pass
+/// when one is due (apply_discovery), a /status poll of every trusted trainer (concurrent;
+/// replies parsed as untrusted input), then plan() and the actions carried out through the
+/// TrainerTransport and the registry. Each phase catches and logs what goes wrong and the
+/// loop carries on. Every registry change is a compare-and-set on the job's state and
+/// attempt, so an action planned before a cancel (or any other change) changes nothing.
+/// Thread-safe: `mutex_` guards `trainers_` and `scans_`; `wake_mutex_` guards
+/// `wake_requested_`; the loop thread alone uses `not_before_`. The registry and the
+/// transport are not owned and must outlive the cluster.
 class Cluster {
  public:
-  Cluster(JobRegistry& registry, ClusterOptions options);
+  Cluster(JobRegistry& registry, TrainerTransport& transport, ClusterOptions options);
   ~Cluster();
   Cluster(const Cluster&) = delete;
   Cluster& operator=(const Cluster&) = delete;
@@ -65,7 +74,8 @@ class Cluster {
   std::vector<TrainerView> trainers() const;
   /// Records the job (queued) and wakes the loop. Throws what JobRegistry::create throws.
   JobRecord submit(JobSpec spec);
-  /// Cancels a queued job at once, a running one through its trainer.
+  /// Marks a queued or running job cancelled (compare-and-set: whatever the loop is doing
+  /// with it, it stays cancelled) and wakes the loop, which tells its trainer to stop it.
   /// Throws Error(kNotFound) for an unknown id and Error(kConflict) for a finished job.
   JobRecord cancel(const std::string& job_id);
   /// nullopt when ready to train; otherwise why not.
@@ -73,33 +83,33 @@ class Cluster {
   int scans_completed() const;
 
  private:
-  struct Trainer {
-    TrainerView view;
-    bool polled = false;  ///< /status answered in this tick
-    std::map<std::string, JobRecord> jobs;  ///< as the trainer reported them
-  };
-
   void loop(std::stop_token stop);
+  void tick(bool scan_due);
   void scan();
   void poll();
-  void reconcile();
-  void dispatch();
-  void requeue(const JobRecord& job, const std::string& reason);
+  ClusterSnapshot snapshot() const;
+  /// Carries out a plan; true when a dispatch failed (a re-plan may place the job elsewhere).
+  bool execute(const std::vector<Action>& actions);
+  bool run(const action::Dispatch& a);
+  void run(const action::Adopt& a);
+  void run(const action::Progress& a);
+  void run(const action::Finish& a);
+  void run(const action::Requeue& a);
+  void run(const action::Cancel& a);
+  void mark_suspect(const std::string& address, const std::string& why);
+  void wake();
   std::string sources() const;  ///< where trainers are looked for, for messages
 
   JobRegistry& registry_;
+  TrainerTransport& transport_;
   ClusterOptions options_;
-  SubnetScanner scanner_;  ///< over the subnet, or 0.0.0.0/32 (never scanned) without one
   mutable std::mutex mutex_;
+  std::map<std::string, TrainerState> trainers_;
+  int scans_ = 0;
   std::mutex wake_mutex_;
   std::condition_variable_any wake_;
-  bool wake_requested_ = false;  ///< guarded by wake_mutex_
-  std::map<std::string, Trainer> trainers_;
-  int scans_ = 0;
-  /// Re-queued jobs and when they may be dispatched again. Only the loop thread uses it.
-  std::map<std::string, std::chrono::steady_clock::time_point> not_before_;
-  /// Trainers that timed out on a dispatch, and until when they get none. Loop thread only.
-  std::map<std::string, std::chrono::steady_clock::time_point> suspect_until_;
+  bool wake_requested_ = false;
+  std::map<std::string, SteadyClock::time_point> not_before_;
   std::jthread thread_;
 };
 

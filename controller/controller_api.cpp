@@ -20,8 +20,10 @@ using nlohmann::json;
 namespace {
 
 json trainer_json(const TrainerView& t) {
-  return {{"address", t.address}, {"capacity", t.capacity}, {"running", t.running},
-          {"queued", t.queued},   {"last_seen", t.last_seen}, {"misses", t.misses}};
+  return {{"address", t.address},     {"capacity", t.capacity}, {"running", t.running},
+          {"queued", t.queued},       {"last_seen", t.last_seen}, {"misses", t.misses},
+          {"trusted", t.trusted},     {"suspect", t.suspect},     {"draining", t.draining},
+          {"state", !t.trusted ? "untrusted" : t.draining ? "draining" : t.suspect ? "suspect" : "ready"}};
 }
 
 json dataset_json(const DatasetInfo& info) {
@@ -64,6 +66,56 @@ std::int64_t query_int(const HttpRequest& r, const std::string& name, std::int64
 ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServer& models, DatasetCache& datasets,
                              ControllerApiOptions options)
     : cluster_(cluster), registry_(registry), models_(models), datasets_(datasets), options_(std::move(options)) {
+  using A = Access;
+  auto get = [this](std::string pattern, A access, RouteHandler handler) {
+    routes_.add({"GET", std::move(pattern), access, 0, std::move(handler)});
+  };
+  get("/type", A::kOpen, [](const HttpRequest&, const RouteParams&) {
+    return HttpReply::json(200, {{"type", "controller"}});
+  });
+  get("/healthz", A::kOpen, [](const HttpRequest&, const RouteParams&) {
+    return HttpReply::json(200, {{"status", "ok"}});
+  });
+  get("/readyz", A::kOpen, [this](const HttpRequest&, const RouteParams&) {
+    if (auto why = cluster_.not_ready_reason()) throw Error(ErrorCode::kUnavailable, *why);
+    return HttpReply::json(200, {{"ready", true}, {"trainers", cluster_.trainers().size()}});
+  });
+  get("/status", A::kRead, [this](const HttpRequest&, const RouteParams&) { return status(); });
+  get("/metrics", A::kRead, [](const HttpRequest&, const RouteParams&) { return metrics_reply(); });
+  get("/jobs", A::kRead, [this](const HttpRequest&, const RouteParams&) {
+    json jobs = json::array();
+    const double now = unix_now();
+    for (const auto& job : registry_.list()) jobs.push_back(to_json(job, now));
+    return HttpReply::json(200, {{"jobs", std::move(jobs)}});
+  });
+  get("/jobs/{id}", A::kRead, [this](const HttpRequest&, const RouteParams& p) {
+    require_valid_id(p[0], "job_id");
+    auto job = registry_.find(p[0]);
+    if (!job) throw Error(ErrorCode::kNotFound, fmt::format("unknown job '{}'", p[0]), "job_id");
+    return HttpReply::json(200, to_json(*job, unix_now()));
+  });
+  routes_.add({"DELETE", "/jobs/{id}", A::kWrite, 0, [this](const HttpRequest&, const RouteParams& p) {
+                 require_valid_id(p[0], "job_id");
+                 return HttpReply::json(200, to_json(cluster_.cancel(p[0]), unix_now()));
+               }});
+  routes_.add({"POST", "/train", A::kWrite, kMaxSpecBytes, [this](const HttpRequest& r, const RouteParams&) {
+                 JobRecord job = cluster_.submit(parse_job_spec(parse_json_body(r)));
+                 return HttpReply::json(202, to_json(job, unix_now()));
+               }});
+  get("/models", A::kRead, [this](const HttpRequest&, const RouteParams&) { return list_models(); });
+  get("/models/{id}", A::kRead, [this](const HttpRequest&, const RouteParams& p) {
+    require_valid_id(p[0], "model_id");
+    return model(p[0]);
+  });
+  get("/datasets", A::kRead, [this](const HttpRequest&, const RouteParams&) { return this->datasets(); });
+  get("/datasets/{id}", A::kRead, [this](const HttpRequest&, const RouteParams& p) { return dataset(p[0]); });
+  get("/datasets/{id}/examples", A::kRead,
+      [this](const HttpRequest& r, const RouteParams& p) { return examples(p[0], r); });
+  routes_.add({"POST", "/predict", A::kWrite, options_.max_upload_bytes,
+               [this](const HttpRequest& r, const RouteParams&) { return predict(r); }});
+  routes_.add({"POST", "/classify", A::kWrite, options_.max_upload_bytes,
+               [this](const HttpRequest& r, const RouteParams&) { return classify(r); }});
+
   Metrics& m = Metrics::global();
   m.describe("mlswarm_trainers", "gauge", "trainers discovered");
   m.describe("mlswarm_model_loads_total", "counter", "model versions loaded for serving");
@@ -81,81 +133,41 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
 
 ControllerApi::~ControllerApi() { Metrics::global().remove_collector(collector_); }
 
-RouteAccess controller_route_access(const std::string& method, const std::string& path) {
-  const auto parts = split_path(path);
-  const std::string first = parts.empty() ? "" : parts[0];
-  if (parts.size() == 1 && (first == "type" || first == "healthz" || first == "readyz")) return RouteAccess::kOpen;
-  const bool reader = method == "GET" || method == "HEAD";
-  if (reader && (first == "status" || first == "jobs" || first == "models" || first == "datasets" ||
-                 first == "metrics")) {
-    return RouteAccess::kRead;
-  }
-  return RouteAccess::kWrite;
+std::optional<HttpReply> ControllerApi::admit(const HttpRequest& head) const {
+  return guarded_admit(head, [&]() -> std::optional<HttpReply> {
+    const RouteTable::Match match = routes_.match(head.method, head.path);
+    // Without a route nothing is said about what exists to a caller without the token.
+    const Access access = match.route != nullptr ? match.route->access : Access::kWrite;
+    if (access == Access::kWrite || (access == Access::kRead && !options_.public_reads)) {
+      require_token(head, options_.api_token, "API token");
+    }
+    if (match.route == nullptr) return RouteTable::no_route(head, match);
+    require_body_within(head, match.route->max_body);
+    return std::nullopt;
+  });
 }
 
-HttpReply ControllerApi::handle(const HttpRequest& request) {
+HttpReply ControllerApi::serve(const HttpRequest& request) {
   return guarded(
       [this](const HttpRequest& r) {
-        const RouteAccess access = controller_route_access(r.method, r.path);
-        if (access == RouteAccess::kWrite || (access == RouteAccess::kRead && !options_.public_reads)) {
-          require_token(r, options_.api_token, "API token");
-        }
-        return route(r);
+        const RouteTable::Match match = routes_.match(r.method, r.path);
+        if (match.route == nullptr) return RouteTable::no_route(r, match);
+        // A chunked body announced no length: its cap is checked now that it is read.
+        if (r.body.size() > match.route->max_body) require_body_within(r, match.route->max_body);
+        return match.route->handler(r, match.params);
       },
       request);
 }
 
-HttpReply ControllerApi::route(const HttpRequest& req) {
-  const auto parts = split_path(req.path);
-  const std::string& m = req.method;
-  auto only = [&](const char* allowed) {
-    if (m != allowed) {
-      throw Error(ErrorCode::kMethodNotAllowed, fmt::format("{} {} is not supported; use {}", m, req.path, allowed));
-    }
-  };
-  const std::string first = parts.empty() ? "" : parts[0];
-  if (parts.size() == 1) {
-    if (first == "type") return only("GET"), HttpReply::json(200, {{"type", "controller"}});
-    if (first == "healthz") return only("GET"), HttpReply::json(200, {{"status", "ok"}});
-    if (first == "readyz") {
-      only("GET");
-      if (auto why = cluster_.not_ready_reason()) throw Error(ErrorCode::kUnavailable, *why);
-      return HttpReply::json(200, {{"ready", true}, {"trainers", cluster_.trainers().size()}});
-    }
-    if (first == "status") return only("GET"), status();
-    if (first == "train") {
-      only("POST");
-      JobRecord job = cluster_.submit(parse_job_spec(parse_json_body(req)));
-      return HttpReply::json(202, to_json(job, unix_now()));
-    }
-    if (first == "jobs") {
-      only("GET");
-      json jobs = json::array();
-      const double now = unix_now();
-      for (const auto& job : registry_.list()) jobs.push_back(to_json(job, now));
-      return HttpReply::json(200, {{"jobs", std::move(jobs)}});
-    }
-    if (first == "models") return only("GET"), list_models();
-    if (first == "metrics") return only("GET"), metrics_reply();
-    if (first == "datasets") return only("GET"), datasets();
-    if (first == "predict") return only("POST"), predict(req);
-    if (first == "classify") return only("POST"), classify(req);
-  }
-  if (parts.size() == 2 && first == "jobs") {
-    require_valid_id(parts[1], "job_id");
-    if (m == "DELETE") return HttpReply::json(200, to_json(cluster_.cancel(parts[1]), unix_now()));
-    only("GET");
-    auto job = registry_.find(parts[1]);
-    if (!job) throw Error(ErrorCode::kNotFound, fmt::format("unknown job '{}'", parts[1]), "job_id");
-    return HttpReply::json(200, to_json(*job, unix_now()));
-  }
-  if (parts.size() == 2 && first == "models") {
-    require_valid_id(parts[1], "model_id");
-    return only("GET"), model(parts[1]);
-  }
-  if (parts.size() == 2 && first == "datasets") return only("GET"), dataset(parts[1]);
-  if (parts.size() == 3 && first == "datasets" && parts[2] == "examples") return only("GET"), examples(parts[1], req);
-  throw Error(ErrorCode::kNotFound, fmt::format("no route {} {}", m, req.path));
+HttpReply ControllerApi::handle(const HttpRequest& request) {
+  if (auto refused = admit(request)) return *refused;
+  return serve(request);
+}
+
+HttpService ControllerApi::service() {
+  return {[this](const HttpRequest& head) { return admit(head); },
+          [this](const HttpRequest& request) { return serve(request); },
+          [this](const std::string& path) { return routes_.label(path); }};
 }
 
 HttpReply ControllerApi::status() const {

@@ -6,6 +6,8 @@
 #include "cluster.h"
 #include "mlswarm/dataset_cache.h"
 #include "mlswarm/http.h"
+#include "mlswarm/http_server.h"
+#include "mlswarm/routes.h"
 #include "model_server.h"
 
 namespace mlswarm {
@@ -13,6 +15,7 @@ namespace mlswarm {
 struct ControllerApiOptions {
   std::filesystem::path home_dir;
   std::size_t max_examples = 1024;  ///< per /predict request and per examples page
+  std::size_t max_upload_bytes = 64u << 20;  ///< the body cap of /predict and /classify (MAX_BODY)
   /// The bearer token clients must send (API_TOKEN_FILE); empty = open. /type, /healthz and
   /// /readyz are always open; everything that changes state or costs compute (/train,
   /// DELETE /jobs/{id}, /predict, /classify) always needs it when set.
@@ -22,13 +25,12 @@ struct ControllerApiOptions {
   bool public_reads = false;
 };
 
-/// How a route is guarded: open to all, read-only (token unless public_reads), or a write
-/// or compute route (token whenever one is set).
-enum class RouteAccess { kOpen, kRead, kWrite };
-RouteAccess controller_route_access(const std::string& method, const std::string& path);
+/// The body cap of POST /train: a job spec is a few hundred bytes.
+inline constexpr std::size_t kMaxSpecBytes = 64u << 10;
 
-/// The controller's HTTP routes as a plain function from request to reply (no socket).
-/// None of the collaborators is owned; all must outlive the API. Thread-safe as they are.
+/// The controller's HTTP routes (one RouteTable: method, path, access, body cap, handler) as
+/// plain functions from request to reply (no socket). None of the collaborators is owned;
+/// all must outlive the API. Thread-safe as they are.
 class ControllerApi {
  public:
   ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServer& models, DatasetCache& datasets,
@@ -37,10 +39,19 @@ class ControllerApi {
   ControllerApi(const ControllerApi&) = delete;
   ControllerApi& operator=(const ControllerApi&) = delete;
 
+  /// Before the body is read: 404/405 for no route, 401/403 without the token a route needs,
+  /// 413 for a body larger than the route takes. nullopt admits the request.
+  std::optional<HttpReply> admit(const HttpRequest& head) const;
+  /// An admitted request.
+  HttpReply serve(const HttpRequest& request);
+  /// admit() then serve(): the whole path, for tests and tools that call the API directly.
   HttpReply handle(const HttpRequest& request);
+  /// The three functions HttpServer needs, bound to this API.
+  HttpService service();
+
+  const RouteTable& routes() const { return routes_; }
 
  private:
-  HttpReply route(const HttpRequest& request);
   HttpReply status() const;
   HttpReply list_models() const;
   HttpReply model(const std::string& model_id);
@@ -50,6 +61,7 @@ class ControllerApi {
   HttpReply predict(const HttpRequest& request);
   HttpReply classify(const HttpRequest& request);
 
+  RouteTable routes_;
   Cluster& cluster_;
   JobRegistry& registry_;
   ModelServer& models_;

@@ -4,7 +4,6 @@
 #include <netdb.h>
 
 #include <algorithm>
-#include <array>
 #include <functional>
 #include <memory>
 #include <utility>  // Boost 1.74 Asio uses std::exchange without including it
@@ -12,128 +11,78 @@
 #include <boost/asio.hpp>
 #include <nlohmann/json.hpp>
 
+#include "http_call.h"
+#include "mlswarm/auth.h"
+#include "mlswarm/signing.h"
+
 namespace mlswarm {
 namespace {
 
 namespace asio = boost::asio;
-using asio::ip::tcp;
 
-constexpr std::size_t kMaxResponse = 8192;
-
-/// True when an HTTP response is a 200 whose JSON body says {"type":"train"}.
-bool is_trainer_response(const std::string& response) {
-  if (response.rfind("HTTP/1.1 200", 0) != 0 && response.rfind("HTTP/1.0 200", 0) != 0) return false;
-  std::size_t body = response.find("\r\n\r\n");
-  if (body == std::string::npos) return false;
-  auto json = nlohmann::json::parse(response.begin() + static_cast<std::ptrdiff_t>(body) + 4, response.end(),
-                                    nullptr, false);
-  return json.is_object() && json.contains("type") && json["type"] == "train";
-}
-
-/// One probe: connect, send GET /type, read to EOF, each step under a deadline.
-class Probe : public std::enable_shared_from_this<Probe> {
- public:
-  Probe(asio::io_context& io, tcp::endpoint endpoint, const ScanOptions& options,
-        std::function<void(bool)> done)
-      : socket_(io), timer_(io), endpoint_(endpoint), options_(options), done_(std::move(done)) {
-    request_ = "GET /type HTTP/1.1\r\nHost: " + endpoint.address().to_string() +
-               "\r\nConnection: close\r\nUser-Agent: mlswarm-discovery\r\n\r\n";
-  }
-
-  void start() {
-    arm(options_.connect_timeout);
-    socket_.async_connect(endpoint_, [self = shared_from_this()](boost::system::error_code ec) {
-      self->on_connect(ec);
-    });
-  }
-
- private:
-  void arm(std::chrono::milliseconds timeout) {
-    timer_.expires_after(timeout);
-    timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-      if (!ec) self->finish(false);  // deadline passed; a cancelled wait is not an error
-    });
-  }
-
-  void on_connect(boost::system::error_code ec) {
-    if (finished_) return;
-    if (ec) return finish(false);
-    arm(options_.read_timeout);
-    asio::async_write(socket_, asio::buffer(request_),
-                      [self = shared_from_this()](boost::system::error_code ec2, std::size_t) {
-                        if (self->finished_) return;
-                        if (ec2) return self->finish(false);
-                        self->do_read();
-                      });
-  }
-
-  void do_read() {
-    socket_.async_read_some(asio::buffer(buffer_),
-                            [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
-                              self->on_read(ec, n);
-                            });
-  }
-
-  void on_read(boost::system::error_code ec, std::size_t n) {
-    if (finished_) return;
-    response_.append(buffer_.data(), n);
-    if (ec == asio::error::eof || response_.size() >= kMaxResponse) return finish(is_trainer_response(response_));
-    if (ec) return finish(false);
-    do_read();
-  }
-
-  void finish(bool is_trainer) {
-    if (finished_) return;
-    finished_ = true;
-    boost::system::error_code ignored;
-    timer_.cancel();
-    socket_.close(ignored);
-    done_(is_trainer);
-  }
-
-  tcp::socket socket_;
-  asio::steady_timer timer_;
-  tcp::endpoint endpoint_;
-  const ScanOptions& options_;
-  std::function<void(bool)> done_;
-  std::string request_;
-  std::string response_;
-  std::array<char, 2048> buffer_{};
-  bool finished_ = false;
-};
+constexpr std::size_t kMaxProbeReply = 8192;
 
 }  // namespace
 
-SubnetScanner::SubnetScanner(Subnet subnet, ScanOptions options) : subnet_(subnet), options_(options) {}
+ProbeVerdict judge_probe_reply(int status, const std::string& body, const std::string& expected_proof) {
+  ProbeVerdict verdict;
+  if (status != 200) return verdict;
+  const auto json = nlohmann::json::parse(body, nullptr, false);
+  if (!json.is_object()) return verdict;
+  const auto type = json.find("type");
+  verdict.trainer = type != json.end() && type->is_string() && type->get<std::string>() == "train";
+  if (!verdict.trainer || expected_proof.empty()) {
+    verdict.trusted = verdict.trainer;
+    return verdict;
+  }
+  const auto proof = json.find("proof");
+  verdict.trusted = proof != json.end() && proof->is_string() && tokens_equal(proof->get<std::string>(), expected_proof);
+  return verdict;
+}
 
-std::vector<std::string> SubnetScanner::scan_once() const { return probe(subnet_.hosts()); }
+SubnetScanner::SubnetScanner(Subnet subnet, ScanOptions options) : subnet_(subnet), options_(std::move(options)) {}
 
-std::vector<std::string> SubnetScanner::probe(const std::vector<std::string>& hosts, bool inside_subnet_only) const {
+std::vector<DiscoveredTrainer> SubnetScanner::scan_once() const { return probe(subnet_.hosts()); }
+
+std::vector<DiscoveredTrainer> SubnetScanner::probe(const std::vector<std::string>& hosts,
+                                                    bool inside_subnet_only) const {
   asio::io_context io;
-  std::vector<std::string> found;
+  std::vector<DiscoveredTrainer> found;
   std::size_t next = 0;
   int in_flight = 0;
-  const auto port = static_cast<unsigned short>(options_.port);
+  const HttpCallLimits limits{options_.connect_timeout, options_.connect_timeout + options_.read_timeout,
+                              kMaxProbeReply};
 
   std::function<void()> launch = [&] {
     while (in_flight < options_.max_in_flight && next < hosts.size()) {
       const std::string& host = hosts[next++];
-      boost::system::error_code ec;
-      auto address = asio::ip::make_address_v4(host, ec);
+      std::uint32_t address = 0;
       // Only addresses inside SUBNET_TRAIN are ever contacted.
-      if (ec || (inside_subnet_only && !subnet_.contains(address.to_uint()))) continue;
+      if (!parse_ipv4(host, address) || (inside_subnet_only && !subnet_.contains(address))) continue;
       ++in_flight;
-      auto label = host + ":" + std::to_string(port);
-      std::make_shared<Probe>(io, tcp::endpoint(address, port), options_, [&, label](bool is_trainer) {
-        --in_flight;
-        if (is_trainer) found.push_back(label);
-        asio::post(io, launch);
-      })->start();
+      HttpCall call;
+      call.address = host + ":" + std::to_string(options_.port);
+      call.target = "/type";
+      std::string expected;
+      if (!options_.cluster_key.empty()) {
+        const std::string challenge = random_hex(16);
+        expected = challenge_proof(options_.cluster_key, challenge, call.address);
+        call.headers.emplace_back(kChallengeHeader, challenge);
+      }
+      std::string label = call.address;
+      async_http_call(io, std::move(call), limits,
+                      [&, label, expected](HttpCallResult result) {
+                        --in_flight;
+                        const ProbeVerdict v = judge_probe_reply(result.status, result.body, expected);
+                        if (v.trainer) found.push_back({label, v.trusted});
+                        asio::post(io, launch);
+                      });
     }
   };
   launch();
   io.run();
-  std::sort(found.begin(), found.end());
+  std::sort(found.begin(), found.end(),
+            [](const DiscoveredTrainer& a, const DiscoveredTrainer& b) { return a.address < b.address; });
   return found;
 }
 

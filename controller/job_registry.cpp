@@ -1,6 +1,10 @@
 #include "job_registry.h"
 
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <fstream>
 
@@ -28,7 +32,7 @@ JobRegistry::JobRegistry(std::filesystem::path dir) : dir_(std::move(dir)), jour
 }
 
 JobRegistry::~JobRegistry() {
-  if (journal_ != nullptr) std::fclose(journal_);
+  if (journal_fd_ >= 0) ::close(journal_fd_);
 }
 
 void JobRegistry::load() {
@@ -56,24 +60,45 @@ void JobRegistry::load() {
 void JobRegistry::compact() {
   std::string text;
   for (const auto& id : order_) text += to_json(jobs_.at(id), unix_now()).dump() + "\n";
-  if (journal_ != nullptr) std::fclose(journal_);
-  journal_ = nullptr;
   write_file_atomic(journal_path_, text);
-  journal_ = std::fopen(journal_path_.c_str(), "ae");
-  if (journal_ == nullptr) {
+  if (journal_fd_ >= 0) ::close(journal_fd_);
+  journal_fd_ = ::open(journal_path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (journal_fd_ < 0) {
     throw Error(ErrorCode::kInternal, fmt::format("cannot open {} for appending", journal_path_.string()));
   }
   lines_ = order_.size();
 }
 
 void JobRegistry::append(const JobRecord& job) {
-  std::string line = to_json(job, unix_now()).dump() + "\n";
-  if (std::fwrite(line.data(), 1, line.size(), journal_) != line.size() || std::fflush(journal_) != 0 ||
-      ::fsync(::fileno(journal_)) != 0) {
-    throw Error(ErrorCode::kInternal, fmt::format("cannot append to {}", journal_path_.string()));
+  const std::string line = to_json(job, unix_now()).dump() + "\n";
+  const off_t size_before = ::lseek(journal_fd_, 0, SEEK_END);
+  std::size_t written = 0;
+  int error = 0;
+  while (written < line.size()) {
+    const ssize_t n = ::write(journal_fd_, line.data() + written, line.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      error = n < 0 ? errno : ENOSPC;
+      break;
+    }
+    written += static_cast<std::size_t>(n);
+  }
+  if (error == 0 && ::fsync(journal_fd_) != 0) error = errno;
+  if (error != 0) {
+    // Cut a partial record off again so the journal stays whole lines; the change is not made.
+    if (size_before >= 0 && ::ftruncate(journal_fd_, size_before) == 0) ::fsync(journal_fd_);
+    throw Error(ErrorCode::kUnavailable, fmt::format("cannot write the job journal {}: {}; nothing was changed",
+                                                     journal_path_.string(), std::strerror(error)));
   }
   journaled_at_[job.spec.job_id] = unix_now();
-  if (++lines_ > 4 * order_.size() + 1000) compact();
+  if (++lines_ > 4 * order_.size() + 1000) {
+    try {
+      compact();
+    } catch (const Error& e) {
+      // The record is already appended; compaction can wait for the next one.
+      spdlog::warn("job journal not compacted: {}", e.what());
+    }
+  }
 }
 
 JobRecord JobRegistry::create(JobSpec spec, std::size_t max_queued) {
@@ -121,9 +146,15 @@ std::vector<JobRecord> JobRegistry::list() const {
 
 std::optional<JobRecord> JobRegistry::update(const std::string& job_id,
                                              const std::function<void(JobRecord&)>& change, bool durable) {
+  return update_if(job_id, [](const JobRecord&) { return true; }, change, durable);
+}
+
+std::optional<JobRecord> JobRegistry::update_if(const std::string& job_id,
+                                                const std::function<bool(const JobRecord&)>& expected,
+                                                const std::function<void(JobRecord&)>& change, bool durable) {
   std::lock_guard lock(mutex_);
   auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return std::nullopt;
+  if (it == jobs_.end() || !expected(it->second)) return std::nullopt;
   JobRecord next = it->second;
   change(next);
   next.updated_at = unix_now();

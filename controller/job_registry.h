@@ -1,6 +1,5 @@
 #pragma once
 
-#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -16,9 +15,11 @@ namespace mlswarm {
 /// Every job the controller was given, persisted under HOME_DIR/controller/ as an
 /// append-only journal (`jobs.jsonl`, one JSON job record per line, the last line of a job
 /// wins) so that a restarted controller knows all jobs. Each append is fsynced before the
-/// change is visible; a torn last line (a crash mid-write) is skipped on load. The journal is
-/// compacted (rewritten atomically) when it grows to several times the number of jobs.
-/// Thread-safe: `mutex_` guards `jobs_`, `order_` and the journal file.
+/// change is visible; a torn last line (a crash mid-write) is skipped on load. An append
+/// that fails (a full disk, a short write) is cut back off the file, so the journal stays
+/// whole records, and the change is not made: the caller gets Error(kUnavailable). The
+/// journal is compacted (rewritten atomically) when it grows to several times the number of
+/// jobs. Thread-safe: `mutex_` guards `jobs_`, `order_` and the journal file.
 class JobRegistry {
  public:
   /// Loads the journal in `dir` (creating the folder). Throws Error(kInternal) when the
@@ -30,7 +31,7 @@ class JobRegistry {
 
   /// Records a new queued job; assigns job_id (and model_id) when missing.
   /// Throws Error(kConflict) for a job id in use, Error(kTooManyRequests) when `max_queued`
-  /// jobs are already waiting.
+  /// jobs are already waiting, Error(kUnavailable) when the journal cannot be written.
   JobRecord create(JobSpec spec, std::size_t max_queued);
 
   std::optional<JobRecord> find(const std::string& job_id) const;
@@ -39,9 +40,16 @@ class JobRegistry {
 
   /// Applies `change` to the job and journals the result when `durable` (state, trainer or
   /// attempt changes) or when the last journal line for it is older than a few seconds.
-  /// Returns the new record, or nullopt for an unknown job.
+  /// Returns the new record, or nullopt for an unknown job. Throws Error(kUnavailable) when
+  /// the journal cannot be written (the job is then unchanged).
   std::optional<JobRecord> update(const std::string& job_id, const std::function<void(JobRecord&)>& change,
                                   bool durable);
+
+  /// Compare-and-set: as update(), but only when `expected` holds for the job as it is now,
+  /// checked under the same lock as the change. nullopt when the job is unknown or
+  /// `expected` does not hold.
+  std::optional<JobRecord> update_if(const std::string& job_id, const std::function<bool(const JobRecord&)>& expected,
+                                     const std::function<void(JobRecord&)>& change, bool durable);
 
   std::size_t journal_lines() const;
 
@@ -56,7 +64,7 @@ class JobRegistry {
   std::map<std::string, JobRecord> jobs_;
   std::vector<std::string> order_;
   std::map<std::string, double> journaled_at_;
-  std::FILE* journal_ = nullptr;
+  int journal_fd_ = -1;
   std::size_t lines_ = 0;
 };
 

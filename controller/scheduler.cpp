@@ -1,5 +1,6 @@
 #include "scheduler.h"
 
+#include <algorithm>
 #include <tuple>
 
 namespace mlswarm {
@@ -16,6 +17,21 @@ std::optional<std::string> choose_trainer(const std::vector<TrainerLoad>& traine
   }
   if (best == nullptr) return std::nullopt;
   return best->address;
+}
+
+std::vector<std::string> place(std::vector<TrainerLoad>& loads, int count) {
+  std::vector<TrainerLoad> candidates = loads;
+  std::vector<std::string> chosen;
+  while (static_cast<int>(chosen.size()) < count) {
+    auto pick = choose_trainer(candidates);
+    if (!pick) return {};
+    chosen.push_back(*pick);
+    std::erase_if(candidates, [&](const TrainerLoad& t) { return t.address == *pick; });
+  }
+  for (auto& l : loads) {
+    if (std::find(chosen.begin(), chosen.end(), l.address) != chosen.end()) ++l.busy;
+  }
+  return chosen;
 }
 
 }  // namespace mlswarm

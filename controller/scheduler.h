@@ -18,4 +18,9 @@ struct TrainerLoad {
 /// has a free worker: the job then waits as `queued`.
 std::optional<std::string> choose_trainer(const std::vector<TrainerLoad>& trainers);
 
+/// `count` distinct trainers for one job (its ranks, in order), each picked as
+/// choose_trainer picks among those not picked yet; each picked one's `busy` goes up by one.
+/// Empty, with `loads` unchanged, when fewer than `count` trainers have a free worker.
+std::vector<std::string> place(std::vector<TrainerLoad>& loads, int count);
+
 }  // namespace mlswarm

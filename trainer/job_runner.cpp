@@ -62,11 +62,16 @@ JobRecord JobRunner::submit(JobSpec spec) {
   return record;
 }
 
-JobRecord JobRunner::cancel(const std::string& job_id) {
+JobRecord JobRunner::cancel(const std::string& job_id, std::optional<int> attempt) {
   std::shared_ptr<Control> control;
   {
     std::lock_guard lock(mutex_);
     auto it = active_.find(job_id);
+    if (it != active_.end() && attempt && it->second->spec.attempt != *attempt) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("job {} runs attempt {} here, not attempt {}", job_id, it->second->spec.attempt, *attempt),
+                  "attempt");
+    }
     if (it != active_.end()) {
       control = it->second;
       if (!control->running) {
@@ -116,7 +121,8 @@ void JobRunner::shutdown() {
     update.kind = JobUpdate::Kind::kFinished;
     update.job_id = control->spec.job_id;
     update.state = JobState::kFailed;
-    update.error = "the trainer shut down before the job started";
+    update.failure = FailureCode::kInterrupted;
+    update.error = "interrupted: the trainer shut down before the job started";
     board_.post(std::move(update));
   }
   for (auto& worker : workers_) {
@@ -180,13 +186,20 @@ void JobRunner::run_job(const std::shared_ptr<Control>& control) {
       finished.error = "cancelled";
     } else {
       finished.state = JobState::kFailed;
+      finished.failure = FailureCode::kInterrupted;
       finished.error = "interrupted: the trainer shut down; the job's checkpoint is written";
     }
   } catch (const Error& e) {
     finished.state = JobState::kFailed;
+    finished.failure = failure_for(e.code());
     finished.error = e.what();
+  } catch (const std::bad_alloc&) {
+    finished.state = JobState::kFailed;
+    finished.failure = FailureCode::kOutOfMemory;
+    finished.error = "out of memory";
   } catch (const std::exception& e) {
     finished.state = JobState::kFailed;
+    finished.failure = FailureCode::kInternal;
     finished.error = fmt::format("unexpected error: {}", e.what());
   }
   if (finished.state == JobState::kFailed) {

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,9 +43,11 @@ class JobRunner {
   /// kTooManyRequests when the pending queue is full, kUnavailable while shutting down.
   JobRecord submit(JobSpec spec);
 
-  /// Cancels a queued job at once, a running one at its next batch boundary.
-  /// Throws Error(kNotFound) for an unknown id, Error(kConflict) for a finished job.
-  JobRecord cancel(const std::string& job_id);
+  /// Cancels a queued job at once, a running one at its next batch boundary. With
+  /// `attempt`, only that attempt of the job (the controller stops stale attempts so).
+  /// Throws Error(kNotFound) for an unknown id, Error(kConflict) for a finished job or
+  /// another attempt.
+  JobRecord cancel(const std::string& job_id, std::optional<int> attempt = std::nullopt);
 
   int capacity() const { return options_.workers; }
   /// Jobs queued or running.

@@ -24,6 +24,12 @@ void StatusBoard::post_and_wait(JobUpdate update) {
   if (seq != 0) wait_applied(seq);
 }
 
+void StatusBoard::flush() {
+  JobUpdate nothing;
+  nothing.kind = JobUpdate::Kind::kProgress;  // for no job: applies nothing
+  post_and_wait(std::move(nothing));
+}
+
 std::vector<JobRecord> StatusBoard::snapshot() const {
   std::lock_guard lock(mutex_);
   std::vector<JobRecord> jobs;
@@ -86,6 +92,7 @@ void StatusBoard::apply(const JobUpdate& u) {
       break;
     case JobUpdate::Kind::kFinished:
       job.state = u.state;
+      job.failure = u.failure;
       job.error = u.error;
       job.finished_at = u.at;
       if (u.state == JobState::kSucceeded) job.progress = 1.0;

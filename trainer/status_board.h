@@ -31,6 +31,7 @@ struct JobUpdate {
   std::string device;
   // kFinished
   JobState state = JobState::kSucceeded;
+  FailureCode failure = FailureCode::kNone;
   std::string error;
   double at = 0;  ///< when it happened (Unix seconds)
 };
@@ -42,7 +43,7 @@ struct JobUpdate {
 class StatusBoard {
  public:
   /// `max_finished`: finished jobs kept for /status; the oldest are forgotten first.
-  explicit StatusBoard(std::size_t max_finished = 1000);
+  explicit StatusBoard(std::size_t max_finished = 200);
   ~StatusBoard();
   StatusBoard(const StatusBoard&) = delete;
   StatusBoard& operator=(const StatusBoard&) = delete;
@@ -53,6 +54,8 @@ class StatusBoard {
   void wait_applied(std::uint64_t seq);
   /// post() then wait_applied(): for callers that must read their own write.
   void post_and_wait(JobUpdate update);
+  /// Waits until every update posted so far has been applied.
+  void flush();
 
   std::vector<JobRecord> snapshot() const;
   std::optional<JobRecord> find(const std::string& job_id) const;

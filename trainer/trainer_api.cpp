@@ -1,18 +1,62 @@
 #include "trainer_api.h"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
-#include "mlswarm/auth.h"
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
 #include "mlswarm/job_metrics.h"
+#include "mlswarm/log.h"
 
 namespace mlswarm {
 
 using nlohmann::json;
 
-TrainerApi::TrainerApi(JobRunner& runner, StatusBoard& board, std::string address, std::string cluster_token)
-    : runner_(runner), board_(board), address_(std::move(address)), cluster_token_(std::move(cluster_token)) {
+namespace {
+
+/// The `attempt` query parameter of a cancel, when given.
+std::optional<int> attempt_param(const HttpRequest& request) {
+  auto text = request.query_param("attempt");
+  if (!text) return std::nullopt;
+  std::size_t used = 0;
+  int value = -1;
+  try {
+    value = std::stoi(*text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text->size() || value < 0 || value > kMaxAttempt) {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("attempt must be an integer in 0..{}", kMaxAttempt),
+                "attempt");
+  }
+  return value;
+}
+
+}  // namespace
+
+TrainerApi::TrainerApi(JobRunner& runner, StatusBoard& board, std::string address, std::string cluster_key)
+    : runner_(runner), board_(board), address_(std::move(address)), verifier_(std::move(cluster_key)) {
+  using A = Access;
+  auto get = [this](std::string pattern, RouteHandler handler) {
+    routes_.add({"GET", std::move(pattern), A::kOpen, 0, std::move(handler)});
+  };
+  get("/type", [this](const HttpRequest& r, const RouteParams&) { return type(r); });
+  get("/healthz", [](const HttpRequest&, const RouteParams&) { return HttpReply::json(200, {{"status", "ok"}}); });
+  get("/status", [this](const HttpRequest&, const RouteParams&) { return status(); });
+  get("/jobs", [this](const HttpRequest&, const RouteParams&) { return status(); });
+  get("/jobs/{id}", [this](const HttpRequest&, const RouteParams& p) {
+    require_valid_id(p[0], "job_id");
+    return job(p[0]);
+  });
+  get("/metrics", [](const HttpRequest&, const RouteParams&) { return metrics_reply(); });
+  routes_.add({"POST", "/train", A::kWrite, 1u << 20, [this](const HttpRequest& r, const RouteParams&) {
+                 return train(r);
+               }});
+  routes_.add({"DELETE", "/jobs/{id}", A::kWrite, 0, [this](const HttpRequest& r, const RouteParams& p) {
+                 require_valid_id(p[0], "job_id");
+                 return cancel(p[0], r);
+               }});
+
   Metrics& m = Metrics::global();
   m.describe("mlswarm_trainer_capacity", "gauge", "worker threads");
   collector_ = m.add_collector([this](Metrics& metrics) {
@@ -23,48 +67,90 @@ TrainerApi::TrainerApi(JobRunner& runner, StatusBoard& board, std::string addres
 
 TrainerApi::~TrainerApi() { Metrics::global().remove_collector(collector_); }
 
-HttpReply TrainerApi::handle(const HttpRequest& request) {
+std::optional<HttpReply> TrainerApi::admit(const HttpRequest& head) {
+  return guarded_admit(head, [&]() -> std::optional<HttpReply> {
+    const RouteTable::Match match = routes_.match(head.method, head.path);
+    if (match.route == nullptr) return RouteTable::no_route(head, match);
+    if (match.route->access == Access::kWrite) {
+      try {
+        verifier_.verify_head(head, static_cast<long long>(unix_now()));
+      } catch (const Error& e) {
+        if (e.code() == ErrorCode::kForbidden && log_allowed("refused " + std::string(e.what()), std::chrono::seconds(60))) {
+          spdlog::warn("{} {} from {} refused: {}", head.method, head.path, head.remote_addr, e.what());
+        }
+        throw;
+      }
+    }
+    require_body_within(head, match.route->max_body);
+    return std::nullopt;
+  });
+}
+
+HttpReply TrainerApi::serve(const HttpRequest& request) {
   return guarded(
-      [this](const HttpRequest& req) -> HttpReply {
-        const auto parts = split_path(req.path);
-        const std::string& m = req.method;
-        if (m != "GET" && m != "HEAD") require_token(req, cluster_token_, "cluster token");
-        auto method_not_allowed = [&](const char* allowed) {
-          HttpReply reply = HttpReply::error(Error(
-              ErrorCode::kMethodNotAllowed, fmt::format("{} {} is not supported; use {}", m, req.path, allowed)));
-          reply.headers["Allow"] = allowed;
-          return reply;
-        };
-        if (parts.size() == 1 && parts[0] == "type") {
-          return m == "GET" ? HttpReply::json(200, {{"type", "train"}}) : method_not_allowed("GET");
+      [this](const HttpRequest& r) {
+        const RouteTable::Match match = routes_.match(r.method, r.path);
+        if (match.route == nullptr) return RouteTable::no_route(r, match);
+        require_body_within(r, match.route->max_body);
+        if (match.route->access == Access::kWrite) verifier_.verify_body(r);
+        HttpReply reply = match.route->handler(r, match.params);
+        if (match.route->pattern == "/status" && reply.status == 200) {
+          // A read by the controller: with a key, only one it signed counts.
+          bool by_controller = !verifier_.enabled();
+          if (!by_controller && !r.header("x-mlswarm-signature").empty()) {
+            try {
+              verifier_.verify_head(r, static_cast<long long>(unix_now()));
+              by_controller = true;
+            } catch (const Error&) {
+            }
+          }
+          if (by_controller) {
+            std::lock_guard lock(reads_mutex_);
+            ++status_reads_;
+            reads_cv_.notify_all();
+          }
         }
-        if (parts.size() == 1 && parts[0] == "healthz") {
-          return m == "GET" ? HttpReply::json(200, {{"status", "ok"}}) : method_not_allowed("GET");
-        }
-        if (parts.size() == 1 && parts[0] == "status") {
-          return m == "GET" ? status() : method_not_allowed("GET");
-        }
-        if (parts.size() == 1 && parts[0] == "train") {
-          return m == "POST" ? train(req) : method_not_allowed("POST");
-        }
-        if (parts.size() == 1 && parts[0] == "metrics") {
-          return m == "GET" ? metrics_reply() : method_not_allowed("GET");
-        }
-        if (parts.size() == 1 && parts[0] == "jobs") {
-          return m == "GET" ? status() : method_not_allowed("GET");
-        }
-        if (parts.size() == 2 && parts[0] == "jobs") {
-          require_valid_id(parts[1], "job_id");
-          if (m == "GET") return job(parts[1]);
-          if (m == "DELETE") return HttpReply::json(200, to_json(runner_.cancel(parts[1]), unix_now()));
-          return method_not_allowed("GET, DELETE");
-        }
-        throw Error(ErrorCode::kNotFound, fmt::format("no route {} {}", m, req.path));
+        return reply;
       },
       request);
 }
 
-HttpReply TrainerApi::status() const {
+HttpReply TrainerApi::handle(const HttpRequest& request) {
+  if (auto refused = admit(request)) return *refused;
+  return serve(request);
+}
+
+HttpService TrainerApi::service() {
+  return {[this](const HttpRequest& head) { return admit(head); },
+          [this](const HttpRequest& request) { return serve(request); },
+          [this](const std::string& path) { return routes_.label(path); }};
+}
+
+void TrainerApi::start_draining() { draining_ = true; }
+
+bool TrainerApi::wait_for_status_read(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(reads_mutex_);
+  const std::uint64_t before = status_reads_;
+  return reads_cv_.wait_for(lock, timeout, [&] { return status_reads_ > before; });
+}
+
+HttpReply TrainerApi::type(const HttpRequest& request) const {
+  json reply = {{"type", "train"}};
+  const std::string challenge = request.header("x-mlswarm-challenge");
+  if (!challenge.empty() && verifier_.enabled()) {
+    std::string proof = verifier_.prove(challenge, request.header("host"));
+    if (!proof.empty()) {
+      reply["proof"] = std::move(proof);
+    } else if (log_allowed("challenge " + request.header("host"), std::chrono::seconds(60))) {
+      spdlog::warn("discovery challenge from {} for host {} not answered: not a well-formed challenge, or not an "
+                   "address of this trainer",
+                   request.remote_addr, request.header("host"));
+    }
+  }
+  return HttpReply::json(200, reply);
+}
+
+HttpReply TrainerApi::status() {
   const double now = unix_now();
   json jobs = json::array();
   int running = 0;
@@ -74,16 +160,20 @@ HttpReply TrainerApi::status() const {
     queued += job.state == JobState::kQueued ? 1 : 0;
     jobs.push_back(to_json(job, now));
   }
+  const bool draining = draining_.load();
+  const int capacity = draining ? 0 : runner_.capacity();
   return HttpReply::json(200, {{"trainer",
                                 {{"address", address_},
-                                 {"capacity", runner_.capacity()},
+                                 {"capacity", capacity},
                                  {"running", running},
                                  {"queued", queued},
-                                 {"free", std::max(0, runner_.capacity() - running - queued)}}},
+                                 {"draining", draining},
+                                 {"free", std::max(0, capacity - running - queued)}}},
                                {"jobs", std::move(jobs)}});
 }
 
 HttpReply TrainerApi::train(const HttpRequest& request) {
+  if (draining_) throw Error(ErrorCode::kUnavailable, "the trainer is shutting down");
   JobSpec spec = parse_job_spec(parse_json_body(request));
   JobRecord record = runner_.submit(std::move(spec));
   return HttpReply::json(202, to_json(record, unix_now()));
@@ -93,6 +183,10 @@ HttpReply TrainerApi::job(const std::string& job_id) const {
   auto record = board_.find(job_id);
   if (!record) throw Error(ErrorCode::kNotFound, fmt::format("unknown job '{}'", job_id), "job_id");
   return HttpReply::json(200, to_json(*record, unix_now()));
+}
+
+HttpReply TrainerApi::cancel(const std::string& job_id, const HttpRequest& request) {
+  return HttpReply::json(200, to_json(runner_.cancel(job_id, attempt_param(request)), unix_now()));
 }
 
 }  // namespace mlswarm

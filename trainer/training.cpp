@@ -13,6 +13,7 @@
 
 #include "mlswarm/dataset_cache.h"
 #include "mlswarm/atomic_file.h"
+#include "mlswarm/attempt_fence.h"
 #include "mlswarm/error.h"
 #include "mlswarm/json_fields.h"
 #include "mlswarm/metrics.h"
@@ -169,35 +170,6 @@ std::string save_checkpoint(torch::nn::Sequential& model, torch::optim::Optimize
   return std::move(out).str();
 }
 
-/// The file an attempt writes to claim the job: a trainer running an older attempt sees a
-/// higher number there and stops without writing (fencing).
-std::filesystem::path fence_path(const std::filesystem::path& job_path) { return job_path / "attempt"; }
-
-int fenced_attempt(const std::filesystem::path& job_path) {
-  try {
-    return std::stoi(read_file(fence_path(job_path), 64));
-  } catch (const std::exception&) {
-    return 0;
-  }
-}
-
-[[noreturn]] void superseded(const JobSpec& spec, int by) {
-  throw Error(ErrorCode::kConflict, fmt::format("superseded: attempt {} of job {} started after this attempt {}",
-                                                by, spec.job_id, spec.attempt));
-}
-
-/// Records this attempt as the job's current one; throws when a later attempt already has.
-void claim_attempt(const std::filesystem::path& job_path, const JobSpec& spec) {
-  int current = fenced_attempt(job_path);
-  if (current > spec.attempt) superseded(spec, current);
-  write_file_atomic(fence_path(job_path), std::to_string(spec.attempt));
-}
-
-void check_not_superseded(const std::filesystem::path& job_path, const JobSpec& spec) {
-  int current = fenced_attempt(job_path);
-  if (current > spec.attempt) superseded(spec, current);
-}
-
 /// Replaces checkpoint.pt, keeping the one before as checkpoint.prev.pt: a crash at any
 /// point leaves at least one complete, sealed checkpoint.
 void write_checkpoint_files(const std::filesystem::path& path, const std::string& bytes) {
@@ -334,7 +306,10 @@ TrainingOutcome train(const JobSpec& spec, const TrainingEnv& env, const Trainin
   const auto job_path = job_dir(env.home_dir, spec.job_id);
   const auto checkpoint_path = job_path / "checkpoint.pt";
   const auto model_path = model_dir(env.home_dir, spec.model_id);
-  claim_attempt(job_path, spec);
+  // Every write below happens under the job's fence: once a later attempt has claimed the
+  // job, nothing of this one lands.
+  const AttemptFence fence(job_path, spec.attempt);
+  fence.claim();
   ResumePoint point;
   if (auto resumed = try_resume(checkpoint_path, spec, model, *optimizer, device)) {
     point = std::move(*resumed);
@@ -347,12 +322,15 @@ TrainingOutcome train(const JobSpec& spec, const TrainingEnv& env, const Trainin
     point.next_step = 0;
   }
 
-  auto write_checkpoint = [&](int next_epoch, int next_step) {
+  auto checkpoint_bytes = [&](int next_epoch, int next_step) {
     point.next_epoch = next_epoch;
     point.next_step = next_step;
     point.history = meta.epochs;
-    check_not_superseded(job_path, spec);
-    write_checkpoint_files(checkpoint_path, save_checkpoint(model, *optimizer, spec, point));
+    return save_checkpoint(model, *optimizer, spec, point);
+  };
+  auto write_checkpoint = [&](int next_epoch, int next_step) {
+    const std::string bytes = checkpoint_bytes(next_epoch, next_step);
+    fence.guarded([&] { write_checkpoint_files(checkpoint_path, bytes); });
   };
 
   spdlog::info("job {} model {}: training {} on {} [{}, {}) for {} epochs, batch {}, {} steps/epoch, {}",
@@ -421,13 +399,16 @@ TrainingOutcome train(const JobSpec& spec, const TrainingEnv& env, const Trainin
 
     meta.epochs.push_back({epoch, done.loss, eval.loss, eval.accuracy, done.images_per_s, epoch_seconds});
     meta.version = epoch;
+    meta.attempt = spec.attempt;
     meta.updated_at = unix_now();
-    std::string weights = save_module(model);
+    const std::string weights = save_module(model);
     meta.model_crc32 = crc32_of(weights);
-    check_not_superseded(job_path, spec);
-    write_file_atomic(model_path / "model.pt", weights);
-    write_file_atomic(model_path / "meta.json", to_json(meta).dump(2));
-    write_checkpoint(epoch + 1, 0);
+    const std::string checkpoint = checkpoint_bytes(epoch + 1, 0);
+    fence.guarded([&] {
+      write_file_atomic(model_path / "model.pt", weights);
+      write_file_atomic(model_path / "meta.json", to_json(meta).dump(2));
+      write_checkpoint_files(checkpoint_path, checkpoint);
+    });
     spdlog::info("job {} model {}: epoch {}/{} loss {:.4f} test loss {:.4f} accuracy {:.4f} {:.0f} images/s",
                  spec.job_id, spec.model_id, epoch, o.epochs, done.loss, eval.loss, eval.accuracy,
                  done.images_per_s);
@@ -443,10 +424,12 @@ TrainingOutcome run_training(const JobSpec& spec, const TrainingEnv& env, const 
                              "time to serialise, seal, write and fsync one checkpoint");
   try {
     return train(spec, env, hooks);
+  } catch (const c10::OutOfMemoryError& e) {
+    throw Error(ErrorCode::kOutOfMemory, fmt::format("LibTorch: {}", e.what_without_backtrace()));
   } catch (const c10::Error& e) {
     throw Error(ErrorCode::kInternal, fmt::format("LibTorch: {}", e.what_without_backtrace()));
   } catch (const std::bad_alloc&) {
-    throw Error(ErrorCode::kInternal, "out of memory");
+    throw Error(ErrorCode::kOutOfMemory, "out of memory");
   }
 }
 

@@ -32,10 +32,13 @@ void catch_stop_signals() {
   ::sigaction(SIGTERM, &action, nullptr);
   ::sigaction(SIGINT, &action, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  // A file size limit (ulimit -f) makes writes fail with EFBIG, which the journal handles;
+  // the default action would kill the daemon instead.
+  std::signal(SIGXFSZ, SIG_IGN);
 }
 
-void serve_until_stop_signal(HttpServer& server) {
-  std::thread waiter([&server] {
+void serve_until_stop_signal(HttpServer& server, const std::function<void()>& before_stop) {
+  std::thread waiter([&server, &before_stop] {
     char byte = 0;
     ssize_t n = -1;
     do {
@@ -43,6 +46,7 @@ void serve_until_stop_signal(HttpServer& server) {
     } while (n < 0 && errno == EINTR);
     if (byte == SIGTERM || byte == SIGINT) {
       spdlog::info("{} received: stopping", byte == SIGTERM ? "SIGTERM" : "SIGINT");
+      if (before_stop) before_stop();
     }
     server.stop();
   });

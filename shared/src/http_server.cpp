@@ -41,7 +41,76 @@ std::string request_id_for(const std::string& client_value) {
   return fmt::format("{:016x}", rng());
 }
 
-void configure_http_server(httplib::Server& svr, HttpServer::Handler handler, const HttpServerOptions& options) {
+namespace {
+
+/// The request line and headers of `req` as handlers see them (no body, no files).
+HttpRequest request_head(const httplib::Request& req) {
+  HttpRequest request;
+  request.method = req.method;
+  request.path = req.path;
+  request.target = req.target;
+  request.remote_addr = req.remote_addr;
+  for (const auto& [k, v] : req.params) request.query.emplace(k, v);
+  for (const auto& [k, v] : req.headers) request.headers.emplace(lower(k), v);
+  request.request_id = request_id_for(request.header("x-request-id"));
+  return request;
+}
+
+bool has_unread_body(const httplib::Request& req) {
+  const std::string length = req.get_header_value("Content-Length");
+  return req.get_header_value("Transfer-Encoding").find("chunked") != std::string::npos ||
+         (!length.empty() && length.find_first_not_of('0') != std::string::npos);
+}
+
+/// httplib calls the 100-continue handler (which admits) for these, then routes them.
+bool admitted_at_continue(const httplib::Request& req) { return req.get_header_value("Expect") == "100-continue"; }
+
+void count(const HttpService& service, const HttpRequest& request, int status,
+           std::chrono::steady_clock::time_point started) {
+  const std::string route = service.label ? service.label(request.path) : std::string("other");
+  Metrics::global().inc("mlswarm_http_requests_total",
+                        {{"route", route}, {"method", request.method}, {"status", std::to_string(status)}});
+  Metrics::global().observe("mlswarm_http_request_duration_seconds", {{"route", route}},
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+}
+
+void write_reply(httplib::Response& res, HttpReply reply, const std::string& request_id) {
+  res.status = reply.status;
+  reply.headers["X-Request-Id"] = request_id;
+  for (const auto& [k, v] : reply.headers) res.set_header(k, v);
+  res.set_content(std::move(reply.body), reply.content_type.c_str());
+}
+
+/// Sends `reply` and then closes the connection, so that the body the client is still
+/// sending is never read: httplib would otherwise parse it as the next request. A content
+/// provider that writes the whole reply and then reports failure is how httplib 0.11 lets
+/// a handler end a kept-alive connection.
+void write_reply_and_close(httplib::Response& res, HttpReply reply, const std::string& request_id) {
+  res.status = reply.status;
+  reply.headers["X-Request-Id"] = request_id;
+  reply.headers["Connection"] = "close";
+  for (const auto& [k, v] : reply.headers) res.set_header(k, v);
+  auto body = std::make_shared<std::string>(std::move(reply.body));
+  res.set_content_provider(body->size(), reply.content_type.c_str(),
+                           [body](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+                             sink.write(body->data() + offset, length);
+                             return false;
+                           });
+}
+
+/// A refusal before the body: the connection closes when a body is on its way.
+void write_refusal(const httplib::Request& req, httplib::Response& res, HttpReply reply,
+                   const std::string& request_id) {
+  if (has_unread_body(req)) {
+    write_reply_and_close(res, std::move(reply), request_id);
+  } else {
+    write_reply(res, std::move(reply), request_id);
+  }
+}
+
+}  // namespace
+
+void configure_http_server(httplib::Server& svr, HttpService service, const HttpServerOptions& options) {
   const int threads = std::max(1, options.threads);
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   svr.set_payload_max_length(options.max_body_bytes);
@@ -50,30 +119,57 @@ void configure_http_server(httplib::Server& svr, HttpServer::Handler handler, co
   svr.set_keep_alive_max_count(1000);
   // Replies go out as headers then body; without this, Nagle and delayed ACKs add 40 ms.
   svr.set_tcp_nodelay(true);
+  auto shared = std::make_shared<const HttpService>(std::move(service));
 
-  auto dispatch = [handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
-    HttpRequest request;
-    request.method = req.method;
-    request.path = req.path;
-    request.body = req.body;
-    request.remote_addr = req.remote_addr;
-    for (const auto& [k, v] : req.params) request.query.emplace(k, v);
-    for (const auto& [k, v] : req.headers) request.headers.emplace(lower(k), v);
-    for (const auto& [k, f] : req.files) request.files.push_back({f.name, f.filename, f.content_type, f.content});
-    request.request_id = request_id_for(request.header("x-request-id"));
-    LogScope scope{{"request_id", request.request_id}};
+  // Before the body is read: the service may refuse on the request line and headers alone.
+  auto refusal = [shared](const httplib::Request& req) -> std::optional<std::pair<HttpRequest, HttpReply>> {
+    if (!shared->admit) return std::nullopt;
+    HttpRequest head = request_head(req);
+    LogScope scope{{"request_id", head.request_id}};
+    std::optional<HttpReply> reply;
+    try {
+      reply = shared->admit(head);
+    } catch (...) {
+      reply = reply_for_exception(head, std::current_exception());
+    }
+    if (!reply) return std::nullopt;
+    return std::make_pair(std::move(head), std::move(*reply));
+  };
+  svr.set_pre_routing_handler([shared, refusal](const httplib::Request& req, httplib::Response& res) {
     const auto started = std::chrono::steady_clock::now();
-    HttpReply reply = guarded(handler, request);
-    reply.headers["X-Request-Id"] = request.request_id;
-    const std::string route = route_label(request.path);
-    Metrics::global().inc("mlswarm_http_requests_total",
-                          {{"route", route}, {"method", req.method}, {"status", std::to_string(reply.status)}});
-    Metrics::global().observe("mlswarm_http_request_duration_seconds", {{"route", route}},
-                              std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-    res.status = reply.status;
-    for (const auto& [k, v] : reply.headers) res.set_header(k, v);
-    res.set_content(std::move(reply.body), reply.content_type.c_str());
-    spdlog::debug("{} {} {} -> {}", req.remote_addr, req.method, req.path, res.status);
+    if (admitted_at_continue(req)) return httplib::Server::HandlerResponse::Unhandled;
+    auto refused = refusal(req);
+    if (!refused) return httplib::Server::HandlerResponse::Unhandled;
+    auto& [head, reply] = *refused;
+    count(*shared, head, reply.status, started);
+    spdlog::debug("{} {} {} -> {} before the body", req.remote_addr, req.method, req.path, reply.status);
+    write_refusal(req, res, std::move(reply), head.request_id);
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  // A client that asks first (Expect: 100-continue, as curl does for large uploads) hears the
+  // refusal instead of "100 Continue" and never sends the body.
+  svr.set_expect_100_continue_handler([shared, refusal](const httplib::Request& req, httplib::Response& res) {
+    auto refused = refusal(req);
+    if (!refused) return 100;
+    auto& [head, reply] = *refused;
+    count(*shared, head, reply.status, std::chrono::steady_clock::now());
+    const int status = reply.status;
+    write_refusal(req, res, std::move(reply), head.request_id);
+    return status;
+  });
+
+  auto dispatch = [shared](const httplib::Request& req, httplib::Response& res) {
+    const auto started = std::chrono::steady_clock::now();
+    HttpRequest request = request_head(req);
+    // httplib hands a const Request that is its own local: moving the body out saves a copy
+    // of every upload.
+    request.body = std::move(const_cast<httplib::Request&>(req).body);
+    for (const auto& [k, f] : req.files) request.files.push_back({f.name, f.filename, f.content_type, f.content});
+    LogScope scope{{"request_id", request.request_id}};
+    HttpReply reply = guarded(shared->handle, request);
+    count(*shared, request, reply.status, started);
+    spdlog::debug("{} {} {} -> {}", req.remote_addr, req.method, req.path, reply.status);
+    write_reply(res, std::move(reply), request.request_id);
   };
   const char* kAll = R"(/.*)";
   svr.Get(kAll, dispatch);
@@ -84,9 +180,10 @@ void configure_http_server(httplib::Server& svr, HttpServer::Handler handler, co
   svr.Options(kAll, dispatch);
 
   // httplib answers some requests itself (413, 400, 404 for unknown methods); give those
-  // the JSON error shape too. Handlers always set a body, so an empty one is httplib's.
+  // the JSON error shape too. Handlers always set a body (or a content provider, for a
+  // refusal that closes the connection), so a reply with neither is httplib's.
   svr.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (!res.body.empty()) return;
+    if (!res.body.empty() || res.content_length_ > 0) return;
     ErrorCode code = res.status == 413 ? ErrorCode::kPayloadTooLarge
                      : res.status == 404 ? ErrorCode::kNotFound
                      : res.status == 405 ? ErrorCode::kMethodNotAllowed
@@ -105,7 +202,7 @@ void configure_http_server(httplib::Server& svr, HttpServer::Handler handler, co
   });
 }
 
-HttpServer::HttpServer(Handler handler, HttpServerOptions options) : impl_(std::make_unique<Impl>()) {
+HttpServer::HttpServer(HttpService service, HttpServerOptions options) : impl_(std::make_unique<Impl>()) {
   Metrics::global().describe("mlswarm_http_requests_total", "counter", "HTTP requests by route, method and status");
   Metrics::global().describe("mlswarm_http_request_duration_seconds", "histogram",
                              "time from a parsed request to its reply, by route");
@@ -124,7 +221,7 @@ HttpServer::HttpServer(Handler handler, HttpServerOptions options) : impl_(std::
   } else {
     impl_->server = std::make_unique<httplib::Server>();
   }
-  configure_http_server(*impl_->server, std::move(handler), options);
+  configure_http_server(*impl_->server, std::move(service), options);
 }
 
 HttpServer::~HttpServer() { stop(); }

@@ -10,8 +10,9 @@
 
 namespace mlswarm {
 
-/// Routes every method and path of `svr` to `handler` and sets the limits of `options`
-/// (body size, timeouts, threads), TCP_NODELAY, request ids and the JSON error handlers.
-void configure_http_server(httplib::Server& svr, HttpServer::Handler handler, const HttpServerOptions& options);
+/// Routes every method and path of `svr` through `service` (admit before the body is read,
+/// then handle) and sets the limits of `options` (body size, timeouts, threads),
+/// TCP_NODELAY, request ids, metrics and the JSON error handlers.
+void configure_http_server(httplib::Server& svr, HttpService service, const HttpServerOptions& options);
 
 }  // namespace mlswarm

@@ -143,7 +143,7 @@ JobSpec parse_job_spec(const json& body) {
   if (auto it = body.find("train_opts"); it != body.end() && !it->is_null()) {
     spec.train_opts = parse_train_opts(*it);
   }
-  spec.attempt = static_cast<int>(get_int(body, "attempt", "attempt", 1, 0, 1000000));
+  spec.attempt = static_cast<int>(get_int(body, "attempt", "attempt", 1, 0, kMaxAttempt));
   return spec;
 }
 
@@ -177,6 +177,39 @@ std::string_view to_string(JobState state) noexcept {
     case JobState::kCancelled: return "cancelled";
   }
   return "failed";
+}
+
+std::string_view to_string(FailureCode code) noexcept {
+  switch (code) {
+    case FailureCode::kNone: return "";
+    case FailureCode::kInterrupted: return "interrupted";
+    case FailureCode::kSuperseded: return "superseded";
+    case FailureCode::kLostTrainer: return "lost_trainer";
+    case FailureCode::kInvalidSpec: return "invalid_spec";
+    case FailureCode::kDataError: return "data_error";
+    case FailureCode::kOutOfMemory: return "out_of_memory";
+    case FailureCode::kInternal: return "internal";
+  }
+  return "internal";
+}
+
+FailureCode parse_failure_code(std::string_view text) noexcept {
+  for (FailureCode c : {FailureCode::kInterrupted, FailureCode::kSuperseded, FailureCode::kLostTrainer,
+                        FailureCode::kInvalidSpec, FailureCode::kDataError, FailureCode::kOutOfMemory,
+                        FailureCode::kInternal}) {
+    if (to_string(c) == text) return c;
+  }
+  return FailureCode::kNone;
+}
+
+FailureCode failure_for(ErrorCode code) noexcept {
+  switch (code) {
+    case ErrorCode::kSuperseded: return FailureCode::kSuperseded;
+    case ErrorCode::kDataError: return FailureCode::kDataError;
+    case ErrorCode::kInvalidArgument: return FailureCode::kInvalidSpec;
+    case ErrorCode::kOutOfMemory: return FailureCode::kOutOfMemory;
+    default: return FailureCode::kInternal;
+  }
 }
 
 std::optional<JobState> parse_job_state(std::string_view text) noexcept {
@@ -215,6 +248,8 @@ json to_json(const JobRecord& job, double now) {
           {"device", job.device},
           {"request_id", job.request_id.empty() ? json(nullptr) : json(job.request_id)},
           {"error", job.error.empty() ? json(nullptr) : json(job.error)},
+          {"failure", job.failure == FailureCode::kNone ? json(nullptr) : json(to_string(job.failure))},
+          {"lost_attempts", job.lost_attempts},
           {"spec", to_json(job.spec)},
           {"created_at", job.created_at},
           {"started_at", job.started_at > 0 ? json(job.started_at) : json(nullptr)},
@@ -227,7 +262,7 @@ JobRecord job_record_from_json(const json& j) {
     JobRecord job;
     json spec = j.at("spec");
     constexpr std::int64_t kIntMax = std::numeric_limits<int>::max();
-    spec["attempt"] = checked_int_or(j, "attempts", 1, 0, kIntMax);
+    spec["attempt"] = checked_int_or(j, "attempts", 1, 0, kMaxAttempt);
     job.spec = parse_job_spec(spec);
     auto state = parse_job_state(j.at("state").get<std::string>());
     if (!state) throw Error(ErrorCode::kDataError, "job: unknown state");
@@ -241,6 +276,8 @@ JobRecord job_record_from_json(const json& j) {
     job.images_per_s = j.value("images_per_s", 0.0);
     job.trainer = j.value("trainer", "");
     if (j.contains("error") && j["error"].is_string()) job.error = j["error"].get<std::string>();
+    if (j.contains("failure") && j["failure"].is_string()) job.failure = parse_failure_code(j["failure"].get<std::string>());
+    job.lost_attempts = static_cast<int>(checked_int_or(j, "lost_attempts", 0, 0, kMaxAttempt));
     job.device = j.value("device", "");
     if (j.contains("request_id") && j["request_id"].is_string()) job.request_id = j["request_id"].get<std::string>();
     job.created_at = j.value("created_at", 0.0);

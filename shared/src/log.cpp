@@ -1,6 +1,9 @@
 #include "mlswarm/log.h"
 
+#include <cctype>
 #include <ctime>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -88,10 +91,18 @@ void init_logging(std::string_view level, std::string_view format, std::string_v
     throw Error(ErrorCode::kInvalidArgument, fmt::format("LOG_FORMAT must be text or json, got '{}'", format),
                 "LOG_FORMAT");
   }
+  std::string name(level);
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (name == "warning") name = "warn";
+  if (name != "debug" && name != "info" && name != "warn" && name != "error") {
+    // spdlog would read an unknown name as "off" and silence the daemon.
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("LOG_LEVEL must be debug, info, warn or error, got '{}'", level),
+                "LOG_LEVEL");
+  }
   auto logger = spdlog::get("mlswarm");
   if (!logger) logger = spdlog::stderr_logger_mt("mlswarm");
   logger->set_formatter(std::make_unique<Formatter>(format == "json", std::string(daemon)));
-  logger->set_level(spdlog::level::from_str(std::string(level)));
+  logger->set_level(spdlog::level::from_str(name));
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
 }
@@ -102,6 +113,19 @@ LogScope::LogScope(std::initializer_list<std::pair<const char*, std::string>> fi
 }
 
 LogScope::~LogScope() { t_fields.resize(restore_size_); }
+
+bool log_allowed(const std::string& key, std::chrono::seconds every) {
+  static std::mutex mutex;
+  static std::map<std::string, std::chrono::steady_clock::time_point> last;
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(mutex);
+  if (last.size() > 1024) last.clear();
+  auto [it, added] = last.try_emplace(key, now);
+  if (added) return true;
+  if (now - it->second < every) return false;
+  it->second = now;
+  return true;
+}
 
 std::string log_field(std::string_view key) {
   for (auto it = t_fields.rbegin(); it != t_fields.rend(); ++it) {

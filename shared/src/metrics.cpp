@@ -129,29 +129,4 @@ std::string Metrics::render() {
   return out;
 }
 
-std::string route_label(std::string_view path) {
-  std::string out;
-  int segment = 0;
-  std::size_t i = 0;
-  while (i < path.size() && segment < 4) {
-    std::size_t j = path.find('/', i);
-    if (j == std::string_view::npos) j = path.size();
-    if (j > i) {
-      ++segment;
-      out += '/';
-      out += segment == 2 ? std::string_view("{id}") : path.substr(i, j - i);
-    }
-    i = j + 1;
-  }
-  // Unknown routes must not make a label per path someone tries.
-  static const char* kKnown[] = {"type", "healthz", "readyz", "status", "train", "jobs", "models",
-                                 "datasets", "predict", "classify", "metrics"};
-  std::string_view first = std::string_view(out).substr(out.empty() ? 0 : 1);
-  first = first.substr(0, first.find('/'));
-  for (const char* known : kKnown) {
-    if (first == known) return out.empty() ? "/" : out;
-  }
-  return "other";
-}
-
 }  // namespace mlswarm

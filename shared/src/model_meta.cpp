@@ -33,6 +33,7 @@ json to_json(const ModelMeta& m) {
           {"epochs", epochs},
           {"accuracy", m.epochs.empty() ? json(nullptr) : json(m.epochs.back().accuracy)},
           {"job_id", m.job_id},
+          {"attempt", m.attempt},
           {"version", m.version},
           {"model_crc32", m.model_crc32},
           {"spec", m.spec},
@@ -62,6 +63,7 @@ ModelMeta model_meta_from_json(const json& j) {
                           e.at("images_per_s").get<double>(), e.at("duration_s").get<double>()});
     }
     m.job_id = j.value("job_id", "");
+    m.attempt = static_cast<int>(checked_int_or(j, "attempt", 0, 0, 1000000000));
     m.version = static_cast<int>(checked_int(j.at("version"), 0, 1000000, "meta.json: version"));
     m.model_crc32 = static_cast<std::uint32_t>(checked_int(j.at("model_crc32"), 0, 0xffffffffLL, "meta.json: model_crc32"));
     m.spec = j.value("spec", json::object());

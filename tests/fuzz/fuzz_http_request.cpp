@@ -1,7 +1,8 @@
 // Raw bytes on a daemon's port: cpp-httplib's request parsing (request line, headers,
 // chunked and multipart bodies, query strings) configured exactly as HttpServer configures
-// it, then our request conversion, bearer-token check, routing and handlers: the trainer's
-// routes, and for /classify every uploaded part through decode_image. No socket: the bytes
+// it, then our request conversion, admission before the body (routes, signatures, bearer
+// token, body caps), routing and handlers: the trainer's routes, and for /classify every
+// uploaded part through decode_image. No socket: the bytes
 // come from a Stream over the input.
 
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include "job_runner.h"
 #include "mlswarm/auth.h"
 #include "mlswarm/error.h"
+#include "mlswarm/routes.h"
 #include "status_board.h"
 #include "trainer_api.h"
 
@@ -68,22 +70,27 @@ struct Daemon {
     spdlog::set_level(spdlog::level::off);
     HttpServerOptions options;
     options.max_body_bytes = 1u << 20;
-    configure_http_server(
-        server,
-        [this](const HttpRequest& request) -> HttpReply {
-          if (request.path == "/classify") {
-            require_token(request, "fuzz-token", "API token");
-            for (const auto& part : request.files) {
-              try {
-                (void)decode_image(part.content, 1, 28, 28);
-              } catch (const Error&) {
-              }
-            }
-            return HttpReply::json(200, {{"parts", request.files.size()}});
+    HttpService service = api.service();
+    service.admit = [this](const HttpRequest& head) -> std::optional<HttpReply> {
+      if (head.path != "/classify") return api.admit(head);
+      return guarded_admit(head, [&]() -> std::optional<HttpReply> {
+        require_token(head, "fuzz-token", "API token");
+        return std::nullopt;
+      });
+    };
+    service.handle = [this](const HttpRequest& request) -> HttpReply {
+      if (request.path == "/classify") {
+        for (const auto& part : request.files) {
+          try {
+            (void)decode_image(part.content, 1, 28, 28);
+          } catch (const Error&) {
           }
-          return api.handle(request);
-        },
-        options);
+        }
+        return HttpReply::json(200, {{"parts", request.files.size()}});
+      }
+      return api.serve(request);
+    };
+    configure_http_server(server, std::move(service), options);
   }
   // Few finished jobs kept: /status serialises them all, and the fuzzer makes thousands.
   StatusBoard board{16};

@@ -165,7 +165,7 @@ TEST_F(TrainingTest, AnOlderAttemptIsFencedOff) {
     run_training(stale, env_, plain);
     FAIL() << "a stale attempt must not train over a newer one";
   } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::kConflict);
+    EXPECT_EQ(e.code(), ErrorCode::kSuperseded);  // was kConflict: the code is specific now
     EXPECT_NE(std::string(e.what()).find("superseded"), std::string::npos) << e.what();
   }
   EXPECT_EQ(meta_of("m-fenced").epochs.size(), 1u);

@@ -99,10 +99,11 @@ class ControllerApiTest : public ::testing::Test {
     return options;
   }
 
-  Cluster cluster_{registry_, cluster_options()};
+  HttpTrainerTransport transport_{TrainerCallOptions{}};  // never called: the cluster is not started
+  Cluster cluster_{registry_, transport_, cluster_options()};
   ModelServer models_{home_->path(), BatchingOptions{8, std::chrono::microseconds(500), 1}};
   DatasetCache datasets_{data_->path(), home_->path()};
-  ControllerApi api_{cluster_, registry_, models_, datasets_, ControllerApiOptions{home_->path(), 64, "", false}};
+  ControllerApi api_{cluster_, registry_, models_, datasets_, ControllerApiOptions{home_->path(), 64, 1u << 20, "", false}};
 };
 
 TempDir* ControllerApiTest::data_ = nullptr;
@@ -232,21 +233,61 @@ TEST_F(ControllerApiTest, ANewerModelIsServedWithoutARestart) {
   EXPECT_EQ(models_.loads(), loads + 1);
 }
 
-TEST(ControllerRouteAccess, HealthOpenReadsReadEverythingElseWrite) {
-  EXPECT_EQ(controller_route_access("GET", "/type"), RouteAccess::kOpen);
-  EXPECT_EQ(controller_route_access("GET", "/healthz"), RouteAccess::kOpen);
-  EXPECT_EQ(controller_route_access("GET", "/readyz"), RouteAccess::kOpen);
+TEST_F(ControllerApiTest, OneRouteTableSaysWhoMayCallWhat) {
+  auto access = [&](const std::string& method, const std::string& path) -> std::optional<Access> {
+    const auto match = api_.routes().match(method, path);
+    if (match.route == nullptr) return std::nullopt;
+    return match.route->access;
+  };
+  EXPECT_EQ(access("GET", "/type"), Access::kOpen);
+  EXPECT_EQ(access("GET", "/healthz"), Access::kOpen);
+  EXPECT_EQ(access("GET", "/readyz"), Access::kOpen);
   for (const char* path : {"/status", "/jobs", "/jobs/j1", "/models", "/models/m", "/datasets",
                            "/datasets/fashion-mnist/examples", "/metrics"}) {
-    EXPECT_EQ(controller_route_access("GET", path), RouteAccess::kRead) << path;
+    EXPECT_EQ(access("GET", path), Access::kRead) << path;
   }
-  EXPECT_EQ(controller_route_access("POST", "/train"), RouteAccess::kWrite);
-  EXPECT_EQ(controller_route_access("DELETE", "/jobs/j1"), RouteAccess::kWrite);
-  EXPECT_EQ(controller_route_access("POST", "/predict"), RouteAccess::kWrite);
-  EXPECT_EQ(controller_route_access("POST", "/classify"), RouteAccess::kWrite);
-  EXPECT_EQ(controller_route_access("POST", "/status"), RouteAccess::kWrite);
-  EXPECT_EQ(controller_route_access("GET", "/nothing"), RouteAccess::kWrite) << "unknown routes are not open";
-  EXPECT_EQ(controller_route_access("GET", "/healthz/x"), RouteAccess::kWrite);
+  EXPECT_EQ(access("POST", "/train"), Access::kWrite);
+  EXPECT_EQ(access("DELETE", "/jobs/j1"), Access::kWrite);
+  EXPECT_EQ(access("POST", "/predict"), Access::kWrite);
+  EXPECT_EQ(access("POST", "/classify"), Access::kWrite);
+  EXPECT_EQ(access("POST", "/status"), std::nullopt) << "a known path with another method: 405";
+  EXPECT_EQ(api_.routes().match("POST", "/status").allow, "GET");
+  EXPECT_EQ(access("GET", "/nothing"), std::nullopt);
+  EXPECT_EQ(access("GET", "/healthz/x"), std::nullopt);
+  // The 405 carries Allow from the table.
+  HttpReply reply = call("PUT", "/jobs/j1");
+  EXPECT_EQ(reply.status, 405);
+  EXPECT_EQ(reply.headers["Allow"], "GET, DELETE");
+}
+
+TEST_F(ControllerApiTest, WithATokenUnknownRoutesAreNotOpen) {
+  ControllerApi secured{cluster_, registry_, models_, datasets_, ControllerApiOptions{home_->path(), 64, 1u << 20, "s3cret", true}};
+  HttpRequest r;
+  r.method = "GET";
+  r.path = "/nothing";
+  EXPECT_EQ(secured.handle(r).status, 401) << "no route is revealed without the token";
+  r.headers["authorization"] = "Bearer s3cret";
+  EXPECT_EQ(secured.handle(r).status, 404);
+  r.path = "/status";
+  r.headers.clear();
+  EXPECT_EQ(secured.handle(r).status, 200) << "public reads";
+}
+
+TEST_F(ControllerApiTest, BodiesOverTheRouteCapAreRefusedBeforeTheyAreRead) {
+  HttpRequest head;
+  head.method = "POST";
+  head.path = "/train";
+  head.headers["content-length"] = std::to_string(kMaxSpecBytes + 1);
+  auto refused = api_.admit(head);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 413);
+  head.path = "/predict";
+  EXPECT_FALSE(api_.admit(head)) << "/predict takes large bodies";
+  head.method = "DELETE";
+  head.path = "/jobs/j1";
+  head.headers["content-length"] = "10";
+  ASSERT_TRUE(api_.admit(head));
+  EXPECT_EQ(api_.admit(head)->status, 413);
 }
 
 }  // namespace

@@ -53,13 +53,5 @@ TEST(Metrics, CollectorsRefreshGaugesAndCanBeRemoved) {
   EXPECT_EQ(calls, 2);
 }
 
-TEST(Metrics, RouteLabelsAreBounded) {
-  EXPECT_EQ(route_label("/jobs/job-123"), "/jobs/{id}");
-  EXPECT_EQ(route_label("/datasets/mnist/examples"), "/datasets/{id}/examples");
-  EXPECT_EQ(route_label("/predict"), "/predict");
-  EXPECT_EQ(route_label("/wp-admin/x"), "other");
-  EXPECT_EQ(route_label("/"), "other");
-}
-
 }  // namespace
 }  // namespace mlswarm

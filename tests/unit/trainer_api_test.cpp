@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "../support/wait.h"
+#include "mlswarm/signing.h"
 
 namespace mlswarm {
 namespace {
@@ -80,28 +81,76 @@ TEST_F(TrainerApiTest, UnknownRoutesMethodsAndIds) {
   expect_error(call("GET", "/jobs/..%2f.."), 400, "job_id");
 }
 
-TEST(TrainerApiToken, OnlyTheClusterTokenMayStartOrCancelJobs) {
+TEST(TrainerApiSignatures, OnlyCallsSignedWithTheClusterKeyMayStartOrCancelJobs) {
   StatusBoard board;
   JobRunner runner{board, [](const JobSpec&, const TrainingHooks&) { return TrainingOutcome::kCompleted; },
-                   JobRunnerOptions{1, 16, "127.0.0.2:48516"}};
-  TrainerApi api{runner, board, "127.0.0.2:48516", "cluster-secret"};
-  auto call = [&](const std::string& method, const std::string& path, const std::string& auth) {
+                   JobRunnerOptions{1, 16, "127.0.0.1:48516"}};
+  TrainerApi api{runner, board, "127.0.0.1:48516", "cluster-secret"};
+  const std::string body = R"({"model_id": "m1", "job_id": "j1", "train_opts": {"epochs": 1}})";
+  const long long now = static_cast<long long>(unix_now());
+  auto request = [&](const std::string& method, const std::string& target,
+                     const std::vector<std::pair<std::string, std::string>>& headers) {
     HttpRequest r;
     r.method = method;
-    r.path = path;
-    r.body = R"({"model_id": "m1", "job_id": "j1", "train_opts": {"epochs": 1}})";
+    r.target = target;
+    r.path = target.substr(0, target.find('?'));
+    r.body = method == "POST" ? body : "";
     r.headers["content-type"] = "application/json";
-    if (!auth.empty()) r.headers["authorization"] = auth;
-    return api.handle(r);
+    r.headers["host"] = "127.0.0.1:48516";
+    for (const auto& [k, v] : headers) {
+      std::string name = k;
+      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      r.headers[name] = v;
+    }
+    return r;
   };
-  EXPECT_EQ(call("POST", "/train", "").status, 401);
-  EXPECT_EQ(call("POST", "/train", "Bearer wrong").status, 403);
-  EXPECT_EQ(call("DELETE", "/jobs/j1", "").status, 401);
+  auto signed_by = [&](const std::string& key, const std::string& method, const std::string& target,
+                       const std::string& host = "127.0.0.1:48516", long long at = 0) {
+    return sign_request(key, method, target, host, method == "POST" ? body : "", at == 0 ? now : at);
+  };
+  EXPECT_EQ(api.handle(request("POST", "/train", {})).status, 401);
+  EXPECT_EQ(api.handle(request("POST", "/train", {{"authorization", "Bearer cluster-secret"}})).status, 401)
+      << "the key itself is never accepted on the wire";
+  EXPECT_EQ(api.handle(request("POST", "/train", signed_by("wrong-key", "POST", "/train"))).status, 403);
+  EXPECT_EQ(api.handle(request("POST", "/train", signed_by("cluster-secret", "POST", "/train", "10.99.0.1:48516")))
+                .status,
+            403)
+      << "signed for another host";
+  EXPECT_EQ(api.handle(request("POST", "/train", signed_by("cluster-secret", "POST", "/train", "127.0.0.1:48516",
+                                                           now - 600)))
+                .status,
+            403)
+      << "outside the replay window";
+  auto tampered = request("POST", "/train", signed_by("cluster-secret", "POST", "/train"));
+  tampered.body = R"({"model_id": "m2", "job_id": "j2", "train_opts": {"epochs": 1}})";
+  EXPECT_EQ(api.handle(tampered).status, 403) << "a body other than the signed one";
+  EXPECT_EQ(api.handle(request("DELETE", "/jobs/j1", {})).status, 401);
   EXPECT_TRUE(board.snapshot().empty()) << "a refused request changed nothing";
-  EXPECT_EQ(call("GET", "/type", "").status, 200) << "discovery stays open";
-  EXPECT_EQ(call("GET", "/status", "").status, 200);
-  EXPECT_EQ(call("POST", "/train", "Bearer cluster-secret").status, 202);
+  EXPECT_EQ(api.handle(request("GET", "/type", {})).status, 200) << "discovery stays open";
+  EXPECT_EQ(api.handle(request("GET", "/status", {})).status, 200);
+
+  const auto good = request("POST", "/train", signed_by("cluster-secret", "POST", "/train"));
+  EXPECT_EQ(api.handle(good).status, 202);
+  EXPECT_EQ(api.handle(good).status, 403) << "a replayed request";
   EXPECT_EQ(board.snapshot().size(), 1u);
+}
+
+TEST(TrainerApiSignatures, TypeAnswersAChallengeWithTheProofOnlyForItsOwnAddress) {
+  StatusBoard board;
+  JobRunner runner{board, [](const JobSpec&, const TrainingHooks&) { return TrainingOutcome::kCompleted; },
+                   JobRunnerOptions{1, 16, "127.0.0.1:48516"}};
+  TrainerApi api{runner, board, "127.0.0.1:48516", "cluster-secret"};
+  const std::string challenge = random_hex(16);
+  HttpRequest r;
+  r.method = "GET";
+  r.path = "/type";
+  r.headers["x-mlswarm-challenge"] = challenge;
+  r.headers["host"] = "127.0.0.1:48516";
+  json reply = json::parse(api.handle(r).body);
+  EXPECT_EQ(reply["type"], "train");
+  EXPECT_EQ(reply["proof"], challenge_proof("cluster-secret", challenge, "127.0.0.1:48516"));
+  r.headers["host"] = "10.99.0.1:48516";
+  EXPECT_FALSE(json::parse(api.handle(r).body).contains("proof")) << "no proof for a host that is not this trainer";
 }
 
 }  // namespace

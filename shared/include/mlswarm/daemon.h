@@ -1,5 +1,7 @@
 #pragma once
 
+#include <functional>
+
 #include "mlswarm/http_server.h"
 
 namespace mlswarm {
@@ -11,7 +13,9 @@ namespace mlswarm {
 void catch_stop_signals();
 
 /// Serves until SIGTERM or SIGINT arrives (or the server fails), then stops the server and
-/// returns. A dedicated thread waits for the signal and is joined before returning.
-void serve_until_stop_signal(HttpServer& server);
+/// returns. A dedicated thread waits for the signal and is joined before returning. On a
+/// signal it runs `before_stop` (if any) first, while the server still answers: a trainer
+/// stops its jobs there and waits until the controller has read that they stopped.
+void serve_until_stop_signal(HttpServer& server, const std::function<void()>& before_stop = {});
 
 }  // namespace mlswarm

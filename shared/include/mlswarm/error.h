@@ -16,11 +16,13 @@ enum class ErrorCode {
   kNotFound,              ///< 404: unknown id or route
   kMethodNotAllowed,      ///< 405
   kConflict,              ///< 409: the request contradicts the current state
+  kSuperseded,            ///< 409: a later attempt of the job owns its files (fencing)
   kPayloadTooLarge,       ///< 413
   kUnsupportedMediaType,  ///< 415
   kTooManyRequests,       ///< 429: a bounded queue is full
   kUnavailable,           ///< 503: not ready, no trainer, shutting down
   kDataError,             ///< a dataset or checkpoint file is missing or corrupt (a job failure)
+  kOutOfMemory,           ///< 507: the host or device ran out of memory
   kInternal,              ///< 500: a bug of ours, never something a client did
 };
 

@@ -25,6 +25,7 @@ struct UploadedFile {
 struct HttpRequest {
   std::string method;  ///< "GET", "POST", ...
   std::string path;    ///< without the query string
+  std::string target;  ///< the request target as sent: path and query, still percent-encoded
   std::map<std::string, std::string> query;
   std::map<std::string, std::string> headers;
   std::string body;

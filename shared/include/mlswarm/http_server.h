@@ -4,14 +4,28 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "mlswarm/http.h"
 
 namespace mlswarm {
 
+/// What a daemon gives the HTTP edge. Both functions may be called from any HTTP thread.
+struct HttpService {
+  /// Called with the request line and headers only (the body not read yet, `body` empty):
+  /// nullopt admits the request; a reply refuses it: the server sends that reply and closes
+  /// the connection without reading the body (unauthenticated or oversized uploads cost no
+  /// memory). Optional.
+  std::function<std::optional<HttpReply>(const HttpRequest&)> admit;
+  /// The whole request, body read.
+  std::function<HttpReply(const HttpRequest&)> handle;
+  /// The /metrics `route` label of a path, from a bounded set ("other" for unknown paths).
+  std::function<std::string(const std::string& path)> label;
+};
+
 struct HttpServerOptions {
-  std::size_t max_body_bytes = 64u << 20;
+  std::size_t max_body_bytes = 64u << 20;  ///< the largest body of any route
   int threads = 8;
   std::chrono::seconds read_timeout{10};
   std::chrono::seconds write_timeout{10};
@@ -25,16 +39,15 @@ struct HttpServerOptions {
 std::string request_id_for(const std::string& client_value);
 
 /// The HTTP edge: cpp-httplib behind a pimpl so that only this translation unit includes
-/// it. Every method and path goes to one handler; errors httplib produces itself (body too
-/// large, bad request line) get the JSON error shape too. Every request gets a request id
-/// (HttpRequest::request_id, the X-Request-Id reply header, and a LogScope field around the
-/// handler). Every request is logged at debug.
+/// it. Every method and path goes through the service's admit() and then handle(); errors
+/// httplib produces itself (body too large, bad request line) get the JSON error shape too.
+/// Every request gets a request id (HttpRequest::request_id, the X-Request-Id reply header,
+/// and a LogScope field around the handler) and is counted in /metrics under its route
+/// label. Every request is logged at debug.
 /// run() blocks; stop() may be called from any thread and makes run() return.
 class HttpServer {
  public:
-  using Handler = std::function<HttpReply(const HttpRequest&)>;
-
-  HttpServer(Handler handler, HttpServerOptions options);
+  HttpServer(HttpService service, HttpServerOptions options);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mlswarm/error.h"
+
 namespace mlswarm {
 
 /// Optimiser and loop settings of a job (`train_opts` in the job spec).
@@ -32,8 +34,12 @@ struct JobSpec {
   /// `example_idxs: [start, end]`: the training subset [start, end) of the train split.
   std::optional<std::pair<std::int64_t, std::int64_t>> example_idxs;
   TrainOpts train_opts;
-  int attempt = 1;  ///< set by the controller; a trainer reports it back
+  int attempt = 1;  ///< set by the controller, at most kMaxAttempt; a trainer reports it back
 };
+
+/// The highest attempt number a job may reach. The controller numbers every dispatch (and
+/// the number fences the job's files), so this bounds what a peer can claim.
+inline constexpr int kMaxAttempt = 100000;
 
 /// Parses and validates a job spec. Throws Error(kInvalidArgument) naming the field for a
 /// wrong type, an out-of-range value, an unknown field, model type or dataset, or an id that
@@ -50,7 +56,26 @@ inline bool is_terminal(JobState s) noexcept {
   return s == JobState::kSucceeded || s == JobState::kFailed || s == JobState::kCancelled;
 }
 
-/// What a job looks like to clients (DESIGN.md's `job` shape). Times are Unix seconds.
+/// Why a job failed, as a code the controller acts on (the message is for people).
+enum class FailureCode {
+  kNone,
+  kInterrupted,   ///< its trainer shut down (SIGTERM) after writing a checkpoint: resume elsewhere
+  kSuperseded,    ///< a later attempt of the job took over its files
+  kLostTrainer,   ///< its trainers kept vanishing; the controller gave up after max attempts
+  kInvalidSpec,   ///< the spec cannot be trained (e.g. too few examples, no such device)
+  kDataError,     ///< a dataset or checkpoint file is missing or corrupt
+  kOutOfMemory,
+  kInternal,
+};
+
+std::string_view to_string(FailureCode code) noexcept;
+/// kNone for an unknown name (a newer peer's code is still a failure, just not one we act on).
+FailureCode parse_failure_code(std::string_view text) noexcept;
+/// The failure code for an exception's error code (kSuperseded -> superseded, kDataError ->
+/// data_error, kInvalidArgument -> invalid_spec, ...).
+FailureCode failure_for(ErrorCode code) noexcept;
+
+/// What a job looks like to clients (the architecture doc's `job` shape). Times are Unix seconds.
 struct JobRecord {
   JobSpec spec;
   JobState state = JobState::kQueued;
@@ -63,6 +88,8 @@ struct JobRecord {
   double images_per_s = 0;
   std::string trainer;
   std::string error;
+  FailureCode failure = FailureCode::kNone;  ///< set when state is failed
+  int lost_attempts = 0;  ///< attempts whose trainer vanished or restarted (counted against max attempts)
   std::string device;
   std::string request_id;  ///< the X-Request-Id of the POST /train that created the job
   double created_at = 0;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -8,7 +9,7 @@
 namespace mlswarm {
 
 /// Sets up the process-wide spdlog logger on stderr, one line per event, UTC timestamps.
-/// `level` is "debug", "info", "warn" or "error"; `format` is "text" (readable) or "json"
+/// `level` is "debug", "info", "warn" or "error" (any case); `format` is "text" (readable) or "json"
 /// (one JSON object per line: ts, level, daemon, msg and the fields of the LogScopes
 /// around the call). Call once from main before starting threads. Throws
 /// Error(kInvalidArgument) for an unknown format.
@@ -28,6 +29,10 @@ class LogScope {
  private:
   std::size_t restore_size_;
 };
+
+/// For events that may repeat every tick (a full disk, a broken peer): true the first time
+/// `key` is seen, then at most once per `every`. Thread-safe.
+bool log_allowed(const std::string& key, std::chrono::seconds every);
 
 /// The innermost value of `key` in this thread's scopes, or empty.
 std::string log_field(std::string_view key);

@@ -53,8 +53,4 @@ class Metrics {
   int next_collector_ = 1;
 };
 
-/// "/jobs/abc" -> "/jobs/{id}", "/datasets/mnist/examples" -> "/datasets/{id}/examples": a
-/// route label with a bounded number of values.
-std::string route_label(std::string_view path);
-
 }  // namespace mlswarm

@@ -32,6 +32,7 @@ struct ModelMeta {
   std::vector<double> std;
   std::vector<EpochMetrics> epochs;
   std::string job_id;
+  int attempt = 0;  ///< the attempt of the job that wrote these weights (fencing: only the current one writes)
   int version = 0;  ///< the number of epochs the weights in model.pt have seen
   std::uint32_t model_crc32 = 0;  ///< CRC-32 of model.pt, checked by readers
   nlohmann::json spec;

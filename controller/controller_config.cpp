@@ -1,0 +1,98 @@
+#include "controller_config.h"
+
+#include "mlswarm/auth.h"
+#include "mlswarm/error.h"
+
+namespace mlswarm {
+
+std::variant<ControllerConfig, cli::ParseExit> parse_controller_config(int argc, const char* const* argv,
+                                                                      const std::function<std::string()>& version) {
+  using cli::in_range;
+  using cli::setting;
+  ControllerConfig c;
+  std::string subnet_text, api_token_file, cluster_token_file;
+  CLI::App app{"ml_controller: the mlswarm controller. Finds trainers by scanning SUBNET_TRAIN,\n"
+               "dispatches training jobs to them, keeps a journal of every job under HOME_DIR/controller,\n"
+               "and serves /predict and /classify from HOME_DIR/models.\n"
+               "Every setting is a flag or its environment variable; the flag wins.",
+               "ml_controller"};
+  app.set_version_flag("--version", version, "print the version, git commit, LibTorch version and CUDA availability");
+  setting(app, "--host", "CONTROLLER_HOST", c.host, "listen address");
+  setting(app, "--port", "CONTROLLER_PORT", c.port, "listen port")->check(in_range(1, 65535));
+  setting(app, "--train-port", "TRAIN_PORT", c.train_port, "the port every trainer listens on")
+      ->check(in_range(1, 65535));
+  setting(app, "--subnet", "SUBNET_TRAIN", subnet_text,
+          "where trainers live: CIDR 10.42.0.0/24 or the prefix form 10.42.0; required unless --train-dns is given");
+  setting(app, "--train-dns", "TRAIN_DNS", c.dns_name,
+          "a name whose A records are trainers, e.g. tasks.ml_train on Swarm; resolved every pass in addition "
+          "to the subnet scan");
+  setting(app, "--home-dir", "HOME_DIR", c.home_dir, "the shared mount: models/, jobs/, controller/");
+  setting(app, "--data-dir", "DATA_DIR", c.data_dir, "where datasets are looked up for /datasets");
+  setting(app, "--scan-interval-ms", "SCAN_INTERVAL_MS", c.scan_interval_ms, "time between discovery passes")
+      ->check(in_range(100, 600000));
+  setting(app, "--max-misses", "MAX_MISSES", c.max_misses, "scan passes a trainer may miss before it is dropped")
+      ->check(in_range(1, 100));
+  setting(app, "--max-attempts", "MAX_ATTEMPTS", c.max_attempts,
+          "lost attempts of one job (its trainer vanished or restarted) before it fails")
+      ->check(in_range(1, 1000));
+  setting(app, "--predict-max-batch", "PREDICT_MAX_BATCH", c.predict_max_batch,
+          "examples batched into one forward pass")
+      ->check(in_range(1, 4096));
+  setting(app, "--predict-max-delay-us", "PREDICT_MAX_DELAY_US", c.predict_max_delay_us,
+          "how long the first prediction of a batch waits for others; 0 = batch what queued during the previous pass")
+      ->check(in_range(0, 1000000));
+  setting(app, "--predict-max-examples", "PREDICT_MAX_EXAMPLES", c.predict_max_examples,
+          "examples allowed in one /predict")
+      ->check(in_range(1, 1000000));
+  setting(app, "--http-threads", "HTTP_THREADS", c.http_threads, "HTTP worker threads")->check(in_range(1, 1024));
+  setting(app, "--max-body", "MAX_BODY", c.max_body,
+          "largest /predict or /classify body, in bytes (other routes take at most 1 MiB)")
+      ->check(in_range(1024, std::int64_t{1} << 32));
+  cli::logging_settings(app, c.log_level, c.log_format);
+  setting(app, "--api-token-file", "API_TOKEN_FILE", api_token_file,
+          "file holding the bearer token clients must send, e.g. /run/secrets/mlswarm_api_token; unset = open");
+  cli::switch_setting(app, "--public-reads", "PUBLIC_READS", c.public_reads,
+                      "with a token, leave GET /status, /jobs, /models, /datasets and /metrics open");
+  setting(app, "--cluster-token-file", "CLUSTER_TOKEN_FILE", cluster_token_file,
+          "file holding the key that signs every call to a trainer and that trainers prove they hold");
+  setting(app, "--tls-cert-file", "TLS_CERT_FILE", c.tls_cert_file, "PEM certificate: serve HTTPS instead of HTTP");
+  setting(app, "--tls-key-file", "TLS_KEY_FILE", c.tls_key_file, "PEM private key for --tls-cert-file");
+  setting(app, "--trainer-timeout-ms", "TRAINER_TIMEOUT_MS", c.trainer_timeout_ms,
+          "deadline of each whole call to a trainer (dispatch, status, cancel); the connect deadline is a tenth "
+          "of it, at least 200 ms")
+      ->check(in_range(100, 600000));
+  setting(app, "--max-queued-jobs", "MAX_QUEUED_JOBS", c.max_queued_jobs, "queued jobs before /train answers 429")
+      ->check(in_range(1, 1000000));
+  app.add_flag("--healthcheck", c.healthcheck,
+               "probe GET /healthz of the controller on this port at 127.0.0.1 and exit 0 if healthy");
+  app.add_option("--fetch", c.fetch_url,
+                 "GET http://HOST:PORT/PATH with the API token, print the body and exit (curl for images that have "
+                 "none: docker exec ... --fetch http://10.42.0.5:48516/status)");
+  if (auto exit = cli::parse(app, argc, argv)) return *exit;
+
+  if ((c.tls_cert_file.empty()) != (c.tls_key_file.empty())) {
+    return cli::config_error("ml_controller", "TLS needs both TLS_CERT_FILE (--tls-cert-file) and TLS_KEY_FILE "
+                                             "(--tls-key-file)");
+  }
+  try {
+    if (!api_token_file.empty()) c.api_token = read_token_file(api_token_file, "API_TOKEN_FILE");
+  } catch (const Error& e) {
+    return cli::config_error("ml_controller", e.what());
+  }
+  try {
+    if (!cluster_token_file.empty()) c.cluster_token = read_token_file(cluster_token_file, "CLUSTER_TOKEN_FILE");
+  } catch (const Error& e) {
+    return cli::config_error("ml_controller", e.what());
+  }
+  const bool one_shot = c.healthcheck || !c.fetch_url.empty();
+  if (!one_shot && (!subnet_text.empty() || c.dns_name.empty())) {
+    try {
+      c.subnet = parse_subnet(subnet_text);
+    } catch (const Error& e) {
+      return cli::config_error("ml_controller", e.what());
+    }
+  }
+  return c;
+}
+
+}  // namespace mlswarm

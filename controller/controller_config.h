@@ -1,0 +1,53 @@
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+#include <variant>
+
+#include "mlswarm/cli.h"
+#include "subnet.h"
+
+namespace mlswarm {
+
+/// Every setting of ml_controller. Each comes from its flag or, when the flag is absent,
+/// from its environment variable (named in --help), validated by the same rules.
+struct ControllerConfig {
+  std::string host = "0.0.0.0";        ///< CONTROLLER_HOST
+  int port = 48515;                    ///< CONTROLLER_PORT
+  int train_port = 48516;              ///< TRAIN_PORT
+  std::optional<Subnet> subnet;        ///< SUBNET_TRAIN; at least one of subnet and dns_name is set
+  std::string dns_name;                ///< TRAIN_DNS
+  std::string home_dir = "./var";      ///< HOME_DIR
+  std::string data_dir = "/usr/share/datasets";  ///< DATA_DIR
+  int scan_interval_ms = 2000;         ///< SCAN_INTERVAL_MS
+  int max_misses = 3;                  ///< MAX_MISSES
+  int max_attempts = 5;                ///< MAX_ATTEMPTS
+  int predict_max_batch = 32;          ///< PREDICT_MAX_BATCH
+  int predict_max_delay_us = 0;        ///< PREDICT_MAX_DELAY_US
+  int predict_max_examples = 1024;     ///< PREDICT_MAX_EXAMPLES
+  int http_threads = 32;               ///< HTTP_THREADS
+  std::size_t max_body = 64u << 20;    ///< MAX_BODY: /predict and /classify; other routes have smaller caps
+  std::string log_level = "info";      ///< LOG_LEVEL
+  std::string log_format = "text";     ///< LOG_FORMAT
+  std::string api_token;               ///< read from API_TOKEN_FILE
+  bool public_reads = false;           ///< PUBLIC_READS
+  std::string cluster_token;           ///< read from CLUSTER_TOKEN_FILE
+  std::string tls_cert_file;           ///< TLS_CERT_FILE
+  std::string tls_key_file;            ///< TLS_KEY_FILE
+  int trainer_timeout_ms = 3000;       ///< TRAINER_TIMEOUT_MS
+  int max_queued_jobs = 1000;          ///< MAX_QUEUED_JOBS
+
+  // One-shot commands instead of serving.
+  bool healthcheck = false;
+  std::string fetch_url;
+};
+
+/// Parses argv and the environment. Returns the configuration, or how to exit (help and
+/// --version: 0; a bad value: 2 with a message naming the flag and its variable).
+/// `version` produces the --version text.
+std::variant<ControllerConfig, cli::ParseExit> parse_controller_config(int argc, const char* const* argv,
+                                                                      const std::function<std::string()>& version);
+
+}  // namespace mlswarm

@@ -1,0 +1,187 @@
+#include "planner.h"
+
+#include <algorithm>
+#include <set>
+
+#include <fmt/format.h>
+
+namespace mlswarm {
+namespace {
+
+const JobRecord* reported(const TrainerState& trainer, const std::string& job_id) {
+  for (const auto& job : trainer.report.jobs) {
+    if (job.spec.job_id == job_id) return &job;
+  }
+  return nullptr;
+}
+
+bool active(JobState state) { return state == JobState::kQueued || state == JobState::kRunning; }
+
+class Planner {
+ public:
+  Planner(const ClusterSnapshot& s, const PlannerOptions& o) : s_(s), o_(o) {
+    for (const auto& t : s_.trainers) trainers_[t.address] = &t;
+    for (const auto& t : s_.trainers) {
+      if (t.trusted && t.polled && !t.report.draining && t.suspect_until <= s_.now) {
+        loads_.push_back({t.address, t.report.capacity, t.report.running + t.report.queued});
+      }
+    }
+  }
+
+  std::vector<Action> run() {
+    bool placing = true;  // jobs are placed in order: one that does not fit holds back the rest
+    for (const JobRecord& job : s_.jobs) {
+      if (job.state == JobState::kRunning) {
+        follow_running(job);
+      } else if (job.state == JobState::kQueued) {
+        if (adopt(job)) continue;
+        if (placing) placing = try_dispatch(job);
+      }
+    }
+    cancel_orphans();
+    return std::move(actions_);
+  }
+
+ private:
+  /// A running job: its trainer's report decides.
+  void follow_running(const JobRecord& job) {
+    const auto it = trainers_.find(job.trainer);
+    if (it == trainers_.end()) {
+      if (s_.settled) lost(job, fmt::format("trainer {} lost", job.trainer));
+      return;
+    }
+    const TrainerState& t = *it->second;
+    if (!t.trusted) return lost(job, fmt::format("trainer {} no longer proves the cluster key", t.address));
+    if (!t.polled) return;  // no news this tick
+    const JobRecord* r = reported(t, job.spec.job_id);
+    if (r == nullptr || r->spec.attempt != job.spec.attempt) {
+      return lost(job, fmt::format("trainer {} no longer runs attempt {}", t.address, job.spec.attempt));
+    }
+    follow_report(job, t, *r);
+  }
+
+  void follow_report(const JobRecord& job, const TrainerState& t, const JobRecord& r) {
+    const std::string& id = job.spec.job_id;
+    const int attempt = job.spec.attempt;
+    if (!is_terminal(r.state)) {
+      actions_.push_back(action::Progress{id, attempt, r});
+    } else if (r.state == JobState::kFailed && r.failure == FailureCode::kInterrupted) {
+      // The trainer shut down cleanly (a rolling update) after a checkpoint: go on elsewhere now.
+      actions_.push_back(action::Requeue{id, attempt, fmt::format("trainer {} shut down", t.address), false, {}});
+    } else if (r.state == JobState::kFailed && r.failure == FailureCode::kSuperseded) {
+      lost(job, fmt::format("trainer {}: {}", t.address, r.error));
+    } else {
+      actions_.push_back(action::Finish{id, attempt, r.state, r.failure, r.error});
+    }
+  }
+
+  /// The attempt is gone: queue the job again, or give up after max_attempts.
+  void lost(const JobRecord& job, const std::string& reason) {
+    const int lost = job.lost_attempts + 1;
+    if (lost >= o_.max_attempts) {
+      actions_.push_back(action::Finish{job.spec.job_id, job.spec.attempt, JobState::kFailed,
+                                        FailureCode::kLostTrainer,
+                                        fmt::format("gave up after {} lost attempts; last: {}", lost, reason)});
+      return;
+    }
+    const auto backoff = std::min(o_.max_backoff, o_.retry_backoff * (1 << std::clamp(lost - 1, 0, 16)));
+    actions_.push_back(action::Requeue{job.spec.job_id, job.spec.attempt, reason, true, backoff});
+  }
+
+  /// A queued job whose current attempt runs somewhere: a trainer took a dispatch after the
+  /// controller had stopped waiting for its answer.
+  bool adopt(const JobRecord& job) {
+    if (job.spec.attempt == 0) return false;
+    for (const auto& t : s_.trainers) {
+      if (!t.trusted || !t.polled) continue;
+      const JobRecord* r = reported(t, job.spec.job_id);
+      if (r != nullptr && r->spec.attempt == job.spec.attempt && active(r->state)) {
+        actions_.push_back(action::Adopt{job.spec.job_id, job.spec.attempt, t.address, *r});
+        adopted_.insert(job.spec.job_id);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /// Places a queued job; false when it does not fit (it and the jobs after it wait).
+  bool try_dispatch(const JobRecord& job) {
+    if (auto wait = s_.not_before.find(job.spec.job_id); wait != s_.not_before.end() && s_.now < wait->second) {
+      return true;  // backing off after a lost attempt; later jobs may go first
+    }
+    if (job.spec.attempt >= kMaxAttempt) {
+      actions_.push_back(action::Finish{job.spec.job_id, job.spec.attempt, JobState::kFailed, FailureCode::kInternal,
+                                        fmt::format("the job reached the highest attempt number, {}", kMaxAttempt)});
+      return true;
+    }
+    std::vector<std::string> ranks = place(loads_, 1);
+    if (ranks.empty()) return false;
+    actions_.push_back(action::Dispatch{job.spec.job_id, job.spec.attempt + 1, std::move(ranks)});
+    return true;
+  }
+
+  /// Attempts that trainers still run but the registry gives to nobody, or to another attempt.
+  void cancel_orphans() {
+    std::map<std::string, const JobRecord*> jobs;
+    for (const auto& j : s_.jobs) jobs[j.spec.job_id] = &j;
+    for (const auto& t : s_.trainers) {
+      if (!t.trusted || !t.polled) continue;
+      for (const auto& r : t.report.jobs) {
+        if (!active(r.state)) continue;
+        const auto it = jobs.find(r.spec.job_id);
+        if (it == jobs.end()) continue;  // not a job of this controller's
+        const JobRecord& job = *it->second;
+        std::string why;
+        if (is_terminal(job.state)) {
+          why = fmt::format("the job is {}", to_string(job.state));
+        } else if (job.spec.attempt != r.spec.attempt) {
+          why = fmt::format("attempt {} superseded by attempt {}", r.spec.attempt, job.spec.attempt);
+        } else if (job.state == JobState::kRunning && job.trainer != t.address) {
+          why = fmt::format("attempt {} runs on {}", job.spec.attempt, job.trainer);
+        } else if (job.state == JobState::kQueued && !adopted_.contains(job.spec.job_id)) {
+          why = "the job is queued for another placement";
+        }
+        if (!why.empty()) actions_.push_back(action::Cancel{t.address, r.spec.job_id, r.spec.attempt, why});
+      }
+    }
+  }
+
+  const ClusterSnapshot& s_;
+  const PlannerOptions& o_;
+  std::map<std::string, const TrainerState*> trainers_;
+  std::vector<TrainerLoad> loads_;
+  std::set<std::string> adopted_;
+  std::vector<Action> actions_;
+};
+
+}  // namespace
+
+std::vector<std::string> apply_discovery(std::map<std::string, TrainerState>& table,
+                                         const std::vector<DiscoveredTrainer>& found, int max_misses,
+                                         double now_unix) {
+  std::set<std::string> seen;
+  for (const auto& d : found) {
+    TrainerState& t = table[d.address];
+    t.address = d.address;
+    t.trusted = d.trusted;
+    t.misses = 0;
+    t.last_seen = now_unix;
+    seen.insert(d.address);
+  }
+  std::vector<std::string> dropped;
+  for (auto it = table.begin(); it != table.end();) {
+    if (!seen.contains(it->first) && ++it->second.misses >= max_misses) {
+      dropped.push_back(it->first);
+      it = table.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return dropped;
+}
+
+std::vector<Action> plan(const ClusterSnapshot& snapshot, const PlannerOptions& options) {
+  return Planner(snapshot, options).run();
+}
+
+}  // namespace mlswarm

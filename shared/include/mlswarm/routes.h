@@ -1,0 +1,81 @@
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mlswarm/http.h"
+
+namespace mlswarm {
+
+/// Who may call a route.
+enum class Access {
+  kOpen,   ///< anyone (probes: /type, /healthz, /readyz)
+  kRead,   ///< read-only: on the controller needs the API token unless PUBLIC_READS
+  kWrite,  ///< changes state or costs compute: needs the API token (controller) or a signed call (trainer)
+};
+
+/// The values of a pattern's {placeholders}, in order.
+using RouteParams = std::vector<std::string>;
+using RouteHandler = std::function<HttpReply(const HttpRequest&, const RouteParams&)>;
+
+struct Route {
+  std::string method;   ///< "GET" (also answers HEAD), "POST", "DELETE", ...
+  std::string pattern;  ///< "/jobs/{id}": literal segments and {name} for any one segment
+  Access access = Access::kOpen;
+  std::size_t max_body = 0;  ///< the largest body the route takes, checked before it is read
+  RouteHandler handler;
+};
+
+/// A daemon's routes: which handler answers a request, who may call it, how large its body
+/// may be, and the bounded label /metrics uses for it. Built once at start, then read-only
+/// (thread-safe for lookups).
+class RouteTable {
+ public:
+  RouteTable& add(Route route);
+
+  struct Match {
+    const Route* route = nullptr;  ///< null: no route for this method and path
+    RouteParams params;
+    /// The methods the path has when `route` is null but the path is known ("GET, DELETE"):
+    /// a 405 with this Allow header. Empty: no such path (404).
+    std::string allow;
+  };
+  Match match(std::string_view method, std::string_view path) const;
+
+  /// The pattern of the route shape `path` matches ("/jobs/{id}"), or "other": a label with
+  /// as many values as there are routes, whatever paths clients try.
+  std::string label(std::string_view path) const;
+
+  /// 405 (with Allow) or 404 for a request without a route, as an Error reply.
+  static HttpReply no_route(const HttpRequest& request, const Match& match);
+
+  const std::vector<Route>& routes() const { return routes_; }
+
+ private:
+  std::vector<Route> routes_;
+  std::vector<std::vector<std::string>> shapes_;  ///< each pattern's segments, by route
+};
+
+/// The body size a request announces (Content-Length), or nullopt when it sends none or
+/// sends it chunked.
+std::optional<std::size_t> announced_body_size(const HttpRequest& head);
+
+/// Throws Error(kPayloadTooLarge) when the request announces, or has read, a body larger
+/// than `max_bytes`.
+void require_body_within(const HttpRequest& request, std::size_t max_bytes);
+
+/// Runs an admission check; what it throws becomes the refusal reply.
+template <typename Check>
+std::optional<HttpReply> guarded_admit(const HttpRequest& head, Check&& check) {
+  try {
+    return check();
+  } catch (...) {
+    return reply_for_exception(head, std::current_exception());
+  }
+}
+
+}  // namespace mlswarm

@@ -1,0 +1,98 @@
+#include "mlswarm/attempt_fence.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "mlswarm/error.h"
+
+namespace mlswarm {
+namespace {
+
+/// The attempt file, open and exclusively locked for this object's life.
+class LockedAttemptFile {
+ public:
+  /// `writer`: create the file (and its folder) and lock it exclusively; otherwise open it
+  /// read-only with a shared lock.
+  LockedAttemptFile(const std::filesystem::path& job_dir, bool writer) : path_(job_dir / "attempt") {
+    if (writer) {
+      std::error_code ec;
+      std::filesystem::create_directories(job_dir, ec);
+    }
+    fd_ = ::open(path_.c_str(), (writer ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd_ < 0) fail("open");
+    int rc = 0;
+    do {
+      rc = ::flock(fd_, writer ? LOCK_EX : LOCK_SH);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0) fail("lock");
+  }
+  ~LockedAttemptFile() {
+    if (fd_ >= 0) ::close(fd_);  // releases the lock
+  }
+  LockedAttemptFile(const LockedAttemptFile&) = delete;
+  LockedAttemptFile& operator=(const LockedAttemptFile&) = delete;
+
+  int read() const {
+    char text[32] = {};
+    const ssize_t n = ::pread(fd_, text, sizeof text - 1, 0);
+    if (n <= 0) return 0;
+    char* end = nullptr;
+    const long value = std::strtol(text, &end, 10);
+    return end == text || value < 0 || value > 1'000'000'000 ? 0 : static_cast<int>(value);
+  }
+
+  void write(int attempt) const {
+    const std::string text = std::to_string(attempt);
+    if (::ftruncate(fd_, 0) != 0 ||
+        ::pwrite(fd_, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()) || ::fsync(fd_) != 0) {
+      fail("write");
+    }
+  }
+
+ private:
+  [[noreturn]] void fail(const char* what) const {
+    throw Error(ErrorCode::kInternal, fmt::format("cannot {} {}: {}", what, path_.string(), std::strerror(errno)));
+  }
+
+  std::filesystem::path path_;
+  int fd_ = -1;
+};
+
+[[noreturn]] void superseded(const std::filesystem::path& job_dir, int mine, int current) {
+  throw Error(ErrorCode::kSuperseded, fmt::format("superseded: attempt {} of job {} started after this attempt {}",
+                                                  current, job_dir.filename().string(), mine));
+}
+
+}  // namespace
+
+AttemptFence::AttemptFence(std::filesystem::path job_dir, int attempt)
+    : job_dir_(std::move(job_dir)), attempt_(attempt) {}
+
+void AttemptFence::claim() const {
+  LockedAttemptFile file(job_dir_, true);
+  const int current = file.read();
+  if (current > attempt_) superseded(job_dir_, attempt_, current);
+  if (current != attempt_) file.write(attempt_);
+}
+
+void AttemptFence::guarded(const std::function<void()>& write) const {
+  LockedAttemptFile file(job_dir_, true);
+  const int current = file.read();
+  if (current > attempt_) superseded(job_dir_, attempt_, current);
+  write();
+}
+
+int AttemptFence::current(const std::filesystem::path& job_dir) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(job_dir / "attempt", ec)) return 0;
+  return LockedAttemptFile(job_dir, false).read();
+}
+
+}  // namespace mlswarm

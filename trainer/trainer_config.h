@@ -1,0 +1,39 @@
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <variant>
+
+#include "mlswarm/cli.h"
+
+namespace mlswarm {
+
+/// Every setting of ml_trainer. Each comes from its flag or, when the flag is absent, from
+/// its environment variable (named in --help), validated by the same rules.
+struct TrainerConfig {
+  std::string host = "0.0.0.0";                  ///< TRAIN_HOST
+  int port = 48516;                              ///< TRAIN_PORT
+  std::string home_dir = "./var";                ///< HOME_DIR
+  std::string data_dir = "/usr/share/datasets";  ///< DATA_DIR
+  int workers = 1;                               ///< TRAIN_WORKERS
+  int threads = 0;                               ///< TRAIN_THREADS, 0 = one per core
+  std::size_t max_body = 1u << 20;               ///< MAX_BODY
+  std::string log_level = "info";                ///< LOG_LEVEL
+  std::string log_format = "text";               ///< LOG_FORMAT
+  std::string cluster_token;                     ///< read from CLUSTER_TOKEN_FILE
+  /// On SIGTERM, how long the trainer keeps answering /status after its jobs stopped, until
+  /// the controller has read that they were interrupted (SHUTDOWN_REPORT_MS).
+  int shutdown_report_ms = 3000;
+
+  // One-shot commands instead of serving.
+  bool healthcheck = false;
+  std::string fetch_url;
+};
+
+/// Parses argv and the environment. Returns the configuration, or how to exit (help and
+/// --version: 0; a bad value: 2 with a message naming the flag and its variable).
+std::variant<TrainerConfig, cli::ParseExit> parse_trainer_config(int argc, const char* const* argv,
+                                                                const std::function<std::string()>& version);
+
+}  // namespace mlswarm
