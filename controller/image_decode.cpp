@@ -1,11 +1,14 @@
 #include "image_decode.h"
 
+#include <cstdint>
 #include <memory>
+#include <string_view>
 
 #include <fmt/format.h>
 #include <stb_image.h>
 #include <stb_image_resize.h>
 #include <turbojpeg.h>
+#include <zlib.h>
 
 #include "mlswarm/error.h"
 
@@ -28,6 +31,78 @@ void check_size(int w, int h) {
   }
 }
 
+std::uint32_t be32(const std::string& b, std::size_t at) {
+  return (std::uint32_t{static_cast<unsigned char>(b[at])} << 24) |
+         (std::uint32_t{static_cast<unsigned char>(b[at + 1])} << 16) |
+         (std::uint32_t{static_cast<unsigned char>(b[at + 2])} << 8) | std::uint32_t{static_cast<unsigned char>(b[at + 3])};
+}
+
+/// The bytes a PNG's image data inflates to: each row of each (Adam7) pass, plus its filter byte.
+std::uint64_t png_raw_size(std::uint64_t w, std::uint64_t h, int bits_per_pixel, bool interlaced) {
+  auto rows = [&](std::uint64_t pw, std::uint64_t ph) { return ph * (1 + (pw * bits_per_pixel + 7) / 8); };
+  if (!interlaced) return rows(w, h);
+  static constexpr int kX[7] = {0, 4, 0, 2, 0, 1, 0}, kY[7] = {0, 0, 4, 0, 2, 0, 1};
+  static constexpr int kDx[7] = {8, 8, 4, 4, 2, 2, 1}, kDy[7] = {8, 8, 8, 4, 4, 2, 2};
+  std::uint64_t total = 0;
+  for (int p = 0; p < 7; ++p) {
+    const std::uint64_t pw = w > static_cast<std::uint64_t>(kX[p]) ? (w - kX[p] + kDx[p] - 1) / kDx[p] : 0;
+    const std::uint64_t ph = h > static_cast<std::uint64_t>(kY[p]) ? (h - kY[p] + kDy[p] - 1) / kDy[p] : 0;
+    if (pw > 0 && ph > 0) total += rows(pw, ph);
+  }
+  return total;
+}
+
+/// stb_image inflates a PNG's image data into a buffer that grows without bound and only
+/// then compares it with the size the header implies, so a 2 MB PNG that declares 28 x 28
+/// pixels could cost gigabytes (a decompression bomb). This inflates the image data first
+/// into a small window, counting, and refuses the file as soon as it passes that size.
+void check_png_inflates_within_its_size(const std::string& bytes) {
+  z_stream z{};
+  if (inflateInit(&z) != Z_OK) throw Error(ErrorCode::kInternal, "cannot start zlib");
+  std::unique_ptr<z_stream, int (*)(z_streamp)> guard(&z, inflateEnd);
+  std::uint64_t expected = 0;
+  std::uint64_t produced = 0;
+  bool have_header = false;
+  unsigned char window[64 * 1024];
+  for (std::size_t pos = 8; pos + 12 <= bytes.size();) {
+    const std::uint32_t length = be32(bytes, pos);
+    if (length > bytes.size() - pos - 12) return;  // cut short: stb reports it
+    const std::string_view type(bytes.data() + pos + 4, 4);
+    const auto* data = reinterpret_cast<const unsigned char*>(bytes.data() + pos + 8);
+    if (type == "IHDR" && length >= 13) {
+      static constexpr int kChannels[7] = {1, 0, 3, 1, 2, 0, 4};  // by colour type
+      const int colour = data[9];
+      const int channels = colour >= 0 && colour <= 6 ? kChannels[colour] : 0;
+      if (channels == 0) return;  // stb refuses it
+      expected = png_raw_size(be32(bytes, pos + 8), be32(bytes, pos + 12), channels * data[8], data[12] != 0);
+      have_header = true;
+    } else if (type == "CgBI") {
+      throw Error(ErrorCode::kInvalidArgument, "Apple's optimised PNG variant (CgBI) is not supported", "image");
+    } else if (type == "IDAT" && have_header) {
+      z.next_in = const_cast<unsigned char*>(data);
+      z.avail_in = length;
+      while (z.avail_in > 0) {
+        z.next_out = window;
+        z.avail_out = sizeof window;
+        const int rc = inflate(&z, Z_NO_FLUSH);
+        produced += sizeof window - z.avail_out;
+        if (produced > expected) {
+          throw Error(ErrorCode::kInvalidArgument,
+                      fmt::format("the PNG's image data inflates past the {} bytes its header implies "
+                                  "(a decompression bomb?)",
+                                  expected),
+                      "image");
+        }
+        if (rc == Z_STREAM_END) return;
+        if (rc != Z_OK) return;  // corrupt data: stb reports it
+      }
+    } else if (type == "IEND") {
+      return;
+    }
+    pos += 12 + length;
+  }
+}
+
 /// PNG and BMP through stb_image.
 std::vector<unsigned char> decode_png_or_bmp(const std::string& bytes, bool bmp, int want, int& w, int& h) {
   int n = 0;
@@ -37,6 +112,7 @@ std::vector<unsigned char> decode_png_or_bmp(const std::string& bytes, bool bmp,
                 "image");
   }
   check_size(w, h);
+  if (!bmp) check_png_inflates_within_its_size(bytes);
   // Found by fuzz_image: a 29-byte BMP header claiming 7680 x 7680 pixels decoded (stb fills
   // what is missing) and took seconds of CPU to resize. BMPs are not compressed (stb reads
   // no RLE), so a real one holds at least one bit per pixel.

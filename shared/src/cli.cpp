@@ -81,6 +81,13 @@ CLI::Validator in_range(long long lo, long long hi) {
 }
 
 std::optional<ParseExit> parse(CLI::App& app, int argc, const char* const* argv) {
+  // Help first, whatever the environment holds (CLI11 validates variables before it looks
+  // at --help, so a bad one would hide the help that explains it).
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (arg == "-h" || arg == "--help") return ParseExit{0, app.help()};
+  }
   try {
     app.parse(argc, argv);
     return std::nullopt;

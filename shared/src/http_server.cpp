@@ -65,6 +65,42 @@ bool has_unread_body(const httplib::Request& req) {
 /// httplib calls the 100-continue handler (which admits) for these, then routes them.
 bool admitted_at_continue(const httplib::Request& req) { return req.get_header_value("Expect") == "100-continue"; }
 
+/// The methods httplib reads a body for (its expect_content()).
+bool expects_body(const httplib::Request& req) {
+  return req.method == "POST" || req.method == "PUT" || req.method == "PATCH" || req.method == "DELETE";
+}
+
+/// The service's verdict on a request's head; what admit() throws becomes the refusal.
+std::optional<HttpReply> admit(const HttpService& service, const HttpRequest& head) {
+  if (!service.admit) return std::nullopt;
+  try {
+    return service.admit(head);
+  } catch (...) {
+    return reply_for_exception(head, std::current_exception());
+  }
+}
+
+/// Up to this much of a refused request's body is read and thrown away, so that the
+/// connection stays usable and a client that sends its whole body before reading hears the
+/// refusal; beyond it the connection is closed instead.
+constexpr std::size_t kDrainLimit = 8u << 20;
+
+/// Reads and discards the body of a refused request; false when it is larger than
+/// kDrainLimit (or broken), and the connection must be closed.
+bool drain(const httplib::Request& req, const httplib::ContentReader& reader) {
+  const std::string length = req.get_header_value("Content-Length");
+  if (!length.empty()) {
+    if (length.size() > 12 || length.find_first_not_of("0123456789") != std::string::npos) return false;
+    if (std::stoull(length) > kDrainLimit) return false;
+  }
+  std::size_t read = 0;
+  auto discard = [&](const char*, std::size_t n) { return (read += n) <= kDrainLimit; };
+  if (req.is_multipart_form_data()) {
+    return reader([](const httplib::MultipartFormData&) { return true; }, discard);
+  }
+  return reader(discard);
+}
+
 void count(const HttpService& service, const HttpRequest& request, int status,
            std::chrono::steady_clock::time_point started) {
   const std::string route = service.label ? service.label(request.path) : std::string("other");
@@ -98,7 +134,7 @@ void write_reply_and_close(httplib::Response& res, HttpReply reply, const std::s
                            });
 }
 
-/// A refusal before the body: the connection closes when a body is on its way.
+/// A refusal of a request httplib reads no body for: the connection closes if one comes anyway.
 void write_refusal(const httplib::Request& req, httplib::Response& res, HttpReply reply,
                    const std::string& request_id) {
   if (has_unread_body(req)) {
@@ -121,67 +157,105 @@ void configure_http_server(httplib::Server& svr, HttpService service, const Http
   svr.set_tcp_nodelay(true);
   auto shared = std::make_shared<const HttpService>(std::move(service));
 
-  // Before the body is read: the service may refuse on the request line and headers alone.
-  auto refusal = [shared](const httplib::Request& req) -> std::optional<std::pair<HttpRequest, HttpReply>> {
-    if (!shared->admit) return std::nullopt;
+  // Methods without a body (GET, HEAD, OPTIONS) are admitted here, before routing.
+  svr.set_pre_routing_handler([shared](const httplib::Request& req, httplib::Response& res) {
+    if (expects_body(req)) return httplib::Server::HandlerResponse::Unhandled;  // admitted with its body
+    const auto started = std::chrono::steady_clock::now();
     HttpRequest head = request_head(req);
     LogScope scope{{"request_id", head.request_id}};
-    std::optional<HttpReply> reply;
-    try {
-      reply = shared->admit(head);
-    } catch (...) {
-      reply = reply_for_exception(head, std::current_exception());
-    }
-    if (!reply) return std::nullopt;
-    return std::make_pair(std::move(head), std::move(*reply));
-  };
-  svr.set_pre_routing_handler([shared, refusal](const httplib::Request& req, httplib::Response& res) {
-    const auto started = std::chrono::steady_clock::now();
-    if (admitted_at_continue(req)) return httplib::Server::HandlerResponse::Unhandled;
-    auto refused = refusal(req);
+    auto refused = admit(*shared, head);
     if (!refused) return httplib::Server::HandlerResponse::Unhandled;
-    auto& [head, reply] = *refused;
-    count(*shared, head, reply.status, started);
-    spdlog::debug("{} {} {} -> {} before the body", req.remote_addr, req.method, req.path, reply.status);
-    write_refusal(req, res, std::move(reply), head.request_id);
+    count(*shared, head, refused->status, started);
+    write_refusal(req, res, std::move(*refused), head.request_id);
     return httplib::Server::HandlerResponse::Handled;
   });
   // A client that asks first (Expect: 100-continue, as curl does for large uploads) hears the
   // refusal instead of "100 Continue" and never sends the body.
-  svr.set_expect_100_continue_handler([shared, refusal](const httplib::Request& req, httplib::Response& res) {
-    auto refused = refusal(req);
+  svr.set_expect_100_continue_handler([shared](const httplib::Request& req, httplib::Response& res) {
+    HttpRequest head = request_head(req);
+    LogScope scope{{"request_id", head.request_id}};
+    auto refused = admit(*shared, head);
     if (!refused) return 100;
-    auto& [head, reply] = *refused;
-    count(*shared, head, reply.status, std::chrono::steady_clock::now());
-    const int status = reply.status;
-    write_refusal(req, res, std::move(reply), head.request_id);
+    count(*shared, head, refused->status, std::chrono::steady_clock::now());
+    const int status = refused->status;
+    write_refusal(req, res, std::move(*refused), head.request_id);
     return status;
   });
 
-  auto dispatch = [shared](const httplib::Request& req, httplib::Response& res) {
-    const auto started = std::chrono::steady_clock::now();
-    HttpRequest request = request_head(req);
-    // httplib hands a const Request that is its own local: moving the body out saves a copy
-    // of every upload.
-    request.body = std::move(const_cast<httplib::Request&>(req).body);
-    for (const auto& [k, f] : req.files) request.files.push_back({f.name, f.filename, f.content_type, f.content});
+  auto answer = [shared](const httplib::Request& req, httplib::Response& res, HttpRequest request,
+                         std::chrono::steady_clock::time_point started) {
     LogScope scope{{"request_id", request.request_id}};
     HttpReply reply = guarded(shared->handle, request);
     count(*shared, request, reply.status, started);
     spdlog::debug("{} {} {} -> {}", req.remote_addr, req.method, req.path, reply.status);
     write_reply(res, std::move(reply), request.request_id);
   };
+  auto without_body = [answer](const httplib::Request& req, httplib::Response& res) {
+    answer(req, res, request_head(req), std::chrono::steady_clock::now());
+  };
+  // Methods with a body: admitted on the request line and headers first; the body is read
+  // only for an admitted request, and never past the largest body of any route.
+  auto with_body = [shared, answer, max_body = options.max_body_bytes](
+                       const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    const auto started = std::chrono::steady_clock::now();
+    HttpRequest request = request_head(req);
+    {
+      LogScope scope{{"request_id", request.request_id}};
+      // A request that asked first was admitted then (and a signed one must not be checked twice).
+      auto refused = admitted_at_continue(req) ? std::nullopt : admit(*shared, request);
+      if (refused) {
+        count(*shared, request, refused->status, started);
+        spdlog::debug("{} {} {} -> {} before the body", req.remote_addr, req.method, req.path, refused->status);
+        if (drain(req, reader)) {
+          write_reply(res, std::move(*refused), request.request_id);
+        } else {
+          write_reply_and_close(res, std::move(*refused), request.request_id);
+        }
+        return;
+      }
+    }
+    std::size_t read = 0;
+    bool too_large = false;
+    auto take = [&](std::string& into, const char* data, std::size_t n) {
+      read += n;
+      if (read > max_body) {
+        too_large = true;
+        return false;
+      }
+      into.append(data, n);
+      return true;
+    };
+    bool complete = false;
+    if (req.is_multipart_form_data()) {
+      complete = reader(
+          [&](const httplib::MultipartFormData& part) {
+            request.files.push_back({part.name, part.filename, part.content_type, {}});
+            return true;
+          },
+          [&](const char* data, std::size_t n) { return !request.files.empty() && take(request.files.back().content, data, n); });
+    } else {
+      complete = reader([&](const char* data, std::size_t n) { return take(request.body, data, n); });
+    }
+    if (!complete) {
+      HttpReply reply = HttpReply::error(too_large ? Error(ErrorCode::kPayloadTooLarge, "request body too large")
+                                                   : Error(ErrorCode::kInvalidArgument, "the request body is malformed or cut short"));
+      count(*shared, request, reply.status, started);
+      write_reply_and_close(res, std::move(reply), request.request_id);
+      return;
+    }
+    answer(req, res, std::move(request), started);
+  };
   const char* kAll = R"(/.*)";
-  svr.Get(kAll, dispatch);
-  svr.Post(kAll, dispatch);
-  svr.Put(kAll, dispatch);
-  svr.Delete(kAll, dispatch);
-  svr.Patch(kAll, dispatch);
-  svr.Options(kAll, dispatch);
+  svr.Get(kAll, without_body);
+  svr.Options(kAll, without_body);
+  svr.Post(kAll, with_body);
+  svr.Put(kAll, with_body);
+  svr.Delete(kAll, with_body);
+  svr.Patch(kAll, with_body);
 
   // httplib answers some requests itself (413, 400, 404 for unknown methods); give those
   // the JSON error shape too. Handlers always set a body (or a content provider, for a
-  // refusal that closes the connection), so a reply with neither is httplib's.
+  // reply that closes the connection), so a reply with neither is httplib's.
   svr.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (!res.body.empty() || res.content_length_ > 0) return;
     ErrorCode code = res.status == 413 ? ErrorCode::kPayloadTooLarge

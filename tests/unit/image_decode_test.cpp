@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+#include <zlib.h>
+
 #include <chrono>
 #include <fstream>
 #include <iterator>
@@ -89,6 +92,92 @@ TEST(DecodeImage, CorruptJpegsAreRefusedOrDecodedNeverCrash) {
     }
   }
   EXPECT_EQ(code_of(std::string("\xFF\xD8\xFF\xC4\x00\x02", 6)), ErrorCode::kInvalidArgument);
+}
+
+std::string png_chunk(const char* type, const std::string& data) {
+  auto be32 = [](std::uint32_t v) {
+    return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+                       static_cast<char>(v)};
+  };
+  std::string body = std::string(type, 4) + data;
+  return be32(static_cast<std::uint32_t>(data.size())) + body +
+         be32(static_cast<std::uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()))));
+}
+
+/// `raw` followed by `zeros` zero bytes, deflated in pieces (the zeros never sit in memory).
+std::string deflated(const std::string& raw, std::size_t zeros = 0) {
+  z_stream z{};
+  deflateInit(&z, 9);
+  std::string out;
+  const std::string block(1 << 20, '\0');
+  unsigned char buffer[1 << 16];
+  auto feed = [&](const std::string& data, std::size_t n, int flush) {
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+    z.avail_in = static_cast<uInt>(n);
+    do {
+      z.next_out = buffer;
+      z.avail_out = sizeof buffer;
+      deflate(&z, flush);
+      out.append(reinterpret_cast<char*>(buffer), sizeof buffer - z.avail_out);
+    } while (z.avail_out == 0 || z.avail_in > 0);
+  };
+  feed(raw, raw.size(), Z_NO_FLUSH);
+  for (; zeros > 0; zeros -= std::min(zeros, block.size())) feed(block, std::min(zeros, block.size()), Z_NO_FLUSH);
+  feed(block, 0, Z_FINISH);
+  deflateEnd(&z);
+  return out;
+}
+
+/// A grey 8-bit PNG of w x h whose image data is `raw` (filter bytes included) and then
+/// `zeros` zero bytes, deflated.
+std::string png_with_raw(int w, int h, bool interlaced, const std::string& raw, std::size_t zeros = 0) {
+  const std::string out = deflated(raw, zeros);
+  std::string ihdr = png_chunk("IHDR", std::string{0, 0, 0, static_cast<char>(w), 0, 0, 0, static_cast<char>(h), 8, 0, 0,
+                                                   0, static_cast<char>(interlaced ? 1 : 0)});
+  return std::string("\x89PNG\r\n\x1a\n", 8) + ihdr + png_chunk("IDAT", out) + png_chunk("IEND", "");
+}
+
+long peak_rss_kib() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss;
+}
+
+TEST(DecodeImage, APngBombIsRefusedAfterTheBytesItsHeaderImplies) {
+  // 28 x 28 grey declares 28 * 29 = 812 bytes of image data; this one inflates to 256 MiB.
+  const std::string bomb = png_with_raw(28, 28, false, "", std::size_t{256} << 20);
+  ASSERT_LT(bomb.size(), 400u * 1024) << "a few hundred KB on the wire";
+  const long before = peak_rss_kib();
+  const auto started = std::chrono::steady_clock::now();
+  try {
+    decode_image(bomb, 1, 28, 28);
+    FAIL() << "a decompression bomb decoded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("812 bytes"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(peak_rss_kib() - before, 16 * 1024) << "the bomb must cost a small window, not its inflated size";
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
+}
+
+TEST(DecodeImage, PlainAndInterlacedPngsOfExactlyTheirSizeDecode) {
+  std::string raw;
+  for (int y = 0; y < 28; ++y) raw += '\0' + std::string(28, static_cast<char>(y * 9));
+  EXPECT_EQ(decode_image(png_with_raw(28, 28, false, raw), 1, 28, 28).size(), 784u);
+  // Adam7: seven passes of sub-images, each row with its filter byte.
+  std::string adam7;
+  const int x0[7] = {0, 4, 0, 2, 0, 1, 0}, y0[7] = {0, 0, 4, 0, 2, 0, 1};
+  const int dx[7] = {8, 8, 4, 4, 2, 2, 1}, dy[7] = {8, 8, 8, 4, 4, 2, 2};
+  for (int p = 0; p < 7; ++p) {
+    const int pw = (28 - x0[p] + dx[p] - 1) / dx[p];
+    const int ph = (28 - y0[p] + dy[p] - 1) / dy[p];
+    for (int y = 0; y < ph; ++y) adam7 += '\0' + std::string(static_cast<std::size_t>(pw), static_cast<char>(100));
+  }
+  std::vector<float> pixels = decode_image(png_with_raw(28, 28, true, adam7), 1, 28, 28);
+  ASSERT_EQ(pixels.size(), 784u);
+  EXPECT_NEAR(pixels[500], 100 / 255.0f, 1e-3);
+  // One byte more than the header implies is refused before stb sees it.
+  EXPECT_THROW(decode_image(png_with_raw(28, 28, false, raw + std::string(1024, '\0')), 1, 28, 28), Error);
 }
 
 }  // namespace

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
+#include <csignal>
 #include <fstream>
 
 #include "../support/temp_dir.h"
@@ -91,6 +94,73 @@ TEST(JobRegistry, ProgressIsNotJournaledOnEveryUpdate) {
   for (int i = 0; i < 50; ++i) registry.update(id, [&](JobRecord& j) { j.step = i; }, false);
   EXPECT_EQ(registry.journal_lines(), before);
   EXPECT_EQ(registry.find(id)->step, 49);
+}
+
+/// Makes writes past `bytes` in any regular file of this process fail with EFBIG (as a full
+/// disk would with ENOSPC) while it lives.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &saved_);
+    previous_handler_ = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit limit = saved_;
+    limit.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &saved_);
+    std::signal(SIGXFSZ, previous_handler_);
+  }
+
+ private:
+  rlimit saved_{};
+  void (*previous_handler_)(int) = nullptr;
+};
+
+TEST(JobRegistry, AFailedJournalWriteIsUnavailableChangesNothingAndLeavesWholeRecords) {
+  TempDir dir;
+  JobRegistry registry(dir.path());
+  JobRecord first = registry.create(spec("a", "job-a"), 100);
+  const auto journal = dir.path() / "jobs.jsonl";
+  const auto size = std::filesystem::file_size(journal);
+  {
+    FileSizeLimit limit(size + 300);  // room for part of one more record: a short write
+    try {
+      registry.create(spec("b", "job-b"), 100);
+      FAIL() << "the journal cannot hold the new job";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kUnavailable) << e.what();
+    }
+    try {
+      registry.update("job-a", [](JobRecord& j) { j.state = JobState::kRunning; }, true);
+      FAIL() << "the journal cannot hold the change";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kUnavailable);
+    }
+  }
+  EXPECT_EQ(std::filesystem::file_size(journal), size) << "the partial record was cut off again";
+  EXPECT_FALSE(registry.find("job-b")) << "a job that was not journaled does not exist";
+  EXPECT_EQ(registry.find("job-a")->state, JobState::kQueued) << "a change that was not journaled was not made";
+  // With room again, the same requests go through, and a fresh load reads every line.
+  registry.create(spec("b", "job-b"), 100);
+  registry.update("job-a", [](JobRecord& j) { j.state = JobState::kRunning; }, true);
+  JobRegistry reloaded(dir.path());
+  ASSERT_EQ(reloaded.list().size(), 2u);
+  EXPECT_EQ(reloaded.find("job-a")->state, JobState::kRunning);
+  EXPECT_EQ(first.spec.job_id, "job-a");
+}
+
+TEST(JobRegistry, UpdateIfChangesOnlyWhenTheExpectationHolds) {
+  TempDir dir;
+  JobRegistry registry(dir.path());
+  registry.create(spec("a", "job-a"), 10);
+  auto queued = [](const JobRecord& j) { return j.state == JobState::kQueued; };
+  auto cancel = [](JobRecord& j) { j.state = JobState::kCancelled; };
+  auto run = [](JobRecord& j) { j.state = JobState::kRunning; };
+  ASSERT_TRUE(registry.update_if("job-a", queued, cancel, true));
+  EXPECT_FALSE(registry.update_if("job-a", queued, run, true)) << "a dispatch that lost the race changes nothing";
+  EXPECT_EQ(registry.find("job-a")->state, JobState::kCancelled);
+  EXPECT_FALSE(registry.update_if("unknown", queued, run, true));
 }
 
 }  // namespace
