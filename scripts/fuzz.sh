@@ -14,11 +14,12 @@ targets=("$@")
 ((${#targets[@]})) || targets=(job_spec predict_body image dataset_files meta_json http_request checkpoint)
 
 scripts/install_deps.sh clang libclang-rt-14-dev
-build=build-fuzz
+build="build-fuzz"
 flags="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize=vptr -fno-sanitize-recover=undefined -g -O1"
 CC=clang CXX=clang++ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMLSWARM_FUZZ=libfuzzer \
   -DMLSWARM_BUILD_BENCH=OFF -DCMAKE_CXX_FLAGS="$flags" >/dev/null
-cmake --build "$build" -j2 --target $(printf 'fuzz_%s ' "${targets[@]}")
+mapfile -t fuzz_targets < <(printf 'fuzz_%s\n' "${targets[@]}")
+cmake --build "$build" -j2 --target "${fuzz_targets[@]}"
 
 export ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1
 export UBSAN_OPTIONS=print_stacktrace=1

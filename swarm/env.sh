@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Settings shared by the swarm/ scripts; override any of them in the environment.
 # A private /24 for the overlay (never the seed's 30.0.0.0/24, which someone else owns).
 : "${MLSWARM_NETWORK:=mlswarm_net}"
@@ -19,5 +20,5 @@
 : "${MLSWARM_TLS_KEY:=}"
 : "${MLSWARM_REGISTRY:=}"                  # e.g. registry.example:5000/ to push multi-node images
 : "${MLSWARM_TAG:=latest}"
-TRAIN_IMAGE="${MLSWARM_REGISTRY}ml_train:${MLSWARM_TAG}"
-CONTROLLER_IMAGE="${MLSWARM_REGISTRY}ml_controller:${MLSWARM_TAG}"
+export TRAIN_IMAGE="${MLSWARM_REGISTRY}ml_train:${MLSWARM_TAG}"
+export CONTROLLER_IMAGE="${MLSWARM_REGISTRY}ml_controller:${MLSWARM_TAG}"

@@ -3,13 +3,17 @@
 # `docker service create --replicas 4 ml_train` and the controller, then check what users do
 # (discovery, train, predict, a trainer's /status from inside the overlay, scale down, DNS
 # discovery alone, the stack file). The tokens are Docker secrets, as swarm/03_deploy.sh makes
-# them. Every wait has a deadline. Services, secrets, network and swarm are always removed.
-# Prints "N passed, M failed" last; exits non-zero on any failure.
+# them. Every wait has a deadline.
+# It runs only where no swarm is active, or where the active one was made by this test (a
+# node label says so); it never touches a swarm it did not make, and it removes what it made
+# (services, stack, secrets, network, the swarm itself). On a host in someone else's swarm it
+# skips (exit 77). Prints "N passed, M failed" last; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export MLSWARM_NETWORK=mlswarm_e2e MLSWARM_SUBNET=10.42.77.0/24 MLSWARM_PORT=${E2E_PORT:-48575}
-export MLSWARM_HOME=$(mktemp -d /tmp/mlswarm-e2e-XXXXXX) MLSWARM_TRAINERS=4
-export MLSWARM_SECRETS_DIR=$(mktemp -d /tmp/mlswarm-e2e-secrets-XXXXXX) MLSWARM_AUTH=on
+MLSWARM_HOME=$(mktemp -d /tmp/mlswarm-e2e-XXXXXX)
+MLSWARM_SECRETS_DIR=$(mktemp -d /tmp/mlswarm-e2e-secrets-XXXXXX)
+export MLSWARM_HOME MLSWARM_SECRETS_DIR MLSWARM_TRAINERS=4 MLSWARM_AUTH=on
 # The routing mesh (ingress) does not reach the host's loopback in this sandbox; host mode
 # publishes the same port on the node itself.
 export MLSWARM_PUBLISH_MODE=${E2E_PUBLISH_MODE:-host}
@@ -27,23 +31,37 @@ api() { curl -sf -H "Authorization: Bearer $api_token" "$@"; }
 trainer_count() { api "$controller/status" | json 'len(d["trainers"])'; }
 has_trainers() { [[ $(trainer_count) == "$1" ]]; }
 
+made_swarm=0
 cleanup() {
-  docker stack rm e2e >/dev/null 2>&1
-  docker service rm ml_controller ml_train >/dev/null 2>&1
-  for _ in $(seq 1 30); do
-    docker secret rm mlswarm_api_token mlswarm_cluster_token >/dev/null 2>&1
-    [[ -z $(docker secret ls -q -f name=mlswarm_ 2>/dev/null) ]] && break
-    sleep 1
-  done
-  for _ in $(seq 1 30); do docker network rm "$MLSWARM_NETWORK" >/dev/null 2>&1 && break; sleep 1; done
-  docker swarm leave --force >/dev/null 2>&1
+  if ((made_swarm)); then  # everything in it is this test's
+    docker stack rm e2e >/dev/null 2>&1
+    docker service rm ml_controller ml_train >/dev/null 2>&1
+    for _ in $(seq 1 30); do
+      docker secret rm mlswarm_api_token mlswarm_cluster_token >/dev/null 2>&1
+      [[ -z $(docker secret ls -q -f name=mlswarm_ 2>/dev/null) ]] && break
+      sleep 1
+    done
+    for _ in $(seq 1 30); do docker network rm "$MLSWARM_NETWORK" >/dev/null 2>&1 && break; sleep 1; done
+    docker swarm leave --force >/dev/null 2>&1
+  fi
   rm -rf "$MLSWARM_HOME" "$MLSWARM_SECRETS_DIR"
 }
 trap cleanup EXIT
 
 docker/ensure_engine.sh || { echo "0 passed, 1 failed"; exit 1; }
-docker service rm ml_controller ml_train >/dev/null 2>&1
-docker swarm leave --force >/dev/null 2>&1
+swarm_state=$(docker info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null)
+if [[ $swarm_state != inactive ]]; then
+  owner=$(docker node inspect self -f '{{index .Spec.Labels "mlswarm.e2e"}}' 2>/dev/null)
+  if [[ $owner != made-by-e2e ]]; then
+    echo "SKIP: this Docker engine is in a swarm ($swarm_state) that the test did not make; the e2e never"
+    echo "touches one. Run it on a host outside any swarm (CI does)."
+    echo "0 passed, 0 failed"
+    exit 77
+  fi
+  made_swarm=1  # left by an earlier run of this test that was killed: clear it first
+  cleanup
+  made_swarm=0
+fi
 
 for kind in train controller; do
   start=$SECONDS
@@ -59,6 +77,8 @@ docker image ls --format 'image {{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^
 advertise=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1)}')
 export MLSWARM_ADVERTISE_ADDR=${advertise:-127.0.0.1}
 swarm/01_init.sh || { fail "swarm init"; echo "$passed passed, $failed failed"; exit 1; }
+made_swarm=1
+docker node update --label-add mlswarm.e2e=made-by-e2e self >/dev/null
 start=$SECONDS
 swarm/03_deploy.sh
 api_token=$(cat "$MLSWARM_SECRETS_DIR/api_token")
@@ -92,7 +112,7 @@ fi
 job=$(api -X POST "$controller/train" -H 'Content-Type: application/json' -d "$spec" | json 'd["job_id"]')
 job_done() { [[ $(api "$controller/jobs/$job" | json 'd["state"]') == succeeded ]]; }
 if [[ -n $job ]] && poll 300 job_done; then
-  pass "job $job succeeded on $(api "$controller/jobs/$job" | json 'd["trainer"]') (dispatched with the cluster token)"
+  pass "job $job succeeded on $(api "$controller/jobs/$job" | json 'd["trainer"]') (every call to it signed with the cluster key)"
 else
   fail "job ${job:-<none>} did not succeed: $(api "$controller/jobs/$job")"
 fi
