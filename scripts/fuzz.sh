@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-180}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(job_spec predict_body image dataset_files meta_json http_request checkpoint)
+((${#targets[@]})) || targets=(job_spec predict_body image dataset_files meta_json trainer_reply http_request checkpoint)
 
 scripts/install_deps.sh clang libclang-rt-14-dev
 build="build-fuzz"

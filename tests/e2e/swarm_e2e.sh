@@ -65,7 +65,8 @@ fi
 
 for kind in train controller; do
   start=$SECONDS
-  if docker build -q -f "Dockerfile_$kind" -t "ml_$kind" . >/tmp/mlswarm-e2e-build-$kind.log 2>&1; then
+  if docker build -q -f "Dockerfile_$kind" --build-arg MLSWARM_GIT_COMMIT="$(git rev-parse --short=12 HEAD 2>/dev/null || true)" \
+       -t "ml_$kind" . >/tmp/mlswarm-e2e-build-$kind.log 2>&1; then
     pass "image ml_$kind built in $((SECONDS - start)) s, $(docker image inspect -f '{{.Size}}' "ml_$kind" | awk '{printf "%.0f MB", $1/1e6}')"
   else
     tail -30 /tmp/mlswarm-e2e-build-$kind.log
