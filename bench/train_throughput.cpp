@@ -62,10 +62,10 @@ int main(int argc, char** argv) {
   resident_batch_images_per_s(spec_for(0), env, 100);  // warm-up: thread pool, allocator, clocks
 
   std::vector<double> ceilings, loops, jobs, ratios;
-  TrainingProgress last;
+  JobProgress last;
   for (int round = 1; round <= rounds; ++round) {
     double ceiling = resident_batch_images_per_s(spec_for(round), env, steps);
-    TrainingHooks hooks{[&](const TrainingProgress& p) { last = p; }, [] { return false; }};
+    TrainingHooks hooks{[&](const JobProgress& p) { last = p; }, [] { return false; }};
     auto t0 = std::chrono::steady_clock::now();
     run_training(spec_for(round), env, hooks);
     double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

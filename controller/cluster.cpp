@@ -331,6 +331,7 @@ void Cluster::run(const action::Adopt& a) {
         j.state = JobState::kRunning;
         j.trainer = a.trainer;
         j.error.clear();
+        j.progress.update(a.report.progress);
         if (j.started_at == 0) j.started_at = unix_now();
       },
       true);
@@ -341,20 +342,9 @@ void Cluster::run(const action::Adopt& a) {
 }
 
 void Cluster::run(const action::Progress& a) {
-  const JobRecord& r = a.report;
   registry_.update_if(
       a.job_id, [&](const JobRecord& j) { return is(j, JobState::kRunning, a.attempt); },
-      [&](JobRecord& j) {
-        j.epoch = r.epoch;
-        j.step = r.step;
-        j.steps_per_epoch = r.steps_per_epoch;
-        j.progress = r.progress;
-        j.loss = r.loss;
-        if (r.accuracy) j.accuracy = r.accuracy;
-        j.images_per_s = r.images_per_s;
-        j.device = r.device;
-      },
-      false);
+      [&](JobRecord& j) { j.progress.update(a.report.progress); }, false);
 }
 
 void Cluster::run(const action::Finish& a) {
@@ -364,7 +354,8 @@ void Cluster::run(const action::Finish& a) {
         j.state = a.state;
         j.failure = a.state == JobState::kFailed ? a.failure : FailureCode::kNone;
         j.error = a.error;
-        if (a.state == JobState::kSucceeded) j.progress = 1.0;
+        if (a.progress) j.progress.update(*a.progress);  // the last epoch's accuracy comes with the end
+        if (a.state == JobState::kSucceeded) j.progress.fraction = 1.0;
         j.finished_at = unix_now();
       },
       true);

@@ -66,6 +66,24 @@ std::int64_t query_int(const HttpRequest& r, const std::string& name, std::int64
 ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServer& models, DatasetCache& datasets,
                              ControllerApiOptions options)
     : cluster_(cluster), registry_(registry), models_(models), datasets_(datasets), options_(std::move(options)) {
+  add_cluster_routes();
+  add_serving_routes();
+  Metrics& m = Metrics::global();
+  m.describe("mlswarm_trainers", "gauge", "trainers discovered");
+  m.describe("mlswarm_model_loads_total", "counter", "model versions loaded for serving");
+  m.describe("mlswarm_predict_forward_passes_total", "counter", "forward passes run for /predict and /classify");
+  m.describe("mlswarm_predict_examples_total", "counter", "examples classified");
+  collector_ = m.add_collector([this](Metrics& metrics) {
+    set_job_gauges(metrics, registry_.list());
+    metrics.set("mlswarm_trainers", {}, static_cast<double>(cluster_.trainers().size()));
+    ModelServer::Stats serving = models_.stats();
+    metrics.set("mlswarm_model_loads_total", {}, static_cast<double>(serving.loads));
+    metrics.set("mlswarm_predict_forward_passes_total", {}, static_cast<double>(serving.batches));
+    metrics.set("mlswarm_predict_examples_total", {}, static_cast<double>(serving.examples));
+  });
+}
+
+void ControllerApi::add_cluster_routes() {
   using A = Access;
   auto get = [this](std::string pattern, A access, RouteHandler handler) {
     routes_.add({"GET", std::move(pattern), access, 0, std::move(handler)});
@@ -102,6 +120,13 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
                  JobRecord job = cluster_.submit(parse_job_spec(parse_json_body(r)));
                  return HttpReply::json(202, to_json(job, unix_now()));
                }});
+}
+
+void ControllerApi::add_serving_routes() {
+  using A = Access;
+  auto get = [this](std::string pattern, A access, RouteHandler handler) {
+    routes_.add({"GET", std::move(pattern), access, 0, std::move(handler)});
+  };
   get("/models", A::kRead, [this](const HttpRequest&, const RouteParams&) { return list_models(); });
   get("/models/{id}", A::kRead, [this](const HttpRequest&, const RouteParams& p) {
     require_valid_id(p[0], "model_id");
@@ -116,19 +141,6 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
   routes_.add({"POST", "/classify", A::kWrite, options_.max_upload_bytes,
                [this](const HttpRequest& r, const RouteParams&) { return classify(r); }});
 
-  Metrics& m = Metrics::global();
-  m.describe("mlswarm_trainers", "gauge", "trainers discovered");
-  m.describe("mlswarm_model_loads_total", "counter", "model versions loaded for serving");
-  m.describe("mlswarm_predict_forward_passes_total", "counter", "forward passes run for /predict and /classify");
-  m.describe("mlswarm_predict_examples_total", "counter", "examples classified");
-  collector_ = m.add_collector([this](Metrics& metrics) {
-    set_job_gauges(metrics, registry_.list());
-    metrics.set("mlswarm_trainers", {}, static_cast<double>(cluster_.trainers().size()));
-    ModelServer::Stats serving = models_.stats();
-    metrics.set("mlswarm_model_loads_total", {}, static_cast<double>(serving.loads));
-    metrics.set("mlswarm_predict_forward_passes_total", {}, static_cast<double>(serving.batches));
-    metrics.set("mlswarm_predict_examples_total", {}, static_cast<double>(serving.examples));
-  });
 }
 
 ControllerApi::~ControllerApi() { Metrics::global().remove_collector(collector_); }

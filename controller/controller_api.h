@@ -52,6 +52,10 @@ class ControllerApi {
   const RouteTable& routes() const { return routes_; }
 
  private:
+  /// The probes, /status, /metrics, /train and /jobs.
+  void add_cluster_routes();
+  /// /models, /datasets, /predict and /classify.
+  void add_serving_routes();
   HttpReply status() const;
   HttpReply list_models() const;
   HttpReply model(const std::string& model_id);

@@ -5,18 +5,18 @@
 
 namespace mlswarm {
 
-std::variant<ControllerConfig, cli::ParseExit> parse_controller_config(int argc, const char* const* argv,
-                                                                      const std::function<std::string()>& version) {
-  using cli::in_range;
-  using cli::setting;
-  ControllerConfig c;
-  std::string subnet_text, api_token_file, cluster_token_file;
-  CLI::App app{"ml_controller: the mlswarm controller. Finds trainers by scanning SUBNET_TRAIN,\n"
-               "dispatches training jobs to them, keeps a journal of every job under HOME_DIR/controller,\n"
-               "and serves /predict and /classify from HOME_DIR/models.\n"
-               "Every setting is a flag or its environment variable; the flag wins.",
-               "ml_controller"};
-  app.set_version_flag("--version", version, "print the version, git commit, LibTorch version and CUDA availability");
+namespace {
+
+using cli::in_range;
+using cli::setting;
+
+/// Files named by settings, read after parsing.
+struct SecretFiles {
+  std::string api_token;
+  std::string cluster_token;
+};
+
+void add_listen_and_discovery(CLI::App& app, ControllerConfig& c, std::string& subnet_text) {
   setting(app, "--host", "CONTROLLER_HOST", c.host, "listen address");
   setting(app, "--port", "CONTROLLER_PORT", c.port, "listen port")->check(in_range(1, 65535));
   setting(app, "--train-port", "TRAIN_PORT", c.train_port, "the port every trainer listens on")
@@ -35,6 +35,15 @@ std::variant<ControllerConfig, cli::ParseExit> parse_controller_config(int argc,
   setting(app, "--max-attempts", "MAX_ATTEMPTS", c.max_attempts,
           "lost attempts of one job (its trainer vanished or restarted) before it fails")
       ->check(in_range(1, 1000));
+  setting(app, "--trainer-timeout-ms", "TRAINER_TIMEOUT_MS", c.trainer_timeout_ms,
+          "deadline of each whole call to a trainer (dispatch, status, cancel); the connect deadline is a tenth "
+          "of it, at least 200 ms")
+      ->check(in_range(100, 600000));
+  setting(app, "--max-queued-jobs", "MAX_QUEUED_JOBS", c.max_queued_jobs, "queued jobs before /train answers 429")
+      ->check(in_range(1, 1000000));
+}
+
+void add_serving(CLI::App& app, ControllerConfig& c) {
   setting(app, "--predict-max-batch", "PREDICT_MAX_BATCH", c.predict_max_batch,
           "examples batched into one forward pass")
       ->check(in_range(1, 4096));
@@ -46,52 +55,62 @@ std::variant<ControllerConfig, cli::ParseExit> parse_controller_config(int argc,
       ->check(in_range(1, 1000000));
   setting(app, "--http-threads", "HTTP_THREADS", c.http_threads, "HTTP worker threads")->check(in_range(1, 1024));
   setting(app, "--max-body", "MAX_BODY", c.max_body,
-          "largest /predict or /classify body, in bytes (other routes take at most 1 MiB)")
+          "largest /predict or /classify body, in bytes (other routes take at most 64 KiB)")
       ->check(in_range(1024, std::int64_t{1} << 32));
-  cli::logging_settings(app, c.log_level, c.log_format);
-  setting(app, "--api-token-file", "API_TOKEN_FILE", api_token_file,
+}
+
+void add_security(CLI::App& app, ControllerConfig& c, SecretFiles& files) {
+  setting(app, "--api-token-file", "API_TOKEN_FILE", files.api_token,
           "file holding the bearer token clients must send, e.g. /run/secrets/mlswarm_api_token; unset = open");
   cli::switch_setting(app, "--public-reads", "PUBLIC_READS", c.public_reads,
                       "with a token, leave GET /status, /jobs, /models, /datasets and /metrics open");
-  setting(app, "--cluster-token-file", "CLUSTER_TOKEN_FILE", cluster_token_file,
+  setting(app, "--cluster-token-file", "CLUSTER_TOKEN_FILE", files.cluster_token,
           "file holding the key that signs every call to a trainer and that trainers prove they hold");
   setting(app, "--tls-cert-file", "TLS_CERT_FILE", c.tls_cert_file, "PEM certificate: serve HTTPS instead of HTTP");
   setting(app, "--tls-key-file", "TLS_KEY_FILE", c.tls_key_file, "PEM private key for --tls-cert-file");
-  setting(app, "--trainer-timeout-ms", "TRAINER_TIMEOUT_MS", c.trainer_timeout_ms,
-          "deadline of each whole call to a trainer (dispatch, status, cancel); the connect deadline is a tenth "
-          "of it, at least 200 ms")
-      ->check(in_range(100, 600000));
-  setting(app, "--max-queued-jobs", "MAX_QUEUED_JOBS", c.max_queued_jobs, "queued jobs before /train answers 429")
-      ->check(in_range(1, 1000000));
+}
+
+/// What parsing alone cannot check: the TLS pair, the secret files, the subnet.
+std::optional<cli::ParseExit> complete(ControllerConfig& c, const SecretFiles& files, const std::string& subnet_text) {
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
+    return cli::config_error("ml_controller", "TLS needs both TLS_CERT_FILE (--tls-cert-file) and TLS_KEY_FILE "
+                                              "(--tls-key-file)");
+  }
+  try {
+    if (!files.api_token.empty()) c.api_token = read_token_file(files.api_token, "API_TOKEN_FILE");
+    if (!files.cluster_token.empty()) c.cluster_token = read_token_file(files.cluster_token, "CLUSTER_TOKEN_FILE");
+    const bool one_shot = c.healthcheck || !c.fetch_url.empty();
+    if (!one_shot && (!subnet_text.empty() || c.dns_name.empty())) c.subnet = parse_subnet(subnet_text);
+  } catch (const Error& e) {
+    return cli::config_error("ml_controller", e.what());
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::variant<ControllerConfig, cli::ParseExit> parse_controller_config(int argc, const char* const* argv,
+                                                                      const std::function<std::string()>& version) {
+  ControllerConfig c;
+  std::string subnet_text;
+  SecretFiles files;
+  CLI::App app{"ml_controller: the mlswarm controller. Finds trainers by scanning SUBNET_TRAIN,\n"
+               "dispatches training jobs to them, keeps a journal of every job under HOME_DIR/controller,\n"
+               "and serves /predict and /classify from HOME_DIR/models.\n"
+               "Every setting is a flag or its environment variable; the flag wins.",
+               "ml_controller"};
+  app.set_version_flag("--version", version, "print the version, git commit, LibTorch version and CUDA availability");
+  add_listen_and_discovery(app, c, subnet_text);
+  add_serving(app, c);
+  cli::logging_settings(app, c.log_level, c.log_format);
+  add_security(app, c, files);
   app.add_flag("--healthcheck", c.healthcheck,
                "probe GET /healthz of the controller on this port at 127.0.0.1 and exit 0 if healthy");
   app.add_option("--fetch", c.fetch_url,
                  "GET http://HOST:PORT/PATH with the API token, print the body and exit (curl for images that have "
                  "none: docker exec ... --fetch http://10.42.0.5:48516/status)");
   if (auto exit = cli::parse(app, argc, argv)) return *exit;
-
-  if ((c.tls_cert_file.empty()) != (c.tls_key_file.empty())) {
-    return cli::config_error("ml_controller", "TLS needs both TLS_CERT_FILE (--tls-cert-file) and TLS_KEY_FILE "
-                                             "(--tls-key-file)");
-  }
-  try {
-    if (!api_token_file.empty()) c.api_token = read_token_file(api_token_file, "API_TOKEN_FILE");
-  } catch (const Error& e) {
-    return cli::config_error("ml_controller", e.what());
-  }
-  try {
-    if (!cluster_token_file.empty()) c.cluster_token = read_token_file(cluster_token_file, "CLUSTER_TOKEN_FILE");
-  } catch (const Error& e) {
-    return cli::config_error("ml_controller", e.what());
-  }
-  const bool one_shot = c.healthcheck || !c.fetch_url.empty();
-  if (!one_shot && (!subnet_text.empty() || c.dns_name.empty())) {
-    try {
-      c.subnet = parse_subnet(subnet_text);
-    } catch (const Error& e) {
-      return cli::config_error("ml_controller", e.what());
-    }
-  }
+  if (auto exit = complete(c, files, subnet_text)) return *exit;
   return c;
 }
 

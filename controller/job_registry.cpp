@@ -102,7 +102,7 @@ void JobRegistry::append(const JobRecord& job) {
 }
 
 JobRecord JobRegistry::create(JobSpec spec, std::size_t max_queued) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard writer(write_mutex_);  // jobs_ may be read here: only writers change it
   if (spec.job_id.empty()) {
     do {
       spec.job_id = make_id("job");
@@ -123,7 +123,8 @@ JobRecord JobRegistry::create(JobSpec spec, std::size_t max_queued) {
   job.created_at = unix_now();
   job.updated_at = job.created_at;
   job.request_id = log_field("request_id");
-  append(job);
+  append(job);  // durable before it is visible
+  std::lock_guard lock(mutex_);
   order_.push_back(job.spec.job_id);
   jobs_[job.spec.job_id] = job;
   return job;
@@ -152,20 +153,21 @@ std::optional<JobRecord> JobRegistry::update(const std::string& job_id,
 std::optional<JobRecord> JobRegistry::update_if(const std::string& job_id,
                                                 const std::function<bool(const JobRecord&)>& expected,
                                                 const std::function<void(JobRecord&)>& change, bool durable) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard writer(write_mutex_);  // jobs_ may be read here: only writers change it
   auto it = jobs_.find(job_id);
   if (it == jobs_.end() || !expected(it->second)) return std::nullopt;
   JobRecord next = it->second;
   change(next);
   next.updated_at = unix_now();
   bool stale = next.updated_at - journaled_at_[job_id] > kProgressJournalSeconds;
-  if (durable || stale) append(next);
+  if (durable || stale) append(next);  // durable before it is visible; readers do not wait for it
+  std::lock_guard lock(mutex_);
   it->second = next;
   return next;
 }
 
 std::size_t JobRegistry::journal_lines() const {
-  std::lock_guard lock(mutex_);
+  std::lock_guard writer(write_mutex_);
   return lines_;
 }
 

@@ -19,7 +19,10 @@ namespace mlswarm {
 /// that fails (a full disk, a short write) is cut back off the file, so the journal stays
 /// whole records, and the change is not made: the caller gets Error(kUnavailable). The
 /// journal is compacted (rewritten atomically) when it grows to several times the number of
-/// jobs. Thread-safe: `mutex_` guards `jobs_`, `order_` and the journal file.
+/// jobs. Thread-safe: `write_mutex_` serialises changes and guards the journal file,
+/// `journaled_at_` and `lines_`; `mutex_` guards `jobs_` and `order_` against readers and is
+/// held only to apply a change already journaled, so a reader (GET /status) never waits for an
+/// fsync. A writer may read `jobs_` under `write_mutex_` alone: only writers change it.
 class JobRegistry {
  public:
   /// Loads the journal in `dir` (creating the folder). Throws Error(kInternal) when the
@@ -60,6 +63,7 @@ class JobRegistry {
 
   std::filesystem::path dir_;
   std::filesystem::path journal_path_;
+  mutable std::mutex write_mutex_;
   mutable std::mutex mutex_;
   std::map<std::string, JobRecord> jobs_;
   std::vector<std::string> order_;

@@ -71,7 +71,7 @@ class Planner {
     } else if (r.state == JobState::kFailed && r.failure == FailureCode::kSuperseded) {
       lost(job, fmt::format("trainer {}: {}", t.address, r.error));
     } else {
-      actions_.push_back(action::Finish{id, attempt, r.state, r.failure, r.error});
+      actions_.push_back(action::Finish{id, attempt, r.state, r.failure, r.error, r.progress});
     }
   }
 
@@ -81,7 +81,7 @@ class Planner {
     if (lost >= o_.max_attempts) {
       actions_.push_back(action::Finish{job.spec.job_id, job.spec.attempt, JobState::kFailed,
                                         FailureCode::kLostTrainer,
-                                        fmt::format("gave up after {} lost attempts; last: {}", lost, reason)});
+                                        fmt::format("gave up after {} lost attempts; last: {}", lost, reason), std::nullopt});
       return;
     }
     const auto backoff = std::min(o_.max_backoff, o_.retry_backoff * (1 << std::clamp(lost - 1, 0, 16)));
@@ -111,7 +111,7 @@ class Planner {
     }
     if (job.spec.attempt >= kMaxAttempt) {
       actions_.push_back(action::Finish{job.spec.job_id, job.spec.attempt, JobState::kFailed, FailureCode::kInternal,
-                                        fmt::format("the job reached the highest attempt number, {}", kMaxAttempt)});
+                                        fmt::format("the job reached the highest attempt number, {}", kMaxAttempt), std::nullopt});
       return true;
     }
     std::vector<std::string> ranks = place(loads_, 1);

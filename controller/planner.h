@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -93,6 +94,7 @@ struct Finish {
   JobState state = JobState::kFailed;
   FailureCode failure = FailureCode::kNone;
   std::string error;
+  std::optional<JobProgress> progress;  ///< the trainer's last report, when it reported the end
 };
 /// The job goes back to the queue to resume from its checkpoint.
 struct Requeue {

@@ -159,20 +159,14 @@ void JobRunner::run_job(const std::shared_ptr<Control>& control) {
 
   TrainingHooks hooks;
   hooks.should_stop = [this, &control] { return control->cancel.load() || shutdown_.load(); };
-  hooks.report = [this, &spec](const TrainingProgress& p) {
+  hooks.report = [this, &spec](const JobProgress& p) {
     JobUpdate update;
     update.kind = JobUpdate::Kind::kProgress;
     update.job_id = spec.job_id;
-    update.epoch = p.epoch;
-    update.step = p.step;
-    update.steps_per_epoch = p.steps_per_epoch;
-    update.progress = p.progress;
-    update.loss = p.loss;
-    update.accuracy = p.accuracy;
-    update.images_per_s = p.images_per_s;
-    update.device = p.device;
+    update.progress = p;
     board_.post(std::move(update));
   };
+
 
   JobUpdate finished;
   finished.kind = JobUpdate::Kind::kFinished;

@@ -81,21 +81,14 @@ void StatusBoard::apply(const JobUpdate& u) {
       job.started_at = u.at;
       break;
     case JobUpdate::Kind::kProgress:
-      job.epoch = u.epoch;
-      job.step = u.step;
-      job.steps_per_epoch = u.steps_per_epoch;
-      job.progress = u.progress;
-      if (u.loss) job.loss = u.loss;
-      if (u.accuracy) job.accuracy = u.accuracy;
-      job.images_per_s = u.images_per_s;
-      if (!u.device.empty()) job.device = u.device;
+      job.progress.update(u.progress);
       break;
     case JobUpdate::Kind::kFinished:
       job.state = u.state;
       job.failure = u.failure;
       job.error = u.error;
       job.finished_at = u.at;
-      if (u.state == JobState::kSucceeded) job.progress = 1.0;
+      if (u.state == JobState::kSucceeded) job.progress.fraction = 1.0;
       break;
   }
   // Forget the oldest finished jobs beyond the limit.

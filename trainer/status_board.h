@@ -20,15 +20,7 @@ struct JobUpdate {
   Kind kind = Kind::kProgress;
   std::string job_id;
   JobRecord record;  ///< kSubmitted: the whole new record
-  // kProgress
-  int epoch = 0;
-  int step = 0;
-  int steps_per_epoch = 0;
-  double progress = 0;
-  std::optional<double> loss;
-  std::optional<double> accuracy;
-  double images_per_s = 0;
-  std::string device;
+  JobProgress progress;  ///< kProgress
   // kFinished
   JobState state = JobState::kSucceeded;
   FailureCode failure = FailureCode::kNone;

@@ -15,16 +15,6 @@ namespace mlswarm {
 
 class DatasetCache;
 
-struct TrainingProgress {
-  int epoch = 0;  ///< the epoch in progress, from 1
-  int step = 0;   ///< steps done in it
-  int steps_per_epoch = 0;
-  double progress = 0;  ///< 0..1 over the whole job
-  double loss = 0;      ///< mean training loss of the epoch so far
-  std::optional<double> accuracy;  ///< set when an epoch's evaluation finished
-  double images_per_s = 0;         ///< training images per second in this epoch
-  std::string device;
-};
 
 struct TrainingEnv {
   std::filesystem::path home_dir;
@@ -32,7 +22,7 @@ struct TrainingEnv {
 };
 
 struct TrainingHooks {
-  std::function<void(const TrainingProgress&)> report;  ///< called from the job's thread
+  std::function<void(const JobProgress&)> report;  ///< called from the job's thread
   std::function<bool()> should_stop;  ///< polled at every batch boundary
 };
 

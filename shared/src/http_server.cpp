@@ -144,67 +144,53 @@ void write_refusal(const httplib::Request& req, httplib::Response& res, HttpRepl
   }
 }
 
-}  // namespace
+/// The stages every request goes through, for one daemon's service. Shared by httplib's
+/// worker threads; holds nothing that changes.
+class Edge {
+ public:
+  Edge(HttpService service, std::size_t max_body) : service_(std::move(service)), max_body_(max_body) {}
 
-void configure_http_server(httplib::Server& svr, HttpService service, const HttpServerOptions& options) {
-  const int threads = std::max(1, options.threads);
-  svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  svr.set_payload_max_length(options.max_body_bytes);
-  svr.set_read_timeout(options.read_timeout);
-  svr.set_write_timeout(options.write_timeout);
-  svr.set_keep_alive_max_count(1000);
-  // Replies go out as headers then body; without this, Nagle and delayed ACKs add 40 ms.
-  svr.set_tcp_nodelay(true);
-  auto shared = std::make_shared<const HttpService>(std::move(service));
-
-  // Methods without a body (GET, HEAD, OPTIONS) are admitted here, before routing.
-  svr.set_pre_routing_handler([shared](const httplib::Request& req, httplib::Response& res) {
+  /// Before routing: requests without a body (GET, HEAD, OPTIONS) are admitted here.
+  httplib::Server::HandlerResponse pre_route(const httplib::Request& req, httplib::Response& res) const {
     if (expects_body(req)) return httplib::Server::HandlerResponse::Unhandled;  // admitted with its body
     const auto started = std::chrono::steady_clock::now();
     HttpRequest head = request_head(req);
     LogScope scope{{"request_id", head.request_id}};
-    auto refused = admit(*shared, head);
+    auto refused = admit(service_, head);
     if (!refused) return httplib::Server::HandlerResponse::Unhandled;
-    count(*shared, head, refused->status, started);
+    count(service_, head, refused->status, started);
     write_refusal(req, res, std::move(*refused), head.request_id);
     return httplib::Server::HandlerResponse::Handled;
-  });
-  // A client that asks first (Expect: 100-continue, as curl does for large uploads) hears the
-  // refusal instead of "100 Continue" and never sends the body.
-  svr.set_expect_100_continue_handler([shared](const httplib::Request& req, httplib::Response& res) {
+  }
+
+  /// A client that asks first (Expect: 100-continue, as curl does for large uploads) hears
+  /// the refusal instead of "100 Continue" and never sends the body.
+  int ask_first(const httplib::Request& req, httplib::Response& res) const {
     HttpRequest head = request_head(req);
     LogScope scope{{"request_id", head.request_id}};
-    auto refused = admit(*shared, head);
+    auto refused = admit(service_, head);
     if (!refused) return 100;
-    count(*shared, head, refused->status, std::chrono::steady_clock::now());
+    count(service_, head, refused->status, std::chrono::steady_clock::now());
     const int status = refused->status;
     write_refusal(req, res, std::move(*refused), head.request_id);
     return status;
-  });
+  }
 
-  auto answer = [shared](const httplib::Request& req, httplib::Response& res, HttpRequest request,
-                         std::chrono::steady_clock::time_point started) {
-    LogScope scope{{"request_id", request.request_id}};
-    HttpReply reply = guarded(shared->handle, request);
-    count(*shared, request, reply.status, started);
-    spdlog::debug("{} {} {} -> {}", req.remote_addr, req.method, req.path, reply.status);
-    write_reply(res, std::move(reply), request.request_id);
-  };
-  auto without_body = [answer](const httplib::Request& req, httplib::Response& res) {
+  void without_body(const httplib::Request& req, httplib::Response& res) const {
     answer(req, res, request_head(req), std::chrono::steady_clock::now());
-  };
-  // Methods with a body: admitted on the request line and headers first; the body is read
-  // only for an admitted request, and never past the largest body of any route.
-  auto with_body = [shared, answer, max_body = options.max_body_bytes](
-                       const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+  }
+
+  /// Methods with a body: admitted on the request line and headers first; the body is read
+  /// only for an admitted request, and never past the largest body of any route.
+  void with_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) const {
     const auto started = std::chrono::steady_clock::now();
     HttpRequest request = request_head(req);
     {
       LogScope scope{{"request_id", request.request_id}};
       // A request that asked first was admitted then (and a signed one must not be checked twice).
-      auto refused = admitted_at_continue(req) ? std::nullopt : admit(*shared, request);
+      auto refused = admitted_at_continue(req) ? std::nullopt : admit(service_, request);
       if (refused) {
-        count(*shared, request, refused->status, started);
+        count(service_, request, refused->status, started);
         spdlog::debug("{} {} {} -> {} before the body", req.remote_addr, req.method, req.path, refused->status);
         if (drain(req, reader)) {
           write_reply(res, std::move(*refused), request.request_id);
@@ -214,11 +200,24 @@ void configure_http_server(httplib::Server& svr, HttpService service, const Http
         return;
       }
     }
+    if (auto failed = read_body(req, reader, request)) {
+      count(service_, request, failed->status, started);
+      write_reply_and_close(res, std::move(*failed), request.request_id);
+      return;
+    }
+    answer(req, res, std::move(request), started);
+  }
+
+ private:
+  /// Reads the body (or the multipart parts) into `request`; an error reply when it is larger
+  /// than any route takes, malformed or cut short.
+  std::optional<HttpReply> read_body(const httplib::Request& req, const httplib::ContentReader& reader,
+                                     HttpRequest& request) const {
     std::size_t read = 0;
     bool too_large = false;
     auto take = [&](std::string& into, const char* data, std::size_t n) {
       read += n;
-      if (read > max_body) {
+      if (read > max_body_) {
         too_large = true;
         return false;
       }
@@ -232,18 +231,64 @@ void configure_http_server(httplib::Server& svr, HttpService service, const Http
             request.files.push_back({part.name, part.filename, part.content_type, {}});
             return true;
           },
-          [&](const char* data, std::size_t n) { return !request.files.empty() && take(request.files.back().content, data, n); });
+          [&](const char* data, std::size_t n) {
+            return !request.files.empty() && take(request.files.back().content, data, n);
+          });
     } else {
       complete = reader([&](const char* data, std::size_t n) { return take(request.body, data, n); });
     }
-    if (!complete) {
-      HttpReply reply = HttpReply::error(too_large ? Error(ErrorCode::kPayloadTooLarge, "request body too large")
-                                                   : Error(ErrorCode::kInvalidArgument, "the request body is malformed or cut short"));
-      count(*shared, request, reply.status, started);
-      write_reply_and_close(res, std::move(reply), request.request_id);
-      return;
-    }
-    answer(req, res, std::move(request), started);
+    if (complete) return std::nullopt;
+    return HttpReply::error(too_large ? Error(ErrorCode::kPayloadTooLarge, "request body too large")
+                                      : Error(ErrorCode::kInvalidArgument, "the request body is malformed or cut short"));
+  }
+
+  void answer(const httplib::Request& req, httplib::Response& res, HttpRequest request,
+              std::chrono::steady_clock::time_point started) const {
+    LogScope scope{{"request_id", request.request_id}};
+    HttpReply reply = guarded(service_.handle, request);
+    count(service_, request, reply.status, started);
+    spdlog::debug("{} {} {} -> {}", req.remote_addr, req.method, req.path, reply.status);
+    write_reply(res, std::move(reply), request.request_id);
+  }
+
+  HttpService service_;
+  std::size_t max_body_;
+};
+
+/// httplib answers some requests itself (413, 400, 404 for unknown methods); those get the
+/// JSON error shape too. Handlers always set a body (or a content provider, for a reply that
+/// closes the connection), so a reply with neither is httplib's.
+void json_error_body(const httplib::Request&, httplib::Response& res) {
+  if (!res.body.empty() || res.content_length_ > 0) return;
+  ErrorCode code = res.status == 413 ? ErrorCode::kPayloadTooLarge
+                   : res.status == 404 ? ErrorCode::kNotFound
+                   : res.status == 405 ? ErrorCode::kMethodNotAllowed
+                   : res.status >= 500 ? ErrorCode::kInternal
+                                       : ErrorCode::kInvalidArgument;
+  std::string message = res.status == 413 ? "request body too large" : "bad request";
+  res.set_content(error_json(Error(code, message)).dump() + "\n", "application/json");
+}
+
+}  // namespace
+
+void configure_http_server(httplib::Server& svr, HttpService service, const HttpServerOptions& options) {
+  const int threads = std::max(1, options.threads);
+  svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  svr.set_payload_max_length(options.max_body_bytes);
+  svr.set_read_timeout(options.read_timeout);
+  svr.set_write_timeout(options.write_timeout);
+  svr.set_keep_alive_max_count(1000);
+  // Replies go out as headers then body; without this, Nagle and delayed ACKs add 40 ms.
+  svr.set_tcp_nodelay(true);
+  auto edge = std::make_shared<const Edge>(std::move(service), options.max_body_bytes);
+  svr.set_pre_routing_handler([edge](const httplib::Request& req, httplib::Response& res) {
+    return edge->pre_route(req, res);
+  });
+  svr.set_expect_100_continue_handler(
+      [edge](const httplib::Request& req, httplib::Response& res) { return edge->ask_first(req, res); });
+  auto without_body = [edge](const httplib::Request& req, httplib::Response& res) { edge->without_body(req, res); };
+  auto with_body = [edge](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    edge->with_body(req, res, reader);
   };
   const char* kAll = R"(/.*)";
   svr.Get(kAll, without_body);
@@ -252,20 +297,7 @@ void configure_http_server(httplib::Server& svr, HttpService service, const Http
   svr.Put(kAll, with_body);
   svr.Delete(kAll, with_body);
   svr.Patch(kAll, with_body);
-
-  // httplib answers some requests itself (413, 400, 404 for unknown methods); give those
-  // the JSON error shape too. Handlers always set a body (or a content provider, for a
-  // reply that closes the connection), so a reply with neither is httplib's.
-  svr.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (!res.body.empty() || res.content_length_ > 0) return;
-    ErrorCode code = res.status == 413 ? ErrorCode::kPayloadTooLarge
-                     : res.status == 404 ? ErrorCode::kNotFound
-                     : res.status == 405 ? ErrorCode::kMethodNotAllowed
-                     : res.status >= 500 ? ErrorCode::kInternal
-                                         : ErrorCode::kInvalidArgument;
-    std::string message = res.status == 413 ? "request body too large" : "bad request";
-    res.set_content(error_json(Error(code, message)).dump() + "\n", "application/json");
-  });
+  svr.set_error_handler(json_error_body);
   svr.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
     HttpRequest request;
     request.method = req.method;

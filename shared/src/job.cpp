@@ -220,12 +220,23 @@ std::optional<JobState> parse_job_state(std::string_view text) noexcept {
   return std::nullopt;
 }
 
+void JobProgress::update(const JobProgress& newer) {
+  const std::optional<double> known_loss = loss;
+  const std::optional<double> known_accuracy = accuracy;
+  const std::string known_device = device;
+  *this = newer;
+  if (!loss) loss = known_loss;
+  if (!accuracy) accuracy = known_accuracy;
+  if (device.empty()) device = known_device;
+}
+
 json to_json(const JobRecord& job, double now) {
   double end = job.finished_at > 0 ? job.finished_at : now;
   double duration = job.started_at > 0 ? std::max(0.0, end - job.started_at) : 0.0;
   json eta = nullptr;
-  if (job.state == JobState::kRunning && job.progress > 0.001) {
-    eta = duration * (1.0 - job.progress) / job.progress;
+  const JobProgress& p = job.progress;
+  if (job.state == JobState::kRunning && p.fraction > 0.001) {
+    eta = duration * (1.0 - p.fraction) / p.fraction;
   } else if (is_terminal(job.state)) {
     eta = 0.0;
   }
@@ -233,19 +244,19 @@ json to_json(const JobRecord& job, double now) {
   return {{"job_id", job.spec.job_id},
           {"model_id", job.spec.model_id},
           {"state", to_string(job.state)},
-          {"epoch", job.epoch},
+          {"epoch", p.epoch},
           {"epochs", job.spec.train_opts.epochs},
-          {"step", job.step},
-          {"steps_per_epoch", job.steps_per_epoch},
-          {"progress", job.progress},
-          {"loss", opt(job.loss)},
-          {"accuracy", opt(job.accuracy)},
-          {"images_per_s", job.images_per_s},
+          {"step", p.step},
+          {"steps_per_epoch", p.steps_per_epoch},
+          {"progress", p.fraction},
+          {"loss", opt(p.loss)},
+          {"accuracy", opt(p.accuracy)},
+          {"images_per_s", p.images_per_s},
           {"duration_s", duration},
           {"eta_s", eta},
           {"trainer", job.trainer},
           {"attempts", job.spec.attempt},
-          {"device", job.device},
+          {"device", p.device},
           {"request_id", job.request_id.empty() ? json(nullptr) : json(job.request_id)},
           {"error", job.error.empty() ? json(nullptr) : json(job.error)},
           {"failure", job.failure == FailureCode::kNone ? json(nullptr) : json(to_string(job.failure))},
@@ -267,18 +278,19 @@ JobRecord job_record_from_json(const json& j) {
     auto state = parse_job_state(j.at("state").get<std::string>());
     if (!state) throw Error(ErrorCode::kDataError, "job: unknown state");
     job.state = *state;
-    job.epoch = static_cast<int>(checked_int_or(j, "epoch", 0, 0, kIntMax));
-    job.step = static_cast<int>(checked_int_or(j, "step", 0, 0, kIntMax));
-    job.steps_per_epoch = static_cast<int>(checked_int_or(j, "steps_per_epoch", 0, 0, kIntMax));
-    job.progress = j.value("progress", 0.0);
-    if (j.contains("loss") && j["loss"].is_number()) job.loss = j["loss"].get<double>();
-    if (j.contains("accuracy") && j["accuracy"].is_number()) job.accuracy = j["accuracy"].get<double>();
-    job.images_per_s = j.value("images_per_s", 0.0);
+    JobProgress& p = job.progress;
+    p.epoch = static_cast<int>(checked_int_or(j, "epoch", 0, 0, kIntMax));
+    p.step = static_cast<int>(checked_int_or(j, "step", 0, 0, kIntMax));
+    p.steps_per_epoch = static_cast<int>(checked_int_or(j, "steps_per_epoch", 0, 0, kIntMax));
+    p.fraction = j.value("progress", 0.0);
+    if (j.contains("loss") && j["loss"].is_number()) p.loss = j["loss"].get<double>();
+    if (j.contains("accuracy") && j["accuracy"].is_number()) p.accuracy = j["accuracy"].get<double>();
+    p.images_per_s = j.value("images_per_s", 0.0);
     job.trainer = j.value("trainer", "");
     if (j.contains("error") && j["error"].is_string()) job.error = j["error"].get<std::string>();
     if (j.contains("failure") && j["failure"].is_string()) job.failure = parse_failure_code(j["failure"].get<std::string>());
     job.lost_attempts = static_cast<int>(checked_int_or(j, "lost_attempts", 0, 0, kMaxAttempt));
-    job.device = j.value("device", "");
+    p.device = j.value("device", "");
     if (j.contains("request_id") && j["request_id"].is_string()) job.request_id = j["request_id"].get<std::string>();
     job.created_at = j.value("created_at", 0.0);
     if (j.contains("started_at") && j["started_at"].is_number()) job.started_at = j["started_at"].get<double>();

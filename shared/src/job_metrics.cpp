@@ -19,7 +19,7 @@ void set_job_gauges(Metrics& metrics, const std::vector<JobRecord>& jobs) {
     if (job.state == JobState::kRunning) {
       metrics.set("mlswarm_job_images_per_second",
                   {{"job_id", job.spec.job_id}, {"model_id", job.spec.model_id}, {"trainer", job.trainer}},
-                  job.images_per_s);
+                  job.progress.images_per_s);
     }
   }
   for (const auto& [state, n] : by_state) metrics.set("mlswarm_jobs", {{"state", state}}, n);

@@ -278,7 +278,7 @@ TEST_F(ClusterTest, ALateDispatchLeavesOneCopyAndTheCurrentAttemptsFiles) {
   start_trainer(3, {"--cluster-token-file", key_file.string()});
   start_controller({"--cluster-token-file", key_file.string(), "--trainer-timeout-ms", "1000"});
   ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s));
-  std::string id = submit("late", 3000, 2);
+  std::string id = submit("late", 2000, 2);
   ASSERT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 180s)) << job(id).dump();
   EXPECT_EQ(proxy.dispatches(), 1) << "the slow trainer received the job";
   const json done = job(id);
@@ -394,7 +394,7 @@ TEST_F(ClusterTest, SigtermHandsTheJobToAnotherTrainerWithinSeconds) {
   for (int i : {2, 3}) start_trainer(i);
   start_controller({}, true);  // default discovery settings: 2 s passes, 3 misses
   ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 15s));
-  std::string id = submit("handed-on", 3000, 2);
+  std::string id = submit("handed-on", 2000, 2);
   ASSERT_TRUE(eventually([&] { return job_in(id, "running") && job(id).value("step", 0) > 2; }, 60s)) << job(id).dump();
   const std::string first = job(id)["trainer"];
   const int victim = first.rfind("127.0.0.2:", 0) == 0 ? 2 : 3;

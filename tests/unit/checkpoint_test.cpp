@@ -72,8 +72,8 @@ class TrainingTest : public ::testing::Test {
 };
 
 TEST_F(TrainingTest, WritesModelMetaAndCheckpointEveryEpoch) {
-  std::vector<TrainingProgress> reports;
-  TrainingHooks hooks{[&](const TrainingProgress& p) { reports.push_back(p); }, [] { return false; }};
+  std::vector<JobProgress> reports;
+  TrainingHooks hooks{[&](const JobProgress& p) { reports.push_back(p); }, [] { return false; }};
   ASSERT_EQ(run_training(spec("j1", 2), env_, hooks), TrainingOutcome::kCompleted);
   ModelMeta meta = meta_of("m-j1");
   ASSERT_EQ(meta.epochs.size(), 2u);
@@ -88,11 +88,11 @@ TEST_F(TrainingTest, WritesModelMetaAndCheckpointEveryEpoch) {
   }
   ASSERT_FALSE(reports.empty());
   EXPECT_TRUE(reports.back().accuracy.has_value());
-  EXPECT_DOUBLE_EQ(reports.back().progress, 1.0);
+  EXPECT_DOUBLE_EQ(reports.back().fraction, 1.0);
 }
 
 TEST_F(TrainingTest, ATornModelFileIsDetected) {
-  TrainingHooks hooks{[](const TrainingProgress&) {}, [] { return false; }};
+  TrainingHooks hooks{[](const JobProgress&) {}, [] { return false; }};
   run_training(spec("j2", 1), env_, hooks);
   auto path = home_ / "models/m-j2/model.pt";
   std::string bytes = read_file(path, 1u << 30);
@@ -115,11 +115,11 @@ TEST_F(TrainingTest, ATornModelFileIsDetected) {
 // Stop mid-epoch 2 (as SIGTERM does), resume from the checkpoint, and land on the same
 // weights' metrics as a run that was never interrupted.
 TEST_F(TrainingTest, StopAndResumeReproducesAnUninterruptedRun) {
-  TrainingHooks plain{[](const TrainingProgress&) {}, [] { return false; }};
+  TrainingHooks plain{[](const JobProgress&) {}, [] { return false; }};
   ASSERT_EQ(run_training(spec("whole", 3), env_, plain), TrainingOutcome::kCompleted);
 
   int batches = 0;
-  TrainingHooks stopping{[](const TrainingProgress&) {}, [&] { return ++batches > 18; }};
+  TrainingHooks stopping{[](const JobProgress&) {}, [&] { return ++batches > 18; }};
   JobSpec s = spec("parts", 3);
   ASSERT_EQ(run_training(s, env_, stopping), TrainingOutcome::kStopped);
   EXPECT_EQ(meta_of("m-parts").epochs.size(), 1u) << "stopped during epoch 2";
@@ -139,14 +139,14 @@ TEST_F(TrainingTest, ATruncatedCheckpointFallsBackToThePreviousOne) {
   // then says (epoch 2, step 5) and checkpoint.prev.pt, written after epoch 1, (epoch 2, step 0).
   JobSpec s = spec("torn", 3);
   int calls = 0;
-  TrainingHooks stop_in_epoch_2{[](const TrainingProgress&) {}, [&] { return ++calls > 18; }};
+  TrainingHooks stop_in_epoch_2{[](const JobProgress&) {}, [&] { return ++calls > 18; }};
   ASSERT_EQ(run_training(s, env_, stop_in_epoch_2), TrainingOutcome::kStopped);
   auto path = home_ / "jobs/torn/checkpoint.pt";
   ASSERT_TRUE(std::filesystem::exists(home_ / "jobs/torn/checkpoint.prev.pt"));
   std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
 
   int batches = 0;
-  TrainingHooks count{[](const TrainingProgress&) {}, [&] { ++batches; return false; }};
+  TrainingHooks count{[](const JobProgress&) {}, [&] { ++batches; return false; }};
   ASSERT_EQ(run_training(s, env_, count), TrainingOutcome::kCompleted);
   EXPECT_EQ(batches, 26) << "resumed from the previous checkpoint: epochs 2 and 3 whole (21 would mean the "
                             "torn file was used, 39 a start from scratch)";
@@ -155,7 +155,7 @@ TEST_F(TrainingTest, ATruncatedCheckpointFallsBackToThePreviousOne) {
 
 // Fencing: once a later attempt of a job has started, an older attempt writes nothing more.
 TEST_F(TrainingTest, AnOlderAttemptIsFencedOff) {
-  TrainingHooks plain{[](const TrainingProgress&) {}, [] { return false; }};
+  TrainingHooks plain{[](const JobProgress&) {}, [] { return false; }};
   JobSpec later = spec("fenced", 1);
   later.attempt = 2;
   ASSERT_EQ(run_training(later, env_, plain), TrainingOutcome::kCompleted);

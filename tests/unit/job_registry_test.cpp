@@ -58,7 +58,7 @@ TEST(JobRegistry, AReloadedRegistryKnowsEveryJobAndItsLastState) {
     done_id = registry.create(spec("b"), 10).spec.job_id;
     registry.create(spec("c"), 10);
     registry.update(running_id, [](JobRecord& j) { j.state = JobState::kRunning; j.trainer = "10.0.0.2:48516"; j.spec.attempt = 1; }, true);
-    registry.update(done_id, [](JobRecord& j) { j.state = JobState::kSucceeded; j.accuracy = 0.9; }, true);
+    registry.update(done_id, [](JobRecord& j) { j.state = JobState::kSucceeded; j.progress.accuracy = 0.9; }, true);
   }
   JobRegistry reloaded(dir.path());
   auto jobs = reloaded.list();
@@ -69,7 +69,7 @@ TEST(JobRegistry, AReloadedRegistryKnowsEveryJobAndItsLastState) {
   EXPECT_EQ(jobs[0].spec.attempt, 1);
   EXPECT_EQ(jobs[0].spec.train_opts.epochs, 2);
   EXPECT_EQ(reloaded.find(done_id)->state, JobState::kSucceeded);
-  EXPECT_DOUBLE_EQ(*reloaded.find(done_id)->accuracy, 0.9);
+  EXPECT_DOUBLE_EQ(*reloaded.find(done_id)->progress.accuracy, 0.9);
   EXPECT_EQ(reloaded.journal_lines(), 3u) << "loading compacts the journal to one line per job";
 }
 
@@ -91,9 +91,9 @@ TEST(JobRegistry, ProgressIsNotJournaledOnEveryUpdate) {
   JobRegistry registry(dir.path());
   std::string id = registry.create(spec("a"), 10).spec.job_id;
   std::size_t before = registry.journal_lines();
-  for (int i = 0; i < 50; ++i) registry.update(id, [&](JobRecord& j) { j.step = i; }, false);
+  for (int i = 0; i < 50; ++i) registry.update(id, [&](JobRecord& j) { j.progress.step = i; }, false);
   EXPECT_EQ(registry.journal_lines(), before);
-  EXPECT_EQ(registry.find(id)->step, 49);
+  EXPECT_EQ(registry.find(id)->progress.step, 49);
 }
 
 /// Makes writes past `bytes` in any regular file of this process fail with EFBIG (as a full

@@ -29,7 +29,7 @@ struct FakeTraining {
         std::lock_guard lock(mutex);
         started.push_back(spec.job_id);
       }
-      TrainingProgress p;
+      JobProgress p;
       p.epoch = 1;
       p.step = 1;
       hooks.report(p);

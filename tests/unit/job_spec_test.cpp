@@ -109,7 +109,7 @@ TEST(JobRecordJson, HasTheFieldsClientsRelyOn) {
   job.spec = parse_job_spec(json::parse(R"({"model_id": "m", "job_id": "j"})"));
   job.state = JobState::kRunning;
   job.started_at = 100;
-  job.progress = 0.25;
+  job.progress.fraction = 0.25;
   json j = to_json(job, 140);
   for (const char* key : {"job_id", "model_id", "state", "epoch", "epochs", "step", "progress", "loss",
                           "accuracy", "images_per_s", "duration_s", "eta_s", "trainer", "attempts",

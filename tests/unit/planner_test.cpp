@@ -25,8 +25,8 @@ JobRecord job(const std::string& id, JobState state, int attempt = 0, const std:
 JobRecord report(const std::string& id, JobState state, int attempt, FailureCode failure = FailureCode::kNone) {
   JobRecord j = job(id, state, attempt);
   j.failure = failure;
-  j.epoch = 2;
-  j.progress = 0.5;
+  j.progress.epoch = 2;
+  j.progress.fraction = 0.5;
   return j;
 }
 
@@ -134,13 +134,15 @@ TEST(Planner, ARunningJobFollowsItsTrainersReport) {
   auto p = only<action::Progress>(actions);
   ASSERT_EQ(p.size(), 1u);
   EXPECT_EQ(p[0].attempt, 2);
-  EXPECT_EQ(p[0].report.epoch, 2);
+  EXPECT_EQ(p[0].report.progress.epoch, 2);
   EXPECT_EQ(actions.size(), 1u);
 
   t = trainer("a:1", 1, {report("j1", JobState::kSucceeded, 2)});
   auto f = only<action::Finish>(plan(snapshot({t}, {job("j1", JobState::kRunning, 2, "a:1")}), options()));
   ASSERT_EQ(f.size(), 1u);
   EXPECT_EQ(f[0].state, JobState::kSucceeded);
+  ASSERT_TRUE(f[0].progress) << "the final report carries the last epoch's accuracy";
+  EXPECT_EQ(f[0].progress->epoch, 2);
 
   t = trainer("a:1", 1, {report("j1", JobState::kFailed, 2, FailureCode::kDataError)});
   f = only<action::Finish>(plan(snapshot({t}, {job("j1", JobState::kRunning, 2, "a:1")}), options()));

@@ -37,22 +37,22 @@ TEST(StatusBoard, AppliesALifecycleInOrder) {
   JobUpdate progress;
   progress.kind = JobUpdate::Kind::kProgress;
   progress.job_id = "a";
-  progress.epoch = 2;
-  progress.step = 7;
-  progress.progress = 0.5;
-  progress.loss = 0.3;
-  progress.accuracy = 0.8;
-  progress.images_per_s = 1000;
+  progress.progress.epoch = 2;
+  progress.progress.step = 7;
+  progress.progress.fraction = 0.5;
+  progress.progress.loss = 0.3;
+  progress.progress.accuracy = 0.8;
+  progress.progress.images_per_s = 1000;
   board.post(progress);
   board.post_and_wait(finished("a", JobState::kSucceeded, 50));
 
   auto job = board.find("a");
   ASSERT_TRUE(job);
   EXPECT_EQ(job->state, JobState::kSucceeded);
-  EXPECT_EQ(job->epoch, 2);
-  EXPECT_EQ(job->step, 7);
-  EXPECT_DOUBLE_EQ(job->progress, 1.0);
-  EXPECT_DOUBLE_EQ(*job->accuracy, 0.8);
+  EXPECT_EQ(job->progress.epoch, 2);
+  EXPECT_EQ(job->progress.step, 7);
+  EXPECT_DOUBLE_EQ(job->progress.fraction, 1.0);
+  EXPECT_DOUBLE_EQ(*job->progress.accuracy, 0.8);
   EXPECT_DOUBLE_EQ(job->finished_at, 50);
   EXPECT_GT(job->started_at, 0);
 }
@@ -63,13 +63,13 @@ TEST(StatusBoard, ProgressWithoutAccuracyKeepsTheLastOne) {
   JobUpdate p;
   p.kind = JobUpdate::Kind::kProgress;
   p.job_id = "a";
-  p.accuracy = 0.7;
+  p.progress.accuracy = 0.7;
   board.post(p);
-  p.accuracy.reset();
-  p.step = 3;
+  p.progress.accuracy.reset();
+  p.progress.step = 3;
   board.post_and_wait(p);
-  EXPECT_DOUBLE_EQ(*board.find("a")->accuracy, 0.7);
-  EXPECT_EQ(board.find("a")->step, 3);
+  EXPECT_DOUBLE_EQ(*board.find("a")->progress.accuracy, 0.7);
+  EXPECT_EQ(board.find("a")->progress.step, 3);
 }
 
 TEST(StatusBoard, UpdatesForUnknownJobsAreIgnored) {
@@ -106,7 +106,7 @@ TEST(StatusBoard, ConcurrentPostsAndSnapshots) {
         JobUpdate p;
         p.kind = JobUpdate::Kind::kProgress;
         p.job_id = "a";
-        p.step = i;
+        p.progress.step = i;
         board.post(p);
       }
     });

@@ -75,22 +75,32 @@ FailureCode parse_failure_code(std::string_view text) noexcept;
 /// data_error, kInvalidArgument -> invalid_spec, ...).
 FailureCode failure_for(ErrorCode code) noexcept;
 
+/// How far a job has got: the one shape that a trainer's training loop reports, its status
+/// board keeps, its /status sends, and the controller copies into its own record.
+struct JobProgress {
+  int epoch = 0;  ///< the epoch in progress, counting from 1; 0 before the first
+  int step = 0;   ///< steps done in the current epoch
+  int steps_per_epoch = 0;
+  double fraction = 0;             ///< 0..1 over the whole job ("progress" in JSON)
+  std::optional<double> loss;      ///< running training loss of the current epoch
+  std::optional<double> accuracy;  ///< last test accuracy
+  double images_per_s = 0;         ///< training images per second in the current epoch
+  std::string device;
+
+  /// Takes a newer report: every field, except that one without a loss, an accuracy or a
+  /// device keeps those already known (mid-epoch reports carry no new accuracy).
+  void update(const JobProgress& newer);
+};
+
 /// What a job looks like to clients (the architecture doc's `job` shape). Times are Unix seconds.
 struct JobRecord {
   JobSpec spec;
   JobState state = JobState::kQueued;
-  int epoch = 0;  ///< the epoch in progress, counting from 1; 0 before the first
-  int step = 0;   ///< steps done in the current epoch
-  int steps_per_epoch = 0;
-  double progress = 0;  ///< 0..1 over the whole job
-  std::optional<double> loss;      ///< running training loss of the current epoch
-  std::optional<double> accuracy;  ///< last test accuracy
-  double images_per_s = 0;
+  JobProgress progress;
   std::string trainer;
   std::string error;
   FailureCode failure = FailureCode::kNone;  ///< set when state is failed
   int lost_attempts = 0;  ///< attempts whose trainer vanished or restarted (counted against max attempts)
-  std::string device;
   std::string request_id;  ///< the X-Request-Id of the POST /train that created the job
   double created_at = 0;
   double started_at = 0;

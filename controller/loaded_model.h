@@ -1,0 +1,26 @@
+#pragma once
+
+// A model version as serving holds it. Includes LibTorch: only for serving's translation
+// units (model_cache.cpp, batcher.cpp).
+
+#include <cstdint>
+#include <filesystem>
+
+#include <torch/torch.h>
+
+#include "mlswarm/model_meta.h"
+
+namespace mlswarm {
+
+/// One loaded model version. Immutable once built; shared by the requests in flight and the
+/// cache, and freed when the last of them lets go.
+struct LoadedModel {
+  ModelMeta meta;
+  torch::nn::Sequential model{nullptr};
+  torch::Tensor mean;  ///< [1][C][1][1]
+  torch::Tensor std;
+  std::filesystem::file_time_type meta_mtime;  ///< of the meta.json these weights came with
+  std::uintmax_t meta_size = 0;
+};
+
+}  // namespace mlswarm

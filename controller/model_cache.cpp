@@ -1,0 +1,59 @@
+#include "model_cache.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "loaded_model.h"
+#include "mlswarm/error.h"
+#include "mlswarm/torch/model_zoo.h"
+
+namespace mlswarm {
+namespace fs = std::filesystem;
+
+ModelCache::ModelCache(fs::path home_dir) : home_dir_(std::move(home_dir)) {}
+
+ModelCache::~ModelCache() = default;
+
+std::size_t ModelCache::loads() const {
+  std::lock_guard lock(mutex_);
+  return loads_;
+}
+
+std::shared_ptr<const LoadedModel> ModelCache::get(const std::string& model_id) {
+  const auto dir = model_dir(home_dir_, model_id);
+  require_not_symlink(dir / "meta.json", "model_id");
+  require_not_symlink(dir / "model.pt", "model_id");
+  std::error_code ec;
+  const auto mtime = fs::last_write_time(dir / "meta.json", ec);
+  const auto size = ec ? 0 : fs::file_size(dir / "meta.json", ec);
+  if (ec) throw Error(ErrorCode::kNotFound, fmt::format("unknown model '{}'", model_id), "model_id");
+  auto current = [&]() -> std::shared_ptr<const LoadedModel> {
+    std::lock_guard lock(mutex_);
+    auto it = models_.find(model_id);
+    if (it != models_.end() && it->second->meta_mtime == mtime && it->second->meta_size == size) return it->second;
+    return nullptr;
+  };
+  if (auto model = current()) return model;
+  std::lock_guard load_lock(load_mutex_);
+  if (auto model = current()) return model;  // another request loaded it meanwhile
+  auto loaded = std::make_shared<LoadedModel>();
+  // Stat first, then read: a write between the two makes the next request load again.
+  loaded->meta_mtime = mtime;
+  loaded->meta_size = size;
+  try {
+    loaded->model = load_trained_model(home_dir_, model_id, &loaded->meta);
+    const auto c = static_cast<std::int64_t>(loaded->meta.channels);
+    loaded->mean = torch::tensor(std::vector<float>(loaded->meta.mean.begin(), loaded->meta.mean.end())).view({1, c, 1, 1});
+    loaded->std = torch::tensor(std::vector<float>(loaded->meta.std.begin(), loaded->meta.std.end())).view({1, c, 1, 1});
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::kDataError, fmt::format("model {}: {}", model_id, e.what_without_backtrace()));
+  }
+  std::lock_guard lock(mutex_);
+  ++loads_;
+  spdlog::info("model {} loaded: version {} ({} epochs, accuracy {:.4f})", model_id, loaded->meta.version,
+               loaded->meta.epochs.size(), loaded->meta.epochs.empty() ? 0.0 : loaded->meta.epochs.back().accuracy);
+  models_[model_id] = loaded;
+  return loaded;
+}
+
+}  // namespace mlswarm

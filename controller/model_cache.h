@@ -1,0 +1,46 @@
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace mlswarm {
+
+struct LoadedModel;
+
+/// The models serving has loaded from HOME_DIR/models, by id.
+///
+/// Contract: get() returns the model version that matches meta.json as it is now on disk.
+/// A model is loaded on first use, on the request thread that first asks for it (one load at
+/// a time, under `load_mutex_`, so two requests never read the same files twice), and kept;
+/// when its meta.json changes (a trainer finished another epoch) the next get() loads the new
+/// version, and requests already holding the old one finish with it. Loading is the only
+/// LibTorch work that happens outside the batcher thread; it builds a fresh module that no
+/// other thread can see until it is complete. Every get() stats meta.json once.
+/// Thread-safe: `mutex_` guards `models_` and `loads_`.
+class ModelCache {
+ public:
+  explicit ModelCache(std::filesystem::path home_dir);
+  ~ModelCache();
+  ModelCache(const ModelCache&) = delete;
+  ModelCache& operator=(const ModelCache&) = delete;
+
+  /// Throws Error(kNotFound) for an unknown model, Error(kInvalidArgument) for a symlinked
+  /// one, Error(kDataError) for a corrupt one.
+  std::shared_ptr<const LoadedModel> get(const std::string& model_id);
+
+  /// Model versions loaded so far.
+  std::size_t loads() const;
+
+ private:
+  std::filesystem::path home_dir_;
+  mutable std::mutex mutex_;
+  std::map<std::string, std::shared_ptr<const LoadedModel>> models_;
+  std::size_t loads_ = 0;
+  std::mutex load_mutex_;
+};
+
+}  // namespace mlswarm

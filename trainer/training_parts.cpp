@@ -1,0 +1,203 @@
+#include "training_parts.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "mlswarm/error.h"
+#include "mlswarm/json_fields.h"
+#include "mlswarm/torch/model_zoo.h"
+
+namespace mlswarm {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr std::int64_t kEvalBatch = 1000;
+
+}  // namespace
+
+torch::Device pick_device(const std::string& wanted) {
+  bool has_cuda = torch::cuda::is_available();
+  if (wanted == "cuda" && !has_cuda) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "train_opts.device is \"cuda\" but this trainer has no CUDA device "
+                "(LibTorch built without CUDA, or no GPU visible)",
+                "train_opts.device");
+  }
+  return (wanted == "cuda" || (wanted == "auto" && has_cuda)) ? torch::Device(torch::kCUDA)
+                                                                : torch::Device(torch::kCPU);
+}
+
+/// The training subset [start, end) of the train split.
+std::pair<std::int64_t, std::int64_t> subset_of(const JobSpec& spec, const Dataset& data) {
+  std::int64_t start = 0;
+  std::int64_t end = data.train.count;
+  if (spec.example_idxs) {
+    start = spec.example_idxs->first;
+    end = std::min(spec.example_idxs->second, data.train.count);
+  }
+  if (end - start < 2) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("example_idxs selects {} examples; training needs at least 2",
+                            std::max<std::int64_t>(0, end - start)),
+                "example_idxs");
+  }
+  return {start, end};
+}
+
+/// Per-channel mean and standard deviation of pixels scaled to 0..1.
+void channel_stats(const Dataset& data, std::int64_t start, std::int64_t end,
+                   std::vector<double>& mean, std::vector<double>& stdev) {
+  const int c = data.info.channels;
+  const std::int64_t plane = std::int64_t{data.info.height} * data.info.width;
+  std::vector<double> sum(c, 0.0), sq(c, 0.0);
+  for (std::int64_t i = start; i < end; ++i) {
+    const std::uint8_t* img = data.train.images.data() + i * c * plane;
+    for (int ch = 0; ch < c; ++ch) {
+      std::uint64_t s = 0, q = 0;
+      for (std::int64_t p = 0; p < plane; ++p) {
+        std::uint32_t v = img[ch * plane + p];
+        s += v;
+        q += v * v;
+      }
+      sum[ch] += static_cast<double>(s);
+      sq[ch] += static_cast<double>(q);
+    }
+  }
+  const double n = static_cast<double>((end - start) * plane);
+  mean.assign(c, 0.0);
+  stdev.assign(c, 1.0);
+  for (int ch = 0; ch < c; ++ch) {
+    double m = sum[ch] / n / 255.0;
+    double var = sq[ch] / n / (255.0 * 255.0) - m * m;
+    mean[ch] = m;
+    stdev[ch] = std::sqrt(std::max(var, 1e-6));
+  }
+}
+
+/// Normalised images and labels of one split range, resident on `device`.
+std::pair<torch::Tensor, torch::Tensor> resident_split(const DatasetSplit& split, const DatasetInfo& info,
+                                                       std::int64_t start, std::int64_t end,
+                                                       const std::vector<double>& mean,
+                                                       const std::vector<double>& stdev,
+                                                       torch::Device device) {
+  const std::int64_t chw = std::int64_t{info.channels} * info.height * info.width;
+  auto bytes = torch::from_blob(const_cast<std::uint8_t*>(split.images.data()) + start * chw,
+                                {end - start, info.channels, info.height, info.width}, torch::kUInt8);
+  auto labels = torch::from_blob(const_cast<std::uint8_t*>(split.labels.data()) + start, {end - start},
+                                 torch::kUInt8);
+  auto x = normalize_images(bytes.to(device), mean, stdev).contiguous();
+  auto y = labels.to(device).to(torch::kInt64);
+  return {x, y};
+}
+
+/// The untrained model a spec trains, shaped for its dataset.
+torch::nn::Sequential model_for(const JobSpec& spec, const DatasetInfo& info) {
+  return make_model(spec.model_type, info.channels, info.height, info.width, static_cast<int>(info.class_names.size()));
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(torch::nn::Sequential& model,
+                                                        const TrainOpts& o) {
+  if (o.optimizer == "adam") {
+    return std::make_unique<torch::optim::Adam>(
+        model->parameters(), torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
+  }
+  return std::make_unique<torch::optim::SGD>(
+      model->parameters(),
+      torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weight_decay));
+}
+
+double scheduled_lr(const TrainOpts& o, std::int64_t global_step, std::int64_t total_steps) {
+  if (o.lr_schedule == "constant" || total_steps <= 0) return o.lr;
+  const double pi = 3.14159265358979323846;
+  return o.lr * 0.5 * (1.0 + std::cos(pi * static_cast<double>(global_step) / static_cast<double>(total_steps)));
+}
+
+json resume_key(const JobSpec& spec) {
+  json key = to_json(spec);
+  key.erase("job_id");
+  key["train_opts"].erase("device");
+  key["train_opts"].erase("checkpoint_every_steps");
+  return key;
+}
+
+std::string encode_checkpoint(torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
+                              const JobSpec& spec, const ResumePoint& point) {
+  torch::serialize::OutputArchive archive;
+  torch::serialize::OutputArchive model_archive;
+  model->save(model_archive);
+  archive.write("model", model_archive);
+  torch::serialize::OutputArchive optimizer_archive;
+  optimizer.save(optimizer_archive);
+  archive.write("optimizer", optimizer_archive);
+  json history = json::array();
+  for (const auto& e : point.history) {
+    history.push_back({e.epoch, e.train_loss, e.test_loss, e.accuracy, e.images_per_s, e.duration_s});
+  }
+  json state = {{"job_id", spec.job_id},
+                {"attempt", spec.attempt},
+                {"next_epoch", point.next_epoch},
+                {"next_step", point.next_step},
+                {"history", history},
+                {"resume_key", resume_key(spec)}};
+  archive.write("state", c10::IValue(state.dump()));
+  std::ostringstream out;
+  archive.save_to(out);
+  return std::move(out).str();
+}
+
+std::optional<ResumePoint> decode_checkpoint(const std::string& payload, const std::string& what, const JobSpec& spec,
+                                             torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
+                                             torch::Device device) {
+  std::istringstream in(payload);
+  torch::serialize::InputArchive archive;
+  archive.load_from(in, device);
+  c10::IValue state_value;
+  archive.read("state", state_value);
+  json state = json::parse(state_value.toStringRef());
+  if (state.at("resume_key") != resume_key(spec)) {
+    spdlog::warn("job {}: checkpoint {} is for a different spec; starting from scratch", spec.job_id, what);
+    return std::nullopt;
+  }
+  torch::serialize::InputArchive model_archive;
+  archive.read("model", model_archive);
+  model->load(model_archive);
+  torch::serialize::InputArchive optimizer_archive;
+  archive.read("optimizer", optimizer_archive);
+  optimizer.load(optimizer_archive);
+  ResumePoint point;
+  point.next_epoch = static_cast<int>(checked_int(state.at("next_epoch"), 1, spec.train_opts.epochs + 1, "next_epoch"));
+  point.next_step = static_cast<int>(checked_int(state.at("next_step"), 0, 1 << 30, "next_step"));
+  for (const auto& e : state.at("history")) {
+    point.history.push_back({static_cast<int>(checked_int(e.at(0), 1, spec.train_opts.epochs, "history epoch")),
+                             e.at(1).get<double>(), e.at(2).get<double>(),
+                             e.at(3).get<double>(), e.at(4).get<double>(), e.at(5).get<double>()});
+  }
+  return point;
+}
+
+Evaluation evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  auto loss_sum = torch::zeros({}, x.options());
+  auto correct = torch::zeros({}, y.options());
+  const std::int64_t n = x.size(0);
+  for (std::int64_t i = 0; i < n; i += kEvalBatch) {
+    auto xb = x.slice(0, i, std::min(n, i + kEvalBatch));
+    auto yb = y.slice(0, i, std::min(n, i + kEvalBatch));
+    auto logits = model->forward(xb);
+    loss_sum += torch::nn::functional::cross_entropy(
+        logits, yb, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    correct += logits.argmax(1).eq(yb).sum();
+  }
+  model->train();
+  return {loss_sum.item<double>() / static_cast<double>(n),
+          static_cast<double>(correct.item<std::int64_t>()) / static_cast<double>(n)};
+}
+
+}  // namespace mlswarm

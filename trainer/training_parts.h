@@ -1,0 +1,76 @@
+#pragma once
+
+// The LibTorch building blocks of a training run: device choice, the resident data, the
+// model and optimiser, the learning-rate schedule, evaluation, and the checkpoint payload.
+// Includes LibTorch: only for the trainer's LibTorch translation units (training.cpp,
+// training_tools.cpp, training_parts.cpp); everything else uses training.h.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "mlswarm/dataset.h"
+#include "mlswarm/job.h"
+#include "mlswarm/model_meta.h"
+
+namespace mlswarm {
+
+/// The device a job asked for. Throws Error(kInvalidArgument) for "cuda" without one.
+torch::Device pick_device(const std::string& wanted);
+
+/// The training subset [start, end) of the train split (example_idxs, clipped). Throws
+/// Error(kInvalidArgument) when it holds fewer than 2 examples.
+std::pair<std::int64_t, std::int64_t> subset_of(const JobSpec& spec, const Dataset& data);
+
+/// Per-channel mean and standard deviation of the subset's pixels scaled to 0..1.
+void channel_stats(const Dataset& data, std::int64_t start, std::int64_t end, std::vector<double>& mean,
+                   std::vector<double>& stdev);
+
+/// Normalised images and labels of one split range, resident on `device`.
+std::pair<torch::Tensor, torch::Tensor> resident_split(const DatasetSplit& split, const DatasetInfo& info,
+                                                       std::int64_t start, std::int64_t end,
+                                                       const std::vector<double>& mean,
+                                                       const std::vector<double>& stdev, torch::Device device);
+
+/// The untrained model a spec trains, shaped for its dataset.
+torch::nn::Sequential model_for(const JobSpec& spec, const DatasetInfo& info);
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(torch::nn::Sequential& model, const TrainOpts& o);
+/// The learning rate at a global step (cosine to 0 over the job, or constant).
+double scheduled_lr(const TrainOpts& o, std::int64_t global_step, std::int64_t total_steps);
+
+struct Evaluation {
+  double loss = 0;
+  double accuracy = 0;
+};
+/// Mean loss and accuracy over (x, y), in eval mode, in batches of 1,000; back in train mode after.
+Evaluation evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y);
+
+/// Where a checkpoint resumes, and the metrics of the epochs before it.
+struct ResumePoint {
+  int next_epoch = 1;
+  int next_step = 0;
+  std::vector<EpochMetrics> history;
+};
+
+/// The spec fields a checkpoint must agree with to be resumed (not the job id, the device or
+/// the checkpoint interval).
+nlohmann::json resume_key(const JobSpec& spec);
+
+/// A checkpoint's payload (a LibTorch archive: weights, optimiser state, and the resume
+/// point and key as JSON). CheckpointStore seals and writes it.
+std::string encode_checkpoint(torch::nn::Sequential& model, torch::optim::Optimizer& optimizer, const JobSpec& spec,
+                              const ResumePoint& point);
+
+/// Loads a payload into model and optimiser. nullopt when it is a checkpoint of another spec;
+/// throws (Error, c10::Error, JSON errors) when it is not an intact checkpoint.
+std::optional<ResumePoint> decode_checkpoint(const std::string& payload, const std::string& what, const JobSpec& spec,
+                                             torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
+                                             torch::Device device);
+
+}  // namespace mlswarm
