@@ -145,41 +145,12 @@ void ControllerApi::add_serving_routes() {
 
 ControllerApi::~ControllerApi() { Metrics::global().remove_collector(collector_); }
 
-std::optional<HttpReply> ControllerApi::admit(const HttpRequest& head) const {
-  return guarded_admit(head, [&]() -> std::optional<HttpReply> {
-    const RouteTable::Match match = routes_.match(head.method, head.path);
-    // Without a route nothing is said about what exists to a caller without the token.
-    const Access access = match.route != nullptr ? match.route->access : Access::kWrite;
-    if (access == Access::kWrite || (access == Access::kRead && !options_.public_reads)) {
-      require_token(head, options_.api_token, "API token");
-    }
-    if (match.route == nullptr) return RouteTable::no_route(head, match);
-    require_body_within(head, match.route->max_body);
-    return std::nullopt;
-  });
-}
-
-HttpReply ControllerApi::serve(const HttpRequest& request) {
-  return guarded(
-      [this](const HttpRequest& r) {
-        const RouteTable::Match match = routes_.match(r.method, r.path);
-        if (match.route == nullptr) return RouteTable::no_route(r, match);
-        // A chunked body announced no length: its cap is checked now that it is read.
-        if (r.body.size() > match.route->max_body) require_body_within(r, match.route->max_body);
-        return match.route->handler(r, match.params);
-      },
-      request);
-}
-
-HttpReply ControllerApi::handle(const HttpRequest& request) {
-  if (auto refused = admit(request)) return *refused;
-  return serve(request);
-}
-
-HttpService ControllerApi::service() {
-  return {[this](const HttpRequest& head) { return admit(head); },
-          [this](const HttpRequest& request) { return serve(request); },
-          [this](const std::string& path) { return routes_.label(path); }};
+void ControllerApi::check_access(const HttpRequest& head, const Route* route) {
+  // Without a route nothing is said about what exists to a caller without the token.
+  const Access access = route != nullptr ? route->access : Access::kWrite;
+  if (access == Access::kWrite || (access == Access::kRead && !options_.public_reads)) {
+    require_token(head, options_.api_token, "API token");
+  }
 }
 
 HttpReply ControllerApi::status() const {

@@ -31,27 +31,18 @@ inline constexpr std::size_t kMaxSpecBytes = 64u << 10;
 /// The controller's HTTP routes (one RouteTable: method, path, access, body cap, handler) as
 /// plain functions from request to reply (no socket). None of the collaborators is owned;
 /// all must outlive the API. Thread-safe as they are.
-class ControllerApi {
+class ControllerApi final : public RoutedApi {
  public:
   ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServer& models, DatasetCache& datasets,
                 ControllerApiOptions options);
-  ~ControllerApi();
+  ~ControllerApi() override;
   ControllerApi(const ControllerApi&) = delete;
   ControllerApi& operator=(const ControllerApi&) = delete;
 
-  /// Before the body is read: 404/405 for no route, 401/403 without the token a route needs,
-  /// 413 for a body larger than the route takes. nullopt admits the request.
-  std::optional<HttpReply> admit(const HttpRequest& head) const;
-  /// An admitted request.
-  HttpReply serve(const HttpRequest& request);
-  /// admit() then serve(): the whole path, for tests and tools that call the API directly.
-  HttpReply handle(const HttpRequest& request);
-  /// The three functions HttpServer needs, bound to this API.
-  HttpService service();
-
-  const RouteTable& routes() const { return routes_; }
-
  private:
+  /// Open routes need nothing; read routes the API token unless PUBLIC_READS; write routes,
+  /// and requests without a route, the API token whenever one is set.
+  void check_access(const HttpRequest& head, const Route* route) override;
   /// The probes, /status, /metrics, /train and /jobs.
   void add_cluster_routes();
   /// /models, /datasets, /predict and /classify.
@@ -65,7 +56,6 @@ class ControllerApi {
   HttpReply predict(const HttpRequest& request);
   HttpReply classify(const HttpRequest& request);
 
-  RouteTable routes_;
   Cluster& cluster_;
   JobRegistry& registry_;
   ModelServer& models_;

@@ -14,8 +14,10 @@ PredictResult ModelServer::predict(const std::string& model_id, std::vector<floa
 }
 
 ModelServer::Stats ModelServer::stats() const {
-  const Batcher::Stats b = batcher_.stats();
-  return {cache_.loads(), b.batches, b.requests, b.examples};
+  Stats s;
+  static_cast<Batcher::Stats&>(s) = batcher_.stats();
+  s.loads = cache_.loads();
+  return s;
 }
 
 }  // namespace mlswarm

@@ -31,11 +31,8 @@ class ModelServer {
   /// Models loaded so far (for /metrics and tests).
   std::size_t loads() const { return cache_.loads(); }
 
-  struct Stats {
-    std::uint64_t loads = 0;
-    std::uint64_t batches = 0;   ///< forward passes
-    std::uint64_t requests = 0;  ///< predict calls answered
-    std::uint64_t examples = 0;
+  struct Stats : Batcher::Stats {
+    std::uint64_t loads = 0;  ///< model versions loaded
   };
   Stats stats() const;
 

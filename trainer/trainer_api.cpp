@@ -42,7 +42,11 @@ TrainerApi::TrainerApi(JobRunner& runner, StatusBoard& board, std::string addres
   };
   get("/type", [this](const HttpRequest& r, const RouteParams&) { return type(r); });
   get("/healthz", [](const HttpRequest&, const RouteParams&) { return HttpReply::json(200, {{"status", "ok"}}); });
-  get("/status", [this](const HttpRequest&, const RouteParams&) { return status(); });
+  get("/status", [this](const HttpRequest& r, const RouteParams&) {
+    HttpReply reply = status();
+    note_status_read(r);
+    return reply;
+  });
   get("/jobs", [this](const HttpRequest&, const RouteParams&) { return status(); });
   get("/jobs/{id}", [this](const HttpRequest&, const RouteParams& p) {
     require_valid_id(p[0], "job_id");
@@ -67,63 +71,35 @@ TrainerApi::TrainerApi(JobRunner& runner, StatusBoard& board, std::string addres
 
 TrainerApi::~TrainerApi() { Metrics::global().remove_collector(collector_); }
 
-std::optional<HttpReply> TrainerApi::admit(const HttpRequest& head) {
-  return guarded_admit(head, [&]() -> std::optional<HttpReply> {
-    const RouteTable::Match match = routes_.match(head.method, head.path);
-    if (match.route == nullptr) return RouteTable::no_route(head, match);
-    if (match.route->access == Access::kWrite) {
-      try {
-        verifier_.verify_head(head, static_cast<long long>(unix_now()));
-      } catch (const Error& e) {
-        if (e.code() == ErrorCode::kForbidden && log_allowed("refused " + std::string(e.what()), std::chrono::seconds(60))) {
-          spdlog::warn("{} {} from {} refused: {}", head.method, head.path, head.remote_addr, e.what());
-        }
-        throw;
-      }
+void TrainerApi::check_access(const HttpRequest& head, const Route* route) {
+  if (route == nullptr || route->access != Access::kWrite) return;
+  try {
+    verifier_.verify_head(head, static_cast<long long>(unix_now()));
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kForbidden && log_allowed("refused " + std::string(e.what()), std::chrono::seconds(60))) {
+      spdlog::warn("{} {} from {} refused: {}", head.method, head.path, head.remote_addr, e.what());
     }
-    require_body_within(head, match.route->max_body);
-    return std::nullopt;
-  });
+    throw;
+  }
 }
 
-HttpReply TrainerApi::serve(const HttpRequest& request) {
-  return guarded(
-      [this](const HttpRequest& r) {
-        const RouteTable::Match match = routes_.match(r.method, r.path);
-        if (match.route == nullptr) return RouteTable::no_route(r, match);
-        require_body_within(r, match.route->max_body);
-        if (match.route->access == Access::kWrite) verifier_.verify_body(r);
-        HttpReply reply = match.route->handler(r, match.params);
-        if (match.route->pattern == "/status" && reply.status == 200) {
-          // A read by the controller: with a key, only one it signed counts.
-          bool by_controller = !verifier_.enabled();
-          if (!by_controller && !r.header("x-mlswarm-signature").empty()) {
-            try {
-              verifier_.verify_head(r, static_cast<long long>(unix_now()));
-              by_controller = true;
-            } catch (const Error&) {
-            }
-          }
-          if (by_controller) {
-            std::lock_guard lock(reads_mutex_);
-            ++status_reads_;
-            reads_cv_.notify_all();
-          }
-        }
-        return reply;
-      },
-      request);
+void TrainerApi::check_body(const HttpRequest& request, const Route& route) {
+  if (route.access == Access::kWrite) verifier_.verify_body(request);
 }
 
-HttpReply TrainerApi::handle(const HttpRequest& request) {
-  if (auto refused = admit(request)) return *refused;
-  return serve(request);
-}
-
-HttpService TrainerApi::service() {
-  return {[this](const HttpRequest& head) { return admit(head); },
-          [this](const HttpRequest& request) { return serve(request); },
-          [this](const std::string& path) { return routes_.label(path); }};
+void TrainerApi::note_status_read(const HttpRequest& request) {
+  bool by_controller = !verifier_.enabled();
+  if (!by_controller && !request.header("x-mlswarm-signature").empty()) {
+    try {
+      verifier_.verify_head(request, static_cast<long long>(unix_now()));
+      by_controller = true;
+    } catch (const Error&) {
+    }
+  }
+  if (!by_controller) return;
+  std::lock_guard lock(reads_mutex_);
+  ++status_reads_;
+  reads_cv_.notify_all();
 }
 
 void TrainerApi::start_draining() { draining_ = true; }

@@ -24,21 +24,12 @@ namespace mlswarm {
 /// (only the controller makes those) and /type answers a discovery challenge with the proof
 /// that this trainer holds the key. GETs stay open for discovery and for operators
 /// debugging with curl.
-class TrainerApi {
+class TrainerApi final : public RoutedApi {
  public:
   TrainerApi(JobRunner& runner, StatusBoard& board, std::string address, std::string cluster_key = {});
-  ~TrainerApi();
+  ~TrainerApi() override;
   TrainerApi(const TrainerApi&) = delete;
   TrainerApi& operator=(const TrainerApi&) = delete;
-
-  /// Before the body is read: route, signature, body cap. nullopt admits the request.
-  std::optional<HttpReply> admit(const HttpRequest& head);
-  /// An admitted request.
-  HttpReply serve(const HttpRequest& request);
-  /// admit() then serve(), for tests that call the API directly.
-  HttpReply handle(const HttpRequest& request);
-  /// The three functions HttpServer needs, bound to this API.
-  HttpService service();
 
   /// The trainer is shutting down: POST /train answers 503 and /status reports no capacity.
   void start_draining();
@@ -49,13 +40,18 @@ class TrainerApi {
   bool wait_for_status_read(std::chrono::milliseconds timeout);
 
  private:
+  /// POST and DELETE need a request signed with the cluster key (when there is one).
+  void check_access(const HttpRequest& head, const Route* route) override;
+  /// ...and the body that was signed.
+  void check_body(const HttpRequest& request, const Route& route) override;
+  /// Counts a /status read by the controller (a signed one when there is a key).
+  void note_status_read(const HttpRequest& request);
   HttpReply status();
   HttpReply train(const HttpRequest& request);
   HttpReply job(const std::string& job_id) const;
   HttpReply cancel(const std::string& job_id, const HttpRequest& request);
   HttpReply type(const HttpRequest& request) const;
 
-  RouteTable routes_;
   JobRunner& runner_;
   StatusBoard& board_;
   std::string address_;

@@ -82,6 +82,42 @@ std::optional<std::size_t> announced_body_size(const HttpRequest& head) {
   return value;
 }
 
+std::optional<HttpReply> RoutedApi::admit(const HttpRequest& head) {
+  return guarded_admit(head, [&]() -> std::optional<HttpReply> {
+    const RouteTable::Match match = routes_.match(head.method, head.path);
+    check_access(head, match.route);
+    if (match.route == nullptr) return RouteTable::no_route(head, match);
+    require_body_within(head, match.route->max_body);
+    return std::nullopt;
+  });
+}
+
+HttpReply RoutedApi::serve(const HttpRequest& request) {
+  return guarded(
+      [this](const HttpRequest& r) {
+        const RouteTable::Match match = routes_.match(r.method, r.path);
+        if (match.route == nullptr) return RouteTable::no_route(r, match);
+        // A chunked body announced no length: its cap is checked now that it is read.
+        require_body_within(r, match.route->max_body);
+        check_body(r, *match.route);
+        return match.route->handler(r, match.params);
+      },
+      request);
+}
+
+HttpReply RoutedApi::handle(const HttpRequest& request) {
+  if (auto refused = admit(request)) return *refused;
+  return serve(request);
+}
+
+HttpService RoutedApi::service() {
+  return {[this](const HttpRequest& head) { return admit(head); },
+          [this](const HttpRequest& request) { return serve(request); },
+          [this](const std::string& path) { return routes_.label(path); }};
+}
+
+void RoutedApi::check_body(const HttpRequest&, const Route&) {}
+
 void require_body_within(const HttpRequest& request, std::size_t max_bytes) {
   const std::size_t size = std::max(announced_body_size(request).value_or(0), request.body.size());
   if (size > max_bytes) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "mlswarm/http.h"
+#include "mlswarm/http_server.h"
 
 namespace mlswarm {
 
@@ -67,6 +68,36 @@ std::optional<std::size_t> announced_body_size(const HttpRequest& head);
 /// Throws Error(kPayloadTooLarge) when the request announces, or has read, a body larger
 /// than `max_bytes`.
 void require_body_within(const HttpRequest& request, std::size_t max_bytes);
+
+/// A daemon's HTTP API over one RouteTable. A subclass adds its routes and says who may call
+/// them; the rest is common: admit() on the request line and headers (the route, who may
+/// call it, its body cap) before the body is read, serve() after (a chunked body's cap, a
+/// subclass's check of the body, then the route's handler). Errors become JSON replies.
+/// Thread-safe as far as the subclass's checks and handlers are.
+class RoutedApi {
+ public:
+  virtual ~RoutedApi() = default;
+
+  /// nullopt admits the request; otherwise the refusal (404/405, 401/403, 413).
+  std::optional<HttpReply> admit(const HttpRequest& head);
+  /// An admitted request.
+  HttpReply serve(const HttpRequest& request);
+  /// admit() then serve(): the whole path, for tests and tools that call the API directly.
+  HttpReply handle(const HttpRequest& request);
+  /// The three functions HttpServer needs, bound to this API.
+  HttpService service();
+
+  const RouteTable& routes() const { return routes_; }
+
+ protected:
+  /// Throws Error(kUnauthorized or kForbidden) when `head` may not call `route` (null: the
+  /// request has no route).
+  virtual void check_access(const HttpRequest& head, const Route* route) = 0;
+  /// After the body is read, before the handler. Throws to refuse. Default: nothing.
+  virtual void check_body(const HttpRequest& request, const Route& route);
+
+  RouteTable routes_;
+};
 
 /// Runs an admission check; what it throws becomes the refusal reply.
 template <typename Check>
