@@ -31,6 +31,8 @@ void guarded_phase(const char* phase, F&& body) {
 
 bool is(const JobRecord& j, JobState state, int attempt) { return j.state == state && j.spec.attempt == attempt; }
 
+constexpr auto kCancelRepeat = std::chrono::seconds(5);
+
 }  // namespace
 
 Cluster::Cluster(JobRegistry& registry, TrainerTransport& transport, ClusterOptions options)
@@ -275,8 +277,7 @@ bool Cluster::execute(const std::vector<Action>& actions) {
 bool Cluster::run(const action::Dispatch& a) {
   auto job = registry_.find(a.job_id);
   if (!job || job->state != JobState::kQueued) return true;
-  const std::string& trainer = a.trainers.front();
-  LogScope trainer_scope{{"trainer", trainer}};
+  LogScope trainer_scope{{"trainer", a.trainers.front()}};
   // Never number an attempt below one a trainer already recorded for the job (a journal
   // restored from a backup, a controller that lost its last records).
   int attempt = a.attempt;
@@ -290,37 +291,63 @@ bool Cluster::run(const action::Dispatch& a) {
       [&](JobRecord& j) {
         j.spec.attempt = attempt;
         j.trainer.clear();
+        j.trainers.clear();
+        j.rendezvous_port = a.port;
       },
       true);
   if (!claimed) return true;  // cancelled meanwhile
-  nlohmann::json body = to_json(claimed->spec);
-  body["attempt"] = attempt;
-  const HttpCallResult reply = transport_.dispatch(trainer, body, claimed->request_id);
-  if (reply.status != 202) {
-    mark_suspect(trainer, fmt::format("it did not take attempt {} of job {} ({})", attempt, a.job_id,
-                                      peer_error_text(reply)));
-    registry_.update_if(
-        a.job_id, [&](const JobRecord& j) { return is(j, JobState::kQueued, attempt); },
-        [&](JobRecord& j) { j.error = fmt::format("trainer {} did not take attempt {}", trainer, attempt); }, false);
-    return false;
-  }
+  if (!send_ranks(*claimed, a.trainers, a.port)) return false;
   auto running = registry_.update_if(
       a.job_id, [&](const JobRecord& j) { return is(j, JobState::kQueued, attempt); },
       [&](JobRecord& j) {
         j.state = JobState::kRunning;
-        j.trainer = trainer;
+        j.trainer = a.trainers.front();
+        j.trainers = a.trainers;
+        j.world_size = static_cast<int>(a.trainers.size());
         j.error.clear();
         if (j.started_at == 0) j.started_at = unix_now();
       },
       true);
   if (!running) {
-    // Cancelled while the dispatch was in flight: it stays cancelled, and the trainer stops.
-    const HttpCallResult stop = transport_.cancel(trainer, a.job_id, attempt);
-    spdlog::info("job {}: cancelled while attempt {} was being dispatched; {} told to stop it ({})", a.job_id,
-                 attempt, trainer, stop.status == 200 ? "done" : peer_error_text(stop));
+    // Cancelled while the dispatch was in flight: it stays cancelled, and the trainers stop.
+    for (const auto& trainer : a.trainers) {
+      const HttpCallResult stop = transport_.cancel(trainer, a.job_id, attempt);
+      spdlog::info("job {}: cancelled while attempt {} was being dispatched; {} told to stop it ({})", a.job_id,
+                   attempt, trainer, stop.status == 200 ? "done" : peer_error_text(stop));
+    }
     return true;
   }
-  spdlog::info("job {} model {}: dispatched to {} (attempt {})", a.job_id, running->spec.model_id, trainer, attempt);
+  spdlog::info("job {} model {}: dispatched to {} (attempt {}{})", a.job_id, running->spec.model_id,
+               fmt::join(a.trainers, ", "), attempt,
+               a.trainers.size() > 1 ? fmt::format(", {} ranks meeting at port {}", a.trainers.size(), a.port) : "");
+  return true;
+}
+
+bool Cluster::send_ranks(const JobRecord& job, const std::vector<std::string>& trainers, int port) {
+  const int attempt = job.spec.attempt;
+  nlohmann::json body = to_json(job.spec);
+  body["attempt"] = attempt;
+  Placement placement;
+  placement.world_size = static_cast<int>(trainers.size());
+  placement.port = port;
+  for (const auto& t : trainers) placement.hosts.push_back(t.substr(0, t.rfind(':')));
+  for (std::size_t rank = 0; rank < trainers.size(); ++rank) {
+    if (trainers.size() > 1) {
+      placement.rank = static_cast<int>(rank);
+      body["placement"] = {{"rank", placement.rank}, {"world_size", placement.world_size},
+                           {"hosts", placement.hosts}, {"port", placement.port}};
+    }
+    const HttpCallResult reply = transport_.dispatch(trainers[rank], body, job.request_id);
+    if (reply.status == 202) continue;
+    mark_suspect(trainers[rank], fmt::format("it did not take attempt {} of job {} ({})", attempt, job.spec.job_id,
+                                             peer_error_text(reply)));
+    for (std::size_t taken = 0; taken < rank; ++taken) transport_.cancel(trainers[taken], job.spec.job_id, attempt);
+    registry_.update_if(
+        job.spec.job_id, [&](const JobRecord& j) { return is(j, JobState::kQueued, attempt); },
+        [&](JobRecord& j) { j.error = fmt::format("trainer {} did not take attempt {}", trainers[rank], attempt); },
+        false);
+    return false;
+  }
   return true;
 }
 
@@ -330,6 +357,8 @@ void Cluster::run(const action::Adopt& a) {
       [&](JobRecord& j) {
         j.state = JobState::kRunning;
         j.trainer = a.trainer;
+        j.trainers = {a.trainer};
+        j.world_size = 1;
         j.error.clear();
         j.progress.update(a.report.progress);
         if (j.started_at == 0) j.started_at = unix_now();
@@ -378,6 +407,7 @@ void Cluster::run(const action::Requeue& a) {
         j.state = JobState::kQueued;
         j.error = a.reason;
         j.trainer.clear();
+        j.trainers.clear();
         if (a.lost) ++j.lost_attempts;
       },
       true);
@@ -393,6 +423,12 @@ void Cluster::run(const action::Requeue& a) {
 }
 
 void Cluster::run(const action::Cancel& a) {
+  // A trainer stops at its next batch (or at the end of a collective): ask again only if it
+  // still runs the attempt a while later.
+  const auto now = SteadyClock::now();
+  std::erase_if(cancels_sent_, [&](const auto& sent) { return now - sent.second > kCancelRepeat; });
+  const std::string key = fmt::format("{} {} {}", a.trainer, a.job_id, a.attempt);
+  if (!cancels_sent_.try_emplace(key, now).second) return;
   LogScope trainer_scope{{"trainer", a.trainer}};
   const HttpCallResult reply = transport_.cancel(a.trainer, a.job_id, a.attempt);
   spdlog::warn("job {}: trainer {} still runs attempt {} ({}); told it to stop: {}", a.job_id, a.trainer, a.attempt,

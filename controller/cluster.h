@@ -58,7 +58,7 @@ struct TrainerView {
 /// loop carries on. Every registry change is a compare-and-set on the job's state and
 /// attempt, so an action planned before a cancel (or any other change) changes nothing.
 /// Thread-safe: `mutex_` guards `trainers_` and `scans_`; `wake_mutex_` guards
-/// `wake_requested_`; the loop thread alone uses `not_before_`. The registry and the
+/// `wake_requested_`; the loop thread alone uses `not_before_` and `cancels_sent_`. The registry and the
 /// transport are not owned and must outlive the cluster.
 class Cluster {
  public:
@@ -91,6 +91,9 @@ class Cluster {
   /// Carries out a plan; true when a dispatch failed (a re-plan may place the job elsewhere).
   bool execute(const std::vector<Action>& actions);
   bool run(const action::Dispatch& a);
+  /// POST /train to every rank; false (the trainer that refused made suspect, the ranks that
+  /// took it told to stop) unless all took it.
+  bool send_ranks(const JobRecord& job, const std::vector<std::string>& trainers, int port);
   void run(const action::Adopt& a);
   void run(const action::Progress& a);
   void run(const action::Finish& a);
@@ -110,6 +113,8 @@ class Cluster {
   std::condition_variable_any wake_;
   bool wake_requested_ = false;
   std::map<std::string, SteadyClock::time_point> not_before_;
+  /// Cancels sent to trainers ("trainer job attempt") and when: loop thread only.
+  std::map<std::string, SteadyClock::time_point> cancels_sent_;
   std::jthread thread_;
 };
 

@@ -41,6 +41,9 @@ void add_listen_and_discovery(CLI::App& app, ControllerConfig& c, std::string& s
       ->check(in_range(100, 600000));
   setting(app, "--max-queued-jobs", "MAX_QUEUED_JOBS", c.max_queued_jobs, "queued jobs before /train answers 429")
       ->check(in_range(1, 1000000));
+  setting(app, "--rdzv-port", "RDZV_PORT", c.rendezvous_port,
+          "the ranks of a data-parallel job meet on its rank 0's trainer at this port or one of the 63 after it")
+      ->check(in_range(1, 65535 - 64));
 }
 
 void add_serving(CLI::App& app, ControllerConfig& c) {

@@ -38,6 +38,7 @@ struct ControllerConfig {
   std::string tls_key_file;            ///< TLS_KEY_FILE
   int trainer_timeout_ms = 3000;       ///< TRAINER_TIMEOUT_MS
   int max_queued_jobs = 1000;          ///< MAX_QUEUED_JOBS
+  int rendezvous_port = 48517;         ///< RDZV_PORT: data-parallel jobs meet here (and the next 63 ports)
 
   // One-shot commands instead of serving.
   bool healthcheck = false;

@@ -31,6 +31,7 @@ ClusterOptions cluster_options(const ControllerConfig& c) {
   o.scan_interval = std::chrono::milliseconds(c.scan_interval_ms);
   o.max_misses = c.max_misses;
   o.planner.max_attempts = c.max_attempts;
+  o.planner.rendezvous_port = c.rendezvous_port;
   o.max_queued = static_cast<std::size_t>(c.max_queued_jobs);
   o.home_dir = c.home_dir;
   return o;

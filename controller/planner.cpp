@@ -17,6 +17,13 @@ const JobRecord* reported(const TrainerState& trainer, const std::string& job_id
 
 bool active(JobState state) { return state == JobState::kQueued || state == JobState::kRunning; }
 
+/// Every rank's trainer of a running job, rank order.
+std::vector<std::string> ranks_of(const JobRecord& job) {
+  return job.trainers.empty() ? std::vector<std::string>{job.trainer} : job.trainers;
+}
+
+std::string host_of(const std::string& address) { return address.substr(0, address.rfind(':')); }
+
 class Planner {
  public:
   Planner(const ClusterSnapshot& s, const PlannerOptions& o) : s_(s), o_(o) {
@@ -43,21 +50,33 @@ class Planner {
   }
 
  private:
-  /// A running job: its trainer's report decides.
+  /// A running job: its trainers' reports decide (rank 0's for progress and the end; any
+  /// rank lost, restarted or failed loses the attempt, and every rank stops with it).
   void follow_running(const JobRecord& job) {
-    const auto it = trainers_.find(job.trainer);
-    if (it == trainers_.end()) {
-      if (s_.settled) lost(job, fmt::format("trainer {} lost", job.trainer));
-      return;
+    const auto ranks = ranks_of(job);
+    std::vector<std::pair<const TrainerState*, const JobRecord*>> reports;
+    for (std::size_t rank = 0; rank < ranks.size(); ++rank) {
+      const std::string who = ranks.size() > 1 ? fmt::format("trainer {} (rank {})", ranks[rank], rank)
+                                               : fmt::format("trainer {}", ranks[rank]);
+      const auto it = trainers_.find(ranks[rank]);
+      if (it == trainers_.end()) {
+        if (s_.settled) lost(job, who + " lost");
+        return;
+      }
+      const TrainerState& t = *it->second;
+      if (!t.trusted) return lost(job, who + " no longer proves the cluster key");
+      if (!t.polled) return;  // no news this tick
+      const JobRecord* r = reported(t, job.spec.job_id);
+      if (r == nullptr || r->spec.attempt != job.spec.attempt) {
+        return lost(job, fmt::format("{} no longer runs attempt {}", who, job.spec.attempt));
+      }
+      reports.emplace_back(&t, r);
     }
-    const TrainerState& t = *it->second;
-    if (!t.trusted) return lost(job, fmt::format("trainer {} no longer proves the cluster key", t.address));
-    if (!t.polled) return;  // no news this tick
-    const JobRecord* r = reported(t, job.spec.job_id);
-    if (r == nullptr || r->spec.attempt != job.spec.attempt) {
-      return lost(job, fmt::format("trainer {} no longer runs attempt {}", t.address, job.spec.attempt));
+    for (std::size_t rank = 1; rank < reports.size(); ++rank) {
+      const auto& [t, r] = reports[rank];
+      if (r->state == JobState::kFailed) return follow_report(job, *t, *r);  // a rank failed: the attempt did
     }
-    follow_report(job, t, *r);
+    follow_report(job, *reports.front().first, *reports.front().second);
   }
 
   void follow_report(const JobRecord& job, const TrainerState& t, const JobRecord& r) {
@@ -68,7 +87,8 @@ class Planner {
     } else if (r.state == JobState::kFailed && r.failure == FailureCode::kInterrupted) {
       // The trainer shut down cleanly (a rolling update) after a checkpoint: go on elsewhere now.
       actions_.push_back(action::Requeue{id, attempt, fmt::format("trainer {} shut down", t.address), false, {}});
-    } else if (r.state == JobState::kFailed && r.failure == FailureCode::kSuperseded) {
+    } else if (r.state == JobState::kFailed &&
+               (r.failure == FailureCode::kSuperseded || r.failure == FailureCode::kLostPeer)) {
       lost(job, fmt::format("trainer {}: {}", t.address, r.error));
     } else {
       actions_.push_back(action::Finish{id, attempt, r.state, r.failure, r.error, r.progress});
@@ -95,7 +115,8 @@ class Planner {
     for (const auto& t : s_.trainers) {
       if (!t.trusted || !t.polled) continue;
       const JobRecord* r = reported(t, job.spec.job_id);
-      if (r != nullptr && r->spec.attempt == job.spec.attempt && active(r->state)) {
+      // One rank of several cannot be adopted: its peers are not known to be there.
+      if (r != nullptr && r->spec.attempt == job.spec.attempt && active(r->state) && r->world_size == 1) {
         actions_.push_back(action::Adopt{job.spec.job_id, job.spec.attempt, t.address, *r});
         adopted_.insert(job.spec.job_id);
         return true;
@@ -114,10 +135,40 @@ class Planner {
                                         fmt::format("the job reached the highest attempt number, {}", kMaxAttempt), std::nullopt});
       return true;
     }
-    std::vector<std::string> ranks = place(loads_, 1);
+    std::vector<std::string> ranks = place_ranks(job);
     if (ranks.empty()) return false;
-    actions_.push_back(action::Dispatch{job.spec.job_id, job.spec.attempt + 1, std::move(ranks)});
+    const int port = ranks.size() > 1 ? rendezvous_port(job, host_of(ranks.front())) : 0;
+    actions_.push_back(action::Dispatch{job.spec.job_id, job.spec.attempt + 1, std::move(ranks), port});
     return true;
+  }
+
+  /// Trainers for the job's ranks: `trainers` of them, or after a failure as many as have a
+  /// free worker, down to `min_trainers`; none when that many are not free.
+  std::vector<std::string> place_ranks(const JobRecord& job) {
+    const int wanted = std::max(1, job.spec.trainers);
+    const bool resumed = job.started_at > 0;  // it ran before: an elastic restart may use fewer
+    const int least = resumed ? std::clamp(job.spec.min_trainers, 1, wanted) : wanted;
+    int free = 0;
+    for (const auto& l : loads_) free += l.capacity > l.busy ? 1 : 0;
+    const int count = std::min(wanted, free);
+    if (count < least) return {};
+    return place(loads_, count);
+  }
+
+  /// A rendezvous port on `host` that no other data-parallel job there uses now, and not the
+  /// one this job's previous attempt used (a rank of it may still hold it).
+  int rendezvous_port(const JobRecord& job, const std::string& host) const {
+    std::set<int> taken{job.rendezvous_port};
+    for (const auto& other : s_.jobs) {
+      if (other.state == JobState::kRunning && other.rendezvous_port > 0 && !other.trainers.empty() &&
+          host_of(other.trainers.front()) == host) {
+        taken.insert(other.rendezvous_port);
+      }
+    }
+    for (int offset = 0;; ++offset) {
+      const int port = o_.rendezvous_port + offset % kRendezvousPorts;
+      if (!taken.contains(port) || offset >= kRendezvousPorts) return port;
+    }
   }
 
   /// Attempts that trainers still run but the registry gives to nobody, or to another attempt.
@@ -136,7 +187,8 @@ class Planner {
           why = fmt::format("the job is {}", to_string(job.state));
         } else if (job.spec.attempt != r.spec.attempt) {
           why = fmt::format("attempt {} superseded by attempt {}", r.spec.attempt, job.spec.attempt);
-        } else if (job.state == JobState::kRunning && job.trainer != t.address) {
+        } else if (const auto ranks = ranks_of(job);
+                   job.state == JobState::kRunning && std::find(ranks.begin(), ranks.end(), t.address) == ranks.end()) {
           why = fmt::format("attempt {} runs on {}", job.spec.attempt, job.trainer);
         } else if (job.state == JobState::kQueued && !adopted_.contains(job.spec.job_id)) {
           why = "the job is queued for another placement";

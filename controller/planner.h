@@ -45,8 +45,12 @@ std::vector<std::string> apply_discovery(std::map<std::string, TrainerState>& ta
                                          const std::vector<DiscoveredTrainer>& found, int max_misses,
                                          double now_unix);
 
+/// Data-parallel jobs meet at RDZV_PORT and the ports after it on their rank 0's host.
+inline constexpr int kRendezvousPorts = 64;
+
 struct PlannerOptions {
   int max_attempts = 5;  ///< lost attempts of a job before it fails
+  int rendezvous_port = 48517;  ///< RDZV_PORT: the first rendezvous port of data-parallel jobs
   /// A job whose attempt was lost waits retry_backoff * 2^(lost attempts - 1), at most
   /// max_backoff, before its next dispatch, so that a job that kills its trainers does not
   /// take the cluster down in a loop. An interrupted job (its trainer shut down cleanly)
@@ -67,11 +71,13 @@ struct ClusterSnapshot {
 };
 
 namespace action {
-/// Number the job's next attempt and send it to these trainers (rank order).
+/// Number the job's next attempt and send it to these trainers (rank order; several for a
+/// data-parallel job, which meets at `port` on rank 0's host).
 struct Dispatch {
   std::string job_id;
   int attempt = 0;
   std::vector<std::string> trainers;
+  int port = 0;
 };
 /// A queued job's current attempt turned up on a trainer (it accepted the dispatch after the
 /// controller stopped waiting): it runs there.

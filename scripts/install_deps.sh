@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   cmake make g++ pkg-config curl ca-certificates python3 openssl libssl-dev
   libtorch-dev libcpp-httplib-dev libboost-dev nlohmann-json3-dev libfmt-dev libspdlog-dev
-  libcli11-dev libstb-dev libturbojpeg0-dev zlib1g-dev libgtest-dev dataset-fashion-mnist
+  libcli11-dev libstb-dev libturbojpeg0-dev zlib1g-dev libgloo-dev libgtest-dev dataset-fashion-mnist
   "$@"
 )
 

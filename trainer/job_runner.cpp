@@ -24,6 +24,10 @@ JobRecord JobRunner::submit(JobSpec spec) {
   record.spec = spec;
   record.state = JobState::kQueued;
   record.trainer = options_.trainer_address;
+  if (spec.placement) {
+    record.rank = spec.placement->rank;
+    record.world_size = spec.placement->world_size;
+  }
   record.created_at = unix_now();
   record.updated_at = record.created_at;
   record.request_id = log_field("request_id");
@@ -84,8 +88,7 @@ JobRecord JobRunner::cancel(const std::string& job_id, std::optional<int> attemp
         update.error = "cancelled before it started";
         board_.post_and_wait(std::move(update));
         spdlog::info("job {} model {}: cancelled while queued", job_id, control->spec.model_id);
-      } else {
-        control->cancel = true;
+      } else if (!control->cancel.exchange(true)) {
         spdlog::info("job {} model {}: cancel requested", job_id, control->spec.model_id);
       }
     }

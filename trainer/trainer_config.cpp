@@ -34,6 +34,10 @@ std::variant<TrainerConfig, cli::ParseExit> parse_trainer_config(int argc, const
   setting(app, "--shutdown-report-ms", "SHUTDOWN_REPORT_MS", c.shutdown_report_ms,
           "on SIGTERM, how long to keep answering /status after the jobs stopped, until the controller read it")
       ->check(in_range(0, 60000));
+  setting(app, "--dist-timeout-ms", "DIST_TIMEOUT_MS", c.dist_timeout_ms,
+          "how long a rank of a data-parallel job waits for its peers (to join, in a collective) before the job "
+          "fails lost_peer")
+      ->check(in_range(1000, 3600000));
   app.add_flag("--healthcheck", c.healthcheck,
                "probe GET /healthz of the trainer on this port at 127.0.0.1 and exit 0 if healthy (Docker's "
                "HEALTHCHECK)");

@@ -25,6 +25,9 @@ struct TrainerConfig {
   /// On SIGTERM, how long the trainer keeps answering /status after its jobs stopped, until
   /// the controller has read that they were interrupted (SHUTDOWN_REPORT_MS).
   int shutdown_report_ms = 3000;
+  /// How long a rank of a data-parallel job waits for its peers before the job fails
+  /// (DIST_TIMEOUT_MS).
+  int dist_timeout_ms = 30000;
 
   // One-shot commands instead of serving.
   bool healthcheck = false;

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "checkpoint_store.h"
+#include "data_parallel.h"
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/dataset_cache.h"
 #include "mlswarm/error.h"
@@ -45,9 +46,10 @@ ModelMeta meta_for(const JobSpec& spec, const DatasetInfo& info) {
 }
 
 /// One attempt of one job, in the order it runs: prepare (the constructor: data, model,
-/// optimiser), resume (claim the job, load the newest checkpoint), then per epoch: train
-/// (stopping at a batch boundary when asked, with a checkpoint), evaluate, publish (model.pt,
-/// meta.json and the next checkpoint, under the job's fence).
+/// optimiser, and the group of a data-parallel job), resume (claim the job, load the newest
+/// checkpoint, hand rank 0's state to every rank), then per epoch: train (stopping at a batch
+/// boundary when asked, with a checkpoint), evaluate, publish (model.pt, meta.json and the
+/// next checkpoint, under the job's fence). Rank 0 (or the only rank) writes every file.
 class TrainingRun {
  public:
   TrainingRun(const JobSpec& spec, const TrainingEnv& env, const TrainingHooks& hooks)
@@ -56,9 +58,16 @@ class TrainingRun {
         hooks_(hooks),
         device_(pick_device(o_.device)),
         store_(job_dir(env.home_dir, spec.job_id), spec.attempt),
-        model_path_(model_dir(env.home_dir, spec.model_id)) {
+        model_path_(model_dir(env.home_dir, spec.model_id)),
+        leader_(!spec.placement || spec.placement->rank == 0) {
     prepare_data(*env.datasets);
     prepare_model();
+    if (spec.placement && spec.placement->world_size > 1) {
+      const Placement& p = *spec.placement;
+      spdlog::info("job {} model {}: rank {} of {}, meeting the others at {}:{}", spec.job_id, spec.model_id, p.rank,
+                   p.world_size, p.hosts.front(), p.port);
+      group_ = std::make_unique<DataParallel>(p, spec.job_id, spec.attempt, env.dist_timeout);
+    }
   }
 
   TrainingOutcome run() {
@@ -69,7 +78,15 @@ class TrainingRun {
     for (int epoch = resume_epoch_; epoch <= o_.epochs; ++epoch) {
       auto trained = train_epoch(epoch, epoch == resume_epoch_ ? resume_step_ : 0);
       if (!trained) return TrainingOutcome::kStopped;
-      publish(*trained, evaluate(model_, test_x_, test_y_));
+      if (group_) share_epoch_end(*trained);
+      const Evaluation eval = group_ ? evaluate_shared() : evaluate(model_, test_x_, test_y_);
+      if (leader_) {
+        publish(*trained, eval);
+      } else if (hooks_.report) {
+        JobProgress done = trained->progress;
+        done.accuracy = eval.accuracy;
+        hooks_.report(done);
+      }
     }
     return TrainingOutcome::kCompleted;
   }
@@ -86,6 +103,7 @@ class TrainingRun {
     torch::Tensor order;  ///< the shuffle, a function of (seed, epoch) only
     torch::Tensor loss_sum;
     std::int64_t images = 0;
+    double shared_loss_sum = 0;  ///< summed over the ranks (a data-parallel job)
     Clock::time_point started;
   };
 
@@ -120,17 +138,25 @@ class TrainingRun {
   }
 
   void resume() {
-    store_.claim();  // from here on, nothing of an older attempt lands
-    const bool resumed = store_.resume([&](const std::string& payload, const std::string& what) {
-      auto point = decode_checkpoint(payload, what, spec_, model_, *optimizer_, device_);
-      if (point) point_ = std::move(*point);
-      return point.has_value();
-    });
-    if (resumed) {
-      spdlog::info("job {} model {}: resuming from checkpoint at epoch {} step {}", spec_.job_id, spec_.model_id,
-                   point_.next_epoch, point_.next_step);
+    if (leader_) {
+      store_.claim();  // from here on, nothing of an older attempt lands
+      const bool resumed = store_.resume([&](const std::string& payload, const std::string& what) {
+        auto point = decode_checkpoint(payload, what, spec_, model_, *optimizer_, device_);
+        if (point) point_ = std::move(*point);
+        return point.has_value();
+      });
+      if (resumed) {
+        spdlog::info("job {} model {}: resuming from checkpoint at epoch {} step {}", spec_.job_id, spec_.model_id,
+                     point_.next_epoch, point_.next_step);
+      }
+      meta_.epochs = point_.history;
     }
-    meta_.epochs = point_.history;
+    if (group_) {
+      // Every rank starts from rank 0's weights, optimiser state and resume point.
+      std::string state = leader_ ? checkpoint(point_.next_epoch, point_.next_step) : std::string();
+      group_->broadcast_bytes(state);
+      if (!leader_) point_ = decode_checkpoint(state, "rank 0's state", spec_, model_, *optimizer_, device_).value();
+    }
     if (point_.next_step >= steps_per_epoch_) {
       ++point_.next_epoch;
       point_.next_step = 0;
@@ -145,14 +171,21 @@ class TrainingRun {
     Epoch epoch = start_epoch(number);
     auto last_report = epoch.started;
     for (int step = first_step; step < steps_per_epoch_; ++step) {
-      if (hooks_.should_stop && hooks_.should_stop()) {
+      if (!group_ && hooks_.should_stop && hooks_.should_stop()) {
         store_.save(checkpoint(number, step));
         spdlog::info("job {} model {}: stopped at epoch {} step {}; checkpoint written", spec_.job_id,
                      spec_.model_id, number, step);
         return std::nullopt;
       }
-      train_step(epoch, step);
-      if (o_.checkpoint_every_steps > 0 && (step + 1) % o_.checkpoint_every_steps == 0 &&
+      // Ranks decide together, after the step; never at the last step (its epoch ends first).
+      if (group_ && train_shared_step(epoch, step) && step + 1 < steps_per_epoch_) {
+        if (leader_) store_.save(checkpoint(number, step + 1));
+        spdlog::info("job {} model {}: stopped with every rank after epoch {} step {}{}", spec_.job_id,
+                     spec_.model_id, number, step + 1, leader_ ? "; checkpoint written" : "");
+        return std::nullopt;
+      }
+      if (!group_) train_step(epoch, step);
+      if (leader_ && o_.checkpoint_every_steps > 0 && (step + 1) % o_.checkpoint_every_steps == 0 &&
           step + 1 < steps_per_epoch_) {
         store_.save(checkpoint(number, step + 1));
       }
@@ -192,6 +225,58 @@ class TrainingRun {
     e.images += hi - lo;
   }
 
+  /// One step of a data-parallel job: this rank's share of the global batch, gradients summed
+  /// over the ranks, the same optimiser step everywhere. Returns whether any rank was asked to
+  /// stop.
+  bool train_shared_step(Epoch& e, int step) {
+    const std::int64_t lo = std::int64_t{step} * batch_;
+    const std::int64_t count = std::min(n_, lo + batch_) - lo;
+    const std::int64_t ranks = group_->world_size();
+    const std::int64_t rank = group_->rank();
+    const std::int64_t share = count / ranks + (rank < count % ranks ? 1 : 0);
+    const std::int64_t first = lo + rank * (count / ranks) + std::min(rank, count % ranks);
+    const double lr = scheduled_lr(o_, std::int64_t{e.number - 1} * steps_per_epoch_ + step, total_steps_);
+    for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
+    optimizer_->zero_grad();
+    double local_loss_sum = 0;
+    if (share > 0) {
+      auto idx = e.order.slice(0, first, first + share);
+      auto loss_sum = torch::nn::functional::cross_entropy(
+          model_->forward(train_x_.index_select(0, idx)), train_y_.index_select(0, idx),
+          torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+      // Divided by the global count: the summed gradients are those of the global batch's mean.
+      (loss_sum / static_cast<double>(count)).backward();
+      local_loss_sum = loss_sum.item<double>();
+    }
+    const bool stop = hooks_.should_stop && hooks_.should_stop();
+    const auto summed = group_->allreduce_gradients(
+        *model_, {local_loss_sum, static_cast<double>(share), stop ? 1.0 : 0.0});
+    optimizer_->step();
+    e.shared_loss_sum += summed[0];
+    e.images += count;
+    return summed[2] > 0.5;
+  }
+
+  /// After an epoch on every rank: rank 0's batch-norm statistics everywhere (for the
+  /// evaluation), and each rank's parameter checksum in its log (they must agree).
+  void share_epoch_end(const EpochResult& trained) {
+    group_->broadcast_buffers(*model_);
+    spdlog::info("job {} model {}: epoch {} rank {} parameters crc32 {:08x}", spec_.job_id, spec_.model_id,
+                 trained.progress.epoch, group_->rank(), parameter_checksum(*model_));
+  }
+
+  /// The test split in one shard per rank, the sums added up: every rank's evaluation.
+  Evaluation evaluate_shared() {
+    const std::int64_t total = test_x_.size(0);
+    const std::int64_t ranks = group_->world_size();
+    const std::int64_t lo = total * group_->rank() / ranks;
+    const std::int64_t hi = total * (group_->rank() + 1) / ranks;
+    EvaluationSums mine;
+    if (hi > lo) mine = evaluate_sums(model_, test_x_.slice(0, lo, hi), test_y_.slice(0, lo, hi));
+    const auto all = group_->allreduce_values({mine.loss_sum, mine.correct, mine.count});
+    return {all[0] / all[2], all[1] / all[2]};
+  }
+
   JobProgress progress_of(const Epoch& e, int step) const {
     JobProgress p;
     p.epoch = e.number;
@@ -199,7 +284,11 @@ class TrainingRun {
     p.steps_per_epoch = steps_per_epoch_;
     p.fraction = static_cast<double>(std::int64_t{e.number - 1} * steps_per_epoch_ + step) /
                  static_cast<double>(total_steps_);
-    p.loss = e.images > 0 ? e.loss_sum.item<double>() / static_cast<double>(e.images) : 0.0;
+    if (e.images == 0) {
+      p.loss = 0.0;
+    } else {
+      p.loss = (group_ ? e.shared_loss_sum : e.loss_sum.item<double>()) / static_cast<double>(e.images);
+    }
     const double seconds = std::chrono::duration<double>(Clock::now() - e.started).count();
     p.images_per_s = seconds > 0 ? static_cast<double>(e.images) / seconds : 0.0;
     p.device = device_name();
@@ -255,6 +344,8 @@ class TrainingRun {
   ResumePoint point_;
   int resume_epoch_ = 1;
   int resume_step_ = 0;
+  bool leader_ = true;                   ///< rank 0, or the only rank: evaluates and writes files
+  std::unique_ptr<DataParallel> group_;  ///< set for a job of several ranks
 };
 
 }  // namespace

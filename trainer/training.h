@@ -3,6 +3,7 @@
 // The training loop's interface. No LibTorch here: training.cpp is the only trainer
 // translation unit that includes it.
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -19,6 +20,9 @@ class DatasetCache;
 struct TrainingEnv {
   std::filesystem::path home_dir;
   DatasetCache* datasets = nullptr;  ///< not owned; must outlive the call
+  /// How long a data-parallel rank waits for its peers (to join, or in a collective) before
+  /// the job fails with lost_peer (DIST_TIMEOUT_MS).
+  std::chrono::milliseconds dist_timeout{30000};
 };
 
 struct TrainingHooks {
@@ -34,6 +38,11 @@ enum class TrainingOutcome { kCompleted, kStopped };
 /// checkpoint exists it resumes from it. Throws Error for a missing or corrupt dataset, an
 /// unavailable device or any LibTorch failure (turned into kDataError/kInvalidArgument/
 /// kInternal with a readable message).
+/// With a placement of several ranks (a data-parallel job) it first joins its peers; every
+/// rank starts from rank 0's state, takes its share of every global batch, and the gradients
+/// are summed over the ranks before each step; rank 0 alone evaluates and writes files. A
+/// stop asked of any rank stops all of them after the same step. A peer lost in a collective
+/// is Error(kLostPeer).
 TrainingOutcome run_training(const JobSpec& spec, const TrainingEnv& env, const TrainingHooks& hooks);
 
 /// Sets LibTorch's intra-op thread count for the process (0: one per core).

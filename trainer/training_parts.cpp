@@ -123,6 +123,11 @@ json resume_key(const JobSpec& spec) {
   key.erase("job_id");
   key["train_opts"].erase("device");
   key["train_opts"].erase("checkpoint_every_steps");
+  // The global batch makes a run independent of how many trainers share it, so a job resumes
+  // on however many are free.
+  key.erase("trainers");
+  key.erase("min_trainers");
+  key.erase("placement");
   return key;
 }
 
@@ -182,6 +187,11 @@ std::optional<ResumePoint> decode_checkpoint(const std::string& payload, const s
 }
 
 Evaluation evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y) {
+  const EvaluationSums sums = evaluate_sums(model, x, y);
+  return {sums.loss_sum / sums.count, sums.correct / sums.count};
+}
+
+EvaluationSums evaluate_sums(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y) {
   torch::NoGradGuard no_grad;
   model->eval();
   auto loss_sum = torch::zeros({}, x.options());
@@ -196,8 +206,7 @@ Evaluation evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const 
     correct += logits.argmax(1).eq(yb).sum();
   }
   model->train();
-  return {loss_sum.item<double>() / static_cast<double>(n),
-          static_cast<double>(correct.item<std::int64_t>()) / static_cast<double>(n)};
+  return {loss_sum.item<double>(), static_cast<double>(correct.item<std::int64_t>()), static_cast<double>(n)};
 }
 
 }  // namespace mlswarm

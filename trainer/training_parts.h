@@ -50,6 +50,13 @@ struct Evaluation {
 };
 /// Mean loss and accuracy over (x, y), in eval mode, in batches of 1,000; back in train mode after.
 Evaluation evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y);
+/// The sums behind an Evaluation, to add up over the shards of several ranks.
+struct EvaluationSums {
+  double loss_sum = 0;
+  double correct = 0;
+  double count = 0;
+};
+EvaluationSums evaluate_sums(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y);
 
 /// Where a checkpoint resumes, and the metrics of the epochs before it.
 struct ResumePoint {

@@ -22,6 +22,7 @@ int http_status(ErrorCode code) noexcept {
     case ErrorCode::kUnavailable: return 503;
     case ErrorCode::kDataError: return 422;
     case ErrorCode::kOutOfMemory: return 507;
+    case ErrorCode::kLostPeer: return 503;
     case ErrorCode::kInternal: return 500;
   }
   return 500;
@@ -42,6 +43,7 @@ std::string_view code_name(ErrorCode code) noexcept {
     case ErrorCode::kUnavailable: return "unavailable";
     case ErrorCode::kDataError: return "data_error";
     case ErrorCode::kOutOfMemory: return "out_of_memory";
+    case ErrorCode::kLostPeer: return "lost_peer";
     case ErrorCode::kInternal: return "internal";
   }
   return "internal";

@@ -99,13 +99,50 @@ TrainOpts parse_train_opts(const json& object) {
   return opts;
 }
 
+bool is_ipv4_text(const std::string& text) {
+  int parts = 0;
+  std::size_t i = 0;
+  while (i <= text.size()) {
+    std::size_t j = text.find('.', i);
+    if (j == std::string::npos) j = text.size();
+    const std::string part = text.substr(i, j - i);
+    if (part.empty() || part.size() > 3 || part.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoi(part) > 255) {
+      return false;
+    }
+    ++parts;
+    i = j + 1;
+  }
+  return parts == 4;
+}
+
+Placement parse_placement(const json& object) {
+  if (!object.is_object()) invalid("placement", "placement must be an object");
+  reject_unknown_fields(object, {"rank", "world_size", "hosts", "port"}, "placement.");
+  Placement p;
+  p.world_size = static_cast<int>(get_int(object, "world_size", "placement.world_size", 1, 1, kMaxWorldSize));
+  p.rank = static_cast<int>(get_int(object, "rank", "placement.rank", 0, 0, p.world_size - 1));
+  p.port = static_cast<int>(get_int(object, "port", "placement.port", 48517, 1, 65535));
+  const auto hosts = object.find("hosts");
+  if (hosts == object.end() || !hosts->is_array() || static_cast<int>(hosts->size()) != p.world_size) {
+    invalid("placement.hosts", "placement.hosts must list one IPv4 address per rank");
+  }
+  for (const auto& h : *hosts) {
+    if (!h.is_string() || !is_ipv4_text(h.get<std::string>())) {
+      invalid("placement.hosts", "placement.hosts must list one IPv4 address per rank");
+    }
+    p.hosts.push_back(h.get<std::string>());
+  }
+  return p;
+}
+
 }  // namespace
 
 JobSpec parse_job_spec(const json& body) {
   if (!body.is_object()) invalid("", "the job spec must be a JSON object");
   reject_unknown_fields(body,
                         {"job_id", "model_id", "model_type", "dataset", "example_idxs",
-                         "train_opts", "attempt"},
+                         "train_opts", "attempt", "trainers", "min_trainers", "placement"},
                         "");
   JobSpec spec;
   spec.job_id = get_string(body, "job_id", "job_id", "");
@@ -144,6 +181,10 @@ JobSpec parse_job_spec(const json& body) {
     spec.train_opts = parse_train_opts(*it);
   }
   spec.attempt = static_cast<int>(get_int(body, "attempt", "attempt", 1, 0, kMaxAttempt));
+  spec.trainers = static_cast<int>(get_int(body, "trainers", "trainers", 1, 1, kMaxWorldSize));
+  spec.min_trainers =
+      static_cast<int>(get_int(body, "min_trainers", "min_trainers", spec.trainers, 1, spec.trainers));
+  if (auto it = body.find("placement"); it != body.end() && !it->is_null()) spec.placement = parse_placement(*it);
   return spec;
 }
 
@@ -165,6 +206,12 @@ json to_json(const JobSpec& spec) {
                 {"checkpoint_every_steps", o.checkpoint_every_steps}}}};
   if (!spec.job_id.empty()) out["job_id"] = spec.job_id;
   if (spec.example_idxs) out["example_idxs"] = {spec.example_idxs->first, spec.example_idxs->second};
+  out["trainers"] = spec.trainers;
+  out["min_trainers"] = spec.min_trainers;
+  if (spec.placement) {
+    const Placement& p = *spec.placement;
+    out["placement"] = {{"rank", p.rank}, {"world_size", p.world_size}, {"hosts", p.hosts}, {"port", p.port}};
+  }
   return out;
 }
 
@@ -183,6 +230,7 @@ std::string_view to_string(FailureCode code) noexcept {
   switch (code) {
     case FailureCode::kNone: return "";
     case FailureCode::kInterrupted: return "interrupted";
+    case FailureCode::kLostPeer: return "lost_peer";
     case FailureCode::kSuperseded: return "superseded";
     case FailureCode::kLostTrainer: return "lost_trainer";
     case FailureCode::kInvalidSpec: return "invalid_spec";
@@ -194,7 +242,7 @@ std::string_view to_string(FailureCode code) noexcept {
 }
 
 FailureCode parse_failure_code(std::string_view text) noexcept {
-  for (FailureCode c : {FailureCode::kInterrupted, FailureCode::kSuperseded, FailureCode::kLostTrainer,
+  for (FailureCode c : {FailureCode::kInterrupted, FailureCode::kLostPeer, FailureCode::kSuperseded, FailureCode::kLostTrainer,
                         FailureCode::kInvalidSpec, FailureCode::kDataError, FailureCode::kOutOfMemory,
                         FailureCode::kInternal}) {
     if (to_string(c) == text) return c;
@@ -208,6 +256,7 @@ FailureCode failure_for(ErrorCode code) noexcept {
     case ErrorCode::kDataError: return FailureCode::kDataError;
     case ErrorCode::kInvalidArgument: return FailureCode::kInvalidSpec;
     case ErrorCode::kOutOfMemory: return FailureCode::kOutOfMemory;
+    case ErrorCode::kLostPeer: return FailureCode::kLostPeer;
     default: return FailureCode::kInternal;
   }
 }
@@ -255,12 +304,16 @@ json to_json(const JobRecord& job, double now) {
           {"duration_s", duration},
           {"eta_s", eta},
           {"trainer", job.trainer},
+          {"trainers", job.trainers},
+          {"rank", job.rank},
+          {"world_size", job.world_size},
           {"attempts", job.spec.attempt},
           {"device", p.device},
           {"request_id", job.request_id.empty() ? json(nullptr) : json(job.request_id)},
           {"error", job.error.empty() ? json(nullptr) : json(job.error)},
           {"failure", job.failure == FailureCode::kNone ? json(nullptr) : json(to_string(job.failure))},
           {"lost_attempts", job.lost_attempts},
+          {"rendezvous_port", job.rendezvous_port},
           {"spec", to_json(job.spec)},
           {"created_at", job.created_at},
           {"started_at", job.started_at > 0 ? json(job.started_at) : json(nullptr)},
@@ -287,6 +340,12 @@ JobRecord job_record_from_json(const json& j) {
     if (j.contains("accuracy") && j["accuracy"].is_number()) p.accuracy = j["accuracy"].get<double>();
     p.images_per_s = j.value("images_per_s", 0.0);
     job.trainer = j.value("trainer", "");
+    if (const auto t = j.find("trainers"); t != j.end() && t->is_array() && t->size() <= kMaxWorldSize) {
+      for (const auto& address : *t) job.trainers.push_back(address.get<std::string>());
+    }
+    job.world_size = static_cast<int>(checked_int_or(j, "world_size", 1, 1, kMaxWorldSize));
+    job.rank = static_cast<int>(checked_int_or(j, "rank", 0, 0, job.world_size - 1));
+    job.rendezvous_port = static_cast<int>(checked_int_or(j, "rendezvous_port", 0, 0, 65535));
     if (j.contains("error") && j["error"].is_string()) job.error = j["error"].get<std::string>();
     if (j.contains("failure") && j["failure"].is_string()) job.failure = parse_failure_code(j["failure"].get<std::string>());
     job.lost_attempts = static_cast<int>(checked_int_or(j, "lost_attempts", 0, 0, kMaxAttempt));

@@ -23,6 +23,7 @@ enum class ErrorCode {
   kUnavailable,           ///< 503: not ready, no trainer, shutting down
   kDataError,             ///< a dataset or checkpoint file is missing or corrupt (a job failure)
   kOutOfMemory,           ///< 507: the host or device ran out of memory
+  kLostPeer,              ///< 503: a rank of a data-parallel job lost its peers (a job failure)
   kInternal,              ///< 500: a bug of ours, never something a client did
 };
 

@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -25,6 +26,17 @@ struct TrainOpts {
   int checkpoint_every_steps = 0;  ///< 0: a checkpoint after every epoch only
 };
 
+/// Where one rank of a data-parallel attempt runs, as the controller tells each trainer.
+struct Placement {
+  int rank = 0;
+  int world_size = 1;
+  std::vector<std::string> hosts;  ///< every rank's IPv4 address, rank order; Gloo binds to hosts[rank]
+  int port = 48517;                ///< the rendezvous (c10d TCPStore) port on hosts[0]
+};
+
+/// The most trainers one job may span.
+inline constexpr int kMaxWorldSize = 64;
+
 /// A validated training job as POST /train accepts it. Field names follow the seed.
 struct JobSpec {
   std::string job_id;  ///< assigned by whoever accepts the job when not given
@@ -34,7 +46,15 @@ struct JobSpec {
   /// `example_idxs: [start, end]`: the training subset [start, end) of the train split.
   std::optional<std::pair<std::int64_t, std::int64_t>> example_idxs;
   TrainOpts train_opts;
+  /// Data parallelism: the job trains on `trainers` trainers at once (1: one trainer, as
+  /// before), or after a failure on at least `min_trainers`. train_opts.batch_size stays the
+  /// global batch: each rank takes its share of every batch, so the run does not depend on
+  /// how many trainers it has.
+  int trainers = 1;
+  int min_trainers = 1;
   int attempt = 1;  ///< set by the controller, at most kMaxAttempt; a trainer reports it back
+  /// Set by the controller in the dispatch of a job with more than one rank.
+  std::optional<Placement> placement;
 };
 
 /// The highest attempt number a job may reach. The controller numbers every dispatch (and
@@ -60,6 +80,7 @@ inline bool is_terminal(JobState s) noexcept {
 enum class FailureCode {
   kNone,
   kInterrupted,   ///< its trainer shut down (SIGTERM) after writing a checkpoint: resume elsewhere
+  kLostPeer,      ///< a rank of a data-parallel job lost its peers (a collective timed out)
   kSuperseded,    ///< a later attempt of the job took over its files
   kLostTrainer,   ///< its trainers kept vanishing; the controller gave up after max attempts
   kInvalidSpec,   ///< the spec cannot be trained (e.g. too few examples, no such device)
@@ -97,7 +118,13 @@ struct JobRecord {
   JobSpec spec;
   JobState state = JobState::kQueued;
   JobProgress progress;
-  std::string trainer;
+  std::string trainer;  ///< the trainer running it (rank 0 of a data-parallel job)
+  /// Every rank's trainer, rank order (the controller's record of a running job); a trainer's
+  /// own record has its rank and the world size instead.
+  std::vector<std::string> trainers;
+  int rank = 0;
+  int world_size = 1;
+  int rendezvous_port = 0;  ///< of the current attempt, when it spans several trainers
   std::string error;
   FailureCode failure = FailureCode::kNone;  ///< set when state is failed
   int lost_attempts = 0;  ///< attempts whose trainer vanished or restarted (counted against max attempts)
