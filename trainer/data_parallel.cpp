@@ -19,10 +19,20 @@ using Clock = std::chrono::steady_clock;
 }  // namespace
 
 struct DataParallel::Impl {
+  /// Parameters whose gradients live in one flat tensor that is allreduced as a whole.
+  struct Bucket {
+    std::vector<torch::Tensor> params;
+    torch::Tensor flat;
+    std::vector<const void*> views;  ///< where each parameter's gradient must point
+  };
+
   Placement placement;
   std::chrono::milliseconds timeout;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  std::vector<Bucket> buckets;
+  std::size_t bound_extras = 0;  ///< slots after the last bucket's gradients
   double allreduce_seconds = 0;
+  std::uint64_t allreduces = 0;
 
   /// Runs a collective and waits for it; what goes wrong is a lost peer.
   template <typename Start>
@@ -36,6 +46,10 @@ struct DataParallel::Impl {
       throw lost(what, e.what());
     }
   }
+
+  /// Makes every parameter's gradient a view into its bucket (the last one with `extras` slots).
+  void bind_buckets(torch::nn::Module& model, std::size_t extras);
+  bool buckets_bound(std::size_t extras) const;
 
   Error lost(const char* what, std::string_view why) const {
     why = why.substr(0, why.find('\n'));
@@ -61,6 +75,7 @@ DataParallel::DataParallel(const Placement& placement, const std::string& job_id
     auto store = c10::make_intrusive<c10d::PrefixStore>(fmt::format("mlswarm/{}/{}/", job_id, attempt), tcp);
     auto gloo = c10d::ProcessGroupGloo::Options::create(timeout);
     gloo->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(placement.hosts.at(placement.rank)));
+    gloo->threads = 1;  // one collective at a time; a second thread only competes for the cores
     impl_->group =
         c10::make_intrusive<c10d::ProcessGroupGloo>(store, placement.rank, placement.world_size, gloo);
   } catch (const std::exception& e) {
@@ -76,6 +91,7 @@ DataParallel::~DataParallel() = default;
 int DataParallel::rank() const { return impl_->placement.rank; }
 int DataParallel::world_size() const { return impl_->placement.world_size; }
 double DataParallel::allreduce_seconds() const { return impl_->allreduce_seconds; }
+std::uint64_t DataParallel::allreduces() const { return impl_->allreduces; }
 
 void DataParallel::broadcast_bytes(std::string& bytes) {
   std::vector<at::Tensor> size{torch::tensor({static_cast<std::int64_t>(bytes.size())}, torch::kInt64)};
@@ -113,47 +129,79 @@ std::vector<double> DataParallel::allreduce_values(const std::vector<double>& va
   return out;
 }
 
-std::vector<double> DataParallel::allreduce_gradients(torch::nn::Module& model, const std::vector<double>& extras) {
-  const auto started = Clock::now();
-  torch::NoGradGuard no_grad;
+void DataParallel::Impl::bind_buckets(torch::nn::Module& model, std::size_t extras) {
   auto parameters = model.parameters();
   std::reverse(parameters.begin(), parameters.end());  // the last layers' gradients are ready first
-  std::vector<torch::Tensor> grads;
-  for (auto& p : parameters) {
-    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-    grads.push_back(p.grad());
-  }
-  // Buckets of about kBucketBytes; the extras ride in the last one.
-  std::vector<std::vector<torch::Tensor>> buckets(1);
+  buckets.clear();
+  buckets.emplace_back();
   std::int64_t bytes = 0;
-  for (auto& g : grads) {
-    if (bytes > 0 && bytes + g.numel() * g.element_size() > kBucketBytes) {
+  for (auto& p : parameters) {
+    const std::int64_t size = p.numel() * p.element_size();
+    if (bytes > 0 && bytes + size > kBucketBytes) {
       buckets.emplace_back();
       bytes = 0;
     }
-    buckets.back().push_back(g);
-    bytes += g.numel() * g.element_size();
+    buckets.back().params.push_back(p);
+    bytes += size;
   }
-  std::vector<double> summed(extras.size());
   for (std::size_t b = 0; b < buckets.size(); ++b) {
-    std::vector<torch::Tensor> parts;
-    for (auto& g : buckets[b]) parts.push_back(g.reshape({-1}));
+    Bucket& bucket = buckets[b];
+    std::int64_t numel = 0;
+    for (auto& p : bucket.params) numel += p.numel();
     const bool last = b + 1 == buckets.size();
-    if (last && !extras.empty()) {
-      parts.push_back(torch::tensor(std::vector<float>(extras.begin(), extras.end()), parts.front().options()));
-    }
-    std::vector<at::Tensor> flat{torch::cat(parts)};
-    impl_->collective("allreduce", [&] { return impl_->group->allreduce(flat); });
+    bucket.flat = torch::zeros({numel + (last ? static_cast<std::int64_t>(extras) : 0)}, bucket.params.front().options());
     std::int64_t offset = 0;
-    for (auto& g : buckets[b]) {
-      g.copy_(flat[0].slice(0, offset, offset + g.numel()).view_as(g));
-      offset += g.numel();
+    for (auto& p : bucket.params) {
+      // The gradient becomes a view into the bucket: backward accumulates straight into it
+      // and the allreduce needs no copy in or out.
+      auto view = bucket.flat.slice(0, offset, offset + p.numel()).view_as(p);
+      if (p.grad().defined()) view.copy_(p.grad());
+      p.mutable_grad() = view;
+      bucket.views.push_back(view.data_ptr());
+      offset += p.numel();
     }
+  }
+  bound_extras = extras;
+}
+
+bool DataParallel::Impl::buckets_bound(std::size_t extras) const {
+  if (buckets.empty() || bound_extras != extras) return false;
+  for (const auto& bucket : buckets) {
+    for (std::size_t i = 0; i < bucket.params.size(); ++i) {
+      const auto& grad = bucket.params[i].grad();
+      if (!grad.defined() || grad.data_ptr() != bucket.views[i]) return false;
+    }
+  }
+  return true;
+}
+
+void DataParallel::zero_gradients(torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : model.parameters()) {
+    if (p.grad().defined()) p.mutable_grad().zero_();
+  }
+}
+
+std::vector<double> DataParallel::allreduce_gradients(torch::nn::Module& model, const std::vector<double>& extras) {
+  const auto started = Clock::now();
+  torch::NoGradGuard no_grad;
+  if (!impl_->buckets_bound(extras.size())) impl_->bind_buckets(model, extras.size());
+  std::vector<double> summed(extras.size());
+  for (std::size_t b = 0; b < impl_->buckets.size(); ++b) {
+    torch::Tensor& flat = impl_->buckets[b].flat;
+    const bool last = b + 1 == impl_->buckets.size();
+    const std::int64_t tail = flat.numel() - static_cast<std::int64_t>(extras.size());
     if (last) {
-      for (std::size_t i = 0; i < extras.size(); ++i) summed[i] = flat[0][offset + static_cast<std::int64_t>(i)].item<double>();
+      for (std::size_t i = 0; i < extras.size(); ++i) flat[tail + static_cast<std::int64_t>(i)] = extras[i];
+    }
+    std::vector<at::Tensor> tensors{flat};
+    impl_->collective("allreduce", [&] { return impl_->group->allreduce(tensors); });
+    if (last) {
+      for (std::size_t i = 0; i < extras.size(); ++i) summed[i] = flat[tail + static_cast<std::int64_t>(i)].item<double>();
     }
   }
   impl_->allreduce_seconds += std::chrono::duration<double>(Clock::now() - started).count();
+  ++impl_->allreduces;
   return summed;
 }
 

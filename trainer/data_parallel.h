@@ -39,6 +39,9 @@ class DataParallel {
   void broadcast_bytes(std::string& bytes);
   /// Rank 0's buffers (batch-norm running statistics) on every rank.
   void broadcast_buffers(torch::nn::Module& model);
+  /// Zeroes every gradient in place. The optimiser's zero_grad() would detach them, which
+  /// gradients that are views into the buckets cannot be.
+  static void zero_gradients(torch::nn::Module& model);
   /// Sums every parameter's gradient over the ranks (a missing gradient counts as zeros),
   /// and `extras` with them; returns the summed extras.
   std::vector<double> allreduce_gradients(torch::nn::Module& model, const std::vector<double>& extras);
@@ -46,8 +49,9 @@ class DataParallel {
   /// The sums of `values` over the ranks (in double precision).
   std::vector<double> allreduce_values(const std::vector<double>& values);
 
-  /// Seconds spent in gradient allreduces so far.
+  /// Seconds spent in gradient allreduces so far, and how many there were.
   double allreduce_seconds() const;
+  std::uint64_t allreduces() const;
 
  private:
   struct Impl;

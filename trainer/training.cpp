@@ -237,7 +237,8 @@ class TrainingRun {
     const std::int64_t first = lo + rank * (count / ranks) + std::min(rank, count % ranks);
     const double lr = scheduled_lr(o_, std::int64_t{e.number - 1} * steps_per_epoch_ + step, total_steps_);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
-    optimizer_->zero_grad();
+    const auto computing = Clock::now();
+    DataParallel::zero_gradients(*model_);
     double local_loss_sum = 0;
     if (share > 0) {
       auto idx = e.order.slice(0, first, first + share);
@@ -248,6 +249,7 @@ class TrainingRun {
       (loss_sum / static_cast<double>(count)).backward();
       local_loss_sum = loss_sum.item<double>();
     }
+    compute_seconds_ += std::chrono::duration<double>(Clock::now() - computing).count();
     const bool stop = hooks_.should_stop && hooks_.should_stop();
     const auto summed = group_->allreduce_gradients(
         *model_, {local_loss_sum, static_cast<double>(share), stop ? 1.0 : 0.0});
@@ -261,8 +263,16 @@ class TrainingRun {
   /// evaluation), and each rank's parameter checksum in its log (they must agree).
   void share_epoch_end(const EpochResult& trained) {
     group_->broadcast_buffers(*model_);
-    spdlog::info("job {} model {}: epoch {} rank {} parameters crc32 {:08x}", spec_.job_id, spec_.model_id,
-                 trained.progress.epoch, group_->rank(), parameter_checksum(*model_));
+    const double seconds = group_->allreduce_seconds() - allreduce_seconds_;
+    const auto steps = group_->allreduces() - allreduces_;
+    allreduce_seconds_ = group_->allreduce_seconds();
+    allreduces_ = group_->allreduces();
+    const double per_step = steps > 0 ? 1000.0 / static_cast<double>(steps) : 0.0;
+    spdlog::info("job {} model {}: epoch {} rank {} parameters crc32 {:08x}; per step {:.2f} ms computing, "
+                 "{:.2f} ms in allreduce",
+                 spec_.job_id, spec_.model_id, trained.progress.epoch, group_->rank(), parameter_checksum(*model_),
+                 compute_seconds_ * per_step, seconds * per_step);
+    compute_seconds_ = 0;
   }
 
   /// The test split in one shard per rank, the sums added up: every rank's evaluation.
@@ -346,6 +356,9 @@ class TrainingRun {
   int resume_step_ = 0;
   bool leader_ = true;                   ///< rank 0, or the only rank: evaluates and writes files
   std::unique_ptr<DataParallel> group_;  ///< set for a job of several ranks
+  double allreduce_seconds_ = 0;         ///< of the group, at the end of the last epoch
+  double compute_seconds_ = 0;           ///< forward and backward in this epoch (a data-parallel job)
+  std::uint64_t allreduces_ = 0;
 };
 
 }  // namespace

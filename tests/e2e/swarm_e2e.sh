@@ -140,6 +140,24 @@ if docker exec "$cid" ml_controller --fetch "http://$trainer/status" | grep -q "
 else
   fail "trainer $trainer's /status does not show job $job"
 fi
+# One model across two replicas: the ranks meet over the overlay (Gloo binds to the overlay
+# address the controller reached each trainer at).
+shared=$(api -X POST "$controller/train" -H 'Content-Type: application/json' -d '{"model_id": "e2e-shared",
+  "trainers": 2, "example_idxs": [0, 3000], "train_opts": {"epochs": 1, "batch_size": 64}}' | json 'd["job_id"]')
+shared_ranks=""
+shared_done() {
+  local state ranks
+  state=$(api "$controller/jobs/$shared" | json 'd["state"]')
+  ranks=$(api "$controller/status" | json "' '.join(t for j in d['jobs'] if j['job_id'] == '$shared' for t in j['trainers'])")
+  [[ -n $ranks ]] && shared_ranks=$ranks
+  [[ $state == succeeded ]]
+}
+if [[ -n $shared ]] && poll 300 shared_done && [[ $(wc -w <<<"$shared_ranks") == 2 ]]; then
+  pass "job $shared trained on 2 replicas at once ($shared_ranks) and succeeded"
+else
+  fail "the 2-trainer job ${shared:-<none>} did not succeed on 2 replicas: $(api "$controller/jobs/$shared") ranks: $shared_ranks"
+  docker service logs ml_train 2>&1 | grep -E "job $shared" | tail -5
+fi
 uids=$(for c in $(docker ps -q -f name=ml_); do docker exec "$c" id -u; done | sort -u | tr '\n' ' ')
 if [[ -n $uids && ! " $uids" =~ " 0 " ]]; then pass "containers run as uid $uids(not root)"; else fail "a container runs as root ($uids)"; fi
 

@@ -84,6 +84,12 @@ class ClusterTest : public ::testing::Test {
   std::pair<int, json> post(const std::string& path, const std::string& body) {
     return testing::post_json(*client_, path, body);
   }
+  /// POST /train with this spec; the job id.
+  std::string submit_json(const json& spec) {
+    auto [status, body] = post("/train", spec.dump());
+    EXPECT_EQ(status, 202) << body.dump();
+    return body.value("job_id", "");
+  }
   std::size_t trainer_count() { return get("/status").value("trainers", json::array()).size(); }
   json job(const std::string& id) { return get("/jobs/" + id); }
   bool job_in(const std::string& id, const std::string& state) { return job(id).value("state", "") == state; }
