@@ -59,6 +59,14 @@ Cluster::Cluster(JobRegistry& registry, TrainerTransport& transport, ClusterOpti
 Cluster::~Cluster() { stop(); }
 
 void Cluster::start() {
+  stop();
+  {
+    std::lock_guard lock(mutex_);
+    trainers_.clear();
+    scans_ = 0;
+  }
+  not_before_.clear();
+  cancels_sent_.clear();
   thread_ = std::jthread([this](std::stop_token stop) { loop(stop); });
 }
 
@@ -160,7 +168,10 @@ void Cluster::loop(std::stop_token stop) {
   }
 }
 
+bool Cluster::may_act() const { return !options_.may_act || options_.may_act(); }
+
 void Cluster::tick(bool scan_due) {
+  if (!may_act()) return;  // a leader whose lease is not fresh waits; it may have lost the lead
   if (scan_due) guarded_phase("discovery", [this] { scan(); });
   guarded_phase("poll", [this] { poll(); });
   // A failed dispatch marks its trainer suspect; planning again places the job elsewhere.
@@ -296,7 +307,7 @@ bool Cluster::run(const action::Dispatch& a) {
       },
       true);
   if (!claimed) return true;  // cancelled meanwhile
-  if (!send_ranks(*claimed, a.trainers, a.port)) return false;
+  if (!may_act() || !send_ranks(*claimed, a.trainers, a.port)) return false;
   auto running = registry_.update_if(
       a.job_id, [&](const JobRecord& j) { return is(j, JobState::kQueued, attempt); },
       [&](JobRecord& j) {
@@ -428,7 +439,7 @@ void Cluster::run(const action::Cancel& a) {
   const auto now = SteadyClock::now();
   std::erase_if(cancels_sent_, [&](const auto& sent) { return now - sent.second > kCancelRepeat; });
   const std::string key = fmt::format("{} {} {}", a.trainer, a.job_id, a.attempt);
-  if (!cancels_sent_.try_emplace(key, now).second) return;
+  if (!may_act() || !cancels_sent_.try_emplace(key, now).second) return;
   LogScope trainer_scope{{"trainer", a.trainer}};
   const HttpCallResult reply = transport_.cancel(a.trainer, a.job_id, a.attempt);
   spdlog::warn("job {}: trainer {} still runs attempt {} ({}); told it to stop: {}", a.job_id, a.trainer, a.attempt,

@@ -36,6 +36,9 @@ struct ClusterOptions {
   std::chrono::milliseconds suspect_for{30000};
   /// HOME_DIR: a dispatch never numbers an attempt below what a job's fence file records.
   std::filesystem::path home_dir;
+  /// Whether this controller may act now (it leads, with a fresh lease); checked before every
+  /// plan and every call to a trainer. Empty: always (a controller without replicas).
+  std::function<bool()> may_act;
 };
 
 /// A trainer as /status shows it.
@@ -67,9 +70,11 @@ class Cluster {
   Cluster(const Cluster&) = delete;
   Cluster& operator=(const Cluster&) = delete;
 
+  /// Starts the loop thread with a fresh view of the trainers (a new leader learns them anew).
   void start();
   /// Stops and joins the loop thread. Idempotent.
   void stop();
+  bool running() const { return thread_.joinable(); }
 
   std::vector<TrainerView> trainers() const;
   /// Records the job (queued) and wakes the loop. Throws what JobRegistry::create throws.
@@ -85,6 +90,7 @@ class Cluster {
  private:
   void loop(std::stop_token stop);
   void tick(bool scan_due);
+  bool may_act() const;
   void scan();
   void poll();
   ClusterSnapshot snapshot() const;

@@ -64,8 +64,13 @@ std::int64_t query_int(const HttpRequest& r, const std::string& name, std::int64
 }  // namespace
 
 ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServer& models, DatasetCache& datasets,
-                             ControllerApiOptions options)
-    : cluster_(cluster), registry_(registry), models_(models), datasets_(datasets), options_(std::move(options)) {
+                             ControllerApiOptions options, ReplicaHooks replicas)
+    : cluster_(cluster),
+      registry_(registry),
+      models_(models),
+      datasets_(datasets),
+      options_(std::move(options)),
+      replicas_(std::move(replicas)) {
   add_cluster_routes();
   add_serving_routes();
   Metrics& m = Metrics::global();
@@ -95,7 +100,13 @@ void ControllerApi::add_cluster_routes() {
     return HttpReply::json(200, {{"status", "ok"}});
   });
   get("/readyz", A::kOpen, [this](const HttpRequest&, const RouteParams&) {
-    if (auto why = cluster_.not_ready_reason()) throw Error(ErrorCode::kUnavailable, *why);
+    if (replicas_.not_ready) {
+      if (auto why = replicas_.not_ready()) throw Error(ErrorCode::kUnavailable, *why);
+    }
+    const bool following = replicas_.following && replicas_.following();
+    if (!following) {
+      if (auto why = cluster_.not_ready_reason()) throw Error(ErrorCode::kUnavailable, *why);
+    }
     return HttpReply::json(200, {{"ready", true}, {"trainers", cluster_.trainers().size()}});
   });
   get("/status", A::kRead, [this](const HttpRequest&, const RouteParams&) { return status(); });
@@ -112,11 +123,13 @@ void ControllerApi::add_cluster_routes() {
     if (!job) throw Error(ErrorCode::kNotFound, fmt::format("unknown job '{}'", p[0]), "job_id");
     return HttpReply::json(200, to_json(*job, unix_now()));
   });
-  routes_.add({"DELETE", "/jobs/{id}", A::kWrite, 0, [this](const HttpRequest&, const RouteParams& p) {
+  routes_.add({"DELETE", "/jobs/{id}", A::kWrite, 0, [this](const HttpRequest& r, const RouteParams& p) {
                  require_valid_id(p[0], "job_id");
+                 if (auto leader = forwarded(r)) return *leader;
                  return HttpReply::json(200, to_json(cluster_.cancel(p[0]), unix_now()));
                }});
   routes_.add({"POST", "/train", A::kWrite, kMaxSpecBytes, [this](const HttpRequest& r, const RouteParams&) {
+                 if (auto leader = forwarded(r)) return *leader;
                  JobRecord job = cluster_.submit(parse_job_spec(parse_json_body(r)));
                  return HttpReply::json(202, to_json(job, unix_now()));
                }});
@@ -160,13 +173,20 @@ HttpReply ControllerApi::status() const {
   const double now = unix_now();
   for (const auto& job : registry_.list()) jobs.push_back(to_json(job, now));
   ModelServer::Stats serving = models_.stats();
-  return HttpReply::json(200, {{"trainers", std::move(trainers)},
-                               {"jobs", std::move(jobs)},
-                               {"serving",
-                                {{"model_loads", serving.loads},
-                                 {"forward_passes", serving.batches},
-                                 {"requests", serving.requests},
-                                 {"examples", serving.examples}}}});
+  json out = {{"trainers", std::move(trainers)},
+              {"jobs", std::move(jobs)},
+              {"serving",
+               {{"model_loads", serving.loads},
+                {"forward_passes", serving.batches},
+                {"requests", serving.requests},
+                {"examples", serving.examples}}}};
+  if (replicas_.describe) out["controller"] = replicas_.describe();
+  return HttpReply::json(200, out);
+}
+
+std::optional<HttpReply> ControllerApi::forwarded(const HttpRequest& request) const {
+  if (!replicas_.forward_to_leader) return std::nullopt;
+  return replicas_.forward_to_leader(request);
 }
 
 HttpReply ControllerApi::list_models() const {

@@ -1,6 +1,8 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <string>
 
 #include "cluster.h"
@@ -25,6 +27,21 @@ struct ControllerApiOptions {
   bool public_reads = false;
 };
 
+/// How the API fits among controller replicas (see Replicas in main.cpp); each part may be
+/// empty, as for a controller without replicas.
+struct ReplicaHooks {
+  /// POST /train and DELETE /jobs/{id}: the leader's reply when this controller does not lead
+  /// (the request forwarded with the client's token and request id); nullopt: handle it here.
+  std::function<std::optional<HttpReply>(const HttpRequest&)> forward_to_leader;
+  /// {"address", "role", "leader", "term"} for /status.
+  std::function<nlohmann::json()> describe;
+  /// /readyz: why this replica should get no traffic (draining, not leading and not
+  /// following), or nullopt to decide as a lone controller does.
+  std::function<std::optional<std::string>()> not_ready;
+  /// Whether this replica follows a leader: then /readyz is ready as soon as it can serve.
+  std::function<bool()> following;
+};
+
 /// The body cap of POST /train: a job spec is a few hundred bytes.
 inline constexpr std::size_t kMaxSpecBytes = 64u << 10;
 
@@ -34,7 +51,7 @@ inline constexpr std::size_t kMaxSpecBytes = 64u << 10;
 class ControllerApi final : public RoutedApi {
  public:
   ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServer& models, DatasetCache& datasets,
-                ControllerApiOptions options);
+                ControllerApiOptions options, ReplicaHooks replicas = {});
   ~ControllerApi() override;
   ControllerApi(const ControllerApi&) = delete;
   ControllerApi& operator=(const ControllerApi&) = delete;
@@ -48,6 +65,8 @@ class ControllerApi final : public RoutedApi {
   /// /models, /datasets, /predict and /classify.
   void add_serving_routes();
   HttpReply status() const;
+  /// The leader's reply to a write this replica does not handle itself.
+  std::optional<HttpReply> forwarded(const HttpRequest& request) const;
   HttpReply list_models() const;
   HttpReply model(const std::string& model_id);
   HttpReply datasets() const;
@@ -61,6 +80,7 @@ class ControllerApi final : public RoutedApi {
   ModelServer& models_;
   DatasetCache& datasets_;
   ControllerApiOptions options_;
+  ReplicaHooks replicas_;
   int collector_ = 0;  ///< this API's /metrics collector in Metrics::global()
 };
 

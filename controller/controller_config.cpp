@@ -41,6 +41,15 @@ void add_listen_and_discovery(CLI::App& app, ControllerConfig& c, std::string& s
       ->check(in_range(100, 600000));
   setting(app, "--max-queued-jobs", "MAX_QUEUED_JOBS", c.max_queued_jobs, "queued jobs before /train answers 429")
       ->check(in_range(1, 1000000));
+  setting(app, "--advertise-address", "ADVERTISE_ADDRESS", c.advertise,
+          "ip[:port] other controller replicas forward writes to; default: the listen host, else this "
+          "machine's address in SUBNET_TRAIN");
+  setting(app, "--lease-ms", "LEASE_MS", c.lease_ms,
+          "replicas: a leader that has not renewed its lease for this long is replaced")
+      ->check(in_range(500, 600000));
+  setting(app, "--drain-ms", "DRAIN_MS", c.drain_ms,
+          "on SIGTERM, how long to keep answering (with /readyz 503) before stopping")
+      ->check(in_range(0, 600000));
   setting(app, "--rdzv-port", "RDZV_PORT", c.rendezvous_port,
           "the ranks of a data-parallel job meet on its rank 0's trainer at this port or one of the 63 after it")
       ->check(in_range(1, 65535 - 64));

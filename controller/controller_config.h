@@ -39,6 +39,9 @@ struct ControllerConfig {
   int trainer_timeout_ms = 3000;       ///< TRAINER_TIMEOUT_MS
   int max_queued_jobs = 1000;          ///< MAX_QUEUED_JOBS
   int rendezvous_port = 48517;         ///< RDZV_PORT: data-parallel jobs meet here (and the next 63 ports)
+  std::string advertise;               ///< ADVERTISE_ADDRESS: where other replicas reach this one
+  int lease_ms = 2000;                 ///< LEASE_MS: a leader silent this long is replaced
+  int drain_ms = 5000;                 ///< DRAIN_MS: on SIGTERM, how long to keep answering
 
   // One-shot commands instead of serving.
   bool healthcheck = false;

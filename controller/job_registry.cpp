@@ -1,12 +1,12 @@
 #include "job_registry.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
-#include <fstream>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -14,6 +14,7 @@
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
+#include "mlswarm/json_fields.h"
 #include "mlswarm/log.h"
 
 namespace mlswarm {
@@ -23,54 +24,129 @@ constexpr double kProgressJournalSeconds = 5.0;
 
 }  // namespace
 
-JobRegistry::JobRegistry(std::filesystem::path dir) : dir_(std::move(dir)), journal_path_(dir_ / "jobs.jsonl") {
+JobRegistry::JobRegistry(std::filesystem::path dir, bool writer)
+    : dir_(std::move(dir)), journal_path_(dir_ / "jobs.jsonl") {
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);
   if (ec) throw Error(ErrorCode::kInternal, fmt::format("cannot create {}: {}", dir_.string(), ec.message()));
-  load();
-  compact();
+  std::lock_guard lock(write_mutex_);
+  read_journal();
+  if (!jobs_.empty()) spdlog::info("job registry: {} jobs loaded from {}", jobs_.size(), journal_path_.string());
+  if (writer) compact();
 }
 
 JobRegistry::~JobRegistry() {
   if (journal_fd_ >= 0) ::close(journal_fd_);
 }
 
-void JobRegistry::load() {
-  std::ifstream in(journal_path_);
-  std::string line;
-  std::size_t number = 0, skipped = 0;
-  while (std::getline(in, line)) {
-    ++number;
+void JobRegistry::set_fence(std::function<bool(const std::function<void()>&)> fence,
+                            std::function<std::uint64_t()> term) {
+  std::lock_guard lock(write_mutex_);
+  fence_ = std::move(fence);
+  term_ = std::move(term);
+}
+
+void JobRegistry::refresh() {
+  std::lock_guard lock(write_mutex_);
+  if (journal_fd_ < 0) read_journal();  // a writer's journal is its own
+}
+
+void JobRegistry::start_writing() {
+  std::lock_guard lock(write_mutex_);
+  auto open_and_compact = [&] {
+    read_journal();  // what the last leader appended before it went
+    compact();
+  };
+  if (!fence_) return open_and_compact();
+  if (!fence_(open_and_compact)) throw Error(ErrorCode::kUnavailable, "this controller does not lead");
+}
+
+void JobRegistry::stop_writing() {
+  std::lock_guard lock(write_mutex_);
+  if (journal_fd_ >= 0) ::close(journal_fd_);
+  journal_fd_ = -1;
+}
+
+void JobRegistry::read_journal() {
+  const int fd = ::open(journal_path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  struct stat st {};
+  ::fstat(fd, &st);
+  if (st.st_ino != journal_inode_ || st.st_size < read_offset_) {
+    // A new file (compacted by the leader) or a shorter one: read it all again.
+    std::lock_guard lock(mutex_);
+    jobs_.clear();
+    order_.clear();
+    read_offset_ = 0;
+    max_term_ = 0;
+    journal_inode_ = st.st_ino;
+  }
+  std::string text(static_cast<std::size_t>(std::max<off_t>(0, st.st_size - read_offset_)), '\0');
+  const ssize_t n = ::pread(fd, text.data(), text.size(), read_offset_);
+  ::close(fd);
+  text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  // Whole lines only: the leader may be halfway through one (and a torn last line of a crash
+  // is never completed; the next record starts after it).
+  const std::size_t end = text.rfind('\n');
+  if (end == std::string::npos) return;
+  for (std::size_t start = 0; start <= end;) {
+    const std::size_t stop = text.find('\n', start);
+    const std::string_view line(text.data() + start, stop - start);
+    start = stop + 1;
     if (line.empty()) continue;
     try {
-      JobRecord job = job_record_from_json(nlohmann::json::parse(line));
-      if (!jobs_.contains(job.spec.job_id)) order_.push_back(job.spec.job_id);
-      jobs_[job.spec.job_id] = std::move(job);
+      const auto j = nlohmann::json::parse(line);
+      apply(job_record_from_json(j), static_cast<std::uint64_t>(checked_int_or(j, "term", 0, 0, std::int64_t{1} << 53)));
     } catch (const std::exception& e) {
-      ++skipped;
-      spdlog::warn("{}:{}: skipped an unreadable journal line ({})", journal_path_.string(), number, e.what());
+      spdlog::warn("{}: skipped an unreadable journal line ({})", journal_path_.string(), e.what());
     }
   }
-  if (!jobs_.empty() || skipped > 0) {
-    spdlog::info("job registry: {} jobs loaded from {} ({} lines, {} skipped)", jobs_.size(),
-                 journal_path_.string(), number, skipped);
-  }
+  read_offset_ += static_cast<off_t>(end + 1);
+}
+
+void JobRegistry::apply(JobRecord job, std::uint64_t term) {
+  if (term < max_term_) return;  // a stale leader's record cannot follow a newer leader's
+  max_term_ = term;
+  std::lock_guard lock(mutex_);
+  if (!jobs_.contains(job.spec.job_id)) order_.push_back(job.spec.job_id);
+  jobs_[job.spec.job_id] = std::move(job);
 }
 
 void JobRegistry::compact() {
+  const std::uint64_t term = term_ ? term_() : 0;
   std::string text;
-  for (const auto& id : order_) text += to_json(jobs_.at(id), unix_now()).dump() + "\n";
+  for (const auto& id : order_) {
+    nlohmann::json line = to_json(jobs_.at(id), unix_now());
+    line["term"] = term;
+    text += line.dump() + "\n";
+  }
   write_file_atomic(journal_path_, text);
   if (journal_fd_ >= 0) ::close(journal_fd_);
   journal_fd_ = ::open(journal_path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
   if (journal_fd_ < 0) {
     throw Error(ErrorCode::kInternal, fmt::format("cannot open {} for appending", journal_path_.string()));
   }
+  struct stat st {};
+  ::fstat(journal_fd_, &st);
+  journal_inode_ = st.st_ino;
+  read_offset_ = st.st_size;
+  max_term_ = std::max(max_term_, term);
   lines_ = order_.size();
 }
 
 void JobRegistry::append(const JobRecord& job) {
-  const std::string line = to_json(job, unix_now()).dump() + "\n";
+  if (journal_fd_ < 0) throw Error(ErrorCode::kUnavailable, "this controller does not lead; the change was not made");
+  if (!fence_) return write_record(job);
+  if (!fence_([&] { write_record(job); })) {
+    throw Error(ErrorCode::kUnavailable, "this controller no longer leads; the change was not made");
+  }
+}
+
+void JobRegistry::write_record(const JobRecord& job) {
+  nlohmann::json record = to_json(job, unix_now());
+  const std::uint64_t term = term_ ? term_() : 0;
+  record["term"] = term;
+  const std::string line = record.dump() + "\n";
   const off_t size_before = ::lseek(journal_fd_, 0, SEEK_END);
   std::size_t written = 0;
   int error = 0;
@@ -91,6 +167,8 @@ void JobRegistry::append(const JobRecord& job) {
                                                      journal_path_.string(), std::strerror(error)));
   }
   journaled_at_[job.spec.job_id] = unix_now();
+  read_offset_ = size_before + static_cast<off_t>(line.size());
+  max_term_ = std::max(max_term_, term);
   if (++lines_ > 4 * order_.size() + 1000) {
     try {
       compact();

@@ -1,5 +1,8 @@
 #pragma once
 
+#include <sys/types.h>
+
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -25,9 +28,25 @@ namespace mlswarm {
 /// fsync. A writer may read `jobs_` under `write_mutex_` alone: only writers change it.
 class JobRegistry {
  public:
-  /// Loads the journal in `dir` (creating the folder). Throws Error(kInternal) when the
+  /// Loads the journal in `dir` (creating the folder). A `writer` (the only controller, as in
+  /// tests and tools) compacts it and opens it for appending at once; a replica that may
+  /// follow reads it, and writes only after start_writing(). Throws Error(kInternal) when the
   /// folder cannot be created or the journal cannot be opened for appending.
-  explicit JobRegistry(std::filesystem::path dir);
+  explicit JobRegistry(std::filesystem::path dir, bool writer = true);
+
+  /// Every append (and compaction) then runs inside `fence`, which runs it only while this
+  /// controller leads (Leadership::fenced), and each record carries `term()`. An append that
+  /// the fence refuses changes nothing and throws Error(kUnavailable).
+  void set_fence(std::function<bool(const std::function<void()>&)> fence, std::function<std::uint64_t()> term);
+
+  /// A follower: reads what the leader appended since the last read (the whole journal again
+  /// when it was compacted into a new file). Records of a lower term than one already read
+  /// are ignored.
+  void refresh();
+  /// This controller leads now: reads the rest of the journal, compacts it, appends from here.
+  void start_writing();
+  /// It follows again: no more appends.
+  void stop_writing();
   ~JobRegistry();
   JobRegistry(const JobRegistry&) = delete;
   JobRegistry& operator=(const JobRegistry&) = delete;
@@ -57,9 +76,11 @@ class JobRegistry {
   std::size_t journal_lines() const;
 
  private:
-  void load();
-  void append(const JobRecord& job);  // mutex_ held
-  void compact();                     // mutex_ held
+  void read_journal();                // write_mutex_ held: from read_offset_, or from the start of a new file
+  void apply(JobRecord job, std::uint64_t term);  // write_mutex_ held
+  void append(const JobRecord& job);        // write_mutex_ held; through the fence
+  void write_record(const JobRecord& job);  // write_mutex_ held; the fence held
+  void compact();                           // write_mutex_ held; the fence held
 
   std::filesystem::path dir_;
   std::filesystem::path journal_path_;
@@ -70,6 +91,11 @@ class JobRegistry {
   std::map<std::string, double> journaled_at_;
   int journal_fd_ = -1;
   std::size_t lines_ = 0;
+  off_t read_offset_ = 0;      ///< how far the journal has been read (whole lines)
+  ino_t journal_inode_ = 0;    ///< of the file read so far: compaction makes a new one
+  std::uint64_t max_term_ = 0;  ///< the highest term read or written
+  std::function<bool(const std::function<void()>&)> fence_;
+  std::function<std::uint64_t()> term_;
 };
 
 }  // namespace mlswarm

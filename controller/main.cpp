@@ -2,6 +2,7 @@
 // predictions from the models trainers write to HOME_DIR.
 
 #include <filesystem>
+#include <thread>
 #include <variant>
 
 #include <spdlog/spdlog.h>
@@ -17,6 +18,8 @@
 #include "mlswarm/log.h"
 #include "mlswarm/version.h"
 #include "model_server.h"
+#include "replicas.h"
+#include "leadership.h"
 #include "trainer_transport.h"
 
 namespace mlswarm {
@@ -37,6 +40,15 @@ ClusterOptions cluster_options(const ControllerConfig& c) {
   return o;
 }
 
+HttpServerOptions http_options(const ControllerConfig& c) {
+  HttpServerOptions http;
+  http.max_body_bytes = std::max(c.max_body, kMaxSpecBytes);
+  http.threads = c.http_threads;
+  http.tls_cert_file = c.tls_cert_file;
+  http.tls_key_file = c.tls_key_file;
+  return http;
+}
+
 TrainerCallOptions call_options(const ControllerConfig& c) {
   TrainerCallOptions o;
   o.timeout = std::chrono::milliseconds(c.trainer_timeout_ms);
@@ -47,31 +59,43 @@ TrainerCallOptions call_options(const ControllerConfig& c) {
 
 /// Serves until SIGTERM; returns the exit code.
 int run_controller(const ControllerConfig& c) {
-  JobRegistry registry(std::filesystem::path(c.home_dir) / "controller");
+  const std::string address = advertised_address(c.advertise, c.host, c.port, c.subnet);
+  Leadership leadership({std::filesystem::path(c.home_dir) / "controller", address,
+                         std::chrono::milliseconds(c.lease_ms), std::chrono::milliseconds(std::max(100, c.lease_ms / 8))});
+  JobRegistry registry(std::filesystem::path(c.home_dir) / "controller", false);
   HttpTrainerTransport transport(call_options(c));
-  Cluster cluster(registry, transport, cluster_options(c));
+  ClusterOptions options = cluster_options(c);
+  options.may_act = [&leadership] { return leadership.can_lead(leadership.view().term); };
+  Cluster cluster(registry, transport, std::move(options));
+  Replicas replicas(leadership, registry, cluster, {address, std::chrono::milliseconds(10000), !c.tls_cert_file.empty()});
   ModelServer models(c.home_dir, BatchingOptions{c.predict_max_batch, std::chrono::microseconds(c.predict_max_delay_us), 0});
   DatasetCache datasets(c.data_dir, c.home_dir);
   ControllerApi api(cluster, registry, models, datasets,
                     ControllerApiOptions{c.home_dir, static_cast<std::size_t>(c.predict_max_examples), c.max_body,
-                                         c.api_token, c.public_reads});
-  HttpServerOptions http;
-  http.max_body_bytes = std::max(c.max_body, kMaxSpecBytes);
-  http.threads = c.http_threads;
-  http.tls_cert_file = c.tls_cert_file;
-  http.tls_key_file = c.tls_key_file;
-  HttpServer server(api.service(), http);
+                                         c.api_token, c.public_reads},
+                    replicas.hooks());
+  HttpService service = api.service();
+  service.handle = [&api, &replicas](const HttpRequest& request) {
+    HttpReply reply = api.serve(request);
+    if (replicas.draining()) reply.headers["Connection"] = "close";
+    return reply;
+  };
+  HttpServer server(std::move(service), http_options(c));
   server.bind(c.host, c.port);
-  cluster.start();
-  spdlog::info("ml_controller listening on {}://{}:{}; trainers in {}{} on port {}; HOME_DIR {}; API {}{}; "
+  replicas.start();
+  spdlog::info("ml_controller listening on {}://{}:{} as {}; trainers in {}{} on port {}; HOME_DIR {}; API {}{}; "
                "cluster key {}",
-               c.tls_cert_file.empty() ? "http" : "https", c.host, c.port, c.subnet ? c.subnet->to_string() : "-",
-               c.dns_name.empty() ? "" : " and at " + c.dns_name, c.train_port, c.home_dir,
-               c.api_token.empty() ? "open" : "needs a bearer token",
+               c.tls_cert_file.empty() ? "http" : "https", c.host, c.port, address,
+               c.subnet ? c.subnet->to_string() : "-", c.dns_name.empty() ? "" : " and at " + c.dns_name,
+               c.train_port, c.home_dir, c.api_token.empty() ? "open" : "needs a bearer token",
                !c.api_token.empty() && c.public_reads ? " (reads public)" : "",
                c.cluster_token.empty() ? "off" : "on (signed calls, trainers must prove it)");
-  serve_until_stop_signal(server);
-  cluster.stop();
+  serve_until_stop_signal(server, [&] {
+    replicas.drain();
+    std::this_thread::sleep_for(std::chrono::milliseconds(c.drain_ms));  // the drain itself
+    replicas.stop();
+  });
+  replicas.stop();
   spdlog::info("ml_controller stopped");
   return 0;
 }

@@ -200,8 +200,8 @@ docker service create --detach --quiet --no-resolve-image --name ml_controller -
   --mount "type=bind,source=$MLSWARM_HOME,target=/home" \
   --env TRAIN_DNS=tasks.ml_train "${CONTROLLER_SECRET_ARGS[@]}" ml_controller >/dev/null
 if poll 120 has_trainers 2; then pass "TRAIN_DNS=tasks.ml_train alone finds the 2 trainers"; else fail "DNS discovery: $(trainer_count) trainers"; fi
-if [[ $(api "$controller/jobs" | json 'len(d["jobs"])') == 2 ]]; then
-  pass "the new controller lists both jobs from the journal on HOME_DIR"
+if [[ $(api "$controller/jobs" | json 'len(d["jobs"])') == 3 ]]; then
+  pass "the new controller lists the 3 earlier jobs from the journal on HOME_DIR"
 else
   fail "the new controller does not list the earlier job"
 fi
@@ -211,8 +211,8 @@ docker service rm ml_controller ml_train >/dev/null
 for _ in $(seq 1 30); do docker network rm "$MLSWARM_NETWORK" >/dev/null 2>&1 && break; sleep 1; done
 start=$SECONDS
 if docker stack deploy -c swarm/stack.yml e2e >/tmp/mlswarm-e2e-stack.log 2>&1 && poll 180 has_trainers 4 &&
-   [[ $(api "$controller/jobs" | json 'len(d["jobs"])') == 2 ]]; then
-  pass "docker stack deploy -c swarm/stack.yml: 4 trainers after $((SECONDS - start)) s, the journal's 2 jobs listed"
+   [[ $(api "$controller/jobs" | json 'len(d["jobs"])') == 3 ]]; then
+  pass "docker stack deploy -c swarm/stack.yml: 4 trainers after $((SECONDS - start)) s, the journal's 3 jobs listed"
 else
   fail "stack deploy: $(cat /tmp/mlswarm-e2e-stack.log) $(trainer_count) trainers"
   docker stack ps e2e --no-trunc 2>&1 | head -10
