@@ -45,9 +45,10 @@ pids+=($!)
 until curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' --data @"$work/body.json" http://127.0.0.1:48594/predict; do sleep 0.3; done
 
 echo "single-image /predict, $CLIENTS concurrent clients, ${SECONDS_PER_RUN}s each, $(nproc) cores"
-"$build/bench/bench_load" --port 48595 --body-file "$work/body.json" --clients "$CLIENTS" --seconds "$SECONDS_PER_RUN" --label mlswarm
-"$build/bench/bench_load" --port 48594 --body-file "$work/body.json" --clients "$CLIENTS" --seconds "$SECONDS_PER_RUN" \
-  --label "flask+gunicorn(${GUNICORN_WORKERS}x${GUNICORN_THREADS})+pytorch"
+"$build/cli/mlswarm" --url http://127.0.0.1:48595 load --body-file "$work/body.json" --clients "$CLIENTS" \
+  --seconds "$SECONDS_PER_RUN" --label mlswarm || true
+"$build/cli/mlswarm" --url http://127.0.0.1:48594 load --body-file "$work/body.json" --clients "$CLIENTS" \
+  --seconds "$SECONDS_PER_RUN" --label "flask+gunicorn(${GUNICORN_WORKERS}x${GUNICORN_THREADS})+pytorch" || true
 curl -sf http://127.0.0.1:48595/status | /usr/bin/python3 -c '
 import json, sys
 s = json.load(sys.stdin)["serving"]

@@ -1,0 +1,158 @@
+#include "load.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <iostream>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace mlswarm::cli_tool {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Target {
+  bool tls = false;
+  std::string host;
+  int port = 48515;
+};
+
+Target parse_url(const std::string& url) {
+  Target t;
+  std::string rest = url;
+  if (rest.rfind("https://", 0) == 0) {
+    t.tls = true;
+    rest = rest.substr(8);
+  } else if (rest.rfind("http://", 0) == 0) {
+    rest = rest.substr(7);
+  }
+  rest = rest.substr(0, rest.find('/'));
+  const auto colon = rest.rfind(':');
+  t.host = rest.substr(0, colon);
+  if (colon != std::string::npos) t.port = std::atoi(rest.substr(colon + 1).c_str());
+  return t;
+}
+
+/// The name's IPv4 addresses (every replica behind a DNS round-robin name), or the name itself.
+std::vector<std::string> resolve(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* result = nullptr;
+  std::vector<std::string> out;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &result) == 0) {
+    for (addrinfo* a = result; a != nullptr; a = a->ai_next) {
+      char text[INET_ADDRSTRLEN] = {};
+      ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr, text, sizeof text);
+      if (std::find(out.begin(), out.end(), text) == out.end()) out.emplace_back(text);
+    }
+    ::freeaddrinfo(result);
+  }
+  if (out.empty()) out.push_back(host);
+  return out;
+}
+
+/// One client's connection, to one of the name's addresses.
+class Connection {
+ public:
+  Connection(const Target& target, const LoadOptions& options, std::size_t seed)
+      : target_(target), options_(options), next_(seed) {
+    reconnect();
+  }
+  /// POSTs the body; retries once on a fresh connection when nothing came back.
+  httplib::Result post() {
+    auto res = send();
+    if (!res) {
+      reconnect();
+      res = send();
+    }
+    if (res && res->get_header_value("Connection") == "close") reconnect();  // the replica is draining
+    return res;
+  }
+
+ private:
+  httplib::Result send() {
+    httplib::Headers headers;
+    if (!options_.token.empty()) headers.emplace("Authorization", "Bearer " + options_.token);
+    return client_->Post(options_.path.c_str(), headers, options_.body, "application/json");
+  }
+  void reconnect() {
+    const auto addresses = resolve(target_.host);
+    const std::string& address = addresses[next_++ % addresses.size()];
+    if (target_.tls) {
+      auto tls = std::make_unique<httplib::SSLClient>(address, target_.port);
+      tls->enable_server_certificate_verification(false);
+      client_ = std::move(tls);
+    } else {
+      client_ = std::make_unique<httplib::ClientImpl>(address, target_.port);
+    }
+    client_->set_keep_alive(true);
+    client_->set_tcp_nodelay(true);  // else Nagle + delayed ACK put 40 ms on every request
+    client_->set_connection_timeout(std::chrono::seconds(2));
+    client_->set_read_timeout(std::chrono::seconds(30));
+  }
+
+  Target target_;
+  const LoadOptions& options_;
+  std::size_t next_;
+  std::unique_ptr<httplib::ClientImpl> client_;
+};
+
+}  // namespace
+
+int run_load(const LoadOptions& options) {
+  const Target target = parse_url(options.url);
+  std::atomic<bool> measuring{false}, done{false};
+  std::atomic<long> failed{0}, sent{0};
+  std::vector<std::vector<double>> latencies(static_cast<std::size_t>(options.clients));
+  std::vector<std::thread> threads;
+  for (int c = 0; c < options.clients; ++c) {
+    threads.emplace_back([&, c] {
+      Connection connection(target, options, static_cast<std::size_t>(c));
+      while (!done) {
+        const auto t0 = Clock::now();
+        auto res = connection.post();
+        const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        ++sent;
+        if (!res || res->status != 200) {
+          if (++failed <= 5) {
+            std::cerr << "request failed: "
+                      << (res ? fmt::format("{} {}", res->status, res->body.substr(0, 200)) : httplib::to_string(res.error()))
+                      << "\n";
+          }
+          continue;
+        }
+        if (measuring) latencies[static_cast<std::size_t>(c)].push_back(ms);
+      }
+    });
+  }
+  std::this_thread::sleep_for(options.warmup);
+  measuring = true;
+  const auto t0 = Clock::now();
+  std::this_thread::sleep_for(options.seconds);
+  measuring = false;
+  const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  done = true;
+  for (auto& t : threads) t.join();
+  std::vector<double> all;
+  for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
+  std::sort(all.begin(), all.end());
+  auto pct = [&](double p) {
+    return all.empty() ? 0.0 : all[std::min(all.size() - 1, static_cast<std::size_t>(p * static_cast<double>(all.size())))];
+  };
+  std::cout << fmt::format(R"({{"label": "{}", "clients": {}, "requests": {}, "requests_per_s": {:.1f}, "p50_ms": {:.2f}, )"
+                           R"("p99_ms": {:.2f}, "sent": {}, "failed": {}}})",
+                           options.label, options.clients, all.size(), static_cast<double>(all.size()) / elapsed,
+                           pct(0.50), pct(0.99), sent.load(), failed.load())
+            << std::endl;
+  return all.empty() || failed > 0 ? 1 : 0;
+}
+
+}  // namespace mlswarm::cli_tool

@@ -1,0 +1,28 @@
+#pragma once
+
+#include <chrono>
+#include <string>
+
+namespace mlswarm::cli_tool {
+
+/// `mlswarm load`: a closed-loop load generator for /predict (or any POST route).
+struct LoadOptions {
+  std::string url = "http://localhost:48515";  ///< a name that resolves to several replicas spreads the clients
+  std::string token;  ///< bearer token, if the controller needs one
+  std::string path = "/predict";
+  std::string body;   ///< the POST body
+  int clients = 16;
+  std::chrono::duration<double> seconds{10};
+  std::chrono::duration<double> warmup{2};
+  std::string label = "server";
+};
+
+/// Runs the load and prints one JSON line: requests, requests/s, p50/p99 latency, failures.
+/// Each client keeps its connection alive; when the server asks to close it (a replica
+/// draining) or the connection fails, the client resolves the name again and reconnects, and
+/// a request that got no answer at all is sent once more on the new connection. Only a
+/// request that fails twice, or any reply other than 200, is a failure. Returns the exit
+/// code (1 when any request failed or none succeeded).
+int run_load(const LoadOptions& options);
+
+}  // namespace mlswarm::cli_tool
