@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <iostream>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -73,9 +74,12 @@ class Connection {
       reconnect();
       res = send();
     }
+    answered_by_ = address_;
     if (res && res->get_header_value("Connection") == "close") reconnect();  // the replica is draining
     return res;
   }
+  /// The address that answered the last post().
+  const std::string& answered_by() const { return answered_by_; }
 
  private:
   httplib::Result send() {
@@ -85,13 +89,13 @@ class Connection {
   }
   void reconnect() {
     const auto addresses = resolve(target_.host);
-    const std::string& address = addresses[next_++ % addresses.size()];
+    address_ = addresses[next_++ % addresses.size()];
     if (target_.tls) {
-      auto tls = std::make_unique<httplib::SSLClient>(address, target_.port);
+      auto tls = std::make_unique<httplib::SSLClient>(address_, target_.port);
       tls->enable_server_certificate_verification(false);
       client_ = std::move(tls);
     } else {
-      client_ = std::make_unique<httplib::ClientImpl>(address, target_.port);
+      client_ = std::make_unique<httplib::ClientImpl>(address_, target_.port);
     }
     client_->set_keep_alive(true);
     client_->set_tcp_nodelay(true);  // else Nagle + delayed ACK put 40 ms on every request
@@ -102,6 +106,7 @@ class Connection {
   Target target_;
   const LoadOptions& options_;
   std::size_t next_;
+  std::string address_, answered_by_;
   std::unique_ptr<httplib::ClientImpl> client_;
 };
 
@@ -112,6 +117,8 @@ int run_load(const LoadOptions& options) {
   std::atomic<bool> measuring{false}, done{false};
   std::atomic<long> failed{0}, sent{0};
   std::vector<std::vector<double>> latencies(static_cast<std::size_t>(options.clients));
+  // Answered requests per address, over the whole run: which replicas served.
+  std::vector<std::map<std::string, long>> answered(static_cast<std::size_t>(options.clients));
   std::vector<std::thread> threads;
   for (int c = 0; c < options.clients; ++c) {
     threads.emplace_back([&, c] {
@@ -129,6 +136,7 @@ int run_load(const LoadOptions& options) {
           }
           continue;
         }
+        ++answered[static_cast<std::size_t>(c)][connection.answered_by()];
         if (measuring) latencies[static_cast<std::size_t>(c)].push_back(ms);
       }
     });
@@ -147,10 +155,16 @@ int run_load(const LoadOptions& options) {
   auto pct = [&](double p) {
     return all.empty() ? 0.0 : all[std::min(all.size() - 1, static_cast<std::size_t>(p * static_cast<double>(all.size())))];
   };
+  std::map<std::string, long> by_address;
+  for (const auto& per_client : answered) {
+    for (const auto& [address, n] : per_client) by_address[address] += n;
+  }
+  std::string served;
+  for (const auto& [address, n] : by_address) served += fmt::format(R"({}"{}": {})", served.empty() ? "" : ", ", address, n);
   std::cout << fmt::format(R"({{"label": "{}", "clients": {}, "requests": {}, "requests_per_s": {:.1f}, "p50_ms": {:.2f}, )"
-                           R"("p99_ms": {:.2f}, "sent": {}, "failed": {}}})",
+                           R"("p99_ms": {:.2f}, "sent": {}, "failed": {}, "answered_by": {{{}}}}})",
                            options.label, options.clients, all.size(), static_cast<double>(all.size()) / elapsed,
-                           pct(0.50), pct(0.99), sent.load(), failed.load())
+                           pct(0.50), pct(0.99), sent.load(), failed.load(), served)
             << std::endl;
   return all.empty() || failed > 0 ? 1 : 0;
 }

@@ -6,9 +6,18 @@
 : "${MLSWARM_HOME:=/srv/mlswarm}"          # the shared HOME_DIR on every node (bind mount)
 : "${MLSWARM_TRAINERS:=4}"
 : "${MLSWARM_PORT:=48515}"
-# ingress (Swarm's routing mesh, the default) or host (the port opens on the node running the
-# controller; for engines where the mesh is unavailable, as in the e2e test's sandbox).
+# Controller replicas: one leads (scans, dispatches, writes the journal), the others serve reads
+# and predictions and forward writes to it; a second replica makes failover and rolling updates
+# invisible to clients.
+: "${MLSWARM_CONTROLLERS:=2}"
+# ingress (Swarm's routing mesh, the default), host (the port opens on each node running a
+# controller replica: at most one replica per node; for engines where the mesh is unavailable,
+# as in the e2e test's sandbox) or none (reachable only on the overlay, by service name).
 : "${MLSWARM_PUBLISH_MODE:=ingress}"
+# vip (the service name is one virtual IP that balances connections, the default) or dnsrr
+# (the name resolves to every replica; for engines without IPVS, where the VIP does not
+# answer; cannot be combined with ingress publishing).
+: "${MLSWARM_ENDPOINT_MODE:=vip}"
 # Tokens (Docker secrets, mounted under /run/secrets/): on by default. The API token that
 # clients send is kept in MLSWARM_SECRETS_DIR/api_token (made once, mode 0600); the cluster
 # token the controller sends to trainers is random and lives only in the secret.

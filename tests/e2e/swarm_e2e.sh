@@ -9,7 +9,7 @@
 # (services, stack, secrets, network, the swarm itself). On a host in someone else's swarm it
 # skips (exit 77). Prints "N passed, M failed" last; exits non-zero on any failure.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 export MLSWARM_NETWORK=mlswarm_e2e MLSWARM_SUBNET=10.42.77.0/24 MLSWARM_PORT=${E2E_PORT:-48575}
 MLSWARM_HOME=$(mktemp -d /tmp/mlswarm-e2e-XXXXXX)
 MLSWARM_SECRETS_DIR=$(mktemp -d /tmp/mlswarm-e2e-secrets-XXXXXX)
@@ -17,6 +17,9 @@ export MLSWARM_HOME MLSWARM_SECRETS_DIR MLSWARM_TRAINERS=4 MLSWARM_AUTH=on
 # The routing mesh (ingress) does not reach the host's loopback in this sandbox; host mode
 # publishes the same port on the node itself.
 export MLSWARM_PUBLISH_MODE=${E2E_PUBLISH_MODE:-host}
+# Host mode has one controller per node (the port); the zero-downtime step below runs two
+# replicas on the overlay only.
+export MLSWARM_CONTROLLERS=1
 source swarm/env.sh
 controller="http://127.0.0.1:$MLSWARM_PORT"
 passed=0 failed=0
@@ -192,6 +195,50 @@ else
 fi
 has_trainers_settled() { has_trainers 2; }
 poll 120 has_trainers_settled || true
+
+# Zero downtime: two controller replicas behind the service name, a load generator on the
+# overlay sending single-image /predicts with 8 clients, and a rolling update of both replicas.
+# dnsrr: this kernel has no IPVS, so the service's virtual IP does not answer here.
+docker service rm ml_controller >/dev/null
+controllers_gone() { [[ -z $(docker ps -aq -f name=ml_controller) ]]; }
+poll 60 controllers_gone || true
+MLSWARM_CONTROLLERS=2 MLSWARM_ENDPOINT_MODE=dnsrr MLSWARM_PUBLISH_MODE=none swarm/03_deploy.sh controller
+healthy_controllers() { [[ $(docker ps -q -f name=ml_controller -f health=healthy | wc -l) == 2 ]]; }
+# The load generator: the mlswarm CLI from the controller's image, on the test's overlay.
+overlay_client() {
+  docker run --rm --network "$MLSWARM_NETWORK" --user 0 -v "$MLSWARM_SECRETS_DIR:/secrets:ro" \
+    --entrypoint /usr/local/bin/mlswarm ml_controller --url http://ml_controller:48515 --token-file /secrets/api_token "$@"
+}
+overlay_ready() { overlay_client load --model e2e --clients 1 --seconds 0.2 --warmup 0 >/dev/null 2>&1; }
+journal="$MLSWARM_HOME/controller/jobs.jsonl"
+if poll 120 healthy_controllers && poll 60 overlay_ready; then
+  overlay_client load --model e2e --clients 8 --seconds 60 --warmup 0 --label rolling-update \
+    >/tmp/mlswarm-e2e-load.json 2>/tmp/mlswarm-e2e-load.err &
+  load_pid=$!
+  start=$SECONDS
+  docker service update --quiet --force ml_controller >/tmp/mlswarm-e2e-update.log 2>&1
+  update_s=$((SECONDS - start))
+  wait "$load_pid"
+  load=$(cat /tmp/mlswarm-e2e-load.json)
+  sent=$(json 'd["sent"]' <<<"$load") load_failed=$(json 'd["failed"]' <<<"$load")
+  replicas_seen=$(json 'len(d["answered_by"])' <<<"$load")
+  update_state=$(docker service inspect ml_controller -f '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}')
+  journal_ok=$(python3 -c '
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+print(all(json.loads(l) is not None for l in lines) and len(lines) > 0)' "$journal" 2>/dev/null)
+  echo "  $load"
+  if [[ -n $sent && $load_failed == 0 && $update_state == completed && $journal_ok == True ]] && ((replicas_seen >= 3)); then
+    pass "docker service update --force ml_controller ($MLSWARM_CONTROLLERS replicas, dnsrr) under 8 clients' /predicts: $sent sent, 0 failed, $replicas_seen replicas answered, update took $update_s s, journal intact"
+  else
+    fail "rolling controller update: sent ${sent:-?}, failed ${load_failed:-?}, replicas ${replicas_seen:-?}, update '$update_state', journal ${journal_ok:-unreadable}"
+    head -5 /tmp/mlswarm-e2e-load.err; tail -3 /tmp/mlswarm-e2e-update.log
+    docker service ps ml_controller --no-trunc 2>&1 | head -8
+  fi
+else
+  fail "2 controller replicas on the overlay never became healthy and reachable by name"
+  docker service ps ml_controller --no-trunc 2>&1 | head -8; docker service logs ml_controller 2>&1 | tail -10
+fi
 
 # DNS discovery alone: a controller without SUBNET_TRAIN that resolves tasks.ml_train.
 docker service rm ml_controller >/dev/null
