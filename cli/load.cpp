@@ -67,15 +67,17 @@ class Connection {
       : target_(target), options_(options), next_(seed) {
     reconnect();
   }
-  /// POSTs the body; retries once on a fresh connection when nothing came back.
+  /// POSTs the body. When nothing comes back it reconnects and sends it again, trying each of
+  /// the name's addresses once (as a client of a DNS round-robin name does: a replica that just
+  /// stopped can stay in the answer for a moment).
   httplib::Result post() {
     auto res = send();
-    if (!res) {
-      reconnect();
+    for (std::size_t tries = 0; !res && tries < std::max<std::size_t>(1, addresses_); ++tries) {
+      reconnect(address_);
       res = send();
     }
     answered_by_ = address_;
-    if (res && res->get_header_value("Connection") == "close") reconnect();  // the replica is draining
+    if (res && res->get_header_value("Connection") == "close") reconnect(address_);  // the replica is draining
     return res;
   }
   /// The address that answered the last post().
@@ -87,9 +89,14 @@ class Connection {
     if (!options_.token.empty()) headers.emplace("Authorization", "Bearer " + options_.token);
     return client_->Post(options_.path.c_str(), headers, options_.body, "application/json");
   }
-  void reconnect() {
-    const auto addresses = resolve(target_.host);
+  /// Connects to the next of the name's addresses (in sorted order, since DNS servers shuffle
+  /// them), skipping `avoid` (the one that just failed) when there is another.
+  void reconnect(const std::string& avoid = {}) {
+    auto addresses = resolve(target_.host);
+    std::sort(addresses.begin(), addresses.end());
+    addresses_ = addresses.size();
     address_ = addresses[next_++ % addresses.size()];
+    if (address_ == avoid && addresses.size() > 1) address_ = addresses[next_++ % addresses.size()];
     if (target_.tls) {
       auto tls = std::make_unique<httplib::SSLClient>(address_, target_.port);
       tls->enable_server_certificate_verification(false);
@@ -106,6 +113,7 @@ class Connection {
   Target target_;
   const LoadOptions& options_;
   std::size_t next_;
+  std::size_t addresses_ = 1;  ///< how many addresses the name had at the last reconnect
   std::string address_, answered_by_;
   std::unique_ptr<httplib::ClientImpl> client_;
 };

@@ -20,8 +20,8 @@ struct LoadOptions {
 /// Runs the load and prints one JSON line: requests, requests/s, p50/p99 latency, failures.
 /// Each client keeps its connection alive; when the server asks to close it (a replica
 /// draining) or the connection fails, the client resolves the name again and reconnects, and
-/// a request that got no answer at all is sent once more on the new connection. Only a
-/// request that fails twice, or any reply other than 200, is a failure. Returns the exit
+/// a request that got no answer at all is sent again, on each of the name's addresses once.
+/// Only a request no address answered, or any reply other than 200, is a failure. Returns the exit
 /// code (1 when any request failed or none succeeded).
 int run_load(const LoadOptions& options);
 

@@ -1,5 +1,6 @@
 // mlswarm: the command-line client of an mlswarm controller.
 
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -11,6 +12,7 @@
 #include "load.h"
 #include "mlswarm/auth.h"
 #include "mlswarm/error.h"
+#include "mlswarm/http_server.h"
 
 namespace {
 
@@ -61,7 +63,26 @@ int main(int argc, char** argv) {
   load_cmd->add_option("--seconds", seconds)->capture_default_str();
   load_cmd->add_option("--warmup", warmup)->capture_default_str();
   load_cmd->add_option("--label", load.label)->capture_default_str();
+  // The images' HEALTHCHECK: a 1 MB binary that starts in milliseconds, where the daemons
+  // themselves take a second of CPU to load LibTorch (too slow on a node busy serving).
+  std::string daemon = "controller";
+  int probe_port = 0;
+  bool probe_tls = false;
+  CLI::App* health_cmd = app.add_subcommand(
+      "healthcheck", "exit 0 when the daemon in this container answers /healthz (its port and TLS from its environment)");
+  health_cmd->add_option("--daemon", daemon, "controller (CONTROLLER_PORT, TLS_CERT_FILE) or trainer (TRAIN_PORT)")
+      ->check(CLI::IsMember({"controller", "trainer"}))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+
+  if (*health_cmd) {
+    const bool controller = daemon == "controller";
+    const char* port_text = std::getenv(controller ? "CONTROLLER_PORT" : "TRAIN_PORT");
+    probe_port = port_text != nullptr && *port_text != '\0' ? std::atoi(port_text) : (controller ? 48515 : 48516);
+    const char* cert = std::getenv("TLS_CERT_FILE");
+    probe_tls = controller && cert != nullptr && *cert != '\0';
+    return http_probe("127.0.0.1", probe_port, "/healthz", std::chrono::milliseconds(2000), probe_tls) == 200 ? 0 : 1;
+  }
 
   try {
     const std::string token = token_file.empty() ? std::string() : read_token_file(token_file, "MLSWARM_TOKEN_FILE");

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Serving scale-out: single-image /predict from CLIENTS concurrent clients against one controller
+# replica, then against two replicas behind one name, in the same run on the same machine.
+# The two replicas share HOME_DIR (one leads, one follows; both serve /predict) and listen on the
+# same port at two loopback addresses, as Swarm tasks do on the overlay; the name resolves to
+# both (a private /etc/hosts, bind-mounted for the load generator alone, stands in for Swarm's
+# DNS round robin; this needs root, and the one-replica run is printed either way). The load
+# generator (`mlswarm load`) spreads its clients over the name's addresses and prints which
+# replicas answered.
+#
+#   bench/serve_scale.sh        (after scripts/build.sh)
+#   CLIENTS=16 SECONDS_PER_RUN=15 bench/serve_scale.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLIENTS=${CLIENTS:-16}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-15}
+build=${BUILD_DIR:-build}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+wait_http() { local d=$((SECONDS + 60)); until curl -sf -o /dev/null "$1"; do ((SECONDS < d)) || return 1; sleep 0.2; done; }
+
+# A real model to serve: one quick epoch on 2,000 Fashion-MNIST images.
+"$build/trainer/ml_trainer" --host 127.0.0.4 --port 48596 --home-dir "$work" >"$work/trainer.log" 2>&1 &
+pids+=($!)
+wait_http http://127.0.0.4:48596/healthz
+curl -sf -X POST http://127.0.0.4:48596/train -d '{"model_id":"bench","job_id":"bench","example_idxs":[0,2000],"train_opts":{"epochs":1}}' >/dev/null
+deadline=$((SECONDS + 300))
+until curl -sf http://127.0.0.4:48596/jobs/bench | grep -q '"state":"succeeded"'; do
+  ((SECONDS < deadline)) || { echo "the model did not train; $work/trainer.log:"; tail "$work/trainer.log"; exit 1; }
+  sleep 0.5
+done
+kill -TERM "${pids[0]}"
+
+# Two replicas, one port, two addresses; no trainers to find (the scan covers only 127.0.0.4/32's
+# port, now closed).
+for address in 127.0.0.2 127.0.0.3; do
+  "$build/controller/ml_controller" --host "$address" --port 48595 --subnet 127.0.0.4/32 --train-port 48596 \
+    --home-dir "$work" ${CONTROLLER_ARGS:-} >"$work/controller-$address.log" 2>&1 &
+  pids+=($!)
+  wait_http "http://$address:48595/healthz"
+done
+curl -sf 'http://127.0.0.2:48595/datasets/fashion-mnist/examples?split=test&start=0&count=1' |
+  /usr/bin/python3 -c 'import json,sys; e=json.load(sys.stdin)["examples"]; print(json.dumps({"model_id":"bench","examples":e}))' \
+  >"$work/body.json"
+for address in 127.0.0.2 127.0.0.3; do  # each replica loads the model once before measuring
+  curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' --data @"$work/body.json" "http://$address:48595/predict"
+done
+
+echo "single-image /predict, $CLIENTS concurrent clients, ${SECONDS_PER_RUN}s each, $(nproc) cores"
+"$build/cli/mlswarm" --url http://127.0.0.2:48595 load --body-file "$work/body.json" --clients "$CLIENTS" \
+  --seconds "$SECONDS_PER_RUN" --label "1 replica" || true
+if [[ $(id -u) == 0 ]] && command -v unshare >/dev/null; then
+  printf '127.0.0.2 mlswarm-serving\n127.0.0.3 mlswarm-serving\n' >"$work/hosts"
+  unshare --mount sh -c 'mount --bind "$1" /etc/hosts && shift && exec "$@"' sh "$work/hosts" \
+    "$build/cli/mlswarm" --url http://mlswarm-serving:48595 load --body-file "$work/body.json" --clients "$CLIENTS" \
+    --seconds "$SECONDS_PER_RUN" --label "2 replicas behind one name" || true
+else
+  echo "2 replicas: skipped (the private /etc/hosts for the name needs root)"
+fi
+echo "both replicas, the load generator and every client share the machine's $(nproc) cores: on one"
+echo "small host a second replica adds a second batcher, not compute; on Swarm each replica brings its node's cores"
