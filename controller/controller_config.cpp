@@ -62,6 +62,9 @@ void add_serving(CLI::App& app, ControllerConfig& c) {
   setting(app, "--predict-max-delay-us", "PREDICT_MAX_DELAY_US", c.predict_max_delay_us,
           "how long the first prediction of a batch waits for others; 0 = batch what queued during the previous pass")
       ->check(in_range(0, 1000000));
+  setting(app, "--predict-threads", "PREDICT_THREADS", c.predict_threads,
+          "LibTorch threads of a forward pass; 0 = one per core (with several replicas on one node, 1)")
+      ->check(in_range(0, 1024));
   setting(app, "--predict-max-examples", "PREDICT_MAX_EXAMPLES", c.predict_max_examples,
           "examples allowed in one /predict")
       ->check(in_range(1, 1000000));

@@ -217,6 +217,8 @@ if poll 120 healthy_controllers && poll 60 overlay_ready; then
   load_pid=$!
   start=$SECONDS
   docker service update --quiet --force ml_controller >/tmp/mlswarm-e2e-update.log 2>&1
+  update_done() { [[ $(docker service inspect ml_controller -f '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}') == completed ]]; }
+  poll 60 update_done  # the command returns when the tasks converged, the state after --update-monitor
   update_s=$((SECONDS - start))
   wait "$load_pid"
   load=$(cat /tmp/mlswarm-e2e-load.json)
