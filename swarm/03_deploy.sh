@@ -41,7 +41,7 @@ case $MLSWARM_PUBLISH_MODE in
 esac
 docker service create --detach --quiet --no-resolve-image --name ml_controller --network "$MLSWARM_NETWORK" \
   "${controller_args[@]}" --mount "$mount" \
-  --env SUBNET_TRAIN="$MLSWARM_SUBNET" ${MLSWARM_TRAIN_DNS:+--env TRAIN_DNS="$MLSWARM_TRAIN_DNS"} \
+  --env SUBNET_TRAIN="$MLSWARM_SUBNET" --env PREDICT_THREADS="$MLSWARM_PREDICT_THREADS" ${MLSWARM_TRAIN_DNS:+--env TRAIN_DNS="$MLSWARM_TRAIN_DNS"} \
   "${CONTROLLER_SECRET_ARGS[@]}" "$CONTROLLER_IMAGE" >/dev/null
 if [[ $MLSWARM_PUBLISH_MODE == none ]]; then
   echo "service ml_controller created ($MLSWARM_CONTROLLERS replicas, $MLSWARM_ENDPOINT_MODE, on the overlay only)"

@@ -18,6 +18,10 @@
 # (the name resolves to every replica; for engines without IPVS, where the VIP does not
 # answer; cannot be combined with ingress publishing).
 : "${MLSWARM_ENDPOINT_MODE:=vip}"
+# LibTorch threads of one controller's forward pass (PREDICT_THREADS): 0 = one per core. Set 1
+# when several controller replicas share a node: with one thread per core each, they spin against
+# each other (bench/serve_scale.sh: two replicas on two cores 383 requests/s at 0, 1,346 at 1).
+: "${MLSWARM_PREDICT_THREADS:=0}"
 # Tokens (Docker secrets, mounted under /run/secrets/): on by default. The API token that
 # clients send is kept in MLSWARM_SECRETS_DIR/api_token (made once, mode 0600); the cluster
 # token the controller sends to trainers is random and lives only in the secret.

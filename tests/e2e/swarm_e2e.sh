@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.." || exit 1
 export MLSWARM_NETWORK=mlswarm_e2e MLSWARM_SUBNET=10.42.77.0/24 MLSWARM_PORT=${E2E_PORT:-48575}
 MLSWARM_HOME=$(mktemp -d /tmp/mlswarm-e2e-XXXXXX)
 MLSWARM_SECRETS_DIR=$(mktemp -d /tmp/mlswarm-e2e-secrets-XXXXXX)
-export MLSWARM_HOME MLSWARM_SECRETS_DIR MLSWARM_TRAINERS=4 MLSWARM_AUTH=on
+export MLSWARM_HOME MLSWARM_SECRETS_DIR MLSWARM_TRAINERS=4 MLSWARM_AUTH=on MLSWARM_PREDICT_THREADS=1  # every replica shares this one node
 # The routing mesh (ingress) does not reach the host's loopback in this sandbox; host mode
 # publishes the same port on the node itself.
 export MLSWARM_PUBLISH_MODE=${E2E_PUBLISH_MODE:-host}
