@@ -5,7 +5,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "embedded_files.h"
 #include "image_decode.h"
+#include "mlswarm/build_info.h"
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/auth.h"
 #include "mlswarm/error.h"
@@ -73,6 +75,7 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
       replicas_(std::move(replicas)) {
   add_cluster_routes();
   add_serving_routes();
+  add_dashboard_routes();
   Metrics& m = Metrics::global();
   m.describe("mlswarm_trainers", "gauge", "trainers discovered");
   m.describe("mlswarm_model_loads_total", "counter", "model versions loaded for serving");
@@ -154,6 +157,40 @@ void ControllerApi::add_serving_routes() {
   routes_.add({"POST", "/classify", A::kWrite, options_.max_upload_bytes,
                [this](const HttpRequest& r, const RouteParams&) { return classify(r); }});
 
+}
+
+namespace {
+
+/// A dashboard file with headers that keep the page to itself: scripts, styles and calls only
+/// from this origin, no framing, no referrer.
+HttpReply dashboard_reply(std::string_view url) {
+  const dashboard::EmbeddedFile* file = dashboard::find_file(url);
+  if (file == nullptr) throw Error(ErrorCode::kNotFound, fmt::format("no dashboard file {}", url));
+  HttpReply reply;
+  reply.content_type = std::string(dashboard::content_type(url));
+  reply.body = std::string(file->body);
+  reply.headers["Content-Security-Policy"] =
+      "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data: blob:; "
+      "form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+  reply.headers["X-Content-Type-Options"] = "nosniff";
+  reply.headers["Referrer-Policy"] = "no-referrer";
+  reply.headers["Cache-Control"] = "no-cache";
+  return reply;
+}
+
+}  // namespace
+
+void ControllerApi::add_dashboard_routes() {
+  auto get = [this](std::string pattern, RouteHandler handler) {
+    routes_.add({"GET", std::move(pattern), Access::kOpen, 0, std::move(handler)});
+  };
+  get("/", [](const HttpRequest&, const RouteParams&) { return dashboard_reply("/ui/index.html"); });
+  get("/ui/config.json", [this](const HttpRequest&, const RouteParams&) {
+    return HttpReply::json(200, {{"auth", !options_.api_token.empty()},
+                                 {"public_reads", options_.public_reads},
+                                 {"version", mlswarm_version()}});
+  });
+  get("/ui/{file}", [](const HttpRequest&, const RouteParams& p) { return dashboard_reply("/ui/" + p[0]); });
 }
 
 ControllerApi::~ControllerApi() { Metrics::global().remove_collector(collector_); }
@@ -322,7 +359,9 @@ HttpReply ControllerApi::classify(const HttpRequest& req) {
                                {"version", result.version},
                                {"class", result.class_tags[0]},
                                {"class_idx", result.class_idxs[0]},
-                               {"probability", result.probabilities[0][static_cast<std::size_t>(result.class_idxs[0])]}});
+                               {"probability", result.probabilities[0][static_cast<std::size_t>(result.class_idxs[0])]},
+                               {"classes", meta.class_names},
+                               {"probabilities", result.probabilities[0]}});
 }
 
 }  // namespace mlswarm

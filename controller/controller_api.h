@@ -64,6 +64,9 @@ class ControllerApi final : public RoutedApi {
   void add_cluster_routes();
   /// /models, /datasets, /predict and /classify.
   void add_serving_routes();
+  /// The dashboard: GET / and its files under /ui/, open (the page holds no data; it asks for
+  /// the token), and /ui/config.json (whether a token is needed, the version).
+  void add_dashboard_routes();
   HttpReply status() const;
   /// The leader's reply to a write this replica does not handle itself.
   std::optional<HttpReply> forwarded(const HttpRequest& request) const;

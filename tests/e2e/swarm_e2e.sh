@@ -231,7 +231,7 @@ lines = open(sys.argv[1]).read().splitlines()
 print(all(json.loads(l) is not None for l in lines) and len(lines) > 0)' "$journal" 2>/dev/null)
   echo "  $load"
   if [[ -n $sent && $load_failed == 0 && $update_state == completed && $journal_ok == True ]] && ((replicas_seen >= 3)); then
-    pass "docker service update --force ml_controller ($MLSWARM_CONTROLLERS replicas, dnsrr) under 8 clients' /predicts: $sent sent, 0 failed, $replicas_seen replicas answered, update took $update_s s, journal intact"
+    pass "docker service update --force ml_controller (2 replicas, dnsrr) under 8 clients' /predicts: $sent sent, 0 failed, $replicas_seen replicas answered, update took $update_s s, journal intact"
   else
     fail "rolling controller update: sent ${sent:-?}, failed ${load_failed:-?}, replicas ${replicas_seen:-?}, update '$update_state', journal ${journal_ok:-unreadable}"
     head -5 /tmp/mlswarm-e2e-load.err; tail -3 /tmp/mlswarm-e2e-update.log

@@ -1,0 +1,412 @@
+// The mlswarm dashboard: plain JavaScript, served by ml_controller itself, talking to the same
+// JSON API as curl and the mlswarm CLI. Nothing is fetched from anywhere else.
+'use strict';
+
+const TOKEN_KEY = 'mlswarm.api_token';
+const $ = (id) => document.getElementById(id);
+const state = { config: { auth: false, public_reads: false }, selected: null, datasets: {},
+                models: [], jobs: [], paused: false };
+
+// ---- the API -----------------------------------------------------------------------------------
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.error && body.error.message) || `HTTP ${status}`);
+    this.status = status;
+  }
+}
+
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ''; }
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (token()) headers.Authorization = 'Bearer ' + token();  // a header, never a URL
+  const res = await fetch(path, Object.assign({}, options, { headers, cache: 'no-store' }));
+  let body = null;
+  try { body = await res.json(); } catch (e) { body = null; }
+  if (res.status === 401 || res.status === 403) {
+    askToken(res.status === 401
+      ? 'The controller answered 401: it needs its API token.'
+      : 'The controller answered 403: this token is not the controller\'s API token.');
+    throw new ApiError(res.status, body);
+  }
+  if (!res.ok) throw new ApiError(res.status, body);
+  return body;
+}
+
+function jsonPost(path, body) {
+  return api(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+}
+
+// ---- the token ---------------------------------------------------------------------------------
+function askToken(reason) {
+  state.paused = true;
+  $('token-reason').textContent = reason;
+  $('token-button').hidden = false;
+  const dialog = $('token-dialog');
+  if (!dialog.open) dialog.showModal();
+  $('token-input').focus();
+}
+
+function setupToken() {
+  $('token-form').addEventListener('submit', () => {
+    sessionStorage.setItem(TOKEN_KEY, $('token-input').value.trim());
+    $('token-input').value = '';
+    state.paused = false;
+    refreshAll();
+  });
+  $('token-forget').addEventListener('click', () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    $('token-input').value = '';
+  });
+  $('token-button').addEventListener('click', () => askToken('Replace or forget the API token of this tab.'));
+}
+
+// ---- small helpers -----------------------------------------------------------------------------
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'class') node.className = v;
+    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+function fmtSeconds(s) {
+  if (s === null || s === undefined || !isFinite(s)) return '–';
+  s = Math.round(s);
+  if (s < 60) return s + ' s';
+  if (s < 3600) return Math.floor(s / 60) + ' min ' + (s % 60) + ' s';
+  return Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' min';
+}
+
+function fmtAgo(unixSeconds) {
+  if (!unixSeconds) return '–';
+  return fmtSeconds(Math.max(0, Date.now() / 1000 - unixSeconds)) + ' ago';
+}
+
+const fmtNumber = (x, digits = 0) => (x === null || x === undefined) ? '–'
+  : Number(x).toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+function setConnection(ok, text) {
+  const pill = $('conn');
+  pill.textContent = text;
+  pill.className = 'pill ' + (ok ? 'ok' : 'bad');
+}
+
+// ---- trainers and jobs -------------------------------------------------------------------------
+function renderTrainers(trainers) {
+  const body = $('trainers').tBodies[0];
+  body.replaceChildren(...trainers.map((t) => el('tr', {},
+    el('td', {}, t.address), el('td', {}, el('span', { class: 'pill ' + (t.state === 'ready' ? 'ok' : 'bad') }, t.state)),
+    el('td', {}, t.capacity), el('td', {}, t.running), el('td', {}, fmtAgo(t.last_seen)))));
+  $('trainer-count').textContent = '(' + trainers.length + ')';
+  $('no-trainers').hidden = trainers.length > 0;
+}
+
+function jobLine(j) {
+  const parts = [];
+  if (j.epoch > 0) {  // the epoch in progress (1-based), or the last one
+    parts.push(`epoch ${j.epoch}/${j.epochs}`);
+    if (j.steps_per_epoch) parts.push(`step ${j.step}/${j.steps_per_epoch}`);
+  }
+  if (j.loss !== null && j.loss !== undefined) parts.push('loss ' + fmtNumber(j.loss, 4));
+  if (j.accuracy !== null && j.accuracy !== undefined) parts.push('accuracy ' + fmtNumber(j.accuracy, 4));
+  if (j.state === 'running') {
+    parts.push(fmtNumber(j.images_per_s) + ' images/s');
+    parts.push('ETA ' + fmtSeconds(j.eta_s));
+  }
+  if (j.world_size > 1) parts.push(j.world_size + ' trainers');
+  if (j.error) parts.push(j.failure ? `${j.failure}: ${j.error}` : j.error);
+  return parts.join(' · ');
+}
+
+function renderJobs(jobs) {
+  const shown = jobs.slice().sort((a, b) => (b.created_at || 0) - (a.created_at || 0)).slice(0, 20);
+  $('jobs').replaceChildren(...shown.map((j) => {
+    const bar = el('div', { class: 'bar-fill' });
+    bar.style.width = (100 * Math.max(0, Math.min(1, j.progress || 0))).toFixed(1) + '%';
+    const active = j.state === 'queued' || j.state === 'running';
+    return el('div', { class: 'job ' + j.state, 'data-job': j.job_id },
+      el('div', { class: 'job-head' },
+        el('a', { href: '#', class: 'model-link', onclick: (e) => { e.preventDefault(); selectModel(j.model_id); } }, j.model_id),
+        el('span', { class: 'pill ' + j.state }, j.state),
+        el('span', { class: 'muted mono' }, j.job_id),
+        active ? el('button', { type: 'button', class: 'cancel', onclick: () => cancelJob(j.job_id) }, 'cancel') : ''),
+      el('div', { class: 'bar', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100',
+                  'aria-valuenow': String(Math.round(100 * (j.progress || 0))) }, bar),
+      el('div', { class: 'job-line' }, jobLine(j)));
+  }));
+  $('no-jobs').hidden = jobs.length > 0;
+}
+
+async function cancelJob(id) {
+  if (!confirm(`Cancel job ${id}?`)) return;
+  try {
+    await api('/jobs/' + encodeURIComponent(id), { method: 'DELETE' });
+    refreshStatus();
+  } catch (e) {
+    alert('cancel failed: ' + e.message);
+  }
+}
+
+async function refreshStatus() {
+  const status = await api('/status');
+  renderTrainers(status.trainers || []);
+  state.jobs = status.jobs || [];
+  renderJobs(state.jobs);
+  const c = status.controller;
+  $('role').textContent = c ? `${c.role}${c.term ? ', term ' + c.term : ''}` : '';
+  setConnection(true, 'connected');
+}
+
+// ---- models and their curves -------------------------------------------------------------------
+function renderModels(models) {
+  state.models = models.slice().sort((a, b) => (b.updated_at || 0) - (a.updated_at || 0));
+  $('models').tBodies[0].replaceChildren(...state.models.map((m) => el('tr',
+    { class: 'clickable' + (m.model_id === state.selected ? ' selected' : ''), onclick: () => selectModel(m.model_id) },
+    el('td', {}, m.model_id), el('td', {}, m.model_type), el('td', {}, m.dataset), el('td', {}, m.version),
+    el('td', {}, fmtNumber(m.accuracy, 4)), el('td', {}, fmtAgo(m.updated_at)))));
+  $('no-models').hidden = models.length > 0;
+  const select = $('try-model');
+  const current = select.value;
+  select.replaceChildren(...state.models.map((m) => el('option', { value: m.model_id }, m.model_id)));
+  if (current && state.models.some((m) => m.model_id === current)) select.value = current;
+  if (!state.selected && state.models.length) selectModel(state.models[0].model_id, false);
+}
+
+async function refreshModels() {
+  renderModels((await api('/models')).models || []);
+}
+
+function selectModel(id, scroll = true) {
+  state.selected = id;
+  $('try-model').value = id;
+  refreshModelDetail().catch(() => {});
+  if (scroll) $('models-section').scrollIntoView({ behavior: 'smooth' });
+}
+
+const SVG = 'http://www.w3.org/2000/svg';
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  return node;
+}
+
+/// A line chart of one or more series over epochs 1..n, drawn as SVG (no chart library).
+function drawChart(target, series, yFixed) {
+  const W = 320, H = 180, L = 44, R = 10, T = 10, B = 26;
+  const values = series.flatMap((s) => s.values).filter((v) => v !== null && isFinite(v));
+  const n = Math.max(1, ...series.map((s) => s.values.length));
+  let lo = yFixed ? yFixed[0] : Math.min(...values), hi = yFixed ? yFixed[1] : Math.max(...values);
+  if (!values.length) { lo = 0; hi = 1; }
+  if (hi - lo < 1e-9) { hi += 0.5; lo = Math.max(0, lo - 0.5); }
+  const x = (i) => L + (n === 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (n - 1));
+  const y = (v) => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
+  const nodes = [svg('rect', { x: L, y: T, width: W - L - R, height: H - T - B, class: 'plot' })];
+  for (let k = 0; k <= 4; ++k) {
+    const v = lo + ((hi - lo) * k) / 4;
+    nodes.push(svg('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), class: 'grid' }));
+    const label = svg('text', { x: L - 4, y: y(v) + 3, class: 'tick', 'text-anchor': 'end' });
+    label.textContent = v.toFixed(hi - lo < 0.1 ? 3 : 2);
+    nodes.push(label);
+  }
+  const step = Math.max(1, Math.ceil(n / 8));
+  for (let i = 0; i < n; i += step) {
+    const label = svg('text', { x: x(i), y: H - 8, class: 'tick', 'text-anchor': 'middle' });
+    label.textContent = String(i + 1);
+    nodes.push(label);
+  }
+  for (const s of series) {
+    const pts = s.values.map((v, i) => [x(i), y(v)]);
+    if (pts.length > 1) nodes.push(svg('polyline', { points: pts.map((p) => p.join(',')).join(' '), class: 'line ' + s.cls }));
+    for (const [px, py] of pts) nodes.push(svg('circle', { cx: px, cy: py, r: 3, class: 'dot ' + s.cls }));
+  }
+  target.replaceChildren(...nodes);
+  target.dataset.points = String(Math.max(0, ...series.map((s) => s.values.length)));
+}
+
+async function refreshModelDetail() {
+  const id = state.selected;
+  if (!id) return;
+  // A model is listed once its first epoch is published; until then there is nothing to ask for.
+  const meta = state.models.some((m) => m.model_id === id) ? await api('/models/' + encodeURIComponent(id)) : null;
+  if (id !== state.selected) return;
+  $('model-detail').hidden = false;
+  $('model-title').textContent = id;
+  const epochs = meta ? meta.epochs || [] : [];
+  drawChart($('loss-chart'), [{ values: epochs.map((e) => e.train_loss), cls: 'train' },
+                              { values: epochs.map((e) => e.test_loss), cls: 'test' }]);
+  drawChart($('accuracy-chart'), [{ values: epochs.map((e) => e.accuracy), cls: 'acc' }]);
+  const running = state.jobs.find((j) => j.model_id === id && (j.state === 'running' || j.state === 'queued'));
+  const last = epochs[epochs.length - 1];
+  $('model-summary').textContent = !meta ? 'No epoch finished yet.'
+    : `${meta.model_type} on ${meta.dataset}, version ${meta.version} (epochs seen)` +
+      (last ? `, test accuracy ${fmtNumber(last.accuracy, 4)}` : '') +
+      (running ? ` · training (job ${running.job_id}, ${running.state})` : '');
+}
+
+// ---- try a model -------------------------------------------------------------------------------
+function renderPrediction(classes, probabilities, answer) {
+  const order = probabilities.map((p, i) => i).sort((a, b) => probabilities[b] - probabilities[a]);
+  $('try-answer').textContent = answer;
+  $('try-bars').replaceChildren(...order.map((i) => {
+    const fill = el('div', { class: 'bar-fill' });
+    fill.style.width = (100 * probabilities[i]).toFixed(1) + '%';
+    return el('div', { class: 'prob' }, el('span', { class: 'prob-name' }, classes[i] || String(i)),
+      el('div', { class: 'bar' }, fill), el('span', { class: 'prob-value' }, (100 * probabilities[i]).toFixed(1) + '%'));
+  }));
+}
+
+function drawPixels(example) {
+  // example: [channels][height][width] in 0..1
+  const canvas = $('try-canvas'), ctx = canvas.getContext('2d');
+  const c = example.length, h = example[0].length, w = example[0][0].length;
+  const img = ctx.createImageData(w, h);
+  for (let yy = 0; yy < h; ++yy) for (let xx = 0; xx < w; ++xx) {
+    const at = 4 * (yy * w + xx);
+    for (let k = 0; k < 3; ++k) img.data[at + k] = Math.round(255 * example[c === 3 ? k : 0][yy][xx]);
+    img.data[at + 3] = 255;
+  }
+  const tmp = document.createElement('canvas');
+  tmp.width = w; tmp.height = h;
+  tmp.getContext('2d').putImageData(img, 0, 0);
+  ctx.imageSmoothingEnabled = false;
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.drawImage(tmp, 0, 0, canvas.width, canvas.height);
+}
+
+function modelMeta(id) { return state.models.find((m) => m.model_id === id); }
+
+async function tryExample() {
+  const id = $('try-model').value;
+  const model = modelMeta(id);
+  if (!model) { $('try-answer').textContent = 'Train a model first.'; return; }
+  try {
+    const info = await datasetInfo(model.dataset);
+    const start = Math.floor(Math.random() * info.test_size);
+    const ex = await api(`/datasets/${encodeURIComponent(model.dataset)}/examples?split=test&start=${start}&count=1`);
+    drawPixels(ex.examples[0]);
+    const out = await jsonPost('/predict', { model_id: id, examples: ex.examples });
+    const guess = out.class_tags[0];
+    renderPrediction(info.class_tags, out.probabilities[0],
+      `${guess} (test example ${start}, labelled ${ex.class_tags[0]}${guess === ex.class_tags[0] ? ', right' : ', wrong'})`);
+  } catch (e) {
+    $('try-answer').textContent = 'failed: ' + e.message;
+  }
+}
+
+async function tryUpload() {
+  const file = $('try-file').files[0];
+  const id = $('try-model').value;
+  if (!file) return;
+  if (!id) { $('try-answer').textContent = 'Train a model first.'; return; }
+  const url = URL.createObjectURL(file);
+  const image = new Image();
+  image.onload = () => {
+    const ctx = $('try-canvas').getContext('2d');
+    ctx.imageSmoothingEnabled = false;
+    ctx.clearRect(0, 0, 112, 112);
+    ctx.drawImage(image, 0, 0, 112, 112);
+    URL.revokeObjectURL(url);
+  };
+  image.src = url;
+  const form = new FormData();
+  form.append('image', file);
+  try {
+    const out = await api('/classify?model_id=' + encodeURIComponent(id), { method: 'POST', body: form });
+    renderPrediction(out.classes, out.probabilities, `${out.class} (${file.name})`);
+  } catch (e) {
+    $('try-answer').textContent = 'failed: ' + e.message;
+  }
+}
+
+async function datasetInfo(name) {
+  if (!state.datasets[name]) state.datasets[name] = await api('/datasets/' + encodeURIComponent(name));
+  return state.datasets[name];
+}
+
+// ---- start a job -------------------------------------------------------------------------------
+function defaultModelId(dataset) {
+  const d = new Date(), pad = (n) => String(n).padStart(2, '0');
+  return `${dataset.replace(/[^A-Za-z0-9]/g, '').slice(0, 12) || 'model'}-${pad(d.getMonth() + 1)}${pad(d.getDate())}-${pad(d.getHours())}${pad(d.getMinutes())}${pad(d.getSeconds())}`;
+}
+
+async function setupTrainForm() {
+  const select = $('f-dataset');
+  const list = (await api('/datasets')).datasets || [];
+  select.replaceChildren(...list.map((d) => el('option', { value: d.name }, `${d.name} (${fmtNumber(d.train_size)} images)`)));
+  for (const d of list) state.datasets[d.name] = d;
+  if (list.some((d) => d.name === 'fashion-mnist')) select.value = 'fashion-mnist';
+  if (!$('f-model').value) $('f-model').value = defaultModelId(select.value || 'model');
+  select.addEventListener('change', () => { $('f-model').value = defaultModelId(select.value); });
+}
+
+async function submitJob(event) {
+  event.preventDefault();
+  const f = (id) => $(id).value.trim();
+  const spec = {
+    model_id: f('f-model'), dataset: f('f-dataset'), model_type: f('f-type'),
+    trainers: Number(f('f-trainers')),
+    train_opts: { epochs: Number(f('f-epochs')), batch_size: Number(f('f-batch') || 128) },
+  };
+  if (f('f-examples')) spec.example_idxs = [0, Number(f('f-examples'))];
+  $('f-submit').disabled = true;
+  try {
+    const out = await jsonPost('/train', spec);
+    $('train-result').textContent = `job ${out.job_id} ${out.state || 'queued'}`;
+    state.selected = spec.model_id;
+    $('f-model').value = defaultModelId(spec.dataset);
+    refreshStatus();
+  } catch (e) {
+    $('train-result').textContent = 'refused: ' + e.message;
+  } finally {
+    $('f-submit').disabled = false;
+  }
+}
+
+// ---- the loop ----------------------------------------------------------------------------------
+let tick = 0;
+async function refreshAll() {
+  if (state.paused) return;
+  try {
+    await refreshStatus();
+    const listed = (id) => state.models.some((m) => m.model_id === id);
+    const unlisted = state.jobs.some((j) => j.state === 'running' && !listed(j.model_id));
+    const epochs = state.jobs.map((j) => `${j.job_id}:${j.state}:${j.epoch}`).join(' ');
+    if (tick % 3 === 0 || unlisted || epochs !== state.epochs) await refreshModels();  // new versions
+    state.epochs = epochs;
+    await refreshModelDetail();
+    if (!$('f-dataset').options.length) await setupTrainForm();
+  } catch (e) {
+    if (!(e instanceof ApiError) || (e.status !== 401 && e.status !== 403)) {
+      setConnection(false, e instanceof ApiError ? 'error ' + e.status : 'unreachable');
+    }
+  }
+  tick += 1;
+}
+
+async function start() {
+  setupToken();
+  $('train-form').addEventListener('submit', submitJob);
+  $('try-example').addEventListener('click', tryExample);
+  $('try-file').addEventListener('change', tryUpload);
+  try {
+    const res = await fetch('/ui/config.json', { cache: 'no-store' });
+    state.config = await res.json();
+    $('footer').textContent = `ml_controller ${state.config.version || ''}`;
+  } catch (e) {
+    setConnection(false, 'unreachable');
+  }
+  // Ask before the first call instead of collecting a 401.
+  if (state.config.auth && !state.config.public_reads && !token()) {
+    askToken('This controller has an API token (API_TOKEN_FILE).');
+  } else {
+    $('token-button').hidden = !state.config.auth;
+  }
+  refreshAll();
+  setInterval(refreshAll, 1000);
+}
+
+document.addEventListener('DOMContentLoaded', start);

@@ -1,0 +1,239 @@
+#!/usr/bin/python3
+"""The dashboard in a real browser: Debian's chromium, headless, driven by chromium-driver
+through python3-selenium, against a real controller and trainer on loopback.
+
+Checks: the page asks for the API token and keeps it out of URLs; it loads with no console
+errors; it lists the trainer; a job started from its form shows a progress bar that advances,
+then a loss curve with a point after epoch 1; the try-it panel classifies an uploaded PNG;
+a wrong token is said to be wrong; nothing overflows a phone-sized screen. Saves screenshots.
+
+usage: dashboard_test.py --controller BIN --trainer BIN --data-dir DIR --out DIR
+Exit 0 when every check passed, 1 otherwise, 77 when no browser is installed (skipped).
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zlib
+
+TOKEN = "dashboard-test-token-0123456789abcdef"
+
+
+def free_port(host):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def poll(what, predicate, seconds):
+    """Calls predicate until it returns something truthy; raises after `seconds`."""
+    deadline = time.monotonic() + seconds
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # the page may be mid-render; try again until the deadline
+            last_error = e
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+def png_28x28():
+    """A grayscale 28x28 PNG of a bright, trouser-like shape on black, written with zlib."""
+    rows = b""
+    for y in range(28):
+        row = bytearray(28)
+        for x in range(28):
+            if 3 <= y <= 25 and (8 <= x <= 12 or 15 <= x <= 19 or (y <= 8 and 8 <= x <= 19)):
+                row[x] = 220
+        rows += b"\x00" + bytes(row)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+class Cluster:
+    def __init__(self, args, home):
+        self.procs = []
+        self.home = home
+        train_port = free_port("127.0.0.2")
+        self.port = free_port("127.0.0.1")
+        token_file = os.path.join(home, "api_token")
+        with open(token_file, "w") as f:
+            f.write(TOKEN + "\n")
+        os.chmod(token_file, 0o600)
+        self.start([args.trainer, "--host", "127.0.0.2", "--port", str(train_port), "--home-dir", home,
+                    "--data-dir", args.data_dir, "--threads", "1"], "trainer.log")
+        self.start([args.controller, "--host", "127.0.0.1", "--port", str(self.port), "--subnet", "127.0.0.0/24",
+                    "--train-port", str(train_port), "--home-dir", home, "--data-dir", args.data_dir,
+                    "--scan-interval-ms", "500", "--api-token-file", token_file], "controller.log")
+        self.url = f"http://127.0.0.1:{self.port}"
+        poll("the controller", lambda: urllib.request.urlopen(self.url + "/healthz", timeout=2).status == 200, 30)
+
+    def start(self, argv, log):
+        out = open(os.path.join(self.home, log), "wb")
+        self.procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT))
+
+    def stop(self):
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def logs(self):
+        text = ""
+        for name in ("controller.log", "trainer.log"):
+            with open(os.path.join(self.home, name), errors="replace") as f:
+                text += f"--- {name} ---\n" + "".join(f.readlines()[-40:])
+        return text
+
+
+def browser(chromedriver):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1280,1700", "--no-first-run", "--disable-extensions",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-default-apps", "--metrics-recording-only", "--no-default-browser-check"):
+        options.add_argument(flag)
+    if os.path.exists("/usr/bin/chromium"):
+        options.binary_location = "/usr/bin/chromium"
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(chromedriver), options=options)
+
+
+def run(args, cluster, driver, checks):
+    from selenium.webdriver.common.by import By
+    find = lambda css: driver.find_element(By.CSS_SELECTOR, css)  # noqa: E731
+
+    def check(name, ok, detail=""):
+        checks.append((name, bool(ok)))
+        print(("PASS: " if ok else "FAIL: ") + name + (f" ({detail})" if detail else ""), flush=True)
+        return ok
+
+    driver.get(cluster.url + "/")
+    poll("the token dialog", lambda: find("#token-dialog").get_attribute("open") is not None, 20)
+    check("the page asks for the API token before calling the API", True)
+    find("#token-input").send_keys(TOKEN)
+    find("#token-save").click()
+    poll("the trainer in the table", lambda: "127.0.0.2" in find("#trainers").text, 60)
+    check("the trainers table lists 127.0.0.2", True, find("#trainers tbody").text.replace("\n", " | "))
+    check("the token is in sessionStorage, not the URL, not localStorage",
+          driver.execute_script("return sessionStorage.getItem('mlswarm.api_token')") == TOKEN
+          and TOKEN not in driver.current_url and driver.execute_script("return localStorage.length") == 0)
+
+    model_input = find("#f-model")
+    model_input.clear()
+    model_input.send_keys("browser-model")
+    for css, value in (("#f-epochs", "2"), ("#f-examples", "3000")):
+        find(css).clear()
+        find(css).send_keys(value)
+    find("#f-submit").click()
+    poll("the job's card", lambda: find("#jobs .job"), 20)
+    seen = set()
+
+    def progress_values():  # the cards are redrawn every second: find them again each time
+        seen.add(int(find("#jobs .job .bar").get_attribute("aria-valuenow")))
+        return len([v for v in seen if 0 < v < 100]) >= 2
+
+    poll("the progress bar to advance", progress_values, 180)
+    check("a job started from the page shows a progress bar that advances", True,
+          f"values seen {sorted(seen)}; line: {find('#jobs .job .job-line').text}")
+    poll("a loss curve point", lambda: int(find("#loss-chart").get_attribute("data-points") or 0) >= 1, 240)
+    check("the loss curve has a point after epoch 1", True, find("#model-summary").text)
+    driver.save_screenshot(os.path.join(args.out, "dashboard-training.png"))
+    poll("the job to succeed", lambda: "succeeded" in find("#jobs .job").get_attribute("class"), 240)
+    poll("two points per curve", lambda: int(find("#accuracy-chart").get_attribute("data-points") or 0) >= 2, 30)
+    check("the finished job shows accuracy curves with both epochs", True, find("#model-summary").text)
+
+    png = os.path.join(cluster.home, "upload.png")
+    with open(png, "wb") as f:
+        f.write(png_28x28())
+    poll("the model in the try-it list", lambda: "browser-model" in find("#try-model").text, 30)
+    find("#try-file").send_keys(png)
+    answer = poll("the upload's class", lambda: find("#try-answer").text if "upload.png" in find("#try-answer").text else "", 30)
+    bars = driver.find_elements(By.CSS_SELECTOR, "#try-bars .prob")
+    check("the try-it panel shows a class for an uploaded PNG, with probability bars", len(bars) == 10,
+          f"{answer}; {len(bars)} bars; top: {bars[0].text.replace(chr(10), ' ') if bars else ''}")
+    find("#try-example").click()
+    answer = poll("a test example's class", lambda: find("#try-answer").text if "test example" in find("#try-answer").text else "", 30)
+    check("a random test example is classified", True, answer)
+    driver.save_screenshot(os.path.join(args.out, "dashboard.png"))
+
+    severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    check("no console errors", not severe, json.dumps(severe)[:600])
+
+    driver.set_window_size(390, 844)
+    driver.refresh()
+    poll("the phone-sized page", lambda: "127.0.0.2" in find("#trainers").text, 30)
+    overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+    check("nothing overflows a 390 px wide screen", overflow <= 1, f"{overflow} px too wide")
+    driver.save_screenshot(os.path.join(args.out, "dashboard-phone.png"))
+
+    driver.execute_script("sessionStorage.setItem('mlswarm.api_token', 'not-the-token')")
+    driver.refresh()
+    reason = poll("the wrong-token notice",
+                  lambda: find("#token-reason").text if find("#token-dialog").get_attribute("open") is not None else "", 20)
+    check("a wrong token is said to be wrong", "403" in reason or "401" in reason, reason)
+    # The refused calls above are the only console errors allowed: Chrome logs every 4xx.
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--controller", required=True)
+    parser.add_argument("--trainer", required=True)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    chromedriver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        print("SKIP: python3-selenium is not installed")
+        return 77
+    if not os.path.exists(chromedriver):
+        print("SKIP: chromium-driver is not installed")
+        return 77
+    os.makedirs(args.out, exist_ok=True)
+    checks = []
+    home = tempfile.mkdtemp(prefix="mlswarm-browser-")
+    cluster = Cluster(args, home)
+    driver = None
+    try:
+        driver = browser(chromedriver)
+        run(args, cluster, driver, checks)
+    except Exception as e:
+        checks.append(("the test ran to the end", False))
+        print(f"FAIL: {type(e).__name__}: {e}", flush=True)
+        if driver is not None:
+            driver.save_screenshot(os.path.join(args.out, "dashboard-failure.png"))
+        print(cluster.logs())
+    finally:
+        if driver is not None:
+            driver.quit()
+        cluster.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    failed = [name for name, ok in checks if not ok]
+    print(f"{len(checks) - len(failed)} passed, {len(failed)} failed; screenshots in {args.out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
