@@ -9,9 +9,12 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "commands.h"
 #include "load.h"
 #include "mlswarm/auth.h"
-#include "mlswarm/error.h"
 #include "mlswarm/http_server.h"
 
 namespace {
@@ -40,70 +43,156 @@ std::string example_body(const std::string& url, const std::string& token, const
   return json{{"model_id", model}, {"examples", json::parse(res->body)["examples"]}}.dump();
 }
 
+/// The images' HEALTHCHECK: a 1 MB binary that starts in milliseconds, where the daemons
+/// themselves take a second of CPU to load LibTorch (too slow on a node busy serving).
+int healthcheck(const std::string& daemon) {
+  const bool controller = daemon == "controller";
+  const char* port_text = std::getenv(controller ? "CONTROLLER_PORT" : "TRAIN_PORT");
+  const int port = port_text != nullptr && *port_text != '\0' ? std::atoi(port_text) : (controller ? 48515 : 48516);
+  const char* cert = std::getenv("TLS_CERT_FILE");
+  const bool tls = controller && cert != nullptr && *cert != '\0';
+  return mlswarm::http_probe("127.0.0.1", port, "/healthz", std::chrono::milliseconds(2000), tls) == 200 ? 0 : 1;
+}
+
+struct Commands {
+  CLI::App* status = nullptr;
+  CLI::App* jobs = nullptr;
+  CLI::App* models = nullptr;
+  CLI::App* cancel = nullptr;
+  CLI::App* predict = nullptr;
+  CLI::App* train = nullptr;
+  CLI::App* load = nullptr;
+  CLI::App* health = nullptr;
+  std::string job_state, job_id, follow_id, model, dataset = "fashion-mnist", body_file, daemon = "controller";
+  std::vector<std::string> images;
+  int top = 3;
+  double seconds = 10, warmup = 2;
+  mlswarm::cli_tool::TrainOptions train_options;
+  mlswarm::cli_tool::LoadOptions load_options;
+};
+
+void add_train(CLI::App& app, Commands& c) {
+  mlswarm::cli_tool::TrainOptions& t = c.train_options;
+  c.train = app.add_subcommand("train", "start a training job (POST /train); --follow shows its progress to the end");
+  c.train->add_option("--dataset", t.dataset, "fashion-mnist, mnist, cifar10 (what the trainers' DATA_DIR has)")
+      ->capture_default_str();
+  c.train->add_option("--epochs", t.epochs)->capture_default_str()->check(CLI::Range(1, 100000));
+  c.train->add_option("--trainers", t.trainers, "train one model on this many trainers at once (data parallel)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  c.train->add_option("--min-trainers", t.min_trainers, "after a lost trainer, resume on at least this many");
+  c.train->add_option("--model-id", t.model_id, "the model's id (default: <dataset>-<date>-<time>)");
+  c.train->add_option("--model-type", t.model_type, "convnet or mlp")->capture_default_str();
+  c.train->add_option("--examples", t.examples, "train on the first N training images (default: all)");
+  c.train->add_option("--batch-size", t.batch_size, "the global batch (default: the controller's, 128)");
+  c.train->add_option("--lr", t.lr, "learning rate");
+  c.train->add_flag("--follow,-f", t.follow, "show the progress; exit 0 with the final accuracy, 1 with the error");
+}
+
+void add_reads(CLI::App& app, Commands& c) {
+  c.status = app.add_subcommand("status", "the trainers and the jobs, as tables");
+  c.jobs = app.add_subcommand("jobs", "the jobs; --follow ID shows one job's progress to the end");
+  c.jobs->add_option("--state", c.job_state, "only jobs in this state")
+      ->check(CLI::IsMember({"queued", "running", "succeeded", "failed", "cancelled"}));
+  c.jobs->add_option("--follow,-f", c.follow_id, "follow this job until it ends");
+  c.models = app.add_subcommand("models", "the trained models: version, accuracy");
+  c.cancel = app.add_subcommand("cancel", "cancel a queued or running job");
+  c.cancel->add_option("job_id", c.job_id, "the job")->required();
+  c.predict = app.add_subcommand("predict", "classify image files (PNG, JPEG, BMP, GIF) with a model (POST /classify)");
+  c.predict->add_option("--model,-m", c.model, "the model (default: the most recently trained)");
+  c.predict->add_option("--top", c.top, "show this many classes with their probabilities")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  c.predict->add_option("images", c.images, "image files")->required()->check(CLI::ExistingFile);
+}
+
+void add_tools(CLI::App& app, Commands& c) {
+  mlswarm::cli_tool::LoadOptions& load = c.load_options;
+  c.load = app.add_subcommand("load", "closed-loop /predict load: requests/s, p50/p99, failures");
+  c.load->add_option("--model", c.model, "model to predict with (the body is one test example of --dataset)");
+  c.load->add_option("--dataset", c.dataset)->capture_default_str();
+  c.load->add_option("--body-file", c.body_file, "POST this body instead");
+  c.load->add_option("--path", load.path)->capture_default_str();
+  c.load->add_option("--clients", load.clients)->capture_default_str()->check(CLI::Range(1, 4096));
+  c.load->add_option("--seconds", c.seconds)->capture_default_str();
+  c.load->add_option("--warmup", c.warmup)->capture_default_str();
+  c.load->add_option("--label", load.label)->capture_default_str();
+  c.health = app.add_subcommand(
+      "healthcheck", "exit 0 when the daemon in this container answers /healthz (its port and TLS from its environment)");
+  c.health->add_option("--daemon", c.daemon, "controller (CONTROLLER_PORT, TLS_CERT_FILE) or trainer (TRAIN_PORT)")
+      ->check(CLI::IsMember({"controller", "trainer"}))
+      ->capture_default_str();
+}
+
+int run_load(Commands& c, const std::string& url, const std::string& token) {
+  mlswarm::cli_tool::LoadOptions& load = c.load_options;
+  load.url = url;
+  load.token = token;
+  load.seconds = std::chrono::duration<double>(c.seconds);
+  load.warmup = std::chrono::duration<double>(c.warmup);
+  if (!c.body_file.empty()) {
+    load.body = read_all(c.body_file);
+  } else if (!c.model.empty()) {
+    load.body = example_body(url, token, c.model, c.dataset);
+  } else {
+    std::cerr << "mlswarm load: give --model or --body-file\n";
+    return 2;
+  }
+  return mlswarm::cli_tool::run_load(load);
+}
+
+int dispatch(Commands& c, const mlswarm::cli_tool::Client& client, const mlswarm::cli_tool::Output& out,
+             const std::string& token) {
+  using namespace mlswarm::cli_tool;
+  if (*c.status) return cmd_status(client, out);
+  if (*c.jobs) {
+    if (!c.follow_id.empty()) return follow_job(client, out, c.follow_id, c.train_options.poll);
+    return cmd_jobs(client, out, c.job_state);
+  }
+  if (*c.models) return cmd_models(client, out);
+  if (*c.cancel) return cmd_cancel(client, out, c.job_id);
+  if (*c.predict) return cmd_predict(client, out, c.model, c.images, c.top);
+  if (*c.train) return cmd_train(client, out, c.train_options);
+  if (*c.load) return run_load(c, client.url(), token);
+  return 2;
+}
+
+mlswarm::cli_tool::Output output_mode(bool json) {
+  mlswarm::cli_tool::Output out;
+  out.json = json;
+  out.terminal = ::isatty(STDOUT_FILENO) != 0;
+  winsize size{};
+  if (out.terminal && ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 0) out.width = size.ws_col;
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  using namespace mlswarm;
-  CLI::App app{"mlswarm: talk to an mlswarm controller", "mlswarm"};
+  CLI::App app{"mlswarm: the command line of an mlswarm controller (MLSWARM_URL, MLSWARM_TOKEN_FILE)", "mlswarm"};
   app.require_subcommand(1);
+  app.fallthrough();  // --json, --url and --token-file also after the subcommand
   std::string url = "http://localhost:48515", token_file;
+  bool json = false;
   app.add_option("--url", url, "the controller (MLSWARM_URL)")->envname("MLSWARM_URL")->capture_default_str();
   app.add_option("--token-file", token_file, "file holding the API token (MLSWARM_TOKEN_FILE)")
       ->envname("MLSWARM_TOKEN_FILE");
-
-  cli_tool::LoadOptions load;
-  std::string body_file, model, dataset = "fashion-mnist";
-  double seconds = 10, warmup = 2;
-  CLI::App* load_cmd = app.add_subcommand("load", "closed-loop /predict load: requests/s, p50/p99, failures");
-  load_cmd->add_option("--model", model, "model to predict with (the body is one test example of --dataset)");
-  load_cmd->add_option("--dataset", dataset)->capture_default_str();
-  load_cmd->add_option("--body-file", body_file, "POST this body instead");
-  load_cmd->add_option("--path", load.path)->capture_default_str();
-  load_cmd->add_option("--clients", load.clients)->capture_default_str()->check(CLI::Range(1, 4096));
-  load_cmd->add_option("--seconds", seconds)->capture_default_str();
-  load_cmd->add_option("--warmup", warmup)->capture_default_str();
-  load_cmd->add_option("--label", load.label)->capture_default_str();
-  // The images' HEALTHCHECK: a 1 MB binary that starts in milliseconds, where the daemons
-  // themselves take a second of CPU to load LibTorch (too slow on a node busy serving).
-  std::string daemon = "controller";
-  int probe_port = 0;
-  bool probe_tls = false;
-  CLI::App* health_cmd = app.add_subcommand(
-      "healthcheck", "exit 0 when the daemon in this container answers /healthz (its port and TLS from its environment)");
-  health_cmd->add_option("--daemon", daemon, "controller (CONTROLLER_PORT, TLS_CERT_FILE) or trainer (TRAIN_PORT)")
-      ->check(CLI::IsMember({"controller", "trainer"}))
-      ->capture_default_str();
+  app.add_flag("--json", json, "print the controller's replies as raw JSON, one per line, for scripts");
+  app.footer("Exit codes: 0 ok, 1 the job or request failed, 2 usage, 3 controller unreachable, 4 token refused.");
+  Commands c;
+  add_reads(app, c);
+  add_train(app, c);
+  add_tools(app, c);
   CLI11_PARSE(app, argc, argv);
-
-  if (*health_cmd) {
-    const bool controller = daemon == "controller";
-    const char* port_text = std::getenv(controller ? "CONTROLLER_PORT" : "TRAIN_PORT");
-    probe_port = port_text != nullptr && *port_text != '\0' ? std::atoi(port_text) : (controller ? 48515 : 48516);
-    const char* cert = std::getenv("TLS_CERT_FILE");
-    probe_tls = controller && cert != nullptr && *cert != '\0';
-    return http_probe("127.0.0.1", probe_port, "/healthz", std::chrono::milliseconds(2000), probe_tls) == 200 ? 0 : 1;
-  }
-
+  if (*c.health) return healthcheck(c.daemon);
   try {
-    const std::string token = token_file.empty() ? std::string() : read_token_file(token_file, "MLSWARM_TOKEN_FILE");
-    if (*load_cmd) {
-      load.url = url;
-      load.token = token;
-      load.seconds = std::chrono::duration<double>(seconds);
-      load.warmup = std::chrono::duration<double>(warmup);
-      if (!body_file.empty()) {
-        load.body = read_all(body_file);
-      } else if (!model.empty()) {
-        load.body = example_body(url, token, model, dataset);
-      } else {
-        std::cerr << "mlswarm load: give --model or --body-file\n";
-        return 2;
-      }
-      return cli_tool::run_load(load);
-    }
+    const std::string token = token_file.empty() ? std::string() : mlswarm::read_token_file(token_file, "MLSWARM_TOKEN_FILE");
+    return dispatch(c, mlswarm::cli_tool::Client(url, token), output_mode(json), token);
+  } catch (const mlswarm::cli_tool::CliError& e) {
+    std::cerr << "mlswarm: " << e.what() << "\n";
+    return e.code;
   } catch (const std::exception& e) {
     std::cerr << "mlswarm: " << e.what() << "\n";
     return 1;
   }
-  return 0;
 }

@@ -1,0 +1,146 @@
+// The mlswarm command line against a real controller and trainer: every subcommand, on a
+// pipe (as scripts see it), with the API token from MLSWARM_TOKEN_FILE.
+
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb/stb_image_write.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <regex>
+#include <sstream>
+
+#include "cluster_fixture.h"
+
+namespace mlswarm {
+namespace {
+
+struct CliRun {
+  int code = -1;
+  std::string out;  ///< stdout
+  std::string err;  ///< stderr
+};
+
+std::string quoted(const std::string& arg) {
+  std::string out = "'";
+  for (char c : arg) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string slurp(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+class CliTest : public ClusterTest {
+ protected:
+  /// Runs mlswarm with MLSWARM_URL and MLSWARM_TOKEN_FILE set, stdout a pipe.
+  CliRun cli(const std::vector<std::string>& args, bool with_token = true) {
+    std::string command = "MLSWARM_URL=http://127.0.0.1:" + std::to_string(controller_port_) + " MLSWARM_TOKEN_FILE=" +
+                          (with_token ? quoted(token_file_.string()) : std::string("")) + " " + quoted(MLSWARM_CLI_BIN);
+    for (const auto& a : args) command += " " + quoted(a);
+    const auto err_file = home_ / "cli-stderr.txt";
+    command += " 2>" + quoted(err_file.string());
+    CliRun run;
+    FILE* pipe = ::popen(command.c_str(), "r");
+    if (pipe == nullptr) return run;
+    char buffer[4096];
+    std::size_t n = 0;
+    while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) run.out.append(buffer, n);
+    const int status = ::pclose(pipe);
+    run.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    run.err = slurp(err_file);
+    return run;
+  }
+
+  void start_with_token() {
+    token_file_ = write_secret(home_, "api_token", "cli-test-token-0123456789");
+    start_trainer(2);
+    start_controller({"--api-token-file", token_file_.string()});
+    client_->set_bearer_token_auth("cli-test-token-0123456789");
+    ASSERT_TRUE(eventually([&] { return trainer_count() == 1; }, 20s));
+  }
+
+  std::filesystem::path token_file_;
+};
+
+std::filesystem::path write_png(const std::filesystem::path& path) {
+  std::vector<unsigned char> pixels(28 * 28, 0);
+  for (int y = 3; y <= 25; ++y) {
+    for (int x = 0; x < 28; ++x) {
+      if ((x >= 8 && x <= 12) || (x >= 15 && x <= 19) || (y <= 8 && x >= 8 && x <= 19)) pixels[y * 28 + x] = 220;
+    }
+  }
+  stbi_write_png(path.c_str(), 28, 28, 1, pixels.data(), 28);
+  return path;
+}
+
+TEST_F(CliTest, EverySubcommandAgainstALocalCluster) {
+  start_with_token();
+
+  CliRun refused = cli({"status"}, false);
+  EXPECT_EQ(refused.code, 4) << refused.out << refused.err;
+  EXPECT_NE(refused.err.find("MLSWARM_TOKEN_FILE"), std::string::npos) << refused.err;
+
+  CliRun status = cli({"status"});
+  ASSERT_EQ(status.code, 0) << status.err;
+  EXPECT_NE(status.out.find("TRAINERS (1)"), std::string::npos) << status.out;
+  EXPECT_TRUE(std::regex_search(status.out, std::regex("127\\.0\\.0\\.2:\\d+ +ready"))) << status.out;
+
+  CliRun train = cli({"train", "--examples", "1500", "--epochs", "2", "--model-id", "cli-model", "--follow"});
+  ASSERT_EQ(train.code, 0) << train.out << train.err;
+  EXPECT_EQ(train.out.find('\r'), std::string::npos) << "a pipe gets no carriage returns";
+  EXPECT_NE(train.out.find("epoch 1/2"), std::string::npos) << train.out;
+  EXPECT_NE(train.out.find("epoch 2/2"), std::string::npos) << train.out;
+  EXPECT_TRUE(std::regex_search(train.out, std::regex("images/s ETA"))) << train.out;
+  EXPECT_TRUE(std::regex_search(
+      train.out, std::regex("succeeded: model cli-model, version 2, test accuracy 0\\.\\d{4} after 2 epochs")))
+      << train.out;
+  std::vector<std::string> lines;
+  std::istringstream split(train.out);
+  for (std::string line; std::getline(split, line);) lines.push_back(line);
+  for (std::size_t i = 1; i < lines.size(); ++i) EXPECT_NE(lines[i], lines[i - 1]) << "one line per change";
+
+  CliRun models = cli({"models"});
+  ASSERT_EQ(models.code, 0) << models.err;
+  EXPECT_TRUE(std::regex_search(models.out, std::regex("cli-model +convnet +fashion-mnist +2 +0\\.\\d{4}"))) << models.out;
+
+  CliRun jobs = cli({"jobs", "--json"});
+  ASSERT_EQ(jobs.code, 0) << jobs.err;
+  json listed = json::parse(jobs.out);
+  ASSERT_EQ(listed["jobs"].size(), 1u) << jobs.out;
+  EXPECT_EQ(listed["jobs"][0]["state"], "succeeded");
+  CliRun table = cli({"jobs", "--state", "succeeded"});
+  EXPECT_TRUE(std::regex_search(table.out, std::regex("job-\\w+ +cli-model +succeeded +2/2 +100%"))) << table.out;
+
+  const auto png = write_png(home_ / "trouser.png");
+  CliRun predict = cli({"predict", "--model", "cli-model", "--top", "2", png.string()});
+  ASSERT_EQ(predict.code, 0) << predict.err;
+  EXPECT_TRUE(std::regex_search(predict.out, std::regex("trouser\\.png: [A-Za-z/ -]+ \\(\\d+\\.\\d%\\) model cli-model version 2")))
+      << predict.out;
+  CliRun unknown = cli({"predict", "--model", "no-such-model", png.string()});
+  EXPECT_EQ(unknown.code, 1);
+  EXPECT_NE(unknown.err.find("404 not_found: unknown model"), std::string::npos) << unknown.err;
+
+  // A long job, cancelled: `cancel` says so, and following it ends non-zero with its state.
+  CliRun started = cli({"train", "--epochs", "20", "--model-id", "cli-long", "--json"});
+  ASSERT_EQ(started.code, 0) << started.err;
+  const std::string id = json::parse(started.out)["job_id"];
+  ASSERT_TRUE(eventually([&] { return job_in(id, "running"); }, 30s));
+  CliRun cancel = cli({"cancel", id});
+  EXPECT_EQ(cancel.code, 0) << cancel.err;
+  EXPECT_NE(cancel.out.find("job " + id), std::string::npos) << cancel.out;
+  CliRun followed = cli({"jobs", "--follow", id});
+  EXPECT_EQ(followed.code, 1) << followed.out << followed.err;
+  EXPECT_NE(followed.out.find("cancelled: job " + id), std::string::npos) << followed.out;
+
+  CliRun bad = cli({"train", "--model-id", "../escape", "--epochs", "1"});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("400 invalid_argument"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace mlswarm
