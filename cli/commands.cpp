@@ -247,8 +247,8 @@ int cmd_train(const Client& client, const Output& out, const TrainOptions& o) {
   if (out.json) {
     print_json(reply);
   } else {
-    std::cout << fmt::format("job {} model {}: {} ({} on {}, {} epochs{})\n", job_id, spec["model_id"].get<std::string>(),
-                             text(reply.body, "state"), o.model_type, o.dataset, o.epochs,
+    std::cout << fmt::format("job {} model {}: {} ({} on {}, {} epoch{}{})\n", job_id, spec["model_id"].get<std::string>(),
+                             text(reply.body, "state"), o.model_type, o.dataset, o.epochs, o.epochs == 1 ? "" : "s",
                              o.trainers > 1 ? fmt::format(", {} trainers", o.trainers) : "");
   }
   if (!o.follow) return 0;
@@ -268,8 +268,9 @@ int report_end(const Client& client, const Output& out, const json& job) {
       versions = fmt::format(", version {}", text(meta, "version"));
     } catch (const CliError&) {
     }
-    std::cout << fmt::format("succeeded: model {}{}, test accuracy {} after {} epochs, {}\n", text(job, "model_id"),
+    std::cout << fmt::format("succeeded: model {}{}, test accuracy {} after {} epoch{}, {}\n", text(job, "model_id"),
                              versions, fixed(number(job, "accuracy"), 4), text(job, "epochs"),
+                             text(job, "epochs") == "1" ? "" : "s",
                              format_duration(job.value("duration_s", json())));
     return 0;
   }

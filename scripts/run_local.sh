@@ -3,11 +3,11 @@
 # Docker: one controller (127.0.0.1:48515) and trainers on loopback addresses (127.0.0.2,
 # 127.0.0.3, ... all on port 48516) that the controller finds by scanning 127.0.0.0/24, the
 # same code path as on an overlay network. A real Fashion-MNIST job goes in through
-# `curl controller/train`, its progress is shown, then test images go through
-# `curl controller/predict` and the accuracy is printed.
-# Everything started here is stopped on exit or Ctrl-C.
+# `mlswarm train --follow` (its progress bar), then test images go through the controller's
+# /predict and the accuracy is printed. Everything started here is stopped on exit or Ctrl-C;
+# with KEEP_RUNNING=1 the cluster stays up (dashboard, CLI, curl) until Ctrl-C.
 #
-#   EPOCHS=3 EXAMPLES=60000 TRAINERS=2 scripts/run_local.sh
+#   EPOCHS=3 EXAMPLES=60000 TRAINERS=2 KEEP_RUNNING=1 scripts/run_local.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,9 +20,19 @@ PREDICT_COUNT=${PREDICT_COUNT:-1000}
 MODEL_ID=${MODEL_ID:-fmnist-local}
 export HOME_DIR=${HOME_DIR:-$PWD/var}
 
+KEEP_RUNNING=${KEEP_RUNNING:-0}
+step() { echo "==> [$1/6] $2"; }
+
+step 1 "Debian packages (apt-get when something is missing)"
 scripts/install_deps.sh
-scripts/build.sh >/dev/null
 mkdir -p "$HOME_DIR/logs"
+step 2 "building with cmake into build/ (the first build takes a while on 2 cores; log: $HOME_DIR/logs/build.log)"
+if ! scripts/build.sh 2>&1 | tee "$HOME_DIR/logs/build.log" |
+     { grep --line-buffered -E '^\[ *[0-9]+%\] (Building|Linking)' || true; } | sed -u 's/^/    /'; then
+  tail -30 "$HOME_DIR/logs/build.log"
+  echo "the build failed; the whole log is $HOME_DIR/logs/build.log" >&2
+  exit 1
+fi
 
 pids=()
 cleanup() {
@@ -40,13 +50,15 @@ wait_http() {  # url, seconds
   done
 }
 
+step 3 "starting $TRAINERS trainers on 127.0.0.2..127.0.0.$((TRAINERS + 1)):$TRAIN_PORT"
 for i in $(seq 2 $((TRAINERS + 1))); do
   ./build/trainer/ml_trainer --host "127.0.0.$i" --port "$TRAIN_PORT" \
     >"$HOME_DIR/logs/trainer-127.0.0.$i.log" 2>&1 &
   pids+=($!)
 done
 for i in $(seq 2 $((TRAINERS + 1))); do wait_http "http://127.0.0.$i:$TRAIN_PORT/healthz" 30; done
-echo "trainers up on 127.0.0.2..127.0.0.$((TRAINERS + 1)):$TRAIN_PORT (logs in $HOME_DIR/logs)"
+echo "    trainers up (logs in $HOME_DIR/logs)"
+step 4 "starting the controller on 127.0.0.1:$CONTROLLER_PORT, scanning 127.0.0.0/24"
 
 ./build/controller/ml_controller --host 127.0.0.1 --port "$CONTROLLER_PORT" --subnet 127.0.0.0/24 \
   --train-port "$TRAIN_PORT" >"$HOME_DIR/logs/controller.log" 2>&1 &
@@ -58,32 +70,12 @@ until [[ $(curl -s "$controller/status" | python3 -c 'import json,sys; print(len
   ((SECONDS < deadline)) || { echo "the controller did not find $TRAINERS trainers" >&2; exit 1; }
   sleep 0.2
 done
-echo "controller on 127.0.0.1:$CONTROLLER_PORT sees $TRAINERS trainers"
+echo "    the controller sees $TRAINERS trainers"
+export MLSWARM_URL=$controller
 
-job=$(curl -sf -X POST "$controller/train" -H 'Content-Type: application/json' -d "{
-  \"model_id\": \"$MODEL_ID\", \"model_type\": \"convnet\", \"dataset\": \"fashion-mnist\",
-  \"example_idxs\": [0, $EXAMPLES],
-  \"train_opts\": {\"epochs\": $EPOCHS, \"batch_size\": 128, \"lr\": 0.05, \"optimizer\": \"sgd\",
-                   \"momentum\": 0.9, \"weight_decay\": 0.0005, \"seed\": 1}}")
-job_id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])' <<<"$job")
-echo "job $job_id submitted: model $MODEL_ID, $EPOCHS epochs on $EXAMPLES Fashion-MNIST images"
-
-while true; do
-  state=$(curl -sf "$controller/jobs/$job_id" | python3 -c '
-import json, sys
-j = json.load(sys.stdin)
-acc = "-" if j["accuracy"] is None else "%.4f" % j["accuracy"]
-loss = "-" if j["loss"] is None else "%.4f" % j["loss"]
-eta = "-" if j["eta_s"] is None else "%.0fs" % j["eta_s"]
-print(j["state"], "on", j["trainer"] or "-", "epoch %d/%d step %d/%d  %5.1f%%  loss %s  test acc %s  %.0f images/s  eta %s" % (
-    j["epoch"], j["epochs"], j["step"], j["steps_per_epoch"], 100 * j["progress"], loss, acc,
-    j["images_per_s"], eta))
-if j["error"]: print("error:", j["error"])')
-  printf '\r%-100s' "$state"
-  case "$state" in succeeded*|failed*|cancelled*) echo; break ;; esac
-  sleep 1
-done
-[[ $state == succeeded* ]] || exit 1
+step 5 "training: build/cli/mlswarm train --model-id $MODEL_ID --epochs $EPOCHS --examples $EXAMPLES --follow"
+./build/cli/mlswarm train --model-id "$MODEL_ID" --dataset fashion-mnist --model-type convnet --epochs "$EPOCHS" \
+  --examples "$EXAMPLES" --batch-size 128 --lr 0.05 --follow
 curl -sf "$controller/models/$MODEL_ID" | python3 -c '
 import json, sys
 meta = json.load(sys.stdin)
@@ -91,10 +83,11 @@ for e in meta["epochs"]:
     print("epoch %2d  train loss %.4f  test loss %.4f  test accuracy %.4f  %.0f images/s" % (
         e["epoch"], e["train_loss"], e["test_loss"], e["accuracy"], e["images_per_s"]))'
 
-# Serving: the first PREDICT_COUNT test images, in pages of 500, through /predict.
-python3 - "$controller" "$MODEL_ID" "$PREDICT_COUNT" <<'PY'
-import json, sys, time, urllib.request
-controller, model_id, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+step 6 "serving: the first $PREDICT_COUNT test images through /predict"
+# In pages of 500; the first test image is also written as a PNG to try the CLI on.
+python3 - "$controller" "$MODEL_ID" "$PREDICT_COUNT" "$HOME_DIR/example-0.png" <<'PY'
+import json, struct, sys, time, urllib.request, zlib
+controller, model_id, total, png_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 right = seen = 0
 t0 = time.time()
 for start in range(0, total, 500):
@@ -106,6 +99,25 @@ for start in range(0, total, 500):
     answer = json.load(urllib.request.urlopen(request))
     right += sum(p == l for p, l in zip(answer["class_idxs"], page["labels"]))
     seen += count
+first = json.load(urllib.request.urlopen(f"{controller}/datasets/fashion-mnist/examples?split=test&count=1"))
+rows = b"".join(b"\x00" + bytes(round(255 * v) for v in row) for row in first["examples"][0][0])
+chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+with open(png_path, "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 print(f"/predict on {seen} test images: accuracy {right / seen:.4f} (model {model_id} version "
       f"{answer['version']}, {time.time() - t0:.1f} s); first: {answer['class_tags'][:5]}")
 PY
+
+if [[ $KEEP_RUNNING == 1 ]]; then
+  cat <<EOF
+
+The cluster keeps running (Ctrl-C stops it; logs in $HOME_DIR/logs).
+  Dashboard:  http://127.0.0.1:$CONTROLLER_PORT/
+  Try:        export MLSWARM_URL=$controller
+              build/cli/mlswarm status
+              build/cli/mlswarm predict --model $MODEL_ID $HOME_DIR/example-0.png
+              build/cli/mlswarm train --epochs 2 --trainers 2 --follow
+EOF
+  wait
+fi
