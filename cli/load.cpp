@@ -87,7 +87,8 @@ class Connection {
   httplib::Result send() {
     httplib::Headers headers;
     if (!options_.token.empty()) headers.emplace("Authorization", "Bearer " + options_.token);
-    return client_->Post(options_.path.c_str(), headers, options_.body, "application/json");
+    for (const auto& [name, value] : options_.headers) headers.emplace(name, value);
+    return client_->Post(options_.path.c_str(), headers, options_.body, options_.content_type.c_str());
   }
   /// Connects to the next of the name's addresses (in sorted order, since DNS servers shuffle
   /// them), skipping `avoid` (the one that just failed) when there is another.

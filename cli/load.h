@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace mlswarm::cli_tool {
 
@@ -11,6 +13,8 @@ struct LoadOptions {
   std::string token;  ///< bearer token, if the controller needs one
   std::string path = "/predict";
   std::string body;   ///< the POST body
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;  ///< sent with every request
   int clients = 16;
   std::chrono::duration<double> seconds{10};
   std::chrono::duration<double> warmup{2};

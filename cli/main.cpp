@@ -64,7 +64,7 @@ struct Commands {
   CLI::App* load = nullptr;
   CLI::App* health = nullptr;
   std::string job_state, job_id, follow_id, model, dataset = "fashion-mnist", body_file, daemon = "controller";
-  std::vector<std::string> images;
+  std::vector<std::string> images, load_headers;
   int top = 3;
   double seconds = 10, warmup = 2;
   mlswarm::cli_tool::TrainOptions train_options;
@@ -117,6 +117,8 @@ void add_tools(CLI::App& app, Commands& c) {
   c.load->add_option("--seconds", c.seconds)->capture_default_str();
   c.load->add_option("--warmup", c.warmup)->capture_default_str();
   c.load->add_option("--label", load.label)->capture_default_str();
+  c.load->add_option("--content-type", load.content_type)->capture_default_str();
+  c.load->add_option("--header", c.load_headers, "an extra header, \"Name: value\" (repeatable)");
   c.health = app.add_subcommand(
       "healthcheck", "exit 0 when the daemon in this container answers /healthz (its port and TLS from its environment)");
   c.health->add_option("--daemon", c.daemon, "controller (CONTROLLER_PORT, TLS_CERT_FILE) or trainer (TRAIN_PORT)")
@@ -130,6 +132,16 @@ int run_load(Commands& c, const std::string& url, const std::string& token) {
   load.token = token;
   load.seconds = std::chrono::duration<double>(c.seconds);
   load.warmup = std::chrono::duration<double>(c.warmup);
+  for (const auto& h : c.load_headers) {
+    const auto colon = h.find(':');
+    if (colon == std::string::npos) {
+      std::cerr << "mlswarm load: --header takes \"Name: value\"\n";
+      return 2;
+    }
+    std::string value = h.substr(colon + 1);
+    value.erase(0, value.find_first_not_of(' '));
+    load.headers.emplace_back(h.substr(0, colon), value);
+  }
   if (!c.body_file.empty()) {
     load.body = read_all(c.body_file);
   } else if (!c.model.empty()) {

@@ -7,6 +7,7 @@
 
 #include "embedded_files.h"
 #include "image_decode.h"
+#include "inference_v2.h"
 #include "mlswarm/build_info.h"
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/auth.h"
@@ -76,6 +77,7 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
   add_cluster_routes();
   add_serving_routes();
   add_dashboard_routes();
+  add_inference_routes();
   Metrics& m = Metrics::global();
   m.describe("mlswarm_trainers", "gauge", "trainers discovered");
   m.describe("mlswarm_model_loads_total", "counter", "model versions loaded for serving");
@@ -193,6 +195,62 @@ void ControllerApi::add_dashboard_routes() {
   get("/ui/{file}", [](const HttpRequest&, const RouteParams& p) { return dashboard_reply("/ui/" + p[0]); });
 }
 
+void ControllerApi::add_inference_routes() {
+  using A = Access;
+  auto get = [this](std::string pattern, A access, RouteHandler handler) {
+    routes_.add({"GET", std::move(pattern), access, 0, std::move(handler)});
+  };
+  auto empty = [](int status) {
+    HttpReply reply;
+    reply.status = status;
+    reply.content_type = "text/plain";
+    return reply;
+  };
+  get("/v2", A::kRead, [](const HttpRequest&, const RouteParams&) { return HttpReply::json(200, v2::server_metadata()); });
+  get("/v2/health/live", A::kOpen, [empty](const HttpRequest&, const RouteParams&) { return empty(200); });
+  get("/v2/health/ready", A::kOpen, [this, empty](const HttpRequest&, const RouteParams&) {
+    // Serving needs no trainer (unlike /readyz): only a draining replica is not ready.
+    const bool draining = replicas_.not_ready && replicas_.not_ready().has_value();
+    return empty(draining ? 503 : 200);
+  });
+  auto metadata = [this](const std::string& m, int v) {
+    return HttpReply::json(200, v2::model_metadata(models_.meta(m, v), model_versions(options_.home_dir, m)));
+  };
+  get("/v2/models/{m}", A::kRead, [metadata](const HttpRequest&, const RouteParams& p) { return metadata(p[0], 0); });
+  get("/v2/models/{m}/versions/{v}", A::kRead,
+      [metadata](const HttpRequest&, const RouteParams& p) { return metadata(p[0], v2::parse_version(p[1])); });
+  auto ready = [this, empty](const std::string& m, int v) {
+    models_.meta(m, v);  // loads it; throws 404 when absent
+    return empty(200);
+  };
+  get("/v2/models/{m}/ready", A::kRead, [ready](const HttpRequest&, const RouteParams& p) { return ready(p[0], 0); });
+  get("/v2/models/{m}/versions/{v}/ready", A::kRead,
+      [ready](const HttpRequest&, const RouteParams& p) { return ready(p[0], v2::parse_version(p[1])); });
+  auto config = [this](const std::string& m, int v) {
+    return HttpReply::json(200, v2::model_config(models_.meta(m, v), options_.max_batch, options_.max_delay_us));
+  };
+  get("/v2/models/{m}/config", A::kRead, [config](const HttpRequest&, const RouteParams& p) { return config(p[0], 0); });
+  get("/v2/models/{m}/versions/{v}/config", A::kRead,
+      [config](const HttpRequest&, const RouteParams& p) { return config(p[0], v2::parse_version(p[1])); });
+  routes_.add({"POST", "/v2/models/{m}/infer", A::kWrite, options_.max_upload_bytes,
+               [this](const HttpRequest& r, const RouteParams& p) { return infer(p[0], 0, r); }});
+  routes_.add({"POST", "/v2/models/{m}/versions/{v}/infer", A::kWrite, options_.max_upload_bytes,
+               [this](const HttpRequest& r, const RouteParams& p) { return infer(p[0], v2::parse_version(p[1]), r); }});
+}
+
+HttpReply ControllerApi::infer(const std::string& model_id, int version, const HttpRequest& request) {
+  require_valid_id(model_id, "model_id");
+  ModelMeta meta = models_.meta(model_id, version);
+  v2::InferRequest parsed = v2::parse_infer(request, meta, options_.max_examples);
+  PredictResult result = models_.predict(model_id, std::move(parsed.pixels), parsed.count, version);
+  return v2::infer_reply(parsed, result, meta);
+}
+
+HttpReply ControllerApi::finish_error(const HttpRequest& request, HttpReply reply) {
+  if (request.path == "/v2" || request.path.rfind("/v2/", 0) == 0) return v2::reshape_error(std::move(reply));
+  return reply;
+}
+
 ControllerApi::~ControllerApi() { Metrics::global().remove_collector(collector_); }
 
 void ControllerApi::check_access(const HttpRequest& head, const Route* route) {
@@ -239,6 +297,7 @@ HttpReply ControllerApi::list_models() const {
                         {"model_type", meta.model_type},
                         {"dataset", meta.dataset},
                         {"version", meta.version},
+                        {"versions", model_versions(options_.home_dir, meta.model_id)},
                         {"accuracy", meta.epochs.empty() ? json(nullptr) : json(meta.epochs.back().accuracy)},
                         {"updated_at", meta.updated_at}});
     } catch (const std::exception&) {
@@ -249,7 +308,9 @@ HttpReply ControllerApi::list_models() const {
 }
 
 HttpReply ControllerApi::model(const std::string& model_id) {
-  return HttpReply::json(200, to_json(models_.meta(model_id)));
+  json out = to_json(models_.meta(model_id));
+  out["versions"] = model_versions(options_.home_dir, model_id);
+  return HttpReply::json(200, out);
 }
 
 HttpReply ControllerApi::datasets() const {
@@ -314,10 +375,19 @@ HttpReply ControllerApi::predict(const HttpRequest& req) {
   std::string model_id = body["model_id"];
   require_valid_id(model_id, "model_id");
   if (!body.contains("examples")) throw Error(ErrorCode::kInvalidArgument, "examples is required", "examples");
-  ModelMeta meta = models_.meta(model_id);
+  int version = 0;  // the latest
+  if (body.contains("version") && !body["version"].is_null()) {
+    if (!body["version"].is_number_integer() || body["version"].get<std::int64_t>() < 1 ||
+        body["version"].get<std::int64_t>() > 99999999) {
+      throw Error(ErrorCode::kInvalidArgument, "version must be a positive integer (an epoch kept under versions/)",
+                  "version");
+    }
+    version = body["version"].get<int>();
+  }
+  ModelMeta meta = models_.meta(model_id, version);
   std::vector<float> pixels = flatten_examples(body["examples"], meta, options_.max_examples);
   auto count = static_cast<std::int64_t>(body["examples"].size());
-  PredictResult result = models_.predict(model_id, std::move(pixels), count);
+  PredictResult result = models_.predict(model_id, std::move(pixels), count, version);
   return HttpReply::json(200, {{"model_id", result.model_id},
                                {"version", result.version},
                                {"class_idxs", result.class_idxs},

@@ -25,6 +25,9 @@ struct ControllerApiOptions {
   /// Whether the read-only routes (/status, /jobs, /models, /datasets, /metrics) stay open
   /// when a token is set (PUBLIC_READS); by default they need the token too.
   bool public_reads = false;
+  /// What GET /v2/models/{m}/config reports of the batcher (PREDICT_MAX_BATCH, PREDICT_MAX_DELAY_US).
+  int max_batch = 32;
+  int max_delay_us = 0;
 };
 
 /// How the API fits among controller replicas (see Replicas in main.cpp); each part may be
@@ -67,6 +70,11 @@ class ControllerApi final : public RoutedApi {
   /// The dashboard: GET / and its files under /ui/, open (the page holds no data; it asks for
   /// the token), and /ui/config.json (whether a token is needed, the version).
   void add_dashboard_routes();
+  /// The Open Inference Protocol (KServe v2): /v2, health, model metadata, ready, config, infer.
+  void add_inference_routes();
+  HttpReply infer(const std::string& model_id, int version, const HttpRequest& request);
+  /// Errors on /v2 paths in the protocol's shape, {"error": "<message>"}.
+  HttpReply finish_error(const HttpRequest& request, HttpReply reply) override;
   HttpReply status() const;
   /// The leader's reply to a write this replica does not handle itself.
   std::optional<HttpReply> forwarded(const HttpRequest& request) const;

@@ -72,7 +72,7 @@ int run_controller(const ControllerConfig& c) {
   DatasetCache datasets(c.data_dir, c.home_dir);
   ControllerApi api(cluster, registry, models, datasets,
                     ControllerApiOptions{c.home_dir, static_cast<std::size_t>(c.predict_max_examples), c.max_body,
-                                         c.api_token, c.public_reads},
+                                         c.api_token, c.public_reads, c.predict_max_batch, c.predict_max_delay_us},
                     replicas.hooks());
   HttpService service = api.service();
   service.handle = [&api, &replicas](const HttpRequest& request) {

@@ -19,17 +19,25 @@ std::size_t ModelCache::loads() const {
   return loads_;
 }
 
-std::shared_ptr<const LoadedModel> ModelCache::get(const std::string& model_id) {
-  const auto dir = model_dir(home_dir_, model_id);
+std::shared_ptr<const LoadedModel> ModelCache::get(const std::string& model_id, int version) {
+  const auto dir = model_version_dir(home_dir_, model_id, version);
+  const std::string key = version > 0 ? fmt::format("{}/versions/{}", model_id, version) : model_id;
   require_not_symlink(dir / "meta.json", "model_id");
   require_not_symlink(dir / "model.pt", "model_id");
   std::error_code ec;
   const auto mtime = fs::last_write_time(dir / "meta.json", ec);
   const auto size = ec ? 0 : fs::file_size(dir / "meta.json", ec);
-  if (ec) throw Error(ErrorCode::kNotFound, fmt::format("unknown model '{}'", model_id), "model_id");
+  if (ec) {
+    std::lock_guard lock(mutex_);
+    models_.erase(key);  // a pruned version, a removed model
+    if (version > 0 && fs::exists(model_dir(home_dir_, model_id) / "meta.json", ec)) {
+      throw Error(ErrorCode::kNotFound, fmt::format("model '{}' has no version {}", model_id, version), "version");
+    }
+    throw Error(ErrorCode::kNotFound, fmt::format("unknown model '{}'", model_id), "model_id");
+  }
   auto current = [&]() -> std::shared_ptr<const LoadedModel> {
     std::lock_guard lock(mutex_);
-    auto it = models_.find(model_id);
+    auto it = models_.find(key);
     if (it != models_.end() && it->second->meta_mtime == mtime && it->second->meta_size == size) return it->second;
     return nullptr;
   };
@@ -41,7 +49,7 @@ std::shared_ptr<const LoadedModel> ModelCache::get(const std::string& model_id) 
   loaded->meta_mtime = mtime;
   loaded->meta_size = size;
   try {
-    loaded->model = load_trained_model(home_dir_, model_id, &loaded->meta);
+    loaded->model = load_trained_model(home_dir_, model_id, &loaded->meta, version);
     const auto c = static_cast<std::int64_t>(loaded->meta.channels);
     loaded->mean = torch::tensor(std::vector<float>(loaded->meta.mean.begin(), loaded->meta.mean.end())).view({1, c, 1, 1});
     loaded->std = torch::tensor(std::vector<float>(loaded->meta.std.begin(), loaded->meta.std.end())).view({1, c, 1, 1});
@@ -50,9 +58,10 @@ std::shared_ptr<const LoadedModel> ModelCache::get(const std::string& model_id) 
   }
   std::lock_guard lock(mutex_);
   ++loads_;
-  spdlog::info("model {} loaded: version {} ({} epochs, accuracy {:.4f})", model_id, loaded->meta.version,
-               loaded->meta.epochs.size(), loaded->meta.epochs.empty() ? 0.0 : loaded->meta.epochs.back().accuracy);
-  models_[model_id] = loaded;
+  spdlog::info("model {} loaded: version {}{} ({} epochs, accuracy {:.4f})", model_id, loaded->meta.version,
+               version > 0 ? " (pinned)" : "", loaded->meta.epochs.size(),
+               loaded->meta.epochs.empty() ? 0.0 : loaded->meta.epochs.back().accuracy);
+  models_[key] = loaded;
   return loaded;
 }
 

@@ -30,7 +30,8 @@ class ModelCache {
 
   /// Throws Error(kNotFound) for an unknown model, Error(kInvalidArgument) for a symlinked
   /// one, Error(kDataError) for a corrupt one.
-  std::shared_ptr<const LoadedModel> get(const std::string& model_id);
+  /// `version` 0 is the latest (models/<id>/), n > 0 the pinned models/<id>/versions/<n>/.
+  std::shared_ptr<const LoadedModel> get(const std::string& model_id, int version = 0);
 
   /// Model versions loaded so far.
   std::size_t loads() const;

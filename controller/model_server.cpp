@@ -7,10 +7,11 @@ namespace mlswarm {
 ModelServer::ModelServer(std::filesystem::path home_dir, BatchingOptions options)
     : cache_(std::move(home_dir)), batcher_(options) {}
 
-ModelMeta ModelServer::meta(const std::string& model_id) { return cache_.get(model_id)->meta; }
+ModelMeta ModelServer::meta(const std::string& model_id, int version) { return cache_.get(model_id, version)->meta; }
 
-PredictResult ModelServer::predict(const std::string& model_id, std::vector<float> pixels, std::int64_t count) {
-  return batcher_.predict(cache_.get(model_id), std::move(pixels), count);
+PredictResult ModelServer::predict(const std::string& model_id, std::vector<float> pixels, std::int64_t count,
+                                   int version) {
+  return batcher_.predict(cache_.get(model_id, version), std::move(pixels), count);
 }
 
 ModelServer::Stats ModelServer::stats() const {

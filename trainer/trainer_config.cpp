@@ -38,6 +38,10 @@ std::variant<TrainerConfig, cli::ParseExit> parse_trainer_config(int argc, const
           "how long a rank of a data-parallel job waits for its peers (to join, in a collective) before the job "
           "fails lost_peer")
       ->check(in_range(1000, 3600000));
+  setting(app, "--keep-versions", "KEEP_VERSIONS", c.keep_versions,
+          "each epoch's weights are also kept as models/<id>/versions/<epoch>/ for clients that pin a version; "
+          "how many of the newest to keep")
+      ->check(in_range(1, 100000));
   app.add_flag("--healthcheck", c.healthcheck,
                "probe GET /healthz of the trainer on this port at 127.0.0.1 and exit 0 if healthy (Docker's "
                "HEALTHCHECK)");

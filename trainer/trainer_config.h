@@ -28,6 +28,8 @@ struct TrainerConfig {
   /// How long a rank of a data-parallel job waits for its peers before the job fails
   /// (DIST_TIMEOUT_MS).
   int dist_timeout_ms = 30000;
+  /// Pinned versions kept per model: models/<id>/versions/<n>/ (KEEP_VERSIONS).
+  int keep_versions = 5;
 
   // One-shot commands instead of serving.
   bool healthcheck = false;

@@ -59,6 +59,7 @@ class TrainingRun {
         device_(pick_device(o_.device)),
         store_(job_dir(env.home_dir, spec.job_id), spec.attempt),
         model_path_(model_dir(env.home_dir, spec.model_id)),
+        keep_versions_(env.keep_versions),
         leader_(!spec.placement || spec.placement->rank == 0) {
     prepare_data(*env.datasets);
     prepare_model();
@@ -325,8 +326,16 @@ class TrainingRun {
     meta_.model_crc32 = crc32_of(weights);
     store_.publish(
         [&] {
+          // The pinned version first (model.pt before meta.json, each renamed into place, so a
+          // reader never sees a meta.json without its weights), then the latest.
+          const std::string meta_text = to_json(meta_).dump(2);
+          const auto version_dir = model_path_ / "versions" / std::to_string(meta_.version);
+          std::filesystem::create_directories(version_dir);
+          write_file_atomic(version_dir / "model.pt", weights);
+          write_file_atomic(version_dir / "meta.json", meta_text);
           write_file_atomic(model_path_ / "model.pt", weights);
-          write_file_atomic(model_path_ / "meta.json", to_json(meta_).dump(2));
+          write_file_atomic(model_path_ / "meta.json", meta_text);
+          prune_versions(model_path_ / "versions", meta_.version - keep_versions_);
         },
         checkpoint(done.epoch + 1, 0));
     spdlog::info("job {} model {}: epoch {}/{} loss {:.4f} test loss {:.4f} accuracy {:.4f} {:.0f} images/s",
@@ -335,12 +344,28 @@ class TrainingRun {
     if (hooks_.report) hooks_.report(done);
   }
 
+  /// Removes versions/<n> for every n <= `up_to` (and anything there that is not a version).
+  static void prune_versions(const std::filesystem::path& dir, int up_to) {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      const std::string name = entry.path().filename().string();
+      int n = 0;
+      const bool number = !name.empty() && name.size() < 9 &&
+                          name.find_first_not_of("0123456789") == std::string::npos && (n = std::stoi(name)) > 0;
+      if (number && n > up_to) continue;
+      std::error_code remove_ec;
+      std::filesystem::remove_all(entry.path(), remove_ec);
+      if (remove_ec) spdlog::warn("cannot remove {}: {}", entry.path().string(), remove_ec.message());
+    }
+  }
+
   const JobSpec& spec_;
   const TrainOpts& o_;
   const TrainingHooks& hooks_;
   torch::Device device_;
   CheckpointStore store_;
   std::filesystem::path model_path_;
+  int keep_versions_ = 5;
   std::shared_ptr<const Dataset> data_;
   ModelMeta meta_;
   std::int64_t start_ = 0;

@@ -23,6 +23,9 @@ struct TrainingEnv {
   /// How long a data-parallel rank waits for its peers (to join, or in a collective) before
   /// the job fails with lost_peer (DIST_TIMEOUT_MS).
   std::chrono::milliseconds dist_timeout{30000};
+  /// Each epoch's weights also go to models/<id>/versions/<epoch>/; this many of the newest
+  /// are kept (KEEP_VERSIONS), so clients can pin one.
+  int keep_versions = 5;
 };
 
 struct TrainingHooks {

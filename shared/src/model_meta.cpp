@@ -105,6 +105,32 @@ std::filesystem::path job_dir(const std::filesystem::path& home_dir, const std::
   return dir;
 }
 
+std::filesystem::path model_version_dir(const std::filesystem::path& home_dir, const std::string& model_id, int version) {
+  auto dir = model_dir(home_dir, model_id);
+  if (version < 0) throw Error(ErrorCode::kInvalidArgument, "version must be a positive integer", "version");
+  if (version == 0) return dir;
+  require_not_symlink(dir / "versions", "version");
+  dir = dir / "versions" / std::to_string(version);
+  require_not_symlink(dir, "version");
+  return dir;
+}
+
+std::vector<int> model_versions(const std::filesystem::path& home_dir, const std::string& model_id) {
+  std::vector<int> versions;
+  const auto dir = model_dir(home_dir, model_id) / "versions";
+  std::error_code ec;
+  if (std::filesystem::is_symlink(dir, ec)) return versions;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.size() > 8 || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (entry.is_symlink() || !std::filesystem::is_regular_file(entry.path() / "meta.json", ec)) continue;
+    const int n = std::stoi(name);
+    if (n > 0) versions.push_back(n);
+  }
+  std::sort(versions.begin(), versions.end());
+  return versions;
+}
+
 std::uint32_t crc32_of(std::string_view bytes) {
   uLong crc = crc32(0L, Z_NULL, 0);
   const auto* p = reinterpret_cast<const Bytef*>(bytes.data());

@@ -53,11 +53,14 @@ void load_module(torch::nn::Sequential& model, const std::string& bytes) {
 }
 
 torch::nn::Sequential load_trained_model(const std::filesystem::path& home_dir,
-                                         const std::string& model_id, ModelMeta* meta_out) {
-  auto dir = model_dir(home_dir, model_id);
+                                         const std::string& model_id, ModelMeta* meta_out, int version) {
+  auto dir = model_version_dir(home_dir, model_id, version);
   std::error_code ec;
   if (!std::filesystem::is_regular_file(dir / "meta.json", ec)) {
-    throw Error(ErrorCode::kNotFound, fmt::format("unknown model '{}'", model_id), "model_id");
+    throw Error(ErrorCode::kNotFound,
+                version > 0 ? fmt::format("model '{}' has no version {}", model_id, version)
+                            : fmt::format("unknown model '{}'", model_id),
+                version > 0 ? "version" : "model_id");
   }
   // The trainer replaces model.pt, then meta.json; a reader between the two renames sees a
   // CRC mismatch and simply reads both again.

@@ -83,17 +83,19 @@ std::optional<std::size_t> announced_body_size(const HttpRequest& head) {
 }
 
 std::optional<HttpReply> RoutedApi::admit(const HttpRequest& head) {
-  return guarded_admit(head, [&]() -> std::optional<HttpReply> {
+  auto refused = guarded_admit(head, [&]() -> std::optional<HttpReply> {
     const RouteTable::Match match = routes_.match(head.method, head.path);
     check_access(head, match.route);
     if (match.route == nullptr) return RouteTable::no_route(head, match);
     require_body_within(head, match.route->max_body);
     return std::nullopt;
   });
+  if (refused) return finish_error(head, std::move(*refused));
+  return std::nullopt;
 }
 
 HttpReply RoutedApi::serve(const HttpRequest& request) {
-  return guarded(
+  HttpReply reply = guarded(
       [this](const HttpRequest& r) {
         const RouteTable::Match match = routes_.match(r.method, r.path);
         if (match.route == nullptr) return RouteTable::no_route(r, match);
@@ -103,6 +105,7 @@ HttpReply RoutedApi::serve(const HttpRequest& request) {
         return match.route->handler(r, match.params);
       },
       request);
+  return reply.status >= 400 ? finish_error(request, std::move(reply)) : reply;
 }
 
 HttpReply RoutedApi::handle(const HttpRequest& request) {
@@ -117,6 +120,8 @@ HttpService RoutedApi::service() {
 }
 
 void RoutedApi::check_body(const HttpRequest&, const Route&) {}
+
+HttpReply RoutedApi::finish_error(const HttpRequest&, HttpReply reply) { return reply; }
 
 void require_body_within(const HttpRequest& request, std::size_t max_bytes) {
   const std::size_t size = std::max(announced_body_size(request).value_or(0), request.body.size());

@@ -515,3 +515,45 @@ TEST_F(ClusterTest, TlsServesHttpsWithTheGivenCertificate) {
 }
 }  // namespace
 }  // namespace mlswarm
+
+namespace mlswarm {
+
+// Every epoch is kept as a pinned version (the newest KEEP_VERSIONS); /predict and v2 infer
+// serve exactly the version asked for, a pruned one is a 404, and no version means the latest.
+TEST_F(ClusterTest, PinnedVersionsAreServedKeptAndPruned) {
+  start_trainer(2, {"--keep-versions", "2"});
+  start_controller();
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 1; }, 20s));
+  const std::string id = submit("pinned", 1000, 3);
+  ASSERT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 240s)) << job(id).dump();
+  EXPECT_EQ(get("/models/pinned")["versions"], json({2, 3}));
+  EXPECT_FALSE(std::filesystem::exists(home_ / "models" / "pinned" / "versions" / "1"));
+
+  json examples = get("/datasets/fashion-mnist/examples?split=test&start=0&count=4")["examples"];
+  auto predict = [&](const json& version) {
+    json body = {{"model_id", "pinned"}, {"examples", examples}};
+    if (!version.is_null()) body["version"] = version;
+    return post("/predict", body.dump());
+  };
+  auto [latest_status, latest] = predict(nullptr);
+  ASSERT_EQ(latest_status, 200) << latest.dump();
+  EXPECT_EQ(latest["version"], 3);
+  auto [two_status, two] = predict(2);
+  ASSERT_EQ(two_status, 200) << two.dump();
+  EXPECT_EQ(two["version"], 2);
+  EXPECT_NE(two["probabilities"], latest["probabilities"]) << "version 2 has its own weights";
+  auto [three_status, three] = predict(3);
+  EXPECT_EQ(three["probabilities"], latest["probabilities"]);
+  auto [pruned_status, pruned] = predict(1);
+  EXPECT_EQ(pruned_status, 404) << pruned.dump();
+  EXPECT_EQ(pruned["error"]["field"], "version");
+  auto [bad_status, bad] = predict("two");
+  EXPECT_EQ(bad_status, 400) << bad.dump();
+
+  auto infer = client_->Post("/v2/models/pinned/versions/1/infer", R"({"inputs":[]})", "application/json");
+  ASSERT_TRUE(infer);
+  EXPECT_EQ(infer->status, 404);
+  EXPECT_EQ(json::parse(infer->body)["error"], "model 'pinned' has no version 1");
+}
+
+}  // namespace mlswarm

@@ -47,6 +47,12 @@ ModelMeta model_meta_from_json(const nlohmann::json& j);
 /// an invalid id, and when the folder is a symbolic link (it could lead outside HOME_DIR).
 std::filesystem::path model_dir(const std::filesystem::path& home_dir, const std::string& model_id);
 std::filesystem::path job_dir(const std::filesystem::path& home_dir, const std::string& job_id);
+/// HOME_DIR/models/<id> for version 0 (the latest), HOME_DIR/models/<id>/versions/<version>
+/// for a pinned one. Throws Error(kInvalidArgument) for an invalid id or a negative version,
+/// and when either folder is a symbolic link.
+std::filesystem::path model_version_dir(const std::filesystem::path& home_dir, const std::string& model_id, int version);
+/// The pinned versions kept for a model (versions/<n>/ with a meta.json), ascending.
+std::vector<int> model_versions(const std::filesystem::path& home_dir, const std::string& model_id);
 
 /// Throws Error(kInvalidArgument, field) when `path` is a symbolic link.
 void require_not_symlink(const std::filesystem::path& path, const char* field);

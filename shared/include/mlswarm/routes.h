@@ -95,6 +95,9 @@ class RoutedApi {
   virtual void check_access(const HttpRequest& head, const Route* route) = 0;
   /// After the body is read, before the handler. Throws to refuse. Default: nothing.
   virtual void check_body(const HttpRequest& request, const Route& route);
+  /// Every refusal and every error reply passes here last: a subclass may give some paths
+  /// another error shape (a protocol's own). Default: unchanged.
+  virtual HttpReply finish_error(const HttpRequest& request, HttpReply reply);
 
   RouteTable routes_;
 };

@@ -24,11 +24,12 @@ std::string save_module(const torch::nn::Sequential& model);
 /// Throws Error(kDataError) when the bytes do not fit the architecture.
 void load_module(torch::nn::Sequential& model, const std::string& bytes);
 
-/// Reads `HOME_DIR/models/<id>/{meta.json,model.pt}`, checks model.pt's CRC against
-/// meta.json, and returns the model in eval mode on the CPU.
-/// Throws Error(kNotFound) when the model does not exist, Error(kDataError) when corrupt.
+/// Reads `HOME_DIR/models/<id>/{meta.json,model.pt}` (the latest version), or with
+/// `version` > 0 the pinned `HOME_DIR/models/<id>/versions/<version>/`, checks model.pt's CRC
+/// against meta.json, and returns the model in eval mode on the CPU.
+/// Throws Error(kNotFound) when the model or version does not exist, Error(kDataError) when corrupt.
 torch::nn::Sequential load_trained_model(const std::filesystem::path& home_dir,
-                                         const std::string& model_id, ModelMeta* meta_out);
+                                         const std::string& model_id, ModelMeta* meta_out, int version = 0);
 
 /// Scales bytes to 0..1 and applies the per-channel normalisation: [N][C][H][W] float.
 torch::Tensor normalize_images(const torch::Tensor& uint8_images, const std::vector<double>& mean,
