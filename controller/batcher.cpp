@@ -30,8 +30,15 @@ void run_batch(std::vector<PendingPtr>& batch) {
   for (const auto& p : batch) dst = std::copy(p->pixels.begin(), p->pixels.end(), dst);
   torch::NoGradGuard no_grad;
   torch::nn::Sequential model = m.model;  // a holder copy shares the weights; forward is not const
-  torch::Tensor probabilities = torch::softmax(model->forward(input.sub_(m.mean).div_(m.std)), 1).contiguous();
-  torch::Tensor best = probabilities.argmax(1).contiguous();
+  if (!m.device.is_cpu()) input = input.to(m.device);  // one copy of the whole batch to the GPU
+  torch::Tensor probabilities = torch::softmax(model->forward(input.sub_(m.mean).div_(m.std)), 1);
+  torch::Tensor best = probabilities.argmax(1);
+  if (!m.device.is_cpu()) {  // and one copy of the answers back
+    probabilities = probabilities.to(torch::kCPU);
+    best = best.to(torch::kCPU);
+  }
+  probabilities = probabilities.contiguous();
+  best = best.contiguous();
   const float* prob = probabilities.data_ptr<float>();
   const std::int64_t* best_idx = best.data_ptr<std::int64_t>();
   const std::int64_t classes = probabilities.size(1);

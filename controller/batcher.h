@@ -31,6 +31,9 @@ struct BatchingOptions {
   /// with 2 ms (bench/predict.sh).
   std::chrono::microseconds max_delay{0};
   int threads = 0;  ///< LibTorch intra-op threads, 0 = one per core
+  /// SERVE_DEVICE: "auto" (CUDA when LibTorch sees a GPU, else the CPU), "cpu" or "cuda".
+  /// Models are moved there when loaded; each batch is copied there once and its answers back once.
+  std::string device = "auto";
 };
 
 /// The dynamic batcher: requests for the same model that arrive together go through one

@@ -65,6 +65,9 @@ void add_serving(CLI::App& app, ControllerConfig& c) {
   setting(app, "--predict-threads", "PREDICT_THREADS", c.predict_threads,
           "LibTorch threads of a forward pass; 0 = one per core (with several replicas on one node, 1)")
       ->check(in_range(0, 1024));
+  setting(app, "--serve-device", "SERVE_DEVICE", c.serve_device,
+          "where models run: auto (CUDA when LibTorch sees a GPU), cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   setting(app, "--predict-max-examples", "PREDICT_MAX_EXAMPLES", c.predict_max_examples,
           "examples allowed in one /predict")
       ->check(in_range(1, 1000000));

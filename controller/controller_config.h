@@ -27,6 +27,7 @@ struct ControllerConfig {
   int predict_max_batch = 32;          ///< PREDICT_MAX_BATCH
   int predict_max_delay_us = 0;        ///< PREDICT_MAX_DELAY_US
   int predict_threads = 0;             ///< PREDICT_THREADS (0: one per core)
+  std::string serve_device = "auto";   ///< SERVE_DEVICE: auto, cpu, cuda
   int predict_max_examples = 1024;     ///< PREDICT_MAX_EXAMPLES
   int http_threads = 32;               ///< HTTP_THREADS
   std::size_t max_body = 64u << 20;    ///< MAX_BODY: /predict and /classify; other routes have smaller caps

@@ -10,7 +10,16 @@
 namespace mlswarm {
 namespace fs = std::filesystem;
 
-ModelCache::ModelCache(fs::path home_dir) : home_dir_(std::move(home_dir)) {}
+ModelCache::ModelCache(fs::path home_dir, const std::string& device) : home_dir_(std::move(home_dir)) {
+  const bool has_cuda = torch::cuda::is_available();
+  if (device == "cuda" && !has_cuda) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "SERVE_DEVICE is cuda but LibTorch sees no CUDA device (built without CUDA, or no GPU visible)",
+                "SERVE_DEVICE");
+  }
+  cuda_ = device == "cuda" || (device == "auto" && has_cuda);
+  spdlog::info("serving on {}", cuda_ ? "cuda" : "cpu");
+}
 
 ModelCache::~ModelCache() = default;
 
@@ -53,6 +62,12 @@ std::shared_ptr<const LoadedModel> ModelCache::get(const std::string& model_id, 
     const auto c = static_cast<std::int64_t>(loaded->meta.channels);
     loaded->mean = torch::tensor(std::vector<float>(loaded->meta.mean.begin(), loaded->meta.mean.end())).view({1, c, 1, 1});
     loaded->std = torch::tensor(std::vector<float>(loaded->meta.std.begin(), loaded->meta.std.end())).view({1, c, 1, 1});
+    if (cuda_) {
+      loaded->device = torch::Device(torch::kCUDA);
+      loaded->model->to(loaded->device);
+      loaded->mean = loaded->mean.to(loaded->device);
+      loaded->std = loaded->std.to(loaded->device);
+    }
   } catch (const c10::Error& e) {
     throw Error(ErrorCode::kDataError, fmt::format("model {}: {}", model_id, e.what_without_backtrace()));
   }

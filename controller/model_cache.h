@@ -23,7 +23,9 @@ struct LoadedModel;
 /// Thread-safe: `mutex_` guards `models_` and `loads_`.
 class ModelCache {
  public:
-  explicit ModelCache(std::filesystem::path home_dir);
+  /// `device`: "auto", "cpu" or "cuda" (SERVE_DEVICE); Error(kInvalidArgument) for "cuda"
+  /// when LibTorch sees no CUDA device.
+  explicit ModelCache(std::filesystem::path home_dir, const std::string& device = "cpu");
   ~ModelCache();
   ModelCache(const ModelCache&) = delete;
   ModelCache& operator=(const ModelCache&) = delete;
@@ -38,6 +40,7 @@ class ModelCache {
 
  private:
   std::filesystem::path home_dir_;
+  bool cuda_ = false;  ///< models go to the GPU
   mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<const LoadedModel>> models_;
   std::size_t loads_ = 0;

@@ -5,7 +5,7 @@
 namespace mlswarm {
 
 ModelServer::ModelServer(std::filesystem::path home_dir, BatchingOptions options)
-    : cache_(std::move(home_dir)), batcher_(options) {}
+    : cache_(std::move(home_dir), options.device), batcher_(options) {}
 
 ModelMeta ModelServer::meta(const std::string& model_id, int version) { return cache_.get(model_id, version)->meta; }
 
