@@ -284,8 +284,12 @@ class TrainingRun {
     const std::int64_t hi = total * (group_->rank() + 1) / ranks;
     EvaluationSums mine;
     if (hi > lo) mine = evaluate_sums(model_, test_x_.slice(0, lo, hi), test_y_.slice(0, lo, hi));
-    const auto all = group_->allreduce_values({mine.loss_sum, mine.correct, mine.count});
-    return {all[0] / all[2], all[1] / all[2]};
+    const std::size_t k = meta_.class_names.size();
+    mine.confusion.resize(k * k, 0.0);  // a rank with no shard adds zeros
+    std::vector<double> values{mine.loss_sum, mine.correct, mine.count};
+    values.insert(values.end(), mine.confusion.begin(), mine.confusion.end());
+    const auto all = group_->allreduce_values(values);
+    return evaluation_of({all[0], all[1], all[2], std::vector<double>(all.begin() + 3, all.end())});
   }
 
   JobProgress progress_of(const Epoch& e, int step) const {
@@ -322,6 +326,7 @@ class TrainingRun {
     meta_.epochs.push_back({done.epoch, train_loss, eval.loss, eval.accuracy, done.images_per_s, trained.seconds});
     meta_.version = done.epoch;
     meta_.updated_at = unix_now();
+    meta_.confusion = eval.confusion;
     const std::string weights = save_module(model_);
     meta_.model_crc32 = crc32_of(weights);
     store_.publish(

@@ -186,9 +186,14 @@ std::optional<ResumePoint> decode_checkpoint(const std::string& payload, const s
   return point;
 }
 
+Evaluation evaluation_of(const EvaluationSums& sums) {
+  Evaluation e{sums.loss_sum / sums.count, sums.correct / sums.count, {}};
+  for (double v : sums.confusion) e.confusion.push_back(static_cast<std::int64_t>(std::llround(v)));
+  return e;
+}
+
 Evaluation evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y) {
-  const EvaluationSums sums = evaluate_sums(model, x, y);
-  return {sums.loss_sum / sums.count, sums.correct / sums.count};
+  return evaluation_of(evaluate_sums(model, x, y));
 }
 
 EvaluationSums evaluate_sums(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y) {
@@ -196,6 +201,7 @@ EvaluationSums evaluate_sums(torch::nn::Sequential& model, const torch::Tensor& 
   model->eval();
   auto loss_sum = torch::zeros({}, x.options());
   auto correct = torch::zeros({}, y.options());
+  torch::Tensor confusion;
   const std::int64_t n = x.size(0);
   for (std::int64_t i = 0; i < n; i += kEvalBatch) {
     auto xb = x.slice(0, i, std::min(n, i + kEvalBatch));
@@ -203,10 +209,19 @@ EvaluationSums evaluate_sums(torch::nn::Sequential& model, const torch::Tensor& 
     auto logits = model->forward(xb);
     loss_sum += torch::nn::functional::cross_entropy(
         logits, yb, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-    correct += logits.argmax(1).eq(yb).sum();
+    const auto predicted = logits.argmax(1);
+    correct += predicted.eq(yb).sum();
+    const std::int64_t k = logits.size(1);
+    const auto cells = torch::bincount(yb.to(torch::kInt64) * k + predicted, {}, k * k);
+    confusion = confusion.defined() ? confusion + cells : cells;
   }
   model->train();
-  return {loss_sum.item<double>(), static_cast<double>(correct.item<std::int64_t>()), static_cast<double>(n)};
+  EvaluationSums sums{loss_sum.item<double>(), static_cast<double>(correct.item<std::int64_t>()), static_cast<double>(n), {}};
+  if (confusion.defined()) {
+    confusion = confusion.to(torch::kCPU).to(torch::kFloat64).contiguous();
+    sums.confusion.assign(confusion.data_ptr<double>(), confusion.data_ptr<double>() + confusion.numel());
+  }
+  return sums;
 }
 
 }  // namespace mlswarm

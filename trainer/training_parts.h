@@ -47,6 +47,8 @@ double scheduled_lr(const TrainOpts& o, std::int64_t global_step, std::int64_t t
 struct Evaluation {
   double loss = 0;
   double accuracy = 0;
+  /// K*K counts on the test split: row = the true class, column = the predicted one.
+  std::vector<std::int64_t> confusion;
 };
 /// Mean loss and accuracy over (x, y), in eval mode, in batches of 1,000; back in train mode after.
 Evaluation evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y);
@@ -55,7 +57,10 @@ struct EvaluationSums {
   double loss_sum = 0;
   double correct = 0;
   double count = 0;
+  std::vector<double> confusion;  ///< K*K, row-major (true, predicted)
 };
+/// An Evaluation from its sums (over one rank, or added up over all).
+Evaluation evaluation_of(const EvaluationSums& sums);
 EvaluationSums evaluate_sums(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y);
 
 /// Where a checkpoint resumes, and the metrics of the epochs before it.

@@ -239,12 +239,38 @@ async function refreshModelDetail() {
   drawChart($('loss-chart'), [{ values: epochs.map((e) => e.train_loss), cls: 'train' },
                               { values: epochs.map((e) => e.test_loss), cls: 'test' }]);
   drawChart($('accuracy-chart'), [{ values: epochs.map((e) => e.accuracy), cls: 'acc' }]);
+  renderPerClass(meta);
   const running = state.jobs.find((j) => j.model_id === id && (j.state === 'running' || j.state === 'queued'));
   const last = epochs[epochs.length - 1];
   $('model-summary').textContent = !meta ? 'No epoch finished yet.'
     : `${meta.model_type} on ${meta.dataset}, version ${meta.version} (epochs seen)` +
       (last ? `, test accuracy ${fmtNumber(last.accuracy, 4)}` : '') +
       (running ? ` · training (job ${running.job_id}, ${running.state})` : '');
+}
+
+/// Per-class accuracy as bars (worst first) and the confusion matrix, when the model has them.
+function renderPerClass(meta) {
+  const pc = meta && meta.per_class;
+  $('per-class').hidden = !pc;
+  if (!pc) return;
+  const names = meta.class_names;
+  const order = pc.accuracy.map((a, i) => i).sort((a, b) => pc.accuracy[a] - pc.accuracy[b]);
+  $('per-class-bars').replaceChildren(...order.map((i) => {
+    const fill = el('div', { class: 'bar-fill' });
+    fill.style.width = (100 * pc.accuracy[i]).toFixed(1) + '%';
+    return el('div', { class: 'prob' }, el('span', { class: 'prob-name' }, names[i]), el('div', { class: 'bar' }, fill),
+      el('span', { class: 'prob-value' }, (100 * pc.accuracy[i]).toFixed(1) + '%'));
+  }));
+  const max = Math.max(1, ...pc.confusion.flat());
+  const head = el('tr', {}, el('th', {}, ''), ...names.map((n, j) => el('th', { title: n }, String(j))));
+  const rows = pc.confusion.map((row, i) => el('tr', {}, el('th', { title: names[i] }, `${i} ${names[i]}`),
+    ...row.map((v, j) => {
+      const cell = el('td', { class: i === j ? 'diag' : '' }, v);
+      cell.style.backgroundColor = `rgb(37 99 235 / ${(v / max).toFixed(3)})`;
+      if (v / max > 0.5) cell.style.color = '#fff';
+      return cell;
+    })));
+  $('confusion').replaceChildren(head, ...rows);
 }
 
 // ---- try a model -------------------------------------------------------------------------------

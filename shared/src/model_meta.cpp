@@ -14,6 +14,22 @@ namespace mlswarm {
 
 using nlohmann::json;
 
+namespace {
+
+/// {"accuracy": [K], "confusion": [[K] x K]} of the last epoch, or null.
+json per_class_json(const ModelMeta& m) {
+  const std::size_t k = m.class_names.size();
+  if (m.confusion.size() != k * k || k == 0) return nullptr;
+  json rows = json::array();
+  for (std::size_t i = 0; i < k; ++i) {
+    rows.push_back(std::vector<std::int64_t>(m.confusion.begin() + static_cast<std::ptrdiff_t>(i * k),
+                                             m.confusion.begin() + static_cast<std::ptrdiff_t>((i + 1) * k)));
+  }
+  return {{"accuracy", per_class_accuracy(m)}, {"confusion", std::move(rows)}};
+}
+
+}  // namespace
+
 json to_json(const ModelMeta& m) {
   json epochs = json::array();
   for (const auto& e : m.epochs) {
@@ -37,7 +53,20 @@ json to_json(const ModelMeta& m) {
           {"version", m.version},
           {"model_crc32", m.model_crc32},
           {"spec", m.spec},
-          {"updated_at", m.updated_at}};
+          {"updated_at", m.updated_at},
+          {"per_class", per_class_json(m)}};
+}
+
+std::vector<double> per_class_accuracy(const ModelMeta& m) {
+  const std::size_t k = m.class_names.size();
+  std::vector<double> out;
+  if (m.confusion.size() != k * k) return out;
+  for (std::size_t i = 0; i < k; ++i) {
+    std::int64_t row = 0;
+    for (std::size_t j = 0; j < k; ++j) row += m.confusion[i * k + j];
+    out.push_back(row > 0 ? static_cast<double>(m.confusion[i * k + i]) / static_cast<double>(row) : 0.0);
+  }
+  return out;
 }
 
 ModelMeta model_meta_from_json(const json& j) {
@@ -68,6 +97,12 @@ ModelMeta model_meta_from_json(const json& j) {
     m.model_crc32 = static_cast<std::uint32_t>(checked_int(j.at("model_crc32"), 0, 0xffffffffLL, "meta.json: model_crc32"));
     m.spec = j.value("spec", json::object());
     m.updated_at = j.value("updated_at", 0.0);
+    if (j.contains("per_class") && j["per_class"].is_object() && j["per_class"].contains("confusion")) {
+      for (const auto& row : j["per_class"]["confusion"]) {
+        for (const auto& v : row) m.confusion.push_back(checked_int(v, 0, std::int64_t{1} << 40, "meta.json: confusion"));
+      }
+      if (m.confusion.size() != m.class_names.size() * m.class_names.size()) m.confusion.clear();
+    }
     if (!is_valid_id(m.model_id)) throw Error(ErrorCode::kDataError, "meta.json: invalid model_id");
     if (m.channels < 1 || m.channels > 4 || m.height < 1 || m.height > 4096 || m.width < 1 ||
         m.width > 4096 || m.mean.size() != static_cast<std::size_t>(m.channels) ||

@@ -162,6 +162,10 @@ def run(args, cluster, driver, checks):
     poll("the job to succeed", lambda: "succeeded" in find("#jobs .job").get_attribute("class"), 240)
     poll("two points per curve", lambda: int(find("#accuracy-chart").get_attribute("data-points") or 0) >= 2, 30)
     check("the finished job shows accuracy curves with both epochs", True, find("#model-summary").text)
+    poll("per-class bars", lambda: len(driver.find_elements(By.CSS_SELECTOR, "#per-class-bars .prob")) == 10, 30)
+    cells = driver.find_elements(By.CSS_SELECTOR, "#confusion td")
+    check("per-class accuracy bars and a 10x10 confusion matrix", len(cells) == 100,
+          f"{len(cells)} cells; worst class: {find('#per-class-bars .prob').text}")
 
     png = os.path.join(cluster.home, "upload.png")
     with open(png, "wb") as f:

@@ -37,7 +37,13 @@ struct ModelMeta {
   std::uint32_t model_crc32 = 0;  ///< CRC-32 of model.pt, checked by readers
   nlohmann::json spec;
   double updated_at = 0;
+  /// The last epoch's confusion matrix on the test split, K*K row-major (row: the true class,
+  /// column: the predicted one); empty for models written before it existed.
+  std::vector<std::int64_t> confusion;
 };
+
+/// Per class: the share of its test images predicted right (from `confusion`); empty without one.
+std::vector<double> per_class_accuracy(const ModelMeta& meta);
 
 nlohmann::json to_json(const ModelMeta& meta);
 /// Throws Error(kDataError) when a field is missing or of the wrong type.
