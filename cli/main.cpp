@@ -82,7 +82,7 @@ void add_train(CLI::App& app, Commands& c) {
       ->check(CLI::Range(1, 1024));
   c.train->add_option("--min-trainers", t.min_trainers, "after a lost trainer, resume on at least this many");
   c.train->add_option("--model-id", t.model_id, "the model's id (default: <dataset>-<date>-<time>)");
-  c.train->add_option("--model-type", t.model_type, "convnet or mlp")->capture_default_str();
+  c.train->add_option("--model-type", t.model_type, "convnet, resnet or mlp")->capture_default_str();
   c.train->add_option("--examples", t.examples, "train on the first N training images (default: all)");
   c.train->add_option("--batch-size", t.batch_size, "the global batch (default: the controller's, 128)");
   c.train->add_option("--lr", t.lr, "learning rate");

@@ -154,8 +154,8 @@ JobSpec parse_job_spec(const json& body) {
   if (!spec.model_id.empty()) require_valid_id(spec.model_id, "model_id");
 
   spec.model_type = get_string(body, "model_type", "model_type", spec.model_type);
-  if (spec.model_type != "convnet" && spec.model_type != "mlp") {
-    invalid("model_type", fmt::format("unknown model_type '{}'; known: convnet, mlp", spec.model_type));
+  if (spec.model_type != "convnet" && spec.model_type != "mlp" && spec.model_type != "resnet") {
+    invalid("model_type", fmt::format("unknown model_type '{}'; known: convnet, resnet, mlp", spec.model_type));
   }
   spec.dataset = get_string(body, "dataset", "dataset", spec.dataset);
   const DatasetInfo* info = find_dataset_info(spec.dataset);

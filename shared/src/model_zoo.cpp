@@ -13,8 +13,60 @@
 namespace mlswarm {
 namespace nn = torch::nn;
 
+namespace {
+
+/// Two 3x3 convolutions with batch norm, added to the input (through a 1x1 convolution when
+/// the stride or the width changes), then ReLU.
+class BasicBlockImpl : public nn::Module {
+ public:
+  BasicBlockImpl(int in, int out, int stride)
+      : conv1_(register_module("conv1", nn::Conv2d(nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false)))),
+        bn1_(register_module("bn1", nn::BatchNorm2d(out))),
+        conv2_(register_module("conv2", nn::Conv2d(nn::Conv2dOptions(out, out, 3).padding(1).bias(false)))),
+        bn2_(register_module("bn2", nn::BatchNorm2d(out))) {
+    if (stride != 1 || in != out) {
+      shortcut_ = register_module(
+          "shortcut", nn::Sequential(nn::Conv2d(nn::Conv2dOptions(in, out, 1).stride(stride).bias(false)),
+                                     nn::BatchNorm2d(out)));
+    }
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    torch::Tensor y = torch::relu(bn1_(conv1_(x)));
+    y = bn2_(conv2_(y));
+    return torch::relu(y + (shortcut_ ? shortcut_->forward(x) : x));
+  }
+
+ private:
+  nn::Conv2d conv1_;
+  nn::BatchNorm2d bn1_;
+  nn::Conv2d conv2_;
+  nn::BatchNorm2d bn2_;
+  nn::Sequential shortcut_{nullptr};
+};
+TORCH_MODULE(BasicBlock);
+
+nn::Sequential make_resnet(int channels, int classes) {
+  nn::Sequential net(nn::Conv2d(nn::Conv2dOptions(channels, 32, 3).padding(1).bias(false)), nn::BatchNorm2d(32),
+                     nn::ReLU());
+  int in = 32;
+  for (int stage = 0; stage < 3; ++stage) {
+    const int out = 32 << stage;
+    for (int block = 0; block < 2; ++block) {
+      net->push_back(BasicBlock(in, out, stage > 0 && block == 0 ? 2 : 1));
+      in = out;
+    }
+  }
+  net->push_back(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(1)));
+  net->push_back(nn::Flatten());
+  net->push_back(nn::Linear(in, classes));
+  return net;
+}
+
+}  // namespace
+
 torch::nn::Sequential make_model(const std::string& model_type, int channels, int height,
                                  int width, int classes) {
+  if (model_type == "resnet") return make_resnet(channels, classes);
   if (model_type == "convnet") {
     const int flat = 64 * (height / 4) * (width / 4);
     return nn::Sequential(

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "../support/bar_mnist.h"
 #include "../support/temp_dir.h"
 #include "mlswarm/dataset_cache.h"
@@ -39,6 +41,28 @@ TEST(ModelZoo, WeightsOfAnotherArchitectureAreADataError) {
     EXPECT_EQ(e.code(), ErrorCode::kDataError);
   }
   EXPECT_THROW(load_module(mlp, "not a torch archive"), Error);
+}
+
+TEST(ModelZoo, TheResnetTakesBothInputSizesAndItsWeightsRoundTrip) {
+  for (auto [c, h, w] : {std::tuple{1, 28, 28}, std::tuple{3, 32, 32}}) {
+    auto a = make_model("resnet", c, h, w, 10);
+    auto b = make_model("resnet", c, h, w, 10);
+    auto x = torch::randn({4, c, h, w});
+    a->forward(x);  // train mode: the batch norms' running statistics move
+    a->eval();
+    b->eval();
+    const auto out = a->forward(x);
+    EXPECT_EQ(out.sizes(), (std::vector<std::int64_t>{4, 10}));
+    load_module(b, save_module(a));
+    EXPECT_TRUE(torch::equal(out, b->forward(x))) << "weights and batch-norm buffers both travel";
+  }
+  // Residual: three stages of two blocks, each with its own parameters (6 blocks, 2 with a
+  // 1x1 shortcut), far more than the convnet's.
+  std::size_t blocks = 0;
+  for (const auto& child : make_model("resnet", 1, 28, 28, 10)->named_children()) {
+    if (child.value()->named_children().size() >= 4) ++blocks;
+  }
+  EXPECT_EQ(blocks, 6u);
 }
 
 class TrainingTest : public ::testing::Test {
@@ -89,6 +113,21 @@ TEST_F(TrainingTest, WritesModelMetaAndCheckpointEveryEpoch) {
   ASSERT_FALSE(reports.empty());
   EXPECT_TRUE(reports.back().accuracy.has_value());
   EXPECT_DOUBLE_EQ(reports.back().fraction, 1.0);
+}
+
+TEST_F(TrainingTest, AResnetTrainsAndWritesPerClassMetrics) {
+  JobSpec s = spec("res", 2);
+  s.model_type = "resnet";
+  TrainingHooks hooks{[](const JobProgress&) {}, [] { return false; }};
+  ASSERT_EQ(run_training(s, env_, hooks), TrainingOutcome::kCompleted);
+  ModelMeta meta = meta_of("m-res");
+  EXPECT_EQ(meta.model_type, "resnet");
+  EXPECT_GT(meta.epochs.back().accuracy, 0.3) << "above chance on the bars after 2 epochs";
+  ASSERT_EQ(meta.confusion.size(), 100u);
+  std::int64_t total = 0;
+  for (auto v : meta.confusion) total += v;
+  EXPECT_EQ(total, 50);  // every test image once
+  EXPECT_EQ(per_class_accuracy(meta).size(), 10u);
 }
 
 TEST_F(TrainingTest, ATornModelFileIsDetected) {

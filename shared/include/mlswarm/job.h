@@ -41,7 +41,7 @@ inline constexpr int kMaxWorldSize = 64;
 struct JobSpec {
   std::string job_id;  ///< assigned by whoever accepts the job when not given
   std::string model_id;
-  std::string model_type = "convnet";  ///< "convnet" or "mlp"
+  std::string model_type = "convnet";  ///< "convnet", "resnet" or "mlp"
   std::string dataset = "fashion-mnist";
   /// `example_idxs: [start, end]`: the training subset [start, end) of the train split.
   std::optional<std::pair<std::int64_t, std::int64_t>> example_idxs;

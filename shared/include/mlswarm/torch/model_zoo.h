@@ -12,7 +12,10 @@ namespace mlswarm {
 
 /// Builds an untrained classifier. "convnet": two 3x3 conv layers (32, 64 channels) each
 /// with batch norm, ReLU and 2x2 max pooling, then Linear(…, 128), ReLU, Linear(128, classes).
-/// "mlp": Flatten, 256, 128, classes with ReLU. Throws Error(kInvalidArgument) for another type.
+/// "mlp": Flatten, 256, 128, classes with ReLU. "resnet": a 3x3 conv stem (32 channels), three
+/// stages of two basic residual blocks (32, 64, 128 channels; the last two stages halve the
+/// resolution), global average pooling, Linear(128, classes): for 28x28 and 32x32 inputs (any
+/// size works). Throws Error(kInvalidArgument) for another type.
 torch::nn::Sequential make_model(const std::string& model_type, int channels, int height,
                                  int width, int classes);
 
