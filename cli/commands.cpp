@@ -242,6 +242,8 @@ int cmd_train(const Client& client, const Output& out, const TrainOptions& o) {
   if (o.examples) spec["example_idxs"] = {0, *o.examples};
   if (o.batch_size) spec["train_opts"]["batch_size"] = *o.batch_size;
   if (o.lr) spec["train_opts"]["lr"] = *o.lr;
+  if (o.patience) spec["train_opts"]["patience"] = *o.patience;
+  if (!o.publish.empty()) spec["train_opts"]["publish"] = o.publish;
   Reply reply = client.post_json("/train", spec);
   const std::string job_id = text(reply.body, "job_id");
   if (out.json) {

@@ -36,6 +36,8 @@ struct TrainOptions {
   std::optional<long> examples;  ///< the first N training images; all when unset
   std::optional<int> batch_size;
   std::optional<double> lr;
+  std::optional<int> patience;
+  std::string publish;  ///< "", "last" or "best"
   bool follow = false;
   std::chrono::milliseconds poll{500};
 };

@@ -86,6 +86,9 @@ void add_train(CLI::App& app, Commands& c) {
   c.train->add_option("--examples", t.examples, "train on the first N training images (default: all)");
   c.train->add_option("--batch-size", t.batch_size, "the global batch (default: the controller's, 128)");
   c.train->add_option("--lr", t.lr, "learning rate");
+  c.train->add_option("--patience", t.patience, "stop after this many epochs without a better test accuracy");
+  c.train->add_option("--publish", t.publish, "serve the last epoch's weights or the best one's by default")
+      ->check(CLI::IsMember({"last", "best"}));
   c.train->add_flag("--follow,-f", t.follow, "show the progress; exit 0 with the final accuracy, 1 with the error");
 }
 

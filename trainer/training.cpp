@@ -81,12 +81,22 @@ class TrainingRun {
       if (!trained) return TrainingOutcome::kStopped;
       if (group_) share_epoch_end(*trained);
       const Evaluation eval = group_ ? evaluate_shared() : evaluate(model_, test_x_, test_y_);
+      // Every rank sees the same (allreduced) evaluation, so every rank decides alike.
+      const bool best = is_best_epoch(accuracies_, eval.accuracy);
+      accuracies_.push_back(eval.accuracy);
       if (leader_) {
-        publish(*trained, eval);
+        publish(*trained, eval, best || o_.publish == "last");
       } else if (hooks_.report) {
         JobProgress done = trained->progress;
         done.accuracy = eval.accuracy;
         hooks_.report(done);
+      }
+      if (epoch < o_.epochs && should_stop_early(accuracies_, o_.patience)) {
+        spdlog::info("job {} model {}: stopping early after epoch {}: no better test accuracy for {} epochs "
+                     "(best {:.4f})",
+                     spec_.job_id, spec_.model_id, epoch, o_.patience,
+                     *std::max_element(accuracies_.begin(), accuracies_.end()));
+        break;
       }
     }
     return TrainingOutcome::kCompleted;
@@ -164,6 +174,8 @@ class TrainingRun {
     }
     resume_epoch_ = point_.next_epoch;
     resume_step_ = point_.next_step;
+    accuracies_.clear();
+    for (const auto& e : point_.history) accuracies_.push_back(e.accuracy);
   }
 
   /// Trains one epoch from `first_step`; nullopt when asked to stop (a checkpoint is written
@@ -319,7 +331,8 @@ class TrainingRun {
   }
 
   /// After an epoch: model.pt, meta.json and the checkpoint for the next epoch, together.
-  void publish(const EpochResult& trained, const Evaluation& eval) {
+  /// The epoch is always kept as a version; `latest` also makes it what serving uses by default.
+  void publish(const EpochResult& trained, const Evaluation& eval, bool latest) {
     JobProgress done = trained.progress;
     done.accuracy = eval.accuracy;
     const double train_loss = done.loss.value_or(0);
@@ -338,8 +351,10 @@ class TrainingRun {
           std::filesystem::create_directories(version_dir);
           write_file_atomic(version_dir / "model.pt", weights);
           write_file_atomic(version_dir / "meta.json", meta_text);
-          write_file_atomic(model_path_ / "model.pt", weights);
-          write_file_atomic(model_path_ / "meta.json", meta_text);
+          if (latest) {
+            write_file_atomic(model_path_ / "model.pt", weights);
+            write_file_atomic(model_path_ / "meta.json", meta_text);
+          }
           prune_versions(model_path_ / "versions", meta_.version - keep_versions_);
         },
         checkpoint(done.epoch + 1, 0));
@@ -371,6 +386,7 @@ class TrainingRun {
   CheckpointStore store_;
   std::filesystem::path model_path_;
   int keep_versions_ = 5;
+  std::vector<double> accuracies_;  ///< test accuracy of every epoch so far (resumed ones too)
   std::shared_ptr<const Dataset> data_;
   ModelMeta meta_;
   std::int64_t start_ = 0;

@@ -186,6 +186,16 @@ std::optional<ResumePoint> decode_checkpoint(const std::string& payload, const s
   return point;
 }
 
+bool is_best_epoch(const std::vector<double>& earlier, double accuracy) {
+  return std::all_of(earlier.begin(), earlier.end(), [&](double a) { return accuracy > a; });
+}
+
+bool should_stop_early(const std::vector<double>& accuracies, int patience) {
+  if (patience <= 0 || accuracies.size() <= static_cast<std::size_t>(patience)) return false;
+  const auto best = std::max_element(accuracies.begin(), accuracies.end());  // the first of equals
+  return accuracies.end() - best > patience;
+}
+
 Evaluation evaluation_of(const EvaluationSums& sums) {
   Evaluation e{sums.loss_sum / sums.count, sums.correct / sums.count, {}};
   for (double v : sums.confusion) e.confusion.push_back(static_cast<std::int64_t>(std::llround(v)));

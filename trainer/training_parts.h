@@ -63,6 +63,12 @@ struct EvaluationSums {
 Evaluation evaluation_of(const EvaluationSums& sums);
 EvaluationSums evaluate_sums(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y);
 
+/// Whether `accuracy` beats every earlier epoch's (strictly; the first epoch always does).
+bool is_best_epoch(const std::vector<double>& earlier, double accuracy);
+/// Early stopping: whether the last `patience` epochs of `accuracies` brought nothing better
+/// than the best before them. Never with patience 0.
+bool should_stop_early(const std::vector<double>& accuracies, int patience);
+
 /// Where a checkpoint resumes, and the metrics of the epochs before it.
 struct ResumePoint {
   int next_epoch = 1;

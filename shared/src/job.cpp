@@ -68,7 +68,7 @@ TrainOpts parse_train_opts(const json& object) {
   if (!object.is_object()) invalid("train_opts", "train_opts must be an object");
   reject_unknown_fields(object,
                         {"epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
-                         "lr_schedule", "seed", "device", "checkpoint_every_steps"},
+                         "lr_schedule", "seed", "device", "checkpoint_every_steps", "patience", "publish"},
                         "train_opts.");
   TrainOpts opts;
   opts.epochs = static_cast<int>(get_int(object, "epochs", "train_opts.epochs", opts.epochs, 1, 1000));
@@ -96,6 +96,11 @@ TrainOpts parse_train_opts(const json& object) {
   }
   opts.checkpoint_every_steps = static_cast<int>(get_int(
       object, "checkpoint_every_steps", "train_opts.checkpoint_every_steps", 0, 0, 1000000000));
+  opts.patience = static_cast<int>(get_int(object, "patience", "train_opts.patience", 0, 0, 1000));
+  opts.publish = get_string(object, "publish", "train_opts.publish", opts.publish);
+  if (opts.publish != "last" && opts.publish != "best") {
+    invalid("train_opts.publish", "train_opts.publish must be \"last\" or \"best\"");
+  }
   return opts;
 }
 
@@ -204,6 +209,9 @@ json to_json(const JobSpec& spec) {
                 {"seed", o.seed},
                 {"device", o.device},
                 {"checkpoint_every_steps", o.checkpoint_every_steps}}}};
+  // Only when set: specs (and checkpoints' resume keys) from before these options stay equal.
+  if (o.patience != 0) out["train_opts"]["patience"] = o.patience;
+  if (o.publish != "last") out["train_opts"]["publish"] = o.publish;
   if (!spec.job_id.empty()) out["job_id"] = spec.job_id;
   if (spec.example_idxs) out["example_idxs"] = {spec.example_idxs->first, spec.example_idxs->second};
   out["trainers"] = spec.trainers;

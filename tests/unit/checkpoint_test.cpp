@@ -11,10 +11,12 @@
 #include "mlswarm/error.h"
 #include "mlswarm/torch/model_zoo.h"
 #include "training.h"
+#include "training_parts.h"
 
 namespace mlswarm {
 namespace {
 
+using nlohmann::json;
 using testing::write_bar_mnist;
 using testing::TempDir;
 using testing::write_bytes;
@@ -128,6 +130,36 @@ TEST_F(TrainingTest, AResnetTrainsAndWritesPerClassMetrics) {
   for (auto v : meta.confusion) total += v;
   EXPECT_EQ(total, 50);  // every test image once
   EXPECT_EQ(per_class_accuracy(meta).size(), 10u);
+}
+
+TEST(EarlyStopping, CountsEpochsSinceTheBest) {
+  EXPECT_TRUE(is_best_epoch({}, 0.1));
+  EXPECT_TRUE(is_best_epoch({0.5, 0.6}, 0.61));
+  EXPECT_FALSE(is_best_epoch({0.5, 0.6}, 0.6)) << "a tie is not better";
+  EXPECT_FALSE(should_stop_early({0.5, 0.4, 0.4}, 0));
+  EXPECT_FALSE(should_stop_early({0.5, 0.4}, 2));
+  EXPECT_TRUE(should_stop_early({0.5, 0.4, 0.5}, 2));
+  EXPECT_FALSE(should_stop_early({0.5, 0.4, 0.6}, 2));
+  EXPECT_FALSE(should_stop_early({0.5, 0.6, 0.4}, 2));
+  EXPECT_TRUE(should_stop_early({0.5, 0.6, 0.4, 0.6}, 2));
+}
+
+TEST_F(TrainingTest, PatienceStopsAJobThatStopsImprovingAndBestKeepsServingTheBestEpoch) {
+  // lr ~0 on a net without batch norm: every epoch's accuracy equals the first one's, so the
+  // first is the best and no later one is better.
+  JobSpec s = spec("flat", 6);
+  s.model_type = "mlp";
+  s.train_opts.lr = 1e-9;
+  s.train_opts.patience = 2;
+  s.train_opts.publish = "best";
+  TrainingHooks hooks{[](const JobProgress&) {}, [] { return false; }};
+  ASSERT_EQ(run_training(s, env_, hooks), TrainingOutcome::kCompleted);
+  EXPECT_EQ(meta_of("m-flat").version, 1) << "the best epoch is what serving uses by default";
+  for (int v : {1, 2, 3}) EXPECT_TRUE(std::filesystem::exists(home_ / "models/m-flat/versions" / std::to_string(v)));
+  EXPECT_FALSE(std::filesystem::exists(home_ / "models/m-flat/versions/4")) << "stopped after epoch 3";
+  EXPECT_EQ(parse_job_spec(to_json(s)).train_opts.publish, "best");
+  EXPECT_EQ(to_json(spec("plain", 1))["train_opts"].count("patience"), 0u) << "unset options stay out of the key";
+  EXPECT_THROW(parse_job_spec(json{{"model_id", "x"}, {"train_opts", {{"publish", "worst"}}}}), Error);
 }
 
 TEST_F(TrainingTest, ATornModelFileIsDetected) {

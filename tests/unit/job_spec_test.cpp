@@ -73,7 +73,7 @@ TEST(JobSpec, RejectsOutOfRangeValues) {
 }
 
 TEST(JobSpec, RejectsUnknownNames) {
-  EXPECT_EQ(rejected_field(json::parse(R"({"model_type": "resnet"})")), "model_type");
+  EXPECT_EQ(rejected_field(json::parse(R"({"model_type": "vgg"})")), "model_type");
   EXPECT_EQ(rejected_field(json::parse(R"({"dataset": "imagenet"})")), "dataset");
   EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"optimizer": "lbfgs"}})")), "train_opts.optimizer");
   EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"device": "tpu"}})")), "train_opts.device");

@@ -24,6 +24,12 @@ struct TrainOpts {
   std::uint64_t seed = 1;       ///< seeds weight init and the per-epoch shuffles
   std::string device = "auto";  ///< "auto", "cpu" or "cuda"
   int checkpoint_every_steps = 0;  ///< 0: a checkpoint after every epoch only
+  /// Early stopping: end the job (succeeded) after this many epochs without a better test
+  /// accuracy than the best so far; 0 = train every epoch.
+  int patience = 0;
+  /// Which epoch the model's latest weights (what serving uses without a version) are:
+  /// "last", or "best" (the best test accuracy so far). Every epoch is kept as a version either way.
+  std::string publish = "last";
 };
 
 /// Where one rank of a data-parallel attempt runs, as the controller tells each trainer.
