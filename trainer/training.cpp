@@ -226,12 +226,13 @@ class TrainingRun {
     const std::int64_t lo = std::int64_t{step} * batch_;
     const std::int64_t hi = std::min(n_, lo + batch_);
     auto idx = e.order.slice(0, lo, hi);
-    auto xb = train_x_.index_select(0, idx);
+    auto xb = augment_batch(train_x_.index_select(0, idx), o_, e.number, step, 0, hi - lo);
     auto yb = train_y_.index_select(0, idx);
     const double lr = scheduled_lr(o_, std::int64_t{e.number - 1} * steps_per_epoch_ + step, total_steps_);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
     optimizer_->zero_grad();
-    auto loss = torch::nn::functional::cross_entropy(model_->forward(xb), yb);
+    auto loss = torch::nn::functional::cross_entropy(
+        model_->forward(xb), yb, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o_.label_smoothing));
     loss.backward();
     optimizer_->step();
     e.loss_sum += loss.detach() * static_cast<double>(hi - lo);
@@ -255,9 +256,10 @@ class TrainingRun {
     double local_loss_sum = 0;
     if (share > 0) {
       auto idx = e.order.slice(0, first, first + share);
+      auto xb = augment_batch(train_x_.index_select(0, idx), o_, e.number, step, first - lo, share);
       auto loss_sum = torch::nn::functional::cross_entropy(
-          model_->forward(train_x_.index_select(0, idx)), train_y_.index_select(0, idx),
-          torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+          model_->forward(xb), train_y_.index_select(0, idx),
+          torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).label_smoothing(o_.label_smoothing));
       // Divided by the global count: the summed gradients are those of the global batch's mean.
       (loss_sum / static_cast<double>(count)).backward();
       local_loss_sum = loss_sum.item<double>();

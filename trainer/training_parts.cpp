@@ -103,6 +103,10 @@ torch::nn::Sequential model_for(const JobSpec& spec, const DatasetInfo& info) {
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(torch::nn::Sequential& model,
                                                         const TrainOpts& o) {
+  if (o.optimizer == "adamw") {
+    return std::make_unique<torch::optim::AdamW>(
+        model->parameters(), torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+  }
   if (o.optimizer == "adam") {
     return std::make_unique<torch::optim::Adam>(
         model->parameters(), torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
@@ -184,6 +188,34 @@ std::optional<ResumePoint> decode_checkpoint(const std::string& payload, const s
                              e.at(3).get<double>(), e.at(4).get<double>(), e.at(5).get<double>()});
   }
   return point;
+}
+
+torch::Tensor augment_batch(const torch::Tensor& x, const TrainOpts& o, int epoch, int step, std::int64_t first,
+                            std::int64_t count) {
+  if (o.augment != "crop_flip" || count <= 0) return x;
+  constexpr std::int64_t kPad = 4;
+  // Drawn for the whole global batch from (seed, epoch, step), then this rank's rows taken:
+  // the same images get the same crops and flips however many trainers share the batch.
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(o.seed * 7919ULL + static_cast<std::uint64_t>(epoch) * 1000003ULL +
+                                                            static_cast<std::uint64_t>(step));
+  const std::int64_t global = first + count;
+  // One draw per image (a row of three numbers in 0..17, uniform modulo 9 and modulo 2), so
+  // image i's draw does not depend on how many images follow it.
+  auto draws = torch::randint(0, 18, {global, 3}, generator, torch::kInt64).slice(0, first, global);
+  const auto device = x.device();
+  auto shifts = draws.slice(1, 0, 2).remainder(2 * kPad + 1).to(device);
+  auto flips = draws.select(1, 2).remainder(2).to(device).to(torch::kBool);
+  const std::int64_t h = x.size(2), w = x.size(3);
+  auto padded = torch::constant_pad_nd(x, {kPad, kPad, kPad, kPad}, 0.0);
+  auto ints = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  auto rows = shifts.select(1, 0).unsqueeze(1) + torch::arange(h, ints).unsqueeze(0);  // [B][H]
+  auto cols = shifts.select(1, 1).unsqueeze(1) + torch::arange(w, ints).unsqueeze(0);  // [B][W]
+  cols = torch::where(flips.unsqueeze(1), cols.flip(1), cols);  // a mirrored crop reads its columns backwards
+  auto batch = torch::arange(x.size(0), ints).view({-1, 1, 1});
+  using torch::indexing::Slice;
+  // Advanced indices around a slice put their dimensions first: [B][H][W][C] -> [B][C][H][W].
+  auto out = padded.index({batch, Slice(), rows.unsqueeze(2), cols.unsqueeze(1)});
+  return out.permute({0, 3, 1, 2}).contiguous();
 }
 
 bool is_best_epoch(const std::vector<double>& earlier, double accuracy) {

@@ -63,6 +63,13 @@ struct EvaluationSums {
 Evaluation evaluation_of(const EvaluationSums& sums);
 EvaluationSums evaluate_sums(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y);
 
+/// train_opts.augment "crop_flip" on `x` [count][C][H][W], the rows [first, first + count) of a
+/// global batch: random crops of the images padded by 4 pixels and left-right flips, on x's
+/// device, each image's drawn from (seed, epoch, step, its row), so a data-parallel rank's
+/// share is augmented as the same rows are on one trainer. `x` itself without augmentation.
+torch::Tensor augment_batch(const torch::Tensor& x, const TrainOpts& o, int epoch, int step, std::int64_t first,
+                            std::int64_t count);
+
 /// Whether `accuracy` beats every earlier epoch's (strictly; the first epoch always does).
 bool is_best_epoch(const std::vector<double>& earlier, double accuracy);
 /// Early stopping: whether the last `patience` epochs of `accuracies` brought nothing better

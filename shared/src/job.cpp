@@ -68,17 +68,18 @@ TrainOpts parse_train_opts(const json& object) {
   if (!object.is_object()) invalid("train_opts", "train_opts must be an object");
   reject_unknown_fields(object,
                         {"epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
-                         "lr_schedule", "seed", "device", "checkpoint_every_steps", "patience", "publish"},
+                         "lr_schedule", "seed", "device", "checkpoint_every_steps", "patience", "publish", "augment",
+                         "label_smoothing"},
                         "train_opts.");
   TrainOpts opts;
   opts.epochs = static_cast<int>(get_int(object, "epochs", "train_opts.epochs", opts.epochs, 1, 1000));
   opts.batch_size = static_cast<int>(
       get_int(object, "batch_size", "train_opts.batch_size", opts.batch_size, 1, 65536));
   opts.optimizer = get_string(object, "optimizer", "train_opts.optimizer", opts.optimizer);
-  if (opts.optimizer != "sgd" && opts.optimizer != "adam") {
-    invalid("train_opts.optimizer", "train_opts.optimizer must be \"sgd\" or \"adam\"");
+  if (opts.optimizer != "sgd" && opts.optimizer != "adam" && opts.optimizer != "adamw") {
+    invalid("train_opts.optimizer", "train_opts.optimizer must be \"sgd\", \"adam\" or \"adamw\"");
   }
-  double default_lr = opts.optimizer == "adam" ? 1e-3 : opts.lr;
+  double default_lr = opts.optimizer == "sgd" ? opts.lr : 1e-3;
   opts.lr = get_double(object, "lr", "train_opts.lr", default_lr, 0.0, 10.0, false);
   opts.momentum = get_double(object, "momentum", "train_opts.momentum", opts.momentum, 0.0, 0.999, true);
   opts.weight_decay =
@@ -101,6 +102,12 @@ TrainOpts parse_train_opts(const json& object) {
   if (opts.publish != "last" && opts.publish != "best") {
     invalid("train_opts.publish", "train_opts.publish must be \"last\" or \"best\"");
   }
+  opts.augment = get_string(object, "augment", "train_opts.augment", opts.augment);
+  if (opts.augment != "none" && opts.augment != "crop_flip") {
+    invalid("train_opts.augment", "train_opts.augment must be \"none\" or \"crop_flip\"");
+  }
+  opts.label_smoothing =
+      get_double(object, "label_smoothing", "train_opts.label_smoothing", 0.0, 0.0, 0.5, true);
   return opts;
 }
 
@@ -212,6 +219,8 @@ json to_json(const JobSpec& spec) {
   // Only when set: specs (and checkpoints' resume keys) from before these options stay equal.
   if (o.patience != 0) out["train_opts"]["patience"] = o.patience;
   if (o.publish != "last") out["train_opts"]["publish"] = o.publish;
+  if (o.augment != "none") out["train_opts"]["augment"] = o.augment;
+  if (o.label_smoothing != 0) out["train_opts"]["label_smoothing"] = o.label_smoothing;
   if (!spec.job_id.empty()) out["job_id"] = spec.job_id;
   if (spec.example_idxs) out["example_idxs"] = {spec.example_idxs->first, spec.example_idxs->second};
   out["trainers"] = spec.trainers;

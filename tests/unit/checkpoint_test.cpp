@@ -132,6 +132,52 @@ TEST_F(TrainingTest, AResnetTrainsAndWritesPerClassMetrics) {
   EXPECT_EQ(per_class_accuracy(meta).size(), 10u);
 }
 
+TEST(Augmentation, CropFlipIsDeterministicShardableAndReallyCropsAndFlips) {
+  // Every pixel holds its column index + 1 (0 is the padding), so a row of the output shows
+  // the crop's shift and direction.
+  auto x = (torch::arange(28, torch::kFloat32) + 1).view({1, 1, 1, 28}).expand({8, 1, 28, 28}).contiguous();
+  TrainOpts o;
+  EXPECT_TRUE(torch::equal(augment_batch(x, o, 1, 0, 0, 8), x)) << "none: untouched";
+  o.augment = "crop_flip";
+  const auto a = augment_batch(x, o, 1, 0, 0, 8);
+  EXPECT_EQ(a.sizes(), x.sizes());
+  EXPECT_TRUE(torch::equal(a, augment_batch(x, o, 1, 0, 0, 8))) << "deterministic for (seed, epoch, step)";
+  EXPECT_FALSE(torch::equal(a, augment_batch(x, o, 1, 1, 0, 8))) << "another step, other draws";
+  EXPECT_TRUE(torch::equal(a.slice(0, 3, 8), augment_batch(x.slice(0, 3, 8), o, 1, 0, 3, 5)))
+      << "a rank's share is augmented as the same rows of the whole batch";
+  int flipped = 0, shifted = 0;
+  for (int i = 0; i < 8; ++i) {
+    auto row = a[i][0][14];
+    auto inside = row.masked_select(row > 0);  // the image, without padding
+    auto steps = inside.slice(0, 1) - inside.slice(0, 0, -1);
+    const bool up = torch::all(steps == 1).item<bool>(), down = torch::all(steps == -1).item<bool>();
+    EXPECT_TRUE(up || down) << "a crop of one image, read forwards or backwards: " << row;
+    flipped += down ? 1 : 0;
+    shifted += inside.size(0) < 28 ? 1 : 0;
+  }
+  EXPECT_GT(flipped, 0);
+  EXPECT_LT(flipped, 8);
+  EXPECT_GT(shifted, 0);
+}
+
+TEST_F(TrainingTest, AugmentationLabelSmoothingAndAdamwTrain) {
+  JobSpec s = spec("aug", 2);
+  s.train_opts.augment = "crop_flip";
+  s.train_opts.label_smoothing = 0.1;
+  s.train_opts.optimizer = "adamw";
+  s.train_opts.lr = 1e-3;
+  TrainingHooks hooks{[](const JobProgress&) {}, [] { return false; }};
+  ASSERT_EQ(run_training(s, env_, hooks), TrainingOutcome::kCompleted);
+  // The bars encode the class by position, which crops and flips blur: above chance (0.1) is the claim.
+  EXPECT_GT(meta_of("m-aug").epochs.back().accuracy, 0.15);
+  const JobSpec back = parse_job_spec(to_json(s));
+  EXPECT_EQ(back.train_opts.augment, "crop_flip");
+  EXPECT_DOUBLE_EQ(back.train_opts.label_smoothing, 0.1);
+  EXPECT_EQ(back.train_opts.optimizer, "adamw");
+  EXPECT_THROW(parse_job_spec(json{{"model_id", "x"}, {"train_opts", {{"augment", "mixup"}}}}), Error);
+  EXPECT_THROW(parse_job_spec(json{{"model_id", "x"}, {"train_opts", {{"label_smoothing", 0.9}}}}), Error);
+}
+
 TEST(EarlyStopping, CountsEpochsSinceTheBest) {
   EXPECT_TRUE(is_best_epoch({}, 0.1));
   EXPECT_TRUE(is_best_epoch({0.5, 0.6}, 0.61));

@@ -17,7 +17,7 @@ struct TrainOpts {
   int epochs = 10;
   int batch_size = 128;
   double lr = 0.05;            ///< for "adam" the default is 0.001
-  std::string optimizer = "sgd";  ///< "sgd" (with momentum) or "adam"
+  std::string optimizer = "sgd";  ///< "sgd" (with momentum), "adam" or "adamw" (decoupled weight decay)
   double momentum = 0.9;
   double weight_decay = 5e-4;
   std::string lr_schedule = "cosine";  ///< "cosine" (per step, to 0) or "constant"
@@ -30,6 +30,10 @@ struct TrainOpts {
   /// Which epoch the model's latest weights (what serving uses without a version) are:
   /// "last", or "best" (the best test accuracy so far). Every epoch is kept as a version either way.
   std::string publish = "last";
+  /// "none", or "crop_flip": each training image shifted by a random crop of the image padded
+  /// by 4 pixels, and mirrored left-right with probability 1/2; drawn per (seed, epoch, step).
+  std::string augment = "none";
+  double label_smoothing = 0;  ///< 0..0.5, cross-entropy against smoothed targets
 };
 
 /// Where one rank of a data-parallel attempt runs, as the controller tells each trainer.
