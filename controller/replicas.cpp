@@ -105,6 +105,14 @@ ReplicaHooks Replicas::hooks() {
 std::optional<HttpReply> Replicas::forward(const HttpRequest& request) const {
   const LeaderView view = leadership_.view();
   if (view.mine) return std::nullopt;
+  // One hop at most: a write another replica forwarded here as to the leader, while this one
+  // follows too (the lead is changing hands), is refused rather than sent on and on.
+  if (const std::string by = request.header("x-mlswarm-forwarded-by"); !by.empty()) {
+    throw Error(ErrorCode::kUnavailable,
+                fmt::format("{} forwarded this write here as to the leader, but this replica follows {}: the lead is "
+                            "changing; try again in a few seconds",
+                            by.substr(0, 64), view.leader.empty() ? "no one" : view.leader));
+  }
   if (view.leader.empty() || view.leader == options_.address) {
     throw Error(ErrorCode::kUnavailable, "no controller leads right now; try again in a few seconds");
   }
@@ -127,6 +135,7 @@ std::optional<HttpReply> Replicas::forward(const HttpRequest& request) const {
     if (const std::string value = request.header(name); !value.empty()) headers.emplace(name, value);
   }
   headers.emplace("X-Request-Id", request.request_id);
+  headers.emplace("X-Mlswarm-Forwarded-By", options_.address);
   const std::string target = request.target.empty() ? request.path : request.target;
   httplib::Result result = request.method == "DELETE"
                                ? client->Delete(target.c_str(), headers)

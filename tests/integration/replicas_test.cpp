@@ -62,6 +62,12 @@ TEST_F(ReplicaTest, TheFollowerTakesOverWithinSecondsAndReattachesTheRunningJob)
   ASSERT_EQ(res->status, 202) << res->body;
   EXPECT_EQ(res->get_header_value("X-Forwarded-To"), "127.0.0.1:" + std::to_string(controller_port_));
   const std::string id = json::parse(res->body)["job_id"];
+  // A write that a replica already forwarded here as to the leader is not sent on: one hop.
+  auto hop = other_->Post("/train", {{"X-Mlswarm-Forwarded-By", "127.0.0.99:48515"}},
+                          json{{"model_id", "bounced"}}.dump(), "application/json");
+  ASSERT_TRUE(hop);
+  EXPECT_EQ(hop->status, 503) << hop->body;
+  EXPECT_NE(hop->body.find("the lead is changing"), std::string::npos) << hop->body;
   ASSERT_TRUE(eventually([&] { return job(id).value("step", 0) > 0 && job(id).value("epoch", 0) >= 1; }, 60s));
   ASSERT_TRUE(eventually([&] { return testing::get_json(*other_, "/jobs/" + id).value("state", "") == "running"; }, 5s))
       << "the follower serves reads from the journal";
