@@ -9,30 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-16}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-15}
-build=${BUILD_DIR:-build}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-wait_http() { local d=$((SECONDS + 60)); until curl -sf -o /dev/null "$1"; do ((SECONDS < d)) || return 1; sleep 0.2; done; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+train_bench_model 127.0.0.2 61586
 
-# A real model to serve: one quick epoch on 2,000 Fashion-MNIST images.
-"$build/trainer/ml_trainer" --host 127.0.0.2 --port 48586 --home-dir "$work" >"$work/trainer.log" 2>&1 &
-pids+=($!)
-wait_http http://127.0.0.2:48586/healthz
-curl -sf -X POST http://127.0.0.2:48586/train -d '{"model_id":"bench","job_id":"bench","example_idxs":[0,2000],"train_opts":{"epochs":1}}' >/dev/null
-until curl -sf http://127.0.0.2:48586/jobs/bench | grep -q '"state":"succeeded"'; do sleep 0.5; done
-kill -TERM "${pids[0]}"
-
-"$build/controller/ml_controller" --host 127.0.0.1 --port 48585 --subnet 127.0.0.0/30 --train-port 48586 \
+"$build/controller/ml_controller" --host 127.0.0.1 --port 61585 --subnet 127.0.0.0/30 --train-port 61586 \
   --home-dir "$work" >"$work/controller.log" 2>&1 &
 pids+=($!)
-wait_http http://127.0.0.1:48585/healthz
-curl -sf 'http://127.0.0.1:48585/datasets/fashion-mnist/examples?split=test&start=0&count=1' >"$work/example.json"
+wait_http http://127.0.0.1:61585/healthz
+curl -sf 'http://127.0.0.1:61585/datasets/fashion-mnist/examples?split=test&start=0&count=1' >"$work/example.json"
 header_length=$(python3 - "$work" <<'PY'
 import json, struct, sys
 work = sys.argv[1]
@@ -49,7 +34,7 @@ print(len(header))
 PY
 )
 echo "single-image inference, $CLIENTS concurrent clients, ${SECONDS_PER_RUN}s each, $(nproc) cores, one controller"
-load() { "$build/cli/mlswarm" --url http://127.0.0.1:48585 load --clients "$CLIENTS" --seconds "$SECONDS_PER_RUN" "$@" || true; }
+load() { "$build/cli/mlswarm" --url http://127.0.0.1:61585 load --clients "$CLIENTS" --seconds "$SECONDS_PER_RUN" "$@" || true; }
 load --path /predict --body-file "$work/predict.json" --label "/predict (JSON)"
 load --path /v2/models/bench/infer --body-file "$work/infer.json" --label "v2 infer (JSON)"
 load --path /v2/models/bench/infer --body-file "$work/infer.bin" --content-type application/octet-stream \

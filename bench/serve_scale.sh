@@ -15,28 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-16}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-15}
-build=${BUILD_DIR:-build}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-wait_http() { local d=$((SECONDS + 60)); until curl -sf -o /dev/null "$1"; do ((SECONDS < d)) || return 1; sleep 0.2; done; }
-
-# A real model to serve: one quick epoch on 2,000 Fashion-MNIST images.
-"$build/trainer/ml_trainer" --host 127.0.0.4 --port 48596 --home-dir "$work" >"$work/trainer.log" 2>&1 &
-pids+=($!)
-wait_http http://127.0.0.4:48596/healthz
-curl -sf -X POST http://127.0.0.4:48596/train -d '{"model_id":"bench","job_id":"bench","example_idxs":[0,2000],"train_opts":{"epochs":1}}' >/dev/null
-deadline=$((SECONDS + 300))
-until curl -sf http://127.0.0.4:48596/jobs/bench | grep -q '"state":"succeeded"'; do
-  ((SECONDS < deadline)) || { echo "the model did not train; $work/trainer.log:"; tail "$work/trainer.log"; exit 1; }
-  sleep 0.5
-done
-kill -TERM "${pids[0]}"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+train_bench_model 127.0.0.4 61576
 
 # Two replicas, one port, two addresses; no trainers to find (the scan covers only 127.0.0.4/32's
 # port, now closed). Started twice: LibTorch's threads per forward pass as configured (default
@@ -44,17 +25,17 @@ kill -TERM "${pids[0]}"
 replicas=()
 start_replicas() {  # PREDICT_THREADS
   for address in 127.0.0.2 127.0.0.3; do
-    "$build/controller/ml_controller" --host "$address" --port 48595 --subnet 127.0.0.4/32 --train-port 48596 \
+    "$build/controller/ml_controller" --host "$address" --port 61575 --subnet 127.0.0.4/32 --train-port 61576 \
       --home-dir "$work" --predict-threads "$1" ${CONTROLLER_ARGS:-} >>"$work/controller-$address.log" 2>&1 &
     replicas+=($!)
     pids+=($!)
-    wait_http "http://$address:48595/healthz"
+    wait_http "http://$address:61575/healthz"
   done
-  [[ -s $work/body.json ]] || curl -sf 'http://127.0.0.2:48595/datasets/fashion-mnist/examples?split=test&start=0&count=1' |
+  [[ -s $work/body.json ]] || curl -sf 'http://127.0.0.2:61575/datasets/fashion-mnist/examples?split=test&start=0&count=1' |
     /usr/bin/python3 -c 'import json,sys; e=json.load(sys.stdin)["examples"]; print(json.dumps({"model_id":"bench","examples":e}))' \
     >"$work/body.json"
   for address in 127.0.0.2 127.0.0.3; do  # each replica loads the model once before measuring
-    curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' --data @"$work/body.json" "http://$address:48595/predict"
+    curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' --data @"$work/body.json" "http://$address:61575/predict"
   done
 }
 stop_replicas() {
@@ -69,7 +50,7 @@ load() {  # URL LABEL
 load_by_name() {  # LABEL
   if [[ $(id -u) == 0 ]] && command -v unshare >/dev/null; then
     unshare --mount sh -c 'mount --bind "$1" /etc/hosts && shift && exec "$@"' sh "$work/hosts" \
-      "$build/cli/mlswarm" --url http://mlswarm-serving:48595 load --body-file "$work/body.json" --clients "$CLIENTS" \
+      "$build/cli/mlswarm" --url http://mlswarm-serving:61575 load --body-file "$work/body.json" --clients "$CLIENTS" \
       --seconds "$SECONDS_PER_RUN" --label "$1" || true
   else
     echo "$1: skipped (the private /etc/hosts for the name needs root)"
@@ -81,7 +62,7 @@ echo "single-image /predict, $CLIENTS concurrent clients, ${SECONDS_PER_RUN}s ea
 threads=${PREDICT_THREADS:-0}
 for run in "$threads" 1; do
   start_replicas "$run"
-  load http://127.0.0.2:48595 "1 replica, PREDICT_THREADS=$run"
+  load http://127.0.0.2:61575 "1 replica, PREDICT_THREADS=$run"
   load_by_name "2 replicas behind one name, PREDICT_THREADS=$run"
   stop_replicas
   [[ $threads == 1 ]] && break
