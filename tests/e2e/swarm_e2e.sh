@@ -136,6 +136,17 @@ else
   api "$controller/datasets/fashion-mnist/examples?count=1" | head -c 300
 fi
 
+# The image serves the dashboard and the Open Inference Protocol, with the same token rules.
+page=$(curl -sf "$controller/" | grep -c '<title>mlswarm</title>')
+live=$(curl -s -o /dev/null -w '%{http_code}' "$controller/v2/health/live")
+versions=$(api "$controller/v2/models/e2e" | json '",".join(d["versions"])')
+v2_no_token=$(curl -s -o /dev/null -w '%{http_code}' "$controller/v2/models/e2e")
+if [[ $page == 1 && $live == 200 && -n $versions && $v2_no_token == 401 ]]; then
+  pass "the dashboard (GET /) and /v2 are served: model e2e versions $versions, /v2 without the token 401"
+else
+  fail "dashboard/v2: page $page, live $live, versions '${versions}', without the token $v2_no_token"
+fi
+
 trainer=$(api "$controller/jobs/$job" | json 'd["trainer"]')
 cid=$(docker ps -q -f name=ml_controller | head -n1)
 if docker exec "$cid" ml_controller --fetch "http://$trainer/status" | grep -q "\"$job\""; then
