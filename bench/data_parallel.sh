@@ -11,19 +11,13 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
 IMAGES=${IMAGES:-12000}
 BATCH=${BATCH:-128}
-build=${BUILD_DIR:-build}
 # Ports above the kernel's ephemeral range (32768-60999), so nothing else holds them.
 TRAIN_PORT=62010 CONTROLLER_PORT=62011 RDZV_PORT=62020
+build=${BUILD_DIR:-build}
 work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-die() { echo "data_parallel.sh: $*" >&2; exit 1; }
-wait_http() { local d=$((SECONDS + 60)); until curl -sf -o /dev/null "$1"; do ((SECONDS < d)) || die "no answer from $1"; sleep 0.2; done; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+die() { bench_die "$@"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 for i in 2 3; do

@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-16}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-15}
+build=${BUILD_DIR:-build}
+work=$(mktemp -d)
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 train_bench_model 127.0.0.2 61586

@@ -1,13 +1,13 @@
-# shellcheck shell=bash
-# What the benchmarks share: source it after `cd` to the repository root.
+# shellcheck shell=bash disable=SC2154
+# (build and work are set by the script that sources this file.)
+# What the benchmarks share: source it after `cd` to the repository root, with `build` (the
+# build folder) and `work` (a fresh temporary folder, removed on exit) set.
 #   pids+=($!)                       processes stopped (TERM, then waited for) on exit
 #   wait_http URL [SECONDS]          until URL answers 2xx; exits with a message at the deadline
 #   train_bench_model HOST PORT      a real model "bench" (1 epoch, 2,000 Fashion-MNIST images) in
 #                                    $work, trained by a trainer started and stopped here
 # Ports: every benchmark uses ports above the kernel's ephemeral range (32768-60999), so no
 # outgoing connection of anything else holds them.
-build=${BUILD_DIR:-build}
-work=$(mktemp -d)
 pids=()
 bench_cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done

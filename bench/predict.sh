@@ -12,6 +12,8 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-15}
 GUNICORN_WORKERS=${GUNICORN_WORKERS:-2}
 GUNICORN_THREADS=${GUNICORN_THREADS:-4}
 scripts/install_deps.sh python3-torch python3-flask gunicorn
+build=${BUILD_DIR:-build}
+work=$(mktemp -d)
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 train_bench_model 127.0.0.2 61596
