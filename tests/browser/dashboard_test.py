@@ -15,54 +15,15 @@ import json
 import os
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
-import zlib
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from harness import free_port, png_28x28, poll  # noqa: E402
 
 TOKEN = "dashboard-test-token-0123456789abcdef"
-
-
-def free_port(host):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def poll(what, predicate, seconds):
-    """Calls predicate until it returns something truthy; raises after `seconds`."""
-    deadline = time.monotonic() + seconds
-    last_error = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as e:  # the page may be mid-render; try again until the deadline
-            last_error = e
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {seconds} s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
-
-
-def png_28x28():
-    """A grayscale 28x28 PNG of a bright, trouser-like shape on black, written with zlib."""
-    rows = b""
-    for y in range(28):
-        row = bytearray(28)
-        for x in range(28):
-            if 3 <= y <= 25 and (8 <= x <= 12 or 15 <= x <= 19 or (y <= 8 and 8 <= x <= 19)):
-                row[x] = 220
-        rows += b"\x00" + bytes(row)
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0)) +
-            chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
 class Cluster:

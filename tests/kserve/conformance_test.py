@@ -14,15 +14,15 @@ import json
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
-import zlib
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from harness import free_port, png_28x28, poll  # noqa: E402
 
 TOKEN = "kserve-conformance-token-0123456789"
 MODEL = "v2-model"
@@ -33,25 +33,6 @@ def check(name, ok, detail=""):
     results.append((name, bool(ok)))
     print(("PASS: " if ok else "FAIL: ") + name + (f" ({detail})" if detail and not ok else ""), flush=True)
     return ok
-
-
-def free_port(host):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def poll(what, predicate, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
 
 
 class Http:
@@ -77,14 +58,6 @@ class Http:
         except ValueError:
             parsed = raw
         return status, headers, parsed
-
-
-def png_28x28():
-    rows = b"".join(b"\x00" + bytes(220 if 3 <= y <= 25 and (8 <= x <= 12 or 15 <= x <= 19 or (y <= 8 and 8 <= x <= 19))
-                                     else 0 for x in range(28)) for y in range(28))
-    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0)) +
-            chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
 def is_error_body(body):
