@@ -1,5 +1,6 @@
 #include "controller_api.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <fmt/format.h>
@@ -240,9 +241,10 @@ void ControllerApi::add_inference_routes() {
 
 HttpReply ControllerApi::infer(const std::string& model_id, int version, const HttpRequest& request) {
   require_valid_id(model_id, "model_id");
-  ModelMeta meta = models_.meta(model_id, version);
+  auto model = models_.model(model_id, version);
+  const ModelMeta& meta = ModelServer::meta_of(*model);
   v2::InferRequest parsed = v2::parse_infer(request, meta, options_.max_examples);
-  PredictResult result = models_.predict(model_id, std::move(parsed.pixels), parsed.count, version);
+  PredictResult result = models_.predict(model, std::move(parsed.pixels), parsed.count);
   return v2::infer_reply(parsed, result, meta);
 }
 
@@ -367,6 +369,19 @@ HttpReply ControllerApi::examples(const std::string& name, const HttpRequest& re
 }
 
 HttpReply ControllerApi::predict(const HttpRequest& req) {
+  require_json_content(req);
+  // The usual body takes one pass over its text; anything unusual (and every error) goes
+  // through the full JSON parser below, which says precisely what is wrong.
+  if (auto scanned = scan_predict_body(req.body, options_.max_examples, kMaxJsonDepth);
+      scanned && is_valid_id(scanned->model_id)) {
+    auto model = models_.model(scanned->model_id, scanned->version);
+    const ModelMeta& meta = ModelServer::meta_of(*model);
+    const auto chw = static_cast<std::uint32_t>(meta.channels * meta.height * meta.width);
+    if (std::all_of(scanned->sizes.begin(), scanned->sizes.end(), [&](std::uint32_t n) { return n == chw; })) {
+      const auto count = static_cast<std::int64_t>(scanned->sizes.size());
+      return HttpReply::json_text(predict_reply_json(models_.predict(model, std::move(scanned->pixels), count)));
+    }
+  }
   json body = parse_json_body(req);
   if (!body.is_object()) throw Error(ErrorCode::kInvalidArgument, "the body must be a JSON object");
   if (!body.contains("model_id") || !body["model_id"].is_string()) {
@@ -384,15 +399,10 @@ HttpReply ControllerApi::predict(const HttpRequest& req) {
     }
     version = body["version"].get<int>();
   }
-  ModelMeta meta = models_.meta(model_id, version);
-  std::vector<float> pixels = flatten_examples(body["examples"], meta, options_.max_examples);
+  auto model = models_.model(model_id, version);
+  std::vector<float> pixels = flatten_examples(body["examples"], ModelServer::meta_of(*model), options_.max_examples);
   auto count = static_cast<std::int64_t>(body["examples"].size());
-  PredictResult result = models_.predict(model_id, std::move(pixels), count, version);
-  return HttpReply::json(200, {{"model_id", result.model_id},
-                               {"version", result.version},
-                               {"class_idxs", result.class_idxs},
-                               {"class_tags", result.class_tags},
-                               {"probabilities", result.probabilities}});
+  return HttpReply::json_text(predict_reply_json(models_.predict(model, std::move(pixels), count)));
 }
 
 HttpReply ControllerApi::classify(const HttpRequest& req) {
@@ -422,9 +432,10 @@ HttpReply ControllerApi::classify(const HttpRequest& req) {
     if (model_id.empty()) throw Error(ErrorCode::kNotFound, "no trained model yet; train one first", "model_id");
   }
   require_valid_id(model_id, "model_id");
-  ModelMeta meta = models_.meta(model_id);
+  auto model = models_.model(model_id);
+  const ModelMeta& meta = ModelServer::meta_of(*model);
   std::vector<float> pixels = decode_image(image->content, meta.channels, meta.height, meta.width);
-  PredictResult result = models_.predict(model_id, std::move(pixels), 1);
+  PredictResult result = models_.predict(model, std::move(pixels), 1);
   return HttpReply::json(200, {{"model_id", result.model_id},
                                {"version", result.version},
                                {"class", result.class_tags[0]},

@@ -10,7 +10,8 @@
 namespace mlswarm {
 namespace fs = std::filesystem;
 
-ModelCache::ModelCache(fs::path home_dir, const std::string& device) : home_dir_(std::move(home_dir)) {
+ModelCache::ModelCache(fs::path home_dir, const std::string& device, std::chrono::milliseconds recheck)
+    : home_dir_(std::move(home_dir)), recheck_(recheck) {
   const bool has_cuda = torch::cuda::is_available();
   if (device == "cuda" && !has_cuda) {
     throw Error(ErrorCode::kInvalidArgument,
@@ -28,9 +29,17 @@ std::size_t ModelCache::loads() const {
   return loads_;
 }
 
+std::shared_ptr<const LoadedModel> ModelCache::fresh(const std::string& key) const {
+  std::lock_guard lock(mutex_);
+  auto it = models_.find(key);
+  if (it == models_.end() || std::chrono::steady_clock::now() - it->second.checked >= recheck_) return nullptr;
+  return it->second.model;
+}
+
 std::shared_ptr<const LoadedModel> ModelCache::get(const std::string& model_id, int version) {
-  const auto dir = model_version_dir(home_dir_, model_id, version);
   const std::string key = version > 0 ? fmt::format("{}/versions/{}", model_id, version) : model_id;
+  if (auto model = fresh(key)) return model;  // checked on disk less than `recheck_` ago
+  const auto dir = model_version_dir(home_dir_, model_id, version);
   require_not_symlink(dir / "meta.json", "model_id");
   require_not_symlink(dir / "model.pt", "model_id");
   std::error_code ec;
@@ -44,11 +53,15 @@ std::shared_ptr<const LoadedModel> ModelCache::get(const std::string& model_id, 
     }
     throw Error(ErrorCode::kNotFound, fmt::format("unknown model '{}'", model_id), "model_id");
   }
+  const auto checked = std::chrono::steady_clock::now();
   auto current = [&]() -> std::shared_ptr<const LoadedModel> {
     std::lock_guard lock(mutex_);
     auto it = models_.find(key);
-    if (it != models_.end() && it->second->meta_mtime == mtime && it->second->meta_size == size) return it->second;
-    return nullptr;
+    if (it == models_.end() || it->second.model->meta_mtime != mtime || it->second.model->meta_size != size) {
+      return nullptr;
+    }
+    it->second.checked = checked;
+    return it->second.model;
   };
   if (auto model = current()) return model;
   std::lock_guard load_lock(load_mutex_);
@@ -76,7 +89,7 @@ std::shared_ptr<const LoadedModel> ModelCache::get(const std::string& model_id, 
   spdlog::info("model {} loaded: version {}{} ({} epochs, accuracy {:.4f})", model_id, loaded->meta.version,
                version > 0 ? " (pinned)" : "", loaded->meta.epochs.size(),
                loaded->meta.epochs.empty() ? 0.0 : loaded->meta.epochs.back().accuracy);
-  models_[key] = loaded;
+  models_[key] = Entry{loaded, checked};
   return loaded;
 }
 

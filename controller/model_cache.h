@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <filesystem>
 #include <map>
@@ -19,13 +20,16 @@ struct LoadedModel;
 /// when its meta.json changes (a trainer finished another epoch) the next get() loads the new
 /// version, and requests already holding the old one finish with it. Loading is the only
 /// LibTorch work that happens outside the batcher thread; it builds a fresh module that no
-/// other thread can see until it is complete. Every get() stats meta.json once.
+/// other thread can see until it is complete. meta.json is stat'ed at most once per
+/// `recheck` per model version (100 ms by default), not on every request: a new epoch is
+/// served at most that long after its files were written.
 /// Thread-safe: `mutex_` guards `models_` and `loads_`.
 class ModelCache {
  public:
   /// `device`: "auto", "cpu" or "cuda" (SERVE_DEVICE); Error(kInvalidArgument) for "cuda"
   /// when LibTorch sees no CUDA device.
-  explicit ModelCache(std::filesystem::path home_dir, const std::string& device = "cpu");
+  explicit ModelCache(std::filesystem::path home_dir, const std::string& device = "cpu",
+                      std::chrono::milliseconds recheck = std::chrono::milliseconds(100));
   ~ModelCache();
   ModelCache(const ModelCache&) = delete;
   ModelCache& operator=(const ModelCache&) = delete;
@@ -39,10 +43,17 @@ class ModelCache {
   std::size_t loads() const;
 
  private:
+  struct Entry {
+    std::shared_ptr<const LoadedModel> model;
+    std::chrono::steady_clock::time_point checked;  ///< when meta.json was last stat'ed
+  };
+  std::shared_ptr<const LoadedModel> fresh(const std::string& key) const;
+
   std::filesystem::path home_dir_;
   bool cuda_ = false;  ///< models go to the GPU
+  std::chrono::milliseconds recheck_;
   mutable std::mutex mutex_;
-  std::map<std::string, std::shared_ptr<const LoadedModel>> models_;
+  std::map<std::string, Entry> models_;
   std::size_t loads_ = 0;
   std::mutex load_mutex_;
 };

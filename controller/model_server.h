@@ -20,6 +20,13 @@ class ModelServer {
  public:
   ModelServer(std::filesystem::path home_dir, BatchingOptions options);
 
+  /// A model version as loaded now (loading or reloading it if needed), to read its meta and
+  /// predict with, so that a request looks the model up once. Errors as meta().
+  std::shared_ptr<const LoadedModel> model(const std::string& model_id, int version = 0);
+  static const ModelMeta& meta_of(const LoadedModel& model);
+  /// Classifies with a model that model() returned.
+  PredictResult predict(std::shared_ptr<const LoadedModel> model, std::vector<float> pixels, std::int64_t count);
+
   /// The current meta of a model, loading (or reloading) it if needed.
   /// Throws Error(kNotFound) for an unknown model and Error(kDataError) for a corrupt one.
   /// `version` 0 is the latest; n > 0 the pinned version n (Error(kNotFound) once pruned).

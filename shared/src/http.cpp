@@ -71,8 +71,14 @@ int json_nesting_depth(std::string_view text) noexcept {
   return deepest;
 }
 
-nlohmann::json parse_json_body(const HttpRequest& request) {
-  std::string type = request.header("content-type");
+HttpReply HttpReply::json_text(std::string body) {
+  HttpReply reply;
+  reply.body = std::move(body);
+  return reply;
+}
+
+void require_json_content(const HttpRequest& request) {
+  const std::string type = request.header("content-type");
   if (!type.empty() && type.find("json") == std::string::npos &&
       type.find("x-www-form-urlencoded") == std::string::npos) {
     // curl -d sends form-urlencoded by default; we accept it as JSON text as the seed did.
@@ -80,6 +86,10 @@ nlohmann::json parse_json_body(const HttpRequest& request) {
                 fmt::format("Content-Type '{}' is not supported; send application/json", type));
   }
   if (request.body.empty()) throw Error(ErrorCode::kInvalidArgument, "the request body is empty");
+}
+
+nlohmann::json parse_json_body(const HttpRequest& request) {
+  require_json_content(request);
   // Every reader of a parsed body recurses over it; no request of ours nests beyond 6.
   if (json_nesting_depth(request.body) > kMaxJsonDepth) {
     throw Error(ErrorCode::kInvalidArgument, fmt::format("JSON nested deeper than {} levels", kMaxJsonDepth));

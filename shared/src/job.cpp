@@ -103,8 +103,8 @@ TrainOpts parse_train_opts(const json& object) {
     invalid("train_opts.publish", "train_opts.publish must be \"last\" or \"best\"");
   }
   opts.augment = get_string(object, "augment", "train_opts.augment", opts.augment);
-  if (opts.augment != "none" && opts.augment != "crop_flip") {
-    invalid("train_opts.augment", "train_opts.augment must be \"none\" or \"crop_flip\"");
+  if (opts.augment != "none" && opts.augment != "crop_flip" && opts.augment != "flip") {
+    invalid("train_opts.augment", "train_opts.augment must be \"none\", \"flip\" or \"crop_flip\"");
   }
   opts.label_smoothing =
       get_double(object, "label_smoothing", "train_opts.label_smoothing", 0.0, 0.0, 0.5, true);

@@ -160,6 +160,22 @@ TEST(Augmentation, CropFlipIsDeterministicShardableAndReallyCropsAndFlips) {
   EXPECT_GT(shifted, 0);
 }
 
+TEST(Augmentation, FlipMirrorsWithoutShifting) {
+  auto x = (torch::arange(28, torch::kFloat32) + 1).view({1, 1, 1, 28}).expand({8, 1, 28, 28}).contiguous();
+  TrainOpts o;
+  o.augment = "flip";
+  const auto a = augment_batch(x, o, 1, 0, 0, 8);
+  int flipped = 0;
+  for (int i = 0; i < 8; ++i) {
+    const bool same = torch::equal(a[i], x[i]), mirrored = torch::equal(a[i], x[i].flip(2));
+    EXPECT_TRUE(same || mirrored) << "the whole image, mirrored or not: " << a[i][0][14];
+    flipped += mirrored ? 1 : 0;
+  }
+  EXPECT_GT(flipped, 0);
+  EXPECT_LT(flipped, 8);
+  EXPECT_TRUE(torch::equal(a.slice(0, 3, 8), augment_batch(x.slice(0, 3, 8), o, 1, 0, 3, 5)));
+}
+
 TEST_F(TrainingTest, AugmentationLabelSmoothingAndAdamwTrain) {
   JobSpec s = spec("aug", 2);
   s.train_opts.augment = "crop_flip";

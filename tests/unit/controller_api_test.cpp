@@ -3,6 +3,8 @@
 
 #include "controller_api.h"
 
+#include <chrono>
+
 #include <gtest/gtest.h>
 #include <stb_image_write.h>
 
@@ -228,7 +230,12 @@ TEST_F(ControllerApiTest, ANewerModelIsServedWithoutARestart) {
       R"({"job_id": "bars-3", "model_id": "bars", "dataset": "mnist",
           "train_opts": {"epochs": 3, "batch_size": 16, "lr": 0.02, "device": "cpu"}})"));
   ASSERT_EQ(run_training(spec, env, {}), TrainingOutcome::kCompleted);
-  json out = body(call("POST", "/predict", json{{"model_id", "bars"}, {"examples", {bar_example(2)}}}.dump()));
+  // meta.json is re-checked at most every 100 ms, so the new epoch shows within that.
+  json out;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  do {
+    out = body(call("POST", "/predict", json{{"model_id", "bars"}, {"examples", {bar_example(2)}}}.dump()));
+  } while (out["version"] != 3 && std::chrono::steady_clock::now() < deadline);
   EXPECT_EQ(out["version"], 3);
   EXPECT_EQ(models_.loads(), loads + 1);
 }

@@ -44,6 +44,8 @@ struct HttpReply {
   std::map<std::string, std::string> headers;
 
   static HttpReply json(int status, const nlohmann::json& body);
+  /// A 200 whose body is JSON text the caller wrote (it ends in a newline, as json()'s do).
+  static HttpReply json_text(std::string body);
   static HttpReply error(const Error& error);
 };
 
@@ -58,6 +60,9 @@ inline constexpr int kMaxJsonDepth = 32;
 /// for malformed JSON or nesting deeper than kMaxJsonDepth, and Error(kUnsupportedMediaType) when a Content-Type other than JSON
 /// was sent.
 nlohmann::json parse_json_body(const HttpRequest& request);
+/// parse_json_body's first checks: Error(kUnsupportedMediaType) for a Content-Type other than
+/// JSON (or curl's default form type), Error(kInvalidArgument) for an empty body.
+void require_json_content(const HttpRequest& request);
 
 /// Runs a handler and maps anything it throws to a JSON error reply: mlswarm::Error to its
 /// status, anything else to a 500 with no internals in the body (the text goes to the log).

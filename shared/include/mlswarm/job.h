@@ -31,7 +31,9 @@ struct TrainOpts {
   /// "last", or "best" (the best test accuracy so far). Every epoch is kept as a version either way.
   std::string publish = "last";
   /// "none", or "crop_flip": each training image shifted by a random crop of the image padded
-  /// by 4 pixels, and mirrored left-right with probability 1/2; drawn per (seed, epoch, step).
+  /// by 4 pixels, and mirrored left-right with probability 1/2; drawn per (seed, epoch, step);
+  /// or "flip": the mirroring alone (for images whose classes are mirror-symmetric: clothes,
+  /// CIFAR-10's objects; not digits).
   std::string augment = "none";
   double label_smoothing = 0;  ///< 0..0.5, cross-entropy against smoothed targets
 };

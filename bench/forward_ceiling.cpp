@@ -1,0 +1,55 @@
+// The forward-pass ceiling of a trained model: normalisation, forward and softmax on a batch
+// already in memory, as the batcher runs them, with no HTTP, parsing or copies. What serving
+// could reach if nothing but the model cost anything. bench/predict.sh prints it beside the
+// servers' requests/s.
+
+#include <chrono>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "mlswarm/model_meta.h"
+#include "mlswarm/torch/model_zoo.h"
+
+int main(int argc, char** argv) {
+  std::string home_dir, model_id = "bench";
+  std::vector<int> batches{1, 8, 16, 32};
+  int threads = 0;
+  double seconds = 2;
+  CLI::App app{"forward-pass ceiling of a served model"};
+  app.add_option("--home-dir", home_dir, "HOME_DIR holding models/<id>")->required();
+  app.add_option("--model-id", model_id)->capture_default_str();
+  app.add_option("--batches", batches, "batch sizes")->delimiter(',')->capture_default_str();
+  app.add_option("--threads", threads, "LibTorch threads, 0 = one per core")->capture_default_str();
+  app.add_option("--seconds", seconds, "per batch size")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (threads > 0) torch::set_num_threads(threads);
+
+  mlswarm::ModelMeta meta;
+  torch::nn::Sequential model = mlswarm::load_trained_model(home_dir, model_id, &meta);
+  const auto c = static_cast<std::int64_t>(meta.channels);
+  torch::Tensor mean = torch::tensor(std::vector<float>(meta.mean.begin(), meta.mean.end())).view({1, c, 1, 1});
+  torch::Tensor std = torch::tensor(std::vector<float>(meta.std.begin(), meta.std.end())).view({1, c, 1, 1});
+  torch::NoGradGuard no_grad;
+  for (int batch : batches) {
+    torch::Tensor pixels = torch::rand({batch, c, meta.height, meta.width});
+    auto pass = [&] { return torch::softmax(model->forward(pixels.sub(mean).div_(std)), 1).argmax(1); };
+    for (int i = 0; i < 20; ++i) pass();  // warm-up: allocator, thread team
+    std::int64_t images = 0;
+    const auto start = std::chrono::steady_clock::now();
+    double elapsed = 0;
+    while (elapsed < seconds) {
+      pass();
+      images += batch;
+      elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+    std::cout << fmt::format(R"({{"batch": {}, "images_per_s": {:.0f}, "ms_per_pass": {:.3f}, "threads": {}}})",
+                             batch, images / elapsed, 1000.0 * elapsed * batch / images, torch::get_num_threads())
+              << std::endl;
+  }
+  return 0;
+}
