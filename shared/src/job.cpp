@@ -107,7 +107,7 @@ TrainOpts parse_train_opts(const json& object) {
     invalid("train_opts.augment", "train_opts.augment must be \"none\", \"flip\" or \"crop_flip\"");
   }
   opts.label_smoothing =
-      get_double(object, "label_smoothing", "train_opts.label_smoothing", 0.0, 0.0, 0.5, true);
+      get_double(object, "label_smoothing", "train_opts.label_smoothing", opts.label_smoothing, 0.0, 0.5, true);
   return opts;
 }
 
@@ -215,12 +215,14 @@ json to_json(const JobSpec& spec) {
                 {"lr_schedule", o.lr_schedule},
                 {"seed", o.seed},
                 {"device", o.device},
-                {"checkpoint_every_steps", o.checkpoint_every_steps}}}};
+                {"checkpoint_every_steps", o.checkpoint_every_steps},
+                // Always written: its default changed (0 -> 0.1), so a spec without it is one
+                // from before, whose checkpoint does not resume under the new default.
+                {"label_smoothing", o.label_smoothing}}}};
   // Only when set: specs (and checkpoints' resume keys) from before these options stay equal.
   if (o.patience != 0) out["train_opts"]["patience"] = o.patience;
   if (o.publish != "last") out["train_opts"]["publish"] = o.publish;
   if (o.augment != "none") out["train_opts"]["augment"] = o.augment;
-  if (o.label_smoothing != 0) out["train_opts"]["label_smoothing"] = o.label_smoothing;
   if (!spec.job_id.empty()) out["job_id"] = spec.job_id;
   if (spec.example_idxs) out["example_idxs"] = {spec.example_idxs->first, spec.example_idxs->second};
   out["trainers"] = spec.trainers;

@@ -43,6 +43,14 @@ TEST(JobSpec, AdamGetsItsOwnDefaultLearningRate) {
   EXPECT_DOUBLE_EQ(spec.train_opts.lr, 1e-3);
 }
 
+TEST(JobSpec, LabelSmoothingDefaultsToATenthAndAnExplicitZeroSurvivesARoundTrip) {
+  EXPECT_DOUBLE_EQ(parse_job_spec(json::object()).train_opts.label_smoothing, 0.1);
+  auto off = parse_job_spec(json::parse(R"({"model_id": "m", "train_opts": {"label_smoothing": 0}})"));
+  EXPECT_DOUBLE_EQ(off.train_opts.label_smoothing, 0.0);
+  EXPECT_DOUBLE_EQ(parse_job_spec(to_json(off)).train_opts.label_smoothing, 0.0)
+      << "a journaled or checkpointed spec keeps the 0 its user asked for";
+}
+
 TEST(JobSpec, RoundTripsThroughJson) {
   auto spec = parse_job_spec(json::parse(
       R"({"model_id": "m", "job_id": "j1", "dataset": "cifar10", "example_idxs": [5, 10],

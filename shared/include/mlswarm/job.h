@@ -35,7 +35,9 @@ struct TrainOpts {
   /// or "flip": the mirroring alone (for images whose classes are mirror-symmetric: clothes,
   /// CIFAR-10's objects; not digits).
   std::string augment = "none";
-  double label_smoothing = 0;  ///< 0..0.5, cross-entropy against smoothed targets
+  /// 0..0.5, cross-entropy against smoothed targets. 0.1 by default: the convnet's 10-epoch
+  /// Fashion-MNIST accuracy 0.9267 -> 0.9306 (bench/accuracy.sh, README).
+  double label_smoothing = 0.1;
 };
 
 /// Where one rank of a data-parallel attempt runs, as the controller tells each trainer.
