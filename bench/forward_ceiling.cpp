@@ -1,7 +1,8 @@
 // The forward-pass ceiling of a trained model: normalisation, forward and softmax on a batch
 // already in memory, as the batcher runs them, with no HTTP, parsing or copies. What serving
-// could reach if nothing but the model cost anything. bench/predict.sh prints it beside the
-// servers' requests/s.
+// could reach if nothing but the model cost anything: as saved (NCHW, batch norm layers) and
+// as serving runs it (batch norm folded into the convolutions, channels-last). bench/predict.sh prints it
+// beside the servers' requests/s.
 
 #include <chrono>
 #include <iostream>
@@ -30,14 +31,22 @@ int main(int argc, char** argv) {
   if (threads > 0) torch::set_num_threads(threads);
 
   mlswarm::ModelMeta meta;
-  torch::nn::Sequential model = mlswarm::load_trained_model(home_dir, model_id, &meta);
+  torch::nn::Sequential nchw = mlswarm::load_trained_model(home_dir, model_id, &meta);
+  torch::nn::Sequential served = mlswarm::fold_batch_norm(mlswarm::load_trained_model(home_dir, model_id, &meta));
+  mlswarm::use_channels_last(*served);
   const auto c = static_cast<std::int64_t>(meta.channels);
   torch::Tensor mean = torch::tensor(std::vector<float>(meta.mean.begin(), meta.mean.end())).view({1, c, 1, 1});
   torch::Tensor std = torch::tensor(std::vector<float>(meta.std.begin(), meta.std.end())).view({1, c, 1, 1});
-  torch::NoGradGuard no_grad;
+  c10::InferenceMode inference;  // as the batcher: no autograd bookkeeping at all
+  for (const bool last : {false, true}) {
+  torch::nn::Sequential model = last ? served : nchw;
   for (int batch : batches) {
     torch::Tensor pixels = torch::rand({batch, c, meta.height, meta.width});
-    auto pass = [&] { return torch::softmax(model->forward(pixels.sub(mean).div_(std)), 1).argmax(1); };
+    auto pass = [&] {
+      auto x = pixels.sub(mean).div_(std);
+      if (last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+      return torch::softmax(model->forward(x), 1).argmax(1);
+    };
     for (int i = 0; i < 20; ++i) pass();  // warm-up: allocator, thread team
     std::int64_t images = 0;
     const auto start = std::chrono::steady_clock::now();
@@ -47,9 +56,12 @@ int main(int argc, char** argv) {
       images += batch;
       elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     }
-    std::cout << fmt::format(R"({{"batch": {}, "images_per_s": {:.0f}, "ms_per_pass": {:.3f}, "threads": {}}})",
-                             batch, images / elapsed, 1000.0 * elapsed * batch / images, torch::get_num_threads())
+    std::cout << fmt::format(
+                     R"({{"layout": "{}", "batch": {}, "images_per_s": {:.0f}, "ms_per_pass": {:.3f}, "threads": {}}})",
+                     last ? "served" : "as saved", batch, images / elapsed, 1000.0 * elapsed * batch / images,
+                     torch::get_num_threads())
               << std::endl;
+  }
   }
   return 0;
 }

@@ -54,7 +54,7 @@ for clients in $CLIENT_COUNTS; do
   done
 done
 "$build/bench/bench_forward_ceiling" --home-dir "$work" --model-id bench --batches 1,8,16,32 \
-  --threads "${CEILING_THREADS:-0}" >"$work/ceiling.jsonl"
+  --threads "${CEILING_THREADS:-$(nproc)}" >"$work/ceiling.jsonl"
 serving=$(curl -sf http://127.0.0.1:61595/status)
 /usr/bin/python3 - "$work/rounds.jsonl" "$work/ceiling.jsonl" "$serving" <<'PY'
 import json, statistics, sys
@@ -72,11 +72,11 @@ for clients in sorted({r["clients"] for r in rounds}):
         clients, "mlswarm", med(ours, "requests_per_s"), med(ours, "p50_ms"), med(ours, "p99_ms"),
         "flask", med(base, "requests_per_s"), med(base, "p50_ms"), med(base, "p99_ms"), ratio,
         "  (%d failed requests)" % failed if failed else ""))
-print("\nforward-pass ceiling of the same model (resident batch, no HTTP):")
+print("\nforward-pass ceiling of the same model (resident batch, no HTTP; 'served': batch norm folded, channels-last):")
 for line in open(sys.argv[2]):
     c = json.loads(line)
-    print("  batch %3d: %6.0f images/s  (%.3f ms a pass, %d threads)" % (
-        c["batch"], c["images_per_s"], c["ms_per_pass"], c["threads"]))
+    print("  %-8s batch %3d: %6.0f images/s  (%.3f ms a pass, %d threads)" % (
+        c["layout"], c["batch"], c["images_per_s"], c["ms_per_pass"], c["threads"]))
 s = json.loads(sys.argv[3])["serving"]
 print("mlswarm batching: %d requests in %d forward passes (%.1f per pass)" % (
     s["requests"], s["forward_passes"], s["requests"] / max(1, s["forward_passes"])))

@@ -28,10 +28,12 @@ void run_batch(std::vector<PendingPtr>& batch) {
   torch::Tensor input = torch::empty({total, meta.channels, meta.height, meta.width}, torch::kFloat32);
   float* dst = input.data_ptr<float>();
   for (const auto& p : batch) dst = std::copy(p->pixels.begin(), p->pixels.end(), dst);
-  torch::NoGradGuard no_grad;
+  c10::InferenceMode inference;  // no autograd bookkeeping at all
   torch::nn::Sequential model = m.model;  // a holder copy shares the weights; forward is not const
   if (!m.device.is_cpu()) input = input.to(m.device);  // one copy of the whole batch to the GPU
-  torch::Tensor probabilities = torch::softmax(model->forward(input.sub_(m.mean).div_(m.std)), 1);
+  // The weights are channels-last (ModelCache); so is the batch, so every layer runs in it.
+  input = input.sub_(m.mean).div_(m.std).contiguous(torch::MemoryFormat::ChannelsLast);
+  torch::Tensor probabilities = torch::softmax(model->forward(input), 1);
   torch::Tensor best = probabilities.argmax(1);
   if (!m.device.is_cpu()) {  // and one copy of the answers back
     probabilities = probabilities.to(torch::kCPU);
@@ -61,9 +63,10 @@ void run_batch(std::vector<PendingPtr>& batch) {
 }  // namespace
 
 Batcher::Batcher(BatchingOptions options) : options_(options) {
-  torch::set_num_threads(options.threads > 0 ? options.threads
-                                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  thread_ = std::thread([this] { run(); });
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int workers = options.workers > 0 ? options.workers : cores;
+  torch::set_num_threads(options.threads > 0 ? options.threads : std::max(1, cores / workers));
+  for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { run(); });
 }
 
 Batcher::~Batcher() {
@@ -72,7 +75,7 @@ Batcher::~Batcher() {
     stopping_ = true;
   }
   cv_.notify_all();
-  thread_.join();
+  for (auto& t : threads_) t.join();
 }
 
 Batcher::Stats Batcher::stats() const { return {batches_.load(), requests_.load(), examples_.load()}; }

@@ -24,16 +24,24 @@ struct PredictResult {
 };
 
 struct BatchingOptions {
-  int max_batch = 32;  ///< examples in one forward pass
+  /// Examples in one forward pass. 8: with a worker per core, 16 clients measured 1,799
+  /// requests/s (median of 5 alternating rounds) with p99 15.0 ms, against 1,528 and 25.6 ms
+  /// for one 2-thread worker with batches of up to 32 (docs/benchmarks.md).
+  int max_batch = 8;
   /// How long the first request of a batch waits for company. 0 (the default) batches
   /// greedily: a forward pass takes whatever queued while the previous one ran, which on 2
   /// CPU cores measured 2,742 requests/s at 16 clients against 2,510 with 300 us and 2,273
   /// with 2 ms (bench/predict.sh).
   std::chrono::microseconds max_delay{0};
-  int threads = 0;  ///< LibTorch intra-op threads, 0 = one per core
+  int threads = 0;  ///< LibTorch intra-op threads per pass; 0 = the cores divided among the workers
   /// SERVE_DEVICE: "auto" (CUDA when LibTorch sees a GPU, else the CPU), "cpu" or "cuda".
   /// Models are moved there when loaded; each batch is copied there once and its answers back once.
   std::string device = "auto";
+  /// Forward passes that may run at once, each on its own batcher thread (PREDICT_WORKERS);
+  /// 0: one per core. With 2 workers of 1 thread each, 2 cores run two passes side by side
+  /// instead of one pass whose OpenMP team spins at every barrier (docs/benchmarks.md). On a
+  /// GPU, 1 worker and larger batches suit better.
+  int workers = 0;
 };
 
 /// The dynamic batcher: requests for the same model that arrive together go through one
@@ -42,10 +50,11 @@ struct BatchingOptions {
 ///
 /// Contract: request threads only enqueue pixels and wait for their answer; every tensor
 /// operation of a prediction (the copy into a batch, normalisation, the forward pass,
-/// softmax) runs on the one batcher thread, so one LibTorch thread team serves the whole
-/// process instead of one per HTTP thread. The model a request names is already loaded
+/// softmax) runs on a batcher thread (`workers` of them, each taking the next batch when it
+/// is free), so the LibTorch threads serving the process are bounded instead of one team
+/// per HTTP thread. The model a request names is already loaded
 /// (ModelCache) and stays alive while the request is queued. The destructor answers what is
-/// queued, then joins the thread; predict() after that throws Error(kUnavailable).
+/// queued, then joins the threads; predict() after that throws Error(kUnavailable).
 /// Thread-safe: `mutex_` guards `queue_` and `stopping_`.
 class Batcher {
  public:
@@ -76,7 +85,7 @@ class Batcher {
   std::deque<std::shared_ptr<Pending>> queue_;
   bool stopping_ = false;
   std::atomic<std::uint64_t> batches_{0}, requests_{0}, examples_{0};
-  std::thread thread_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace mlswarm

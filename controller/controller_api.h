@@ -26,7 +26,7 @@ struct ControllerApiOptions {
   /// when a token is set (PUBLIC_READS); by default they need the token too.
   bool public_reads = false;
   /// What GET /v2/models/{m}/config reports of the batcher (PREDICT_MAX_BATCH, PREDICT_MAX_DELAY_US).
-  int max_batch = 32;
+  int max_batch = 8;
   int max_delay_us = 0;
 };
 

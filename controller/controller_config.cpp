@@ -63,8 +63,11 @@ void add_serving(CLI::App& app, ControllerConfig& c) {
           "how long the first prediction of a batch waits for others; 0 = batch what queued during the previous pass")
       ->check(in_range(0, 1000000));
   setting(app, "--predict-threads", "PREDICT_THREADS", c.predict_threads,
-          "LibTorch threads of a forward pass; 0 = one per core (with several replicas on one node, 1)")
+          "LibTorch threads of a forward pass; 0 = the cores divided among the workers")
       ->check(in_range(0, 1024));
+  setting(app, "--predict-workers", "PREDICT_WORKERS", c.predict_workers,
+          "forward passes run at once, each on its own thread; 0 = one per core (on a GPU, 1)")
+      ->check(in_range(0, 64));
   setting(app, "--serve-device", "SERVE_DEVICE", c.serve_device,
           "where models run: auto (CUDA when LibTorch sees a GPU), cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));

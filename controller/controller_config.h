@@ -24,12 +24,16 @@ struct ControllerConfig {
   int scan_interval_ms = 2000;         ///< SCAN_INTERVAL_MS
   int max_misses = 3;                  ///< MAX_MISSES
   int max_attempts = 5;                ///< MAX_ATTEMPTS
-  int predict_max_batch = 32;          ///< PREDICT_MAX_BATCH
+  int predict_max_batch = 8;           ///< PREDICT_MAX_BATCH
   int predict_max_delay_us = 0;        ///< PREDICT_MAX_DELAY_US
-  int predict_threads = 0;             ///< PREDICT_THREADS (0: one per core)
+  int predict_threads = 0;             ///< PREDICT_THREADS (0: the cores divided among the workers)
+  int predict_workers = 0;             ///< PREDICT_WORKERS (0: one per core)
   std::string serve_device = "auto";   ///< SERVE_DEVICE: auto, cpu, cuda
   int predict_max_examples = 1024;     ///< PREDICT_MAX_EXAMPLES
-  int http_threads = 32;               ///< HTTP_THREADS
+  /// HTTP_THREADS. httplib keeps a thread on a kept-alive connection, so this bounds the
+  /// clients served at once: with 32, 64 keep-alive clients had half of them waiting the whole
+  /// benchmark round (p50 18 ms = 32 / throughput).
+  int http_threads = 128;
   std::size_t max_body = 64u << 20;    ///< MAX_BODY: /predict and /classify; other routes have smaller caps
   std::string log_level = "info";      ///< LOG_LEVEL
   std::string log_format = "text";     ///< LOG_FORMAT

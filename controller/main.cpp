@@ -68,8 +68,8 @@ int run_controller(const ControllerConfig& c) {
   options.may_act = [&leadership] { return leadership.can_lead(leadership.view().term); };
   Cluster cluster(registry, transport, std::move(options));
   Replicas replicas(leadership, registry, cluster, {address, std::chrono::milliseconds(10000), !c.tls_cert_file.empty()});
-  ModelServer models(c.home_dir, BatchingOptions{c.predict_max_batch, std::chrono::microseconds(c.predict_max_delay_us), c.predict_threads,
-                                                   c.serve_device});
+  ModelServer models(c.home_dir, BatchingOptions{c.predict_max_batch, std::chrono::microseconds(c.predict_max_delay_us),
+                                                 c.predict_threads, c.serve_device, c.predict_workers});
   DatasetCache datasets(c.data_dir, c.home_dir);
   ControllerApi api(cluster, registry, models, datasets,
                     ControllerApiOptions{c.home_dir, static_cast<std::size_t>(c.predict_max_examples), c.max_body,

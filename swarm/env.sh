@@ -18,7 +18,8 @@
 # (the name resolves to every replica; for engines without IPVS, where the VIP does not
 # answer; cannot be combined with ingress publishing).
 : "${MLSWARM_ENDPOINT_MODE:=vip}"
-# LibTorch threads of one controller's forward pass (PREDICT_THREADS): 0 = one per core. Set 1
+# LibTorch threads of one controller's forward pass (PREDICT_THREADS): 0 = the cores divided among
+# its forward workers (PREDICT_WORKERS, one per core by default), so 1. Set 1
 # when several controller replicas share a node: with one thread per core each, they spin against
 # each other (bench/serve_scale.sh: two replicas on two cores 383 requests/s at 0, 1,346 at 1).
 : "${MLSWARM_PREDICT_THREADS:=0}"

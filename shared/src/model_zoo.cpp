@@ -150,4 +150,46 @@ torch::Tensor normalize_images(const torch::Tensor& uint8_images, const std::vec
   return uint8_images.to(torch::kFloat32).div_(255.0).sub_(m).div_(s);
 }
 
+void use_channels_last(torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : model.parameters()) {
+    if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+}
+
+torch::nn::Sequential fold_batch_norm(const torch::nn::Sequential& model) {
+  torch::NoGradGuard no_grad;
+  nn::Sequential out;
+  std::vector<nn::AnyModule> layers(model->begin(), model->end());
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    auto* conv_ptr = dynamic_cast<nn::Conv2dImpl*>(layers[i].ptr().get());
+    auto* bn_ptr = i + 1 < layers.size() ? dynamic_cast<nn::BatchNorm2dImpl*>(layers[i + 1].ptr().get()) : nullptr;
+    if (conv_ptr != nullptr && bn_ptr != nullptr) {
+      const auto& conv = *conv_ptr;
+      const auto& bn = *bn_ptr;
+      if (bn.options.track_running_stats() && bn.options.affine()) {
+        const auto& o = conv.options;
+        nn::Conv2d fused(nn::Conv2dOptions(o.in_channels(), o.out_channels(), o.kernel_size())
+                             .stride(o.stride())
+                             .padding(o.padding())
+                             .dilation(o.dilation())
+                             .groups(o.groups())
+                             .padding_mode(o.padding_mode())
+                             .bias(true));
+        fused->eval();
+        const auto scale = bn.weight / torch::sqrt(bn.running_var + bn.options.eps());
+        fused->weight.copy_(conv.weight * scale.view({-1, 1, 1, 1}));
+        auto bias = conv.bias.defined() ? conv.bias : torch::zeros_like(bn.running_mean);
+        fused->bias.copy_((bias - bn.running_mean) * scale + bn.bias);
+        out->push_back(fused);
+        ++i;
+        continue;
+      }
+    }
+    out->push_back(layers[i]);
+  }
+  out->eval();
+  return out;
+}
+
 }  // namespace mlswarm
