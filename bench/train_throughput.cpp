@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
   std::string data_dir = "/usr/share/datasets";
   std::string device = "auto";
   std::string model_type = "convnet";
-  int batch = 128, rounds = 3, threads = 0;
+  int batch = 128, rounds = 3, threads = 0, amp = 1;
   std::int64_t examples = 60000;
   CLI::App app{"mlswarm training-throughput benchmark (Fashion-MNIST)"};
   app.add_option("--data-dir", data_dir, "DATA_DIR holding fashion-mnist/")->capture_default_str();
@@ -42,6 +42,8 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", rounds, "rounds of (ceiling, one real epoch)")->capture_default_str();
   app.add_option("--examples", examples, "training images per epoch")->capture_default_str();
   app.add_option("--threads", threads, "LibTorch threads, 0 = one per core")->capture_default_str();
+  app.add_option("--amp", amp, "on CUDA, 1: bf16 autocast and channels-last (the trainer's default), 0: fp32 NCHW")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
   set_training_threads(threads);
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
   const auto home = std::filesystem::temp_directory_path() / fmt::format("mlswarm-bench-{}", ::getpid());
   DatasetCache cache(data_dir, home);
   TrainingEnv env{home, &cache};
+  env.cuda_fast_path = amp == 1;
   auto spec_for = [&](int round) {
     auto id = fmt::format("bench-{}", round);
     return parse_job_spec({{"job_id", id},
@@ -80,12 +83,12 @@ int main(int argc, char** argv) {
 
   const double ceiling = median(ceilings), loop = median(loops), job = median(jobs);
   std::cout << fmt::format(
-      "device {}  model {}  batch {}  threads {}  medians of {} rounds\n"
+      "device {}  model {}  batch {}  threads {}  amp+channels-last {}  medians of {} rounds\n"
       "ceiling   (one resident batch, {} steps):                {:>8.0f} images/s\n"
       "trainer   (real loop, one epoch of {} images):          {:>8.0f} images/s  ratio {:.3f}\n"
       "whole job (+ tensor prep, test-set eval, checkpoints):  {:>8.0f} images/s  ratio {:.3f}\n"
       "test accuracy after one epoch {:.4f}\n",
-      last.device, model_type, batch, threads, rounds, steps, ceiling, examples, loop, median(ratios), job,
+      last.device, model_type, batch, threads, last.device == "cuda" && amp == 1 ? "on" : "off", rounds, steps, ceiling, examples, loop, median(ratios), job,
       job / ceiling, last.accuracy.value_or(0));
   return 0;
 }

@@ -33,7 +33,8 @@ int run_trainer(const TrainerConfig& c) {
   const std::string address = c.host + ":" + std::to_string(c.port);
   DatasetCache datasets(c.data_dir, c.home_dir);
   StatusBoard board;
-  TrainingEnv env{c.home_dir, &datasets, std::chrono::milliseconds(c.dist_timeout_ms), c.keep_versions};
+  TrainingEnv env{c.home_dir, &datasets, std::chrono::milliseconds(c.dist_timeout_ms), c.keep_versions,
+                  c.train_amp == 1};
   JobRunner runner(
       board, [&env](const JobSpec& spec, const TrainingHooks& hooks) { return run_training(spec, env, hooks); },
       JobRunnerOptions{c.workers, 256, address});

@@ -42,6 +42,10 @@ std::variant<TrainerConfig, cli::ParseExit> parse_trainer_config(int argc, const
           "each epoch's weights are also kept as models/<id>/versions/<epoch>/ for clients that pin a version; "
           "how many of the newest to keep")
       ->check(in_range(1, 100000));
+  setting(app, "--train-amp", "TRAIN_AMP", c.train_amp,
+          "on a CUDA device, 1: bf16 mixed precision and channels-last convolutions; 0: fp32, NCHW (the CPU always "
+          "trains in fp32)")
+      ->check(in_range(0, 1));
   app.add_flag("--healthcheck", c.healthcheck,
                "probe GET /healthz of the trainer on this port at 127.0.0.1 and exit 0 if healthy (Docker's "
                "HEALTHCHECK)");

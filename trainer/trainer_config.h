@@ -30,6 +30,9 @@ struct TrainerConfig {
   int dist_timeout_ms = 30000;
   /// Pinned versions kept per model: models/<id>/versions/<n>/ (KEEP_VERSIONS).
   int keep_versions = 5;
+  /// On CUDA: bf16 mixed precision and channels-last convolutions (TRAIN_AMP, 1 = on); the
+  /// CPU always trains in fp32, NCHW.
+  int train_amp = 1;
 
   // One-shot commands instead of serving.
   bool healthcheck = false;

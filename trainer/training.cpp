@@ -60,7 +60,9 @@ class TrainingRun {
         store_(job_dir(env.home_dir, spec.job_id), spec.attempt),
         model_path_(model_dir(env.home_dir, spec.model_id)),
         keep_versions_(env.keep_versions),
-        leader_(!spec.placement || spec.placement->rank == 0) {
+        leader_(!spec.placement || spec.placement->rank == 0),
+        amp_(env.cuda_fast_path && device_.is_cuda()),
+        channels_last_(amp_ && !(spec.placement && spec.placement->world_size > 1)) {
     prepare_data(*env.datasets);
     prepare_model();
     if (spec.placement && spec.placement->world_size > 1) {
@@ -144,6 +146,7 @@ class TrainingRun {
       model_ = model_for(spec_, data_->info);
     }
     model_->to(device_);
+    if (channels_last_) use_channels_last(*model_);
     model_->train();
     optimizer_ = make_optimizer(model_, o_);
   }
@@ -227,12 +230,17 @@ class TrainingRun {
     const std::int64_t hi = std::min(n_, lo + batch_);
     auto idx = e.order.slice(0, lo, hi);
     auto xb = augment_batch(train_x_.index_select(0, idx), o_, e.number, step, 0, hi - lo);
+    if (channels_last_) xb = xb.contiguous(torch::MemoryFormat::ChannelsLast);
     auto yb = train_y_.index_select(0, idx);
     const double lr = scheduled_lr(o_, std::int64_t{e.number - 1} * steps_per_epoch_ + step, total_steps_);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
     optimizer_->zero_grad();
-    auto loss = torch::nn::functional::cross_entropy(
-        model_->forward(xb), yb, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o_.label_smoothing));
+    torch::Tensor loss;
+    {
+      CudaAutocast autocast(amp_);
+      loss = torch::nn::functional::cross_entropy(
+          model_->forward(xb), yb, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o_.label_smoothing));
+    }
     loss.backward();
     optimizer_->step();
     e.loss_sum += loss.detach() * static_cast<double>(hi - lo);
@@ -257,9 +265,13 @@ class TrainingRun {
     if (share > 0) {
       auto idx = e.order.slice(0, first, first + share);
       auto xb = augment_batch(train_x_.index_select(0, idx), o_, e.number, step, first - lo, share);
-      auto loss_sum = torch::nn::functional::cross_entropy(
-          model_->forward(xb), train_y_.index_select(0, idx),
-          torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).label_smoothing(o_.label_smoothing));
+      torch::Tensor loss_sum;
+      {
+        CudaAutocast autocast(amp_);
+        loss_sum = torch::nn::functional::cross_entropy(
+            model_->forward(xb), train_y_.index_select(0, idx),
+            torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).label_smoothing(o_.label_smoothing));
+      }
       // Divided by the global count: the summed gradients are those of the global batch's mean.
       (loss_sum / static_cast<double>(count)).backward();
       local_loss_sum = loss_sum.item<double>();
@@ -403,6 +415,8 @@ class TrainingRun {
   int resume_epoch_ = 1;
   int resume_step_ = 0;
   bool leader_ = true;                   ///< rank 0, or the only rank: evaluates and writes files
+  bool amp_ = false;                     ///< bf16 autocast (CUDA and TrainingEnv::cuda_fast_path)
+  bool channels_last_ = false;           ///< channels-last weights and batches (amp_, one rank)
   std::unique_ptr<DataParallel> group_;  ///< set for a job of several ranks
   double allreduce_seconds_ = 0;         ///< of the group, at the end of the last epoch
   double compute_seconds_ = 0;           ///< forward and backward in this epoch (a data-parallel job)

@@ -26,6 +26,11 @@ struct TrainingEnv {
   /// Each epoch's weights also go to models/<id>/versions/<epoch>/; this many of the newest
   /// are kept (KEEP_VERSIONS), so clients can pin one.
   int keep_versions = 5;
+  /// On a CUDA device: mixed precision (bf16 autocast over the forward pass and the loss; bf16
+  /// needs no gradient scaler) and channels-last convolutions (single-trainer jobs: a
+  /// data-parallel rank keeps NCHW, whose gradients are views into the allreduce buckets).
+  /// Ignored on the CPU, where both are off. TRAIN_AMP; on by default.
+  bool cuda_fast_path = true;
 };
 
 struct TrainingHooks {

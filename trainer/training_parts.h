@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/autocast_mode.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
@@ -97,5 +98,26 @@ std::string encode_checkpoint(torch::nn::Sequential& model, torch::optim::Optimi
 std::optional<ResumePoint> decode_checkpoint(const std::string& payload, const std::string& what, const JobSpec& spec,
                                              torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
                                              torch::Device device);
+
+/// bf16 autocast on CUDA for the scope of a forward pass and its loss (what LibTorch's C++
+/// API offers of torch.autocast); nothing when `on` is false.
+class CudaAutocast {
+ public:
+  explicit CudaAutocast(bool on) : on_(on) {
+    if (!on_) return;
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+  }
+  ~CudaAutocast() {
+    if (!on_) return;
+    at::autocast::set_enabled(false);
+    at::autocast::clear_cache();
+  }
+  CudaAutocast(const CudaAutocast&) = delete;
+  CudaAutocast& operator=(const CudaAutocast&) = delete;
+
+ private:
+  bool on_;
+};
 
 }  // namespace mlswarm

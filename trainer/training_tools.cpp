@@ -5,6 +5,7 @@
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/dataset_cache.h"
 #include "mlswarm/error.h"
+#include "mlswarm/torch/model_zoo.h"
 #include "training.h"
 #include "training_parts.h"
 
@@ -26,12 +27,21 @@ double resident_batch_images_per_s(const JobSpec& spec, const TrainingEnv& env, 
   torch::manual_seed(o.seed);
   auto model = model_for(spec, info);
   model->to(device);
+  const bool fast = env.cuda_fast_path && device.is_cuda();  // as the trainer's loop: bf16, channels-last
+  if (fast) {
+    use_channels_last(*model);
+    x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  }
   model->train();
   auto optimizer = make_optimizer(model, o);
   auto loss_sum = torch::zeros({}, x.options());
   auto step_once = [&] {
     optimizer->zero_grad();
-    auto loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+    torch::Tensor loss;
+    {
+      CudaAutocast autocast(fast);
+      loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+    }
     loss.backward();
     optimizer->step();
     loss_sum += loss.detach();
