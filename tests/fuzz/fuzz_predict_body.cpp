@@ -1,7 +1,10 @@
 // POST /predict bodies: JSON text -> parse_json_body -> flatten_examples for a 1x28x28 or a
 // 3x32x32 model (the first byte picks), as the route does before anything reaches LibTorch.
+// And the fast path against it: whatever scan_predict_body accepts, the full parser accepts
+// too, with the same model id, version and, example by example, the very same floats.
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -24,6 +27,41 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   request.method = "POST";
   request.path = "/predict";
   request.body.assign(reinterpret_cast<const char*>(data) + 1, size - 1);
+  const auto scanned = scan_predict_body(request.body, 64, kMaxJsonDepth);
+  if (scanned) {
+    nlohmann::json full;
+    try {
+      full = parse_json_body(request);
+    } catch (const Error&) {
+      __builtin_trap();  // the fast path took a body the full parser refuses
+    }
+    if (!full.is_object() || full.value("model_id", nlohmann::json()) != scanned->model_id) __builtin_trap();
+    const nlohmann::json version = full.value("version", nlohmann::json());
+    if ((version.is_null() ? 0 : version.get<int>()) != scanned->version) __builtin_trap();
+    const nlohmann::json& examples = full.at("examples");
+    if (examples.size() != scanned->sizes.size()) __builtin_trap();
+    std::size_t offset = 0;
+    for (std::size_t i = 0; i < examples.size(); ++i) {
+      const std::uint32_t n = scanned->sizes[i];
+      if (n > 0) {
+        ModelMeta one;
+        one.model_id = "m";
+        one.height = 1;
+        one.width = static_cast<int>(n);
+        std::vector<float> pixels;
+        try {
+          pixels = flatten_examples(nlohmann::json::array({examples[i]}), one, 1);
+        } catch (const Error&) {
+          __builtin_trap();  // an example the fast path read and the full path refuses
+        }
+        if (pixels.size() != n || std::memcmp(pixels.data(), scanned->pixels.data() + offset, n * sizeof(float)) != 0) {
+          __builtin_trap();
+        }
+      }
+      offset += n;
+    }
+    if (offset != scanned->pixels.size()) __builtin_trap();
+  }
   try {
     nlohmann::json body = parse_json_body(request);
     if (!body.is_object() || !body.contains("examples")) return 0;
