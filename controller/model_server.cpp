@@ -20,11 +20,6 @@ PredictResult ModelServer::predict(std::shared_ptr<const LoadedModel> model, std
 
 ModelMeta ModelServer::meta(const std::string& model_id, int version) { return cache_.get(model_id, version)->meta; }
 
-PredictResult ModelServer::predict(const std::string& model_id, std::vector<float> pixels, std::int64_t count,
-                                   int version) {
-  return batcher_.predict(cache_.get(model_id, version), std::move(pixels), count);
-}
-
 ModelServer::Stats ModelServer::stats() const {
   Stats s;
   static_cast<Batcher::Stats&>(s) = batcher_.stats();

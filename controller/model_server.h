@@ -32,10 +32,6 @@ class ModelServer {
   /// `version` 0 is the latest; n > 0 the pinned version n (Error(kNotFound) once pruned).
   ModelMeta meta(const std::string& model_id, int version = 0);
 
-  /// Classifies `count` examples, given as pixel intensities in 0..1, C*H*W floats each in
-  /// the model's input shape (the caller checks the shape against meta()).
-  PredictResult predict(const std::string& model_id, std::vector<float> pixels, std::int64_t count, int version = 0);
-
   /// Models loaded so far (for /metrics and tests).
   std::size_t loads() const { return cache_.loads(); }
 
