@@ -32,8 +32,7 @@ int main(int argc, char** argv) {
 
   mlswarm::ModelMeta meta;
   torch::nn::Sequential nchw = mlswarm::load_trained_model(home_dir, model_id, &meta);
-  torch::nn::Sequential served = mlswarm::fold_batch_norm(mlswarm::load_trained_model(home_dir, model_id, &meta));
-  mlswarm::use_channels_last(*served);
+  torch::nn::Sequential served = mlswarm::prepare_for_serving(mlswarm::load_trained_model(home_dir, model_id, &meta));
   const auto c = static_cast<std::int64_t>(meta.channels);
   torch::Tensor mean = torch::tensor(std::vector<float>(meta.mean.begin(), meta.mean.end())).view({1, c, 1, 1});
   torch::Tensor std = torch::tensor(std::vector<float>(meta.std.begin(), meta.std.end())).view({1, c, 1, 1});

@@ -5,7 +5,13 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <fmt/format.h>
 #include <httplib.h>
@@ -269,6 +275,44 @@ void json_error_body(const httplib::Request&, httplib::Response& res) {
   res.set_content(error_json(Error(code, message)).dump() + "\n", "application/json");
 }
 
+/// httplib (the Debian build) listens with a backlog of 5 connections. When a burst of clients
+/// connects at once (64 in bench/predict.sh, a load balancer's pool after a restart) the
+/// accept queue overflows: SYNs are dropped and retried a second later, and some connections
+/// fail outright. listen() again on the listening socket only resizes its queue, so find the
+/// socket this server bound (listening, same port and address) and give it SOMAXCONN.
+void widen_listen_backlog(const std::string& host, int port) {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return;
+  while (const dirent* entry = ::readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(entry->d_name, &end, 10);
+    if (end == entry->d_name || *end != '\0' || fd == ::dirfd(dir)) continue;
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (::getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening == 0) continue;
+    sockaddr_storage addr{};
+    socklen_t addr_len = sizeof addr;
+    if (::getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&addr), &addr_len) != 0) continue;
+    char text[INET6_ADDRSTRLEN] = {};
+    int bound_port = 0;
+    if (addr.ss_family == AF_INET) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(&addr);
+      bound_port = ntohs(in->sin_port);
+      ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
+    } else if (addr.ss_family == AF_INET6) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&addr);
+      bound_port = ntohs(in6->sin6_port);
+      ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
+    } else {
+      continue;
+    }
+    const std::string bound = text;
+    const bool same_host = bound == host || bound == "0.0.0.0" || bound == "::" || host == "localhost";
+    if (bound_port == port && same_host) ::listen(static_cast<int>(fd), SOMAXCONN);
+  }
+  ::closedir(dir);
+}
+
 }  // namespace
 
 void configure_http_server(httplib::Server& svr, HttpService service, const HttpServerOptions& options) {
@@ -336,6 +380,7 @@ void HttpServer::bind(const std::string& host, int port) {
   if (port == 0) {
     impl_->port = impl_->server->bind_to_any_port(host);
     if (impl_->port <= 0) throw Error(ErrorCode::kUnavailable, fmt::format("cannot bind {}:0", host));
+    widen_listen_backlog(host, impl_->port);
     return;
   }
   if (!impl_->server->bind_to_port(host, port)) {
@@ -343,6 +388,7 @@ void HttpServer::bind(const std::string& host, int port) {
                 fmt::format("cannot listen on {}:{} (address in use or not available)", host, port));
   }
   impl_->port = port;
+  widen_listen_backlog(host, port);
 }
 
 int HttpServer::port() const { return impl_->port; }

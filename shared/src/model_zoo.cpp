@@ -192,4 +192,19 @@ torch::nn::Sequential fold_batch_norm(const torch::nn::Sequential& model) {
   return out;
 }
 
+torch::nn::Sequential prepare_for_serving(const torch::nn::Sequential& model) {
+  nn::Sequential folded = fold_batch_norm(model);
+  nn::Sequential out;
+  for (const auto& layer : *folded) {
+    out->push_back(layer);
+    if (dynamic_cast<const nn::Conv2dImpl*>(layer.ptr().get()) != nullptr) {
+      out->push_back(nn::Functional(
+          [](const torch::Tensor& x) { return x.contiguous(torch::MemoryFormat::ChannelsLast); }));
+    }
+  }
+  use_channels_last(*out);
+  out->eval();
+  return out;
+}
+
 }  // namespace mlswarm
