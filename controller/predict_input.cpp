@@ -129,6 +129,32 @@ class Scanner {
   /// A pixel intensity: a number in 0..1, read as a double and then narrowed, as the JSON
   /// parser and flatten_examples do.
   bool pixel(std::vector<float>& out) {
+    skip_ws();
+    // Most pixels are "0", "1" or "0." and a few digits: their fraction digits as an integer,
+    // divided by the exact power of ten, is one IEEE division of two exact doubles, so the
+    // correctly rounded double from_chars returns (Clinger's fast path; numerator < 2^53).
+    // Anything else (exponents, more digits, a sign, bad syntax) goes the general way below.
+    if (p_ < end_ && (*p_ == '0' || *p_ == '1')) {
+      const char* p = p_ + 1;
+      std::uint64_t digits = static_cast<std::uint64_t>(*p_ - '0');
+      int fraction = 0;
+      if (p < end_ && *p == '.') {
+        ++p;
+        while (p < end_ && is_digit(*p) && fraction < kFastDigits) {
+          digits = digits * 10 + static_cast<std::uint64_t>(*p++ - '0');
+          ++fraction;
+        }
+      }
+      const bool token_ends = p == end_ || !(is_digit(*p) || *p == '.' || *p == 'e' || *p == 'E');
+      if (token_ends && (fraction > 0 || p == p_ + 1)) {
+        const double x = static_cast<double>(digits) / kPow10[fraction];
+        if (x <= 1.0) {
+          out.push_back(static_cast<float>(x));
+          p_ = p;
+          return true;
+        }
+      }
+    }
     bool integral = false;
     auto token = number_token(integral);
     if (!token) return false;
@@ -149,6 +175,9 @@ class Scanner {
 
  private:
   static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+  static constexpr int kFastDigits = 15;
+  static constexpr double kPow10[kFastDigits + 1] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                                     1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
   const char* p_;
   const char* end_;
 };

@@ -79,6 +79,31 @@ TEST(ScanPredictBody, GivesTheSameFloatsAsTheJsonParserForRandomPixels) {
   }
 }
 
+TEST(ScanPredictBody, ReadsShortDecimalsLikeTheJsonParser) {
+  // The scanner's own path for "0", "1" and "0.ddd" up to 15 digits: every byte value / 255
+  // as a float's shortest text (what clients that send float32 pixels write), at 1 to 17
+  // digits, and the edges of that path.
+  ModelMeta meta;
+  meta.model_id = "m";
+  meta.channels = 1;
+  meta.height = 1;
+  meta.width = 256;
+  for (int digits = 0; digits <= 17; ++digits) {
+    std::string body = R"({"model_id": "m", "examples": [[)";
+    for (int k = 0; k < 256; ++k) {
+      const std::string text = digits == 0 ? fmt::format("{}", static_cast<float>(k) / 255.0f)
+                                           : fmt::format("{:.{}f}", k / 255.0, digits);
+      body += (k > 0 ? ", " : "") + text;
+    }
+    expect_same_as_full_parser(body + "]]}", meta);
+  }
+  meta.width = 4;
+  expect_same_as_full_parser(R"({"model_id":"m","examples":[[1.000000000000000,0.999999999999999,0.1234567890123456,1]]})", meta);
+  expect_same_as_full_parser(R"({"model_id":"m","examples":[[0.0000000000000001,0.000000000000001,0E0,1.0]]})", meta);
+  EXPECT_FALSE(scan_predict_body(R"({"model_id":"m","examples":[[1.000000000000001,0,0,0]]})", 64, kMaxJsonDepth));
+  EXPECT_FALSE(scan_predict_body(R"({"model_id":"m","examples":[[0,0,0,1.5e0]]})", 64, kMaxJsonDepth));
+}
+
 TEST(ScanPredictBody, DeclinesWhatTheFullParserMustJudge) {
   const char* declined[] = {
       R"({"model_id": "m", "examples": [[0, 0, 0, 1.5]]})",            // out of 0..1: its message names the example
