@@ -49,10 +49,12 @@ void use_channels_last(torch::nn::Module& model);
 torch::nn::Sequential fold_batch_norm(const torch::nn::Sequential& model);
 
 /// The model as the controller serves it (CPU or CUDA, eval mode, for channels-last input
-/// batches): fold_batch_norm(), use_channels_last(), and after every top-level Conv2d a
-/// conversion of its output to channels-last (a no-op where it already is). Without that the
-/// first convolution of a grey-scale model answered NCHW and the max pooling after it took the
-/// slow NCHW kernel: a third of the controller's CPU under /predict load. Same answers.
+/// batches), with the same answers: fold_batch_norm(); use_channels_last(); after every
+/// top-level Conv2d a conversion of its output to channels-last (a no-op where it already is:
+/// without it the first convolution of a grey-scale model answered NCHW and the max pooling
+/// after it took the slow NCHW kernel, a third of the controller's CPU under /predict load);
+/// 2x2 max pooling as element-wise maxima of strided views, before the ReLU that preceded it
+/// (the same values, ReLU on a quarter of them); ReLUs in place. docs/benchmarks.md.
 torch::nn::Sequential prepare_for_serving(const torch::nn::Sequential& model);
 
 /// Scales bytes to 0..1 and applies the per-channel normalisation: [N][C][H][W] float.
