@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
+#include <variant>
 #include <sstream>
 #include <thread>
 
@@ -218,6 +220,55 @@ torch::Tensor max_of_2x2(const torch::Tensor& x) {
   return torch::maximum(torch::maximum(at(0, 0), at(0, 1)), torch::maximum(at(1, 0), at(1, 1)));
 }
 
+/// A convolution of few input channels (grey-scale or RGB images: the first layer) as one
+/// matrix product: the C*k*k shifted views of the zero-padded input stacked as columns, times
+/// the weights. LibTorch 1.13's oneDNN path takes about 1.1 ms for the convnet's first layer
+/// at batch 8 here (1 input channel: nothing to vectorise over), this about 0.3 ms; the
+/// output comes out channels-last. Stride 1, no dilation or groups, zero padding only.
+std::optional<nn::Functional> as_matrix_product(const nn::Conv2dImpl& conv) {
+  const auto& o = conv.options;
+  const auto* padding = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
+  const std::int64_t in = o.in_channels();
+  const std::int64_t k = (*o.kernel_size())[0];
+  if (padding == nullptr || in > 4 || o.groups() != 1 || !c10::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()) ||
+      (*o.kernel_size())[1] != k || (*o.stride())[0] != 1 || (*o.stride())[1] != 1 || (*o.dilation())[0] != 1 ||
+      (*o.dilation())[1] != 1 || (**padding)[0] != (**padding)[1]) {
+    return std::nullopt;
+  }
+  const std::int64_t pad = (**padding)[0];
+  const std::int64_t out = o.out_channels();
+  // [C*k*k][out], rows in the order of the weight's own (channel, row, column) flattening.
+  torch::Tensor weights = conv.weight.detach().reshape({out, in * k * k}).t().contiguous();
+  torch::Tensor bias = conv.bias.defined() ? conv.bias.detach().clone() : torch::zeros({out});
+  return nn::Functional([weights, bias, in, k, pad, out](const torch::Tensor& x) {
+    const std::int64_t n = x.size(0);
+    const std::int64_t h = x.size(2) + 2 * pad - k + 1;
+    const std::int64_t w = x.size(3) + 2 * pad - k + 1;
+    const torch::Tensor padded = torch::constant_pad_nd(x, {pad, pad, pad, pad});
+    std::vector<torch::Tensor> shifted;
+    shifted.reserve(static_cast<std::size_t>(in * k * k));
+    for (std::int64_t c = 0; c < in; ++c) {
+      for (std::int64_t i = 0; i < k; ++i) {
+        for (std::int64_t j = 0; j < k; ++j) shifted.push_back(padded.select(1, c).slice(1, i, i + h).slice(2, j, j + w));
+      }
+    }
+    const torch::Tensor columns = torch::stack(shifted).view({in * k * k, n * h * w});
+    return torch::addmm(bias, columns.t(), weights).view({n, h, w, out}).permute({0, 3, 1, 2});
+  });
+}
+
+/// A linear layer as W times the transposed batch, read back transposed: for the few rows of
+/// a serving batch OpenBLAS packs the small side then, not the whole weight matrix (the
+/// convnet's 3136x128 at batch 8: 0.22 instead of 0.36 ms here).
+nn::Functional as_transposed_product(const nn::LinearImpl& linear) {
+  torch::Tensor weight = linear.weight.detach().contiguous();
+  torch::Tensor bias = linear.bias.defined() ? linear.bias.detach().reshape({-1, 1}).clone()
+                                             : torch::zeros({linear.options.out_features(), 1});
+  return nn::Functional([weight, bias](const torch::Tensor& x) {
+    return torch::addmm(bias, weight, x.reshape({x.size(0), -1}).t()).t();
+  });
+}
+
 bool is_relu(const nn::AnyModule& layer) {
   const auto* relu = dynamic_cast<const nn::ReLUImpl*>(layer.ptr().get());
   return relu != nullptr;
@@ -225,17 +276,24 @@ bool is_relu(const nn::AnyModule& layer) {
 
 }  // namespace
 
-torch::nn::Sequential prepare_for_serving(const torch::nn::Sequential& model) {
+torch::nn::Sequential prepare_for_serving(const torch::nn::Sequential& model, bool on_cpu) {
   nn::Sequential folded = fold_batch_norm(model);
   std::vector<nn::AnyModule> layers(folded->begin(), folded->end());
   nn::Sequential out;
   const auto relu_in_place = nn::Functional([](torch::Tensor x) { return x.relu_(); });
   for (std::size_t i = 0; i < layers.size(); ++i) {
     const auto& layer = layers[i];
-    if (dynamic_cast<const nn::Conv2dImpl*>(layer.ptr().get()) != nullptr) {
-      out->push_back(layer);
-      out->push_back(nn::Functional(
-          [](const torch::Tensor& x) { return x.contiguous(torch::MemoryFormat::ChannelsLast); }));
+    if (const auto* conv = dynamic_cast<const nn::Conv2dImpl*>(layer.ptr().get())) {
+      auto product = on_cpu ? as_matrix_product(*conv) : std::nullopt;
+      if (product) {
+        out->push_back(*product);  // already channels-last
+      } else {
+        out->push_back(layer);
+        out->push_back(nn::Functional(
+            [](const torch::Tensor& x) { return x.contiguous(torch::MemoryFormat::ChannelsLast); }));
+      }
+    } else if (const auto* linear = dynamic_cast<const nn::LinearImpl*>(layer.ptr().get()); linear && on_cpu) {
+      out->push_back(as_transposed_product(*linear));
     } else if (is_relu(layer) && i + 1 < layers.size() && is_plain_2x2_pool(layers[i + 1])) {
       // max(relu(a), relu(b)) == relu(max(a, b)) exactly: ReLU on a quarter of the values.
       out->push_back(nn::Functional(max_of_2x2));

@@ -54,8 +54,11 @@ torch::nn::Sequential fold_batch_norm(const torch::nn::Sequential& model);
 /// without it the first convolution of a grey-scale model answered NCHW and the max pooling
 /// after it took the slow NCHW kernel, a third of the controller's CPU under /predict load);
 /// 2x2 max pooling as element-wise maxima of strided views, before the ReLU that preceded it
-/// (the same values, ReLU on a quarter of them); ReLUs in place. docs/benchmarks.md.
-torch::nn::Sequential prepare_for_serving(const torch::nn::Sequential& model);
+/// (the same values, ReLU on a quarter of them); ReLUs in place. On the CPU (`on_cpu`; the
+/// model stays there) also a first convolution of few input channels as one matrix product
+/// and linear layers as W times the transposed batch, the same sums in another order.
+/// docs/benchmarks.md.
+torch::nn::Sequential prepare_for_serving(const torch::nn::Sequential& model, bool on_cpu = true);
 
 /// Scales bytes to 0..1 and applies the per-channel normalisation: [N][C][H][W] float.
 torch::Tensor normalize_images(const torch::Tensor& uint8_images, const std::vector<double>& mean,
