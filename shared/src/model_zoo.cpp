@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <optional>
-#include <variant>
 #include <sstream>
 #include <thread>
 
