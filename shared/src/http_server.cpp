@@ -8,7 +8,6 @@
 #include <cstdlib>
 #include <random>
 
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -278,9 +277,11 @@ void json_error_body(const httplib::Request&, httplib::Response& res) {
 /// httplib (the Debian build) listens with a backlog of 5 connections. When a burst of clients
 /// connects at once (64 in bench/predict.sh, a load balancer's pool after a restart) the
 /// accept queue overflows: SYNs are dropped and retried a second later, and some connections
-/// fail outright. listen() again on the listening socket only resizes its queue, so find the
-/// socket this server bound (listening, same port and address) and give it SOMAXCONN.
-void widen_listen_backlog(const std::string& host, int port) {
+/// fail outright. httplib keeps its socket private, and listen() again on a listening socket
+/// only resizes its queue, so give every listening socket of this process on `port` (this
+/// server's; another server could share the port only on another address, and a larger queue
+/// does it no harm) a queue of SOMAXCONN.
+void widen_listen_backlog(int port) {
   DIR* dir = ::opendir("/proc/self/fd");
   if (dir == nullptr) return;
   while (const dirent* entry = ::readdir(dir)) {
@@ -293,22 +294,10 @@ void widen_listen_backlog(const std::string& host, int port) {
     sockaddr_storage addr{};
     socklen_t addr_len = sizeof addr;
     if (::getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&addr), &addr_len) != 0) continue;
-    char text[INET6_ADDRSTRLEN] = {};
-    int bound_port = 0;
-    if (addr.ss_family == AF_INET) {
-      const auto* in = reinterpret_cast<const sockaddr_in*>(&addr);
-      bound_port = ntohs(in->sin_port);
-      ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
-    } else if (addr.ss_family == AF_INET6) {
-      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&addr);
-      bound_port = ntohs(in6->sin6_port);
-      ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
-    } else {
-      continue;
-    }
-    const std::string bound = text;
-    const bool same_host = bound == host || bound == "0.0.0.0" || bound == "::" || host == "localhost";
-    if (bound_port == port && same_host) ::listen(static_cast<int>(fd), SOMAXCONN);
+    const int bound_port = addr.ss_family == AF_INET    ? ntohs(reinterpret_cast<const sockaddr_in*>(&addr)->sin_port)
+                           : addr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port)
+                                                        : -1;
+    if (bound_port == port) ::listen(static_cast<int>(fd), SOMAXCONN);
   }
   ::closedir(dir);
 }
@@ -380,7 +369,7 @@ void HttpServer::bind(const std::string& host, int port) {
   if (port == 0) {
     impl_->port = impl_->server->bind_to_any_port(host);
     if (impl_->port <= 0) throw Error(ErrorCode::kUnavailable, fmt::format("cannot bind {}:0", host));
-    widen_listen_backlog(host, impl_->port);
+    widen_listen_backlog(impl_->port);
     return;
   }
   if (!impl_->server->bind_to_port(host, port)) {
@@ -388,7 +377,7 @@ void HttpServer::bind(const std::string& host, int port) {
                 fmt::format("cannot listen on {}:{} (address in use or not available)", host, port));
   }
   impl_->port = port;
-  widen_listen_backlog(host, port);
+  widen_listen_backlog(port);
 }
 
 int HttpServer::port() const { return impl_->port; }
