@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -11,6 +12,7 @@
 
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"
+#include "mlswarm/torch/serving_kernels.h"
 
 namespace mlswarm {
 namespace nn = torch::nn;
@@ -219,12 +221,13 @@ torch::Tensor max_of_2x2(const torch::Tensor& x) {
   return torch::maximum(torch::maximum(at(0, 0), at(0, 1)), torch::maximum(at(1, 0), at(1, 1)));
 }
 
-/// A convolution of few input channels (grey-scale or RGB images: the first layer) as one
-/// matrix product: the C*k*k shifted views of the zero-padded input stacked as columns, times
-/// the weights. LibTorch 1.13's oneDNN path takes about 1.1 ms for the convnet's first layer
-/// at batch 8 here (1 input channel: nothing to vectorise over), this about 0.3 ms; the
-/// output comes out channels-last. Stride 1, no dilation or groups, zero padding only.
-std::optional<nn::Functional> as_matrix_product(const nn::Conv2dImpl& conv) {
+/// A convolution of few input channels (grey-scale or RGB images: the first layer), computed
+/// directly into channels-last output (serving::small_input_conv). LibTorch 1.13's oneDNN path
+/// takes about 1.1 ms for the convnet's first layer at batch 8 here (1 input channel: nothing
+/// to vectorise over), a matrix product over the 9 stacked shifted views about 0.3 ms, of
+/// which most was the dozen small operators that stack them. Stride 1, no dilation or
+/// groups, zero padding only; inputs other than float32 take LibTorch's convolution.
+std::optional<nn::Functional> as_direct_convolution(const nn::Conv2dImpl& conv) {
   const auto& o = conv.options;
   const auto* padding = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
   const std::int64_t in = o.in_channels();
@@ -237,35 +240,70 @@ std::optional<nn::Functional> as_matrix_product(const nn::Conv2dImpl& conv) {
   const std::int64_t pad = (**padding)[0];
   const std::int64_t out = o.out_channels();
   // [C*k*k][out], rows in the order of the weight's own (channel, row, column) flattening.
-  torch::Tensor weights = conv.weight.detach().reshape({out, in * k * k}).t().contiguous();
-  torch::Tensor bias = conv.bias.defined() ? conv.bias.detach().clone() : torch::zeros({out});
-  return nn::Functional([weights, bias, in, k, pad, out](const torch::Tensor& x) {
-    const std::int64_t n = x.size(0);
-    const std::int64_t h = x.size(2) + 2 * pad - k + 1;
-    const std::int64_t w = x.size(3) + 2 * pad - k + 1;
-    const torch::Tensor padded = torch::constant_pad_nd(x, {pad, pad, pad, pad});
-    std::vector<torch::Tensor> shifted;
-    shifted.reserve(static_cast<std::size_t>(in * k * k));
-    for (std::int64_t c = 0; c < in; ++c) {
-      for (std::int64_t i = 0; i < k; ++i) {
-        for (std::int64_t j = 0; j < k; ++j) shifted.push_back(padded.select(1, c).slice(1, i, i + h).slice(2, j, j + w));
-      }
+  torch::Tensor taps = conv.weight.detach().reshape({out, in * k * k}).t().contiguous();
+  torch::Tensor bias = conv.bias.defined() ? conv.bias.detach().contiguous() : torch::zeros({out});
+  const torch::Tensor weight = conv.weight.detach().clone();
+  const torch::Tensor conv_bias = conv.bias.defined() ? conv.bias.detach().clone() : torch::Tensor();
+  return nn::Functional([=](const torch::Tensor& x) {
+    if (x.dim() == 4 && x.size(1) == in && x.device().is_cpu() && x.scalar_type() == torch::kFloat) {
+      return serving::small_input_conv(x, taps, bias, k, pad);
     }
-    const torch::Tensor columns = torch::stack(shifted).view({in * k * k, n * h * w});
-    return torch::addmm(bias, columns.t(), weights).view({n, h, w, out}).permute({0, 3, 1, 2});
+    return torch::conv2d(x, weight, conv_bias, 1, pad).contiguous(torch::MemoryFormat::ChannelsLast);
+  });
+}
+
+/// Pooling as serving::max_pool_2x2 on float32 channels-last CPU activations (one pass, no
+/// indices, ReLU fused when it follows or precedes), else as max_of_2x2.
+nn::Functional as_pooling(bool relu) {
+  return nn::Functional([relu](const torch::Tensor& x) {
+    if (serving::is_nhwc_float(x)) return serving::max_pool_2x2(x, relu);
+    torch::Tensor y = max_of_2x2(x);
+    return relu ? y.relu_() : y;
   });
 }
 
 /// A linear layer as W times the transposed batch, read back transposed: for the few rows of
 /// a serving batch OpenBLAS packs the small side then, not the whole weight matrix (the
-/// convnet's 3136x128 at batch 8: 0.22 instead of 0.36 ms here).
-nn::Functional as_transposed_product(const nn::LinearImpl& linear) {
+/// convnet's 3136x128 at batch 8: 0.22 instead of 0.36 ms here). When it follows a Flatten
+/// (`flattens`) of channels-last activations, the weight's columns are put once in the
+/// activations' own (row, column, channel) order, so the batch is read as it lies instead of
+/// being copied into (channel, row, column) order first.
+nn::Functional as_transposed_product(const nn::LinearImpl& linear, bool flattens) {
   torch::Tensor weight = linear.weight.detach().contiguous();
   torch::Tensor bias = linear.bias.defined() ? linear.bias.detach().reshape({-1, 1}).clone()
                                              : torch::zeros({linear.options.out_features(), 1});
-  return nn::Functional([weight, bias](const torch::Tensor& x) {
+  struct Reordered {  // the weight for the last activation shape seen, made on first use
+    std::mutex mutex;
+    std::vector<std::int64_t> shape;
+    torch::Tensor weight;
+  };
+  auto reordered = std::make_shared<Reordered>();
+  return nn::Functional([weight, bias, flattens, reordered](const torch::Tensor& x) {
+    if (flattens && x.dim() == 4 && x.is_contiguous(torch::MemoryFormat::ChannelsLast) && x.size(1) > 1 &&
+        x.size(1) * x.size(2) * x.size(3) == weight.size(1)) {
+      torch::Tensor w;
+      {
+        std::lock_guard lock(reordered->mutex);
+        const std::vector<std::int64_t> shape{x.size(1), x.size(2), x.size(3)};
+        if (reordered->shape != shape) {
+          reordered->weight = weight.view({weight.size(0), shape[0], shape[1], shape[2]})
+                                  .permute({0, 2, 3, 1})
+                                  .reshape({weight.size(0), weight.size(1)})
+                                  .contiguous();
+          reordered->shape = shape;
+        }
+        w = reordered->weight;
+      }
+      return torch::addmm(bias, w, x.permute({0, 2, 3, 1}).reshape({x.size(0), -1}).t()).t();
+    }
     return torch::addmm(bias, weight, x.reshape({x.size(0), -1}).t()).t();
   });
+}
+
+/// A Flatten of everything after the batch dimension (nn::Flatten's default).
+bool is_batch_flatten(const nn::AnyModule& layer) {
+  const auto* flatten = dynamic_cast<const nn::FlattenImpl*>(layer.ptr().get());
+  return flatten != nullptr && flatten->options.start_dim() == 1 && flatten->options.end_dim() == -1;
 }
 
 bool is_relu(const nn::AnyModule& layer) {
@@ -283,23 +321,28 @@ torch::nn::Sequential prepare_for_serving(const torch::nn::Sequential& model, bo
   for (std::size_t i = 0; i < layers.size(); ++i) {
     const auto& layer = layers[i];
     if (const auto* conv = dynamic_cast<const nn::Conv2dImpl*>(layer.ptr().get())) {
-      auto product = on_cpu ? as_matrix_product(*conv) : std::nullopt;
-      if (product) {
-        out->push_back(*product);  // already channels-last
+      auto direct = on_cpu ? as_direct_convolution(*conv) : std::nullopt;
+      if (direct) {
+        out->push_back(*direct);  // already channels-last
       } else {
         out->push_back(layer);
         out->push_back(nn::Functional(
             [](const torch::Tensor& x) { return x.contiguous(torch::MemoryFormat::ChannelsLast); }));
       }
     } else if (const auto* linear = dynamic_cast<const nn::LinearImpl*>(layer.ptr().get()); linear && on_cpu) {
-      out->push_back(as_transposed_product(*linear));
+      out->push_back(as_transposed_product(*linear, false));
+    } else if (const auto* next = i + 1 < layers.size() ? dynamic_cast<const nn::LinearImpl*>(layers[i + 1].ptr().get()) : nullptr;
+               next != nullptr && on_cpu && is_batch_flatten(layer)) {
+      out->push_back(as_transposed_product(*next, true));  // reads the activations unflattened
+      ++i;
     } else if (is_relu(layer) && i + 1 < layers.size() && is_plain_2x2_pool(layers[i + 1])) {
       // max(relu(a), relu(b)) == relu(max(a, b)) exactly: ReLU on a quarter of the values.
-      out->push_back(nn::Functional(max_of_2x2));
-      out->push_back(relu_in_place);
+      out->push_back(as_pooling(true));
       ++i;
     } else if (is_plain_2x2_pool(layer)) {
-      out->push_back(nn::Functional(max_of_2x2));
+      const bool relu_next = i + 1 < layers.size() && is_relu(layers[i + 1]);
+      out->push_back(as_pooling(relu_next));
+      i += relu_next ? 1 : 0;
     } else if (is_relu(layer) && i > 0) {
       out->push_back(relu_in_place);  // its input is the previous layer's own fresh output
     } else {

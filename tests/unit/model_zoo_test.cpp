@@ -1,9 +1,14 @@
 // The model as served (prepare_for_serving) against the model as trained, in eval mode.
 
+#include <cmath>
+#include <limits>
+#include <vector>
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "mlswarm/torch/model_zoo.h"
+#include "mlswarm/torch/serving_kernels.h"
 
 namespace mlswarm {
 namespace {
@@ -64,6 +69,79 @@ TEST(PrepareForServing, PoolsAndActivatesChannelsLast) {
     }
   }
   EXPECT_GT(pooled, 0);
+}
+
+
+TEST(ServingKernels, PoolLikeMaxPool2dThenReluOnAnySize) {
+  torch::manual_seed(5);
+  c10::InferenceMode inference;
+  for (const auto& size : std::vector<std::vector<std::int64_t>>{{3, 32, 28, 28}, {2, 5, 7, 9}, {1, 64, 3, 2}, {4, 3, 2, 2}, {0, 4, 4, 4}}) {
+    const auto x = torch::randn(size).contiguous(torch::MemoryFormat::ChannelsLast);
+    const auto pooled = torch::max_pool2d(x, 2, 2);
+    for (const bool relu : {false, true}) {
+      const auto got = serving::max_pool_2x2(x, relu);
+      EXPECT_TRUE(got.is_contiguous(torch::MemoryFormat::ChannelsLast));
+      EXPECT_TRUE(torch::equal(got, relu ? torch::relu(pooled) : pooled)) << x.sizes() << " relu " << relu;
+    }
+  }
+  // Too small for the window: an error, as from MaxPool2d, not an empty answer.
+  EXPECT_THROW(serving::max_pool_2x2(torch::rand({1, 4, 1, 6}).contiguous(torch::MemoryFormat::ChannelsLast), true),
+               c10::Error);
+}
+
+TEST(ServingKernels, PoolPropagatesNaNLikeLibTorch) {
+  c10::InferenceMode inference;
+  auto x = torch::full({1, 8, 4, 4}, -1.0F).contiguous(torch::MemoryFormat::ChannelsLast);
+  x.index_put_({0, 3, 1, 0}, std::numeric_limits<float>::quiet_NaN());  // pixel (0, 0) of the output
+  x.index_put_({0, 5, 3, 3}, std::numeric_limits<float>::quiet_NaN());  // pixel (1, 1)
+  for (const bool relu : {false, true}) {
+    const auto got = serving::max_pool_2x2(x, relu);
+    EXPECT_TRUE(std::isnan(got.index({0, 3, 0, 0}).item<float>()));
+    EXPECT_TRUE(std::isnan(got.index({0, 5, 1, 1}).item<float>()));
+    EXPECT_EQ(got.isnan().sum().item<std::int64_t>(), 2);
+    EXPECT_EQ(got.index({0, 0, 0, 0}).item<float>(), relu ? 0.0F : -1.0F);
+  }
+}
+
+TEST(ServingKernels, SmallInputConvolutionLikeConv2d) {
+  torch::manual_seed(6);
+  c10::InferenceMode inference;
+  struct Case {
+    std::int64_t n, in, h, w, out, k, pad;
+  };
+  for (const Case c : {Case{8, 1, 28, 28, 32, 3, 1}, Case{3, 3, 32, 32, 32, 3, 1}, Case{2, 2, 9, 7, 5, 5, 2},
+                       Case{2, 4, 6, 6, 17, 3, 0}, Case{1, 1, 3, 3, 8, 5, 1}}) {
+    const auto weight = torch::randn({c.out, c.in, c.k, c.k});
+    const auto bias = torch::randn({c.out});
+    const auto taps = weight.reshape({c.out, -1}).t().contiguous();
+    auto x = torch::randn({c.n, c.in, c.h, c.w});
+    const auto expected = torch::conv2d(x, weight, bias, 1, c.pad);
+    // NCHW, channels-last and a strided view all read alike.
+    for (const auto& input : {x, x.contiguous(torch::MemoryFormat::ChannelsLast),
+                              torch::randn({c.n, c.in, c.h, 2 * c.w}).slice(3, 0, 2 * c.w, 2).copy_(x)}) {
+      const auto got = serving::small_input_conv(input, taps, bias, c.k, c.pad);
+      ASSERT_EQ(got.sizes(), expected.sizes());
+      EXPECT_TRUE(got.is_contiguous(torch::MemoryFormat::ChannelsLast));
+      EXPECT_LT((got - expected).abs().max().item<float>(), 1e-4F) << "in " << c.in << " k " << c.k << " pad " << c.pad;
+    }
+  }
+}
+
+TEST(PrepareForServing, ReadsTheLastActivationsWithoutFlatteningThem) {
+  // The first linear layer reads channels-last activations in their own order: the served
+  // model must give the same answers for inputs whose flattened order differs from NCHW's.
+  torch::manual_seed(8);
+  auto model = torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 6, 1)), torch::nn::Flatten(),
+                                     torch::nn::Linear(6 * 3 * 4, 5));
+  model->eval();
+  auto served = prepare_for_serving(model);
+  c10::InferenceMode inference;
+  const auto x = torch::randn({3, 8, 3, 4});
+  const auto expected = model->forward(x);
+  for (int repeat = 0; repeat < 2; ++repeat) {  // the reordered weight is made once, then reused
+    EXPECT_LT((served->forward(x.contiguous(torch::MemoryFormat::ChannelsLast)) - expected).abs().max().item<float>(), 1e-5F);
+  }
+  EXPECT_LT((served->forward(x) - expected).abs().max().item<float>(), 1e-5F);  // and NCHW input too
 }
 
 }  // namespace

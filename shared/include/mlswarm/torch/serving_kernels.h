@@ -1,0 +1,30 @@
+// CPU kernels for the served model's layers where LibTorch spends more on dispatch, index
+// bookkeeping or packing than on the arithmetic at serving batch sizes (see prepare_for_serving).
+// Float32, CPU, channels-last activations; each checks its input and throws c10::Error when it
+// cannot take it, so callers test can_* first and fall back to LibTorch's own operators.
+#pragma once
+
+#include <cstdint>
+
+#include <torch/types.h>
+
+namespace mlswarm::serving {
+
+/// True when x is a float32 CPU tensor of 4 dimensions, channels-last contiguous.
+bool is_nhwc_float(const torch::Tensor& x);
+
+/// 2x2 max pooling with stride 2, no padding (an odd last row or column is dropped, as
+/// MaxPool2d drops it), then ReLU when `relu`: max(relu(a), relu(b)) == relu(max(a, b)), so
+/// this equals ReLU followed by pooling too. NaN propagates like torch::maximum. Needs
+/// is_nhwc_float(x); answers channels-last.
+torch::Tensor max_pool_2x2(const torch::Tensor& x, bool relu);
+
+/// A convolution of few input channels (a model's first layer), stride 1, zero padding `pad`
+/// on every side, square kernel k, computed directly into a channels-last output: each output
+/// pixel is its bias plus the sum over the in*k*k taps of input value times that tap's row of
+/// `taps` ([in*k*k][out], rows in the weight's (channel, row, column) order). x: float32 CPU,
+/// [N, in, H, W], any strides.
+torch::Tensor small_input_conv(const torch::Tensor& x, const torch::Tensor& taps, const torch::Tensor& bias,
+                               std::int64_t k, std::int64_t pad);
+
+}  // namespace mlswarm::serving
