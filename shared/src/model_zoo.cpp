@@ -262,16 +262,17 @@ nn::Functional as_pooling(bool relu) {
   });
 }
 
-/// A linear layer as W times the transposed batch, read back transposed: for the few rows of
-/// a serving batch OpenBLAS packs the small side then, not the whole weight matrix (the
-/// convnet's 3136x128 at batch 8: 0.22 instead of 0.36 ms here). When it follows a Flatten
+/// A linear layer for serving batches on the CPU. Up to 16 rows: serving::linear, which reads
+/// the weight as it lies (OpenBLAS packs all of it on every call: for the convnet's 3136x128 at
+/// batch 8 that packing was most of the layer's time). More rows: W times the transposed batch,
+/// read back transposed (OpenBLAS then packs the small side). When it follows a Flatten
 /// (`flattens`) of channels-last activations, the weight's columns are put once in the
 /// activations' own (row, column, channel) order, so the batch is read as it lies instead of
 /// being copied into (channel, row, column) order first.
-nn::Functional as_transposed_product(const nn::LinearImpl& linear, bool flattens) {
+nn::Functional as_serving_linear(const nn::LinearImpl& linear, bool flattens) {
   torch::Tensor weight = linear.weight.detach().contiguous();
-  torch::Tensor bias = linear.bias.defined() ? linear.bias.detach().reshape({-1, 1}).clone()
-                                             : torch::zeros({linear.options.out_features(), 1});
+  torch::Tensor bias = linear.bias.defined() ? linear.bias.detach().contiguous().clone()
+                                             : torch::zeros({linear.options.out_features()});
   struct Reordered {  // the weight for the last activation shape seen, made on first use
     std::mutex mutex;
     std::vector<std::int64_t> shape;
@@ -279,9 +280,10 @@ nn::Functional as_transposed_product(const nn::LinearImpl& linear, bool flattens
   };
   auto reordered = std::make_shared<Reordered>();
   return nn::Functional([weight, bias, flattens, reordered](const torch::Tensor& x) {
+    torch::Tensor w = weight;
+    torch::Tensor rows;
     if (flattens && x.dim() == 4 && x.is_contiguous(torch::MemoryFormat::ChannelsLast) && x.size(1) > 1 &&
         x.size(1) * x.size(2) * x.size(3) == weight.size(1)) {
-      torch::Tensor w;
       {
         std::lock_guard lock(reordered->mutex);
         const std::vector<std::int64_t> shape{x.size(1), x.size(2), x.size(3)};
@@ -294,9 +296,14 @@ nn::Functional as_transposed_product(const nn::LinearImpl& linear, bool flattens
         }
         w = reordered->weight;
       }
-      return torch::addmm(bias, w, x.permute({0, 2, 3, 1}).reshape({x.size(0), -1}).t()).t();
+      rows = x.permute({0, 2, 3, 1}).reshape({x.size(0), -1});
+    } else {
+      rows = x.reshape({x.size(0), -1});
     }
-    return torch::addmm(bias, weight, x.reshape({x.size(0), -1}).t()).t();
+    if (rows.size(0) <= 16 && rows.device().is_cpu() && rows.scalar_type() == torch::kFloat) {
+      return serving::linear(rows.contiguous(), w, bias);
+    }
+    return torch::addmm(bias.view({-1, 1}), w, rows.t()).t();
   });
 }
 
@@ -330,10 +337,10 @@ torch::nn::Sequential prepare_for_serving(const torch::nn::Sequential& model, bo
             [](const torch::Tensor& x) { return x.contiguous(torch::MemoryFormat::ChannelsLast); }));
       }
     } else if (const auto* linear = dynamic_cast<const nn::LinearImpl*>(layer.ptr().get()); linear && on_cpu) {
-      out->push_back(as_transposed_product(*linear, false));
+      out->push_back(as_serving_linear(*linear, false));
     } else if (const auto* next = i + 1 < layers.size() ? dynamic_cast<const nn::LinearImpl*>(layers[i + 1].ptr().get()) : nullptr;
                next != nullptr && on_cpu && is_batch_flatten(layer)) {
-      out->push_back(as_transposed_product(*next, true));  // reads the activations unflattened
+      out->push_back(as_serving_linear(*next, true));  // reads the activations unflattened
       ++i;
     } else if (is_relu(layer) && i + 1 < layers.size() && is_plain_2x2_pool(layers[i + 1])) {
       // max(relu(a), relu(b)) == relu(max(a, b)) exactly: ReLU on a quarter of the values.

@@ -1,9 +1,14 @@
 #include "mlswarm/torch/serving_kernels.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
+
+// Float8 values never cross a call boundary (every helper taking one is inlined), so the
+// vector ABI warning about AVX arguments in the plain x86-64 clone does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 // The inner loops are compiled for AVX-512 and AVX2 too and picked at load time for the CPU
 // that runs them (the images are built for any x86-64); elsewhere they are plain loops.
@@ -72,56 +77,70 @@ MLSWARM_CPU_CLONES void conv_row(const float* __restrict image, const float* __r
   }
 }
 
-/// The same for a channel count known when compiling: a pixel's OUTS sums stay in registers
-/// across its taps, and inside the row two pixels go together so that their sums do not wait
-/// on each other (about 2x the loop above for 32 channels here).
-template <int OUTS>
+/// Eight floats, one AVX2 register (half an AVX-512 one; two SSE ones in the plain build):
+/// sums kept in variables of this type stay in registers, where arrays of floats went
+/// through the stack on every addition.
+typedef float Float8 __attribute__((vector_size(32)));
+
+inline Float8 load8(const float* p) {
+  Float8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store8(float* p, Float8 v) { std::memcpy(p, &v, sizeof v); }
+
+/// The same for 8*V output channels, known when compiling: a pixel's sums stay in registers
+/// across its taps, and inside the row P pixels go together so that their sums do not wait
+/// on each other.
+template <int V, int P>
 MLSWARM_CPU_CLONES void conv_row_of(const float* __restrict image, const float* __restrict taps,
                                     const float* __restrict bias, float* __restrict out, std::int64_t y,
                                     std::int64_t width, const ConvShape& s) {
+  constexpr int kOuts = 8 * V;
   const std::int64_t rows_from = std::max<std::int64_t>(0, s.pad - y);
   const std::int64_t rows_to = std::min<std::int64_t>(s.k, s.h + s.pad - y);
+  Float8 b[V];
+  for (int v = 0; v < V; ++v) b[v] = load8(bias + 8 * v);
   const auto pixel = [&](std::int64_t xo) {  // any pixel, edges included
     const std::int64_t cols_from = std::max<std::int64_t>(0, s.pad - xo);
     const std::int64_t cols_to = std::min<std::int64_t>(s.k, s.w + s.pad - xo);
-    float sum[OUTS];
-    for (int q = 0; q < OUTS; ++q) sum[q] = bias[q];
+    Float8 sum[V];
+    for (int v = 0; v < V; ++v) sum[v] = b[v];
     for (std::int64_t ch = 0; ch < s.in; ++ch) {
       for (std::int64_t i = rows_from; i < rows_to; ++i) {
         const float* line = image + ch * s.sc + (y + i - s.pad) * s.sh;
         for (std::int64_t j = cols_from; j < cols_to; ++j) {
-          const float v = line[(xo + j - s.pad) * s.sw];
-          const float* tap = taps + ((ch * s.k + i) * s.k + j) * OUTS;
-          for (int q = 0; q < OUTS; ++q) sum[q] += v * tap[q];
+          const float value = line[(xo + j - s.pad) * s.sw];
+          const float* tap = taps + ((ch * s.k + i) * s.k + j) * kOuts;
+          for (int v = 0; v < V; ++v) sum[v] += value * load8(tap + 8 * v);
         }
       }
     }
-    for (int q = 0; q < OUTS; ++q) out[xo * OUTS + q] = sum[q];
+    for (int v = 0; v < V; ++v) store8(out + xo * kOuts + 8 * v, sum[v]);
   };
   std::int64_t xo = 0;
   for (; xo < s.pad && xo < width; ++xo) pixel(xo);
   const std::int64_t inner_to = std::min<std::int64_t>(width, s.w + s.pad - s.k + 1);  // all columns inside
-  for (; xo + 2 <= inner_to; xo += 2) {
-    float sum0[OUTS];
-    float sum1[OUTS];
-    for (int q = 0; q < OUTS; ++q) sum0[q] = sum1[q] = bias[q];
+  for (; xo + P <= inner_to; xo += P) {
+    Float8 sum[P][V];
+    for (int p = 0; p < P; ++p) {
+      for (int v = 0; v < V; ++v) sum[p][v] = b[v];
+    }
     for (std::int64_t ch = 0; ch < s.in; ++ch) {
       for (std::int64_t i = rows_from; i < rows_to; ++i) {
         const float* line = image + ch * s.sc + (y + i - s.pad) * s.sh + (xo - s.pad) * s.sw;
         for (std::int64_t j = 0; j < s.k; ++j) {
-          const float v0 = line[j * s.sw];
-          const float v1 = line[(j + 1) * s.sw];
-          const float* tap = taps + ((ch * s.k + i) * s.k + j) * OUTS;
-          for (int q = 0; q < OUTS; ++q) {
-            sum0[q] += v0 * tap[q];
-            sum1[q] += v1 * tap[q];
+          const float* tap = taps + ((ch * s.k + i) * s.k + j) * kOuts;
+          for (int v = 0; v < V; ++v) {
+            const Float8 t = load8(tap + 8 * v);
+            for (int p = 0; p < P; ++p) sum[p][v] += line[(j + p) * s.sw] * t;
           }
         }
       }
     }
-    for (int q = 0; q < OUTS; ++q) {
-      out[xo * OUTS + q] = sum0[q];
-      out[(xo + 1) * OUTS + q] = sum1[q];
+    for (int p = 0; p < P; ++p) {
+      for (int v = 0; v < V; ++v) store8(out + (xo + p) * kOuts + 8 * v, sum[p][v]);
     }
   }
   for (; xo < width; ++xo) pixel(xo);
@@ -131,11 +150,36 @@ using ConvRow = void (*)(const float*, const float*, const float*, float*, std::
 
 ConvRow conv_row_for(std::int64_t outs) {
   switch (outs) {
-    case 8: return conv_row_of<8>;
-    case 16: return conv_row_of<16>;
-    case 32: return conv_row_of<32>;
-    case 64: return conv_row_of<64>;
+    case 8: return conv_row_of<1, 4>;
+    case 16: return conv_row_of<2, 4>;
+    case 32: return conv_row_of<4, 2>;
+    case 64: return conv_row_of<8, 1>;
     default: return conv_row;
+  }
+}
+
+/// out[r][o] = bias[o] + W[o] . x[r] for R rows of x at a time: R sums of eight lanes each in
+/// registers, every eight weights loaded once for all of them (the weight matrix, 1.6 MB for
+/// the convnet, is read from memory once per block of rows: that read is what this costs);
+/// the lanes are added in a fixed order at the end.
+template <int R>
+MLSWARM_CPU_CLONES void linear_rows_of(const float* __restrict x, const float* __restrict weight,
+                                       const float* __restrict bias, float* __restrict out, std::int64_t in,
+                                       std::int64_t outs, std::int64_t o_from, std::int64_t o_to) {
+  const std::int64_t whole = in / 8 * 8;
+  for (std::int64_t o = o_from; o < o_to; ++o) {
+    const float* w = weight + o * in;
+    Float8 lanes[R] = {};
+    for (std::int64_t k = 0; k < whole; k += 8) {
+      const Float8 u = load8(w + k);
+      for (int r = 0; r < R; ++r) lanes[r] += u * load8(x + r * in + k);
+    }
+    for (int r = 0; r < R; ++r) {
+      float sum = 0.0F;
+      for (int l = 0; l < 8; ++l) sum += lanes[r][l];
+      for (std::int64_t k = whole; k < in; ++k) sum += w[k] * x[r * in + k];
+      out[r * outs + o] = sum + bias[o];
+    }
   }
 }
 
@@ -200,6 +244,42 @@ torch::Tensor small_input_conv(const torch::Tensor& x, const torch::Tensor& taps
   at::parallel_for(0, n * ho, grain_for(wo * outs), [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t row = begin; row < end; ++row) {
       row_of(src + (row / ho) * sn, tap, b, dst + row * wo * outs, row % ho, wo, shape);
+    }
+  });
+  return out;
+}
+
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  TORCH_CHECK(x.defined() && x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.dim() == 2 && x.is_contiguous(),
+              "serving::linear takes a contiguous float CPU matrix");
+  TORCH_CHECK(weight.is_contiguous() && weight.scalar_type() == torch::kFloat && weight.dim() == 2 &&
+                  weight.size(1) == x.size(1),
+              "serving::linear: the weight must be [out][in] floats, contiguous, in = the rows' length");
+  TORCH_CHECK(bias.is_contiguous() && bias.scalar_type() == torch::kFloat && bias.numel() == weight.size(0),
+              "serving::linear: one bias per output");
+  const std::int64_t n = x.size(0);
+  const std::int64_t in = x.size(1);
+  const std::int64_t outs = weight.size(0);
+  torch::Tensor out = torch::empty({n, outs}, x.options());
+  const float* src = x.data_ptr<float>();
+  const float* w = weight.data_ptr<float>();
+  const float* b = bias.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  // Tasks split the outputs; rows go in blocks of 8, the rest in one more block.
+  at::parallel_for(0, outs, std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(1, in)), [&](std::int64_t from, std::int64_t to) {
+    std::int64_t r = 0;
+    for (; r + 8 <= n; r += 8) linear_rows_of<8>(src + r * in, w, b, dst + r * outs, in, outs, from, to);
+    const float* rest = src + r * in;
+    float* rest_out = dst + r * outs;
+    switch (n - r) {  // the last rows in one read of W too
+      case 7: linear_rows_of<7>(rest, w, b, rest_out, in, outs, from, to); break;
+      case 6: linear_rows_of<6>(rest, w, b, rest_out, in, outs, from, to); break;
+      case 5: linear_rows_of<5>(rest, w, b, rest_out, in, outs, from, to); break;
+      case 4: linear_rows_of<4>(rest, w, b, rest_out, in, outs, from, to); break;
+      case 3: linear_rows_of<3>(rest, w, b, rest_out, in, outs, from, to); break;
+      case 2: linear_rows_of<2>(rest, w, b, rest_out, in, outs, from, to); break;
+      case 1: linear_rows_of<1>(rest, w, b, rest_out, in, outs, from, to); break;
+      default: break;
     }
   });
   return out;

@@ -127,6 +127,21 @@ TEST(ServingKernels, SmallInputConvolutionLikeConv2d) {
   }
 }
 
+TEST(ServingKernels, LinearLikeLibTorchForEveryBlockOfRows) {
+  torch::manual_seed(7);
+  c10::InferenceMode inference;
+  for (const std::int64_t in : {3136, 128, 37, 5}) {
+    const auto weight = torch::randn({19, in});
+    const auto bias = torch::randn({19});
+    for (const std::int64_t rows : {1, 3, 4, 8, 13, 16, 17}) {  // blocks of 8, 4 and single rows
+      const auto x = torch::randn({rows, in});
+      const auto expected = torch::nn::functional::linear(x, weight, bias);
+      EXPECT_LT((serving::linear(x, weight, bias) - expected).abs().max().item<float>(), 2e-4F)
+          << rows << " rows of " << in;
+    }
+  }
+}
+
 TEST(PrepareForServing, ReadsTheLastActivationsWithoutFlatteningThem) {
   // The first linear layer reads channels-last activations in their own order: the served
   // model must give the same answers for inputs whose flattened order differs from NCHW's.
@@ -142,6 +157,9 @@ TEST(PrepareForServing, ReadsTheLastActivationsWithoutFlatteningThem) {
     EXPECT_LT((served->forward(x.contiguous(torch::MemoryFormat::ChannelsLast)) - expected).abs().max().item<float>(), 1e-5F);
   }
   EXPECT_LT((served->forward(x) - expected).abs().max().item<float>(), 1e-5F);  // and NCHW input too
+  const auto many = torch::randn({40, 8, 3, 4});  // more rows than serving::linear takes: OpenBLAS
+  EXPECT_LT((served->forward(many.contiguous(torch::MemoryFormat::ChannelsLast)) - model->forward(many))
+                .abs().max().item<float>(), 1e-5F);
 }
 
 }  // namespace

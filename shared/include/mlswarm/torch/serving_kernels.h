@@ -27,4 +27,10 @@ torch::Tensor max_pool_2x2(const torch::Tensor& x, bool relu);
 torch::Tensor small_input_conv(const torch::Tensor& x, const torch::Tensor& taps, const torch::Tensor& bias,
                                std::int64_t k, std::int64_t pad);
 
+/// A linear layer for the few rows of a serving batch: x [N][in] times weight^T ([out][in])
+/// plus bias, reading the weight as it lies instead of packing it first (OpenBLAS packs the
+/// whole 3136x128 matrix of the convnet on every call: most of that layer's time at batch 8).
+/// Worth it up to about 16 rows; x contiguous float32 on the CPU.
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
+
 }  // namespace mlswarm::serving
