@@ -1,7 +1,8 @@
 // CPU kernels for the served model's layers where LibTorch spends more on dispatch, index
 // bookkeeping or packing than on the arithmetic at serving batch sizes (see prepare_for_serving).
 // Float32, CPU, channels-last activations; each checks its input and throws c10::Error when it
-// cannot take it, so callers test can_* first and fall back to LibTorch's own operators.
+// cannot take it, so callers check the input first and fall back to LibTorch's own operators.
+// Pure functions of their arguments (a fresh output tensor each call): safe from any thread.
 #pragma once
 
 #include <cstdint>
