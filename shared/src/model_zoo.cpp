@@ -1,6 +1,7 @@
 #include "mlswarm/torch/model_zoo.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <mutex>
 #include <optional>
@@ -275,7 +276,7 @@ nn::Functional as_serving_linear(const nn::LinearImpl& linear, bool flattens) {
                                              : torch::zeros({linear.options.out_features()});
   struct Reordered {  // the weight for the last activation shape seen, made on first use
     std::mutex mutex;
-    std::vector<std::int64_t> shape;
+    std::array<std::int64_t, 3> shape{};  // channels, rows, columns; zeros until the first use
     torch::Tensor weight;
   };
   auto reordered = std::make_shared<Reordered>();
@@ -286,7 +287,7 @@ nn::Functional as_serving_linear(const nn::LinearImpl& linear, bool flattens) {
         x.size(1) * x.size(2) * x.size(3) == weight.size(1)) {
       {
         std::lock_guard lock(reordered->mutex);
-        const std::vector<std::int64_t> shape{x.size(1), x.size(2), x.size(3)};
+        const std::array<std::int64_t, 3> shape{x.size(1), x.size(2), x.size(3)};
         if (reordered->shape != shape) {
           reordered->weight = weight.view({weight.size(0), shape[0], shape[1], shape[2]})
                                   .permute({0, 2, 3, 1})
