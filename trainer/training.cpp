@@ -79,10 +79,26 @@ class TrainingRun {
                  spec_.job_id, spec_.model_id, spec_.model_type, spec_.dataset, start_, start_ + n_, o_.epochs,
                  batch_, steps_per_epoch_, device_name());
     for (int epoch = resume_epoch_; epoch <= o_.epochs; ++epoch) {
-      auto trained = train_epoch(epoch, epoch == resume_epoch_ ? resume_step_ : 0);
+      std::optional<EpochResult> trained;
+      if (epoch == resume_epoch_ && point_.unevaluated) {
+        trained = trained_before(*point_.unevaluated);  // a stop came during its evaluation
+      } else {
+        trained = train_epoch(epoch, epoch == resume_epoch_ ? resume_step_ : 0);
+      }
       if (!trained) return TrainingOutcome::kStopped;
       if (group_) share_epoch_end(*trained);
-      const Evaluation eval = group_ ? evaluate_shared() : evaluate(model_, test_x_, test_y_);
+      // Ranks evaluate together (their sums are added up), so only a single-rank job stops
+      // in the middle of an evaluation; it runs again on resume, not the epoch's training.
+      std::optional<Evaluation> evaluated =
+          group_ ? evaluate_shared() : evaluate(model_, test_x_, test_y_, hooks_.should_stop);
+      if (!evaluated) {
+        store_.save(checkpoint(epoch, steps_per_epoch_, unevaluated_of(*trained)));
+        spdlog::info("job {} model {}: stopped during the evaluation of epoch {}; checkpoint written (the "
+                     "evaluation runs again on resume)",
+                     spec_.job_id, spec_.model_id, epoch);
+        return TrainingOutcome::kStopped;
+      }
+      const Evaluation& eval = *evaluated;
       // Every rank sees the same (allreduced) evaluation, so every rank decides alike.
       const bool best = is_best_epoch(accuracies_, eval.accuracy);
       accuracies_.push_back(eval.accuracy);
@@ -159,7 +175,10 @@ class TrainingRun {
         if (point) point_ = std::move(*point);
         return point.has_value();
       });
-      if (resumed) {
+      if (resumed && point_.unevaluated) {
+        spdlog::info("job {} model {}: resuming from checkpoint at the evaluation of epoch {}", spec_.job_id,
+                     spec_.model_id, point_.next_epoch);
+      } else if (resumed) {
         spdlog::info("job {} model {}: resuming from checkpoint at epoch {} step {}", spec_.job_id, spec_.model_id,
                      point_.next_epoch, point_.next_step);
       }
@@ -171,7 +190,7 @@ class TrainingRun {
       group_->broadcast_bytes(state);
       if (!leader_) point_ = decode_checkpoint(state, "rank 0's state", spec_, model_, *optimizer_, device_).value();
     }
-    if (point_.next_step >= steps_per_epoch_) {
+    if (point_.next_step >= steps_per_epoch_ && !point_.unevaluated) {
       ++point_.next_epoch;
       point_.next_step = 0;
     }
@@ -309,7 +328,7 @@ class TrainingRun {
     const std::int64_t lo = total * group_->rank() / ranks;
     const std::int64_t hi = total * (group_->rank() + 1) / ranks;
     EvaluationSums mine;
-    if (hi > lo) mine = evaluate_sums(model_, test_x_.slice(0, lo, hi), test_y_.slice(0, lo, hi));
+    if (hi > lo) mine = *evaluate_sums(model_, test_x_.slice(0, lo, hi), test_y_.slice(0, lo, hi));
     const std::size_t k = meta_.class_names.size();
     mine.confusion.resize(k * k, 0.0);  // a rank with no shard adds zeros
     std::vector<double> values{mine.loss_sum, mine.correct, mine.count};
@@ -336,12 +355,39 @@ class TrainingRun {
     return p;
   }
 
-  /// The checkpoint payload that resumes at (next_epoch, next_step).
-  std::string checkpoint(int next_epoch, int next_step) {
+  /// The checkpoint payload that resumes at (next_epoch, next_step); with `unevaluated`, at
+  /// the evaluation of epoch next_epoch, trained to its end.
+  std::string checkpoint(int next_epoch, int next_step, std::optional<EpochMetrics> unevaluated = std::nullopt) {
     point_.next_epoch = next_epoch;
     point_.next_step = next_step;
     point_.history = meta_.epochs;
+    point_.unevaluated = std::move(unevaluated);
     return encode_checkpoint(model_, *optimizer_, spec_, point_);
+  }
+
+  /// What a checkpoint keeps of an epoch trained to its end but not evaluated...
+  static EpochMetrics unevaluated_of(const EpochResult& trained) {
+    EpochMetrics m;
+    m.epoch = trained.progress.epoch;
+    m.train_loss = trained.progress.loss.value_or(0);
+    m.images_per_s = trained.progress.images_per_s;
+    m.duration_s = trained.seconds;
+    return m;
+  }
+
+  /// ...and that epoch again, as train_epoch returned it, on resume.
+  EpochResult trained_before(const EpochMetrics& m) const {
+    EpochResult r;
+    r.progress.epoch = m.epoch;
+    r.progress.step = steps_per_epoch_;
+    r.progress.steps_per_epoch = steps_per_epoch_;
+    r.progress.fraction =
+        static_cast<double>(std::int64_t{m.epoch} * steps_per_epoch_) / static_cast<double>(total_steps_);
+    r.progress.loss = m.train_loss;
+    r.progress.images_per_s = m.images_per_s;
+    r.progress.device = device_name();
+    r.seconds = m.duration_s;
+    return r;
   }
 
   /// After an epoch: model.pt, meta.json and the checkpoint for the next epoch, together.

@@ -35,17 +35,18 @@ struct TrainingEnv {
 
 struct TrainingHooks {
   std::function<void(const JobProgress&)> report;  ///< called from the job's thread
-  std::function<bool()> should_stop;  ///< polled at every batch boundary
+  std::function<bool()> should_stop;  ///< polled at every batch boundary, in training and evaluation
 };
 
 enum class TrainingOutcome { kCompleted, kStopped };
 
 /// Trains `spec` to the end or until should_stop() (then it writes a checkpoint at that
-/// batch boundary and returns kStopped). After every epoch it evaluates on the test split
-/// and writes model.pt, meta.json and checkpoint.pt atomically. When the job's
-/// checkpoint exists it resumes from it. Throws Error for a missing or corrupt dataset, an
-/// unavailable device or any LibTorch failure (turned into kDataError/kInvalidArgument/
-/// kInternal with a readable message).
+/// batch boundary and returns kStopped; a stop between two batches of an epoch's evaluation
+/// keeps the trained epoch, whose evaluation runs again on resume). After every epoch it
+/// evaluates on the test split and writes model.pt, meta.json and checkpoint.pt atomically.
+/// When the job's checkpoint exists it resumes from it. Throws Error for a missing or corrupt
+/// dataset, an unavailable device or any LibTorch failure (turned into kDataError/
+/// kInvalidArgument/kInternal with a readable message).
 /// With a placement of several ranks (a data-parallel job) it first joins its peers; every
 /// rank starts from rank 0's state, takes its share of every global batch, and the gradients
 /// are summed over the ranks before each step; rank 0 alone evaluates and writes files. A

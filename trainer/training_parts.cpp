@@ -154,6 +154,10 @@ std::string encode_checkpoint(torch::nn::Sequential& model, torch::optim::Optimi
                 {"next_step", point.next_step},
                 {"history", history},
                 {"resume_key", resume_key(spec)}};
+  if (point.unevaluated) {
+    const EpochMetrics& e = *point.unevaluated;
+    state["unevaluated"] = {e.epoch, e.train_loss, e.images_per_s, e.duration_s};
+  }
   archive.write("state", c10::IValue(state.dump()));
   std::ostringstream out;
   archive.save_to(out);
@@ -186,6 +190,15 @@ std::optional<ResumePoint> decode_checkpoint(const std::string& payload, const s
     point.history.push_back({static_cast<int>(checked_int(e.at(0), 1, spec.train_opts.epochs, "history epoch")),
                              e.at(1).get<double>(), e.at(2).get<double>(),
                              e.at(3).get<double>(), e.at(4).get<double>(), e.at(5).get<double>()});
+  }
+  if (state.contains("unevaluated")) {
+    const json& e = state.at("unevaluated");
+    EpochMetrics m;
+    m.epoch = static_cast<int>(checked_int(e.at(0), point.next_epoch, std::min(point.next_epoch, spec.train_opts.epochs), "unevaluated epoch"));
+    m.train_loss = e.at(1).get<double>();
+    m.images_per_s = e.at(2).get<double>();
+    m.duration_s = e.at(3).get<double>();
+    point.unevaluated = m;
   }
   return point;
 }
@@ -235,11 +248,15 @@ Evaluation evaluation_of(const EvaluationSums& sums) {
   return e;
 }
 
-Evaluation evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y) {
-  return evaluation_of(evaluate_sums(model, x, y));
+std::optional<Evaluation> evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y,
+                                   const std::function<bool()>& stop) {
+  auto sums = evaluate_sums(model, x, y, stop);
+  if (!sums) return std::nullopt;
+  return evaluation_of(*sums);
 }
 
-EvaluationSums evaluate_sums(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y) {
+std::optional<EvaluationSums> evaluate_sums(torch::nn::Sequential& model, const torch::Tensor& x,
+                                            const torch::Tensor& y, const std::function<bool()>& stop) {
   torch::NoGradGuard no_grad;
   model->eval();
   auto loss_sum = torch::zeros({}, x.options());
@@ -247,6 +264,10 @@ EvaluationSums evaluate_sums(torch::nn::Sequential& model, const torch::Tensor& 
   torch::Tensor confusion;
   const std::int64_t n = x.size(0);
   for (std::int64_t i = 0; i < n; i += kEvalBatch) {
+    if (i > 0 && stop && stop()) {
+      model->train();
+      return std::nullopt;
+    }
     auto xb = x.slice(0, i, std::min(n, i + kEvalBatch));
     auto yb = y.slice(0, i, std::min(n, i + kEvalBatch));
     auto logits = model->forward(xb);

@@ -6,6 +6,7 @@
 // training_tools.cpp, training_parts.cpp); everything else uses training.h.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,7 +53,9 @@ struct Evaluation {
   std::vector<std::int64_t> confusion;
 };
 /// Mean loss and accuracy over (x, y), in eval mode, in batches of 1,000; back in train mode after.
-Evaluation evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y);
+/// `stop`, when given, is polled between batches (not before the first): nullopt when it says so.
+std::optional<Evaluation> evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y,
+                                   const std::function<bool()>& stop = {});
 /// The sums behind an Evaluation, to add up over the shards of several ranks.
 struct EvaluationSums {
   double loss_sum = 0;
@@ -62,7 +65,8 @@ struct EvaluationSums {
 };
 /// An Evaluation from its sums (over one rank, or added up over all).
 Evaluation evaluation_of(const EvaluationSums& sums);
-EvaluationSums evaluate_sums(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y);
+std::optional<EvaluationSums> evaluate_sums(torch::nn::Sequential& model, const torch::Tensor& x,
+                                            const torch::Tensor& y, const std::function<bool()>& stop = {});
 
 /// train_opts.augment "crop_flip" on `x` [count][C][H][W], the rows [first, first + count) of a
 /// global batch: random crops of the images padded by 4 pixels and left-right flips, on x's
@@ -82,6 +86,9 @@ struct ResumePoint {
   int next_epoch = 1;
   int next_step = 0;
   std::vector<EpochMetrics> history;
+  /// Epoch next_epoch, trained to its end but stopped during its evaluation: its training
+  /// figures (epoch, train_loss, images_per_s, duration_s). A resume evaluates it first.
+  std::optional<EpochMetrics> unevaluated;
 };
 
 /// The spec fields a checkpoint must agree with to be resumed (not the job id, the device or

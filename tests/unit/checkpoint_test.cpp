@@ -265,6 +265,39 @@ TEST_F(TrainingTest, StopAndResumeReproducesAnUninterruptedRun) {
   EXPECT_NEAR(parts.epochs[2].accuracy, whole.epochs[2].accuracy, 1e-9);
 }
 
+// A stop during an epoch's evaluation (SIGTERM while a big test split is scored) comes at the
+// next evaluation batch; the checkpoint keeps the trained epoch, so the resume evaluates it and
+// trains on from the next one, landing where an uninterrupted run does.
+TEST_F(TrainingTest, AStopDuringTheEvaluationKeepsTheTrainedEpoch) {
+  write_bar_mnist(data_.path(), 200, 1100);  // 13 steps an epoch; a test split of 2 evaluation batches
+  TrainingHooks plain{[](const JobProgress&) {}, [] { return false; }};
+  ASSERT_EQ(run_training(spec("whole", 3), env_, plain), TrainingOutcome::kCompleted);
+
+  // Epoch 1: 13 steps and a poll between its 2 evaluation batches; epoch 2: 13 steps, then
+  // the poll of its evaluation (the 28th) says stop.
+  int polls = 0;
+  TrainingHooks stopping{[](const JobProgress&) {}, [&] { return ++polls >= 28; }};
+  JobSpec s = spec("parts", 3);
+  ASSERT_EQ(run_training(s, env_, stopping), TrainingOutcome::kStopped);
+  EXPECT_EQ(polls, 28);
+  EXPECT_EQ(meta_of("m-parts").epochs.size(), 1u) << "epoch 2 was not published before its evaluation ended";
+
+  polls = 0;
+  TrainingHooks counting{[](const JobProgress&) {}, [&] { ++polls; return false; }};
+  ASSERT_EQ(run_training(s, env_, counting), TrainingOutcome::kCompleted);
+  EXPECT_EQ(polls, 1 + 13 + 1) << "epoch 2's evaluation, then epoch 3; epoch 2 was not trained again";
+
+  ModelMeta whole = meta_of("m-whole");
+  ModelMeta parts = meta_of("m-parts");
+  ASSERT_EQ(parts.epochs.size(), 3u);
+  for (std::size_t e = 0; e < 3; ++e) {
+    EXPECT_EQ(parts.epochs[e].epoch, static_cast<int>(e) + 1);
+    EXPECT_NEAR(parts.epochs[e].train_loss, whole.epochs[e].train_loss, 1e-4) << "epoch " << e + 1;
+    EXPECT_NEAR(parts.epochs[e].test_loss, whole.epochs[e].test_loss, 1e-4) << "epoch " << e + 1;
+    EXPECT_NEAR(parts.epochs[e].accuracy, whole.epochs[e].accuracy, 1e-9) << "epoch " << e + 1;
+  }
+}
+
 // A crash in the middle of writing checkpoint.pt leaves a torn file: it is detected by its
 // seal (length and CRC) and the previous checkpoint is used instead.
 TEST_F(TrainingTest, ATruncatedCheckpointFallsBackToThePreviousOne) {
