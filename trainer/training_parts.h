@@ -52,7 +52,7 @@ struct Evaluation {
   /// K*K counts on the test split: row = the true class, column = the predicted one.
   std::vector<std::int64_t> confusion;
 };
-/// Mean loss and accuracy over (x, y), in eval mode, in batches of 1,000; back in train mode after.
+/// Mean loss and accuracy over (x, y), in eval mode, in batches of 128; back in train mode after.
 /// `stop`, when given, is polled between batches (not before the first): nullopt when it says so.
 std::optional<Evaluation> evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y,
                                    const std::function<bool()>& stop = {});

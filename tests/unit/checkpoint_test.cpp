@@ -269,7 +269,7 @@ TEST_F(TrainingTest, StopAndResumeReproducesAnUninterruptedRun) {
 // next evaluation batch; the checkpoint keeps the trained epoch, so the resume evaluates it and
 // trains on from the next one, landing where an uninterrupted run does.
 TEST_F(TrainingTest, AStopDuringTheEvaluationKeepsTheTrainedEpoch) {
-  write_bar_mnist(data_.path(), 200, 1100);  // 13 steps an epoch; a test split of 2 evaluation batches
+  write_bar_mnist(data_.path(), 200, 200);  // 13 steps an epoch; a test split of 2 evaluation batches (of 128)
   TrainingHooks plain{[](const JobProgress&) {}, [] { return false; }};
   ASSERT_EQ(run_training(spec("whole", 3), env_, plain), TrainingOutcome::kCompleted);
 
