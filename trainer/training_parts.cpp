@@ -198,7 +198,8 @@ std::optional<ResumePoint> decode_checkpoint(const std::string& payload, const s
   if (state.contains("unevaluated")) {
     const json& e = state.at("unevaluated");
     EpochMetrics m;
-    m.epoch = static_cast<int>(checked_int(e.at(0), point.next_epoch, std::min(point.next_epoch, spec.train_opts.epochs), "unevaluated epoch"));
+    const int last = std::min(point.next_epoch, spec.train_opts.epochs);
+    m.epoch = static_cast<int>(checked_int(e.at(0), point.next_epoch, last, "unevaluated epoch"));
     m.train_loss = e.at(1).get<double>();
     m.images_per_s = e.at(2).get<double>();
     m.duration_s = e.at(3).get<double>();
