@@ -49,9 +49,9 @@ enum class TrainingOutcome { kCompleted, kStopped };
 /// kInvalidArgument/kInternal with a readable message).
 /// With a placement of several ranks (a data-parallel job) it first joins its peers; every
 /// rank starts from rank 0's state, takes its share of every global batch, and the gradients
-/// are summed over the ranks before each step; rank 0 alone evaluates and writes files. A
-/// stop asked of any rank stops all of them after the same step. A peer lost in a collective
-/// is Error(kLostPeer).
+/// are summed over the ranks before each step; each rank evaluates its shard of the test
+/// split (the sums are added up) and rank 0 alone writes files. A stop asked of any rank stops
+/// all of them after the same training step. A peer lost in a collective is Error(kLostPeer).
 TrainingOutcome run_training(const JobSpec& spec, const TrainingEnv& env, const TrainingHooks& hooks);
 
 /// Sets LibTorch's intra-op thread count for the process (0: one per core).
