@@ -240,6 +240,7 @@ int cmd_train(const Client& client, const Output& out, const TrainOptions& o) {
                {"train_opts", {{"epochs", o.epochs}}}};
   if (o.min_trainers) spec["min_trainers"] = *o.min_trainers;
   if (o.examples) spec["example_idxs"] = {0, *o.examples};
+  if (o.test_examples) spec["test_idxs"] = {0, *o.test_examples};
   if (o.batch_size) spec["train_opts"]["batch_size"] = *o.batch_size;
   if (o.lr) spec["train_opts"]["lr"] = *o.lr;
   if (o.patience) spec["train_opts"]["patience"] = *o.patience;

@@ -34,6 +34,7 @@ struct TrainOptions {
   int trainers = 1;
   std::optional<int> min_trainers;
   std::optional<long> examples;  ///< the first N training images; all when unset
+  std::optional<long> test_examples;  ///< evaluate on the first N test images; all when unset
   std::optional<int> batch_size;
   std::optional<double> lr;
   std::optional<int> patience;

@@ -84,6 +84,8 @@ void add_train(CLI::App& app, Commands& c) {
   c.train->add_option("--model-id", t.model_id, "the model's id (default: <dataset>-<date>-<time>)");
   c.train->add_option("--model-type", t.model_type, "convnet, resnet or mlp")->capture_default_str();
   c.train->add_option("--examples", t.examples, "train on the first N training images (default: all)");
+  c.train->add_option("--test-examples", t.test_examples,
+                      "evaluate each epoch on the first N test images (default: all)");
   c.train->add_option("--batch-size", t.batch_size, "the global batch (default: the controller's, 128)");
   c.train->add_option("--lr", t.lr, "learning rate");
   c.train->add_option("--patience", t.patience, "stop after this many epochs without a better test accuracy");

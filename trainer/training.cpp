@@ -146,8 +146,9 @@ class TrainingRun {
     meta_ = meta_for(spec_, info);
     channel_stats(*data_, start_, end, meta_.mean, meta_.std);
     std::tie(train_x_, train_y_) = resident_split(data_->train, info, start_, end, meta_.mean, meta_.std, device_);
+    const auto [test_start, test_end] = test_range_of(spec_, *data_);
     std::tie(test_x_, test_y_) =
-        resident_split(data_->test, info, 0, data_->test.count, meta_.mean, meta_.std, device_);
+        resident_split(data_->test, info, test_start, test_end, meta_.mean, meta_.std, device_);
     n_ = end - start_;
     batch_ = std::min<std::int64_t>(o_.batch_size, n_);
     // A last batch of one sample would break batch norm; it is dropped.

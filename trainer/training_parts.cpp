@@ -54,6 +54,18 @@ std::pair<std::int64_t, std::int64_t> subset_of(const JobSpec& spec, const Datas
   return {start, end};
 }
 
+/// The evaluation range [start, end) of the test split: test_idxs, or all of it.
+std::pair<std::int64_t, std::int64_t> test_range_of(const JobSpec& spec, const Dataset& data) {
+  if (!spec.test_idxs) return {0, data.test.count};
+  const std::int64_t start = std::min(spec.test_idxs->first, data.test.count);
+  const std::int64_t end = std::min(spec.test_idxs->second, data.test.count);
+  if (end <= start) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("test_idxs selects no example of the {}-image test split", data.test.count), "test_idxs");
+  }
+  return {start, end};
+}
+
 /// Per-channel mean and standard deviation of pixels scaled to 0..1.
 void channel_stats(const Dataset& data, std::int64_t start, std::int64_t end,
                    std::vector<double>& mean, std::vector<double>& stdev) {

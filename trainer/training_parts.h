@@ -29,6 +29,9 @@ torch::Device pick_device(const std::string& wanted);
 /// The training subset [start, end) of the train split (example_idxs, clipped). Throws
 /// Error(kInvalidArgument) when it holds fewer than 2 examples.
 std::pair<std::int64_t, std::int64_t> subset_of(const JobSpec& spec, const Dataset& data);
+/// The evaluation range [start, end) of the test split: spec.test_idxs, or the whole split.
+/// Throws Error(kInvalidArgument, "test_idxs") when it selects nothing of the loaded split.
+std::pair<std::int64_t, std::int64_t> test_range_of(const JobSpec& spec, const Dataset& data);
 
 /// Per-channel mean and standard deviation of the subset's pixels scaled to 0..1.
 void channel_stats(const Dataset& data, std::int64_t start, std::int64_t end, std::vector<double>& mean,

@@ -378,6 +378,7 @@ async function submitJob(event) {
     train_opts: { epochs: Number(f('f-epochs')), batch_size: Number(f('f-batch') || 128) },
   };
   if (f('f-examples')) spec.example_idxs = [0, Number(f('f-examples'))];
+  if (f('f-test-examples')) spec.test_idxs = [0, Number(f('f-test-examples'))];
   $('f-submit').disabled = true;
   try {
     const out = await jsonPost('/train', spec);

@@ -148,12 +148,28 @@ Placement parse_placement(const json& object) {
   return p;
 }
 
+/// An optional `[start, end]` range of a split of `size` examples.
+std::optional<std::pair<std::int64_t, std::int64_t>> parse_range(const json& body, const char* field,
+                                                                 std::int64_t size, const std::string& split) {
+  auto it = body.find(field);
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  if (!it->is_array() || it->size() != 2 || !(*it)[0].is_number_integer() || !(*it)[1].is_number_integer()) {
+    invalid(field, fmt::format("{} must be [start, end], two integers", field));
+  }
+  auto start = (*it)[0].get<std::int64_t>();
+  auto end = (*it)[1].get<std::int64_t>();
+  if (start < 0 || end <= start || end > size) {
+    invalid(field, fmt::format("{} must satisfy 0 <= start < end <= {} ({})", field, size, split));
+  }
+  return std::make_pair(start, end);
+}
+
 }  // namespace
 
 JobSpec parse_job_spec(const json& body) {
   if (!body.is_object()) invalid("", "the job spec must be a JSON object");
   reject_unknown_fields(body,
-                        {"job_id", "model_id", "model_type", "dataset", "example_idxs",
+                        {"job_id", "model_id", "model_type", "dataset", "example_idxs", "test_idxs",
                          "train_opts", "attempt", "trainers", "min_trainers", "placement"},
                         "");
   JobSpec spec;
@@ -175,20 +191,8 @@ JobSpec parse_job_spec(const json& body) {
     invalid("dataset", fmt::format("unknown dataset '{}'; known: {}", spec.dataset,
                                    fmt::join(dataset_names(), ", ")));
   }
-  if (auto it = body.find("example_idxs"); it != body.end() && !it->is_null()) {
-    if (!it->is_array() || it->size() != 2 || !(*it)[0].is_number_integer() ||
-        !(*it)[1].is_number_integer()) {
-      invalid("example_idxs", "example_idxs must be [start, end], two integers");
-    }
-    auto start = (*it)[0].get<std::int64_t>();
-    auto end = (*it)[1].get<std::int64_t>();
-    if (start < 0 || end <= start || end > info->train_size) {
-      invalid("example_idxs",
-              fmt::format("example_idxs must satisfy 0 <= start < end <= {} ({} train split)",
-                          info->train_size, spec.dataset));
-    }
-    spec.example_idxs = std::make_pair(start, end);
-  }
+  spec.example_idxs = parse_range(body, "example_idxs", info->train_size, fmt::format("{} train split", spec.dataset));
+  spec.test_idxs = parse_range(body, "test_idxs", info->test_size, fmt::format("{} test split", spec.dataset));
   if (auto it = body.find("train_opts"); it != body.end() && !it->is_null()) {
     spec.train_opts = parse_train_opts(*it);
   }
@@ -225,6 +229,7 @@ json to_json(const JobSpec& spec) {
   if (o.augment != "none") out["train_opts"]["augment"] = o.augment;
   if (!spec.job_id.empty()) out["job_id"] = spec.job_id;
   if (spec.example_idxs) out["example_idxs"] = {spec.example_idxs->first, spec.example_idxs->second};
+  if (spec.test_idxs) out["test_idxs"] = {spec.test_idxs->first, spec.test_idxs->second};
   out["trainers"] = spec.trainers;
   out["min_trainers"] = spec.min_trainers;
   if (spec.placement) {

@@ -103,7 +103,7 @@ def run(args, cluster, driver, checks):
     model_input = find("#f-model")
     model_input.clear()
     model_input.send_keys("browser-model")
-    for css, value in (("#f-epochs", "2"), ("#f-examples", "3000")):
+    for css, value in (("#f-epochs", "2"), ("#f-examples", "3000"), ("#f-test-examples", "2000")):
         find(css).clear()
         find(css).send_keys(value)
     find("#f-submit").click()
@@ -125,8 +125,10 @@ def run(args, cluster, driver, checks):
     check("the finished job shows accuracy curves with both epochs", True, find("#model-summary").text)
     poll("per-class bars", lambda: len(driver.find_elements(By.CSS_SELECTOR, "#per-class-bars .prob")) == 10, 30)
     cells = driver.find_elements(By.CSS_SELECTOR, "#confusion td")
-    check("per-class accuracy bars and a 10x10 confusion matrix", len(cells) == 100,
-          f"{len(cells)} cells; worst class: {find('#per-class-bars .prob').text}")
+    counted = sum(int(c.text) for c in cells if c.text.isdigit())
+    check("per-class accuracy bars and a 10x10 confusion matrix of the form's 2,000 test images",
+          len(cells) == 100 and counted == 2000,
+          f"{len(cells)} cells counting {counted} images; worst class: {find('#per-class-bars .prob').text}")
 
     png = os.path.join(cluster.home, "upload.png")
     with open(png, "wb") as f:

@@ -39,7 +39,7 @@ has_trainer() { curl -sf "http://127.0.0.1:$port/status" | grep -q '"state":"rea
 poll 60 has_trainer || { fail "the controller found no trainer"; tail "$home"/*.log; exit 1; }
 
 tmux -L "$socket" new-session -d -x 100 -y 12 \
-  "MLSWARM_URL=http://127.0.0.1:$port '$cli_bin' train --examples 1500 --epochs 2 --model-id tmux-model --follow; echo EXIT=\$?; sleep 600"
+  "MLSWARM_URL=http://127.0.0.1:$port '$cli_bin' train --examples 1500 --test-examples 2000 --epochs 2 --model-id tmux-model --follow; echo EXIT=\$?; sleep 600"
 screen() { tmux -L "$socket" capture-pane -p; }
 bar='epoch [12]/2 \[#*\.*\] +[0-9]+% step [0-9]+/[0-9]+ loss [0-9.]+ [0-9,]+ images/s ETA [0-9]'
 samples=0 copies=0 widths="" seen_line=""

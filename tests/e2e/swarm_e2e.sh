@@ -8,7 +8,11 @@
 # node label says so); it never touches a swarm it did not make, and it removes what it made
 # (services, stack, secrets, network, the swarm itself). On a host in someone else's swarm it
 # skips (exit 77). Prints "N passed, M failed" last; exits non-zero on any failure.
+# `swarm_e2e.sh images` only builds the two images (ctest's e2e_images, which runs beside the
+# other tests while Docker downloads and compiles; e2e_swarm then finds both in Docker's cache).
 set -uo pipefail
+mode=${1:-all}
+[[ $mode == all || $mode == images ]] || { echo "usage: $0 [images]" >&2; exit 2; }
 cd "$(dirname "$0")/../.." || exit 1
 export MLSWARM_NETWORK=mlswarm_e2e MLSWARM_SUBNET=10.42.77.0/24 MLSWARM_PORT=${E2E_PORT:-48575}
 MLSWARM_HOME=$(mktemp -d /tmp/mlswarm-e2e-XXXXXX)
@@ -52,8 +56,9 @@ cleanup() {
 trap cleanup EXIT
 
 docker/ensure_engine.sh || { echo "0 passed, 1 failed"; exit 1; }
+# Building images touches no swarm: the images mode builds them wherever the engine runs.
 swarm_state=$(docker info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null)
-if [[ $swarm_state != inactive ]]; then
+if [[ $mode == all && $swarm_state != inactive ]]; then
   owner=$(docker node inspect self -f '{{index .Spec.Labels "mlswarm.e2e"}}' 2>/dev/null)
   if [[ $owner != made-by-e2e ]]; then
     echo "SKIP: this Docker engine is in a swarm ($swarm_state) that the test did not make; the e2e never"
@@ -66,10 +71,15 @@ if [[ $swarm_state != inactive ]]; then
   made_swarm=0
 fi
 
+# Docker keeps every build's stages as untagged images (about 6 GB per change of the sources):
+# this build's stages get tags, and the images the previous run left are removed after it, so
+# that repeated runs do not fill the disk; layers both share (apt's packages) stay as the cache.
+stage_tags=(mlswarm-e2e-stage:build mlswarm-e2e-stage:assemble-train mlswarm-e2e-stage:assemble-controller)
+images_before=$(docker image inspect -f '{{.Id}}' ml_train ml_controller "${stage_tags[@]}" 2>/dev/null)
+build_args=(--build-arg MLSWARM_GIT_COMMIT="$(git rev-parse --short=12 HEAD 2>/dev/null || true)")
 for kind in train controller; do
   start=$SECONDS
-  if docker build -q -f "Dockerfile_$kind" --build-arg MLSWARM_GIT_COMMIT="$(git rev-parse --short=12 HEAD 2>/dev/null || true)" \
-       -t "ml_$kind" . >/tmp/mlswarm-e2e-build-$kind.log 2>&1; then
+  if docker build -q -f "Dockerfile_$kind" "${build_args[@]}" -t "ml_$kind" . >/tmp/mlswarm-e2e-build-$kind.log 2>&1; then
     pass "image ml_$kind built in $((SECONDS - start)) s, $(docker image inspect -f '{{.Size}}' "ml_$kind" | awk '{printf "%.0f MB", $1/1e6}')"
   else
     tail -30 /tmp/mlswarm-e2e-build-$kind.log
@@ -77,6 +87,18 @@ for kind in train controller; do
   fi
 done
 docker image ls --format 'image {{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^image ml_'
+# From the cache, in seconds.
+docker build -q -f Dockerfile_train "${build_args[@]}" --target build -t "${stage_tags[0]}" . >/dev/null 2>&1
+docker build -q -f Dockerfile_train "${build_args[@]}" --target assemble -t "${stage_tags[1]}" . >/dev/null 2>&1
+docker build -q -f Dockerfile_controller "${build_args[@]}" --target assemble -t "${stage_tags[2]}" . >/dev/null 2>&1
+images_now=$(docker image inspect -f '{{.Id}}' ml_train ml_controller "${stage_tags[@]}" 2>/dev/null)
+for id in $images_before; do
+  grep -qxF "$id" <<<"$images_now" || docker rmi "$id" >/dev/null 2>&1 || true
+done
+if [[ $mode == images ]]; then
+  echo "$passed passed, $failed failed"
+  exit 0
+fi
 
 advertise=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1)}')
 export MLSWARM_ADVERTISE_ADDR=${advertise:-127.0.0.1}
@@ -94,7 +116,7 @@ else
   docker service logs ml_controller 2>&1 | tail -20
 fi
 
-spec='{"model_id": "e2e", "example_idxs": [0, 3000], "train_opts": {"epochs": 1, "batch_size": 64}}'
+spec='{"model_id": "e2e", "example_idxs": [0, 3000], "test_idxs": [0, 2000], "train_opts": {"epochs": 1, "batch_size": 64}}'
 no_token=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$controller/train" -H 'Content-Type: application/json' -d "$spec")
 wrong_token=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer nope' "$controller/status")
 jobs_after=$(api "$controller/jobs" | json 'len(d["jobs"])')
@@ -157,7 +179,7 @@ fi
 # One model across two replicas: the ranks meet over the overlay (Gloo binds to the overlay
 # address the controller reached each trainer at).
 shared=$(api -X POST "$controller/train" -H 'Content-Type: application/json' -d '{"model_id": "e2e-shared",
-  "trainers": 2, "example_idxs": [0, 3000], "train_opts": {"epochs": 1, "batch_size": 64}}' | json 'd["job_id"]')
+  "trainers": 2, "example_idxs": [0, 3000], "test_idxs": [0, 2000], "train_opts": {"epochs": 1, "batch_size": 64}}' | json 'd["job_id"]')
 shared_ranks=""
 shared_done() {
   local state ranks
@@ -181,7 +203,7 @@ if poll 90 has_trainers 2; then pass "after scale ml_train=2 the controller list
 # A rolling restart of every trainer replica while a job runs: each old replica gets SIGTERM,
 # checkpoints at its next batch and exits; the job resumes from the checkpoint elsewhere.
 roll=$(api -X POST "$controller/train" -H 'Content-Type: application/json' -d '{"model_id": "e2e-roll",
-  "example_idxs": [0, 30000], "train_opts": {"epochs": 2, "batch_size": 64, "checkpoint_every_steps": 40}}' | json 'd["job_id"]')
+  "example_idxs": [0, 30000], "test_idxs": [0, 2000], "train_opts": {"epochs": 2, "batch_size": 64, "checkpoint_every_steps": 40}}' | json 'd["job_id"]')
 roll_running() { [[ $(api "$controller/jobs/$roll" | json 'd["step"] > 0') == True ]]; }
 roll_state() { api "$controller/jobs/$roll" | json 'd["state"], d["attempts"]'; }
 roll_done() { [[ $(api "$controller/jobs/$roll" | json 'd["state"]') == succeeded ]]; }

@@ -90,7 +90,8 @@ TEST_F(CliTest, EverySubcommandAgainstALocalCluster) {
   EXPECT_NE(status.out.find("TRAINERS (1)"), std::string::npos) << status.out;
   EXPECT_TRUE(std::regex_search(status.out, std::regex("127\\.0\\.0\\.2:\\d+ +ready"))) << status.out;
 
-  CliRun train = cli({"train", "--examples", "1500", "--epochs", "2", "--model-id", "cli-model", "--follow"});
+  CliRun train = cli({"train", "--examples", "1500", "--test-examples", "2000", "--epochs", "2", "--model-id",
+                      "cli-model", "--follow"});
   ASSERT_EQ(train.code, 0) << train.out << train.err;
   EXPECT_EQ(train.out.find('\r'), std::string::npos) << "a pipe gets no carriage returns";
   EXPECT_NE(train.out.find("epoch 1/2"), std::string::npos) << train.out;
@@ -99,6 +100,7 @@ TEST_F(CliTest, EverySubcommandAgainstALocalCluster) {
   EXPECT_TRUE(std::regex_search(
       train.out, std::regex("succeeded: model cli-model, version 2, test accuracy 0\\.\\d{4} after 2 epochs")))
       << train.out;
+  EXPECT_EQ(get("/models/cli-model")["spec"]["test_idxs"], json::parse("[0, 2000]")) << "--test-examples";
   std::vector<std::string> lines;
   std::istringstream split(train.out);
   for (std::string line; std::getline(split, line);) lines.push_back(line);

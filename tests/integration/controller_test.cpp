@@ -245,7 +245,7 @@ TEST_F(ClusterTest, PredictAgreesWithTheRecordedAccuracyAndFollowsNewEpochs) {
   for (std::size_t i = 0; i < 500; ++i) right += last["class_idxs"][i] == examples["labels"][i] ? 1 : 0;
   double accuracy = right / 500.0;
   double recorded = job(id)["accuracy"].get<double>();
-  EXPECT_NEAR(accuracy, recorded, 0.05) << "500 of the 10,000 test images the trainer scored";
+  EXPECT_NEAR(accuracy, recorded, 0.05) << "500 of the 2,000 test images the trainer scored";
   EXPECT_GT(accuracy, 0.6);
 }
 

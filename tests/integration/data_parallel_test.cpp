@@ -30,7 +30,7 @@ TEST_F(ClusterTest, TwoTrainersTrainTheSameModelAsOne) {
   for (int i : {2, 3}) start_trainer(i, {"--dist-timeout-ms", "20000"});
   start_controller();
   ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s));
-  const json spec = {{"example_idxs", {0, 6000}}, {"train_opts", {{"epochs", 2}, {"batch_size", 64}}}};
+  const json spec = {{"example_idxs", {0, 6000}}, {"test_idxs", {0, kTestImages}}, {"train_opts", {{"epochs", 2}, {"batch_size", 64}}}};
   json shared = spec;
   shared["model_id"] = "dp-two";
   shared["trainers"] = 2;
@@ -85,6 +85,7 @@ TEST_F(ClusterTest, ADataParallelJobThatLosesARankResumesOnTheFreeTrainers) {
                                              {"trainers", 2},
                                              {"min_trainers", 1},
                                              {"example_idxs", {0, 4000}},
+                                             {"test_idxs", {0, kTestImages}},
                                              {"train_opts", {{"epochs", 3}, {"batch_size", 64}}}});
   ASSERT_TRUE(eventually([&] { return job(id).value("epoch", 0) == 2 && job(id).value("step", 0) > 3; }, 240s))
       << job(id).dump();

@@ -55,7 +55,7 @@ TEST_F(ReplicaTest, TheFollowerTakesOverWithinSecondsAndReattachesTheRunningJob)
   ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s));
 
   // A write to the follower goes to the leader.
-  auto res = other_->Post("/train", json{{"model_id", "failover"}, {"example_idxs", {0, 3000}},
+  auto res = other_->Post("/train", json{{"model_id", "failover"}, {"example_idxs", {0, 3000}}, {"test_idxs", {0, kTestImages}},
                                           {"train_opts", {{"epochs", 3}, {"batch_size", 64}}}}.dump(),
                           "application/json");
   ASSERT_TRUE(res);

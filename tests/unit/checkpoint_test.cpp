@@ -132,6 +132,37 @@ TEST_F(TrainingTest, AResnetTrainsAndWritesPerClassMetrics) {
   EXPECT_EQ(per_class_accuracy(meta).size(), 10u);
 }
 
+TEST_F(TrainingTest, TestIdxsEvaluatesOnThatRangeOfTheTestSplitOnly) {
+  JobSpec s = spec("part", 1);
+  s.test_idxs = std::make_pair(std::int64_t{10}, std::int64_t{30});
+  TrainingHooks hooks{[](const JobProgress&) {}, [] { return false; }};
+  ASSERT_EQ(run_training(s, env_, hooks), TrainingOutcome::kCompleted);
+  const ModelMeta part = meta_of("m-part");
+  std::int64_t total = 0;
+  for (auto v : part.confusion) total += v;
+  EXPECT_EQ(total, 20) << "images 10..29 of the 50, each once";
+  EXPECT_EQ(part.spec["test_idxs"], json::parse("[10, 30]"));
+
+  // Without it: all 50.
+  ASSERT_EQ(run_training(spec("full", 1), env_, hooks), TrainingOutcome::kCompleted);
+  std::int64_t full_total = 0;
+  for (auto v : meta_of("m-full").confusion) full_total += v;
+  EXPECT_EQ(full_total, 50);
+
+  // A range past the end of the split the trainer loaded (the spec is checked against the
+  // dataset's published size; these test files are smaller): a clear error, no model.
+  JobSpec past = spec("past", 1);
+  past.test_idxs = std::make_pair(std::int64_t{60}, std::int64_t{100});
+  try {
+    run_training(past, env_, hooks);
+    FAIL() << "a test range past the split trained";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_EQ(e.field(), "test_idxs");
+  }
+  EXPECT_FALSE(std::filesystem::exists(home_ / "models/m-past/model.pt"));
+}
+
 TEST(Augmentation, CropFlipIsDeterministicShardableAndReallyCropsAndFlips) {
   // Every pixel holds its column index + 1 (0 is the padding), so a row of the output shows
   // the crop's shift and direction.

@@ -112,6 +112,20 @@ TEST(JobSpec, RejectsExampleRangesOutsideTheTrainSplit) {
             "example_idxs");
 }
 
+TEST(JobSpec, TestRangesStayInsideTheTestSplitAndRoundTrip) {
+  EXPECT_EQ(rejected_field(json::parse(R"({"test_idxs": [0, 10001]})")), "test_idxs");
+  EXPECT_EQ(rejected_field(json::parse(R"({"test_idxs": [500, 500]})")), "test_idxs");
+  EXPECT_EQ(rejected_field(json::parse(R"({"test_idxs": [-1, 10]})")), "test_idxs");
+  EXPECT_EQ(rejected_field(json::parse(R"({"test_idxs": [0, 1.5]})")), "test_idxs");
+  EXPECT_EQ(rejected_field(json::parse(R"({"test_idxs": "0-100"})")), "test_idxs");
+  auto spec = parse_job_spec(json::parse(R"({"model_id": "m", "test_idxs": [100, 2100]})"));
+  ASSERT_TRUE(spec.test_idxs.has_value());
+  EXPECT_EQ(*spec.test_idxs, std::make_pair(std::int64_t{100}, std::int64_t{2100}));
+  EXPECT_EQ(to_json(parse_job_spec(to_json(spec)))["test_idxs"], json::parse("[100, 2100]"));
+  EXPECT_FALSE(to_json(parse_job_spec(json::parse(R"({"model_id": "m"})"))).contains("test_idxs"))
+      << "a spec without it (and the resume key of an older checkpoint) stays as it was";
+}
+
 TEST(JobRecordJson, HasTheFieldsClientsRelyOn) {
   JobRecord job;
   job.spec = parse_job_spec(json::parse(R"({"model_id": "m", "job_id": "j"})"));

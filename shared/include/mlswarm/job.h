@@ -59,6 +59,9 @@ struct JobSpec {
   std::string dataset = "fashion-mnist";
   /// `example_idxs: [start, end]`: the training subset [start, end) of the train split.
   std::optional<std::pair<std::int64_t, std::int64_t>> example_idxs;
+  /// `test_idxs: [start, end]`: the range of the test split each epoch is evaluated on (its
+  /// accuracy, test loss, per-class accuracy and confusion matrix); the whole split when unset.
+  std::optional<std::pair<std::int64_t, std::int64_t>> test_idxs;
   TrainOpts train_opts;
   /// Data parallelism: the job trains on `trainers` trainers at once (1: one trainer, as
   /// before), or after a failure on at least `min_trainers`. train_opts.batch_size stays the
