@@ -254,6 +254,9 @@ function renderPerClass(meta) {
   $('per-class').hidden = !pc;
   if (!pc) return;
   const names = meta.class_names;
+  const range = meta.spec && meta.spec.test_idxs;  // evaluated on a part of the test split
+  $('per-class-split').textContent = range
+    ? `(test images ${fmtNumber(range[0])} to ${fmtNumber(range[1] - 1)})` : '(test split)';
   const order = pc.accuracy.map((a, i) => i).sort((a, b) => pc.accuracy[a] - pc.accuracy[b]);
   $('per-class-bars').replaceChildren(...order.map((i) => {
     const fill = el('div', { class: 'bar-fill' });

@@ -125,10 +125,13 @@ def run(args, cluster, driver, checks):
     check("the finished job shows accuracy curves with both epochs", True, find("#model-summary").text)
     poll("per-class bars", lambda: len(driver.find_elements(By.CSS_SELECTOR, "#per-class-bars .prob")) == 10, 30)
     cells = driver.find_elements(By.CSS_SELECTOR, "#confusion td")
-    counted = sum(int(c.text) for c in cells if c.text.isdigit())
+    # In one script: the page redraws the matrix every second, which would stale the elements.
+    counted = driver.execute_script(
+        "return [...document.querySelectorAll('#confusion td')].reduce((s, c) => s + Number(c.textContent), 0)")
+    split = find("#per-class-split").text
     check("per-class accuracy bars and a 10x10 confusion matrix of the form's 2,000 test images",
-          len(cells) == 100 and counted == 2000,
-          f"{len(cells)} cells counting {counted} images; worst class: {find('#per-class-bars .prob').text}")
+          len(cells) == 100 and counted == 2000 and split == "(test images 0 to 1,999)",
+          f"{len(cells)} cells counting {counted} images, {split}; worst class: {find('#per-class-bars .prob').text}")
 
     png = os.path.join(cluster.home, "upload.png")
     with open(png, "wb") as f:
