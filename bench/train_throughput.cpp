@@ -32,28 +32,48 @@ int main(int argc, char** argv) {
   std::string data_dir = "/usr/share/datasets";
   std::string device = "auto";
   std::string model_type = "convnet";
-  int batch = 128, rounds = 3, threads = 0, amp = 1;
+  std::string amp = "both";
+  int batch = 128, rounds = 3, threads = 0;
   std::int64_t examples = 60000;
   CLI::App app{"mlswarm training-throughput benchmark (Fashion-MNIST)"};
   app.add_option("--data-dir", data_dir, "DATA_DIR holding fashion-mnist/")->capture_default_str();
   app.add_option("--device", device, "auto, cpu or cuda")->capture_default_str();
-  app.add_option("--model-type", model_type, "convnet or mlp")->capture_default_str();
+  app.add_option("--model-type", model_type, "convnet, resnet or mlp")->capture_default_str();
   app.add_option("--batch-size", batch)->capture_default_str();
-  app.add_option("--rounds", rounds, "rounds of (ceiling, one real epoch)")->capture_default_str();
+  app.add_option("--rounds", rounds, "rounds of (ceiling, one real epoch) per mode")->capture_default_str();
   app.add_option("--examples", examples, "training images per epoch")->capture_default_str();
   app.add_option("--threads", threads, "LibTorch threads, 0 = one per core")->capture_default_str();
-  app.add_option("--amp", amp, "on CUDA, 1: bf16 autocast and channels-last (the trainer's default), 0: fp32 NCHW")
+  app.add_option("--amp", amp,
+                 "on CUDA, 1: bf16 autocast and channels-last (the trainer's default), 0: fp32 NCHW, "
+                 "both: the two alternating round by round (on the CPU both are one mode: fp32)")
+      ->check(CLI::IsMember({"0", "1", "both"}))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
   set_training_threads(threads);
 
+  const std::string used_device = device == "auto" ? best_device() : device;
+  struct Mode {
+    bool fast;
+    std::vector<double> ceilings, loops, jobs, ratios;
+    JobProgress last;
+  };
+  std::vector<Mode> modes;
+  if (used_device == "cuda" && amp == "both") {
+    modes = {Mode{true}, Mode{false}};
+  } else {
+    modes = {Mode{used_device == "cuda" && amp != "0"}};
+    if (used_device != "cuda" && amp != "0") {
+      std::cout << "on the CPU the trainer runs fp32 NCHW: --amp changes nothing there\n";
+    }
+  }
+
   const auto home = std::filesystem::temp_directory_path() / fmt::format("mlswarm-bench-{}", ::getpid());
   DatasetCache cache(data_dir, home);
   TrainingEnv env{home, &cache};
-  env.cuda_fast_path = amp == 1;
-  auto spec_for = [&](int round) {
-    auto id = fmt::format("bench-{}", round);
+  int jobs_run = 0;
+  auto spec_for = [&] {
+    auto id = fmt::format("bench-{}", jobs_run++);
     return parse_job_spec({{"job_id", id},
                            {"model_id", id},
                            {"model_type", model_type},
@@ -62,33 +82,46 @@ int main(int argc, char** argv) {
   };
   cache.get("fashion-mnist");  // read the files once, outside every timing
   const int steps = static_cast<int>(examples / batch);
-  resident_batch_images_per_s(spec_for(0), env, 100);  // warm-up: thread pool, allocator, clocks
+  for (Mode& m : modes) {  // warm-up: thread pool, allocator, clocks, cuDNN's choices for each mode
+    env.cuda_fast_path = m.fast;
+    resident_batch_images_per_s(spec_for(), env, 100);
+  }
 
-  std::vector<double> ceilings, loops, jobs, ratios;
-  JobProgress last;
+  auto name = [](const Mode& m) { return m.fast ? "bf16+channels-last" : "fp32 NCHW"; };
   for (int round = 1; round <= rounds; ++round) {
-    double ceiling = resident_batch_images_per_s(spec_for(round), env, steps);
-    TrainingHooks hooks{[&](const JobProgress& p) { last = p; }, [] { return false; }};
-    auto t0 = std::chrono::steady_clock::now();
-    run_training(spec_for(round), env, hooks);
-    double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ceilings.push_back(ceiling);
-    loops.push_back(last.images_per_s);
-    jobs.push_back(static_cast<double>(examples) / wall);
-    ratios.push_back(last.images_per_s / ceiling);
-    std::cout << fmt::format("round {}: ceiling {:.0f}  real loop {:.0f}  ratio {:.3f}\n", round, ceiling,
-                             last.images_per_s, ratios.back());
+    for (Mode& m : modes) {
+      env.cuda_fast_path = m.fast;
+      double ceiling = resident_batch_images_per_s(spec_for(), env, steps);
+      TrainingHooks hooks{[&](const JobProgress& p) { m.last = p; }, [] { return false; }};
+      auto t0 = std::chrono::steady_clock::now();
+      run_training(spec_for(), env, hooks);
+      double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      m.ceilings.push_back(ceiling);
+      m.loops.push_back(m.last.images_per_s);
+      m.jobs.push_back(static_cast<double>(examples) / wall);
+      m.ratios.push_back(m.last.images_per_s / ceiling);
+      std::cout << fmt::format("round {} {}: ceiling {:.0f}  real loop {:.0f}  ratio {:.3f}\n", round, name(m),
+                               ceiling, m.last.images_per_s, m.ratios.back());
+    }
   }
   std::filesystem::remove_all(home);
 
-  const double ceiling = median(ceilings), loop = median(loops), job = median(jobs);
-  std::cout << fmt::format(
-      "device {}  model {}  batch {}  threads {}  amp+channels-last {}  medians of {} rounds\n"
-      "ceiling   (one resident batch, {} steps):                {:>8.0f} images/s\n"
-      "trainer   (real loop, one epoch of {} images):          {:>8.0f} images/s  ratio {:.3f}\n"
-      "whole job (+ tensor prep, test-set eval, checkpoints):  {:>8.0f} images/s  ratio {:.3f}\n"
-      "test accuracy after one epoch {:.4f}\n",
-      last.device, model_type, batch, threads, last.device == "cuda" && amp == 1 ? "on" : "off", rounds, steps, ceiling, examples, loop, median(ratios), job,
-      job / ceiling, last.accuracy.value_or(0));
+  for (const Mode& m : modes) {
+    const double ceiling = median(m.ceilings), loop = median(m.loops), job = median(m.jobs);
+    std::cout << fmt::format(
+        "device {}  model {}  batch {}  threads {}  {}  medians of {} rounds\n"
+        "ceiling   (one resident batch, {} steps):                {:>8.0f} images/s\n"
+        "trainer   (real loop, one epoch of {} images):          {:>8.0f} images/s  ratio {:.3f}\n"
+        "whole job (+ tensor prep, test-set eval, checkpoints):  {:>8.0f} images/s  ratio {:.3f}\n"
+        "test accuracy after one epoch {:.4f}\n",
+        m.last.device, model_type, batch, threads, name(m), rounds, steps, ceiling, examples, loop,
+        median(m.ratios), job, job / ceiling, m.last.accuracy.value_or(0));
+  }
+  if (modes.size() == 2) {
+    std::cout << fmt::format(
+        "bf16+channels-last against fp32 NCHW: ceiling {:.2f}x  real loop {:.2f}x  whole job {:.2f}x\n",
+        median(modes[0].ceilings) / median(modes[1].ceilings), median(modes[0].loops) / median(modes[1].loops),
+        median(modes[0].jobs) / median(modes[1].jobs));
+  }
   return 0;
 }

@@ -61,8 +61,7 @@ class TrainingRun {
         model_path_(model_dir(env.home_dir, spec.model_id)),
         keep_versions_(env.keep_versions),
         leader_(!spec.placement || spec.placement->rank == 0),
-        amp_(env.cuda_fast_path && device_.is_cuda()),
-        channels_last_(amp_ && !(spec.placement && spec.placement->world_size > 1)) {
+        fast_(fast_path_for(env.cuda_fast_path, device_, spec)) {
     prepare_data(*env.datasets);
     prepare_model();
     if (spec.placement && spec.placement->world_size > 1) {
@@ -77,7 +76,7 @@ class TrainingRun {
     resume();
     spdlog::info("job {} model {}: training {} on {} [{}, {}) for {} epochs, batch {}, {} steps/epoch, {}",
                  spec_.job_id, spec_.model_id, spec_.model_type, spec_.dataset, start_, start_ + n_, o_.epochs,
-                 batch_, steps_per_epoch_, device_name());
+                 batch_, steps_per_epoch_, precision_name());
     for (int epoch = resume_epoch_; epoch <= o_.epochs; ++epoch) {
       std::optional<EpochResult> trained;
       if (epoch == resume_epoch_ && point_.unevaluated) {
@@ -137,6 +136,11 @@ class TrainingRun {
   };
 
   std::string device_name() const { return device_.is_cuda() ? "cuda" : "cpu"; }
+  /// For the operator's log: the device and what runs on it.
+  std::string precision_name() const {
+    if (!fast_.amp) return device_name() + " fp32";
+    return device_name() + (fast_.channels_last ? " bf16 autocast, channels-last" : " bf16 autocast");
+  }
 
   void prepare_data(DatasetCache& datasets) {
     data_ = datasets.get(spec_.dataset);
@@ -163,7 +167,7 @@ class TrainingRun {
       model_ = model_for(spec_, data_->info);
     }
     model_->to(device_);
-    if (channels_last_) use_channels_last(*model_);
+    if (fast_.channels_last) use_channels_last(*model_);
     model_->train();
     optimizer_ = make_optimizer(model_, o_);
   }
@@ -250,14 +254,14 @@ class TrainingRun {
     const std::int64_t hi = std::min(n_, lo + batch_);
     auto idx = e.order.slice(0, lo, hi);
     auto xb = augment_batch(train_x_.index_select(0, idx), o_, e.number, step, 0, hi - lo);
-    if (channels_last_) xb = xb.contiguous(torch::MemoryFormat::ChannelsLast);
+    if (fast_.channels_last) xb = xb.contiguous(torch::MemoryFormat::ChannelsLast);
     auto yb = train_y_.index_select(0, idx);
     const double lr = scheduled_lr(o_, std::int64_t{e.number - 1} * steps_per_epoch_ + step, total_steps_);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
     optimizer_->zero_grad();
     torch::Tensor loss;
     {
-      CudaAutocast autocast(amp_);
+      CudaAutocast autocast(fast_.amp);
       loss = torch::nn::functional::cross_entropy(
           model_->forward(xb), yb, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o_.label_smoothing));
     }
@@ -287,7 +291,7 @@ class TrainingRun {
       auto xb = augment_batch(train_x_.index_select(0, idx), o_, e.number, step, first - lo, share);
       torch::Tensor loss_sum;
       {
-        CudaAutocast autocast(amp_);
+        CudaAutocast autocast(fast_.amp);
         loss_sum = torch::nn::functional::cross_entropy(
             model_->forward(xb), train_y_.index_select(0, idx),
             torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).label_smoothing(o_.label_smoothing));
@@ -462,8 +466,7 @@ class TrainingRun {
   int resume_epoch_ = 1;
   int resume_step_ = 0;
   bool leader_ = true;                   ///< rank 0, or the only rank: evaluates and writes files
-  bool amp_ = false;                     ///< bf16 autocast (CUDA and TrainingEnv::cuda_fast_path)
-  bool channels_last_ = false;           ///< channels-last weights and batches (amp_, one rank)
+  FastPath fast_;                       ///< bf16 autocast, channels-last (CUDA and TrainingEnv::cuda_fast_path)
   std::unique_ptr<DataParallel> group_;  ///< set for a job of several ranks
   double allreduce_seconds_ = 0;         ///< of the group, at the end of the last epoch
   double compute_seconds_ = 0;           ///< forward and backward in this epoch (a data-parallel job)

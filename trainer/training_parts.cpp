@@ -37,6 +37,13 @@ torch::Device pick_device(const std::string& wanted) {
                                                                 : torch::Device(torch::kCPU);
 }
 
+FastPath fast_path_for(bool wanted, const torch::Device& device, const JobSpec& spec) {
+  FastPath f;
+  f.amp = wanted && device.is_cuda();
+  f.channels_last = f.amp && !(spec.placement && spec.placement->world_size > 1);
+  return f;
+}
+
 /// The training subset [start, end) of the train split.
 std::pair<std::int64_t, std::int64_t> subset_of(const JobSpec& spec, const Dataset& data) {
   std::int64_t start = 0;

@@ -16,6 +16,7 @@
 #include <ATen/autocast_mode.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include "mlswarm/dataset.h"
 #include "mlswarm/job.h"
@@ -25,6 +26,17 @@ namespace mlswarm {
 
 /// The device a job asked for. Throws Error(kInvalidArgument) for "cuda" without one.
 torch::Device pick_device(const std::string& wanted);
+
+/// What a training loop does beyond fp32 NCHW on its device.
+struct FastPath {
+  bool amp = false;            ///< bf16 autocast over the forward pass and the loss
+  bool channels_last = false;  ///< channels-last weights and batches
+};
+
+/// On a CUDA device with `wanted` (TRAIN_AMP): bf16 autocast, and channels-last for a job on
+/// one trainer (a data-parallel rank keeps NCHW: its gradients are views into the allreduce
+/// buckets). On the CPU: neither, whatever `wanted` says.
+FastPath fast_path_for(bool wanted, const torch::Device& device, const JobSpec& spec);
 
 /// The training subset [start, end) of the train split (example_idxs, clipped). Throws
 /// Error(kInvalidArgument) when it holds fewer than 2 examples.
@@ -115,12 +127,22 @@ class CudaAutocast {
  public:
   explicit CudaAutocast(bool on) : on_(on) {
     if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    // LibTorch 2.4 made autocast per device type; the CUDA-only calls below warn there.
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+#else
     at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
     at::autocast::set_enabled(true);
+#endif
   }
   ~CudaAutocast() {
     if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+#else
     at::autocast::set_enabled(false);
+#endif
     at::autocast::clear_cache();
   }
   CudaAutocast(const CudaAutocast&) = delete;

@@ -27,8 +27,8 @@ double resident_batch_images_per_s(const JobSpec& spec, const TrainingEnv& env, 
   torch::manual_seed(o.seed);
   auto model = model_for(spec, info);
   model->to(device);
-  const bool fast = env.cuda_fast_path && device.is_cuda();  // as the trainer's loop: bf16, channels-last
-  if (fast) {
+  const FastPath fast = fast_path_for(env.cuda_fast_path, device, spec);  // as the trainer's loop
+  if (fast.channels_last) {
     use_channels_last(*model);
     x = x.contiguous(torch::MemoryFormat::ChannelsLast);
   }
@@ -39,7 +39,7 @@ double resident_batch_images_per_s(const JobSpec& spec, const TrainingEnv& env, 
     optimizer->zero_grad();
     torch::Tensor loss;
     {
-      CudaAutocast autocast(fast);
+      CudaAutocast autocast(fast.amp);
       loss = torch::nn::functional::cross_entropy(model->forward(x), y);
     }
     loss.backward();

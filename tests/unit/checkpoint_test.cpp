@@ -368,6 +368,27 @@ TEST_F(TrainingTest, AnOlderAttemptIsFencedOff) {
   EXPECT_EQ(meta_of("m-fenced").epochs.size(), 1u);
 }
 
+TEST(FastPath, OnByDefaultOnCudaOffOnTheCpuAndNoChannelsLastForADataParallelRank) {
+  const JobSpec one = parse_job_spec({{"job_id", "j"}, {"model_id", "m"}});
+  const JobSpec shared = [&] {
+    JobSpec s = one;
+    s.placement = Placement{};
+    s.placement->world_size = 2;
+    return s;
+  }();
+  const torch::Device cuda(torch::kCUDA), cpu(torch::kCPU);
+  EXPECT_TRUE(TrainingEnv{}.cuda_fast_path) << "TRAIN_AMP is on by default";
+  for (const JobSpec* s : {&one, &shared}) {
+    EXPECT_FALSE(fast_path_for(true, cpu, *s).amp);
+    EXPECT_FALSE(fast_path_for(true, cpu, *s).channels_last);
+    EXPECT_FALSE(fast_path_for(false, cuda, *s).amp) << "TRAIN_AMP=0 turns it off";
+    EXPECT_FALSE(fast_path_for(false, cuda, *s).channels_last);
+    EXPECT_TRUE(fast_path_for(true, cuda, *s).amp);
+  }
+  EXPECT_TRUE(fast_path_for(true, cuda, one).channels_last);
+  EXPECT_FALSE(fast_path_for(true, cuda, shared).channels_last);
+}
+
 TEST_F(TrainingTest, CudaWhereThereIsNoneFailsWithThatMessage) {
   if (best_device() == "cuda") GTEST_SKIP() << "this machine has a GPU";
   JobSpec s = spec("j3", 1);
