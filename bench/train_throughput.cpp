@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
 
   const std::string used_device = device == "auto" ? best_device() : device;
   struct Mode {
+    explicit Mode(bool f) : fast(f) {}
     bool fast;
     std::vector<double> ceilings, loops, jobs, ratios;
     JobProgress last;

@@ -9,7 +9,7 @@
 # channels-last on and off, round by round, against the resident-batch ceiling.
 # Output goes to the terminal and, when OUT is set, to $OUT/gpu_check.log.
 # Environment: DEPS_DIR (.deps), BUILD_DIR (build-gpu), JOBS (nproc), ROUNDS (3), EXAMPLES
-# (60000), MODELS ("convnet resnet"), SKIP_TESTS (0), TORCH_PREFIX (PyTorch's cmake_prefix_path).
+# (60000), MODELS ("convnet resnet"), DEVICE (cuda), SKIP_TESTS (0), TORCH_PREFIX (PyTorch's cmake_prefix_path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -56,7 +56,7 @@ fi
 "$build_dir/trainer/ml_trainer" --version || true
 for model in ${MODELS:-convnet resnet}; do
   step "bench_train_throughput $model: bf16 autocast + channels-last against fp32 NCHW"
-  "$build_dir/bench/bench_train_throughput" --device cuda --amp both --model-type "$model" \
+  "$build_dir/bench/bench_train_throughput" --device "${DEVICE:-cuda}" --amp both --model-type "$model" \
     --rounds "${ROUNDS:-3}" --examples "${EXAMPLES:-60000}" --data-dir "$usr/share/datasets" ||
     echo "gpu_check: bench_train_throughput $model FAILED"
 done
