@@ -138,6 +138,7 @@ class TrainingRun {
   std::string device_name() const { return device_.is_cuda() ? "cuda" : "cpu"; }
   /// For the operator's log: the device and what runs on it.
   std::string precision_name() const {
+    if (fast_.gpu_lacks_bf16) return device_name() + " fp32 (TRAIN_AMP: this GPU has no fast bf16)";
     if (!fast_.amp) return device_name() + " fp32";
     return device_name() + (fast_.channels_last ? " bf16 autocast, channels-last" : " bf16 autocast");
   }

@@ -37,11 +37,17 @@ torch::Device pick_device(const std::string& wanted) {
                                                                 : torch::Device(torch::kCPU);
 }
 
-FastPath fast_path_for(bool wanted, const torch::Device& device, const JobSpec& spec) {
+FastPath fast_path_for(bool wanted, const torch::Device& device, const JobSpec& spec, bool bf16) {
   FastPath f;
-  f.amp = wanted && device.is_cuda();
+  f.gpu_lacks_bf16 = wanted && device.is_cuda() && !bf16;
+  f.amp = wanted && device.is_cuda() && bf16;
   f.channels_last = f.amp && !(spec.placement && spec.placement->world_size > 1);
   return f;
+}
+
+FastPath fast_path_for(bool wanted, const torch::Device& device, const JobSpec& spec) {
+  const bool bf16 = device.is_cuda() && at::detail::getCUDAHooks().supportsBFloat16ConvolutionWithCuDNNv8();
+  return fast_path_for(wanted, device, spec, bf16);
 }
 
 /// The training subset [start, end) of the train split.

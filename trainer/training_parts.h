@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <ATen/autocast_mode.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -31,11 +32,16 @@ torch::Device pick_device(const std::string& wanted);
 struct FastPath {
   bool amp = false;            ///< bf16 autocast over the forward pass and the loss
   bool channels_last = false;  ///< channels-last weights and batches
+  bool gpu_lacks_bf16 = false;  ///< wanted on a GPU older than Ampere: fp32 there
 };
 
-/// On a CUDA device with `wanted` (TRAIN_AMP): bf16 autocast, and channels-last for a job on
-/// one trainer (a data-parallel rank keeps NCHW: its gradients are views into the allreduce
-/// buckets). On the CPU: neither, whatever `wanted` says.
+/// On a CUDA device with `wanted` (TRAIN_AMP) whose GPU computes in bf16 (`bf16`: compute
+/// capability 8 or more, with cuDNN): bf16 autocast, and channels-last for a job on one
+/// trainer (a data-parallel rank keeps NCHW: its gradients are views into the allreduce
+/// buckets). On an older GPU, where bf16 convolutions are slow or missing, and on the CPU,
+/// whatever `wanted` says: neither.
+FastPath fast_path_for(bool wanted, const torch::Device& device, const JobSpec& spec, bool bf16);
+/// The same for this process's GPU (asks LibTorch's CUDA hooks; false without CUDA).
 FastPath fast_path_for(bool wanted, const torch::Device& device, const JobSpec& spec);
 
 /// The training subset [start, end) of the train split (example_idxs, clipped). Throws

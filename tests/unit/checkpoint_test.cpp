@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <iostream>
 #include <tuple>
 
 #include "../support/bar_mnist.h"
@@ -368,7 +369,7 @@ TEST_F(TrainingTest, AnOlderAttemptIsFencedOff) {
   EXPECT_EQ(meta_of("m-fenced").epochs.size(), 1u);
 }
 
-TEST(FastPath, OnByDefaultOnCudaOffOnTheCpuAndNoChannelsLastForADataParallelRank) {
+TEST(FastPath, OnByDefaultOnABf16GpuOffOnTheCpuAndNoChannelsLastForADataParallelRank) {
   const JobSpec one = parse_job_spec({{"job_id", "j"}, {"model_id", "m"}});
   const JobSpec shared = [&] {
     JobSpec s = one;
@@ -379,14 +380,29 @@ TEST(FastPath, OnByDefaultOnCudaOffOnTheCpuAndNoChannelsLastForADataParallelRank
   const torch::Device cuda(torch::kCUDA), cpu(torch::kCPU);
   EXPECT_TRUE(TrainingEnv{}.cuda_fast_path) << "TRAIN_AMP is on by default";
   for (const JobSpec* s : {&one, &shared}) {
-    EXPECT_FALSE(fast_path_for(true, cpu, *s).amp);
-    EXPECT_FALSE(fast_path_for(true, cpu, *s).channels_last);
-    EXPECT_FALSE(fast_path_for(false, cuda, *s).amp) << "TRAIN_AMP=0 turns it off";
-    EXPECT_FALSE(fast_path_for(false, cuda, *s).channels_last);
-    EXPECT_TRUE(fast_path_for(true, cuda, *s).amp);
+    for (bool bf16 : {true, false}) {
+      EXPECT_FALSE(fast_path_for(true, cpu, *s, bf16).amp);
+      EXPECT_FALSE(fast_path_for(true, cpu, *s, bf16).channels_last);
+      EXPECT_FALSE(fast_path_for(true, cpu, *s, bf16).gpu_lacks_bf16);
+      EXPECT_FALSE(fast_path_for(false, cuda, *s, bf16).amp) << "TRAIN_AMP=0 turns it off";
+      EXPECT_FALSE(fast_path_for(false, cuda, *s, bf16).channels_last);
+      EXPECT_FALSE(fast_path_for(false, cuda, *s, bf16).gpu_lacks_bf16);
+    }
+    EXPECT_TRUE(fast_path_for(true, cuda, *s, true).amp);
+    EXPECT_FALSE(fast_path_for(true, cuda, *s, false).amp) << "a GPU without fast bf16 trains in fp32";
+    EXPECT_FALSE(fast_path_for(true, cuda, *s, false).channels_last);
+    EXPECT_TRUE(fast_path_for(true, cuda, *s, false).gpu_lacks_bf16);
   }
-  EXPECT_TRUE(fast_path_for(true, cuda, one).channels_last);
-  EXPECT_FALSE(fast_path_for(true, cuda, shared).channels_last);
+  EXPECT_TRUE(fast_path_for(true, cuda, one, true).channels_last);
+  EXPECT_FALSE(fast_path_for(true, cuda, shared, true).channels_last);
+  // This process's GPU, through LibTorch's CUDA hooks: without CUDA, no bf16.
+  const FastPath own = fast_path_for(true, cuda, one);
+  if (best_device() == "cpu") {
+    EXPECT_FALSE(own.amp);
+    EXPECT_TRUE(own.gpu_lacks_bf16);
+  } else {
+    std::cout << "this GPU: bf16 autocast " << (own.amp ? "on" : "off (no fast bf16)") << "\n";
+  }
 }
 
 TEST_F(TrainingTest, CudaWhereThereIsNoneFailsWithThatMessage) {
