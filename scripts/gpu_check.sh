@@ -4,8 +4,8 @@
 #   here:  scripts/gpu_deps.sh                 (downloads the .debs into .deps/debs)
 #   there: scripts/gpu_check.sh                (carrying .deps)
 # It unpacks the .debs into .deps/prefix, builds the LibTorch unit tests and the training
-# benchmark against PyTorch's LibTorch into build-gpu/, then runs the unit tests (the training
-# tests pick the GPU: device "auto") and bench_train_throughput with bf16 autocast and
+# benchmark against PyTorch's LibTorch into build-gpu/, then runs the unit tests (TrainingTest's
+# jobs on the GPU: MLSWARM_TEST_DEVICE=cuda) and bench_train_throughput with bf16 autocast and
 # channels-last on and off, round by round, against the resident-batch ceiling.
 # Output goes to the terminal and, when OUT is set, to $OUT/gpu_check.log.
 # Environment: DEPS_DIR (.deps), BUILD_DIR (build-gpu), JOBS (nproc), ROUNDS (3), EXAMPLES
@@ -50,8 +50,9 @@ step "building"
 cmake --build "$build_dir" -j "${JOBS:-$(nproc)}" --target unit_tests_torch bench_train_throughput ml_trainer
 
 if [[ ${SKIP_TESTS:-0} != 1 ]]; then
-  step "unit tests with LibTorch (training on the GPU)"
-  "$build_dir/tests/unit/unit_tests_torch" --gtest_brief=1 || echo "gpu_check: unit_tests_torch FAILED"
+  step "unit tests with LibTorch, the training tests on ${DEVICE:-cuda}"
+  MLSWARM_TEST_DEVICE=${DEVICE:-cuda} "$build_dir/tests/unit/unit_tests_torch" --gtest_brief=1 ||
+    echo "gpu_check: unit_tests_torch FAILED"
 fi
 "$build_dir/trainer/ml_trainer" --version || true
 for model in ${MODELS:-convnet resnet}; do

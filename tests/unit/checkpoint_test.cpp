@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <tuple>
 
@@ -83,8 +84,13 @@ class TrainingTest : public ::testing::Test {
     s.train_opts.epochs = epochs;
     s.train_opts.batch_size = 16;
     s.train_opts.lr = 0.02;
-    s.train_opts.device = "cpu";
+    s.train_opts.device = device();
     return s;
+  }
+  /// MLSWARM_TEST_DEVICE ("cpu" unless set): scripts/gpu_check.sh runs these on "cuda".
+  static std::string device() {
+    const char* wanted = std::getenv("MLSWARM_TEST_DEVICE");
+    return wanted != nullptr && *wanted != '\0' ? wanted : "cpu";
   }
   ModelMeta meta_of(const std::string& model_id) {
     ModelMeta meta;
