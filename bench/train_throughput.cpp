@@ -43,9 +43,9 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", rounds, "rounds of (ceiling, one real epoch) per mode")->capture_default_str();
   app.add_option("--examples", examples, "training images per epoch")->capture_default_str();
   app.add_option("--threads", threads, "LibTorch threads, 0 = one per core")->capture_default_str();
-  app.add_option("--amp", amp,
-                 "on CUDA, 1: bf16 autocast and channels-last (the trainer's default), 0: fp32 NCHW, "
-                 "both: the two alternating round by round (on the CPU both are one mode: fp32)")
+  app.add_option("--fast-path,--amp", amp,
+                 "1: the fast path (on CUDA bf16 autocast and channels-last, TRAIN_AMP; on the CPU fp32 "
+                 "channels-last, TRAIN_CPU_CHANNELS_LAST), 0: fp32 NCHW, both: the two alternating round by round")
       ->check(CLI::IsMember({"0", "1", "both"}))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -60,13 +60,10 @@ int main(int argc, char** argv) {
     JobProgress last;
   };
   std::vector<Mode> modes;
-  if (used_device == "cuda" && amp == "both") {
+  if (amp == "both") {
     modes = {Mode{true}, Mode{false}};
   } else {
-    modes = {Mode{used_device == "cuda" && amp != "0"}};
-    if (used_device != "cuda" && amp != "0") {
-      std::cout << "on the CPU the trainer runs fp32 NCHW: --amp changes nothing there\n";
-    }
+    modes = {Mode{amp == "1"}};
   }
 
   const auto home = std::filesystem::temp_directory_path() / fmt::format("mlswarm-bench-{}", ::getpid());
@@ -83,15 +80,22 @@ int main(int argc, char** argv) {
   };
   cache.get("fashion-mnist");  // read the files once, outside every timing
   const int steps = static_cast<int>(examples / batch);
-  for (Mode& m : modes) {  // warm-up: thread pool, allocator, clocks, cuDNN's choices for each mode
+  auto use = [&](const Mode& m) {
     env.cuda_fast_path = m.fast;
+    env.cpu_channels_last = m.fast;
+  };
+  for (Mode& m : modes) {  // warm-up: thread pool, allocator, clocks, cuDNN's choices for each mode
+    use(m);
     resident_batch_images_per_s(spec_for(), env, 100);
   }
 
-  auto name = [](const Mode& m) { return m.fast ? "bf16+channels-last" : "fp32 NCHW"; };
+  const bool cuda = used_device == "cuda";
+  auto name = [&](const Mode& m) {
+    return !m.fast ? "fp32 NCHW" : cuda ? "bf16+channels-last" : "fp32 channels-last";
+  };
   for (int round = 1; round <= rounds; ++round) {
     for (Mode& m : modes) {
-      env.cuda_fast_path = m.fast;
+      use(m);
       double ceiling = resident_batch_images_per_s(spec_for(), env, steps);
       TrainingHooks hooks{[&](const JobProgress& p) { m.last = p; }, [] { return false; }};
       auto t0 = std::chrono::steady_clock::now();
@@ -120,7 +124,7 @@ int main(int argc, char** argv) {
   }
   if (modes.size() == 2) {
     std::cout << fmt::format(
-        "bf16+channels-last against fp32 NCHW: ceiling {:.2f}x  real loop {:.2f}x  whole job {:.2f}x\n",
+        "{} against fp32 NCHW: ceiling {:.2f}x  real loop {:.2f}x  whole job {:.2f}x\n", name(modes[0]),
         median(modes[0].ceilings) / median(modes[1].ceilings), median(modes[0].loops) / median(modes[1].loops),
         median(modes[0].jobs) / median(modes[1].jobs));
   }

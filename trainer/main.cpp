@@ -34,7 +34,7 @@ int run_trainer(const TrainerConfig& c) {
   DatasetCache datasets(c.data_dir, c.home_dir);
   StatusBoard board;
   TrainingEnv env{c.home_dir, &datasets, std::chrono::milliseconds(c.dist_timeout_ms), c.keep_versions,
-                  c.train_amp == 1};
+                  c.train_amp == 1, c.train_cpu_channels_last == 1};
   JobRunner runner(
       board, [&env](const JobSpec& spec, const TrainingHooks& hooks) { return run_training(spec, env, hooks); },
       JobRunnerOptions{c.workers, 256, address});

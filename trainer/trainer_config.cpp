@@ -46,6 +46,9 @@ std::variant<TrainerConfig, cli::ParseExit> parse_trainer_config(int argc, const
           "on a CUDA device, 1: bf16 mixed precision and channels-last convolutions; 0: fp32, NCHW (the CPU always "
           "trains in fp32)")
       ->check(in_range(0, 1));
+  setting(app, "--train-cpu-channels-last", "TRAIN_CPU_CHANNELS_LAST", c.train_cpu_channels_last,
+          "on the CPU, 1: channels-last convolutions for conv nets on one trainer (faster); 0: NCHW")
+      ->check(in_range(0, 1));
   app.add_flag("--healthcheck", c.healthcheck,
                "probe GET /healthz of the trainer on this port at 127.0.0.1 and exit 0 if healthy (Docker's "
                "HEALTHCHECK)");

@@ -31,8 +31,10 @@ struct TrainerConfig {
   /// Pinned versions kept per model: models/<id>/versions/<n>/ (KEEP_VERSIONS).
   int keep_versions = 5;
   /// On CUDA: bf16 mixed precision and channels-last convolutions (TRAIN_AMP, 1 = on); the
-  /// CPU always trains in fp32, NCHW.
+  /// CPU always trains in fp32.
   int train_amp = 1;
+  /// On the CPU: channels-last convolutions (TRAIN_CPU_CHANNELS_LAST, 1 = on).
+  int train_cpu_channels_last = 1;
 
   // One-shot commands instead of serving.
   bool healthcheck = false;

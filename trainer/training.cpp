@@ -61,7 +61,7 @@ class TrainingRun {
         model_path_(model_dir(env.home_dir, spec.model_id)),
         keep_versions_(env.keep_versions),
         leader_(!spec.placement || spec.placement->rank == 0),
-        fast_(fast_path_for(env.cuda_fast_path, device_, spec)) {
+        fast_(fast_path_for(env, device_, spec)) {
     prepare_data(*env.datasets);
     prepare_model();
     if (spec.placement && spec.placement->world_size > 1) {
@@ -139,7 +139,7 @@ class TrainingRun {
   /// For the operator's log: the device and what runs on it.
   std::string precision_name() const {
     if (fast_.gpu_lacks_bf16) return device_name() + " fp32 (TRAIN_AMP: this GPU has no fast bf16)";
-    if (!fast_.amp) return device_name() + " fp32";
+    if (!fast_.amp) return device_name() + (fast_.channels_last ? " fp32, channels-last" : " fp32");
     return device_name() + (fast_.channels_last ? " bf16 autocast, channels-last" : " bf16 autocast");
   }
 
@@ -255,7 +255,7 @@ class TrainingRun {
     const std::int64_t hi = std::min(n_, lo + batch_);
     auto idx = e.order.slice(0, lo, hi);
     auto xb = augment_batch(train_x_.index_select(0, idx), o_, e.number, step, 0, hi - lo);
-    if (fast_.channels_last) xb = xb.contiguous(torch::MemoryFormat::ChannelsLast);
+    xb = in_layout(xb, fast_.channels_last);
     auto yb = train_y_.index_select(0, idx);
     const double lr = scheduled_lr(o_, std::int64_t{e.number - 1} * steps_per_epoch_ + step, total_steps_);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
@@ -289,7 +289,8 @@ class TrainingRun {
     double local_loss_sum = 0;
     if (share > 0) {
       auto idx = e.order.slice(0, first, first + share);
-      auto xb = augment_batch(train_x_.index_select(0, idx), o_, e.number, step, first - lo, share);
+      auto xb = in_layout(augment_batch(train_x_.index_select(0, idx), o_, e.number, step, first - lo, share),
+                          fast_.channels_last);
       torch::Tensor loss_sum;
       {
         CudaAutocast autocast(fast_.amp);
@@ -467,7 +468,7 @@ class TrainingRun {
   int resume_epoch_ = 1;
   int resume_step_ = 0;
   bool leader_ = true;                   ///< rank 0, or the only rank: evaluates and writes files
-  FastPath fast_;                       ///< bf16 autocast, channels-last (CUDA and TrainingEnv::cuda_fast_path)
+  FastPath fast_;                       ///< bf16 autocast, channels-last (fast_path_for)
   std::unique_ptr<DataParallel> group_;  ///< set for a job of several ranks
   double allreduce_seconds_ = 0;         ///< of the group, at the end of the last epoch
   double compute_seconds_ = 0;           ///< forward and backward in this epoch (a data-parallel job)

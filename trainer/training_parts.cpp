@@ -37,17 +37,29 @@ torch::Device pick_device(const std::string& wanted) {
                                                                 : torch::Device(torch::kCPU);
 }
 
-FastPath fast_path_for(bool wanted, const torch::Device& device, const JobSpec& spec, bool bf16) {
+FastPath fast_path_for(const TrainingEnv& env, const torch::Device& device, const JobSpec& spec, bool bf16) {
   FastPath f;
-  f.gpu_lacks_bf16 = wanted && device.is_cuda() && !bf16;
-  f.amp = wanted && device.is_cuda() && bf16;
-  f.channels_last = f.amp && !(spec.placement && spec.placement->world_size > 1);
+  const bool one_rank = !(spec.placement && spec.placement->world_size > 1) && spec.model_type != "mlp";
+  if (device.is_cuda()) {
+    f.gpu_lacks_bf16 = env.cuda_fast_path && !bf16;
+    f.amp = env.cuda_fast_path && bf16;
+    f.channels_last = f.amp && one_rank;
+  } else {
+    f.channels_last = env.cpu_channels_last && one_rank;
+  }
   return f;
 }
 
-FastPath fast_path_for(bool wanted, const torch::Device& device, const JobSpec& spec) {
+FastPath fast_path_for(const TrainingEnv& env, const torch::Device& device, const JobSpec& spec) {
   const bool bf16 = device.is_cuda() && at::detail::getCUDAHooks().supportsBFloat16ConvolutionWithCuDNNv8();
-  return fast_path_for(wanted, device, spec, bf16);
+  return fast_path_for(env, device, spec, bf16);
+}
+
+torch::Tensor in_layout(const torch::Tensor& x, bool channels_last) {
+  if (x.dim() != 4) return x;
+  const auto format = channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
+  if (x.is_contiguous(format) && x.suggest_memory_format() == format) return x;
+  return torch::empty_like(x, x.options(), format).copy_(x);
 }
 
 /// The training subset [start, end) of the train split.

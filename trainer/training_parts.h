@@ -22,6 +22,7 @@
 #include "mlswarm/dataset.h"
 #include "mlswarm/job.h"
 #include "mlswarm/model_meta.h"
+#include "training.h"
 
 namespace mlswarm {
 
@@ -35,14 +36,20 @@ struct FastPath {
   bool gpu_lacks_bf16 = false;  ///< wanted on a GPU older than Ampere: fp32 there
 };
 
-/// On a CUDA device with `wanted` (TRAIN_AMP) whose GPU computes in bf16 (`bf16`: compute
-/// capability 8 or more, with cuDNN): bf16 autocast, and channels-last for a job on one
-/// trainer (a data-parallel rank keeps NCHW: its gradients are views into the allreduce
-/// buckets). On an older GPU, where bf16 convolutions are slow or missing, and on the CPU,
-/// whatever `wanted` says: neither.
-FastPath fast_path_for(bool wanted, const torch::Device& device, const JobSpec& spec, bool bf16);
+/// On a CUDA device with env.cuda_fast_path (TRAIN_AMP) whose GPU computes in bf16 (`bf16`:
+/// compute capability 8 or more, with cuDNN): bf16 autocast, and channels-last for a job on
+/// one trainer (a data-parallel rank keeps NCHW: its gradients are views into the allreduce
+/// buckets). On an older GPU, where bf16 convolutions are slow or missing: neither. On the CPU:
+/// never autocast; channels-last for a job on one trainer with env.cpu_channels_last. Never
+/// channels-last for the mlp, which has no convolutions.
+FastPath fast_path_for(const TrainingEnv& env, const torch::Device& device, const JobSpec& spec, bool bf16);
 /// The same for this process's GPU (asks LibTorch's CUDA hooks; false without CUDA).
-FastPath fast_path_for(bool wanted, const torch::Device& device, const JobSpec& spec);
+FastPath fast_path_for(const TrainingEnv& env, const torch::Device& device, const JobSpec& spec);
+
+/// `x` with the strides of NCHW or of channels-last. For one channel both formats call the
+/// same bytes contiguous, and LibTorch picks a convolution's layout from the strides: this makes
+/// them explicit (a crop_flip batch came out channels-last, a plain one NCHW).
+torch::Tensor in_layout(const torch::Tensor& x, bool channels_last);
 
 /// The training subset [start, end) of the train split (example_idxs, clipped). Throws
 /// Error(kInvalidArgument) when it holds fewer than 2 examples.

@@ -27,11 +27,9 @@ double resident_batch_images_per_s(const JobSpec& spec, const TrainingEnv& env, 
   torch::manual_seed(o.seed);
   auto model = model_for(spec, info);
   model->to(device);
-  const FastPath fast = fast_path_for(env.cuda_fast_path, device, spec);  // as the trainer's loop
-  if (fast.channels_last) {
-    use_channels_last(*model);
-    x = x.contiguous(torch::MemoryFormat::ChannelsLast);
-  }
+  const FastPath fast = fast_path_for(env, device, spec);  // as the trainer's loop
+  if (fast.channels_last) use_channels_last(*model);
+  x = in_layout(x, fast.channels_last);
   model->train();
   auto optimizer = make_optimizer(model, o);
   auto loss_sum = torch::zeros({}, x.options());

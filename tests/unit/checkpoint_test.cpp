@@ -375,7 +375,9 @@ TEST_F(TrainingTest, AnOlderAttemptIsFencedOff) {
   EXPECT_EQ(meta_of("m-fenced").epochs.size(), 1u);
 }
 
-TEST(FastPath, OnByDefaultOnABf16GpuOffOnTheCpuAndNoChannelsLastForADataParallelRank) {
+// TRAIN_AMP: bf16 autocast and channels-last on a GPU with fast bf16; TRAIN_CPU_CHANNELS_LAST:
+// channels-last on the CPU, never autocast there. Neither for a data-parallel rank or the mlp.
+TEST(FastPath, DefaultsPerDeviceAndNoChannelsLastForADataParallelRankOrTheMlp) {
   const JobSpec one = parse_job_spec({{"job_id", "j"}, {"model_id", "m"}});
   const JobSpec shared = [&] {
     JobSpec s = one;
@@ -384,31 +386,65 @@ TEST(FastPath, OnByDefaultOnABf16GpuOffOnTheCpuAndNoChannelsLastForADataParallel
     return s;
   }();
   const torch::Device cuda(torch::kCUDA), cpu(torch::kCPU);
-  EXPECT_TRUE(TrainingEnv{}.cuda_fast_path) << "TRAIN_AMP is on by default";
-  for (const JobSpec* s : {&one, &shared}) {
+  const JobSpec mlp = parse_job_spec({{"job_id", "j"}, {"model_id", "m"}, {"model_type", "mlp"}});
+  const TrainingEnv defaults;
+  EXPECT_TRUE(defaults.cuda_fast_path) << "TRAIN_AMP is on by default";
+  EXPECT_TRUE(defaults.cpu_channels_last) << "TRAIN_CPU_CHANNELS_LAST is on by default";
+  TrainingEnv off;
+  off.cuda_fast_path = false;
+  off.cpu_channels_last = false;
+  TrainingEnv cl_cpu;
+  cl_cpu.cuda_fast_path = false;
+  for (const JobSpec* s : {&one, &shared, &mlp}) {
     for (bool bf16 : {true, false}) {
-      EXPECT_FALSE(fast_path_for(true, cpu, *s, bf16).amp);
-      EXPECT_FALSE(fast_path_for(true, cpu, *s, bf16).channels_last);
-      EXPECT_FALSE(fast_path_for(true, cpu, *s, bf16).gpu_lacks_bf16);
-      EXPECT_FALSE(fast_path_for(false, cuda, *s, bf16).amp) << "TRAIN_AMP=0 turns it off";
-      EXPECT_FALSE(fast_path_for(false, cuda, *s, bf16).channels_last);
-      EXPECT_FALSE(fast_path_for(false, cuda, *s, bf16).gpu_lacks_bf16);
+      for (const TrainingEnv* env : std::initializer_list<const TrainingEnv*>{&defaults, &off, &cl_cpu}) {
+        EXPECT_FALSE(fast_path_for(*env, cpu, *s, bf16).amp) << "never autocast on the CPU";
+        EXPECT_FALSE(fast_path_for(*env, cpu, *s, bf16).gpu_lacks_bf16);
+      }
+      EXPECT_FALSE(fast_path_for(off, cpu, *s, bf16).channels_last);
+      EXPECT_FALSE(fast_path_for(off, cuda, *s, bf16).amp) << "TRAIN_AMP=0 turns it off";
+      EXPECT_FALSE(fast_path_for(off, cuda, *s, bf16).channels_last);
+      EXPECT_FALSE(fast_path_for(off, cuda, *s, bf16).gpu_lacks_bf16);
     }
-    EXPECT_TRUE(fast_path_for(true, cuda, *s, true).amp);
-    EXPECT_FALSE(fast_path_for(true, cuda, *s, false).amp) << "a GPU without fast bf16 trains in fp32";
-    EXPECT_FALSE(fast_path_for(true, cuda, *s, false).channels_last);
-    EXPECT_TRUE(fast_path_for(true, cuda, *s, false).gpu_lacks_bf16);
+    EXPECT_TRUE(fast_path_for(defaults, cuda, *s, true).amp);
+    EXPECT_FALSE(fast_path_for(defaults, cuda, *s, false).amp) << "a GPU without fast bf16 trains in fp32";
+    EXPECT_FALSE(fast_path_for(defaults, cuda, *s, false).channels_last);
+    EXPECT_TRUE(fast_path_for(defaults, cuda, *s, false).gpu_lacks_bf16);
   }
-  EXPECT_TRUE(fast_path_for(true, cuda, one, true).channels_last);
-  EXPECT_FALSE(fast_path_for(true, cuda, shared, true).channels_last);
+  EXPECT_TRUE(fast_path_for(defaults, cuda, one, true).channels_last);
+  EXPECT_FALSE(fast_path_for(defaults, cuda, shared, true).channels_last);
+  EXPECT_FALSE(fast_path_for(defaults, cuda, mlp, true).channels_last);
+  EXPECT_TRUE(fast_path_for(defaults, cuda, mlp, true).amp);
+  EXPECT_TRUE(fast_path_for(defaults, cpu, one, false).channels_last);
+  EXPECT_TRUE(fast_path_for(cl_cpu, cpu, one, false).channels_last) << "TRAIN_AMP=0 leaves the CPU's layout";
+  EXPECT_FALSE(fast_path_for(cl_cpu, cuda, one, true).channels_last);
+  EXPECT_FALSE(fast_path_for(defaults, cpu, shared, false).channels_last) << "a data-parallel rank keeps NCHW";
+  EXPECT_FALSE(fast_path_for(defaults, cpu, mlp, false).channels_last) << "no convolutions";
   // This process's GPU, through LibTorch's CUDA hooks: without CUDA, no bf16.
-  const FastPath own = fast_path_for(true, cuda, one);
+  const FastPath own = fast_path_for(defaults, cuda, one);
   if (best_device() == "cpu") {
     EXPECT_FALSE(own.amp);
     EXPECT_TRUE(own.gpu_lacks_bf16);
   } else {
     std::cout << "this GPU: bf16 autocast " << (own.amp ? "on" : "off (no fast bf16)") << "\n";
   }
+}
+
+// One channel: NCHW and channels-last both call the bytes contiguous; the strides decide.
+TEST(FastPath, InLayoutGivesTheStridesAsked) {
+  const auto nchw = torch::rand({4, 1, 6, 5});
+  const auto cl = in_layout(nchw, true);
+  EXPECT_EQ(cl.suggest_memory_format(), torch::MemoryFormat::ChannelsLast);
+  EXPECT_EQ(cl.stride(1), 1);
+  EXPECT_TRUE(torch::equal(cl, nchw));
+  const auto back = in_layout(cl, false);
+  EXPECT_EQ(back.suggest_memory_format(), torch::MemoryFormat::Contiguous);
+  EXPECT_EQ(back.strides(), nchw.strides());
+  EXPECT_TRUE(torch::equal(back, nchw));
+  EXPECT_EQ(in_layout(nchw, false).data_ptr(), nchw.data_ptr()) << "no copy when already so";
+  const auto rgb = torch::rand({2, 3, 4, 4});
+  EXPECT_TRUE(in_layout(rgb, true).is_contiguous(torch::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(torch::equal(in_layout(rgb, true), rgb));
 }
 
 TEST_F(TrainingTest, CudaWhereThereIsNoneFailsWithThatMessage) {
