@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "mlswarm/allocator.h"
 #include "mlswarm/model_meta.h"
 #include "mlswarm/torch/model_zoo.h"
 
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "LibTorch threads, 0 = one per core")->capture_default_str();
   app.add_option("--seconds", seconds, "per batch size")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  std::cerr << mlswarm::tune_allocator_for_tensors() << " (as ml_controller)\n";
   if (threads > 0) torch::set_num_threads(threads);
 
   mlswarm::ModelMeta meta;

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "mlswarm/allocator.h"
 #include "mlswarm/dataset_cache.h"
 #include "mlswarm/job.h"
 #include "training.h"
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"0", "1", "both"}))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  std::cout << tune_allocator_for_tensors() << " (as ml_trainer)\n";
   spdlog::set_level(spdlog::level::warn);
   set_training_threads(threads);
 

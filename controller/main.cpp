@@ -11,6 +11,7 @@
 #include "controller_api.h"
 #include "controller_config.h"
 #include "job_registry.h"
+#include "mlswarm/allocator.h"
 #include "mlswarm/daemon.h"
 #include "mlswarm/dataset_cache.h"
 #include "mlswarm/error.h"
@@ -59,6 +60,7 @@ TrainerCallOptions call_options(const ControllerConfig& c) {
 
 /// Serves until SIGTERM; returns the exit code.
 int run_controller(const ControllerConfig& c) {
+  const std::string allocator = tune_allocator_for_tensors();  // batched forward passes (docs/benchmarks.md)
   const std::string address = advertised_address(c.advertise, c.host, c.port, c.subnet);
   Leadership leadership({std::filesystem::path(c.home_dir) / "controller", address,
                          std::chrono::milliseconds(c.lease_ms), std::chrono::milliseconds(std::max(100, c.lease_ms / 8))});
@@ -85,12 +87,12 @@ int run_controller(const ControllerConfig& c) {
   server.bind(c.host, c.port);
   replicas.start();
   spdlog::info("ml_controller listening on {}://{}:{} as {}; trainers in {}{} on port {}; HOME_DIR {}; API {}{}; "
-               "cluster key {}",
+               "cluster key {}; {}",
                c.tls_cert_file.empty() ? "http" : "https", c.host, c.port, address,
                c.subnet ? c.subnet->to_string() : "-", c.dns_name.empty() ? "" : " and at " + c.dns_name,
                c.train_port, c.home_dir, c.api_token.empty() ? "open" : "needs a bearer token",
                !c.api_token.empty() && c.public_reads ? " (reads public)" : "",
-               c.cluster_token.empty() ? "off" : "on (signed calls, trainers must prove it)");
+               c.cluster_token.empty() ? "off" : "on (signed calls, trainers must prove it)", allocator);
   serve_until_stop_signal(server, [&] {
     replicas.drain();
     std::this_thread::sleep_for(std::chrono::milliseconds(c.drain_ms));  // the drain itself

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "job_runner.h"
+#include "mlswarm/allocator.h"
 #include "mlswarm/daemon.h"
 #include "mlswarm/dataset_cache.h"
 #include "mlswarm/error.h"
@@ -22,6 +23,7 @@ namespace {
 
 /// Serves until SIGTERM; returns the exit code.
 int run_trainer(const TrainerConfig& c) {
+  const std::string allocator = tune_allocator_for_tensors();
   set_training_threads(c.threads);
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(c.home_dir) / "models", ec);
@@ -43,8 +45,9 @@ int run_trainer(const TrainerConfig& c) {
   http.max_body_bytes = c.max_body;
   HttpServer server(api.service(), http);
   server.bind(c.host, c.port);
-  spdlog::info("ml_trainer listening on {} (workers {}, device {}, HOME_DIR {}, DATA_DIR {}, cluster key {})", address,
-               c.workers, best_device(), c.home_dir, c.data_dir, c.cluster_token.empty() ? "off" : "on");
+  spdlog::info("ml_trainer listening on {} (workers {}, device {}, HOME_DIR {}, DATA_DIR {}, cluster key {}; {})",
+               address, c.workers, best_device(), c.home_dir, c.data_dir, c.cluster_token.empty() ? "off" : "on",
+               allocator);
   serve_until_stop_signal(server, [&] {
     // Jobs checkpoint at their next batch and report "interrupted" while the server still
     // answers, so the controller re-queues them at its next poll instead of after missed scans.
