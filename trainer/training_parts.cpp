@@ -39,13 +39,15 @@ torch::Device pick_device(const std::string& wanted) {
 
 FastPath fast_path_for(const TrainingEnv& env, const torch::Device& device, const JobSpec& spec, bool bf16) {
   FastPath f;
-  const bool one_rank = !(spec.placement && spec.placement->world_size > 1) && spec.model_type != "mlp";
+  // Channels-last only pays for convolutions, and a data-parallel rank's gradients are views
+  // into NCHW allreduce buckets.
+  const bool layout_may_change = !(spec.placement && spec.placement->world_size > 1) && spec.model_type != "mlp";
   if (device.is_cuda()) {
     f.gpu_lacks_bf16 = env.cuda_fast_path && !bf16;
     f.amp = env.cuda_fast_path && bf16;
-    f.channels_last = f.amp && one_rank;
+    f.channels_last = f.amp && layout_may_change;
   } else {
-    f.channels_last = env.cpu_channels_last && one_rank;
+    f.channels_last = env.cpu_channels_last && layout_may_change;
   }
   return f;
 }

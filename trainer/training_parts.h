@@ -134,14 +134,20 @@ std::optional<ResumePoint> decode_checkpoint(const std::string& payload, const s
                                              torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
                                              torch::Device device);
 
+// LibTorch 2.4 made autocast per device type; the CUDA-only calls warn there at every call.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define MLSWARM_AUTOCAST_PER_DEVICE 1
+#else
+#define MLSWARM_AUTOCAST_PER_DEVICE 0
+#endif
+
 /// bf16 autocast on CUDA for the scope of a forward pass and its loss (what LibTorch's C++
 /// API offers of torch.autocast); nothing when `on` is false.
 class CudaAutocast {
  public:
   explicit CudaAutocast(bool on) : on_(on) {
     if (!on_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    // LibTorch 2.4 made autocast per device type; the CUDA-only calls below warn there.
+#if MLSWARM_AUTOCAST_PER_DEVICE
     at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
     at::autocast::set_autocast_enabled(at::kCUDA, true);
 #else
@@ -151,7 +157,7 @@ class CudaAutocast {
   }
   ~CudaAutocast() {
     if (!on_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#if MLSWARM_AUTOCAST_PER_DEVICE
     at::autocast::set_autocast_enabled(at::kCUDA, false);
 #else
     at::autocast::set_enabled(false);
