@@ -10,7 +10,7 @@ packages=(
   libcpp-httplib-dev libcpp-httplib0.11 libbrotli-dev libbrotli1 nlohmann-json3-dev libfmt-dev libfmt9
   libspdlog-dev libspdlog1.10 libcli11-dev libstb-dev libstb0 libturbojpeg0-dev libturbojpeg0
   libjpeg62-turbo zlib1g-dev libssl-dev libssl3 libboost1.74-dev libgloo-dev libgloo0 libibverbs1
-  libgtest-dev googletest dataset-fashion-mnist
+  libgtest-dev googletest dataset-fashion-mnist pkgconf pkgconf-bin libpkgconf3
 )
 mkdir -p "$debs"
 cd "$debs"

@@ -19,11 +19,13 @@ mkdir -p "$MLSWARM_HOME"
 if [[ $(id -u) -eq 0 ]]; then chown 10001:0 "$MLSWARM_HOME"; chmod 0775 "$MLSWARM_HOME"; else chmod 0777 "$MLSWARM_HOME"; fi
 mount="type=bind,source=$MLSWARM_HOME,target=/home"
 source "$(dirname "$0")/secrets.sh"
+gpu_args=()
+if ((MLSWARM_TRAINER_GPUS > 0)); then gpu_args=(--generic-resource "$MLSWARM_GPU_KIND=$MLSWARM_TRAINER_GPUS"); fi
 if [[ $what != controller ]]; then
   docker service create --detach --quiet --no-resolve-image --name ml_train --network "$MLSWARM_NETWORK" \
     --replicas "$MLSWARM_TRAINERS" --mount "$mount" --stop-grace-period 60s \
-    --update-order start-first --update-parallelism 1 "${TRAINER_SECRET_ARGS[@]}" "$TRAIN_IMAGE" >/dev/null
-  echo "service ml_train created ($MLSWARM_TRAINERS replicas)"
+    --update-order start-first --update-parallelism 1 "${gpu_args[@]}" "${TRAINER_SECRET_ARGS[@]}" "$TRAIN_IMAGE" >/dev/null
+  echo "service ml_train created ($MLSWARM_TRAINERS replicas${gpu_args[*]:+, each reserving $MLSWARM_TRAINER_GPUS $MLSWARM_GPU_KIND})"
 fi
 [[ $what == train ]] && exit 0
 

@@ -6,6 +6,11 @@
 : "${MLSWARM_HOME:=/srv/mlswarm}"          # the shared HOME_DIR on every node (bind mount)
 : "${MLSWARM_TRAINERS:=4}"
 : "${MLSWARM_PORT:=48515}"
+# GPUs each trainer task reserves (Swarm generic resources, kind MLSWARM_GPU_KIND): 0 places
+# trainers anywhere; 1 or more places them only on nodes that advertise that many unreserved
+# (docs/operations.md, "GPU nodes"). The image must then hold a CUDA LibTorch (Dockerfile_train).
+: "${MLSWARM_TRAINER_GPUS:=0}"
+: "${MLSWARM_GPU_KIND:=NVIDIA-GPU}"
 # Controller replicas: one leads (scans, dispatches, writes the journal), the others serve reads
 # and predictions and forward writes to it; a second replica makes failover and rolling updates
 # invisible to clients.

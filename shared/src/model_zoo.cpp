@@ -230,10 +230,12 @@ torch::Tensor max_of_2x2(const torch::Tensor& x) {
 /// groups, zero padding only; inputs other than float32 take LibTorch's convolution.
 std::optional<nn::Functional> as_direct_convolution(const nn::Conv2dImpl& conv) {
   const auto& o = conv.options;
-  const auto* padding = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
+  // Unqualified: LibTorch 1.13's options hold a c10::variant, 2.x's a std::variant, and
+  // argument-dependent lookup finds the get_if/holds_alternative of whichever it is.
+  const auto* padding = get_if<torch::ExpandingArray<2>>(&o.padding());
   const std::int64_t in = o.in_channels();
   const std::int64_t k = (*o.kernel_size())[0];
-  if (padding == nullptr || in > 4 || o.groups() != 1 || !c10::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()) ||
+  if (padding == nullptr || in > 4 || o.groups() != 1 || !holds_alternative<torch::enumtype::kZeros>(o.padding_mode()) ||
       (*o.kernel_size())[1] != k || (*o.stride())[0] != 1 || (*o.stride())[1] != 1 || (*o.dilation())[0] != 1 ||
       (*o.dilation())[1] != 1 || (**padding)[0] != (**padding)[1]) {
     return std::nullopt;
