@@ -16,9 +16,9 @@
 #   serve     the controller with SERVE_DEVICE=$DEVICE, then cpu: `mlswarm load` on each model at
 #             CLIENTS (16 64), LOAD_SECONDS each, with the controller's and the load generator's
 #             CPU time, the GPU's utilisation and /metrics after each
+#   explore   serving the convnet at 64 clients with the load generator and the controller on
+#             separate cores, and with twice as many HTTP threads as cores
 #   bench     bench_train_throughput for both models, fast path and fp32 against the resident ceiling
-#   explore   (when time is left) serving the convnet at 64 clients with the load generator and the
-#             controller on separate cores, and with more HTTP threads
 # The summary table goes to the terminal and to $OUT/gpu_check.md; the whole log to
 # $OUT/gpu_check.log, each step's raw output beside it.
 # Environment: DEPS_DIR (.deps), BUILD_DIR (build-gpu), JOBS (nproc), DEVICE (cuda), LIMIT_S (480),
@@ -250,12 +250,18 @@ fi
 
 # ---- the daemons: serve -----------------------------------------------------------------------
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+threads() {  # PID: "tid ticks" per thread
+  local stat
+  for stat in /proc/"$1"/task/*/stat; do awk '{print $1, $14 + $15}' "$stat" 2>/dev/null; done
+}
 # load_round LABEL MODEL CLIENTS: one `mlswarm load`; its row has requests/s, p50/p99, failures,
 # CPU-seconds of the controller and of the load generator per 1,000 requests, GPU utilisation
 load_round() {
   local label=$1 model=$2 clients=$3 before after gpu_pid="" t0=$SECONDS tag
   tag=$(tr ' /' '__' <<<"$label-$model-$clients")
   before=$(cpu_ticks "$controller_pid")
+  curl -sf "$controller_url/metrics" >"$out/metrics-$tag.before"
+  threads "$controller_pid" >"$out/threads-$tag.before"
   if command -v nvidia-smi >/dev/null && [[ $label == *cuda* ]]; then
     nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 250 >"$out/gpu-$tag.txt" 2>/dev/null &
     gpu_pid=$!
@@ -265,10 +271,28 @@ load_round() {
       --seconds "${LOAD_SECONDS:-5}" --warmup 1 --label "$label" >"$out/load-$tag.json" 2>"$out/load-$tag.err"; } 2>"$out/load-$tag.time"
   after=$(cpu_ticks "$controller_pid")
   [[ -n $gpu_pid ]] && { kill "$gpu_pid" 2>/dev/null; wait "$gpu_pid" 2>/dev/null; }
+  threads "$controller_pid" >"$out/threads-$tag.after"
   curl -sf "$controller_url/metrics" >"$out/metrics-$tag.txt"
   local text
-  text=$("$py" - "$out/load-$tag.json" "$out/load-$tag.time" "$((after - before))" "$(getconf CLK_TCK)" "$out/gpu-$tag.txt" <<'PY'
+  text=$("$py" - "$out/load-$tag.json" "$out/load-$tag.time" "$((after - before))" "$(getconf CLK_TCK)" "$out/gpu-$tag.txt" \
+    "$out/metrics-$tag.before" "$out/metrics-$tag.txt" "$out/threads-$tag.before" "$out/threads-$tag.after" <<'PY'
 import json, os, sys
+def metrics(path):
+    values = {}
+    for line in open(path) if os.path.exists(path) else []:
+        if line.startswith("mlswarm_predict_") or line.startswith('mlswarm_http_request_duration_seconds_sum{route="/predict"') \
+                or line.startswith('mlswarm_http_request_duration_seconds_count{route="/predict"'):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+m0, m1 = metrics(sys.argv[6]), metrics(sys.argv[7])
+delta = lambda k: m1.get(k, 0) - m0.get(k, 0)
+passes, examples = delta("mlswarm_predict_forward_passes_total"), delta("mlswarm_predict_examples_total")
+server = delta('mlswarm_http_request_duration_seconds_sum{route="/predict"}') / max(1, delta('mlswarm_http_request_duration_seconds_count{route="/predict"}'))
+def ticks(path):
+    return dict(line.split() for line in open(path)) if os.path.exists(path) else {}
+t0, t1 = ticks(sys.argv[8]), ticks(sys.argv[9])
+busy = sorted((int(v) - int(t0.get(k, 0)) for k, v in t1.items()), reverse=True)
 lines = [l for l in open(sys.argv[1]) if l.startswith("{")]
 if not lines:
     print("FAILED no result line"); sys.exit()
@@ -281,8 +305,13 @@ if os.path.exists(sys.argv[5]):
     u = [float(x) for x in open(sys.argv[5]).read().split() if x.replace(".", "").isdigit()]
     if u: gpu = ", GPU busy %.0f%%" % (sum(u) / len(u))
 status = "FAILED " if r["failed"] or not r["requests"] else ""
-print("%s%.0f requests/s, p50 %.2f ms, p99 %.2f ms, %d failed; CPU ms per request: controller %.3f, load generator %.3f%s" % (
-    status, r["requests_per_s"], r["p50_ms"], r["p99_ms"], r["failed"], 1000 * ctl / n, 1000 * (user + system) / n, gpu))
+seconds = float(os.environ.get("LOAD_SECONDS", "5")) + 1
+hz = float(sys.argv[4])
+top = ", ".join("%.0f" % (100 * b / hz / seconds) for b in busy[:6])
+print("%s%.0f requests/s, p50 %.2f ms, p99 %.2f ms, %d failed; mean batch %.1f, %.2f ms in the server; CPU ms per request: "
+      "controller %.3f, load generator %.3f%s; busiest controller threads %%: %s of %d" % (
+    status, r["requests_per_s"], r["p50_ms"], r["p99_ms"], r["failed"], examples / max(1, passes), 1000 * server,
+    1000 * ctl / n, 1000 * (user + system) / n, gpu, top, len(busy)))
 PY
 )
   if [[ $text == FAILED* ]]; then
@@ -318,6 +347,35 @@ if wanted serve; then
   fi
 fi
 
+# ---- explore: where serving's time goes --------------------------------------------------------
+# The convnet at 64 clients on DEVICE, one setting changed at a time against the serve step's
+# defaults: the load generator and the controller on separate cores; twice as many HTTP threads
+# as cores; larger batches; two forward workers.
+explore_round() {  # LABEL [wrapper and options for start_controller...]
+  local label=$1
+  shift
+  can explore $((${LOAD_SECONDS:-5} + 8)) || return 1
+  stop_controller
+  if start_controller "$device" "$@"; then
+    load_round "$device $label" gpu-convnet 64
+  else
+    row "explore $label" FAILED 0 "the controller did not start (controller.log)"
+  fi
+}
+if wanted explore && have controller/ml_controller && [[ -f $home/models/gpu-convnet/meta.json ]]; then
+  cores=$(nproc)
+  quarter=$((cores >= 8 ? cores / 4 : 1))
+  if command -v taskset >/dev/null && ((cores >= 2)); then
+    LOADER=(taskset -c "0-$((quarter - 1))")
+    explore_round "loader on $quarter cores" taskset -c "$quarter-$((cores - 1))"
+    LOADER=()
+  fi
+  explore_round "http-threads $((2 * cores))" --http-threads $((2 * cores)) &&
+    explore_round "max-batch 64" --predict-max-batch 64 &&
+    explore_round "max-batch 64, 2 workers" --predict-max-batch 64 --predict-workers 2
+fi
+stop_controller
+
 # ---- bench_train_throughput ---------------------------------------------------------------------
 if wanted bench; then
   for model in convnet resnet; do
@@ -340,25 +398,6 @@ if wanted bench; then
     fi
   done
 fi
-
-# ---- explore: where serving's time goes --------------------------------------------------------
-if wanted explore && have controller/ml_controller && [[ -f $home/models/gpu-convnet/meta.json ]] &&
-  command -v taskset >/dev/null; then
-  cores=$(nproc)
-  quarter=$((cores / 4))
-  if can explore 25 && ((cores >= 4)); then
-    # The load generator on a quarter of the cores, the controller on the rest.
-    stop_controller
-    LOADER=(taskset -c "0-$((quarter - 1))")
-    start_controller "$device" taskset -c "$quarter-$((cores - 1))" && load_round "$device pinned" gpu-convnet 64
-    LOADER=()
-  fi
-  if can explore 25; then
-    stop_controller
-    start_controller "$device" --http-threads $((2 * cores)) && load_round "$device http$((2 * cores))" gpu-convnet 64
-  fi
-fi
-stop_controller
 
 say "done in $((SECONDS - start)) s, $failures failed ($root)"
 row total "$( ((failures == 0)) && echo ok || echo "$failures failed")" $((SECONDS - start)) "LIMIT_S=$limit, DEVICE=$device, $(nproc) cores"
