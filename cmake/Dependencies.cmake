@@ -23,7 +23,14 @@ message(STATUS "LibTorch ${Torch_VERSION}: ${TORCH_LIBRARIES}")
 
 # Torch's exported flags (the C++ ABI define) apply to the Torch targets only.
 add_library(mlswarm_torch_deps INTERFACE)
-target_link_libraries(mlswarm_torch_deps INTERFACE ${TORCH_LIBRARIES})
+# libstdc++ right before LibTorch on every link line: PyTorch's libtorch libraries export their
+# own copies of libstdc++ functions (std::filesystem::remove_all among them, which jumps to
+# address 0 when called from outside), and a call binds to the first library that defines it.
+# Shared libstdc++: it comes before LibTorch among the binary's DT_NEEDED. A toolchain that links
+# libstdc++ statically (PyTorch's GPU machine's g++ 13): its archive is searched while the
+# project's calls are still undefined, so they resolve inside the binary, not in LibTorch.
+# docs/architecture.md, "Linking against LibTorch"; scripts/check_link_order.sh checks it.
+target_link_libraries(mlswarm_torch_deps INTERFACE stdc++ ${TORCH_LIBRARIES})
 target_include_directories(mlswarm_torch_deps SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
 separate_arguments(_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
 target_compile_options(mlswarm_torch_deps INTERFACE ${_torch_flags})
