@@ -105,10 +105,14 @@ void JobRegistry::read_journal() {
 }
 
 void JobRegistry::apply(JobRecord job, std::uint64_t term) {
-  if (term < max_term_) return;  // a stale leader's record cannot follow a newer leader's
-  max_term_ = term;
+  // A record of a lower term after a newer leader's is a stale leader's: its change to a job
+  // the newer leader knows is not applied. A job it created is kept: a client got 202 for it,
+  // and no newer leader decided anything about a job it never saw.
+  const bool known = jobs_.contains(job.spec.job_id);
+  if (term < max_term_ && known) return;
+  max_term_ = std::max(max_term_, term);
   std::lock_guard lock(mutex_);
-  if (!jobs_.contains(job.spec.job_id)) order_.push_back(job.spec.job_id);
+  if (!known) order_.push_back(job.spec.job_id);
   jobs_[job.spec.job_id] = std::move(job);
 }
 
@@ -147,6 +151,16 @@ void JobRegistry::write_record(const JobRecord& job) {
   const std::uint64_t term = term_ ? term_() : 0;
   record["term"] = term;
   const std::string line = record.dump() + "\n";
+  // The file this controller appends to must still be the journal: one that another leader
+  // compacted (renamed a new file over it) is gone, and an append there would be lost.
+  struct stat open_file {};
+  struct stat on_disk {};
+  if (::fstat(journal_fd_, &open_file) != 0 || ::stat(journal_path_.c_str(), &on_disk) != 0 ||
+      open_file.st_ino != on_disk.st_ino || open_file.st_dev != on_disk.st_dev) {
+    throw Error(ErrorCode::kUnavailable,
+                fmt::format("the job journal {} was replaced by another controller; nothing was changed",
+                            journal_path_.string()));
+  }
   const off_t size_before = ::lseek(journal_fd_, 0, SEEK_END);
   std::size_t written = 0;
   int error = 0;
@@ -242,6 +256,12 @@ std::optional<JobRecord> JobRegistry::update_if(const std::string& job_id,
   std::lock_guard lock(mutex_);
   it->second = next;
   return next;
+}
+
+std::uint64_t JobRegistry::max_term() {
+  std::lock_guard lock(write_mutex_);
+  if (journal_fd_ < 0) read_journal();  // a follower: what the leader appended since
+  return max_term_;
 }
 
 std::size_t JobRegistry::journal_lines() const {

@@ -40,8 +40,9 @@ class JobRegistry {
   void set_fence(std::function<bool(const std::function<void()>&)> fence, std::function<std::uint64_t()> term);
 
   /// A follower: reads what the leader appended since the last read (the whole journal again
-  /// when it was compacted into a new file). Records of a lower term than one already read
-  /// are ignored.
+  /// when it was compacted into a new file). A record of a lower term than one already read
+  /// is a stale leader's: ignored, unless it creates a job not seen before (kept: its client
+  /// got 202).
   void refresh();
   /// This controller leads now: reads the rest of the journal, compacts it, appends from here.
   void start_writing();
@@ -74,6 +75,10 @@ class JobRegistry {
                                      const std::function<void(JobRecord&)>& change, bool durable);
 
   std::size_t journal_lines() const;
+
+  /// The highest term in the journal (read up to date first on a follower): a new leader's
+  /// term must exceed it (Leadership::set_term_floor).
+  std::uint64_t max_term();
 
  private:
   void read_journal();                // write_mutex_ held: from read_offset_, or from the start of a new file

@@ -7,16 +7,21 @@
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"
 
 namespace mlswarm {
 
-/// The lease file, open and exclusively locked for this object's life.
+/// The lock file `leader.lock`, open and exclusively locked for this object's life. Its content
+/// is no longer written: the lease lives in `leader.lease`, replaced by rename (below). It is read
+/// only as a lease from before that change (a rolling upgrade: an older replica still leading).
 class Leadership::LockedFile {
  public:
   explicit LockedFile(const std::filesystem::path& path) : path_(path) {
@@ -40,13 +45,6 @@ class Leadership::LockedFile {
     text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
     return text;
   }
-  void write(const std::string& text) const {
-    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()) ||
-        ::fsync(fd_) != 0) {
-      fail("write");
-    }
-  }
-
  private:
   [[noreturn]] void fail(const char* what) const {
     throw Error(ErrorCode::kUnavailable, fmt::format("cannot {} {}: {}", what, path_.string(), std::strerror(errno)));
@@ -54,6 +52,45 @@ class Leadership::LockedFile {
   std::filesystem::path path_;
   int fd_ = -1;
 };
+
+namespace {
+
+/// The lease file's text, or nullopt when there is none.
+std::optional<std::string> read_lease_file(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::nullopt;
+    throw Error(ErrorCode::kUnavailable, fmt::format("cannot open {}: {}", path.string(), std::strerror(errno)));
+  }
+  std::string text(4096, '\0');
+  const ssize_t n = ::pread(fd, text.data(), text.size(), 0);
+  ::close(fd);
+  text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  return text;
+}
+
+}  // namespace
+
+Leadership::Lease Leadership::read_lease(const LockedFile& lock) const {
+  // leader.lease when it exists; before the first lease of this version, what an older
+  // version left in leader.lock (followed, never written).
+  if (auto text = read_lease_file(options_.dir / "leader.lease")) return parse(*text);
+  return parse(lock.read());
+}
+
+void Leadership::write_lease(const Lease& lease) const {
+  // A new file renamed over the old: a failed write (a full disk) leaves the old lease whole.
+  try {
+    write_file_atomic(options_.dir / "leader.lease", format(lease));
+  } catch (const Error& e) {
+    throw Error(ErrorCode::kUnavailable, e.what());
+  }
+}
+
+void Leadership::set_term_floor(std::function<std::uint64_t()> floor) {
+  std::lock_guard lock(mutex_);
+  term_floor_ = std::move(floor);
+}
 
 Leadership::Leadership(Options options) : options_(std::move(options)) {
   char name[256] = {};
@@ -85,12 +122,31 @@ bool Leadership::holder_is_gone(const Lease& lease) const {
 
 LeaderView Leadership::tick() {
   const auto now = std::chrono::steady_clock::now();
+  // The highest term the journal holds, read before any lock (it reads the journal): a new term
+  // is greater than every term in the lease or the journal, even when the lease file was lost.
+  std::function<std::uint64_t()> floor_of_journal;
+  {
+    std::lock_guard lock(mutex_);
+    if (my_term_ == 0) floor_of_journal = term_floor_;
+  }
+  const std::uint64_t journal_floor = floor_of_journal ? floor_of_journal() : 0;
   LockedFile file(options_.dir / "leader.lock");
-  Lease lease = parse(file.read());
+  Lease lease = read_lease(file);
   std::lock_guard lock(mutex_);
+  highest_term_ = std::max({highest_term_, lease.term, journal_floor});
   if (my_term_ != 0 && lease.term == my_term_ && !lease.released) {
     ++lease.beat;  // still ours: renew
-    file.write(format(lease));
+    try {
+      write_lease(lease);
+    } catch (const Error& e) {
+      // A leader that cannot renew stops acting at once; the lease on file stays as it was
+      // and expires, and whoever takes over (this process too, once the disk has room) starts
+      // a higher term.
+      spdlog::error("controller: cannot renew the lead of term {} ({}); stepping down", my_term_, e.what());
+      my_term_ = 0;
+      view_ = LeaderView{lease.term, lease.leader, false};
+      return view_;
+    }
     renewed_ = now;
   } else {
     if (my_term_ != 0) {
@@ -105,8 +161,10 @@ LeaderView Leadership::tick() {
     const bool expired = now - seen_since_ >= options_.lease;
     if (lease.term == 0 || lease.released || expired || holder_is_gone(lease)) {
       const std::string previous = lease.leader;
-      lease = Lease{lease.term + 1, options_.address, 0, false, hostname_, static_cast<long>(::getpid())};
-      file.write(format(lease));
+      Lease next{highest_term_ + 1, options_.address, 0, false, hostname_, static_cast<long>(::getpid())};
+      write_lease(next);  // throws when it cannot: nothing changed, this process still follows
+      lease = next;
+      highest_term_ = lease.term;
       my_term_ = lease.term;
       renewed_ = now;
       spdlog::info("controller: leading term {}{}", my_term_,
@@ -136,7 +194,7 @@ bool Leadership::fenced(const std::function<void()>& write) {
   }
   if (term == 0 || !can_lead(term)) return false;
   LockedFile file(options_.dir / "leader.lock");
-  const Lease lease = parse(file.read());
+  const Lease lease = read_lease(file);
   if (lease.term != term || lease.released) return false;
   write();
   return true;
@@ -147,10 +205,10 @@ void Leadership::release() {
   if (my_term_ == 0) return;
   try {
     LockedFile file(options_.dir / "leader.lock");
-    Lease lease = parse(file.read());
+    Lease lease = read_lease(file);
     if (lease.term == my_term_) {
       lease.released = true;
-      file.write(format(lease));
+      write_lease(lease);
       spdlog::info("controller: released the lead of term {}", my_term_);
     }
   } catch (const Error& e) {

@@ -17,10 +17,15 @@ struct LeaderView {
 };
 
 /// The election among controller replicas that share HOME_DIR: a lease in
-/// `HOME_DIR/controller/leader.lock` holding the term, the leader's address and a heartbeat.
+/// `HOME_DIR/controller/leader.lease` holding the term, the leader's address and a heartbeat.
 ///
-/// Every read-modify-write of the file happens under an exclusive flock of it (a kernel lock:
-/// released when a process dies, carried between nodes by NFS), held for a few microseconds.
+/// Every read-modify-write of the lease happens under an exclusive flock of
+/// `HOME_DIR/controller/leader.lock` (a kernel lock: released when a process dies, carried
+/// between nodes by NFS), held for a few microseconds. The lease is never written in place: a
+/// new file is renamed over it, so a write that fails (a full disk) leaves the old lease whole.
+/// A new term is greater than every term seen in the lease, by this process, or in the job
+/// journal (set_term_floor), so terms never go back. A leader whose renewal fails steps down at
+/// once.
 /// The leader renews the heartbeat every `retry`; a follower that sees the heartbeat unchanged
 /// for `lease` (measured on its own monotonic clock, so clock skew between nodes does not
 /// matter), or the lease released, takes over with the next term. A leader that has not
@@ -55,6 +60,9 @@ class Leadership {
   /// through here: a stale leader's write can never land after a takeover.
   bool fenced(const std::function<void()>& write);
 
+  /// The highest term in the job journal (JobRegistry::max_term), asked before taking over.
+  void set_term_floor(std::function<std::uint64_t()> floor);
+
   /// Gives the lease up (SIGTERM): a follower takes over at its next tick. Idempotent.
   void release();
 
@@ -72,6 +80,8 @@ class Leadership {
   class LockedFile;
 
   static Lease parse(const std::string& text);
+  Lease read_lease(const LockedFile& lock) const;
+  void write_lease(const Lease& lease) const;
   static std::string format(const Lease& lease);
   bool holder_is_gone(const Lease& lease) const;
 
@@ -79,6 +89,8 @@ class Leadership {
   std::string hostname_;
   mutable std::mutex mutex_;
   std::uint64_t my_term_ = 0;  ///< the term this process leads, 0 when it does not
+  std::uint64_t highest_term_ = 0;  ///< the highest term seen on file, in the journal or taken
+  std::function<std::uint64_t()> term_floor_;
   std::chrono::steady_clock::time_point renewed_{};
   std::uint64_t seen_term_ = 0;  ///< the lease as last read, and since when it has not changed
   std::uint64_t seen_beat_ = 0;

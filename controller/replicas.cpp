@@ -19,6 +19,7 @@ Replicas::Replicas(Leadership& leadership, JobRegistry& registry, Cluster& clust
     : leadership_(leadership), registry_(registry), cluster_(cluster), options_(std::move(options)) {
   registry_.set_fence([this](const std::function<void()>& write) { return leadership_.fenced(write); },
                       [this] { return leadership_.view().term; });
+  leadership_.set_term_floor([this] { return registry_.max_term(); });
 }
 
 Replicas::~Replicas() { stop(); }

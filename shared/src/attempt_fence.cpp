@@ -10,28 +10,33 @@
 
 #include <fmt/format.h>
 
+#include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"
 
 namespace mlswarm {
 namespace {
 
-/// The attempt file, open and exclusively locked for this object's life.
+/// A job's attempt fence: `attempt.lock`, open and locked for this object's life, and the
+/// attempt number in `attempt`, which is never written in place: a new file is renamed over it,
+/// so a write that fails (a full disk) leaves the old number, never an empty file that would let
+/// a stale attempt through.
 class LockedAttemptFile {
  public:
-  /// `writer`: create the file (and its folder) and lock it exclusively; otherwise open it
-  /// read-only with a shared lock.
-  LockedAttemptFile(const std::filesystem::path& job_dir, bool writer) : path_(job_dir / "attempt") {
+  /// `writer`: create the files' folder and lock exclusively; otherwise lock shared.
+  LockedAttemptFile(const std::filesystem::path& job_dir, bool writer)
+      : path_(job_dir / "attempt"), lock_path_(job_dir / "attempt.lock") {
     if (writer) {
       std::error_code ec;
       std::filesystem::create_directories(job_dir, ec);
     }
-    fd_ = ::open(path_.c_str(), (writer ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd_ < 0) fail("open");
+    fd_ = ::open(lock_path_.c_str(), (writer ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd_ < 0 && !writer && errno == ENOENT) return;  // a job dir from before attempt.lock: read unlocked
+    if (fd_ < 0) fail("open", lock_path_);
     int rc = 0;
     do {
       rc = ::flock(fd_, writer ? LOCK_EX : LOCK_SH);
     } while (rc != 0 && errno == EINTR);
-    if (rc != 0) fail("lock");
+    if (rc != 0) fail("lock", lock_path_);
   }
   ~LockedAttemptFile() {
     if (fd_ >= 0) ::close(fd_);  // releases the lock
@@ -40,28 +45,29 @@ class LockedAttemptFile {
   LockedAttemptFile& operator=(const LockedAttemptFile&) = delete;
 
   int read() const {
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+      if (errno == ENOENT) return 0;
+      fail("open", path_);
+    }
     char text[32] = {};
-    const ssize_t n = ::pread(fd_, text, sizeof text - 1, 0);
+    const ssize_t n = ::pread(fd, text, sizeof text - 1, 0);
+    ::close(fd);
     if (n <= 0) return 0;
     char* end = nullptr;
     const long value = std::strtol(text, &end, 10);
     return end == text || value < 0 || value > 1'000'000'000 ? 0 : static_cast<int>(value);
   }
 
-  void write(int attempt) const {
-    const std::string text = std::to_string(attempt);
-    if (::ftruncate(fd_, 0) != 0 ||
-        ::pwrite(fd_, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()) || ::fsync(fd_) != 0) {
-      fail("write");
-    }
-  }
+  void write(int attempt) const { write_file_atomic(path_, std::to_string(attempt)); }
 
  private:
-  [[noreturn]] void fail(const char* what) const {
-    throw Error(ErrorCode::kInternal, fmt::format("cannot {} {}: {}", what, path_.string(), std::strerror(errno)));
+  [[noreturn]] static void fail(const char* what, const std::filesystem::path& path) {
+    throw Error(ErrorCode::kInternal, fmt::format("cannot {} {}: {}", what, path.string(), std::strerror(errno)));
   }
 
   std::filesystem::path path_;
+  std::filesystem::path lock_path_;
   int fd_ = -1;
 };
 
