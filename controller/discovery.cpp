@@ -9,6 +9,7 @@
 #include <utility>  // Boost 1.74 Asio uses std::exchange without including it
 
 #include <boost/asio.hpp>
+#include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
 #include "http_call.h"
@@ -79,8 +80,25 @@ std::vector<DiscoveredTrainer> SubnetScanner::probe(const std::vector<std::strin
                       });
     }
   };
-  launch();
-  io.run();
+  // One deadline for the whole pass: whatever the peers do, a pass ends by it, with what it
+  // found so far; nothing a peer sends escapes it as an exception.
+  asio::steady_timer pass_deadline(io, options_.pass_timeout);
+  bool cut_short = false;
+  pass_deadline.async_wait([&](boost::system::error_code e) {
+    if (e) return;
+    cut_short = true;
+    io.stop();
+  });
+  try {
+    launch();
+    while (!(in_flight == 0 && next >= hosts.size()) && !io.stopped()) io.run_one();
+  } catch (const std::exception& e) {
+    spdlog::warn("discovery: a pass ended early: {}", e.what());
+  }
+  if (cut_short) {
+    spdlog::warn("discovery: a pass hit its {} ms deadline with {} probes open and {} hosts not probed",
+                 options_.pass_timeout.count(), in_flight, hosts.size() - std::min(next, hosts.size()));
+  }
   std::sort(found.begin(), found.end(),
             [](const DiscoveredTrainer& a, const DiscoveredTrainer& b) { return a.address < b.address; });
   return found;

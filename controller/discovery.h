@@ -14,6 +14,7 @@ struct ScanOptions {
   std::chrono::milliseconds connect_timeout{300};
   std::chrono::milliseconds read_timeout{500};  ///< after the connect, for the whole reply
   int max_in_flight = 256;  ///< probes open at once
+  std::chrono::milliseconds pass_timeout{5000};  ///< a whole pass ends by then, whatever the peers do
   /// The cluster key: with one, every probe carries a fresh challenge and a host is trusted
   /// only when it answers with the proof (see mlswarm/signing.h).
   std::string cluster_key;
@@ -22,7 +23,8 @@ struct ScanOptions {
 /// One pass of discovery: every host of the subnet is probed concurrently (Boost.Asio, one
 /// thread) with `GET /type`; a host is a trainer when it answers 200 with
 /// `{"type":"train"}`, and a trusted one when it also proves the cluster key (or there is
-/// none). A reply is read as untrusted input: at most 8 KiB within the deadlines. Never
+/// none). A reply is read as untrusted input: at most 8 KiB, counted as it arrives, within one
+/// deadline for the probe (connect and read timeouts together) and one for the pass. Never
 /// connects outside the subnet. Not thread-safe: one pass at a time per object.
 class SubnetScanner {
  public:

@@ -1,6 +1,11 @@
 #include "http_call.h"
 
+#include <array>
+#include <cctype>
 #include <memory>
+#include <optional>
+#include <sstream>
+#include <string_view>
 #include <utility>  // Boost 1.74 Asio uses std::exchange without including it
 
 #include <boost/asio.hpp>
@@ -18,16 +23,139 @@ using tcp = asio::ip::tcp;
 
 constexpr std::size_t kMaxHeaderBytes = 16u << 10;
 
-/// One call: connect, write, read, each step an async operation under the deadlines, the
-/// session kept alive by the handlers that hold it.
+/// A reply as far as it has come in: whether it is complete, and what it says when it is.
+/// Parsed here, by hand, from bytes the session counted itself: Boost.Beast 1.74's parser drops
+/// its body-limit error when the header and the body arrive in one read (boostorg/beast#2183),
+/// and its string body reserves whatever length the peer announces.
+struct ParsedReply {
+  enum class State { kIncomplete, kComplete, kInvalid } state = State::kIncomplete;
+  int status = -1;
+  std::string body;
+  std::string error;
+};
+
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string_view trim(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '\r')) v.remove_suffix(1);
+  return v;
+}
+
+/// A chunked body from `data`; kIncomplete until its last chunk has come.
+ParsedReply dechunk(std::string_view data, std::size_t max_body) {
+  ParsedReply out;
+  std::size_t at = 0;
+  while (true) {
+    const std::size_t line_end = data.find("\r\n", at);
+    if (line_end == std::string_view::npos) return out;
+    const std::string_view size_text = trim(data.substr(at, data.find(';', at) < line_end ? data.find(';', at) - at
+                                                                                        : line_end - at));
+    std::size_t size = 0;
+    if (size_text.empty() || size_text.size() > 8) return {ParsedReply::State::kInvalid, -1, "", "bad chunk size"};
+    for (char c : size_text) {
+      const int digit = std::isdigit(static_cast<unsigned char>(c)) ? c - '0'
+                        : (c >= 'a' && c <= 'f')                    ? c - 'a' + 10
+                        : (c >= 'A' && c <= 'F')                    ? c - 'A' + 10
+                                                                    : -1;
+      if (digit < 0) return {ParsedReply::State::kInvalid, -1, "", "bad chunk size"};
+      size = size * 16 + static_cast<std::size_t>(digit);
+    }
+    at = line_end + 2;
+    if (size == 0) {
+      out.state = ParsedReply::State::kComplete;  // trailers, if any, are not read
+      return out;
+    }
+    if (out.body.size() + size > max_body) return {ParsedReply::State::kInvalid, -1, "", "too large"};
+    if (data.size() < at + size + 2) return out;
+    out.body.append(data.substr(at, size));
+    at += size + 2;
+  }
+}
+
+/// Parses what has come so far. `closed`: the peer has closed, so a body without a length ends here.
+ParsedReply parse_reply(std::string_view data, bool closed, std::size_t max_body) {
+  ParsedReply out;
+  const std::size_t head_end = data.find("\r\n\r\n");
+  if (head_end == std::string_view::npos) {
+    if (data.size() > kMaxHeaderBytes) return {ParsedReply::State::kInvalid, -1, "", "headers too large"};
+    if (closed) return {ParsedReply::State::kInvalid, -1, "", "closed before the headers ended"};
+    return out;
+  }
+  if (head_end > kMaxHeaderBytes) return {ParsedReply::State::kInvalid, -1, "", "headers too large"};
+  const std::string_view head = data.substr(0, head_end);
+  const std::size_t first_end = head.find("\r\n");
+  const std::string_view status_line = head.substr(0, first_end);
+  // "HTTP/1.x NNN reason"
+  if (status_line.size() < 12 || status_line.substr(0, 7) != "HTTP/1." || status_line[8] != ' ' ||
+      !std::isdigit(static_cast<unsigned char>(status_line[9])) ||
+      !std::isdigit(static_cast<unsigned char>(status_line[10])) ||
+      !std::isdigit(static_cast<unsigned char>(status_line[11]))) {
+    return {ParsedReply::State::kInvalid, -1, "", "not an HTTP reply"};
+  }
+  const int status = (status_line[9] - '0') * 100 + (status_line[10] - '0') * 10 + (status_line[11] - '0');
+  std::optional<std::size_t> length;
+  bool chunked = false;
+  for (std::size_t at = first_end == std::string_view::npos ? head.size() : first_end + 2; at < head.size();) {
+    std::size_t end = head.find("\r\n", at);
+    if (end == std::string_view::npos) end = head.size();
+    const std::string_view line = head.substr(at, end - at);
+    at = end + 2;
+    const std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    const std::string name = lower(trim(line.substr(0, colon)));
+    const std::string_view value = trim(line.substr(colon + 1));
+    if (name == "content-length") {
+      std::size_t n = 0;
+      if (value.empty() || value.size() > 12) return {ParsedReply::State::kInvalid, -1, "", "bad Content-Length"};
+      for (char c : value) {
+        if (!std::isdigit(static_cast<unsigned char>(c))) {
+          return {ParsedReply::State::kInvalid, -1, "", "bad Content-Length"};
+        }
+        n = n * 10 + static_cast<std::size_t>(c - '0');
+      }
+      length = n;
+    } else if (name == "transfer-encoding") {
+      chunked = lower(value).find("chunked") != std::string::npos;
+    }
+  }
+  const std::string_view body = data.substr(head_end + 4);
+  if (chunked) {
+    ParsedReply decoded = dechunk(body, max_body);
+    decoded.status = status;
+    if (decoded.state == ParsedReply::State::kIncomplete && closed) {
+      return {ParsedReply::State::kInvalid, -1, "", "closed inside a chunked body"};
+    }
+    return decoded;
+  }
+  if (length) {
+    if (*length > max_body) return {ParsedReply::State::kInvalid, -1, "", "too large"};
+    if (body.size() < *length) {
+      if (closed) return {ParsedReply::State::kInvalid, -1, "", "closed before the body ended"};
+      return out;
+    }
+    return {ParsedReply::State::kComplete, status, std::string(body.substr(0, *length)), ""};
+  }
+  if (body.size() > max_body) return {ParsedReply::State::kInvalid, -1, "", "too large"};
+  if (!closed) return out;
+  return {ParsedReply::State::kComplete, status, std::string(body), ""};
+}
+
+/// One call: connect, write, read, under one deadline for the whole exchange (a timer that
+/// closes the socket, whatever the operation in flight), the reply's bytes counted here as they
+/// arrive and capped at the header limit plus `max_reply_bytes`. The session is kept alive by
+/// the handlers that hold it; `done` runs exactly once.
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(asio::io_context& io, HttpCall call, const HttpCallLimits& limits, std::function<void(HttpCallResult)> done)
-      : stream_(io), buffer_(limits.max_reply_bytes + kMaxHeaderBytes), call_(std::move(call)), limits_(limits),
-        done_(std::move(done)) {}
+      : socket_(io), timer_(io), call_(std::move(call)), limits_(limits), done_(std::move(done)) {}
 
   void start() {
-    deadline_ = std::chrono::steady_clock::now() + limits_.total_timeout;
+    started_ = std::chrono::steady_clock::now();
     const auto colon = call_.address.rfind(':');
     boost::system::error_code ec;
     const auto ip = asio::ip::make_address_v4(call_.address.substr(0, colon == std::string::npos ? 0 : colon), ec);
@@ -38,53 +166,93 @@ class Session : public std::enable_shared_from_this<Session> {
       port = 0;
     }
     if (ec || port == 0 || port > 65535) {
-      asio::post(stream_.get_executor(), [self = shared_from_this()] {
+      asio::post(socket_.get_executor(), [self = shared_from_this()] {
         self->fail("not an ip:port address: " + self->call_.address);
       });
       return;
     }
-    request_.method_string(call_.method);
-    request_.target(call_.target);
-    request_.version(11);
-    request_.set(http::field::host, call_.address);
-    request_.set(http::field::connection, "close");
-    request_.set(http::field::user_agent, "mlswarm-controller");
-    for (const auto& [name, value] : call_.headers) request_.set(name, value);
-    if (!call_.body.empty()) request_.set(http::field::content_type, "application/json");
-    request_.body() = std::move(call_.body);
-    request_.prepare_payload();
-    parser_.header_limit(kMaxHeaderBytes);
-    parser_.body_limit(limits_.max_reply_bytes);
-    stream_.expires_after(std::min(limits_.connect_timeout, limits_.total_timeout));
-    stream_.async_connect(tcp::endpoint(ip, static_cast<unsigned short>(port)),
-                          [self = shared_from_this()](beast::error_code e) { self->on_connect(e); });
+    http::request<http::string_body> request;
+    request.method_string(call_.method);
+    request.target(call_.target);
+    request.version(11);
+    request.set(http::field::host, call_.address);
+    request.set(http::field::connection, "close");
+    request.set(http::field::user_agent, "mlswarm-controller");
+    for (const auto& [name, value] : call_.headers) request.set(name, value);
+    if (!call_.body.empty()) request.set(http::field::content_type, "application/json");
+    request.body() = std::move(call_.body);
+    request.prepare_payload();
+    std::ostringstream text;
+    text << request;
+    request_text_ = text.str();
+
+    step_ = "connect";
+    step_limit_ = std::min(limits_.connect_timeout, limits_.total_timeout);
+    arm(started_ + step_limit_);
+    socket_.async_connect(tcp::endpoint(ip, static_cast<unsigned short>(port)),
+                          [self = shared_from_this()](boost::system::error_code e) { self->on_connect(e); });
   }
 
  private:
-  void on_connect(beast::error_code ec) {
-    if (ec) return fail(describe(ec, "connect", limits_.connect_timeout));
-    stream_.expires_at(deadline_);
-    http::async_write(stream_, request_, [self = shared_from_this()](beast::error_code e, std::size_t) {
-      if (e) return self->fail(self->describe(e, "send", self->limits_.total_timeout));
-      http::async_read(self->stream_, self->buffer_, self->parser_,
-                       [self](beast::error_code e2, std::size_t) { self->on_read(e2); });
+  void arm(std::chrono::steady_clock::time_point at) {
+    timer_.expires_at(at);
+    timer_.async_wait([self = shared_from_this()](boost::system::error_code e) {
+      if (e || self->finished_) return;  // cancelled: the step ended in time
+      self->timed_out_ = true;
+      boost::system::error_code ignored;
+      self->socket_.close(ignored);  // every operation in flight ends with operation_aborted
     });
   }
 
-  void on_read(beast::error_code ec) {
-    if (ec) return fail(describe(ec, "reply", limits_.total_timeout));
-    HttpCallResult result;
-    result.status = static_cast<int>(parser_.get().result_int());
-    result.body = std::move(parser_.get().body());
-    finish(std::move(result));
+  void on_connect(boost::system::error_code ec) {
+    if (ec) return fail(describe(ec));
+    step_ = "send";
+    step_limit_ = limits_.total_timeout;
+    arm(deadline());
+    asio::async_write(socket_, asio::buffer(request_text_),
+                      [self = shared_from_this()](boost::system::error_code e, std::size_t) {
+                        if (e) return self->fail(self->describe(e));
+                        self->step_ = "reply";
+                        self->read();
+                      });
   }
 
-  std::string describe(beast::error_code ec, const char* step, std::chrono::milliseconds limit) const {
-    if (ec == beast::error::timeout) return fmt::format("{}: no answer within {} ms", step, limit.count());
-    if (ec == http::error::body_limit || ec == http::error::header_limit || ec == http::error::buffer_overflow) {
-      return fmt::format("{}: larger than {} bytes", step, limits_.max_reply_bytes);
+  void read() {
+    socket_.async_read_some(asio::buffer(chunk_), [self = shared_from_this()](boost::system::error_code e,
+                                                                               std::size_t n) { self->on_read(e, n); });
+  }
+
+  void on_read(boost::system::error_code ec, std::size_t n) {
+    const bool closed = ec == asio::error::eof;
+    if (ec && !closed) return fail(describe(ec));
+    if (received_.size() + n > kMaxHeaderBytes + limits_.max_reply_bytes) {
+      return fail(fmt::format("reply: larger than {} bytes", limits_.max_reply_bytes));
     }
-    return fmt::format("{}: {}", step, ec.message());
+    received_.append(chunk_.data(), n);
+    ParsedReply reply = parse_reply(received_, closed, limits_.max_reply_bytes);
+    switch (reply.state) {
+      case ParsedReply::State::kIncomplete:
+        if (closed) return fail("reply: closed before it ended");
+        return read();
+      case ParsedReply::State::kInvalid:
+        if (reply.error == "too large" || reply.error == "headers too large") {
+          return fail(fmt::format("reply: larger than {} bytes", limits_.max_reply_bytes));
+        }
+        return fail("reply: " + reply.error);
+      case ParsedReply::State::kComplete: {
+        HttpCallResult result;
+        result.status = reply.status;
+        result.body = std::move(reply.body);
+        return finish(std::move(result));
+      }
+    }
+  }
+
+  std::chrono::steady_clock::time_point deadline() const { return started_ + limits_.total_timeout; }
+
+  std::string describe(boost::system::error_code ec) const {
+    if (timed_out_) return fmt::format("{}: no answer within {} ms", step_, step_limit_.count());
+    return fmt::format("{}: {}", step_, ec.message());
   }
 
   void fail(std::string why) {
@@ -94,20 +262,28 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void finish(HttpCallResult result) {
-    beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.close();
+    if (finished_) return;
+    finished_ = true;
+    timer_.cancel();
+    boost::system::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
     done_(std::move(result));
   }
 
-  beast::tcp_stream stream_;
-  beast::flat_buffer buffer_;
+  tcp::socket socket_;
+  asio::steady_timer timer_;
   HttpCall call_;
   HttpCallLimits limits_;
   std::function<void(HttpCallResult)> done_;
-  std::chrono::steady_clock::time_point deadline_;
-  http::request<http::string_body> request_;
-  http::response_parser<http::string_body> parser_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  std::string request_text_;
+  std::array<char, 4096> chunk_{};
+  std::string received_;
+  const char* step_ = "connect";
+  std::chrono::milliseconds step_limit_{0};
+  bool timed_out_ = false;
+  bool finished_ = false;
 };
 
 }  // namespace

@@ -2,7 +2,11 @@
 // past a takeover. HOME_DIR is a 1 MiB tmpfs that the test fills and frees, so these tests need
 // root (CI runs as root); elsewhere they skip.
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <unistd.h>
@@ -36,7 +40,8 @@ class SmallDisk {
   bool mounted() const { return mounted_; }
   const std::filesystem::path& path() const { return dir_; }
 
-  /// Writes a file until the disk is full; it stays until free().
+  /// Writes a file until the disk is full, and keeps writing (as a trainer's checkpoint does on
+  /// the shared mount): every page that comes free is taken at once. Until free().
   void fill() {
     const int fd = ::open((dir_ / "filler").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     ASSERT_GE(fd, 0);
@@ -44,13 +49,19 @@ class SmallDisk {
     while (::write(fd, block.data(), block.size()) > 0) {
     }
     const int error = errno;
-    // The last partial page too: a write of one byte at a time until none fits.
-    while (::write(fd, "x", 1) == 1) {
+    while (::write(fd, "x", 1) == 1) {  // the last partial page too
     }
-    ::close(fd);
     EXPECT_EQ(error, ENOSPC);
+    stop_ = false;
+    writer_ = std::thread([this, fd] {
+      const std::string page(4096, 'y');
+      while (!stop_) (void)!::write(fd, page.data(), page.size());
+      ::close(fd);
+    });
   }
   void free() {
+    stop_ = true;
+    if (writer_.joinable()) writer_.join();
     std::error_code ec;
     std::filesystem::remove(dir_ / "filler", ec);
   }
@@ -58,7 +69,128 @@ class SmallDisk {
  private:
   std::filesystem::path dir_;
   bool mounted_ = false;
+  std::atomic<bool> stop_{false};
+  std::thread writer_;
 };
+
+
+/// A host on the trainers' subnet that answers every connection on host:port with a hostile
+/// reply, written with raw sockets (no HTTP library between it and the controller), and
+/// records how long the controller kept each connection open.
+class HostilePeer {
+ public:
+  enum class Mode {
+    kLyingLength,     ///< Content-Length: 1000000000000 and the first body bytes in the same send
+    kEndlessBody,     ///< a body that never ends, as fast as the socket takes it
+    kByteASecond,     ///< a valid reply, one byte a second
+    kEndlessHeaders,  ///< header lines that never end
+  };
+  HostilePeer(const std::string& host, int port, Mode mode) : mode_(mode) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    ::inet_pton(AF_INET, host.c_str(), &a.sin_addr);
+    bound_ = ::bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && ::listen(listener_, 64) == 0;
+    accepter_ = std::thread([this] { accept_loop(); });
+  }
+  ~HostilePeer() {
+    stop_ = true;
+    ::shutdown(listener_, SHUT_RDWR);
+    ::close(listener_);
+    accepter_.join();
+    for (auto& t : connections_) t.join();
+  }
+  HostilePeer(const HostilePeer&) = delete;
+  HostilePeer& operator=(const HostilePeer&) = delete;
+  bool bound() const { return bound_; }
+  int connections() const { return connections_count_.load(); }
+  /// The longest time the controller held one of its connections open, in seconds.
+  double longest_s() const { return longest_ms_.load() / 1000.0; }
+
+ private:
+  void accept_loop() {
+    while (!stop_) {
+      const int fd = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (stop_) return;
+        continue;
+      }
+      ++connections_count_;
+      connections_.emplace_back([this, fd] { serve(fd); });
+    }
+  }
+  /// Whether the controller has closed the connection (waits up to `ms` for it).
+  static bool closed(int fd, int ms) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, ms) <= 0) return false;
+    char b[512];
+    return ::recv(fd, b, sizeof b, MSG_DONTWAIT) == 0 || (p.revents & (POLLHUP | POLLERR)) != 0;
+  }
+  bool send_all(int fd, const std::string& text) {
+    return ::send(fd, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size());
+  }
+  void serve(int fd) {
+    const auto start = std::chrono::steady_clock::now();
+    char request[4096];
+    (void)!::recv(fd, request, sizeof request, 0);  // the probe's GET /type, whole or not
+    const std::string ok = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n";
+    const auto deadline = start + 30s;
+    switch (mode_) {
+      case Mode::kLyingLength: {
+        std::string reply = ok + "Content-Length: 1000000000000\r\n\r\n{\"type\":\"train\",\"pad\":\"";
+        reply += std::string(2000, 'x');
+        send_all(fd, reply);  // one send: headers and body together
+        while (!stop_ && std::chrono::steady_clock::now() < deadline && !closed(fd, 100)) {
+        }
+        break;
+      }
+      case Mode::kEndlessBody: {
+        send_all(fd, ok + "\r\n{\"type\":\"train\",\"pad\":\"");
+        const std::string block(64 << 10, 'x');
+        while (!stop_ && std::chrono::steady_clock::now() < deadline && send_all(fd, block)) {
+        }
+        break;
+      }
+      case Mode::kByteASecond: {
+        const std::string reply = ok + "Content-Length: 16\r\n\r\n{\"type\":\"train\"}";
+        for (char c : reply) {
+          if (stop_ || !send_all(fd, std::string(1, c)) || closed(fd, 1000)) break;
+        }
+        break;
+      }
+      case Mode::kEndlessHeaders: {
+        send_all(fd, "HTTP/1.1 200 OK\r\n");
+        while (!stop_ && std::chrono::steady_clock::now() < deadline && send_all(fd, "X-Padding: yes\r\n")) {
+        }
+        break;
+      }
+    }
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+    if (!stop_) longest_ms_ = std::max<long>(longest_ms_.load(), static_cast<long>(ms.count()));
+    ::close(fd);
+  }
+
+  Mode mode_;
+  int listener_ = -1;
+  bool bound_ = false;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> connections_count_{0};
+  std::atomic<long> longest_ms_{0};
+  std::thread accepter_;
+  std::vector<std::thread> connections_;  ///< touched by the accept thread only, joined at the end
+};
+
+long rss_mb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6)) / 1024;
+  }
+  return -1;
+}
 
 class FaultsTest : public ClusterTest {
  protected:
@@ -189,13 +321,6 @@ TEST_F(FaultsTest, AFailedWriteOfTheAttemptFenceKeepsTheOldAttempt) {
   AttemptFence(job_dir, 3).claim();
   ASSERT_EQ(AttemptFence::current(job_dir), 3);
   disk_->fill();
-  std::atomic<bool> stop{false};
-  std::thread writer([&] {  // takes every page that comes free
-    const int fd = ::open((disk_->path() / "filler").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-    const std::string block(4096, 'y');
-    while (!stop) (void)!::write(fd, block.data(), block.size());
-    ::close(fd);
-  });
   int claimed = 3;
   int refused = 0;
   for (int attempt = 4; attempt < 2000; ++attempt) {
@@ -211,13 +336,66 @@ TEST_F(FaultsTest, AFailedWriteOfTheAttemptFenceKeepsTheOldAttempt) {
       break;
     }
   }
-  stop = true;
-  writer.join();
   EXPECT_GT(refused, 0) << "no claim met the full disk";
   EXPECT_THROW(AttemptFence(job_dir, claimed - 1).guarded([] {}), Error) << "an older attempt is still stale";
   disk_->free();
   AttemptFence(job_dir, claimed + 1).claim();
   EXPECT_EQ(AttemptFence::current(job_dir), claimed + 1);
+}
+
+
+// Issue 28, case 4: one host answering GET /type with a lying Content-Length made every
+// discovery pass end in std::bad_alloc (a new trainer was never listed, a dead one's job stayed
+// running); an endless body was read for seconds, hundreds of MB. Whatever these hosts send, a
+// probe ends within its deadline and 8 KiB, and discovery goes on. No tmpfs needed.
+TEST_F(ClusterTest, HostileHostsOnTheSubnetNeitherBlindNorBloatDiscovery) {
+  using Mode = HostilePeer::Mode;
+  std::vector<std::unique_ptr<HostilePeer>> peers;
+  int host = 4;
+  for (Mode mode : {Mode::kLyingLength, Mode::kEndlessBody, Mode::kByteASecond, Mode::kEndlessHeaders}) {
+    peers.push_back(std::make_unique<HostilePeer>("127.0.0." + std::to_string(host++), train_port_, mode));
+    ASSERT_TRUE(peers.back()->bound());
+  }
+  start_trainer(2);
+  start_controller();
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 1; }, 10s)) << get("/status").dump();
+  const long rss_before = rss_mb(controller_->pid());
+  const auto started = std::chrono::steady_clock::now();
+  start_trainer(3);
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s)) << "a new trainer must be listed: "
+                                                                      << get("/status").dump();
+  const double listed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  // A few more passes against the hostile hosts, then their connections are measured.
+  for (auto& p : peers) {
+    const int seen = p->connections();
+    ASSERT_TRUE(eventually([&] { return p->connections() >= seen + 3; }, 20s));
+  }
+  const long rss_after = rss_mb(controller_->pid());
+  json status = get("/status");
+  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  for (const auto& t : status["trainers"]) {
+    EXPECT_LT(now - t.value("last_seen", 0.0), 3.0) << "stale trainer: " << t.dump();
+  }
+  std::cout << "hostile hosts: new trainer listed in " << listed_s << " s; controller RSS " << rss_before << " -> "
+            << rss_after << " MB; longest probe connection (s): lying length " << peers[0]->longest_s()
+            << ", endless body " << peers[1]->longest_s() << ", a byte a second " << peers[2]->longest_s()
+            << ", endless headers " << peers[3]->longest_s() << "\n";
+  EXPECT_LT(listed_s, 5.0);
+  EXPECT_LT(rss_after - rss_before, 64) << "MB the controller grew by";
+  for (auto& p : peers) EXPECT_LT(p->longest_s(), 2.0) << "a probe outlived its 0.8 s deadline";
+  // A trainer that dies is still noticed: its job is re-queued and runs on the other.
+  const std::string id = submit("hostile", 3000, 3);
+  ASSERT_TRUE(eventually([&] { return job_in(id, "running") && !job(id).value("trainer", "").empty(); }, 20s))
+      << job(id).dump();
+  const std::string on = job(id).value("trainer", "");
+  const int victim = on.rfind("127.0.0.3", 0) == 0 ? 3 : 2;
+  const auto killed = std::chrono::steady_clock::now();
+  trainers_[victim]->signal(SIGKILL);
+  ASSERT_TRUE(eventually([&] { return job(id).value("attempts", 0) >= 2 || job_in(id, "succeeded"); }, 30s))
+      << job(id).dump();
+  const double requeued_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  std::cout << "hostile hosts: a killed trainer's job was dispatched again after " << requeued_s << " s\n";
+  EXPECT_LT(requeued_s, 10.0);
 }
 
 }  // namespace
