@@ -1,5 +1,7 @@
 #include "cluster.h"
 
+#include <fstream>
+
 #include <future>
 
 #include <fmt/format.h>
@@ -387,7 +389,47 @@ void Cluster::run(const action::Progress& a) {
       [&](JobRecord& j) { j.progress.update(a.report.progress); }, false);
 }
 
+namespace {
+
+/// Whether HOME_DIR holds a model (a meta.json beside its weights) that this attempt of the job
+/// wrote: a version, or the latest. Read as untrusted input; never throws.
+bool published_by(const std::filesystem::path& home_dir, const std::string& model_id, const std::string& job_id,
+                  int attempt) {
+  const auto dir = model_dir(home_dir, model_id);
+  const auto written_by_attempt = [&](const std::filesystem::path& meta) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(meta, ec) || !std::filesystem::is_regular_file(meta.parent_path() / "model.pt", ec)) {
+      return false;
+    }
+    std::ifstream in(meta);
+    const auto j = nlohmann::json::parse(in, nullptr, false);
+    return j.is_object() && j.value("job_id", "") == job_id && j.value("attempt", -1) == attempt;
+  };
+  if (written_by_attempt(dir / "meta.json")) return true;
+  std::error_code ec;
+  for (const auto& version : std::filesystem::directory_iterator(dir / "versions", ec)) {
+    if (written_by_attempt(version.path() / "meta.json")) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 void Cluster::run(const action::Finish& a) {
+  // A trainer's word is not enough for "succeeded": the attempt's model must be on HOME_DIR
+  // (a host that only claims to be a trainer reports success and writes nothing).
+  if (a.state == JobState::kSucceeded && !options_.home_dir.empty()) {
+    const auto job = registry_.find(a.job_id);
+    if (job && !is_terminal(job->state) && job->spec.attempt == a.attempt &&
+        !published_by(options_.home_dir, job->spec.model_id, a.job_id, a.attempt)) {
+      spdlog::error("job {} model {}: {} reported attempt {} succeeded, but HOME_DIR holds no model of that attempt; "
+                    "it runs again",
+                    a.job_id, job->spec.model_id, job->trainer, a.attempt);
+      run(action::Requeue{a.job_id, a.attempt, "reported succeeded without writing its model", true,
+                          std::chrono::milliseconds(1000)});
+      return;
+    }
+  }
   auto finished = registry_.update_if(
       a.job_id, [&](const JobRecord& j) { return !is_terminal(j.state) && j.spec.attempt == a.attempt; },
       [&](JobRecord& j) {

@@ -114,13 +114,13 @@ HttpReply TrainerApi::type(const HttpRequest& request) const {
   json reply = {{"type", "train"}};
   const std::string challenge = request.header("x-mlswarm-challenge");
   if (!challenge.empty() && verifier_.enabled()) {
-    std::string proof = verifier_.prove(challenge, request.header("host"));
+    std::string proof = verifier_.prove(challenge, request.header("host"), request.local_addr);
     if (!proof.empty()) {
       reply["proof"] = std::move(proof);
     } else if (log_allowed("challenge " + request.header("host"), std::chrono::seconds(60))) {
       spdlog::warn("discovery challenge from {} for host {} not answered: not a well-formed challenge, or not an "
-                   "address of this trainer",
-                   request.remote_addr, request.header("host"));
+                   "address and port of this trainer ({})",
+                   request.remote_addr, request.header("host"), request.local_addr);
     }
   }
   return HttpReply::json(200, reply);

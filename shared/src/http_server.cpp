@@ -55,6 +55,7 @@ HttpRequest request_head(const httplib::Request& req) {
   request.path = req.path;
   request.target = req.target;
   request.remote_addr = req.remote_addr;
+  if (!req.local_addr.empty() && req.local_port > 0) request.local_addr = req.local_addr + ":" + std::to_string(req.local_port);
   for (const auto& [k, v] : req.params) request.query.emplace(k, v);
   for (const auto& [k, v] : req.headers) request.headers.emplace(lower(k), v);
   request.request_id = request_id_for(request.header("x-request-id"));

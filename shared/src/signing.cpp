@@ -106,6 +106,13 @@ bool is_own_address(std::string_view host) {
   return own;
 }
 
+bool is_dialed_address(std::string_view host, std::string_view local) {
+  // The connection's own local end is what the caller dialed; a relay on another address of
+  // the same machine opens a connection of its own, whose local end is this trainer's address.
+  if (!local.empty()) return host == local;
+  return is_own_address(host);
+}
+
 RequestVerifier::RequestVerifier(std::string key, std::chrono::seconds window, std::size_t max_nonces)
     : key_(std::move(key)), window_(window), max_nonces_(max_nonces) {}
 
@@ -133,8 +140,9 @@ void RequestVerifier::verify_head(const HttpRequest& request, long long now) {
   if (!is_lower_hex(nonce, 32) || !is_lower_hex(content, 64) || !tokens_equal(signature, expected)) {
     throw Error(ErrorCode::kForbidden, "the request's signature does not verify under the cluster key");
   }
-  if (!is_own_address(host)) {
-    throw Error(ErrorCode::kForbidden, fmt::format("the request was signed for host {}, not this trainer", host));
+  if (!is_dialed_address(host, request.local_addr)) {
+    throw Error(ErrorCode::kForbidden,
+                fmt::format("the request was signed for host {}, not this trainer ({})", host, request.local_addr));
   }
   std::lock_guard lock(mutex_);
   while (!nonce_order_.empty() && nonce_order_.front().first < now - 2 * window_.count()) {
@@ -156,8 +164,8 @@ void RequestVerifier::verify_body(const HttpRequest& request) const {
   }
 }
 
-std::string RequestVerifier::prove(std::string_view challenge, std::string_view host) const {
-  if (key_.empty() || !is_lower_hex(challenge, 32) || !is_own_address(host)) return {};
+std::string RequestVerifier::prove(std::string_view challenge, std::string_view host, std::string_view local) const {
+  if (key_.empty() || !is_lower_hex(challenge, 32) || !is_dialed_address(host, local)) return {};
   return challenge_proof(key_, challenge, host);
 }
 

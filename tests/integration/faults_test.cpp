@@ -19,6 +19,7 @@
 #include "cluster_fixture.h"
 #include "mlswarm/attempt_fence.h"
 #include "mlswarm/error.h"
+#include "mlswarm/signing.h"
 
 namespace mlswarm {
 namespace {
@@ -179,6 +180,77 @@ class HostilePeer {
   std::atomic<bool> stop_{false};
   std::atomic<int> connections_count_{0};
   std::atomic<long> longest_ms_{0};
+  std::thread accepter_;
+  std::vector<std::thread> connections_;  ///< touched by the accept thread only, joined at the end
+};
+
+
+/// A TCP relay from listen_host:port to target_host:port (a fake trainer that forwards
+/// whatever it is sent, the controller's challenge included, to a real one), bytes untouched.
+class RelayPeer {
+ public:
+  RelayPeer(const std::string& host, const std::string& target, int port) : target_(target), port_(port) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    const sockaddr_in a = address(host);
+    bound_ = ::bind(listener_, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0 && ::listen(listener_, 64) == 0;
+    accepter_ = std::thread([this] { accept_loop(); });
+  }
+  ~RelayPeer() {
+    stop_ = true;
+    ::shutdown(listener_, SHUT_RDWR);
+    ::close(listener_);
+    accepter_.join();
+    for (auto& t : connections_) t.join();
+  }
+  RelayPeer(const RelayPeer&) = delete;
+  RelayPeer& operator=(const RelayPeer&) = delete;
+  bool bound() const { return bound_; }
+  int relayed() const { return relayed_.load(); }
+
+ private:
+  sockaddr_in address(const std::string& host) const {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port_));
+    ::inet_pton(AF_INET, host.c_str(), &a.sin_addr);
+    return a;
+  }
+  void accept_loop() {
+    while (!stop_) {
+      const int client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (client < 0) continue;
+      connections_.emplace_back([this, client] { relay(client); });
+    }
+  }
+  void relay(int client) {
+    const int upstream = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const sockaddr_in a = address(target_);
+    if (::connect(upstream, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0) {
+      ++relayed_;
+      pollfd fds[2] = {{client, POLLIN, 0}, {upstream, POLLIN, 0}};
+      char buffer[16384];
+      while (!stop_ && ::poll(fds, 2, 200) >= 0) {
+        bool done = false;
+        for (int i = 0; i < 2 && !done; ++i) {
+          if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+          const ssize_t n = ::recv(fds[i].fd, buffer, sizeof buffer, 0);
+          done = n <= 0 || ::send(fds[1 - i].fd, buffer, static_cast<std::size_t>(n), MSG_NOSIGNAL) != n;
+        }
+        if (done) break;
+      }
+    }
+    ::close(upstream);
+    ::close(client);
+  }
+
+  std::string target_;
+  int port_;
+  int listener_ = -1;
+  bool bound_ = false;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> relayed_{0};
   std::thread accepter_;
   std::vector<std::thread> connections_;  ///< touched by the accept thread only, joined at the end
 };
@@ -396,6 +468,53 @@ TEST_F(ClusterTest, HostileHostsOnTheSubnetNeitherBlindNorBloatDiscovery) {
   const double requeued_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
   std::cout << "hostile hosts: a killed trainer's job was dispatched again after " << requeued_s << " s\n";
   EXPECT_LT(requeued_s, 10.0);
+}
+
+
+// Issue 28, cases 5 and 6: a fake trainer on another address of the same machine relayed the
+// controller's challenge to a real trainer, which proved it (it proved for any address the
+// machine owns): the fake was listed ready and got dispatches. And a signed dispatch made for
+// one trainer was taken by another on the same host. A proof and a signature now bind the exact
+// address and port the caller dialed.
+TEST_F(ClusterTest, ARelayedProofOrADispatchForAnotherTrainerIsRefused) {
+  const std::string key = "cluster-key-relay-5e1b";
+  const auto key_file = write_secret(home_, "cluster_key", key);
+  start_trainer(2, {"--cluster-token-file", key_file.string()});
+  start_trainer(3, {"--cluster-token-file", key_file.string()});
+  RelayPeer relay("127.0.0.9", "127.0.0.2", train_port_);
+  ASSERT_TRUE(relay.bound());
+  start_controller({"--cluster-token-file", key_file.string()});
+  const std::string fake = "127.0.0.9:" + std::to_string(train_port_);
+  ASSERT_TRUE(eventually([&] { return trainer_count() >= 2 && relay.relayed() >= 3; }, 15s)) << get("/status").dump();
+  for (const auto& t : get("/status")["trainers"]) {
+    if (t["address"] == fake) {
+      EXPECT_EQ(t["trusted"], false) << "the relay proved the key through a real trainer: " << t.dump();
+      EXPECT_EQ(t["state"], "untrusted") << t.dump();
+    }
+  }
+  // Every job goes to a real trainer, never through the relay.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(submit("relay-" + std::to_string(i), 500));
+  for (const auto& id : ids) {
+    ASSERT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 120s)) << job(id).dump();
+    EXPECT_NE(job(id)["trainer"], fake);
+  }
+
+  // A dispatch signed for 127.0.0.2, sent to 127.0.0.3 (a capture replayed to another trainer
+  // of the same host): refused, nothing starts.
+  const std::string target = "127.0.0.2:" + std::to_string(train_port_);
+  const std::string body = json{{"job_id", "replayed"}, {"model_id", "replayed"}, {"example_idxs", {0, 500}},
+                                {"test_idxs", {0, kTestImages}}, {"attempt", 1}}
+                               .dump();
+  httplib::Headers headers;
+  for (const auto& [name, value] : sign_request(key, "POST", "/train", target, body, static_cast<long long>(std::time(nullptr)))) headers.emplace(name, value);
+  headers.emplace("Host", target);
+  httplib::Client other("127.0.0.3", train_port_);
+  auto res = other.Post("/train", headers, body, "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 403) << res->body;
+  httplib::Client trainer3("127.0.0.3", train_port_);
+  EXPECT_EQ(testing::get_json(trainer3, "/status").dump().find("replayed"), std::string::npos);
 }
 
 }  // namespace

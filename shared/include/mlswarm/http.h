@@ -31,6 +31,7 @@ struct HttpRequest {
   std::string body;
   std::vector<UploadedFile> files;  ///< multipart/form-data parts
   std::string remote_addr;
+  std::string local_addr;  ///< "ip:port" the connection arrived on (what the client dialed)
   std::string request_id;  ///< set by HttpServer; also the X-Request-Id reply header
 
   std::string header(const std::string& lower_name) const;

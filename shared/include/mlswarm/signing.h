@@ -51,6 +51,11 @@ std::string challenge_proof(std::string_view key, std::string_view challenge, st
 /// bind to). A trainer only proves itself for its own addresses.
 bool is_own_address(std::string_view host);
 
+/// Whether `host` (a Host header, "ip:port") names the connection's local end `local` exactly,
+/// the address and port the caller dialed; when `local` is unknown (a request built in a test),
+/// whether it is an address of this machine.
+bool is_dialed_address(std::string_view host, std::string_view local);
+
 /// Checks signed requests on the trainer. Thread-safe: `mutex_` guards the nonces seen.
 class RequestVerifier {
  public:
@@ -63,15 +68,17 @@ class RequestVerifier {
 
   /// Checks the signature headers of a request whose body has not been read yet. Throws
   /// Error(kUnauthorized) when they are missing, Error(kForbidden) when the signature is
-  /// wrong, the date is outside the window, the nonce was seen, or the Host is not ours.
+  /// wrong, the date is outside the window, the nonce was seen, or the Host is not the
+  /// address and port this request arrived on (is_dialed_address).
   void verify_head(const HttpRequest& request, long long now_unix_seconds);
 
   /// After the body is read: throws Error(kForbidden) unless its SHA-256 is the signed one.
   void verify_body(const HttpRequest& request) const;
 
   /// The proof for a challenge to `host`; empty when this trainer has no key or `host` is
-  /// not one of its addresses.
-  std::string prove(std::string_view challenge, std::string_view host) const;
+  /// not the address and port the challenge arrived on (`local`, is_dialed_address): a
+  /// trainer proves only for itself, never for a relay on another address of its machine.
+  std::string prove(std::string_view challenge, std::string_view host, std::string_view local) const;
 
  private:
   std::string key_;
