@@ -1,5 +1,7 @@
 #include "controller_api.h"
 
+#include <thread>
+
 #include <algorithm>
 #include <cmath>
 
@@ -74,7 +76,10 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
       models_(models),
       datasets_(datasets),
       options_(std::move(options)),
-      replicas_(std::move(replicas)) {
+      replicas_(std::move(replicas)),
+      decodes_(std::make_unique<std::counting_semaphore<>>(
+          options_.max_decodes > 0 ? options_.max_decodes
+                                   : std::max<std::ptrdiff_t>(1, std::thread::hardware_concurrency()))) {
   add_cluster_routes();
   add_serving_routes();
   add_dashboard_routes();
@@ -434,7 +439,17 @@ HttpReply ControllerApi::classify(const HttpRequest& req) {
   require_valid_id(model_id, "model_id");
   auto model = models_.model(model_id);
   const ModelMeta& meta = ModelServer::meta_of(*model);
-  std::vector<float> pixels = decode_image(image->content, meta.channels, meta.height, meta.width);
+  std::vector<float> pixels;
+  {
+    // Decoding is the costly part of an upload (memory up to the pixel area, times the
+    // channels): a bounded number at once, the others wait.
+    decodes_->acquire();
+    struct Release {
+      std::counting_semaphore<>& s;
+      ~Release() { s.release(); }
+    } release{*decodes_};
+    pixels = decode_image(image->content, meta.channels, meta.height, meta.width, options_.max_image_pixels);
+  }
   PredictResult result = models_.predict(model, std::move(pixels), 1);
   return HttpReply::json(200, {{"model_id", result.model_id},
                                {"version", result.version},

@@ -1,5 +1,8 @@
 #pragma once
 
+#include <memory>
+#include <semaphore>
+
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -28,6 +31,10 @@ struct ControllerApiOptions {
   /// What GET /v2/models/{m}/config reports of the batcher (PREDICT_MAX_BATCH, PREDICT_MAX_DELAY_US).
   int max_batch = 8;
   int max_delay_us = 0;
+  /// /classify: the largest declared pixel area decoded (MAX_IMAGE_PIXELS), and how many
+  /// images decode at once (MAX_DECODES; 0 = one per core); others wait their turn.
+  std::int64_t max_image_pixels = 2048 * 2048;
+  int max_decodes = 0;
 };
 
 /// How the API fits among controller replicas (see Replicas in main.cpp); each part may be
@@ -93,6 +100,7 @@ class ControllerApi final : public RoutedApi {
   ControllerApiOptions options_;
   ReplicaHooks replicas_;
   int collector_ = 0;  ///< this API's /metrics collector in Metrics::global()
+  std::unique_ptr<std::counting_semaphore<>> decodes_;  ///< /classify's decodes at once
 };
 
 }  // namespace mlswarm

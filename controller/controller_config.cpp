@@ -74,6 +74,12 @@ void add_serving(CLI::App& app, ControllerConfig& c) {
   setting(app, "--predict-max-examples", "PREDICT_MAX_EXAMPLES", c.predict_max_examples,
           "examples allowed in one /predict")
       ->check(in_range(1, 1000000));
+  setting(app, "--max-image-pixels", "MAX_IMAGE_PIXELS", c.max_image_pixels,
+          "the largest width x height /classify decodes; larger uploads are refused before decoding")
+      ->check(in_range(1, std::int64_t{4096} * 4096));
+  setting(app, "--max-decodes", "MAX_DECODES", c.max_decodes,
+          "/classify images decoded at once; 0 = one per core")
+      ->check(in_range(0, 1024));
   setting(app, "--http-threads", "HTTP_THREADS", c.http_threads, "HTTP worker threads")->check(in_range(1, 1024));
   setting(app, "--max-body", "MAX_BODY", c.max_body,
           "largest /predict or /classify body, in bytes (other routes take at most 64 KiB)")

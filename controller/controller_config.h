@@ -30,6 +30,8 @@ struct ControllerConfig {
   int predict_workers = 0;             ///< PREDICT_WORKERS (0: one per core)
   std::string serve_device = "auto";   ///< SERVE_DEVICE: auto, cpu, cuda
   int predict_max_examples = 1024;     ///< PREDICT_MAX_EXAMPLES
+  std::int64_t max_image_pixels = 2048 * 2048;  ///< MAX_IMAGE_PIXELS
+  int max_decodes = 0;                 ///< MAX_DECODES (0: one per core)
   /// HTTP_THREADS. httplib keeps a thread on a kept-alive connection, so this bounds the
   /// clients served at once: with 32, 64 keep-alive clients had half of them waiting the whole
   /// benchmark round (p50 18 ms = 32 / throughput).

@@ -24,10 +24,16 @@ bool starts_with(const std::string& bytes, std::initializer_list<unsigned char> 
   return true;
 }
 
-void check_size(int w, int h) {
+void check_size(int w, int h, std::int64_t max_pixels) {
   if (w <= 0 || h <= 0 || w > kMaxImageSide || h > kMaxImageSide) {
     throw Error(ErrorCode::kInvalidArgument,
                 fmt::format("image of {} x {} pixels is outside 1..{} per side", w, h, kMaxImageSide), "image");
+  }
+  if (std::int64_t{w} * h > max_pixels) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("image of {} x {} pixels is over the {} pixels this controller decodes (MAX_IMAGE_PIXELS)",
+                            w, h, max_pixels),
+                "image");
   }
 }
 
@@ -104,14 +110,15 @@ void check_png_inflates_within_its_size(const std::string& bytes) {
 }
 
 /// PNG and BMP through stb_image.
-std::vector<unsigned char> decode_png_or_bmp(const std::string& bytes, bool bmp, int want, int& w, int& h) {
+std::vector<unsigned char> decode_png_or_bmp(const std::string& bytes, bool bmp, int want, int& w, int& h,
+                                             std::int64_t max_pixels) {
   int n = 0;
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   if (!stbi_info_from_memory(data, static_cast<int>(bytes.size()), &w, &h, &n)) {
     throw Error(ErrorCode::kInvalidArgument, fmt::format("the image does not decode: {}", stbi_failure_reason()),
                 "image");
   }
-  check_size(w, h);
+  check_size(w, h, max_pixels);
   if (!bmp) check_png_inflates_within_its_size(bytes);
   // Found by fuzz_image: a 29-byte BMP header claiming 7680 x 7680 pixels decoded (stb fills
   // what is missing) and took seconds of CPU to resize. BMPs are not compressed (stb reads
@@ -133,7 +140,7 @@ std::vector<unsigned char> decode_png_or_bmp(const std::string& bytes, bool bmp,
 /// Huffman table for a crafted DHT segment and reads before one in progressive decoding;
 /// libjpeg-turbo is fuzzed continuously upstream. Scans are limited (TJFLAG_LIMITSCANS), so
 /// a progressive file with thousands of scans cannot hold a thread for long.
-std::vector<unsigned char> decode_jpeg(const std::string& bytes, int want, int& w, int& h) {
+std::vector<unsigned char> decode_jpeg(const std::string& bytes, int want, int& w, int& h, std::int64_t max_pixels) {
   std::unique_ptr<void, int (*)(tjhandle)> tj(tjInitDecompress(), tjDestroy);
   if (!tj) throw Error(ErrorCode::kInternal, "cannot start the JPEG decoder");
   const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
@@ -144,7 +151,7 @@ std::vector<unsigned char> decode_jpeg(const std::string& bytes, int want, int& 
     throw Error(ErrorCode::kInvalidArgument, fmt::format("the JPEG does not decode: {}", tjGetErrorStr2(tj.get())),
                 "image");
   }
-  check_size(w, h);
+  check_size(w, h, max_pixels);
   std::vector<unsigned char> pixels(static_cast<std::size_t>(w) * h * want);
   const int format = want == 1 ? TJPF_GRAY : TJPF_RGB;
   if (tjDecompress2(tj.get(), data, size, pixels.data(), w, 0, h, format, TJFLAG_LIMITSCANS) != 0 &&
@@ -157,7 +164,8 @@ std::vector<unsigned char> decode_jpeg(const std::string& bytes, int want, int& 
 
 }  // namespace
 
-std::vector<float> decode_image(const std::string& bytes, int channels, int height, int width) {
+std::vector<float> decode_image(const std::string& bytes, int channels, int height, int width,
+                                std::int64_t max_pixels) {
   const bool png = starts_with(bytes, {0x89, 'P', 'N', 'G'});
   const bool jpeg = starts_with(bytes, {0xFF, 0xD8, 0xFF});
   const bool bmp = starts_with(bytes, {'B', 'M'});
@@ -168,7 +176,8 @@ std::vector<float> decode_image(const std::string& bytes, int channels, int heig
   const int want = channels == 1 ? 1 : 3;
   int w = 0;
   int h = 0;
-  std::vector<unsigned char> pixels = jpeg ? decode_jpeg(bytes, want, w, h) : decode_png_or_bmp(bytes, bmp, want, w, h);
+  std::vector<unsigned char> pixels = jpeg ? decode_jpeg(bytes, want, w, h, max_pixels)
+                                            : decode_png_or_bmp(bytes, bmp, want, w, h, max_pixels);
   std::vector<unsigned char> resized(static_cast<std::size_t>(width) * height * want);
   if (!stbir_resize_uint8(pixels.data(), w, h, 0, resized.data(), width, height, 0, want)) {
     throw Error(ErrorCode::kInvalidArgument, "the image could not be resized", "image");

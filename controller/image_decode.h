@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -12,7 +13,14 @@ namespace mlswarm {
 /// larger than kMaxImageSide on a side.
 /// The largest image side /classify accepts (a 16-megapixel decode and resize at most).
 inline constexpr int kMaxImageSide = 4096;
+/// The default pixel area /classify decodes at most (MAX_IMAGE_PIXELS): 2048 x 2048. The area
+/// the file declares is checked before anything is decoded: a 130 KB 16-bit RGBA PNG declaring
+/// 4096 x 4096 cost 264 MB to decode.
+inline constexpr std::int64_t kDefaultMaxImagePixels = std::int64_t{2048} * 2048;
 
-std::vector<float> decode_image(const std::string& bytes, int channels, int height, int width);
+/// Also throws Error(kInvalidArgument) for an image whose declared width x height is over
+/// `max_pixels`, before decoding it.
+std::vector<float> decode_image(const std::string& bytes, int channels, int height, int width,
+                                std::int64_t max_pixels = kDefaultMaxImagePixels);
 
 }  // namespace mlswarm

@@ -110,14 +110,19 @@ void decode_binary(std::string_view bytes, const std::string& datatype, std::siz
 std::vector<RequestedOutput> parse_outputs(const json& header, int classes) {
   std::vector<RequestedOutput> outputs;
   bool binary_default = false;
-  if (header.contains("parameters") && header["parameters"].is_object()) {
-    binary_default = header["parameters"].value("binary_data_output", false);
+  if (header.contains("parameters") && header["parameters"].is_object() &&
+      header["parameters"].contains("binary_data_output")) {
+    const json& b = header["parameters"]["binary_data_output"];
+    if (!b.is_boolean()) bad("parameters.binary_data_output must be true or false");
+    binary_default = b.get<bool>();
   }
   if (!header.contains("outputs")) {
     if (binary_default) outputs = {{"probabilities", 0, true}, {"class_idx", 0, true}};
     return outputs;
   }
   if (!header["outputs"].is_array()) bad("'outputs' must be a list");
+  // Two outputs exist; a longer list only multiplies the reply (200,000 entries made a 55 MB one).
+  if (header["outputs"].size() > 2) bad("'outputs' names at most the two outputs, probabilities and class_idx");
   for (const auto& o : header["outputs"]) {
     if (!o.is_object() || !o.contains("name") || !o["name"].is_string()) bad("each output needs a 'name'");
     RequestedOutput out{o["name"].get<std::string>(), 0, binary_default};
@@ -131,10 +136,12 @@ std::vector<RequestedOutput> parse_outputs(const json& header, int classes) {
         out.binary = p["binary_data"].get<bool>();
       }
       if (p.contains("classification")) {
-        if (!p["classification"].is_number_integer() || p["classification"].get<int>() < 1) {
-          bad("parameters.classification must be a positive integer");
+        // Checked as the JSON number it is: 4294967297 read as an int was 1.
+        const json& k = p["classification"];
+        if (!k.is_number_integer() || k.get<std::int64_t>() < 1 || k.get<std::int64_t>() > 1000000) {
+          bad("parameters.classification must be an integer from 1 to 1000000");
         }
-        out.classification = std::min(p["classification"].get<int>(), classes);
+        out.classification = static_cast<int>(std::min<std::int64_t>(k.get<std::int64_t>(), classes));
       }
     }
     outputs.push_back(out);
@@ -157,6 +164,7 @@ InferRequest parse_infer(const HttpRequest& request, const ModelMeta& meta, std:
   }
   const json& input = h["inputs"][0];
   if (!input.is_object() || !input.contains("name") || !input["name"].is_string()) bad("the input needs a 'name'");
+  if (input.contains("datatype") && !input["datatype"].is_string()) bad("the input's 'datatype' must be a string");
   const std::string datatype = input.value("datatype", "");
   if (datatype != "FP32" && datatype != "UINT8") {
     bad(fmt::format("input datatype '{}' is not supported; use FP32 (0..1) or UINT8 (0..255)", datatype));

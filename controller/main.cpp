@@ -75,7 +75,8 @@ int run_controller(const ControllerConfig& c) {
   DatasetCache datasets(c.data_dir, c.home_dir);
   ControllerApi api(cluster, registry, models, datasets,
                     ControllerApiOptions{c.home_dir, static_cast<std::size_t>(c.predict_max_examples), c.max_body,
-                                         c.api_token, c.public_reads, c.predict_max_batch, c.predict_max_delay_us},
+                                         c.api_token, c.public_reads, c.predict_max_batch, c.predict_max_delay_us,
+                                         c.max_image_pixels, c.max_decodes},
                     replicas.hooks());
   HttpService service = api.service();
   service.handle = [&api, &replicas](const HttpRequest& request) {

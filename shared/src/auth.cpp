@@ -1,5 +1,9 @@
 #include "mlswarm/auth.h"
 
+#include <chrono>
+#include <map>
+#include <mutex>
+
 #include <cctype>
 
 #include <fmt/format.h>
@@ -7,6 +11,7 @@
 
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"
+#include "mlswarm/log.h"
 
 namespace mlswarm {
 
@@ -66,8 +71,25 @@ void require_token(const HttpRequest& request, const std::string& expected, std:
   if (!tokens_equal(token, expected)) {
     // A wrong credential is worth an operator's attention (a missing one is routine: probes,
     // a first curl); the token itself is never logged.
-    spdlog::warn("{} {} from {} refused: the bearer token is not the {}", request.method, request.path,
-                 request.remote_addr.empty() ? "?" : request.remote_addr, realm);
+    // At most one line every 10 s per realm, with the count since the last (9,000 wrong tokens
+    // wrote 9,024 lines before).
+    static std::mutex mutex;
+    static std::map<std::string, long, std::less<>> refused_since_line;
+    long refused = 0;
+    {
+      std::lock_guard lock(mutex);
+      refused = ++refused_since_line[std::string(realm)];
+      if (log_allowed(fmt::format("wrong token {}", realm), std::chrono::seconds(10))) {
+        refused_since_line[std::string(realm)] = 0;
+      } else {
+        refused = 0;
+      }
+    }
+    if (refused > 0) {
+      spdlog::warn("{} {} from {} refused: the bearer token is not the {}{}", request.method, request.path,
+                   request.remote_addr.empty() ? "?" : request.remote_addr, realm,
+                   refused > 1 ? fmt::format(" ({} refused so since the last such line)", refused) : std::string());
+    }
     throw Error(ErrorCode::kForbidden, fmt::format("the bearer token is not the {}", realm));
   }
 }

@@ -12,9 +12,13 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <algorithm>
 #include <cerrno>
 #include <set>
 #include <thread>
+
+#include <turbojpeg.h>
+#include <zlib.h>
 
 #include "cluster_fixture.h"
 #include "mlswarm/attempt_fence.h"
@@ -254,6 +258,43 @@ class RelayPeer {
   std::thread accepter_;
   std::vector<std::thread> connections_;  ///< touched by the accept thread only, joined at the end
 };
+
+
+std::string be32_bytes(std::uint32_t v) {
+  return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)};
+}
+
+/// A valid PNG of w x h pixels, 16-bit RGBA, all zero: a small file that declares a huge image.
+std::string zero_png(std::uint32_t w, std::uint32_t h) {
+  const std::string raw(static_cast<std::size_t>(h) * (1 + std::size_t{w} * 8), '\0');
+  uLongf size = compressBound(static_cast<uLong>(raw.size()));
+  std::string packed(size, '\0');
+  compress2(reinterpret_cast<Bytef*>(packed.data()), &size, reinterpret_cast<const Bytef*>(raw.data()),
+            static_cast<uLong>(raw.size()), 9);
+  packed.resize(size);
+  const auto chunk = [](const std::string& type, const std::string& data) {
+    const std::string body = type + data;
+    return be32_bytes(static_cast<std::uint32_t>(data.size())) + body +
+           be32_bytes(static_cast<std::uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(body.data()),
+                                                       static_cast<uInt>(body.size()))));
+  };
+  const std::string ihdr = be32_bytes(w) + be32_bytes(h) + std::string("\x10\x06\x00\x00\x00", 5);
+  return std::string("\x89PNG\r\n\x1a\n", 8) + chunk("IHDR", ihdr) + chunk("IDAT", packed) + chunk("IEND", "");
+}
+
+/// The first `keep` bytes of a progressive JPEG of w x h grey pixels.
+std::string truncated_progressive_jpeg(int w, int h, std::size_t keep) {
+  std::vector<unsigned char> grey(static_cast<std::size_t>(w) * h);
+  for (std::size_t i = 0; i < grey.size(); ++i) grey[i] = static_cast<unsigned char>(i * 7);
+  tjhandle tj = tjInitCompress();
+  unsigned char* jpeg = nullptr;
+  unsigned long size = 0;
+  tjCompress2(tj, grey.data(), w, 0, h, TJPF_GRAY, &jpeg, &size, TJSAMP_GRAY, 75, TJFLAG_PROGRESSIVE);
+  std::string out(reinterpret_cast<const char*>(jpeg), std::min<std::size_t>(size, keep));
+  tjFree(jpeg);
+  tjDestroy(tj);
+  return out;
+}
 
 long rss_mb(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -515,6 +556,72 @@ TEST_F(ClusterTest, ARelayedProofOrADispatchForAnotherTrainerIsRefused) {
   EXPECT_EQ(res->status, 403) << res->body;
   httplib::Client trainer3("127.0.0.3", train_port_);
   EXPECT_EQ(testing::get_json(trainer3, "/status").dump().find("replayed"), std::string::npos);
+}
+
+
+// Issue 28, cases 8 and 9: uploads and requests that cost far more than they weigh, or that
+// crashed a parser into a 500. Each is a clear 400 now, and costs the controller little.
+TEST_F(ClusterTest, HostileRequestsGetA400AndCostLittle) {
+  const std::string token = "api-token-hostile-29c4";
+  const auto token_file = write_secret(home_, "api_token", token);
+  start_trainer(2);
+  start_controller({"--api-token-file", token_file.string()});
+  client_->set_bearer_token_auth(token);
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 1; }, 10s));
+  const std::string id = submit("hostile-requests", 500);
+  ASSERT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 120s)) << job(id).dump();
+
+  const long rss_before = rss_mb(controller_->pid());
+  const auto classify = [&](const std::string& image, const std::string& type) {
+    httplib::MultipartFormDataItems items{{"image", image, "upload", type}, {"model_id", "hostile-requests", "", ""}};
+    auto res = client_->Post("/classify", items);
+    return res ? std::make_pair(res->status, json::parse(res->body, nullptr, false)) : std::make_pair(-1, json());
+  };
+  const std::string png = zero_png(4096, 4096);
+  std::cout << "a 4096 x 4096 16-bit RGBA PNG of " << png.size() << " bytes\n";
+  for (int i = 0; i < 8; ++i) {
+    auto [status, body] = classify(png, "image/png");
+    ASSERT_EQ(status, 400) << body.dump();
+    EXPECT_NE(body.dump().find("MAX_IMAGE_PIXELS"), std::string::npos) << body.dump();
+  }
+  auto [jpeg_status, jpeg_body] = classify(truncated_progressive_jpeg(4096, 4096, 2048), "image/jpeg");
+  EXPECT_EQ(jpeg_status, 400) << jpeg_body.dump();
+  const long rss_after = rss_mb(controller_->pid());
+  std::cout << "oversized images: controller RSS " << rss_before << " -> " << rss_after << " MB\n";
+  EXPECT_LT(rss_after - rss_before, 64) << "MB the controller grew by";
+
+  // KServe v2: a valid input, then each bad part of the request.
+  json input = {{"name", "input"}, {"shape", {1, 1, 28, 28}}, {"datatype", "FP32"},
+                {"data", std::vector<float>(28 * 28, 0.5F)}};
+  const auto infer = [&](const json& request) { return post("/v2/models/hostile-requests/infer", request.dump()); };
+  EXPECT_EQ(infer({{"inputs", {input}}}).first, 200);
+  json outputs = json::array();
+  for (int i = 0; i < 200000; ++i) outputs.push_back({{"name", "probabilities"}});
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(infer({{"inputs", {input}}, {"outputs", outputs}}).first, 400) << "200,000 outputs";
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), 2.0);
+  json numeric_type = input;
+  numeric_type["datatype"] = 5;
+  EXPECT_EQ(infer({{"inputs", {numeric_type}}}).first, 400) << "datatype 5";
+  EXPECT_EQ(infer({{"inputs", {input}}, {"parameters", {{"binary_data_output", "yes"}}}}).first, 400)
+      << "binary_data_output \"yes\"";
+  const json wide = {{"name", "probabilities"}, {"parameters", {{"classification", 4294967297LL}}}};
+  EXPECT_EQ(infer({{"inputs", {input}}, {"outputs", {wide}}}).first, 400) << "classification 4294967297";
+
+  // Wrong tokens: refused, and the log does not grow a line per request.
+  const std::string log_before = controller_->log();
+  const auto lines_before = std::count(log_before.begin(), log_before.end(), '\n');
+  httplib::Client wrong("127.0.0.1", controller_port_);
+  wrong.set_bearer_token_auth("not-the-token");
+  for (int i = 0; i < 300; ++i) {
+    auto res = wrong.Get("/status");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 403);
+  }
+  const std::string log = controller_->log();
+  const auto lines_after = std::count(log.begin(), log.end(), '\n');
+  EXPECT_LE(lines_after - lines_before, 3) << "lines logged for 300 wrong tokens";
+  EXPECT_TRUE(controller_->running());
 }
 
 }  // namespace
