@@ -34,8 +34,12 @@ std::optional<int> attempt_param(const HttpRequest& request) {
 
 }  // namespace
 
-TrainerApi::TrainerApi(JobRunner& runner, StatusBoard& board, std::string address, std::string cluster_key)
-    : runner_(runner), board_(board), address_(std::move(address)), verifier_(std::move(cluster_key)) {
+TrainerApi::TrainerApi(JobRunner& runner, StatusBoard& board, std::string address, std::string cluster_key,
+                       std::string advertised)
+    : runner_(runner),
+      board_(board),
+      address_(std::move(address)),
+      verifier_(std::move(cluster_key), std::chrono::seconds(30), 100000, std::move(advertised)) {
   using A = Access;
   auto get = [this](std::string pattern, RouteHandler handler) {
     routes_.add({"GET", std::move(pattern), A::kOpen, 0, std::move(handler)});

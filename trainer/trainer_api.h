@@ -26,7 +26,9 @@ namespace mlswarm {
 /// debugging with curl.
 class TrainerApi final : public RoutedApi {
  public:
-  TrainerApi(JobRunner& runner, StatusBoard& board, std::string address, std::string cluster_key = {});
+  /// `advertised`: TRAIN_ADVERTISE_ADDRESS (RequestVerifier).
+  TrainerApi(JobRunner& runner, StatusBoard& board, std::string address, std::string cluster_key = {},
+             std::string advertised = {});
   ~TrainerApi() override;
   TrainerApi(const TrainerApi&) = delete;
   TrainerApi& operator=(const TrainerApi&) = delete;

@@ -31,6 +31,9 @@ std::variant<TrainerConfig, cli::ParseExit> parse_trainer_config(int argc, const
   setting(app, "--cluster-token-file", "CLUSTER_TOKEN_FILE", cluster_token_file,
           "file holding the key the controller signs its calls with, e.g. /run/secrets/mlswarm_cluster_token; "
           "with it, POST /train and DELETE /jobs need a valid signature; unset = open");
+  setting(app, "--advertise-address", "TRAIN_ADVERTISE_ADDRESS", c.advertise,
+          "ip:port the controller dials, when a port forward stands in front of this trainer; the cluster key's "
+          "proofs and signed calls are accepted for it as well as for the address a call arrives on");
   setting(app, "--shutdown-report-ms", "SHUTDOWN_REPORT_MS", c.shutdown_report_ms,
           "on SIGTERM, how long to keep answering /status after the jobs stopped, until the controller read it")
       ->check(in_range(0, 60000));

@@ -22,6 +22,10 @@ struct TrainerConfig {
   std::string log_level = "info";                ///< LOG_LEVEL
   std::string log_format = "text";               ///< LOG_FORMAT
   std::string cluster_token;                     ///< read from CLUSTER_TOKEN_FILE
+  /// "ip:port" the controller dials when that is not the address the connection arrives on
+  /// (a port forward in front of the trainer); proofs and signed calls are accepted for it
+  /// too (TRAIN_ADVERTISE_ADDRESS). Empty: only for the address the call arrived on.
+  std::string advertise;
   /// On SIGTERM, how long the trainer keeps answering /status after its jobs stopped, until
   /// the controller has read that they were interrupted (SHUTDOWN_REPORT_MS).
   int shutdown_report_ms = 3000;

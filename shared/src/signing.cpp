@@ -113,8 +113,13 @@ bool is_dialed_address(std::string_view host, std::string_view local) {
   return is_own_address(host);
 }
 
-RequestVerifier::RequestVerifier(std::string key, std::chrono::seconds window, std::size_t max_nonces)
-    : key_(std::move(key)), window_(window), max_nonces_(max_nonces) {}
+RequestVerifier::RequestVerifier(std::string key, std::chrono::seconds window, std::size_t max_nonces,
+                                 std::string advertised)
+    : key_(std::move(key)), advertised_(std::move(advertised)), window_(window), max_nonces_(max_nonces) {}
+
+bool RequestVerifier::dialed(std::string_view host, std::string_view local) const {
+  return (!advertised_.empty() && host == advertised_) || is_dialed_address(host, local);
+}
 
 void RequestVerifier::verify_head(const HttpRequest& request, long long now) {
   if (key_.empty()) return;
@@ -140,7 +145,7 @@ void RequestVerifier::verify_head(const HttpRequest& request, long long now) {
   if (!is_lower_hex(nonce, 32) || !is_lower_hex(content, 64) || !tokens_equal(signature, expected)) {
     throw Error(ErrorCode::kForbidden, "the request's signature does not verify under the cluster key");
   }
-  if (!is_dialed_address(host, request.local_addr)) {
+  if (!dialed(host, request.local_addr)) {
     throw Error(ErrorCode::kForbidden,
                 fmt::format("the request was signed for host {}, not this trainer ({})", host, request.local_addr));
   }
@@ -165,7 +170,7 @@ void RequestVerifier::verify_body(const HttpRequest& request) const {
 }
 
 std::string RequestVerifier::prove(std::string_view challenge, std::string_view host, std::string_view local) const {
-  if (key_.empty() || !is_lower_hex(challenge, 32) || !is_dialed_address(host, local)) return {};
+  if (key_.empty() || !is_lower_hex(challenge, 32) || !dialed(host, local)) return {};
   return challenge_proof(key_, challenge, host);
 }
 

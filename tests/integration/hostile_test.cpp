@@ -272,7 +272,11 @@ TEST_F(ClusterTest, AnUnauthenticatedUploadIsRefusedBeforeItIsBuffered) {
 TEST_F(ClusterTest, ALateDispatchLeavesOneCopyAndTheCurrentAttemptsFiles) {
   const auto key_file = write_secret(home_, "cluster_key", "cluster-key-4c1b");
   const int upstream = testing::free_port("127.0.0.2");
-  start_trainer(2, {"--cluster-token-file", key_file.string()}, upstream);
+  // The proxy is a port forward in front of the trainer: the trainer is told the address the
+  // controller dials, or it would prove and accept nothing that came through the proxy.
+  start_trainer(2, {"--cluster-token-file", key_file.string(), "--advertise-address",
+                    "127.0.0.2:" + std::to_string(train_port_)},
+                upstream);
   SlowDispatchProxy proxy("127.0.0.2", train_port_, upstream, 2500ms);
   ASSERT_TRUE(proxy.listening());
   start_trainer(3, {"--cluster-token-file", key_file.string()});

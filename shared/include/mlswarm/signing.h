@@ -61,8 +61,10 @@ class RequestVerifier {
  public:
   /// `window`: how far a request's date may be from this clock (both ways); nonces are
   /// remembered that long. `max_nonces` bounds that memory.
+  /// `advertised`: an "ip:port" accepted as the dialed address besides the one a request
+  /// arrives on (a port forward in front of the trainer: TRAIN_ADVERTISE_ADDRESS).
   explicit RequestVerifier(std::string key, std::chrono::seconds window = std::chrono::seconds(30),
-                           std::size_t max_nonces = 100000);
+                           std::size_t max_nonces = 100000, std::string advertised = {});
 
   bool enabled() const { return !key_.empty(); }
 
@@ -81,7 +83,10 @@ class RequestVerifier {
   std::string prove(std::string_view challenge, std::string_view host, std::string_view local) const;
 
  private:
+  bool dialed(std::string_view host, std::string_view local) const;
+
   std::string key_;
+  std::string advertised_;
   std::chrono::seconds window_;
   std::size_t max_nonces_;
   std::mutex mutex_;
