@@ -217,8 +217,9 @@ if [[ -n $roll ]] && poll 120 roll_running; then
     # Captured first: `grep -q` closing the pipe early would fail the pipeline under pipefail.
     roll_log=$(docker service logs ml_train 2>&1 | grep -E "job $roll .*(stopped|resuming)")
     sed 's/^/  /' <<<"$roll_log" | head -6
-    # Interrupted mid-training means a resume inside epochs 1 to 5, not after the end.
-    if ((attempts >= 2)) && grep -qE "resuming from checkpoint at epoch [1-5] " <<<"$roll_log"; then
+    # Interrupted mid-training means a resume inside epochs 1 to 5, not after the end: from a
+    # step of an epoch, or from an epoch's evaluation when the SIGTERM came during it.
+    if ((attempts >= 2)) && grep -qE "resuming from checkpoint at (the evaluation of )?epoch [1-5]( |$)" <<<"$roll_log"; then
       pass "job $roll succeeded through docker service update --force ml_train, resumed mid-training (attempts $attempts)"
     else
       fail "job $roll was not interrupted and resumed mid-training by the rolling update (attempts $attempts)"
