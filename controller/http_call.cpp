@@ -1,5 +1,6 @@
 #include "http_call.h"
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <memory>
@@ -77,17 +78,16 @@ ParsedReply dechunk(std::string_view data, std::size_t max_body) {
   }
 }
 
-/// Parses what has come so far. `closed`: the peer has closed, so a body without a length ends here.
-ParsedReply parse_reply(std::string_view data, bool closed, std::size_t max_body) {
-  ParsedReply out;
-  const std::size_t head_end = data.find("\r\n\r\n");
-  if (head_end == std::string_view::npos) {
-    if (data.size() > kMaxHeaderBytes) return {ParsedReply::State::kInvalid, -1, "", "headers too large"};
-    if (closed) return {ParsedReply::State::kInvalid, -1, "", "closed before the headers ended"};
-    return out;
-  }
-  if (head_end > kMaxHeaderBytes) return {ParsedReply::State::kInvalid, -1, "", "headers too large"};
-  const std::string_view head = data.substr(0, head_end);
+/// The status line and the framing headers of a reply's head (without the blank line).
+struct ReplyHead {
+  int status = -1;
+  std::optional<std::size_t> length;
+  bool chunked = false;
+  std::string error;  ///< not empty: the head is not a usable HTTP reply head
+};
+
+ReplyHead parse_head(std::string_view head) {
+  ReplyHead out;
   const std::size_t first_end = head.find("\r\n");
   const std::string_view status_line = head.substr(0, first_end);
   // "HTTP/1.x NNN reason"
@@ -95,11 +95,10 @@ ParsedReply parse_reply(std::string_view data, bool closed, std::size_t max_body
       !std::isdigit(static_cast<unsigned char>(status_line[9])) ||
       !std::isdigit(static_cast<unsigned char>(status_line[10])) ||
       !std::isdigit(static_cast<unsigned char>(status_line[11]))) {
-    return {ParsedReply::State::kInvalid, -1, "", "not an HTTP reply"};
+    out.error = "not an HTTP reply";
+    return out;
   }
-  const int status = (status_line[9] - '0') * 100 + (status_line[10] - '0') * 10 + (status_line[11] - '0');
-  std::optional<std::size_t> length;
-  bool chunked = false;
+  out.status = (status_line[9] - '0') * 100 + (status_line[10] - '0') * 10 + (status_line[11] - '0');
   for (std::size_t at = first_end == std::string_view::npos ? head.size() : first_end + 2; at < head.size();) {
     std::size_t end = head.find("\r\n", at);
     if (end == std::string_view::npos) end = head.size();
@@ -111,38 +110,48 @@ ParsedReply parse_reply(std::string_view data, bool closed, std::size_t max_body
     const std::string_view value = trim(line.substr(colon + 1));
     if (name == "content-length") {
       std::size_t n = 0;
-      if (value.empty() || value.size() > 12) return {ParsedReply::State::kInvalid, -1, "", "bad Content-Length"};
-      for (char c : value) {
-        if (!std::isdigit(static_cast<unsigned char>(c))) {
-          return {ParsedReply::State::kInvalid, -1, "", "bad Content-Length"};
-        }
-        n = n * 10 + static_cast<std::size_t>(c - '0');
+      const bool digits = !value.empty() && value.size() <= 12 &&
+                          std::all_of(value.begin(), value.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
+      if (!digits) {
+        out.error = "bad Content-Length";
+        return out;
       }
-      length = n;
+      for (char c : value) n = n * 10 + static_cast<std::size_t>(c - '0');
+      out.length = n;
     } else if (name == "transfer-encoding") {
-      chunked = lower(value).find("chunked") != std::string::npos;
+      out.chunked = lower(value).find("chunked") != std::string::npos;
     }
   }
+  return out;
+}
+
+/// Parses what has come so far. `closed`: the peer has closed, so a body without a length ends here.
+ParsedReply parse_reply(std::string_view data, bool closed, std::size_t max_body) {
+  const auto invalid = [](std::string why) { return ParsedReply{ParsedReply::State::kInvalid, -1, "", std::move(why)}; };
+  const std::size_t head_end = data.find("\r\n\r\n");
+  if (head_end == std::string_view::npos) {
+    if (data.size() > kMaxHeaderBytes) return invalid("headers too large");
+    if (closed) return invalid("closed before the headers ended");
+    return {};
+  }
+  if (head_end > kMaxHeaderBytes) return invalid("headers too large");
+  const ReplyHead head = parse_head(data.substr(0, head_end));
+  if (!head.error.empty()) return invalid(head.error);
   const std::string_view body = data.substr(head_end + 4);
-  if (chunked) {
+  if (head.chunked) {
     ParsedReply decoded = dechunk(body, max_body);
-    decoded.status = status;
-    if (decoded.state == ParsedReply::State::kIncomplete && closed) {
-      return {ParsedReply::State::kInvalid, -1, "", "closed inside a chunked body"};
-    }
+    decoded.status = head.status;
+    if (decoded.state == ParsedReply::State::kIncomplete && closed) return invalid("closed inside a chunked body");
     return decoded;
   }
-  if (length) {
-    if (*length > max_body) return {ParsedReply::State::kInvalid, -1, "", "too large"};
-    if (body.size() < *length) {
-      if (closed) return {ParsedReply::State::kInvalid, -1, "", "closed before the body ended"};
-      return out;
-    }
-    return {ParsedReply::State::kComplete, status, std::string(body.substr(0, *length)), ""};
+  if (head.length) {
+    if (*head.length > max_body) return invalid("too large");
+    if (body.size() < *head.length) return closed ? invalid("closed before the body ended") : ParsedReply{};
+    return {ParsedReply::State::kComplete, head.status, std::string(body.substr(0, *head.length)), ""};
   }
-  if (body.size() > max_body) return {ParsedReply::State::kInvalid, -1, "", "too large"};
-  if (!closed) return out;
-  return {ParsedReply::State::kComplete, status, std::string(body), ""};
+  if (body.size() > max_body) return invalid("too large");
+  if (!closed) return {};
+  return {ParsedReply::State::kComplete, head.status, std::string(body), ""};
 }
 
 /// One call: connect, write, read, under one deadline for the whole exchange (a timer that

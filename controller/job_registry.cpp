@@ -258,9 +258,8 @@ std::optional<JobRecord> JobRegistry::update_if(const std::string& job_id,
   return next;
 }
 
-std::uint64_t JobRegistry::max_term() {
+std::uint64_t JobRegistry::max_term() const {
   std::lock_guard lock(write_mutex_);
-  if (journal_fd_ < 0) read_journal();  // a follower: what the leader appended since
   return max_term_;
 }
 

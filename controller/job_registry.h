@@ -76,9 +76,9 @@ class JobRegistry {
 
   std::size_t journal_lines() const;
 
-  /// The highest term in the journal (read up to date first on a follower): a new leader's
-  /// term must exceed it (Leadership::set_term_floor).
-  std::uint64_t max_term();
+  /// The highest term in the journal as last read (a follower's refresh() runs every election
+  /// tick): a new leader's term must exceed it (Leadership::set_term_floor).
+  std::uint64_t max_term() const;
 
  private:
   void read_journal();                // write_mutex_ held: from read_offset_, or from the start of a new file

@@ -5,6 +5,34 @@
 
 namespace mlswarm {
 
+namespace {
+
+/// How jobs run and stop: shutdown report, data-parallel timeout, versions kept, precision.
+void add_job_settings(CLI::App& app, TrainerConfig& c) {
+  using cli::in_range;
+  using cli::setting;
+  setting(app, "--shutdown-report-ms", "SHUTDOWN_REPORT_MS", c.shutdown_report_ms,
+          "on SIGTERM, how long to keep answering /status after the jobs stopped, until the controller read it")
+      ->check(in_range(0, 60000));
+  setting(app, "--dist-timeout-ms", "DIST_TIMEOUT_MS", c.dist_timeout_ms,
+          "how long a rank of a data-parallel job waits for its peers (to join, in a collective) before the job "
+          "fails lost_peer")
+      ->check(in_range(1000, 3600000));
+  setting(app, "--keep-versions", "KEEP_VERSIONS", c.keep_versions,
+          "each epoch's weights are also kept as models/<id>/versions/<epoch>/ for clients that pin a version; "
+          "how many of the newest to keep")
+      ->check(in_range(1, 100000));
+  setting(app, "--train-amp", "TRAIN_AMP", c.train_amp,
+          "on a CUDA device, 1: bf16 mixed precision and channels-last convolutions; 0: fp32, NCHW (the CPU always "
+          "trains in fp32)")
+      ->check(in_range(0, 1));
+  setting(app, "--train-cpu-channels-last", "TRAIN_CPU_CHANNELS_LAST", c.train_cpu_channels_last,
+          "on the CPU, 1: channels-last convolutions for conv nets on one trainer (faster); 0: NCHW")
+      ->check(in_range(0, 1));
+}
+
+}  // namespace
+
 std::variant<TrainerConfig, cli::ParseExit> parse_trainer_config(int argc, const char* const* argv,
                                                                 const std::function<std::string()>& version) {
   using cli::in_range;
@@ -34,24 +62,7 @@ std::variant<TrainerConfig, cli::ParseExit> parse_trainer_config(int argc, const
   setting(app, "--advertise-address", "TRAIN_ADVERTISE_ADDRESS", c.advertise,
           "ip:port the controller dials, when a port forward stands in front of this trainer; the cluster key's "
           "proofs and signed calls are accepted for it as well as for the address a call arrives on");
-  setting(app, "--shutdown-report-ms", "SHUTDOWN_REPORT_MS", c.shutdown_report_ms,
-          "on SIGTERM, how long to keep answering /status after the jobs stopped, until the controller read it")
-      ->check(in_range(0, 60000));
-  setting(app, "--dist-timeout-ms", "DIST_TIMEOUT_MS", c.dist_timeout_ms,
-          "how long a rank of a data-parallel job waits for its peers (to join, in a collective) before the job "
-          "fails lost_peer")
-      ->check(in_range(1000, 3600000));
-  setting(app, "--keep-versions", "KEEP_VERSIONS", c.keep_versions,
-          "each epoch's weights are also kept as models/<id>/versions/<epoch>/ for clients that pin a version; "
-          "how many of the newest to keep")
-      ->check(in_range(1, 100000));
-  setting(app, "--train-amp", "TRAIN_AMP", c.train_amp,
-          "on a CUDA device, 1: bf16 mixed precision and channels-last convolutions; 0: fp32, NCHW (the CPU always "
-          "trains in fp32)")
-      ->check(in_range(0, 1));
-  setting(app, "--train-cpu-channels-last", "TRAIN_CPU_CHANNELS_LAST", c.train_cpu_channels_last,
-          "on the CPU, 1: channels-last convolutions for conv nets on one trainer (faster); 0: NCHW")
-      ->check(in_range(0, 1));
+  add_job_settings(app, c);
   app.add_flag("--healthcheck", c.healthcheck,
                "probe GET /healthz of the trainer on this port at 127.0.0.1 and exit 0 if healthy (Docker's "
                "HEALTHCHECK)");

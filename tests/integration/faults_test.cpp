@@ -20,6 +20,8 @@
 #include <turbojpeg.h>
 #include <zlib.h>
 
+#include "../support/fake_peers.h"
+#include "../support/small_disk.h"
 #include "cluster_fixture.h"
 #include "mlswarm/attempt_fence.h"
 #include "mlswarm/error.h"
@@ -27,56 +29,6 @@
 
 namespace mlswarm {
 namespace {
-
-/// A tmpfs of `size` mounted on a fresh folder, and a file that fills it.
-class SmallDisk {
- public:
-  SmallDisk(const std::filesystem::path& dir, const char* size) : dir_(dir) {
-    std::filesystem::create_directories(dir_);
-    const std::string options = std::string("size=") + size + ",mode=0755";
-    mounted_ = ::mount("tmpfs", dir_.c_str(), "tmpfs", 0, options.c_str()) == 0;
-  }
-  ~SmallDisk() {
-    free();
-    if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
-  }
-  SmallDisk(const SmallDisk&) = delete;
-  SmallDisk& operator=(const SmallDisk&) = delete;
-  bool mounted() const { return mounted_; }
-  const std::filesystem::path& path() const { return dir_; }
-
-  /// Writes a file until the disk is full, and keeps writing (as a trainer's checkpoint does on
-  /// the shared mount): every page that comes free is taken at once. Until free().
-  void fill() {
-    const int fd = ::open((dir_ / "filler").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    ASSERT_GE(fd, 0);
-    const std::string block(4096, 'x');
-    while (::write(fd, block.data(), block.size()) > 0) {
-    }
-    const int error = errno;
-    while (::write(fd, "x", 1) == 1) {  // the last partial page too
-    }
-    EXPECT_EQ(error, ENOSPC);
-    stop_ = false;
-    writer_ = std::thread([this, fd] {
-      const std::string page(4096, 'y');
-      while (!stop_) (void)!::write(fd, page.data(), page.size());
-      ::close(fd);
-    });
-  }
-  void free() {
-    stop_ = true;
-    if (writer_.joinable()) writer_.join();
-    std::error_code ec;
-    std::filesystem::remove(dir_ / "filler", ec);
-  }
-
- private:
-  std::filesystem::path dir_;
-  bool mounted_ = false;
-  std::atomic<bool> stop_{false};
-  std::thread writer_;
-};
 
 
 /// A host on the trainers' subnet that answers every connection on host:port with a hostile
@@ -91,14 +43,8 @@ class HostilePeer {
     kEndlessHeaders,  ///< header lines that never end
   };
   HostilePeer(const std::string& host, int port, Mode mode) : mode_(mode) {
-    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    ::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<std::uint16_t>(port));
-    ::inet_pton(AF_INET, host.c_str(), &a.sin_addr);
-    bound_ = ::bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && ::listen(listener_, 64) == 0;
+    listener_ = testing::listen_tcp(host, port);
+    bound_ = listener_ >= 0;
     accepter_ = std::thread([this] { accept_loop(); });
   }
   ~HostilePeer() {
@@ -194,11 +140,8 @@ class HostilePeer {
 class RelayPeer {
  public:
   RelayPeer(const std::string& host, const std::string& target, int port) : target_(target), port_(port) {
-    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    ::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    const sockaddr_in a = address(host);
-    bound_ = ::bind(listener_, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0 && ::listen(listener_, 64) == 0;
+    listener_ = testing::listen_tcp(host, port);
+    bound_ = listener_ >= 0;
     accepter_ = std::thread([this] { accept_loop(); });
   }
   ~RelayPeer() {
@@ -214,13 +157,6 @@ class RelayPeer {
   int relayed() const { return relayed_.load(); }
 
  private:
-  sockaddr_in address(const std::string& host) const {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<std::uint16_t>(port_));
-    ::inet_pton(AF_INET, host.c_str(), &a.sin_addr);
-    return a;
-  }
   void accept_loop() {
     while (!stop_) {
       const int client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
@@ -230,7 +166,7 @@ class RelayPeer {
   }
   void relay(int client) {
     const int upstream = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    const sockaddr_in a = address(target_);
+    const sockaddr_in a = testing::ipv4_address(target_, port_);
     if (::connect(upstream, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0) {
       ++relayed_;
       pollfd fds[2] = {{client, POLLIN, 0}, {upstream, POLLIN, 0}};
@@ -310,7 +246,7 @@ class FaultsTest : public ClusterTest {
   void SetUp() override {
     ClusterTest::SetUp();
     if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
-    disk_ = std::make_unique<SmallDisk>(home_ / "disk", "1m");
+    disk_ = std::make_unique<testing::SmallDisk>(home_ / "disk", "1m");
     if (!disk_->mounted()) GTEST_SKIP() << "cannot mount a tmpfs here";
   }
   void TearDown() override {
@@ -355,7 +291,7 @@ class FaultsTest : public ClusterTest {
   }
   bool log_says(const ChildProcess& c, const std::string& text) { return c.log().find(text) != std::string::npos; }
 
-  std::unique_ptr<SmallDisk> disk_;
+  std::unique_ptr<testing::SmallDisk> disk_;
   std::unique_ptr<ChildProcess> second_;
 };
 

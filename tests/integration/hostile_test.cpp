@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "../support/fake_peers.h"
+#include "../support/small_disk.h"
 #include "cluster_fixture.h"
 #include "mlswarm/model_meta.h"
 
@@ -328,28 +329,12 @@ TEST_F(ClusterTest, ACancelDuringTheDispatchStaysCancelled) {
       << controller_->log();
 }
 
-/// A tmpfs mounted on a folder for the life of the object.
-class SmallDisk {
- public:
-  SmallDisk(const std::filesystem::path& at, const char* size) : at_(at) {
-    std::filesystem::create_directories(at_);
-    mounted_ = ::mount("tmpfs", at_.c_str(), "tmpfs", 0, (std::string("size=") + size).c_str()) == 0;
-  }
-  ~SmallDisk() {
-    if (mounted_) ::umount2(at_.c_str(), MNT_DETACH);
-  }
-  bool mounted() const { return mounted_; }
-
- private:
-  std::filesystem::path at_;
-  bool mounted_ = false;
-};
 
 // Item 7: a full disk under the journal gives /train a 503, changes nothing, leaves the
 // journal whole, and /predict keeps serving; with room again, /train works again.
 TEST_F(ClusterTest, AFullJournalDiskIsA503AndServingGoesOn) {
   if (::geteuid() != 0) GTEST_SKIP() << "mounting a small tmpfs needs root (CI runs as root)";
-  SmallDisk disk(home_ / "controller", "256k");
+  testing::SmallDisk disk(home_ / "controller", "256k");
   if (!disk.mounted()) GTEST_SKIP() << "this machine does not let tests mount a tmpfs";
   start_trainer(2);
   start_controller();

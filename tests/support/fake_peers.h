@@ -22,6 +22,26 @@
 
 namespace mlswarm::testing {
 
+/// host:port as a socket address.
+inline sockaddr_in ipv4_address(const std::string& host, int port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  ::inet_pton(AF_INET, host.c_str(), &a.sin_addr);
+  return a;
+}
+
+/// A listening TCP socket on host:port (SO_REUSEADDR, backlog 64), or -1.
+inline int listen_tcp(const std::string& host, int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  const sockaddr_in a = ipv4_address(host, port);
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0 && ::listen(fd, 64) == 0) return fd;
+  ::close(fd);
+  return -1;
+}
+
 /// One request as a fake peer saw it.
 struct SeenRequest {
   std::string method;
@@ -93,11 +113,8 @@ class SlowDispatchProxy {
  public:
   SlowDispatchProxy(const std::string& host, int listen_port, int upstream_port, std::chrono::milliseconds delay)
       : host_(host), upstream_port_(upstream_port), delay_(delay) {
-    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    ::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in addr = address(listen_port);
-    ok_ = ::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 && ::listen(listener_, 64) == 0;
+    listener_ = listen_tcp(host_, listen_port);
+    ok_ = listener_ >= 0;
     if (ok_) accept_thread_ = std::thread([this] { accept_loop(); });
   }
   ~SlowDispatchProxy() {
@@ -115,14 +132,6 @@ class SlowDispatchProxy {
   int dispatches() const { return dispatches_.load(); }
 
  private:
-  sockaddr_in address(int port) const {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<std::uint16_t>(port));
-    ::inet_pton(AF_INET, host_.c_str(), &a.sin_addr);
-    return a;
-  }
-
   void accept_loop() {
     while (!stopping_) {
       const int client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
@@ -156,7 +165,7 @@ class SlowDispatchProxy {
     const std::string request = read_request(client);
     const bool dispatch = request.rfind("POST /train ", 0) == 0;
     const int upstream = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr = address(upstream_port_);
+    sockaddr_in addr = ipv4_address(host_, upstream_port_);
     std::string reply;
     if (::connect(upstream, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
         ::write(upstream, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
