@@ -81,6 +81,9 @@ void add_serving(CLI::App& app, ControllerConfig& c) {
           "/classify images decoded at once; 0 = one per core")
       ->check(in_range(0, 1024));
   setting(app, "--http-threads", "HTTP_THREADS", c.http_threads, "HTTP worker threads")->check(in_range(1, 1024));
+  setting(app, "--request-timeout-s", "REQUEST_TIMEOUT_S", c.request_timeout_s,
+          "seconds a client has to send a whole request body, and to read a whole reply")
+      ->check(in_range(1, 3600));
   setting(app, "--max-body", "MAX_BODY", c.max_body,
           "largest /predict or /classify body, in bytes (other routes take at most 64 KiB)")
       ->check(in_range(1024, std::int64_t{1} << 32));

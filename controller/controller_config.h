@@ -32,10 +32,10 @@ struct ControllerConfig {
   int predict_max_examples = 1024;     ///< PREDICT_MAX_EXAMPLES
   std::int64_t max_image_pixels = 2048 * 2048;  ///< MAX_IMAGE_PIXELS
   int max_decodes = 0;                 ///< MAX_DECODES (0: one per core)
-  /// HTTP_THREADS. httplib keeps a thread on a kept-alive connection, so this bounds the
-  /// clients served at once: with 32, 64 keep-alive clients had half of them waiting the whole
-  /// benchmark round (p50 18 ms = 32 / throughput).
+  /// HTTP_THREADS: requests handled at once. A connection holds a thread only from the end of
+  /// its request head to the end of its reply (not while idle between kept-alive requests).
   int http_threads = 128;
+  int request_timeout_s = 60;          ///< REQUEST_TIMEOUT_S: a whole body read, a whole reply written
   std::size_t max_body = 64u << 20;    ///< MAX_BODY: /predict and /classify; other routes have smaller caps
   std::string log_level = "info";      ///< LOG_LEVEL
   std::string log_format = "text";     ///< LOG_FORMAT

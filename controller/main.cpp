@@ -45,6 +45,7 @@ HttpServerOptions http_options(const ControllerConfig& c) {
   HttpServerOptions http;
   http.max_body_bytes = std::max(c.max_body, kMaxSpecBytes);
   http.threads = c.http_threads;
+  http.request_timeout = std::chrono::seconds(c.request_timeout_s);
   http.tls_cert_file = c.tls_cert_file;
   http.tls_key_file = c.tls_key_file;
   return http;

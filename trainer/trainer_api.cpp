@@ -3,10 +3,12 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "mlswarm/attempt_fence.h"
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
 #include "mlswarm/job_metrics.h"
 #include "mlswarm/log.h"
+#include "mlswarm/model_meta.h"
 
 namespace mlswarm {
 
@@ -35,11 +37,12 @@ std::optional<int> attempt_param(const HttpRequest& request) {
 }  // namespace
 
 TrainerApi::TrainerApi(JobRunner& runner, StatusBoard& board, std::string address, std::string cluster_key,
-                       std::string advertised)
+                       std::string advertised, std::filesystem::path home_dir)
     : runner_(runner),
       board_(board),
       address_(std::move(address)),
-      verifier_(std::move(cluster_key), std::chrono::seconds(30), 100000, std::move(advertised)) {
+      verifier_(std::move(cluster_key), std::chrono::seconds(30), 100000, std::move(advertised)),
+      home_dir_(std::move(home_dir)) {
   using A = Access;
   auto get = [this](std::string pattern, RouteHandler handler) {
     routes_.add({"GET", std::move(pattern), A::kOpen, 0, std::move(handler)});
@@ -155,6 +158,20 @@ HttpReply TrainerApi::status() {
 HttpReply TrainerApi::train(const HttpRequest& request) {
   if (draining_) throw Error(ErrorCode::kUnavailable, "the trainer is shutting down");
   JobSpec spec = parse_job_spec(parse_json_body(request));
+  // The attempt starts on HOME_DIR before it is taken: a dispatch replayed after this trainer
+  // restarted (its nonces forgotten) meets its own attempt there and is refused. Rank 0 (or
+  // the only rank) owns the job's files; other ranks write nothing.
+  if (!home_dir_.empty() && !spec.job_id.empty() && (!spec.placement || spec.placement->rank == 0)) {
+    try {
+      AttemptFence(job_dir(home_dir_, spec.job_id), spec.attempt).start();
+    } catch (const Error& e) {
+      spdlog::warn("job {} model {}: dispatch of attempt {} from {} refused: {}", spec.job_id, spec.model_id,
+                   spec.attempt, request.remote_addr, e.what());
+      // A fence that cannot be written (a full disk) is a moment's trouble, not the caller's.
+      if (e.code() == ErrorCode::kInternal) throw Error(ErrorCode::kUnavailable, e.what());
+      throw;
+    }
+  }
   JobRecord record = runner_.submit(std::move(spec));
   return HttpReply::json(202, to_json(record, unix_now()));
 }

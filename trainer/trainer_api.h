@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <filesystem>
 #include <mutex>
 #include <string>
 
@@ -26,9 +27,11 @@ namespace mlswarm {
 /// debugging with curl.
 class TrainerApi final : public RoutedApi {
  public:
-  /// `advertised`: TRAIN_ADVERTISE_ADDRESS (RequestVerifier).
+  /// `advertised`: TRAIN_ADVERTISE_ADDRESS (RequestVerifier). `home_dir`: HOME_DIR, where a
+  /// dispatch starts its attempt on the job's fence before it is taken (empty: no fence, for
+  /// tests of the routes alone).
   TrainerApi(JobRunner& runner, StatusBoard& board, std::string address, std::string cluster_key = {},
-             std::string advertised = {});
+             std::string advertised = {}, std::filesystem::path home_dir = {});
   ~TrainerApi() override;
   TrainerApi(const TrainerApi&) = delete;
   TrainerApi& operator=(const TrainerApi&) = delete;
@@ -58,6 +61,7 @@ class TrainerApi final : public RoutedApi {
   StatusBoard& board_;
   std::string address_;
   RequestVerifier verifier_;
+  std::filesystem::path home_dir_;
   std::atomic<bool> draining_{false};
   std::mutex reads_mutex_;  ///< guards status_reads_
   std::condition_variable reads_cv_;

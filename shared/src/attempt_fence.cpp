@@ -88,6 +88,19 @@ void AttemptFence::claim() const {
   if (current != attempt_) file.write(attempt_);
 }
 
+void AttemptFence::start() const {
+  LockedAttemptFile file(job_dir_, true);
+  const int current = file.read();
+  if (current > attempt_) superseded(job_dir_, attempt_, current);
+  if (current == attempt_ && attempt_ > 0) {
+    throw Error(ErrorCode::kConflict,
+                fmt::format("attempt {} of job {} already started (a replayed or repeated dispatch)", attempt_,
+                            job_dir_.filename().string()),
+                "attempt");
+  }
+  file.write(attempt_);
+}
+
 void AttemptFence::guarded(const std::function<void()>& write) const {
   LockedAttemptFile file(job_dir_, true);
   const int current = file.read();

@@ -16,6 +16,7 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include "http_connections.h"
 #include "http_server_setup.h"
 #include "mlswarm/log.h"
 #include "mlswarm/metrics.h"
@@ -24,6 +25,7 @@ namespace mlswarm {
 
 struct HttpServer::Impl {
   std::unique_ptr<httplib::Server> server;
+  ConnectionServer* plain = nullptr;  ///< `server`, when it is plain HTTP
   int port = 0;
 };
 
@@ -359,7 +361,15 @@ HttpServer::HttpServer(HttpService service, HttpServerOptions options) : impl_(s
     }
     impl_->server = std::move(tls);
   } else {
-    impl_->server = std::make_unique<httplib::Server>();
+    ConnectionLimits limits;
+    limits.threads = std::max(1, options.threads);
+    limits.probe_threads = std::max(1, options.probe_threads);
+    limits.head_timeout = options.read_timeout;
+    limits.io_timeout = std::max(options.read_timeout, options.write_timeout);
+    limits.request_timeout = options.request_timeout;
+    auto plain = std::make_unique<ConnectionServer>(limits);
+    impl_->plain = plain.get();
+    impl_->server = std::move(plain);
   }
   configure_http_server(*impl_->server, std::move(service), options);
 }
@@ -383,9 +393,15 @@ void HttpServer::bind(const std::string& host, int port) {
 
 int HttpServer::port() const { return impl_->port; }
 
-bool HttpServer::run() { return impl_->server->listen_after_bind(); }
+bool HttpServer::run() { return impl_->plain ? impl_->plain->serve() : impl_->server->listen_after_bind(); }
 
-void HttpServer::stop() { impl_->server->stop(); }
+void HttpServer::stop() {
+  if (impl_->plain) {
+    impl_->plain->halt();
+  } else {
+    impl_->server->stop();
+  }
+}
 
 int http_probe(const std::string& host, int port, const std::string& path,
                std::chrono::milliseconds timeout, bool tls) {

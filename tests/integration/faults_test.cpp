@@ -14,6 +14,7 @@
 #include <atomic>
 #include <algorithm>
 #include <cerrno>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -492,6 +493,186 @@ TEST_F(ClusterTest, ARelayedProofOrADispatchForAnotherTrainerIsRefused) {
   EXPECT_EQ(res->status, 403) << res->body;
   httplib::Client trainer3("127.0.0.3", train_port_);
   EXPECT_EQ(testing::get_json(trainer3, "/status").dump().find("replayed"), std::string::npos);
+}
+
+
+// Issue 28, case 6 (after a restart): the nonces a trainer has seen live in its memory, so a
+// signed dispatch captured on the wire and replayed after the trainer restarted was taken again
+// and trained its attempt a second time. The attempt now starts on the job's fence on HOME_DIR
+// before the trainer takes it, and a dispatch that meets its own attempt there is refused.
+TEST_F(ClusterTest, ADispatchReplayedAfterTheTrainerRestartsIsRefused) {
+  const std::string key = "cluster-key-replay-77c2";
+  const auto key_file = write_secret(home_, "cluster_key", key);
+  start_trainer(2, {"--cluster-token-file", key_file.string()});
+  const std::string target = "127.0.0.2:" + std::to_string(train_port_);
+  const std::string body = json{{"job_id", "captured"}, {"model_id", "captured"}, {"example_idxs", {0, 500}},
+                                {"test_idxs", {0, kTestImages}}, {"attempt", 1}}
+                               .dump();
+  httplib::Headers headers;  // the capture: one signed dispatch, sent as often as an attacker likes
+  for (const auto& [name, value] :
+       sign_request(key, "POST", "/train", target, body, static_cast<long long>(std::time(nullptr)))) {
+    headers.emplace(name, value);
+  }
+  headers.emplace("Host", target);
+  const auto send = [&] {
+    httplib::Client trainer("127.0.0.2", train_port_);
+    auto res = trainer.Post("/train", headers, body, "application/json");
+    return res ? res->status : -1;
+  };
+  ASSERT_EQ(send(), 202);
+  EXPECT_EQ(send(), 403) << "a replay to the same running trainer";
+  trainers_[2]->signal(SIGKILL);
+  trainers_.erase(2);
+  start_trainer(2, {"--cluster-token-file", key_file.string()});
+  EXPECT_EQ(send(), 409) << "the replay after a restart was taken again";
+  httplib::Client trainer("127.0.0.2", train_port_);
+  EXPECT_EQ(testing::get_json(trainer, "/status").dump().find("captured"), std::string::npos);
+  EXPECT_NE(trainers_[2]->log().find("attempt 1 of job captured already started"), std::string::npos)
+      << trainers_[2]->log();
+}
+
+
+/// Connections that each send a request a byte at a time, all from one thread, and note when
+/// the server closed each one.
+class Tricklers {
+ public:
+  /// `count` connections to 127.0.0.1:port that send `head` at once and then `slow` one byte
+  /// every `every`.
+  Tricklers(int port, int count, std::string head, std::string slow, std::chrono::milliseconds every)
+      : head_(std::move(head)), slow_(std::move(slow)) {
+    const sockaddr_in a = testing::ipv4_address("127.0.0.1", port);
+    for (int i = 0; i < count; ++i) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) {
+        ::close(fd);
+        continue;
+      }
+      fds_.push_back(fd);
+    }
+    closed_at_.assign(fds_.size(), -1.0);
+    started_ = std::chrono::steady_clock::now();
+    thread_ = std::thread([this, every] { run(every); });
+  }
+  ~Tricklers() {
+    stop_ = true;
+    thread_.join();
+    for (int fd : fds_) ::close(fd);
+  }
+  Tricklers(const Tricklers&) = delete;
+  Tricklers& operator=(const Tricklers&) = delete;
+
+  std::size_t connected() const { return fds_.size(); }
+  std::size_t closed() const {
+    std::lock_guard lock(mutex_);
+    return static_cast<std::size_t>(std::count_if(closed_at_.begin(), closed_at_.end(), [](double t) { return t >= 0; }));
+  }
+  /// Seconds from the start to the last close (of those closed).
+  double last_close_s() const {
+    std::lock_guard lock(mutex_);
+    return *std::max_element(closed_at_.begin(), closed_at_.end());
+  }
+
+ private:
+  void run(std::chrono::milliseconds every) {
+    for (int fd : fds_) ::send(fd, head_.data(), head_.size(), MSG_NOSIGNAL);
+    for (std::size_t sent = 0; !stop_; ++sent) {
+      const auto tick = std::chrono::steady_clock::now();
+      for (std::size_t i = 0; i < fds_.size(); ++i) {
+        {
+          std::lock_guard lock(mutex_);
+          if (closed_at_[i] >= 0) continue;
+        }
+        char b[4096];
+        const ssize_t got = ::recv(fds_[i], b, sizeof b, MSG_DONTWAIT);  // a reply (408, 400) is fine
+        const bool eof = got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+        const bool send_failed =
+            !eof && ::send(fds_[i], &slow_[sent % slow_.size()], 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+            errno != EAGAIN && errno != EWOULDBLOCK;
+        if (eof || send_failed) {
+          std::lock_guard lock(mutex_);
+          closed_at_[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+        }
+      }
+      while (!stop_ && std::chrono::steady_clock::now() - tick < every) std::this_thread::sleep_for(10ms);
+    }
+  }
+
+  std::string head_;
+  std::string slow_;
+  std::vector<int> fds_;
+  mutable std::mutex mutex_;
+  std::vector<double> closed_at_;
+  std::chrono::steady_clock::time_point started_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// Issue 28, case 7: 8 connections sending one header byte every 5 s held all 8 HTTP threads of
+// a controller for as long as they liked (the 10 s timeout was per read) and /healthz timed
+// out. Now a worker gets a connection only once its head is complete, the head has 10 s from
+// its first byte, a body and a reply each REQUEST_TIMEOUT_S, and health probes have a worker
+// of their own.
+TEST_F(ClusterTest, SlowClientsHoldNoWorkerAndHealthProbesAnswer) {
+  constexpr int kThreads = 4;
+  start_controller({"--http-threads", std::to_string(kThreads), "--request-timeout-s", "3"});
+  httplib::Client probe("127.0.0.1", controller_port_);
+  probe.set_connection_timeout(1s);
+  probe.set_read_timeout(1s);
+  probe.set_keep_alive(false);
+  const auto answers_in_time = [&](const std::string& path) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto res = probe.Get(path.c_str());
+    return res && res->status == 200 && std::chrono::steady_clock::now() - t0 < 1s;
+  };
+
+  // Twice HTTP_THREADS heads, a byte every 300 ms: workers stay free, every one is closed
+  // about 10 s after its first byte (the head's deadline), never later.
+  {
+    Tricklers heads(controller_port_, 2 * kThreads, "G", "ET /status HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaa", 300ms);
+    ASSERT_EQ(heads.connected(), 2u * kThreads);
+    int probes = 0;
+    int answered = 0;
+    const auto until = std::chrono::steady_clock::now() + 8s;
+    while (std::chrono::steady_clock::now() < until) {
+      ++probes;
+      answered += answers_in_time("/healthz") && answers_in_time("/status") ? 1 : 0;
+      std::this_thread::sleep_for(500ms);
+    }
+    EXPECT_EQ(answered, probes) << "/healthz or /status waited behind clients trickling their heads";
+    EXPECT_TRUE(eventually([&] { return heads.closed() == heads.connected(); }, 8s))
+        << heads.closed() << " of " << heads.connected() << " trickled heads closed";
+    std::cout << "slow clients: " << heads.connected() << " trickled heads closed after at most "
+              << heads.last_close_s() << " s; /healthz and /status answered " << answered << " of " << probes
+              << " times within 1 s\n";
+    EXPECT_GT(heads.last_close_s(), 9.0);
+    EXPECT_LT(heads.last_close_s(), 12.0);
+  }
+
+  // Twice HTTP_THREADS bodies, a byte every 300 ms: they hold every worker, but each for at
+  // most REQUEST_TIMEOUT_S, and /healthz answers all along.
+  {
+    Tricklers bodies(controller_port_, 2 * kThreads,
+                     "POST /train HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{",
+                     "\"a\": 1, ", 300ms);
+    ASSERT_EQ(bodies.connected(), 2u * kThreads);
+    int probes = 0;
+    int answered = 0;
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    while (std::chrono::steady_clock::now() < until) {
+      ++probes;
+      answered += answers_in_time("/healthz") ? 1 : 0;
+      std::this_thread::sleep_for(500ms);
+    }
+    EXPECT_EQ(answered, probes) << "/healthz waited behind clients trickling their bodies";
+    EXPECT_TRUE(eventually([&] { return bodies.closed() == bodies.connected(); }, 10s))
+        << bodies.closed() << " of " << bodies.connected() << " trickled bodies closed";
+    std::cout << "slow clients: " << bodies.connected() << " trickled bodies (" << kThreads
+              << " workers, 3 s each) closed after at most " << bodies.last_close_s() << " s; /healthz answered "
+              << answered << " of " << probes << " times within 1 s\n";
+    EXPECT_LT(bodies.last_close_s(), 10.0);
+  }
+  EXPECT_TRUE(answers_in_time("/status"));
+  EXPECT_NE(controller_->log().find("whose request head did not arrive within 10000 ms"), std::string::npos);
 }
 
 

@@ -40,6 +40,24 @@ TEST(AttemptFence, ALaterAttemptFencesOffAnEarlierOne) {
   EXPECT_EQ(AttemptFence::current(job), 2);
 }
 
+TEST(AttemptFence, AnAttemptStartsOnceAndItsWorkerClaimsIt) {
+  TempDir dir;
+  const auto job = dir / "jobs" / "j1";
+  AttemptFence first(job, 1);
+  first.start();
+  EXPECT_EQ(AttemptFence::current(job), 1);
+  EXPECT_EQ(code_of([&] { first.start(); }), ErrorCode::kConflict) << "a replayed dispatch started it again";
+  EXPECT_EQ(code_of([&] { AttemptFence(job, 1).start(); }), ErrorCode::kConflict) << "after a restart";
+  EXPECT_EQ(code_of([&] { first.claim(); }), ErrorCode::kInternal) << "the worker of the started attempt";
+  AttemptFence(job, 3).start();
+  EXPECT_EQ(code_of([&] { AttemptFence(job, 2).start(); }), ErrorCode::kSuperseded);
+  EXPECT_EQ(AttemptFence::current(job), 3);
+  // Attempt 0 (a job posted to a trainer by hand) is not fenced.
+  const auto adhoc = dir / "jobs" / "j0";
+  AttemptFence(adhoc, 0).start();
+  EXPECT_EQ(code_of([&] { AttemptFence(adhoc, 0).start(); }), ErrorCode::kInternal);
+}
+
 TEST(AttemptFence, TheCheckAndTheWriteAreOneStep) {
   // Attempt 1 passes its check and writes slowly; attempt 2's claim must wait for that write
   // to end, so the write can never land after attempt 2 started.

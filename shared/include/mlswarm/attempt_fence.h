@@ -20,6 +20,11 @@ class AttemptFence {
   /// attempt already has, Error(kInternal) on I/O failure.
   void claim() const;
 
+  /// Starts this attempt: like claim(), but also refuses an attempt that already started
+  /// (Error(kConflict)). The controller numbers every dispatch afresh, so only a replayed or
+  /// duplicated dispatch meets its own attempt on file; a trainer's restart does not forget it.
+  void start() const;
+
   /// Runs `write` under the lock after checking that no later attempt has claimed the job.
   /// Throws Error(kSuperseded) (and does not run `write`) when one has.
   void guarded(const std::function<void()>& write) const;

@@ -27,8 +27,15 @@ struct HttpService {
 struct HttpServerOptions {
   std::size_t max_body_bytes = 64u << 20;  ///< the largest body of any route
   int threads = 8;
+  /// One read or write that makes no progress; and, over plain HTTP, the whole request head
+  /// (line and headers), counted from its first byte.
   std::chrono::seconds read_timeout{10};
   std::chrono::seconds write_timeout{10};
+  /// Over plain HTTP: the whole body read, and the whole reply written (each counted apart).
+  std::chrono::seconds request_timeout{60};
+  /// Over plain HTTP: workers that answer only GET /healthz and /readyz, so that probes are
+  /// answered while every other worker is busy.
+  int probe_threads = 1;
   /// PEM files; both set = HTTPS (OpenSSL) on the port instead of plain HTTP.
   std::string tls_cert_file;
   std::string tls_key_file;
@@ -39,7 +46,9 @@ struct HttpServerOptions {
 std::string request_id_for(const std::string& client_value);
 
 /// The HTTP edge: cpp-httplib behind a pimpl so that only this translation unit includes
-/// it. Every method and path goes through the service's admit() and then handle(); errors
+/// it. Over plain HTTP, connections are accepted by mlswarm's own loop (ConnectionServer):
+/// a worker thread gets a connection only once its request head has arrived, so clients
+/// that trickle bytes hold no worker; over TLS, httplib's own loop (timeouts per read). Every method and path goes through the service's admit() and then handle(); errors
 /// httplib produces itself (body too large, bad request line) get the JSON error shape too.
 /// Every request gets a request id (HttpRequest::request_id, the X-Request-Id reply header,
 /// and a LogScope field around the handler) and is counted in /metrics under its route

@@ -1,0 +1,389 @@
+#include "http_connections.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "mlswarm/log.h"
+
+namespace mlswarm {
+
+using Clock = std::chrono::steady_clock;
+
+struct ConnectionServer::Connection {
+  explicit Connection(int socket) : fd(socket) {}
+  ~Connection() {
+    if (fd >= 0) {
+      ::shutdown(fd, SHUT_RDWR);
+      ::close(fd);
+    }
+  }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  int fd;
+  std::string buffer;         ///< read, not yet parsed: the head (and maybe more)
+  Clock::time_point deadline;  ///< for the head (or, idle, for its first byte)
+  bool got_bytes = false;
+  std::size_t served = 0;  ///< requests answered on this connection
+};
+
+namespace {
+
+/// Where a request head ends in `bytes` (CRLF CRLF, or a bare LF LF), or npos.
+bool head_complete(const std::string& bytes) {
+  return bytes.find("\r\n\r\n") != std::string::npos || bytes.find("\n\n") != std::string::npos;
+}
+
+/// A health probe, served by workers of its own.
+bool is_probe(const std::string& head) {
+  for (const char* p : {"GET /healthz", "GET /readyz"}) {
+    const std::size_t n = std::strlen(p);
+    if (head.size() > n && head.compare(0, n, p) == 0 && (head[n] == ' ' || head[n] == '?')) return true;
+  }
+  return false;
+}
+
+std::string address_text(const sockaddr_storage& addr, int& port) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (addr.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
+    ::inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+    port = ntohs(a->sin_port);
+  } else if (addr.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
+    ::inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
+    port = ntohs(a->sin6_port);
+  }
+  return text;
+}
+
+/// The socket of one request as httplib's process_request sees it: the bytes already read
+/// first, then the socket, every wait bounded by the I/O timeout and by a deadline for the
+/// whole body (reads) and the whole reply (writes, counted from the first).
+class DeadlineStream final : public httplib::Stream {
+ public:
+  DeadlineStream(int fd, std::string buffered, const ConnectionLimits& limits)
+      : fd_(fd),
+        buffer_(std::move(buffered)),
+        limits_(limits),
+        read_deadline_(Clock::now() + limits.request_timeout) {}
+
+  bool is_readable() const override { return pos_ < buffer_.size() || wait(POLLIN, read_deadline_); }
+  bool is_writable() const override { return wait(POLLOUT, write_deadline()); }
+
+  ssize_t read(char* ptr, size_t size) override {
+    if (pos_ < buffer_.size()) return take(ptr, size);
+    buffer_.clear();
+    pos_ = 0;
+    for (;;) {
+      // Small reads (httplib reads a head byte by byte) go through the buffer.
+      const bool direct = size >= kChunk;
+      if (!direct) buffer_.resize(kChunk);
+      const ssize_t n = ::recv(fd_, direct ? ptr : buffer_.data(), direct ? size : kChunk, MSG_DONTWAIT);
+      if (n > 0 && direct) return n;
+      if (n > 0) {
+        buffer_.resize(static_cast<std::size_t>(n));
+        return take(ptr, size);
+      }
+      if (!direct) buffer_.clear();
+      if (n == 0) return 0;
+      if (errno == EINTR) continue;
+      if ((errno != EAGAIN && errno != EWOULDBLOCK) || !wait(POLLIN, read_deadline_)) return fail();
+    }
+  }
+
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!write_deadline_) write_deadline_ = Clock::now() + limits_.request_timeout;
+    for (;;) {
+      const ssize_t n = ::send(fd_, ptr, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n >= 0) return n;
+      if (errno == EINTR) continue;
+      if ((errno != EAGAIN && errno != EWOULDBLOCK) || !wait(POLLOUT, *write_deadline_)) return fail();
+    }
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    if (::getpeername(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) ip = address_text(addr, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) ip = address_text(addr, port);
+  }
+  socket_t socket() const override { return fd_; }
+
+  /// Bytes read past the request (a pipelined next request).
+  std::string leftover() const { return pos_ < buffer_.size() ? buffer_.substr(pos_) : std::string(); }
+  /// A read or write timed out or failed: the connection is out of step and must close.
+  bool broken() const { return broken_; }
+
+ private:
+  static constexpr std::size_t kChunk = 4096;
+
+  ssize_t fail() {
+    broken_ = true;
+    return -1;
+  }
+
+  ssize_t take(char* ptr, size_t size) {
+    const std::size_t n = std::min(size, buffer_.size() - pos_);
+    std::memcpy(ptr, buffer_.data() + pos_, n);
+    pos_ += n;
+    return static_cast<ssize_t>(n);
+  }
+
+  Clock::time_point write_deadline() const {
+    return write_deadline_ ? *write_deadline_ : Clock::now() + limits_.request_timeout;
+  }
+
+  /// Waits until the socket is ready for `events`, at most the I/O timeout and never past
+  /// `deadline`. False on a timeout or an error.
+  bool wait(short events, Clock::time_point deadline) const {
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) return false;
+      pollfd p{fd_, events, 0};
+      const int rc = ::poll(&p, 1, static_cast<int>(std::min(left, limits_.io_timeout).count()));
+      if (rc > 0) return (p.revents & (events | POLLHUP | POLLERR)) != 0;
+      if (rc == 0) return false;
+      if (errno != EINTR) return false;
+    }
+  }
+
+  int fd_;
+  std::string buffer_;
+  std::size_t pos_ = 0;
+  const ConnectionLimits& limits_;
+  Clock::time_point read_deadline_;
+  std::optional<Clock::time_point> write_deadline_;
+  bool broken_ = false;
+};
+
+void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL, 0) | O_NONBLOCK); }
+
+}  // namespace
+
+ConnectionServer::ConnectionServer(ConnectionLimits limits) : limits_(limits) {}
+
+ConnectionServer::~ConnectionServer() {
+  halt();
+  const socket_t fd = svr_sock_.exchange(INVALID_SOCKET);
+  if (fd != INVALID_SOCKET) ::close(fd);
+}
+
+void ConnectionServer::halt() {
+  halting_ = true;
+  std::lock_guard lock(returned_mutex_);
+  if (wake_fd_ >= 0) {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const ssize_t n = ::write(wake_fd_, &one, sizeof one);
+  }
+}
+
+void ConnectionServer::give_back(std::unique_ptr<Connection> connection) {
+  std::lock_guard lock(returned_mutex_);
+  if (halting_ || wake_fd_ < 0) return;  // closes it
+  returned_.push_back(std::move(connection));
+  const std::uint64_t one = 1;
+  [[maybe_unused]] const ssize_t n = ::write(wake_fd_, &one, sizeof one);
+}
+
+void ConnectionServer::run_request(std::unique_ptr<Connection> c) {
+  try {
+    for (;;) {
+      const bool last = c->served + 1 >= limits_.max_requests_per_connection || halting_;
+      DeadlineStream stream(c->fd, std::move(c->buffer), limits_);
+      bool closed = false;
+      const bool ok = process_request(stream, last, closed, nullptr);
+      ++c->served;
+      if (!ok || closed || last || halting_ || stream.broken()) return;
+      c->buffer = stream.leftover();
+      c->got_bytes = !c->buffer.empty();
+      c->deadline = Clock::now() + (c->got_bytes ? limits_.head_timeout : limits_.idle_timeout);
+      if (!head_complete(c->buffer) && c->buffer.size() < limits_.max_head_bytes) {
+        give_back(std::move(c));
+        return;
+      }
+      // A pipelined request already complete: answer it here.
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("http: a connection ended by an exception: {}", e.what());
+  } catch (...) {
+    spdlog::error("http: a connection ended by an unknown exception");
+  }
+}
+
+bool ConnectionServer::serve() {
+  const int listen_fd = svr_sock_;
+  if (listen_fd == INVALID_SOCKET) return false;
+  ::listen(listen_fd, SOMAXCONN);
+  set_nonblocking(listen_fd);
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  const int wake = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (ep < 0 || wake < 0) {
+    spdlog::error("http: cannot start the accept loop: {}", std::strerror(errno));
+    if (ep >= 0) ::close(ep);
+    if (wake >= 0) ::close(wake);
+    return false;
+  }
+  {
+    std::lock_guard lock(returned_mutex_);
+    wake_fd_ = wake;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = listen_fd;
+  ::epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd, &ev);
+  ev.data.fd = wake;
+  ::epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev);
+
+  std::map<int, std::unique_ptr<Connection>> waiting;
+  {
+    httplib::ThreadPool workers(static_cast<std::size_t>(std::max(1, limits_.threads)));
+    httplib::ThreadPool probes(static_cast<std::size_t>(std::max(1, limits_.probe_threads)));
+    const auto dispatch = [&](std::unique_ptr<Connection> c) {
+      Connection* raw = c.release();  // the pools take copyable functions; the worker owns it again
+      (is_probe(raw->buffer) ? probes : workers).enqueue([this, raw] { run_request(std::unique_ptr<Connection>(raw)); });
+    };
+    const auto watch = [&](std::unique_ptr<Connection> c) {
+      if (head_complete(c->buffer) || c->buffer.size() >= limits_.max_head_bytes) return dispatch(std::move(c));
+      epoll_event e{};
+      e.events = EPOLLIN | EPOLLRDHUP;
+      e.data.fd = c->fd;
+      if (::epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &e) == 0) waiting.emplace(c->fd, std::move(c));
+    };
+    // Reads what a waiting connection sent; hands it on once its head is complete.
+    const auto receive = [&](int fd) {
+      auto it = waiting.find(fd);
+      if (it == waiting.end()) return;
+      Connection& c = *it->second;
+      char chunk[16384];
+      for (;;) {
+        const ssize_t n = ::recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
+        if (n > 0) {
+          if (!c.got_bytes) {
+            c.got_bytes = true;
+            c.deadline = Clock::now() + limits_.head_timeout;
+          }
+          c.buffer.append(chunk, static_cast<std::size_t>(n));
+          if (c.buffer.size() >= limits_.max_head_bytes) break;
+          continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        ::epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
+        waiting.erase(it);  // closed by the peer, or broken
+        return;
+      }
+      if (head_complete(c.buffer) || c.buffer.size() >= limits_.max_head_bytes) {
+        ::epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
+        auto connection = std::move(it->second);
+        waiting.erase(it);
+        dispatch(std::move(connection));
+      }
+    };
+    auto last_sweep = Clock::now();
+    std::vector<epoll_event> events(256);
+    while (!halting_) {
+      const int n = ::epoll_wait(ep, events.data(), static_cast<int>(events.size()), 100);
+      if (n < 0 && errno != EINTR) {
+        spdlog::error("http: the accept loop failed: {}", std::strerror(errno));
+        break;
+      }
+      for (int i = 0; i < n; ++i) {
+        const int fd = events[static_cast<std::size_t>(i)].data.fd;
+        if (fd == listen_fd) {
+          for (;;) {
+            const int s = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (s < 0) {
+              if (errno == EMFILE || errno == ENFILE) {
+                if (log_allowed("http accept fds", std::chrono::seconds(60))) {
+                  spdlog::warn("http: cannot accept connections: {} ({} waiting for their request)",
+                               std::strerror(errno), waiting.size());
+                }
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));  // not a busy loop at the limit
+              }
+              break;
+            }
+            if (waiting.size() >= limits_.max_waiting) {
+              ::close(s);
+              continue;
+            }
+            const int one = 1;
+            ::setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            auto c = std::make_unique<Connection>(s);
+            c->deadline = Clock::now() + limits_.head_timeout;
+            watch(std::move(c));
+          }
+        } else if (fd == wake) {
+          std::uint64_t count = 0;
+          [[maybe_unused]] const ssize_t r = ::read(wake, &count, sizeof count);
+          std::deque<std::unique_ptr<Connection>> back;
+          {
+            std::lock_guard lock(returned_mutex_);
+            back.swap(returned_);
+          }
+          for (auto& c : back) watch(std::move(c));
+        } else {
+          receive(fd);
+        }
+      }
+      const auto now = Clock::now();
+      if (now - last_sweep >= std::chrono::milliseconds(100)) {
+        last_sweep = now;
+        std::size_t slow = 0;
+        for (auto it = waiting.begin(); it != waiting.end();) {
+          if (now < it->second->deadline) {
+            ++it;
+            continue;
+          }
+          slow += it->second->got_bytes ? 1 : 0;
+          ::epoll_ctl(ep, EPOLL_CTL_DEL, it->first, nullptr);
+          it = waiting.erase(it);
+        }
+        if (slow > 0) {
+          slow_heads_closed_ += slow;
+          if (log_allowed("http slow heads", std::chrono::seconds(60))) {
+            spdlog::warn("http: closed {} connection(s) whose request head did not arrive within {} ms ({} so far)",
+                         slow, limits_.head_timeout.count(), slow_heads_closed_.load());
+          }
+        }
+      }
+    }
+    halting_ = true;
+    const socket_t fd = svr_sock_.exchange(INVALID_SOCKET);
+    if (fd != INVALID_SOCKET) ::close(fd);
+    waiting.clear();
+    workers.shutdown();  // the requests they hold finish; their connections close
+    probes.shutdown();
+  }
+  {
+    std::lock_guard lock(returned_mutex_);
+    returned_.clear();
+    wake_fd_ = -1;
+  }
+  ::close(wake);
+  ::close(ep);
+  return true;
+}
+
+}  // namespace mlswarm
