@@ -25,6 +25,11 @@ struct ConnectionLimits {
   std::size_t max_head_bytes = 64u << 10;        ///< a head still open at this size goes to httplib (431/400)
   std::size_t max_waiting = 10'000;              ///< connections waiting for a head; more are closed at once
   std::size_t max_requests_per_connection = 1000;
+  /// After a reply, how long a worker waits for the connection's next request before handing
+  /// it back to the accept thread. Measured on 2 cores, 404s to `mlswarm load` (closed loop):
+  /// without it 30% fewer requests/s than httplib's own loop; 2 ms: -4% at 16 clients, -18% at
+  /// 64; 10 ms: +6% and +5% (50 ms: the same as 10).
+  std::chrono::milliseconds linger{10};
 };
 
 /// cpp-httplib's Server (its parsing, routing and replies: process_request) behind an accept
@@ -56,6 +61,7 @@ class ConnectionServer : public httplib::Server {
   struct Connection;
   void run_request(std::unique_ptr<Connection> connection);
   void give_back(std::unique_ptr<Connection> connection);
+  void linger_for_next(Connection& connection) const;
 
   ConnectionLimits limits_;
   std::atomic<bool> halting_{false};
