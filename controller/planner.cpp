@@ -88,7 +88,8 @@ class Planner {
       // The trainer shut down cleanly (a rolling update) after a checkpoint: go on elsewhere now.
       actions_.push_back(action::Requeue{id, attempt, fmt::format("trainer {} shut down", t.address), false, {}});
     } else if (r.state == JobState::kFailed &&
-               (r.failure == FailureCode::kSuperseded || r.failure == FailureCode::kLostPeer)) {
+               (r.failure == FailureCode::kSuperseded || r.failure == FailureCode::kLostPeer ||
+                r.failure == FailureCode::kNoSpace)) {
       lost(job, fmt::format("trainer {}: {}", t.address, r.error));
     } else {
       actions_.push_back(action::Finish{id, attempt, r.state, r.failure, r.error, r.progress});

@@ -17,6 +17,8 @@ CheckpointStore::CheckpointStore(std::filesystem::path job_dir, int attempt)
 
 void CheckpointStore::claim() const { fence_.claim(); }
 
+void CheckpointStore::guarded(const std::function<void()>& write) const { fence_.guarded(write); }
+
 void CheckpointStore::save(std::string_view payload) const {
   fence_.guarded([&] { write(payload); });
 }

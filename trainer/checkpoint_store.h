@@ -42,6 +42,10 @@ class CheckpointStore {
   /// fence, so the model and the checkpoint after an epoch land together or not at all.
   void publish(const std::function<void()>& write_model, std::string_view checkpoint) const;
 
+  /// Runs `write` under the fence (Error(kSuperseded) and nothing written when a later attempt
+  /// has claimed the job).
+  void guarded(const std::function<void()>& write) const;
+
   /// Offers each intact checkpoint, newest first, to `use` with its unsealed payload and a
   /// name for messages, until `use` accepts one (returns true). `use` returns false to pass
   /// (a checkpoint of another spec) or throws to say the payload is unusable (logged); either

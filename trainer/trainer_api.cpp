@@ -167,8 +167,6 @@ HttpReply TrainerApi::train(const HttpRequest& request) {
     } catch (const Error& e) {
       spdlog::warn("job {} model {}: dispatch of attempt {} from {} refused: {}", spec.job_id, spec.model_id,
                    spec.attempt, request.remote_addr, e.what());
-      // A fence that cannot be written (a full disk) is a moment's trouble, not the caller's.
-      if (e.code() == ErrorCode::kInternal) throw Error(ErrorCode::kUnavailable, e.what());
       throw;
     }
   }

@@ -74,6 +74,10 @@ class TrainingRun {
 
   TrainingOutcome run() {
     resume();
+    if (leader_ && resume_epoch_ > o_.epochs && !point_.unevaluated) {
+      adopt_finished_model();
+      return TrainingOutcome::kCompleted;
+    }
     spdlog::info("job {} model {}: training {} on {} [{}, {}) for {} epochs, batch {}, {} steps/epoch, {}",
                  spec_.job_id, spec_.model_id, spec_.model_type, spec_.dataset, start_, start_ + n_, o_.epochs,
                  batch_, steps_per_epoch_, precision_name());
@@ -204,6 +208,26 @@ class TrainingRun {
     resume_step_ = point_.next_step;
     accuracies_.clear();
     for (const auto& e : point_.history) accuracies_.push_back(e.accuracy);
+  }
+
+  /// A resumed attempt with no epoch left to train: an earlier attempt of this job published
+  /// its last epoch and was lost before the controller heard that it had finished (its trainer
+  /// killed in that moment). That model is the job's result; meta.json is rewritten as this
+  /// attempt's, so the controller finds the job's model published by the attempt reporting it.
+  void adopt_finished_model() {
+    store_.guarded([&] {
+      const auto path = model_path_ / "meta.json";
+      ModelMeta meta = model_meta_from_json(nlohmann::json::parse(read_file(path, 64u << 20)));
+      if (meta.job_id != spec_.job_id) {
+        throw Error(ErrorCode::kDataError, fmt::format("the checkpoint says job {} finished, but {} was written by "
+                                                       "job {}",
+                                                       spec_.job_id, path.string(), meta.job_id));
+      }
+      meta.attempt = spec_.attempt;
+      write_file_atomic(path, to_json(meta).dump(2));
+    });
+    spdlog::info("job {} model {}: an earlier attempt trained every epoch; its model is taken as attempt {}'s",
+                 spec_.job_id, spec_.model_id, spec_.attempt);
   }
 
   /// Trains one epoch from `first_step`; nullopt when asked to stop (a checkpoint is written

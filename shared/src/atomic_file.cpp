@@ -19,7 +19,8 @@ namespace fs = std::filesystem;
 namespace {
 
 [[noreturn]] void io_error(const fs::path& path, std::string_view what, int err) {
-  throw Error(ErrorCode::kInternal, fmt::format("{}: {}: {}", path.string(), what, std::strerror(err)));
+  throw Error(err == ENOSPC || err == EDQUOT ? ErrorCode::kNoSpace : ErrorCode::kInternal,
+              fmt::format("{}: {}: {}", path.string(), what, std::strerror(err)));
 }
 
 void fsync_directory(const fs::path& dir) {

@@ -20,6 +20,7 @@ int http_status(ErrorCode code) noexcept {
     case ErrorCode::kUnsupportedMediaType: return 415;
     case ErrorCode::kTooManyRequests: return 429;
     case ErrorCode::kUnavailable: return 503;
+    case ErrorCode::kNoSpace: return 503;
     case ErrorCode::kDataError: return 422;
     case ErrorCode::kOutOfMemory: return 507;
     case ErrorCode::kLostPeer: return 503;
@@ -41,6 +42,7 @@ std::string_view code_name(ErrorCode code) noexcept {
     case ErrorCode::kUnsupportedMediaType: return "unsupported_media_type";
     case ErrorCode::kTooManyRequests: return "too_many_requests";
     case ErrorCode::kUnavailable: return "unavailable";
+    case ErrorCode::kNoSpace: return "no_space";
     case ErrorCode::kDataError: return "data_error";
     case ErrorCode::kOutOfMemory: return "out_of_memory";
     case ErrorCode::kLostPeer: return "lost_peer";

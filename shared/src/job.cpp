@@ -257,6 +257,7 @@ std::string_view to_string(FailureCode code) noexcept {
     case FailureCode::kLostPeer: return "lost_peer";
     case FailureCode::kSuperseded: return "superseded";
     case FailureCode::kLostTrainer: return "lost_trainer";
+    case FailureCode::kNoSpace: return "no_space";
     case FailureCode::kInvalidSpec: return "invalid_spec";
     case FailureCode::kDataError: return "data_error";
     case FailureCode::kOutOfMemory: return "out_of_memory";
@@ -267,7 +268,7 @@ std::string_view to_string(FailureCode code) noexcept {
 
 FailureCode parse_failure_code(std::string_view text) noexcept {
   for (FailureCode c : {FailureCode::kInterrupted, FailureCode::kLostPeer, FailureCode::kSuperseded, FailureCode::kLostTrainer,
-                        FailureCode::kInvalidSpec, FailureCode::kDataError, FailureCode::kOutOfMemory,
+                        FailureCode::kNoSpace, FailureCode::kInvalidSpec, FailureCode::kDataError, FailureCode::kOutOfMemory,
                         FailureCode::kInternal}) {
     if (to_string(c) == text) return c;
   }
@@ -281,6 +282,7 @@ FailureCode failure_for(ErrorCode code) noexcept {
     case ErrorCode::kInvalidArgument: return FailureCode::kInvalidSpec;
     case ErrorCode::kOutOfMemory: return FailureCode::kOutOfMemory;
     case ErrorCode::kLostPeer: return FailureCode::kLostPeer;
+    case ErrorCode::kNoSpace: return FailureCode::kNoSpace;
     default: return FailureCode::kInternal;
   }
 }

@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fstream>
+
 #include "../support/http_json.h"
 #include "../support/process.h"
 #include "../support/temp_dir.h"
@@ -88,6 +90,30 @@ TEST_F(TrainerProcess, TrainsARealModelThatLoadsBack) {
   EXPECT_NEAR(accuracy, recorded, 1e-3) << "model.pt does not score what the trainer recorded";
   EXPECT_EQ(meta.class_names.at(9), "Ankle boot");
   EXPECT_EQ(meta.epochs.size(), 1u);
+}
+
+// A trainer killed between publishing a job's last epoch and the controller hearing of it:
+// the next attempt finds a checkpoint with no epoch left. It takes the published model as its
+// own (meta.json names it), instead of reporting "succeeded" with nothing written by it, which
+// the controller would refuse again and again.
+TEST_F(TrainerProcess, AnAttemptResumedAfterTheLastEpochTakesThePublishedModel) {
+  start();
+  auto [status, job] = post("/train", R"({"job_id": "done-1", "model_id": "it-done", "example_idxs": [0, 500],
+      "attempt": 1, "train_opts": {"epochs": 1}})");
+  ASSERT_EQ(status, 202) << job.dump();
+  wait_for_state("done-1", "succeeded", 120s);
+  const auto meta_of = [&] { return json::parse(std::ifstream(home_ / "models/it-done/meta.json")); };
+  EXPECT_EQ(meta_of()["attempt"], 1);
+  const auto weights = std::filesystem::last_write_time(home_ / "models/it-done/model.pt");
+  std::tie(status, job) = post("/train", R"({"job_id": "done-1", "model_id": "it-done", "example_idxs": [0, 500],
+      "attempt": 2, "train_opts": {"epochs": 1}})");
+  ASSERT_EQ(status, 202) << job.dump();
+  ASSERT_TRUE(eventually([&] { return get("/jobs/done-1").value("attempts", 0) == 2 && get("/jobs/done-1")["state"] == "succeeded"; }, 60s))
+      << get("/jobs/done-1").dump();
+  EXPECT_EQ(meta_of()["attempt"], 2);
+  EXPECT_EQ(meta_of()["job_id"], "done-1");
+  EXPECT_EQ(std::filesystem::last_write_time(home_ / "models/it-done/model.pt"), weights) << "nothing was trained again";
+  EXPECT_NE(trainer_->log().find("an earlier attempt trained every epoch"), std::string::npos);
 }
 
 TEST_F(TrainerProcess, CancelStopsARunningJobWithinABatch) {

@@ -21,6 +21,7 @@ enum class ErrorCode {
   kUnsupportedMediaType,  ///< 415
   kTooManyRequests,       ///< 429: a bounded queue is full
   kUnavailable,           ///< 503: not ready, no trainer, shutting down
+  kNoSpace,               ///< 503: a disk is full (ENOSPC, EDQUOT): a moment's trouble, retried
   kDataError,             ///< a dataset or checkpoint file is missing or corrupt (a job failure)
   kOutOfMemory,           ///< 507: the host or device ran out of memory
   kLostPeer,              ///< 503: a rank of a data-parallel job lost its peers (a job failure)

@@ -100,6 +100,7 @@ enum class FailureCode {
   kLostPeer,      ///< a rank of a data-parallel job lost its peers (a collective timed out)
   kSuperseded,    ///< a later attempt of the job took over its files
   kLostTrainer,   ///< its trainers kept vanishing; the controller gave up after max attempts
+  kNoSpace,       ///< HOME_DIR was full when it wrote a file: resume elsewhere after a backoff
   kInvalidSpec,   ///< the spec cannot be trained (e.g. too few examples, no such device)
   kDataError,     ///< a dataset or checkpoint file is missing or corrupt
   kOutOfMemory,
