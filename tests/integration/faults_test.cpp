@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -759,7 +760,10 @@ class ChaosTest : public ClusterTest {
   void SetUp() override {
     ClusterTest::SetUp();
     if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
-    disk_ = std::make_unique<testing::SmallDisk>(home_ / "disk", "512m");
+    // About 11 MiB a job (its checkpoints, versions and latest model) and a job every 3 s: room
+    // for every job of the run, so that only the test's filling makes the disk full.
+    disk_size_ = std::to_string(std::max(512, 6 * chaos_seconds())) + "m";
+    disk_ = std::make_unique<testing::SmallDisk>(home_ / "disk", disk_size_.c_str());
     if (!disk_->mounted()) GTEST_SKIP() << "cannot mount a tmpfs here";
     key_file_ = write_secret(home_, "cluster_key", "chaos-cluster-key-41d7");
   }
@@ -772,6 +776,10 @@ class ChaosTest : public ClusterTest {
     }
     processes_.clear();
     disk_.reset();
+  }
+  static int chaos_seconds() {
+    const char* env = std::getenv("MLSWARM_CHAOS_SECONDS");
+    return env != nullptr ? std::max(10, std::atoi(env)) : 60;
   }
   static std::string tail(const std::string& text, std::size_t n) {
     return text.size() <= n ? text : text.substr(text.size() - n);
@@ -811,14 +819,14 @@ class ChaosTest : public ClusterTest {
     return json::object();
   }
 
+  std::string disk_size_;
   std::unique_ptr<testing::SmallDisk> disk_;
   std::filesystem::path key_file_;
   std::map<std::string, std::unique_ptr<ChildProcess>> processes_;
 };
 
 TEST_F(ChaosTest, EveryAcceptedJobSucceedsOnceAndEachTermHasOneLeader) {
-  const char* env = std::getenv("MLSWARM_CHAOS_SECONDS");
-  const int seconds = env != nullptr ? std::max(10, std::atoi(env)) : 60;
+  const int seconds = chaos_seconds();
   const std::vector<std::string> trainers{"trainer-2", "trainer-3", "trainer-4"};
   const std::vector<std::string> controllers{"controller-1", "controller-11"};
   for (const auto& t : trainers) start(t);
@@ -954,7 +962,7 @@ TEST_F(ChaosTest, EveryAcceptedJobSucceedsOnceAndEachTermHasOneLeader) {
     }
   }
   std::cout << "chaos: " << seconds << " s; 3 trainers, 2 controller replicas, a hostile host (lying "
-            << "Content-Length) on the subnet, HOME_DIR on a 512 MiB tmpfs\n  disruptions:";
+            << "Content-Length) on the subnet, HOME_DIR on a " << disk_size_ << " tmpfs\n  disruptions:";
   for (const auto& [what, n] : done) std::cout << " " << what << " " << n << ";";
   std::cout << "\n  submitted: " << ids.size() << " answered 202";
   for (const auto& [status, n] : refused) std::cout << ", " << n << (status == "unanswered" ? " " : " answered ") << status;
@@ -991,6 +999,10 @@ TEST_F(ChaosTest, EveryAcceptedJobSucceedsOnceAndEachTermHasOneLeader) {
     EXPECT_EQ(who.size(), 1u) << "term " << term;
   }
   EXPECT_GE(leaders.size(), 1u);
+  struct statvfs fs {};
+  if (::statvfs(disk_->path().c_str(), &fs) == 0) {
+    std::cout << "  HOME_DIR holds " << (fs.f_blocks - fs.f_bfree) * fs.f_frsize / (1 << 20) << " MiB after the run\n";
+  }
   std::cout << "  jobs answered 202: " << ids.size() << ", succeeded exactly once: " << ok << "; terms: " << leaders.size()
             << ", with more than one leader: "
             << std::count_if(leaders.begin(), leaders.end(), [](const auto& l) { return l.second.size() > 1; }) << "\n";
