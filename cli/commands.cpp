@@ -10,6 +10,8 @@
 
 #include <fmt/format.h>
 
+#include "mlswarm/job.h"
+
 namespace mlswarm::cli_tool {
 
 using nlohmann::json;
@@ -309,7 +311,8 @@ int follow_job(const Client& client, const Output& out, const std::string& job_i
       continue;
     }
     const std::string state = text(job, "state");
-    const bool done = state == "succeeded" || state == "failed" || state == "cancelled";
+    const std::optional<JobState> parsed = parse_job_state(state);
+    const bool done = parsed && is_terminal(*parsed);
     if (!out.json) {
       std::string line;
       if (state == "queued") {

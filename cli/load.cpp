@@ -1,4 +1,5 @@
 #include "load.h"
+#include "mlswarm/ports.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -22,7 +23,7 @@ using Clock = std::chrono::steady_clock;
 struct Target {
   bool tls = false;
   std::string host;
-  int port = 48515;
+  int port = kDefaultControllerPort;
 };
 
 Target parse_url(const std::string& url) {

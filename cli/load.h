@@ -5,11 +5,13 @@
 #include <utility>
 #include <vector>
 
+#include "mlswarm/ports.h"
+
 namespace mlswarm::cli_tool {
 
 /// `mlswarm load`: a closed-loop load generator for /predict (or any POST route).
 struct LoadOptions {
-  std::string url = "http://localhost:48515";  ///< a name that resolves to several replicas spreads the clients
+  std::string url = "http://localhost:" + std::to_string(kDefaultControllerPort);  ///< a name that resolves to several replicas spreads the clients
   std::string token;  ///< bearer token, if the controller needs one
   std::string path = "/predict";
   std::string body;   ///< the POST body

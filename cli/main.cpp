@@ -16,6 +16,7 @@
 #include "load.h"
 #include "mlswarm/auth.h"
 #include "mlswarm/http_server.h"
+#include "mlswarm/ports.h"
 
 namespace {
 
@@ -48,7 +49,7 @@ std::string example_body(const std::string& url, const std::string& token, const
 int healthcheck(const std::string& daemon) {
   const bool controller = daemon == "controller";
   const char* port_text = std::getenv(controller ? "CONTROLLER_PORT" : "TRAIN_PORT");
-  const int port = port_text != nullptr && *port_text != '\0' ? std::atoi(port_text) : (controller ? 48515 : 48516);
+  const int port = port_text != nullptr && *port_text != '\0' ? std::atoi(port_text) : (controller ? mlswarm::kDefaultControllerPort : mlswarm::kDefaultTrainPort);
   const char* cert = std::getenv("TLS_CERT_FILE");
   const bool tls = controller && cert != nullptr && *cert != '\0';
   return mlswarm::http_probe("127.0.0.1", port, "/healthz", std::chrono::milliseconds(2000), tls) == 200 ? 0 : 1;
@@ -189,7 +190,7 @@ int main(int argc, char** argv) {
   CLI::App app{"mlswarm: the command line of an mlswarm controller (MLSWARM_URL, MLSWARM_TOKEN_FILE)", "mlswarm"};
   app.require_subcommand(1);
   app.fallthrough();  // --json, --url and --token-file also after the subcommand
-  std::string url = "http://localhost:48515", token_file;
+  std::string url = "http://localhost:" + std::to_string(mlswarm::kDefaultControllerPort), token_file;
   bool json = false;
   app.add_option("--url", url, "the controller (MLSWARM_URL)")->envname("MLSWARM_URL")->capture_default_str();
   app.add_option("--token-file", token_file, "file holding the API token (MLSWARM_TOKEN_FILE)")

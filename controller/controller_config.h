@@ -8,6 +8,7 @@
 
 #include "mlswarm/cli.h"
 #include "subnet.h"
+#include "mlswarm/ports.h"
 
 namespace mlswarm {
 
@@ -15,8 +16,8 @@ namespace mlswarm {
 /// from its environment variable (named in --help), validated by the same rules.
 struct ControllerConfig {
   std::string host = "0.0.0.0";        ///< CONTROLLER_HOST
-  int port = 48515;                    ///< CONTROLLER_PORT
-  int train_port = 48516;              ///< TRAIN_PORT
+  int port = kDefaultControllerPort;    ///< CONTROLLER_PORT
+  int train_port = kDefaultTrainPort;  ///< TRAIN_PORT
   std::optional<Subnet> subnet;        ///< SUBNET_TRAIN; at least one of subnet and dns_name is set
   std::string dns_name;                ///< TRAIN_DNS
   std::string home_dir = "./var";      ///< HOME_DIR
@@ -46,7 +47,7 @@ struct ControllerConfig {
   std::string tls_key_file;            ///< TLS_KEY_FILE
   int trainer_timeout_ms = 3000;       ///< TRAINER_TIMEOUT_MS
   int max_queued_jobs = 1000;          ///< MAX_QUEUED_JOBS
-  int rendezvous_port = 48517;         ///< RDZV_PORT: data-parallel jobs meet here (and the next 63 ports)
+  int rendezvous_port = kDefaultRendezvousPort;  ///< RDZV_PORT: data-parallel jobs meet here (and the next 63 ports)
   std::string advertise;               ///< ADVERTISE_ADDRESS: where other replicas reach this one
   int lease_ms = 2000;                 ///< LEASE_MS: a leader silent this long is replaced
   int drain_ms = 5000;                 ///< DRAIN_MS: on SIGTERM, how long to keep answering

@@ -26,8 +26,8 @@ step() { echo "==> [$1/6] $2"; }
 step 1 "Debian packages (apt-get when something is missing)"
 scripts/install_deps.sh
 mkdir -p "$HOME_DIR/logs"
-step 2 "building with cmake into build/ (the first build takes a while on 2 cores; log: $HOME_DIR/logs/build.log)"
-if ! scripts/build.sh 2>&1 | tee "$HOME_DIR/logs/build.log" |
+step 2 "building the daemons and the CLI with cmake into build/ (the first build takes a while on 2 cores; log: $HOME_DIR/logs/build.log)"
+if ! TARGETS="ml_trainer ml_controller mlswarm" scripts/build.sh 2>&1 | tee "$HOME_DIR/logs/build.log" |
      { grep --line-buffered -E '^\[ *[0-9]+%\] (Building|Linking)' || true; } | sed -u 's/^/    /'; then
   tail -30 "$HOME_DIR/logs/build.log"
   echo "the build failed; the whole log is $HOME_DIR/logs/build.log" >&2

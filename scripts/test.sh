@@ -5,8 +5,8 @@
 # never touches a swarm it did not make, so a plain run never leaves or joins one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# promtool checks /metrics; shellcheck the scripts; chromium drives the dashboard; tmux the CLI
-scripts/install_deps.sh prometheus shellcheck chromium chromium-driver python3-selenium tmux
+# promtool checks /metrics; shellcheck the scripts; clang-format the C++; chromium drives the dashboard; tmux the CLI
+scripts/install_deps.sh prometheus shellcheck clang-format chromium chromium-driver python3-selenium tmux
 export BUILD_DIR=${BUILD_DIR:-build-test}
 rm -rf "$BUILD_DIR"
 scripts/build.sh -DMLSWARM_E2E="${MLSWARM_E2E:-OFF}"

@@ -6,6 +6,7 @@
 #include <variant>
 
 #include "mlswarm/cli.h"
+#include "mlswarm/ports.h"
 
 namespace mlswarm {
 
@@ -13,7 +14,7 @@ namespace mlswarm {
 /// its environment variable (named in --help), validated by the same rules.
 struct TrainerConfig {
   std::string host = "0.0.0.0";                  ///< TRAIN_HOST
-  int port = 48516;                              ///< TRAIN_PORT
+  int port = kDefaultTrainPort;                  ///< TRAIN_PORT
   std::string home_dir = "./var";                ///< HOME_DIR
   std::string data_dir = "/usr/share/datasets";  ///< DATA_DIR
   int workers = 1;                               ///< TRAIN_WORKERS

@@ -14,6 +14,7 @@
 #include "../support/fake_peers.h"
 #include "../support/small_disk.h"
 #include "cluster_fixture.h"
+#include "mlswarm/atomic_file.h"
 #include "mlswarm/model_meta.h"
 
 namespace mlswarm {

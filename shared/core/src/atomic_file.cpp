@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -10,9 +11,9 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <zlib.h>
 
 #include "mlswarm/error.h"
-#include "mlswarm/model_meta.h"
 
 namespace mlswarm {
 namespace fs = std::filesystem;
@@ -125,6 +126,19 @@ std::string read_file(const fs::path& path, std::size_t max_bytes) {
   std::ostringstream out;
   out << in.rdbuf();
   return std::move(out).str();
+}
+
+std::uint32_t crc32_of(std::string_view bytes) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  const auto* p = reinterpret_cast<const Bytef*>(bytes.data());
+  std::size_t left = bytes.size();
+  while (left > 0) {
+    auto chunk = static_cast<uInt>(std::min<std::size_t>(left, 1u << 30));
+    crc = crc32(crc, p, chunk);
+    p += chunk;
+    left -= chunk;
+  }
+  return static_cast<std::uint32_t>(crc);
 }
 
 }  // namespace mlswarm

@@ -6,11 +6,12 @@
 
 #include "planner.h"
 #include "subnet.h"
+#include "mlswarm/ports.h"
 
 namespace mlswarm {
 
 struct ScanOptions {
-  int port = 48516;
+  int port = kDefaultTrainPort;
   std::chrono::milliseconds connect_timeout{300};
   std::chrono::milliseconds read_timeout{500};  ///< after the connect, for the whole reply
   int max_in_flight = 256;  ///< probes open at once

@@ -4,7 +4,6 @@
 #include <cmath>
 
 #include <fmt/format.h>
-#include <zlib.h>
 
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
@@ -164,19 +163,6 @@ std::vector<int> model_versions(const std::filesystem::path& home_dir, const std
   }
   std::sort(versions.begin(), versions.end());
   return versions;
-}
-
-std::uint32_t crc32_of(std::string_view bytes) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  const auto* p = reinterpret_cast<const Bytef*>(bytes.data());
-  std::size_t left = bytes.size();
-  while (left > 0) {
-    auto chunk = static_cast<uInt>(std::min<std::size_t>(left, 1u << 30));
-    crc = crc32(crc, p, chunk);
-    p += chunk;
-    left -= chunk;
-  }
-  return static_cast<std::uint32_t>(crc);
 }
 
 }  // namespace mlswarm

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -20,6 +21,9 @@ std::string seal(std::string_view payload);
 /// The payload of a sealed frame. Throws Error(kDataError) naming `what` when the frame is
 /// not one, is cut short or fails its CRC.
 std::string unseal(std::string_view sealed, std::string_view what);
+
+/// CRC-32 (zlib's) of a byte string.
+std::uint32_t crc32_of(std::string_view bytes);
 
 /// Reads a whole file. Throws Error(kDataError) when missing, unreadable or over `max_bytes`.
 std::string read_file(const std::filesystem::path& path, std::size_t max_bytes);

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mlswarm/error.h"
+#include "mlswarm/ports.h"
 
 namespace mlswarm {
 
@@ -45,7 +46,7 @@ struct Placement {
   int rank = 0;
   int world_size = 1;
   std::vector<std::string> hosts;  ///< every rank's IPv4 address, rank order; Gloo binds to hosts[rank]
-  int port = 48517;                ///< the rendezvous (c10d TCPStore) port on hosts[0]
+  int port = kDefaultRendezvousPort;  ///< the rendezvous (c10d TCPStore) port on hosts[0]
 };
 
 /// The most trainers one job may span.

@@ -63,7 +63,4 @@ std::vector<int> model_versions(const std::filesystem::path& home_dir, const std
 /// Throws Error(kInvalidArgument, field) when `path` is a symbolic link.
 void require_not_symlink(const std::filesystem::path& path, const char* field);
 
-/// CRC-32 (zlib's) of a byte string.
-std::uint32_t crc32_of(std::string_view bytes);
-
 }  // namespace mlswarm

@@ -11,6 +11,7 @@
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
 #include "mlswarm/json_fields.h"
+#include "mlswarm/ports.h"
 
 namespace mlswarm {
 namespace {
@@ -134,7 +135,7 @@ Placement parse_placement(const json& object) {
   Placement p;
   p.world_size = static_cast<int>(get_int(object, "world_size", "placement.world_size", 1, 1, kMaxWorldSize));
   p.rank = static_cast<int>(get_int(object, "rank", "placement.rank", 0, 0, p.world_size - 1));
-  p.port = static_cast<int>(get_int(object, "port", "placement.port", 48517, 1, 65535));
+  p.port = static_cast<int>(get_int(object, "port", "placement.port", kDefaultRendezvousPort, 1, 65535));
   const auto hosts = object.find("hosts");
   if (hosts == object.end() || !hosts->is_array() || static_cast<int>(hosts->size()) != p.world_size) {
     invalid("placement.hosts", "placement.hosts must list one IPv4 address per rank");

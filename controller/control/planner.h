@@ -16,6 +16,7 @@
 #include "mlswarm/job.h"
 #include "scheduler.h"
 #include "trainer_transport.h"
+#include "mlswarm/ports.h"
 
 namespace mlswarm {
 
@@ -50,7 +51,7 @@ inline constexpr int kRendezvousPorts = 64;
 
 struct PlannerOptions {
   int max_attempts = 5;  ///< lost attempts of a job before it fails
-  int rendezvous_port = 48517;  ///< RDZV_PORT: the first rendezvous port of data-parallel jobs
+  int rendezvous_port = kDefaultRendezvousPort;  ///< RDZV_PORT: the first rendezvous port of data-parallel jobs
   /// A job whose attempt was lost waits retry_backoff * 2^(lost attempts - 1), at most
   /// max_backoff, before its next dispatch, so that a job that kills its trainers does not
   /// take the cluster down in a loop. An interrupted job (its trainer shut down cleanly)
