@@ -66,7 +66,8 @@ int main(int argc, char** argv) {
   auto time_pass = [](auto&& pass) {
     auto t0 = std::chrono::steady_clock::now();
     std::size_t found = pass();
-    return std::make_pair(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(), found);
+    return std::make_pair(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
+                          found);
   };
   std::vector<double> concurrent, sequential;
   std::size_t found_c = 0, found_s = 0;
@@ -92,12 +93,16 @@ int main(int argc, char** argv) {
   for (int fd : silent_fds) ::close(fd);
   for (auto& s : servers) s->stop();
   for (auto& t : threads) t.join();
-  auto median = [](std::vector<double> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; };
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
   auto worst = [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); };
   std::cout << fmt::format(
       "one pass over 127.0.0.0/24 (254 hosts, {} live, {} silent), {} passes:\n"
       "  mlswarm concurrent scan: median {:.1f} ms, worst {:.1f} ms, found {}\n"
       "  sequential (seed-style): median {:.1f} ms, worst {:.1f} ms, found {}\n",
-      live, silent, passes, median(concurrent), worst(concurrent), found_c, median(sequential), worst(sequential), found_s);
+      live, silent, passes, median(concurrent), worst(concurrent), found_c, median(sequential), worst(sequential),
+      found_s);
   return found_c == static_cast<std::size_t>(live) ? 0 : 1;
 }

@@ -40,29 +40,30 @@ int main(int argc, char** argv) {
   torch::Tensor std = torch::tensor(std::vector<float>(meta.std.begin(), meta.std.end())).view({1, c, 1, 1});
   c10::InferenceMode inference;  // as the batcher: no autograd bookkeeping at all
   for (const bool last : {false, true}) {
-  torch::nn::Sequential model = last ? served : nchw;
-  for (int batch : batches) {
-    torch::Tensor pixels = torch::rand({batch, c, meta.height, meta.width});
-    auto pass = [&] {
-      auto x = pixels.sub(mean).div_(std);
-      if (last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
-      return torch::softmax(model->forward(x), 1).argmax(1);
-    };
-    for (int i = 0; i < 20; ++i) pass();  // warm-up: allocator, thread team
-    std::int64_t images = 0;
-    const auto start = std::chrono::steady_clock::now();
-    double elapsed = 0;
-    while (elapsed < seconds) {
-      pass();
-      images += batch;
-      elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    torch::nn::Sequential model = last ? served : nchw;
+    for (int batch : batches) {
+      torch::Tensor pixels = torch::rand({batch, c, meta.height, meta.width});
+      auto pass = [&] {
+        auto x = pixels.sub(mean).div_(std);
+        if (last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+        return torch::softmax(model->forward(x), 1).argmax(1);
+      };
+      for (int i = 0; i < 20; ++i) pass();  // warm-up: allocator, thread team
+      std::int64_t images = 0;
+      const auto start = std::chrono::steady_clock::now();
+      double elapsed = 0;
+      while (elapsed < seconds) {
+        pass();
+        images += batch;
+        elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      }
+      std::cout
+          << fmt::format(
+                 R"({{"layout": "{}", "batch": {}, "images_per_s": {:.0f}, "ms_per_pass": {:.3f}, "threads": {}}})",
+                 last ? "served" : "as saved", batch, images / elapsed, 1000.0 * elapsed * batch / images,
+                 torch::get_num_threads())
+          << std::endl;
     }
-    std::cout << fmt::format(
-                     R"({{"layout": "{}", "batch": {}, "images_per_s": {:.0f}, "ms_per_pass": {:.3f}, "threads": {}}})",
-                     last ? "served" : "as saved", batch, images / elapsed, 1000.0 * elapsed * batch / images,
-                     torch::get_num_threads())
-              << std::endl;
-  }
   }
   return 0;
 }

@@ -92,9 +92,7 @@ int main(int argc, char** argv) {
   }
 
   const bool cuda = used_device == "cuda";
-  auto name = [&](const Mode& m) {
-    return !m.fast ? "fp32 NCHW" : cuda ? "bf16+channels-last" : "fp32 channels-last";
-  };
+  auto name = [&](const Mode& m) { return !m.fast ? "fp32 NCHW" : cuda ? "bf16+channels-last" : "fp32 channels-last"; };
   for (int round = 1; round <= rounds; ++round) {
     for (Mode& m : modes) {
       use(m);
@@ -107,8 +105,8 @@ int main(int argc, char** argv) {
       m.loops.push_back(m.last.images_per_s);
       m.jobs.push_back(static_cast<double>(examples) / wall);
       m.ratios.push_back(m.last.images_per_s / ceiling);
-      std::cout << fmt::format("round {} {}: ceiling {:.0f}  real loop {:.0f}  ratio {:.3f}\n", round, name(m),
-                               ceiling, m.last.images_per_s, m.ratios.back());
+      std::cout << fmt::format("round {} {}: ceiling {:.0f}  real loop {:.0f}  ratio {:.3f}\n", round, name(m), ceiling,
+                               m.last.images_per_s, m.ratios.back());
     }
   }
   std::filesystem::remove_all(home);
@@ -121,14 +119,14 @@ int main(int argc, char** argv) {
         "trainer   (real loop, one epoch of {} images):          {:>8.0f} images/s  ratio {:.3f}\n"
         "whole job (+ tensor prep, test-set eval, checkpoints):  {:>8.0f} images/s  ratio {:.3f}\n"
         "test accuracy after one epoch {:.4f}\n",
-        m.last.device, model_type, batch, threads, name(m), rounds, steps, ceiling, examples, loop,
-        median(m.ratios), job, job / ceiling, m.last.accuracy.value_or(0));
+        m.last.device, model_type, batch, threads, name(m), rounds, steps, ceiling, examples, loop, median(m.ratios),
+        job, job / ceiling, m.last.accuracy.value_or(0));
   }
   if (modes.size() == 2) {
-    std::cout << fmt::format(
-        "{} against fp32 NCHW: ceiling {:.2f}x  real loop {:.2f}x  whole job {:.2f}x\n", name(modes[0]),
-        median(modes[0].ceilings) / median(modes[1].ceilings), median(modes[0].loops) / median(modes[1].loops),
-        median(modes[0].jobs) / median(modes[1].jobs));
+    std::cout << fmt::format("{} against fp32 NCHW: ceiling {:.2f}x  real loop {:.2f}x  whole job {:.2f}x\n",
+                             name(modes[0]), median(modes[0].ceilings) / median(modes[1].ceilings),
+                             median(modes[0].loops) / median(modes[1].loops),
+                             median(modes[0].jobs) / median(modes[1].jobs));
   }
   return 0;
 }

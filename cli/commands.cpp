@@ -31,9 +31,7 @@ std::string text(const json& j, const char* key) {
   return v.dump();
 }
 
-std::string fixed(const std::optional<double>& v, int digits) {
-  return v ? fmt::format("{:.{}f}", *v, digits) : "-";
-}
+std::string fixed(const std::optional<double>& v, int digits) { return v ? fmt::format("{:.{}f}", *v, digits) : "-"; }
 
 /// 1523.4 -> "1,523".
 std::string grouped(double v) {
@@ -56,7 +54,8 @@ void print_json(const Reply& reply) { std::cout << reply.body.dump() << std::end
 
 std::vector<std::string> job_row(const json& j) {
   auto progress = number(j, "progress");
-  std::string epoch = number(j, "epoch").value_or(0) > 0 ? fmt::format("{}/{}", text(j, "epoch"), text(j, "epochs")) : "-";
+  std::string epoch =
+      number(j, "epoch").value_or(0) > 0 ? fmt::format("{}/{}", text(j, "epoch"), text(j, "epochs")) : "-";
   return {text(j, "job_id"),
           text(j, "model_id"),
           text(j, "state"),
@@ -208,8 +207,8 @@ int cmd_cancel(const Client& client, const Output& out, const std::string& job_i
   return 0;
 }
 
-int cmd_predict(const Client& client, const Output& out, const std::string& model, const std::vector<std::string>& images,
-                int top) {
+int cmd_predict(const Client& client, const Output& out, const std::string& model,
+                const std::vector<std::string>& images, int top) {
   for (const auto& path : images) {
     const std::string name = path.substr(path.find_last_of('/') + 1);
     Reply reply = client.post_image("/classify?model_id=" + model, name, read_file_bytes(path));
@@ -252,8 +251,9 @@ int cmd_train(const Client& client, const Output& out, const TrainOptions& o) {
   if (out.json) {
     print_json(reply);
   } else {
-    std::cout << fmt::format("job {} model {}: {} ({} on {}, {} epoch{}{})\n", job_id, spec["model_id"].get<std::string>(),
-                             text(reply.body, "state"), o.model_type, o.dataset, o.epochs, o.epochs == 1 ? "" : "s",
+    std::cout << fmt::format("job {} model {}: {} ({} on {}, {} epoch{}{})\n", job_id,
+                             spec["model_id"].get<std::string>(), text(reply.body, "state"), o.model_type, o.dataset,
+                             o.epochs, o.epochs == 1 ? "" : "s",
                              o.trainers > 1 ? fmt::format(", {} trainers", o.trainers) : "");
   }
   if (!o.follow) return 0;
@@ -275,8 +275,7 @@ int report_end(const Client& client, const Output& out, const json& job) {
     }
     std::cout << fmt::format("succeeded: model {}{}, test accuracy {} after {} epoch{}, {}\n", text(job, "model_id"),
                              versions, fixed(number(job, "accuracy"), 4), text(job, "epochs"),
-                             text(job, "epochs") == "1" ? "" : "s",
-                             format_duration(job.value("duration_s", json())));
+                             text(job, "epochs") == "1" ? "" : "s", format_duration(job.value("duration_s", json())));
     return 0;
   }
   std::cout << fmt::format("{}: job {} model {}{}\n", state, text(job, "job_id"), text(job, "model_id"),
@@ -323,7 +322,8 @@ int follow_job(const Client& client, const Output& out, const std::string& job_i
         line = progress_line(job, out.terminal ? bar : 0);
       }
       // What counts as a change on a pipe: the state, the epoch or the step, not the ETA ticking.
-      const std::string key = fmt::format("{} {} {} {}", state, text(job, "epoch"), text(job, "step"), line.substr(0, 8));
+      const std::string key =
+          fmt::format("{} {} {} {}", state, text(job, "epoch"), text(job, "step"), line.substr(0, 8));
       if (out.terminal) {
         // One line redrawn in place; cleared to the end so a shorter line leaves nothing behind.
         std::cout << "\r" << line.substr(0, static_cast<std::size_t>(std::max(20, out.width - 1))) << "\x1b[K"

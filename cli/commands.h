@@ -23,8 +23,8 @@ int cmd_status(const Client& client, const Output& out);
 int cmd_jobs(const Client& client, const Output& out, const std::string& state);
 int cmd_models(const Client& client, const Output& out);
 int cmd_cancel(const Client& client, const Output& out, const std::string& job_id);
-int cmd_predict(const Client& client, const Output& out, const std::string& model, const std::vector<std::string>& images,
-                int top);
+int cmd_predict(const Client& client, const Output& out, const std::string& model,
+                const std::vector<std::string>& images, int top);
 
 struct TrainOptions {
   std::string model_id;  ///< empty: <dataset>-<time>
@@ -33,7 +33,7 @@ struct TrainOptions {
   int epochs = 3;
   int trainers = 1;
   std::optional<int> min_trainers;
-  std::optional<long> examples;  ///< the first N training images; all when unset
+  std::optional<long> examples;       ///< the first N training images; all when unset
   std::optional<long> test_examples;  ///< evaluate on the first N test images; all when unset
   std::optional<int> batch_size;
   std::optional<double> lr;

@@ -141,7 +141,8 @@ int run_load(const LoadOptions& options) {
         if (!res || res->status != 200) {
           if (++failed <= 5) {
             std::cerr << "request failed: "
-                      << (res ? fmt::format("{} {}", res->status, res->body.substr(0, 200)) : httplib::to_string(res.error()))
+                      << (res ? fmt::format("{} {}", res->status, res->body.substr(0, 200))
+                              : httplib::to_string(res.error()))
                       << "\n";
           }
           continue;
@@ -163,18 +164,21 @@ int run_load(const LoadOptions& options) {
   for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
   std::sort(all.begin(), all.end());
   auto pct = [&](double p) {
-    return all.empty() ? 0.0 : all[std::min(all.size() - 1, static_cast<std::size_t>(p * static_cast<double>(all.size())))];
+    return all.empty() ? 0.0
+                       : all[std::min(all.size() - 1, static_cast<std::size_t>(p * static_cast<double>(all.size())))];
   };
   std::map<std::string, long> by_address;
   for (const auto& per_client : answered) {
     for (const auto& [address, n] : per_client) by_address[address] += n;
   }
   std::string served;
-  for (const auto& [address, n] : by_address) served += fmt::format(R"({}"{}": {})", served.empty() ? "" : ", ", address, n);
-  std::cout << fmt::format(R"({{"label": "{}", "clients": {}, "requests": {}, "requests_per_s": {:.1f}, "p50_ms": {:.2f}, )"
-                           R"("p99_ms": {:.2f}, "sent": {}, "failed": {}, "answered_by": {{{}}}}})",
-                           options.label, options.clients, all.size(), static_cast<double>(all.size()) / elapsed,
-                           pct(0.50), pct(0.99), sent.load(), failed.load(), served)
+  for (const auto& [address, n] : by_address)
+    served += fmt::format(R"({}"{}": {})", served.empty() ? "" : ", ", address, n);
+  std::cout << fmt::format(
+                   R"({{"label": "{}", "clients": {}, "requests": {}, "requests_per_s": {:.1f}, "p50_ms": {:.2f}, )"
+                   R"("p99_ms": {:.2f}, "sent": {}, "failed": {}, "answered_by": {{{}}}}})",
+                   options.label, options.clients, all.size(), static_cast<double>(all.size()) / elapsed, pct(0.50),
+                   pct(0.99), sent.load(), failed.load(), served)
             << std::endl;
   return all.empty() || failed > 0 ? 1 : 0;
 }

@@ -11,10 +11,12 @@ namespace mlswarm::cli_tool {
 
 /// `mlswarm load`: a closed-loop load generator for /predict (or any POST route).
 struct LoadOptions {
-  std::string url = "http://localhost:" + std::to_string(kDefaultControllerPort);  ///< a name that resolves to several replicas spreads the clients
-  std::string token;  ///< bearer token, if the controller needs one
+  std::string url =
+      "http://localhost:" +
+      std::to_string(kDefaultControllerPort);  ///< a name that resolves to several replicas spreads the clients
+  std::string token;                           ///< bearer token, if the controller needs one
   std::string path = "/predict";
-  std::string body;   ///< the POST body
+  std::string body;  ///< the POST body
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;  ///< sent with every request
   int clients = 16;

@@ -49,7 +49,9 @@ std::string example_body(const std::string& url, const std::string& token, const
 int healthcheck(const std::string& daemon) {
   const bool controller = daemon == "controller";
   const char* port_text = std::getenv(controller ? "CONTROLLER_PORT" : "TRAIN_PORT");
-  const int port = port_text != nullptr && *port_text != '\0' ? std::atoi(port_text) : (controller ? mlswarm::kDefaultControllerPort : mlswarm::kDefaultTrainPort);
+  const int port = port_text != nullptr && *port_text != '\0'
+                       ? std::atoi(port_text)
+                       : (controller ? mlswarm::kDefaultControllerPort : mlswarm::kDefaultTrainPort);
   const char* cert = std::getenv("TLS_CERT_FILE");
   const bool tls = controller && cert != nullptr && *cert != '\0';
   return mlswarm::http_probe("127.0.0.1", port, "/healthz", std::chrono::milliseconds(2000), tls) == 200 ? 0 : 1;
@@ -126,7 +128,8 @@ void add_tools(CLI::App& app, Commands& c) {
   c.load->add_option("--content-type", load.content_type)->capture_default_str();
   c.load->add_option("--header", c.load_headers, "an extra header, \"Name: value\" (repeatable)");
   c.health = app.add_subcommand(
-      "healthcheck", "exit 0 when the daemon in this container answers /healthz (its port and TLS from its environment)");
+      "healthcheck",
+      "exit 0 when the daemon in this container answers /healthz (its port and TLS from its environment)");
   c.health->add_option("--daemon", c.daemon, "controller (CONTROLLER_PORT, TLS_CERT_FILE) or trainer (TRAIN_PORT)")
       ->check(CLI::IsMember({"controller", "trainer"}))
       ->capture_default_str();
@@ -204,7 +207,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (*c.health) return healthcheck(c.daemon);
   try {
-    const std::string token = token_file.empty() ? std::string() : mlswarm::read_token_file(token_file, "MLSWARM_TOKEN_FILE");
+    const std::string token =
+        token_file.empty() ? std::string() : mlswarm::read_token_file(token_file, "MLSWARM_TOKEN_FILE");
     return dispatch(c, mlswarm::cli_tool::Client(url, token), output_mode(json), token);
   } catch (const mlswarm::cli_tool::CliError& e) {
     std::cerr << "mlswarm: " << e.what() << "\n";

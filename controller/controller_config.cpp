@@ -77,8 +77,7 @@ void add_serving(CLI::App& app, ControllerConfig& c) {
   setting(app, "--max-image-pixels", "MAX_IMAGE_PIXELS", c.max_image_pixels,
           "the largest width x height /classify decodes; larger uploads are refused before decoding")
       ->check(in_range(1, std::int64_t{4096} * 4096));
-  setting(app, "--max-decodes", "MAX_DECODES", c.max_decodes,
-          "/classify images decoded at once; 0 = one per core")
+  setting(app, "--max-decodes", "MAX_DECODES", c.max_decodes, "/classify images decoded at once; 0 = one per core")
       ->check(in_range(0, 1024));
   setting(app, "--http-threads", "HTTP_THREADS", c.http_threads, "HTTP worker threads")->check(in_range(1, 1024));
   setting(app, "--request-timeout-s", "REQUEST_TIMEOUT_S", c.request_timeout_s,
@@ -103,8 +102,9 @@ void add_security(CLI::App& app, ControllerConfig& c, SecretFiles& files) {
 /// What parsing alone cannot check: the TLS pair, the secret files, the subnet.
 std::optional<cli::ParseExit> complete(ControllerConfig& c, const SecretFiles& files, const std::string& subnet_text) {
   if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
-    return cli::config_error("ml_controller", "TLS needs both TLS_CERT_FILE (--tls-cert-file) and TLS_KEY_FILE "
-                                              "(--tls-key-file)");
+    return cli::config_error("ml_controller",
+                             "TLS needs both TLS_CERT_FILE (--tls-cert-file) and TLS_KEY_FILE "
+                             "(--tls-key-file)");
   }
   try {
     if (!files.api_token.empty()) c.api_token = read_token_file(files.api_token, "API_TOKEN_FILE");
@@ -120,15 +120,16 @@ std::optional<cli::ParseExit> complete(ControllerConfig& c, const SecretFiles& f
 }  // namespace
 
 std::variant<ControllerConfig, cli::ParseExit> parse_controller_config(int argc, const char* const* argv,
-                                                                      const std::function<std::string()>& version) {
+                                                                       const std::function<std::string()>& version) {
   ControllerConfig c;
   std::string subnet_text;
   SecretFiles files;
-  CLI::App app{"ml_controller: the mlswarm controller. Finds trainers by scanning SUBNET_TRAIN,\n"
-               "dispatches training jobs to them, keeps a journal of every job under HOME_DIR/controller,\n"
-               "and serves /predict and /classify from HOME_DIR/models.\n"
-               "Every setting is a flag or its environment variable; the flag wins.",
-               "ml_controller"};
+  CLI::App app{
+      "ml_controller: the mlswarm controller. Finds trainers by scanning SUBNET_TRAIN,\n"
+      "dispatches training jobs to them, keeps a journal of every job under HOME_DIR/controller,\n"
+      "and serves /predict and /classify from HOME_DIR/models.\n"
+      "Every setting is a flag or its environment variable; the flag wins.",
+      "ml_controller"};
   app.set_version_flag("--version", version, "print the version, git commit, LibTorch version and CUDA availability");
   add_listen_and_discovery(app, c, subnet_text);
   add_serving(app, c);

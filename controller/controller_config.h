@@ -15,42 +15,42 @@ namespace mlswarm {
 /// Every setting of ml_controller. Each comes from its flag or, when the flag is absent,
 /// from its environment variable (named in --help), validated by the same rules.
 struct ControllerConfig {
-  std::string host = "0.0.0.0";        ///< CONTROLLER_HOST
-  int port = kDefaultControllerPort;    ///< CONTROLLER_PORT
-  int train_port = kDefaultTrainPort;  ///< TRAIN_PORT
-  std::optional<Subnet> subnet;        ///< SUBNET_TRAIN; at least one of subnet and dns_name is set
-  std::string dns_name;                ///< TRAIN_DNS
-  std::string home_dir = "./var";      ///< HOME_DIR
+  std::string host = "0.0.0.0";                  ///< CONTROLLER_HOST
+  int port = kDefaultControllerPort;             ///< CONTROLLER_PORT
+  int train_port = kDefaultTrainPort;            ///< TRAIN_PORT
+  std::optional<Subnet> subnet;                  ///< SUBNET_TRAIN; at least one of subnet and dns_name is set
+  std::string dns_name;                          ///< TRAIN_DNS
+  std::string home_dir = "./var";                ///< HOME_DIR
   std::string data_dir = "/usr/share/datasets";  ///< DATA_DIR
-  int scan_interval_ms = 2000;         ///< SCAN_INTERVAL_MS
-  int max_misses = 3;                  ///< MAX_MISSES
-  int max_attempts = 5;                ///< MAX_ATTEMPTS
-  int predict_max_batch = 8;           ///< PREDICT_MAX_BATCH
-  int predict_max_delay_us = 0;        ///< PREDICT_MAX_DELAY_US
-  int predict_threads = 0;             ///< PREDICT_THREADS (0: the cores divided among the workers)
-  int predict_workers = 0;             ///< PREDICT_WORKERS (0: one per core)
-  std::string serve_device = "auto";   ///< SERVE_DEVICE: auto, cpu, cuda
-  int predict_max_examples = 1024;     ///< PREDICT_MAX_EXAMPLES
-  std::int64_t max_image_pixels = 2048 * 2048;  ///< MAX_IMAGE_PIXELS
-  int max_decodes = 0;                 ///< MAX_DECODES (0: one per core)
+  int scan_interval_ms = 2000;                   ///< SCAN_INTERVAL_MS
+  int max_misses = 3;                            ///< MAX_MISSES
+  int max_attempts = 5;                          ///< MAX_ATTEMPTS
+  int predict_max_batch = 8;                     ///< PREDICT_MAX_BATCH
+  int predict_max_delay_us = 0;                  ///< PREDICT_MAX_DELAY_US
+  int predict_threads = 0;                       ///< PREDICT_THREADS (0: the cores divided among the workers)
+  int predict_workers = 0;                       ///< PREDICT_WORKERS (0: one per core)
+  std::string serve_device = "auto";             ///< SERVE_DEVICE: auto, cpu, cuda
+  int predict_max_examples = 1024;               ///< PREDICT_MAX_EXAMPLES
+  std::int64_t max_image_pixels = 2048 * 2048;   ///< MAX_IMAGE_PIXELS
+  int max_decodes = 0;                           ///< MAX_DECODES (0: one per core)
   /// HTTP_THREADS: requests handled at once. A connection holds a thread only from the end of
   /// its request head to the end of its reply (not while idle between kept-alive requests).
   int http_threads = 128;
-  int request_timeout_s = 60;          ///< REQUEST_TIMEOUT_S: a whole body read, a whole reply written
-  std::size_t max_body = 64u << 20;    ///< MAX_BODY: /predict and /classify; other routes have smaller caps
-  std::string log_level = "info";      ///< LOG_LEVEL
-  std::string log_format = "text";     ///< LOG_FORMAT
-  std::string api_token;               ///< read from API_TOKEN_FILE
-  bool public_reads = false;           ///< PUBLIC_READS
-  std::string cluster_token;           ///< read from CLUSTER_TOKEN_FILE
-  std::string tls_cert_file;           ///< TLS_CERT_FILE
-  std::string tls_key_file;            ///< TLS_KEY_FILE
-  int trainer_timeout_ms = 3000;       ///< TRAINER_TIMEOUT_MS
-  int max_queued_jobs = 1000;          ///< MAX_QUEUED_JOBS
+  int request_timeout_s = 60;                    ///< REQUEST_TIMEOUT_S: a whole body read, a whole reply written
+  std::size_t max_body = 64u << 20;              ///< MAX_BODY: /predict and /classify; other routes have smaller caps
+  std::string log_level = "info";                ///< LOG_LEVEL
+  std::string log_format = "text";               ///< LOG_FORMAT
+  std::string api_token;                         ///< read from API_TOKEN_FILE
+  bool public_reads = false;                     ///< PUBLIC_READS
+  std::string cluster_token;                     ///< read from CLUSTER_TOKEN_FILE
+  std::string tls_cert_file;                     ///< TLS_CERT_FILE
+  std::string tls_key_file;                      ///< TLS_KEY_FILE
+  int trainer_timeout_ms = 3000;                 ///< TRAINER_TIMEOUT_MS
+  int max_queued_jobs = 1000;                    ///< MAX_QUEUED_JOBS
   int rendezvous_port = kDefaultRendezvousPort;  ///< RDZV_PORT: data-parallel jobs meet here (and the next 63 ports)
-  std::string advertise;               ///< ADVERTISE_ADDRESS: where other replicas reach this one
-  int lease_ms = 2000;                 ///< LEASE_MS: a leader silent this long is replaced
-  int drain_ms = 5000;                 ///< DRAIN_MS: on SIGTERM, how long to keep answering
+  std::string advertise;                         ///< ADVERTISE_ADDRESS: where other replicas reach this one
+  int lease_ms = 2000;                           ///< LEASE_MS: a leader silent this long is replaced
+  int drain_ms = 5000;                           ///< DRAIN_MS: on SIGTERM, how long to keep answering
 
   // One-shot commands instead of serving.
   bool healthcheck = false;
@@ -61,6 +61,6 @@ struct ControllerConfig {
 /// --version: 0; a bad value: 2 with a message naming the flag and its variable).
 /// `version` produces the --version text.
 std::variant<ControllerConfig, cli::ParseExit> parse_controller_config(int argc, const char* const* argv,
-                                                                      const std::function<std::string()>& version);
+                                                                       const std::function<std::string()>& version);
 
 }  // namespace mlswarm

@@ -64,13 +64,15 @@ int run_controller(const ControllerConfig& c) {
   const std::string allocator = tune_allocator_for_tensors();  // batched forward passes (docs/benchmarks.md)
   const std::string address = advertised_address(c.advertise, c.host, c.port, c.subnet);
   Leadership leadership({std::filesystem::path(c.home_dir) / "controller", address,
-                         std::chrono::milliseconds(c.lease_ms), std::chrono::milliseconds(std::max(100, c.lease_ms / 8))});
+                         std::chrono::milliseconds(c.lease_ms),
+                         std::chrono::milliseconds(std::max(100, c.lease_ms / 8))});
   JobRegistry registry(std::filesystem::path(c.home_dir) / "controller", false);
   HttpTrainerTransport transport(call_options(c));
   ClusterOptions options = cluster_options(c);
   options.may_act = [&leadership] { return leadership.can_lead(leadership.view().term); };
   Cluster cluster(registry, transport, std::move(options));
-  Replicas replicas(leadership, registry, cluster, {address, std::chrono::milliseconds(10000), !c.tls_cert_file.empty()});
+  Replicas replicas(leadership, registry, cluster,
+                    {address, std::chrono::milliseconds(10000), !c.tls_cert_file.empty()});
   ModelServer models(c.home_dir, BatchingOptions{c.predict_max_batch, std::chrono::microseconds(c.predict_max_delay_us),
                                                  c.predict_threads, c.serve_device, c.predict_workers});
   DatasetCache datasets(c.data_dir, c.home_dir);
@@ -88,13 +90,14 @@ int run_controller(const ControllerConfig& c) {
   HttpServer server(std::move(service), http_options(c));
   server.bind(c.host, c.port);
   replicas.start();
-  spdlog::info("ml_controller listening on {}://{}:{} as {}; trainers in {}{} on port {}; HOME_DIR {}; API {}{}; "
-               "cluster key {}; {}",
-               c.tls_cert_file.empty() ? "http" : "https", c.host, c.port, address,
-               c.subnet ? c.subnet->to_string() : "-", c.dns_name.empty() ? "" : " and at " + c.dns_name,
-               c.train_port, c.home_dir, c.api_token.empty() ? "open" : "needs a bearer token",
-               !c.api_token.empty() && c.public_reads ? " (reads public)" : "",
-               c.cluster_token.empty() ? "off" : "on (signed calls, trainers must prove it)", allocator);
+  spdlog::info(
+      "ml_controller listening on {}://{}:{} as {}; trainers in {}{} on port {}; HOME_DIR {}; API {}{}; "
+      "cluster key {}; {}",
+      c.tls_cert_file.empty() ? "http" : "https", c.host, c.port, address, c.subnet ? c.subnet->to_string() : "-",
+      c.dns_name.empty() ? "" : " and at " + c.dns_name, c.train_port, c.home_dir,
+      c.api_token.empty() ? "open" : "needs a bearer token",
+      !c.api_token.empty() && c.public_reads ? " (reads public)" : "",
+      c.cluster_token.empty() ? "off" : "on (signed calls, trainers must prove it)", allocator);
   serve_until_stop_signal(server, [&] {
     replicas.drain();
     std::this_thread::sleep_for(std::chrono::milliseconds(c.drain_ms));  // the drain itself

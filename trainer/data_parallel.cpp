@@ -76,8 +76,7 @@ DataParallel::DataParallel(const Placement& placement, const std::string& job_id
     auto gloo = c10d::ProcessGroupGloo::Options::create(timeout);
     gloo->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(placement.hosts.at(placement.rank)));
     gloo->threads = 1;  // one collective at a time; a second thread only competes for the cores
-    impl_->group =
-        c10::make_intrusive<c10d::ProcessGroupGloo>(store, placement.rank, placement.world_size, gloo);
+    impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, placement.rank, placement.world_size, gloo);
   } catch (const std::exception& e) {
     std::string_view why = e.what();
     throw Error(ErrorCode::kLostPeer, fmt::format("rank {} of {} could not join at {}:{} within {} ms: {}",
@@ -149,7 +148,8 @@ void DataParallel::Impl::bind_buckets(torch::nn::Module& model, std::size_t extr
     std::int64_t numel = 0;
     for (auto& p : bucket.params) numel += p.numel();
     const bool last = b + 1 == buckets.size();
-    bucket.flat = torch::zeros({numel + (last ? static_cast<std::int64_t>(extras) : 0)}, bucket.params.front().options());
+    bucket.flat =
+        torch::zeros({numel + (last ? static_cast<std::int64_t>(extras) : 0)}, bucket.params.front().options());
     std::int64_t offset = 0;
     for (auto& p : bucket.params) {
       // The gradient becomes a view into the bucket: backward accumulates straight into it
@@ -197,7 +197,8 @@ std::vector<double> DataParallel::allreduce_gradients(torch::nn::Module& model, 
     std::vector<at::Tensor> tensors{flat};
     impl_->collective("allreduce", [&] { return impl_->group->allreduce(tensors); });
     if (last) {
-      for (std::size_t i = 0; i < extras.size(); ++i) summed[i] = flat[tail + static_cast<std::int64_t>(i)].item<double>();
+      for (std::size_t i = 0; i < extras.size(); ++i)
+        summed[i] = flat[tail + static_cast<std::int64_t>(i)].item<double>();
     }
   }
   impl_->allreduce_seconds += std::chrono::duration<double>(Clock::now() - started).count();

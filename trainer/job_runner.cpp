@@ -35,13 +35,11 @@ JobRecord JobRunner::submit(JobSpec spec) {
     std::lock_guard lock(mutex_);
     if (stopping_) throw Error(ErrorCode::kUnavailable, "the trainer is shutting down");
     if (active_.contains(spec.job_id)) {
-      throw Error(ErrorCode::kConflict, fmt::format("job {} is already queued or running here", spec.job_id),
-                  "job_id");
+      throw Error(ErrorCode::kConflict, fmt::format("job {} is already queued or running here", spec.job_id), "job_id");
     }
     for (const auto& [id, control] : active_) {
       if (control->spec.model_id == spec.model_id) {
-        throw Error(ErrorCode::kConflict,
-                    fmt::format("model {} is already being trained by job {}", spec.model_id, id),
+        throw Error(ErrorCode::kConflict, fmt::format("model {} is already being trained by job {}", spec.model_id, id),
                     "model_id");
       }
     }
@@ -57,8 +55,8 @@ JobRecord JobRunner::submit(JobSpec spec) {
     update.job_id = spec.job_id;
     update.record = record;
     board_.post_and_wait(std::move(update));
-    spdlog::info("job {} model {}: queued ({} {} epochs, attempt {})", spec.job_id, spec.model_id,
-                 spec.dataset, spec.train_opts.epochs, spec.attempt);
+    spdlog::info("job {} model {}: queued ({} {} epochs, attempt {})", spec.job_id, spec.model_id, spec.dataset,
+                 spec.train_opts.epochs, spec.attempt);
     active_[spec.job_id] = control;
     pending_.push_back(std::move(control));
   }
@@ -72,9 +70,10 @@ JobRecord JobRunner::cancel(const std::string& job_id, std::optional<int> attemp
     std::lock_guard lock(mutex_);
     auto it = active_.find(job_id);
     if (it != active_.end() && attempt && it->second->spec.attempt != *attempt) {
-      throw Error(ErrorCode::kConflict,
-                  fmt::format("job {} runs attempt {} here, not attempt {}", job_id, it->second->spec.attempt, *attempt),
-                  "attempt");
+      throw Error(
+          ErrorCode::kConflict,
+          fmt::format("job {} runs attempt {} here, not attempt {}", job_id, it->second->spec.attempt, *attempt),
+          "attempt");
     }
     if (it != active_.end()) {
       control = it->second;
@@ -96,8 +95,8 @@ JobRecord JobRunner::cancel(const std::string& job_id, std::optional<int> attemp
   auto record = board_.find(job_id);
   if (!record) throw Error(ErrorCode::kNotFound, fmt::format("unknown job '{}'", job_id), "job_id");
   if (!control) {
-    throw Error(ErrorCode::kConflict,
-                fmt::format("job {} already ended {}", job_id, to_string(record->state)), "job_id");
+    throw Error(ErrorCode::kConflict, fmt::format("job {} already ended {}", job_id, to_string(record->state)),
+                "job_id");
   }
   return *record;
 }
@@ -169,7 +168,6 @@ void JobRunner::run_job(const std::shared_ptr<Control>& control) {
     update.progress = p;
     board_.post(std::move(update));
   };
-
 
   JobUpdate finished;
   finished.kind = JobUpdate::Kind::kFinished;

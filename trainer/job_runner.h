@@ -22,9 +22,9 @@ namespace mlswarm {
 using TrainFunction = std::function<TrainingOutcome(const JobSpec&, const TrainingHooks&)>;
 
 struct JobRunnerOptions {
-  int workers = 1;               ///< jobs that run at once
-  std::size_t max_pending = 256; ///< jobs waiting beyond that get kTooManyRequests
-  std::string trainer_address;   ///< reported in every job record
+  int workers = 1;                ///< jobs that run at once
+  std::size_t max_pending = 256;  ///< jobs waiting beyond that get kTooManyRequests
+  std::string trainer_address;    ///< reported in every job record
 };
 
 /// A pool of worker threads that take jobs in submission order.

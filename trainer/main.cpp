@@ -35,8 +35,8 @@ int run_trainer(const TrainerConfig& c) {
   const std::string address = c.host + ":" + std::to_string(c.port);
   DatasetCache datasets(c.data_dir, c.home_dir);
   StatusBoard board;
-  TrainingEnv env{c.home_dir, &datasets, std::chrono::milliseconds(c.dist_timeout_ms), c.keep_versions,
-                  c.train_amp == 1, c.train_cpu_channels_last == 1};
+  TrainingEnv env{c.home_dir,      &datasets,        std::chrono::milliseconds(c.dist_timeout_ms),
+                  c.keep_versions, c.train_amp == 1, c.train_cpu_channels_last == 1};
   JobRunner runner(
       board, [&env](const JobSpec& spec, const TrainingHooks& hooks) { return run_training(spec, env, hooks); },
       JobRunnerOptions{c.workers, 256, address});
@@ -57,8 +57,8 @@ int run_trainer(const TrainerConfig& c) {
     board.flush();
     if (had_jobs) {
       const bool read = api.wait_for_status_read(std::chrono::milliseconds(c.shutdown_report_ms));
-      spdlog::info("jobs stopped and checkpointed; {}", read ? "the controller has read that they were interrupted"
-                                                            : "no controller read /status in time");
+      spdlog::info("jobs stopped and checkpointed; {}",
+                   read ? "the controller has read that they were interrupted" : "no controller read /status in time");
     }
   });
   runner.shutdown();

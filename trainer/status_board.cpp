@@ -4,8 +4,7 @@
 
 namespace mlswarm {
 
-StatusBoard::StatusBoard(std::size_t max_finished)
-    : max_finished_(max_finished), thread_([this] { run(); }) {}
+StatusBoard::StatusBoard(std::size_t max_finished) : max_finished_(max_finished), thread_([this] { run(); }) {}
 
 StatusBoard::~StatusBoard() { stop(); }
 

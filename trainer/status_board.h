@@ -19,7 +19,7 @@ struct JobUpdate {
   enum class Kind { kSubmitted, kStarted, kProgress, kFinished };
   Kind kind = Kind::kProgress;
   std::string job_id;
-  JobRecord record;  ///< kSubmitted: the whole new record
+  JobRecord record;      ///< kSubmitted: the whole new record
   JobProgress progress;  ///< kProgress
   // kFinished
   JobState state = JobState::kSucceeded;

@@ -60,9 +60,8 @@ TrainerApi::TrainerApi(JobRunner& runner, StatusBoard& board, std::string addres
     return job(p[0]);
   });
   get("/metrics", [](const HttpRequest&, const RouteParams&) { return metrics_reply(); });
-  routes_.add({"POST", "/train", A::kWrite, 1u << 20, [this](const HttpRequest& r, const RouteParams&) {
-                 return train(r);
-               }});
+  routes_.add(
+      {"POST", "/train", A::kWrite, 1u << 20, [this](const HttpRequest& r, const RouteParams&) { return train(r); }});
   routes_.add({"DELETE", "/jobs/{id}", A::kWrite, 0, [this](const HttpRequest& r, const RouteParams& p) {
                  require_valid_id(p[0], "job_id");
                  return cancel(p[0], r);
@@ -83,7 +82,8 @@ void TrainerApi::check_access(const HttpRequest& head, const Route* route) {
   try {
     verifier_.verify_head(head, static_cast<long long>(unix_now()));
   } catch (const Error& e) {
-    if (e.code() == ErrorCode::kForbidden && log_allowed("refused " + std::string(e.what()), std::chrono::seconds(60))) {
+    if (e.code() == ErrorCode::kForbidden &&
+        log_allowed("refused " + std::string(e.what()), std::chrono::seconds(60))) {
       spdlog::warn("{} {} from {} refused: {}", head.method, head.path, head.remote_addr, e.what());
     }
     throw;
@@ -125,9 +125,10 @@ HttpReply TrainerApi::type(const HttpRequest& request) const {
     if (!proof.empty()) {
       reply["proof"] = std::move(proof);
     } else if (log_allowed("challenge " + request.header("host"), std::chrono::seconds(60))) {
-      spdlog::warn("discovery challenge from {} for host {} not answered: not a well-formed challenge, or not an "
-                   "address and port of this trainer ({})",
-                   request.remote_addr, request.header("host"), request.local_addr);
+      spdlog::warn(
+          "discovery challenge from {} for host {} not answered: not a well-formed challenge, or not an "
+          "address and port of this trainer ({})",
+          request.remote_addr, request.header("host"), request.local_addr);
     }
   }
   return HttpReply::json(200, reply);

@@ -66,7 +66,7 @@ class TrainerApi final : public RoutedApi {
   std::mutex reads_mutex_;  ///< guards status_reads_
   std::condition_variable reads_cv_;
   std::uint64_t status_reads_ = 0;  ///< /status answered to the controller
-  int collector_ = 0;  ///< this API's /metrics collector in Metrics::global()
+  int collector_ = 0;               ///< this API's /metrics collector in Metrics::global()
 };
 
 }  // namespace mlswarm

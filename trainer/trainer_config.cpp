@@ -34,15 +34,16 @@ void add_job_settings(CLI::App& app, TrainerConfig& c) {
 }  // namespace
 
 std::variant<TrainerConfig, cli::ParseExit> parse_trainer_config(int argc, const char* const* argv,
-                                                                const std::function<std::string()>& version) {
+                                                                 const std::function<std::string()>& version) {
   using cli::in_range;
   using cli::setting;
   TrainerConfig c;
   std::string cluster_token_file;
-  CLI::App app{"ml_trainer: the mlswarm training daemon. Runs training jobs (LibTorch) on worker\n"
-               "threads, writes checkpoints under HOME_DIR and reports jobs at GET /status.\n"
-               "Every setting is a flag or its environment variable; the flag wins.",
-               "ml_trainer"};
+  CLI::App app{
+      "ml_trainer: the mlswarm training daemon. Runs training jobs (LibTorch) on worker\n"
+      "threads, writes checkpoints under HOME_DIR and reports jobs at GET /status.\n"
+      "Every setting is a flag or its environment variable; the flag wins.",
+      "ml_trainer"};
   app.set_version_flag("--version", version, "print the version, git commit, LibTorch version and CUDA availability");
   setting(app, "--host", "TRAIN_HOST", c.host, "listen address");
   setting(app, "--port", "TRAIN_PORT", c.port, "listen port, the same on every trainer")->check(in_range(1, 65535));

@@ -49,6 +49,6 @@ struct TrainerConfig {
 /// Parses argv and the environment. Returns the configuration, or how to exit (help and
 /// --version: 0; a bad value: 2 with a message naming the flag and its variable).
 std::variant<TrainerConfig, cli::ParseExit> parse_trainer_config(int argc, const char* const* argv,
-                                                                const std::function<std::string()>& version);
+                                                                 const std::function<std::string()>& version);
 
 }  // namespace mlswarm

@@ -79,8 +79,8 @@ class TrainingRun {
       return TrainingOutcome::kCompleted;
     }
     spdlog::info("job {} model {}: training {} on {} [{}, {}) for {} epochs, batch {}, {} steps/epoch, {}",
-                 spec_.job_id, spec_.model_id, spec_.model_type, spec_.dataset, start_, start_ + n_, o_.epochs,
-                 batch_, steps_per_epoch_, precision_name());
+                 spec_.job_id, spec_.model_id, spec_.model_type, spec_.dataset, start_, start_ + n_, o_.epochs, batch_,
+                 steps_per_epoch_, precision_name());
     for (int epoch = resume_epoch_; epoch <= o_.epochs; ++epoch) {
       std::optional<EpochResult> trained;
       if (epoch == resume_epoch_ && point_.unevaluated) {
@@ -96,9 +96,10 @@ class TrainingRun {
           group_ ? evaluate_shared() : evaluate(model_, test_x_, test_y_, hooks_.should_stop);
       if (!evaluated) {
         store_.save(checkpoint(epoch, steps_per_epoch_, unevaluated_of(*trained)));
-        spdlog::info("job {} model {}: stopped during the evaluation of epoch {}; checkpoint written (the "
-                     "evaluation runs again on resume)",
-                     spec_.job_id, spec_.model_id, epoch);
+        spdlog::info(
+            "job {} model {}: stopped during the evaluation of epoch {}; checkpoint written (the "
+            "evaluation runs again on resume)",
+            spec_.job_id, spec_.model_id, epoch);
         return TrainingOutcome::kStopped;
       }
       const Evaluation& eval = *evaluated;
@@ -113,10 +114,11 @@ class TrainingRun {
         hooks_.report(done);
       }
       if (epoch < o_.epochs && should_stop_early(accuracies_, o_.patience)) {
-        spdlog::info("job {} model {}: stopping early after epoch {}: no better test accuracy for {} epochs "
-                     "(best {:.4f})",
-                     spec_.job_id, spec_.model_id, epoch, o_.patience,
-                     *std::max_element(accuracies_.begin(), accuracies_.end()));
+        spdlog::info(
+            "job {} model {}: stopping early after epoch {}: no better test accuracy for {} epochs "
+            "(best {:.4f})",
+            spec_.job_id, spec_.model_id, epoch, o_.patience,
+            *std::max_element(accuracies_.begin(), accuracies_.end()));
         break;
       }
     }
@@ -238,15 +240,15 @@ class TrainingRun {
     for (int step = first_step; step < steps_per_epoch_; ++step) {
       if (!group_ && hooks_.should_stop && hooks_.should_stop()) {
         store_.save(checkpoint(number, step));
-        spdlog::info("job {} model {}: stopped at epoch {} step {}; checkpoint written", spec_.job_id,
-                     spec_.model_id, number, step);
+        spdlog::info("job {} model {}: stopped at epoch {} step {}; checkpoint written", spec_.job_id, spec_.model_id,
+                     number, step);
         return std::nullopt;
       }
       // Ranks decide together, after the step; never at the last step (its epoch ends first).
       if (group_ && train_shared_step(epoch, step) && step + 1 < steps_per_epoch_) {
         if (leader_) store_.save(checkpoint(number, step + 1));
-        spdlog::info("job {} model {}: stopped with every rank after epoch {} step {}{}", spec_.job_id,
-                     spec_.model_id, number, step + 1, leader_ ? "; checkpoint written" : "");
+        spdlog::info("job {} model {}: stopped with every rank after epoch {} step {}{}", spec_.job_id, spec_.model_id,
+                     number, step + 1, leader_ ? "; checkpoint written" : "");
         return std::nullopt;
       }
       if (!group_) train_step(epoch, step);
@@ -267,7 +269,8 @@ class TrainingRun {
   Epoch start_epoch(int number) const {
     Epoch e;
     e.number = number;
-    auto generator = at::make_generator<at::CPUGeneratorImpl>(o_.seed * 1000003ULL + static_cast<std::uint64_t>(number));
+    auto generator =
+        at::make_generator<at::CPUGeneratorImpl>(o_.seed * 1000003ULL + static_cast<std::uint64_t>(number));
     e.order = torch::randperm(n_, generator, torch::TensorOptions().dtype(torch::kInt64)).to(device_);
     e.loss_sum = torch::zeros({}, train_x_.options());
     e.started = Clock::now();
@@ -288,7 +291,8 @@ class TrainingRun {
     {
       CudaAutocast autocast(fast_.amp);
       loss = torch::nn::functional::cross_entropy(
-          model_->forward(xb), yb, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o_.label_smoothing));
+          model_->forward(xb), yb,
+          torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o_.label_smoothing));
     }
     loss.backward();
     optimizer_->step();
@@ -318,9 +322,10 @@ class TrainingRun {
       torch::Tensor loss_sum;
       {
         CudaAutocast autocast(fast_.amp);
-        loss_sum = torch::nn::functional::cross_entropy(
-            model_->forward(xb), train_y_.index_select(0, idx),
-            torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).label_smoothing(o_.label_smoothing));
+        loss_sum = torch::nn::functional::cross_entropy(model_->forward(xb), train_y_.index_select(0, idx),
+                                                        torch::nn::functional::CrossEntropyFuncOptions()
+                                                            .reduction(torch::kSum)
+                                                            .label_smoothing(o_.label_smoothing));
       }
       // Divided by the global count: the summed gradients are those of the global batch's mean.
       (loss_sum / static_cast<double>(count)).backward();
@@ -328,8 +333,8 @@ class TrainingRun {
     }
     compute_seconds_ += std::chrono::duration<double>(Clock::now() - computing).count();
     const bool stop = hooks_.should_stop && hooks_.should_stop();
-    const auto summed = group_->allreduce_gradients(
-        *model_, {local_loss_sum, static_cast<double>(share), stop ? 1.0 : 0.0});
+    const auto summed =
+        group_->allreduce_gradients(*model_, {local_loss_sum, static_cast<double>(share), stop ? 1.0 : 0.0});
     optimizer_->step();
     e.shared_loss_sum += summed[0];
     e.images += count;
@@ -345,10 +350,11 @@ class TrainingRun {
     allreduce_seconds_ = group_->allreduce_seconds();
     allreduces_ = group_->allreduces();
     const double per_step = steps > 0 ? 1000.0 / static_cast<double>(steps) : 0.0;
-    spdlog::info("job {} model {}: epoch {} rank {} parameters crc32 {:08x}; per step {:.2f} ms computing, "
-                 "{:.2f} ms in allreduce",
-                 spec_.job_id, spec_.model_id, trained.progress.epoch, group_->rank(), parameter_checksum(*model_),
-                 compute_seconds_ * per_step, seconds * per_step);
+    spdlog::info(
+        "job {} model {}: epoch {} rank {} parameters crc32 {:08x}; per step {:.2f} ms computing, "
+        "{:.2f} ms in allreduce",
+        spec_.job_id, spec_.model_id, trained.progress.epoch, group_->rank(), parameter_checksum(*model_),
+        compute_seconds_ * per_step, seconds * per_step);
     compute_seconds_ = 0;
   }
 
@@ -373,8 +379,8 @@ class TrainingRun {
     p.epoch = e.number;
     p.step = step;
     p.steps_per_epoch = steps_per_epoch_;
-    p.fraction = static_cast<double>(std::int64_t{e.number - 1} * steps_per_epoch_ + step) /
-                 static_cast<double>(total_steps_);
+    p.fraction =
+        static_cast<double>(std::int64_t{e.number - 1} * steps_per_epoch_ + step) / static_cast<double>(total_steps_);
     if (e.images == 0) {
       p.loss = 0.0;
     } else {
@@ -492,7 +498,7 @@ class TrainingRun {
   int resume_epoch_ = 1;
   int resume_step_ = 0;
   bool leader_ = true;                   ///< rank 0, or the only rank: evaluates and writes files
-  FastPath fast_;                       ///< bf16 autocast, channels-last (fast_path_for)
+  FastPath fast_;                        ///< bf16 autocast, channels-last (fast_path_for)
   std::unique_ptr<DataParallel> group_;  ///< set for a job of several ranks
   double allreduce_seconds_ = 0;         ///< of the group, at the end of the last epoch
   double compute_seconds_ = 0;           ///< forward and backward in this epoch (a data-parallel job)

@@ -16,7 +16,6 @@ namespace mlswarm {
 
 class DatasetCache;
 
-
 struct TrainingEnv {
   std::filesystem::path home_dir;
   DatasetCache* datasets = nullptr;  ///< not owned; must outlive the call
@@ -38,7 +37,7 @@ struct TrainingEnv {
 
 struct TrainingHooks {
   std::function<void(const JobProgress&)> report;  ///< called from the job's thread
-  std::function<bool()> should_stop;  ///< polled at every batch boundary, in training and evaluation
+  std::function<bool()> should_stop;               ///< polled at every batch boundary, in training and evaluation
 };
 
 enum class TrainingOutcome { kCompleted, kStopped };

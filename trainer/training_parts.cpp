@@ -34,7 +34,7 @@ torch::Device pick_device(const std::string& wanted) {
                 "train_opts.device");
   }
   return (wanted == "cuda" || (wanted == "auto" && has_cuda)) ? torch::Device(torch::kCUDA)
-                                                                : torch::Device(torch::kCPU);
+                                                              : torch::Device(torch::kCPU);
 }
 
 FastPath fast_path_for(const TrainingEnv& env, const torch::Device& device, const JobSpec& spec, bool bf16) {
@@ -94,8 +94,8 @@ std::pair<std::int64_t, std::int64_t> test_range_of(const JobSpec& spec, const D
 }
 
 /// Per-channel mean and standard deviation of pixels scaled to 0..1.
-void channel_stats(const Dataset& data, std::int64_t start, std::int64_t end,
-                   std::vector<double>& mean, std::vector<double>& stdev) {
+void channel_stats(const Dataset& data, std::int64_t start, std::int64_t end, std::vector<double>& mean,
+                   std::vector<double>& stdev) {
   const int c = data.info.channels;
   const std::int64_t plane = std::int64_t{data.info.height} * data.info.width;
   std::vector<double> sum(c, 0.0), sq(c, 0.0);
@@ -127,13 +127,11 @@ void channel_stats(const Dataset& data, std::int64_t start, std::int64_t end,
 std::pair<torch::Tensor, torch::Tensor> resident_split(const DatasetSplit& split, const DatasetInfo& info,
                                                        std::int64_t start, std::int64_t end,
                                                        const std::vector<double>& mean,
-                                                       const std::vector<double>& stdev,
-                                                       torch::Device device) {
+                                                       const std::vector<double>& stdev, torch::Device device) {
   const std::int64_t chw = std::int64_t{info.channels} * info.height * info.width;
   auto bytes = torch::from_blob(const_cast<std::uint8_t*>(split.images.data()) + start * chw,
                                 {end - start, info.channels, info.height, info.width}, torch::kUInt8);
-  auto labels = torch::from_blob(const_cast<std::uint8_t*>(split.labels.data()) + start, {end - start},
-                                 torch::kUInt8);
+  auto labels = torch::from_blob(const_cast<std::uint8_t*>(split.labels.data()) + start, {end - start}, torch::kUInt8);
   auto x = normalize_images(bytes.to(device), mean, stdev).contiguous();
   auto y = labels.to(device).to(torch::kInt64);
   return {x, y};
@@ -144,19 +142,17 @@ torch::nn::Sequential model_for(const JobSpec& spec, const DatasetInfo& info) {
   return make_model(spec.model_type, info.channels, info.height, info.width, static_cast<int>(info.class_names.size()));
 }
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(torch::nn::Sequential& model,
-                                                        const TrainOpts& o) {
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(torch::nn::Sequential& model, const TrainOpts& o) {
   if (o.optimizer == "adamw") {
-    return std::make_unique<torch::optim::AdamW>(
-        model->parameters(), torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+    return std::make_unique<torch::optim::AdamW>(model->parameters(),
+                                                 torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
   }
   if (o.optimizer == "adam") {
-    return std::make_unique<torch::optim::Adam>(
-        model->parameters(), torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
+    return std::make_unique<torch::optim::Adam>(model->parameters(),
+                                                torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
   }
   return std::make_unique<torch::optim::SGD>(
-      model->parameters(),
-      torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weight_decay));
+      model->parameters(), torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weight_decay));
 }
 
 double scheduled_lr(const TrainOpts& o, std::int64_t global_step, std::int64_t total_steps) {
@@ -178,8 +174,8 @@ json resume_key(const JobSpec& spec) {
   return key;
 }
 
-std::string encode_checkpoint(torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
-                              const JobSpec& spec, const ResumePoint& point) {
+std::string encode_checkpoint(torch::nn::Sequential& model, torch::optim::Optimizer& optimizer, const JobSpec& spec,
+                              const ResumePoint& point) {
   torch::serialize::OutputArchive archive;
   torch::serialize::OutputArchive model_archive;
   model->save(model_archive);
@@ -191,12 +187,8 @@ std::string encode_checkpoint(torch::nn::Sequential& model, torch::optim::Optimi
   for (const auto& e : point.history) {
     history.push_back({e.epoch, e.train_loss, e.test_loss, e.accuracy, e.images_per_s, e.duration_s});
   }
-  json state = {{"job_id", spec.job_id},
-                {"attempt", spec.attempt},
-                {"next_epoch", point.next_epoch},
-                {"next_step", point.next_step},
-                {"history", history},
-                {"resume_key", resume_key(spec)}};
+  json state = {{"job_id", spec.job_id},        {"attempt", spec.attempt}, {"next_epoch", point.next_epoch},
+                {"next_step", point.next_step}, {"history", history},      {"resume_key", resume_key(spec)}};
   if (point.unevaluated) {
     const EpochMetrics& e = *point.unevaluated;
     state["unevaluated"] = {e.epoch, e.train_loss, e.images_per_s, e.duration_s};
@@ -231,8 +223,8 @@ std::optional<ResumePoint> decode_checkpoint(const std::string& payload, const s
   point.next_step = static_cast<int>(checked_int(state.at("next_step"), 0, 1 << 30, "next_step"));
   for (const auto& e : state.at("history")) {
     point.history.push_back({static_cast<int>(checked_int(e.at(0), 1, spec.train_opts.epochs, "history epoch")),
-                             e.at(1).get<double>(), e.at(2).get<double>(),
-                             e.at(3).get<double>(), e.at(4).get<double>(), e.at(5).get<double>()});
+                             e.at(1).get<double>(), e.at(2).get<double>(), e.at(3).get<double>(), e.at(4).get<double>(),
+                             e.at(5).get<double>()});
   }
   if (state.contains("unevaluated")) {
     const json& e = state.at("unevaluated");
@@ -253,8 +245,8 @@ torch::Tensor augment_batch(const torch::Tensor& x, const TrainOpts& o, int epoc
   constexpr std::int64_t kPad = 4;
   // Drawn for the whole global batch from (seed, epoch, step), then this rank's rows taken:
   // the same images get the same crops and flips however many trainers share the batch.
-  auto generator = at::make_generator<at::CPUGeneratorImpl>(o.seed * 7919ULL + static_cast<std::uint64_t>(epoch) * 1000003ULL +
-                                                            static_cast<std::uint64_t>(step));
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(
+      o.seed * 7919ULL + static_cast<std::uint64_t>(epoch) * 1000003ULL + static_cast<std::uint64_t>(step));
   const std::int64_t global = first + count;
   // One draw per image (a row of three numbers in 0..17, uniform modulo 9 and modulo 2), so
   // image i's draw does not depend on how many images follow it.
@@ -324,7 +316,8 @@ std::optional<EvaluationSums> evaluate_sums(torch::nn::Sequential& model, const 
     confusion = confusion.defined() ? confusion + cells : cells;
   }
   model->train();
-  EvaluationSums sums{loss_sum.item<double>(), static_cast<double>(correct.item<std::int64_t>()), static_cast<double>(n), {}};
+  EvaluationSums sums{
+      loss_sum.item<double>(), static_cast<double>(correct.item<std::int64_t>()), static_cast<double>(n), {}};
   if (confusion.defined()) {
     confusion = confusion.to(torch::kCPU).to(torch::kFloat64).contiguous();
     sums.confusion.assign(confusion.data_ptr<double>(), confusion.data_ptr<double>() + confusion.numel());

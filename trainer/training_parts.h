@@ -31,8 +31,8 @@ torch::Device pick_device(const std::string& wanted);
 
 /// What a training loop does beyond fp32 NCHW on its device.
 struct FastPath {
-  bool amp = false;            ///< bf16 autocast over the forward pass and the loss
-  bool channels_last = false;  ///< channels-last weights and batches
+  bool amp = false;             ///< bf16 autocast over the forward pass and the loss
+  bool channels_last = false;   ///< channels-last weights and batches
   bool gpu_lacks_bf16 = false;  ///< wanted on a GPU older than Ampere: fp32 there
 };
 

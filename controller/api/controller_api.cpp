@@ -26,10 +26,19 @@ using nlohmann::json;
 namespace {
 
 json trainer_json(const TrainerView& t) {
-  return {{"address", t.address},     {"capacity", t.capacity}, {"running", t.running},
-          {"queued", t.queued},       {"last_seen", t.last_seen}, {"misses", t.misses},
-          {"trusted", t.trusted},     {"suspect", t.suspect},     {"draining", t.draining},
-          {"state", !t.trusted ? "untrusted" : t.draining ? "draining" : t.suspect ? "suspect" : "ready"}};
+  return {{"address", t.address},
+          {"capacity", t.capacity},
+          {"running", t.running},
+          {"queued", t.queued},
+          {"last_seen", t.last_seen},
+          {"misses", t.misses},
+          {"trusted", t.trusted},
+          {"suspect", t.suspect},
+          {"draining", t.draining},
+          {"state", !t.trusted   ? "untrusted"
+                    : t.draining ? "draining"
+                    : t.suspect  ? "suspect"
+                                 : "ready"}};
 }
 
 json dataset_json(const DatasetInfo& info) {
@@ -164,7 +173,6 @@ void ControllerApi::add_serving_routes() {
                [this](const HttpRequest& r, const RouteParams&) { return predict(r); }});
   routes_.add({"POST", "/classify", A::kWrite, options_.max_upload_bytes,
                [this](const HttpRequest& r, const RouteParams&) { return classify(r); }});
-
 }
 
 namespace {
@@ -212,7 +220,8 @@ void ControllerApi::add_inference_routes() {
     reply.content_type = "text/plain";
     return reply;
   };
-  get("/v2", A::kRead, [](const HttpRequest&, const RouteParams&) { return HttpReply::json(200, v2::server_metadata()); });
+  get("/v2", A::kRead,
+      [](const HttpRequest&, const RouteParams&) { return HttpReply::json(200, v2::server_metadata()); });
   get("/v2/health/live", A::kOpen, [empty](const HttpRequest&, const RouteParams&) { return empty(200); });
   get("/v2/health/ready", A::kOpen, [this, empty](const HttpRequest&, const RouteParams&) {
     // Serving needs no trainer (unlike /readyz): only a draining replica is not ready.
@@ -235,7 +244,8 @@ void ControllerApi::add_inference_routes() {
   auto config = [this](const std::string& m, int v) {
     return HttpReply::json(200, v2::model_config(models_.meta(m, v), options_.max_batch, options_.max_delay_us));
   };
-  get("/v2/models/{m}/config", A::kRead, [config](const HttpRequest&, const RouteParams& p) { return config(p[0], 0); });
+  get("/v2/models/{m}/config", A::kRead,
+      [config](const HttpRequest&, const RouteParams& p) { return config(p[0], 0); });
   get("/v2/models/{m}/versions/{v}/config", A::kRead,
       [config](const HttpRequest&, const RouteParams& p) { return config(p[0], v2::parse_version(p[1])); });
   routes_.add({"POST", "/v2/models/{m}/infer", A::kWrite, options_.max_upload_bytes,

@@ -19,7 +19,7 @@ namespace mlswarm {
 
 struct ControllerApiOptions {
   std::filesystem::path home_dir;
-  std::size_t max_examples = 1024;  ///< per /predict request and per examples page
+  std::size_t max_examples = 1024;           ///< per /predict request and per examples page
   std::size_t max_upload_bytes = 64u << 20;  ///< the body cap of /predict and /classify (MAX_BODY)
   /// The bearer token clients must send (API_TOKEN_FILE); empty = open. /type, /healthz and
   /// /readyz are always open; everything that changes state or costs compute (/train,
@@ -99,7 +99,7 @@ class ControllerApi final : public RoutedApi {
   DatasetCache& datasets_;
   ControllerApiOptions options_;
   ReplicaHooks replicas_;
-  int collector_ = 0;  ///< this API's /metrics collector in Metrics::global()
+  int collector_ = 0;                                   ///< this API's /metrics collector in Metrics::global()
   std::unique_ptr<std::counting_semaphore<>> decodes_;  ///< /classify's decodes at once
 };
 

@@ -40,7 +40,8 @@ void check_size(int w, int h, std::int64_t max_pixels) {
 std::uint32_t be32(const std::string& b, std::size_t at) {
   return (std::uint32_t{static_cast<unsigned char>(b[at])} << 24) |
          (std::uint32_t{static_cast<unsigned char>(b[at + 1])} << 16) |
-         (std::uint32_t{static_cast<unsigned char>(b[at + 2])} << 8) | std::uint32_t{static_cast<unsigned char>(b[at + 3])};
+         (std::uint32_t{static_cast<unsigned char>(b[at + 2])} << 8) |
+         std::uint32_t{static_cast<unsigned char>(b[at + 3])};
 }
 
 /// The bytes a PNG's image data inflates to: each row of each (Adam7) pass, plus its filter byte.
@@ -176,8 +177,8 @@ std::vector<float> decode_image(const std::string& bytes, int channels, int heig
   const int want = channels == 1 ? 1 : 3;
   int w = 0;
   int h = 0;
-  std::vector<unsigned char> pixels = jpeg ? decode_jpeg(bytes, want, w, h, max_pixels)
-                                            : decode_png_or_bmp(bytes, bmp, want, w, h, max_pixels);
+  std::vector<unsigned char> pixels =
+      jpeg ? decode_jpeg(bytes, want, w, h, max_pixels) : decode_png_or_bmp(bytes, bmp, want, w, h, max_pixels);
   std::vector<unsigned char> resized(static_cast<std::size_t>(width) * height * want);
   if (!stbir_resize_uint8(pixels.data(), w, h, 0, resized.data(), width, height, 0, want)) {
     throw Error(ErrorCode::kInvalidArgument, "the image could not be resized", "image");
@@ -186,7 +187,8 @@ std::vector<float> decode_image(const std::string& bytes, int channels, int heig
   std::vector<float> out(static_cast<std::size_t>(channels) * height * width);
   for (int c = 0; c < channels; ++c) {
     for (int i = 0; i < height * width; ++i) {
-      out[static_cast<std::size_t>(c) * height * width + i] = resized[static_cast<std::size_t>(i) * want + (want == 1 ? 0 : c)] / 255.0f;
+      out[static_cast<std::size_t>(c) * height * width + i] =
+          resized[static_cast<std::size_t>(i) * want + (want == 1 ? 0 : c)] / 255.0f;
     }
   }
   return out;

@@ -184,10 +184,10 @@ InferRequest parse_infer(const HttpRequest& request, const ModelMeta& meta, std:
     out.pixels.reserve(expected);
     flatten_json(input["data"], datatype, expected, out.pixels);
     if (out.pixels.size() != expected) {
-      bad(fmt::format("input 'data' has {} values; shape {} needs {}",
-                      out.pixels.size() > expected ? fmt::format("more than {}", expected)
-                                                   : std::to_string(out.pixels.size()),
-                      input["shape"].dump(), expected));
+      bad(fmt::format(
+          "input 'data' has {} values; shape {} needs {}",
+          out.pixels.size() > expected ? fmt::format("more than {}", expected) : std::to_string(out.pixels.size()),
+          input["shape"].dump(), expected));
     }
   }
   out.count = shape[0];
@@ -217,7 +217,8 @@ json output_tensor(const RequestedOutput& o, const PredictResult& r, const Model
       std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return probs[a] > probs[b]; });
       for (int i = 0; i < k; ++i) {
         const int c = order[static_cast<std::size_t>(i)];
-        const std::string label = fmt::format("{:.6f}:{}:{}", probs[c], c, meta.class_names[static_cast<std::size_t>(c)]);
+        const std::string label =
+            fmt::format("{:.6f}:{}:{}", probs[c], c, meta.class_names[static_cast<std::size_t>(c)]);
         const auto length = static_cast<std::uint32_t>(label.size());
         append_le(bytes, &length, 4);
         bytes += label;
@@ -277,31 +278,33 @@ json model_metadata(const ModelMeta& meta, const std::vector<int>& versions) {
   for (int v : versions) listed.push_back(std::to_string(v));
   if (listed.empty()) listed.push_back(std::to_string(meta.version));
   const auto classes = static_cast<std::int64_t>(meta.class_names.size());
-  return {{"name", meta.model_id},
-          {"versions", std::move(listed)},
-          {"platform", "pytorch_libtorch"},
-          {"inputs", {{{"name", "input"}, {"datatype", "FP32"}, {"shape", {-1, meta.channels, meta.height, meta.width}}}}},
-          {"outputs",
-           {{{"name", "probabilities"}, {"datatype", "FP32"}, {"shape", {-1, classes}}},
-            {{"name", "class_idx"}, {"datatype", "INT64"}, {"shape", {-1}}}}}};
+  return {
+      {"name", meta.model_id},
+      {"versions", std::move(listed)},
+      {"platform", "pytorch_libtorch"},
+      {"inputs", {{{"name", "input"}, {"datatype", "FP32"}, {"shape", {-1, meta.channels, meta.height, meta.width}}}}},
+      {"outputs",
+       {{{"name", "probabilities"}, {"datatype", "FP32"}, {"shape", {-1, classes}}},
+        {{"name", "class_idx"}, {"datatype", "INT64"}, {"shape", {-1}}}}}};
 }
 
 json model_config(const ModelMeta& meta, int max_batch_size, int max_queue_delay_us) {
   const auto classes = static_cast<std::int64_t>(meta.class_names.size());
-  return {{"name", meta.model_id},
-          {"platform", "pytorch_libtorch"},
-          {"backend", "pytorch"},
-          {"max_batch_size", max_batch_size},
-          {"input",
-           {{{"name", "input"},
-             {"data_type", "TYPE_FP32"},
-             {"format", "FORMAT_NCHW"},
-             {"dims", {meta.channels, meta.height, meta.width}}}}},
-          {"output",
-           {{{"name", "probabilities"}, {"data_type", "TYPE_FP32"}, {"dims", {classes}}, {"label_filename", ""}},
-            {{"name", "class_idx"}, {"data_type", "TYPE_INT64"}, {"dims", {1}}, {"reshape", {{"shape", json::array()}}}}}},
-          {"dynamic_batching", {{"max_queue_delay_microseconds", max_queue_delay_us}}},
-          {"version_policy", {{"all", json::object()}}}};
+  return {
+      {"name", meta.model_id},
+      {"platform", "pytorch_libtorch"},
+      {"backend", "pytorch"},
+      {"max_batch_size", max_batch_size},
+      {"input",
+       {{{"name", "input"},
+         {"data_type", "TYPE_FP32"},
+         {"format", "FORMAT_NCHW"},
+         {"dims", {meta.channels, meta.height, meta.width}}}}},
+      {"output",
+       {{{"name", "probabilities"}, {"data_type", "TYPE_FP32"}, {"dims", {classes}}, {"label_filename", ""}},
+        {{"name", "class_idx"}, {"data_type", "TYPE_INT64"}, {"dims", {1}}, {"reshape", {{"shape", json::array()}}}}}},
+      {"dynamic_batching", {{"max_queue_delay_microseconds", max_queue_delay_us}}},
+      {"version_policy", {{"all", json::object()}}}};
 }
 
 json server_metadata() {
@@ -310,9 +313,7 @@ json server_metadata() {
           {"extensions", {"binary_tensor_data", "classification"}}};
 }
 
-HttpReply error_reply(int status, const std::string& message) {
-  return HttpReply::json(status, {{"error", message}});
-}
+HttpReply error_reply(int status, const std::string& message) { return HttpReply::json(status, {{"error", message}}); }
 
 HttpReply reshape_error(HttpReply reply) {
   if (reply.status < 400) return reply;

@@ -26,10 +26,10 @@ struct RequestedOutput {
 };
 
 struct InferRequest {
-  std::string id;                       ///< echoed back when given
-  std::vector<float> pixels;            ///< 0..1, N*C*H*W
-  std::int64_t count = 0;               ///< N
-  std::vector<RequestedOutput> outputs; ///< empty: both, in JSON
+  std::string id;                        ///< echoed back when given
+  std::vector<float> pixels;             ///< 0..1, N*C*H*W
+  std::int64_t count = 0;                ///< N
+  std::vector<RequestedOutput> outputs;  ///< empty: both, in JSON
 };
 
 /// Parses an infer request for `meta`'s input shape. Throws Error(kInvalidArgument) with the

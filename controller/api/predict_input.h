@@ -17,14 +17,13 @@ namespace mlswarm {
 /// Turns `examples` (each [C][H][W], [H][W] or flat C*H*W numbers in 0..1) into one flat
 /// vector for `meta`'s input shape. Throws Error(kInvalidArgument, "examples") naming the
 /// first offending example, and Error(kPayloadTooLarge) for more than `max_examples`.
-std::vector<float> flatten_examples(const nlohmann::json& examples, const ModelMeta& meta,
-                                    std::size_t max_examples);
+std::vector<float> flatten_examples(const nlohmann::json& examples, const ModelMeta& meta, std::size_t max_examples);
 
 /// A /predict body read by scan_predict_body.
 struct ScannedPredict {
   std::string model_id;
-  int version = 0;  ///< 0: absent or null (the latest)
-  std::vector<float> pixels;  ///< every example's numbers, depth-first, in 0..1
+  int version = 0;                   ///< 0: absent or null (the latest)
+  std::vector<float> pixels;         ///< every example's numbers, depth-first, in 0..1
   std::vector<std::uint32_t> sizes;  ///< how many numbers each example holds
 };
 

@@ -47,7 +47,8 @@ Cluster::Cluster(JobRegistry& registry, TrainerTransport& transport, ClusterOpti
       if (subnet) found = scanner->scan_once();
       if (!dns.empty()) {
         for (auto& t : scanner->probe(resolve_ipv4(dns), false)) {
-          const bool known = std::any_of(found.begin(), found.end(), [&](const auto& f) { return f.address == t.address; });
+          const bool known =
+              std::any_of(found.begin(), found.end(), [&](const auto& f) { return f.address == t.address; });
           if (!known) found.push_back(std::move(t));
         }
       }
@@ -85,8 +86,8 @@ std::vector<TrainerView> Cluster::trainers() const {
   std::lock_guard lock(mutex_);
   std::vector<TrainerView> out;
   for (const auto& [address, t] : trainers_) {
-    out.push_back({address, t.trusted, t.suspect_until > now, t.report.draining, t.report.capacity,
-                   t.report.running, t.report.queued, t.last_seen, t.misses});
+    out.push_back({address, t.trusted, t.suspect_until > now, t.report.draining, t.report.capacity, t.report.running,
+                   t.report.queued, t.last_seen, t.misses});
   }
   return out;
 }
@@ -124,9 +125,9 @@ JobRecord Cluster::cancel(const std::string& job_id) {
         },
         true);
     if (cancelled) {
-      spdlog::info("job {} model {}: cancelled{}", job_id, job->spec.model_id,
-                   job->trainer.empty() ? "" : fmt::format("; {} is told to stop attempt {}", job->trainer,
-                                                           job->spec.attempt));
+      spdlog::info(
+          "job {} model {}: cancelled{}", job_id, job->spec.model_id,
+          job->trainer.empty() ? "" : fmt::format("; {} is told to stop attempt {}", job->trainer, job->spec.attempt));
       wake();  // the next plan sends the cancel to any trainer still running it
       return *cancelled;
     }
@@ -137,14 +138,14 @@ JobRecord Cluster::cancel(const std::string& job_id) {
 
 std::optional<std::string> Cluster::not_ready_reason() const {
   std::lock_guard lock(mutex_);
-  const bool any_trusted = std::any_of(trainers_.begin(), trainers_.end(), [](const auto& t) { return t.second.trusted; });
+  const bool any_trusted =
+      std::any_of(trainers_.begin(), trainers_.end(), [](const auto& t) { return t.second.trusted; });
   if (any_trusted) return std::nullopt;
   if (!trainers_.empty()) {
     return fmt::format("{} trainers answer, but none proves the cluster key (CLUSTER_TOKEN_FILE)", trainers_.size());
   }
   if (scans_ == 0) return std::string("discovery has not finished its first pass");
-  return fmt::format("no trainer found {} on port {} after {} discovery passes", sources(), options_.scan.port,
-                     scans_);
+  return fmt::format("no trainer found {} on port {} after {} discovery passes", sources(), options_.scan.port, scans_);
 }
 
 void Cluster::wake() {
@@ -187,7 +188,8 @@ void Cluster::tick(bool scan_due) {
 std::string Cluster::sources() const {
   std::string text;
   if (options_.subnet) text = "in SUBNET_TRAIN " + options_.subnet->to_string();
-  if (!options_.dns_name.empty()) text += (text.empty() ? "" : " or ") + std::string("at TRAIN_DNS ") + options_.dns_name;
+  if (!options_.dns_name.empty())
+    text += (text.empty() ? "" : " or ") + std::string("at TRAIN_DNS ") + options_.dns_name;
   return text;
 }
 
@@ -347,8 +349,10 @@ bool Cluster::send_ranks(const JobRecord& job, const std::vector<std::string>& t
   for (std::size_t rank = 0; rank < trainers.size(); ++rank) {
     if (trainers.size() > 1) {
       placement.rank = static_cast<int>(rank);
-      body["placement"] = {{"rank", placement.rank}, {"world_size", placement.world_size},
-                           {"hosts", placement.hosts}, {"port", placement.port}};
+      body["placement"] = {{"rank", placement.rank},
+                           {"world_size", placement.world_size},
+                           {"hosts", placement.hosts},
+                           {"port", placement.port}};
     }
     const HttpCallResult reply = transport_.dispatch(trainers[rank], body, job.request_id);
     if (reply.status == 202) continue;
@@ -378,8 +382,8 @@ void Cluster::run(const action::Adopt& a) {
       },
       true);
   if (adopted) {
-    spdlog::info("job {}: attempt {} runs on {}, which took the dispatch late; following it there", a.job_id,
-                 a.attempt, a.trainer);
+    spdlog::info("job {}: attempt {} runs on {}, which took the dispatch late; following it there", a.job_id, a.attempt,
+                 a.trainer);
   }
 }
 
@@ -398,7 +402,8 @@ bool published_by(const std::filesystem::path& home_dir, const std::string& mode
   const auto dir = model_dir(home_dir, model_id);
   const auto written_by_attempt = [&](const std::filesystem::path& meta) {
     std::error_code ec;
-    if (!std::filesystem::is_regular_file(meta, ec) || !std::filesystem::is_regular_file(meta.parent_path() / "model.pt", ec)) {
+    if (!std::filesystem::is_regular_file(meta, ec) ||
+        !std::filesystem::is_regular_file(meta.parent_path() / "model.pt", ec)) {
       return false;
     }
     std::ifstream in(meta);
@@ -422,9 +427,10 @@ void Cluster::run(const action::Finish& a) {
     const auto job = registry_.find(a.job_id);
     if (job && !is_terminal(job->state) && job->spec.attempt == a.attempt &&
         !published_by(options_.home_dir, job->spec.model_id, a.job_id, a.attempt)) {
-      spdlog::error("job {} model {}: {} reported attempt {} succeeded, but HOME_DIR holds no model of that attempt; "
-                    "it runs again",
-                    a.job_id, job->spec.model_id, job->trainer, a.attempt);
+      spdlog::error(
+          "job {} model {}: {} reported attempt {} succeeded, but HOME_DIR holds no model of that attempt; "
+          "it runs again",
+          a.job_id, job->spec.model_id, job->trainer, a.attempt);
       run(action::Requeue{a.job_id, a.attempt, "reported succeeded without writing its model", true,
                           std::chrono::milliseconds(1000)});
       return;

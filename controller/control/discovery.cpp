@@ -37,7 +37,8 @@ ProbeVerdict judge_probe_reply(int status, const std::string& body, const std::s
     return verdict;
   }
   const auto proof = json.find("proof");
-  verdict.trusted = proof != json.end() && proof->is_string() && tokens_equal(proof->get<std::string>(), expected_proof);
+  verdict.trusted =
+      proof != json.end() && proof->is_string() && tokens_equal(proof->get<std::string>(), expected_proof);
   return verdict;
 }
 
@@ -71,13 +72,12 @@ std::vector<DiscoveredTrainer> SubnetScanner::probe(const std::vector<std::strin
         call.headers.emplace_back(kChallengeHeader, challenge);
       }
       std::string label = call.address;
-      async_http_call(io, std::move(call), limits,
-                      [&, label, expected](HttpCallResult result) {
-                        --in_flight;
-                        const ProbeVerdict v = judge_probe_reply(result.status, result.body, expected);
-                        if (v.trainer) found.push_back({label, v.trusted});
-                        asio::post(io, launch);
-                      });
+      async_http_call(io, std::move(call), limits, [&, label, expected](HttpCallResult result) {
+        --in_flight;
+        const ProbeVerdict v = judge_probe_reply(result.status, result.body, expected);
+        if (v.trainer) found.push_back({label, v.trusted});
+        asio::post(io, launch);
+      });
     }
   };
   // One deadline for the whole pass: whatever the peers do, a pass ends by it, with what it

@@ -13,8 +13,8 @@ namespace mlswarm {
 struct ScanOptions {
   int port = kDefaultTrainPort;
   std::chrono::milliseconds connect_timeout{300};
-  std::chrono::milliseconds read_timeout{500};  ///< after the connect, for the whole reply
-  int max_in_flight = 256;  ///< probes open at once
+  std::chrono::milliseconds read_timeout{500};   ///< after the connect, for the whole reply
+  int max_in_flight = 256;                       ///< probes open at once
   std::chrono::milliseconds pass_timeout{5000};  ///< a whole pass ends by then, whatever the peers do
   /// The cluster key: with one, every probe carries a fresh challenge and a host is trusted
   /// only when it answers with the proof (see mlswarm/signing.h).

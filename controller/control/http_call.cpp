@@ -54,8 +54,8 @@ ParsedReply dechunk(std::string_view data, std::size_t max_body) {
   while (true) {
     const std::size_t line_end = data.find("\r\n", at);
     if (line_end == std::string_view::npos) return out;
-    const std::string_view size_text = trim(data.substr(at, data.find(';', at) < line_end ? data.find(';', at) - at
-                                                                                        : line_end - at));
+    const std::string_view size_text =
+        trim(data.substr(at, data.find(';', at) < line_end ? data.find(';', at) - at : line_end - at));
     std::size_t size = 0;
     if (size_text.empty() || size_text.size() > 8) return {ParsedReply::State::kInvalid, -1, "", "bad chunk size"};
     for (char c : size_text) {
@@ -110,8 +110,9 @@ ReplyHead parse_head(std::string_view head) {
     const std::string_view value = trim(line.substr(colon + 1));
     if (name == "content-length") {
       std::size_t n = 0;
-      const bool digits = !value.empty() && value.size() <= 12 &&
-                          std::all_of(value.begin(), value.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
+      const bool digits = !value.empty() && value.size() <= 12 && std::all_of(value.begin(), value.end(), [](char c) {
+        return std::isdigit(static_cast<unsigned char>(c));
+      });
       if (!digits) {
         out.error = "bad Content-Length";
         return out;
@@ -127,7 +128,9 @@ ReplyHead parse_head(std::string_view head) {
 
 /// Parses what has come so far. `closed`: the peer has closed, so a body without a length ends here.
 ParsedReply parse_reply(std::string_view data, bool closed, std::size_t max_body) {
-  const auto invalid = [](std::string why) { return ParsedReply{ParsedReply::State::kInvalid, -1, "", std::move(why)}; };
+  const auto invalid = [](std::string why) {
+    return ParsedReply{ParsedReply::State::kInvalid, -1, "", std::move(why)};
+  };
   const std::size_t head_end = data.find("\r\n\r\n");
   if (head_end == std::string_view::npos) {
     if (data.size() > kMaxHeaderBytes) return invalid("headers too large");
@@ -175,9 +178,8 @@ class Session : public std::enable_shared_from_this<Session> {
       port = 0;
     }
     if (ec || port == 0 || port > 65535) {
-      asio::post(socket_.get_executor(), [self = shared_from_this()] {
-        self->fail("not an ip:port address: " + self->call_.address);
-      });
+      asio::post(socket_.get_executor(),
+                 [self = shared_from_this()] { self->fail("not an ip:port address: " + self->call_.address); });
       return;
     }
     http::request<http::string_body> request;
@@ -228,7 +230,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void read() {
     socket_.async_read_some(asio::buffer(chunk_), [self = shared_from_this()](boost::system::error_code e,
-                                                                               std::size_t n) { self->on_read(e, n); });
+                                                                              std::size_t n) { self->on_read(e, n); });
   }
 
   void on_read(boost::system::error_code ec, std::size_t n) {

@@ -20,7 +20,7 @@ struct HttpCall {
   std::string address;  ///< "ip:port"
   std::string target;   ///< path and query
   std::vector<std::pair<std::string, std::string>> headers;
-  std::string body;     ///< sent with Content-Type: application/json when not empty
+  std::string body;  ///< sent with Content-Type: application/json when not empty
 };
 
 /// What a peer's reply may cost: a connect deadline, one deadline for the whole exchange

@@ -7,7 +7,6 @@
 #include <cerrno>
 #include <cstring>
 
-
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -96,7 +95,8 @@ void JobRegistry::read_journal() {
     if (line.empty()) continue;
     try {
       const auto j = nlohmann::json::parse(line);
-      apply(job_record_from_json(j), static_cast<std::uint64_t>(checked_int_or(j, "term", 0, 0, std::int64_t{1} << 53)));
+      apply(job_record_from_json(j),
+            static_cast<std::uint64_t>(checked_int_or(j, "term", 0, 0, std::int64_t{1} << 53)));
     } catch (const std::exception& e) {
       spdlog::warn("{}: skipped an unreadable journal line ({})", journal_path_.string(), e.what());
     }
@@ -237,9 +237,10 @@ std::vector<JobRecord> JobRegistry::list() const {
   return out;
 }
 
-std::optional<JobRecord> JobRegistry::update(const std::string& job_id,
-                                             const std::function<void(JobRecord&)>& change, bool durable) {
-  return update_if(job_id, [](const JobRecord&) { return true; }, change, durable);
+std::optional<JobRecord> JobRegistry::update(const std::string& job_id, const std::function<void(JobRecord&)>& change,
+                                             bool durable) {
+  return update_if(
+      job_id, [](const JobRecord&) { return true; }, change, durable);
 }
 
 std::optional<JobRecord> JobRegistry::update_if(const std::string& job_id,

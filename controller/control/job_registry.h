@@ -81,11 +81,11 @@ class JobRegistry {
   std::uint64_t max_term() const;
 
  private:
-  void read_journal();                // write_mutex_ held: from read_offset_, or from the start of a new file
+  void read_journal();  // write_mutex_ held: from read_offset_, or from the start of a new file
   void apply(JobRecord job, std::uint64_t term);  // write_mutex_ held
-  void append(const JobRecord& job);        // write_mutex_ held; through the fence
-  void write_record(const JobRecord& job);  // write_mutex_ held; the fence held
-  void compact();                           // write_mutex_ held; the fence held
+  void append(const JobRecord& job);              // write_mutex_ held; through the fence
+  void write_record(const JobRecord& job);        // write_mutex_ held; the fence held
+  void compact();                                 // write_mutex_ held; the fence held
 
   std::filesystem::path dir_;
   std::filesystem::path journal_path_;
@@ -96,8 +96,8 @@ class JobRegistry {
   std::map<std::string, double> journaled_at_;
   int journal_fd_ = -1;
   std::size_t lines_ = 0;
-  off_t read_offset_ = 0;      ///< how far the journal has been read (whole lines)
-  ino_t journal_inode_ = 0;    ///< of the file read so far: compaction makes a new one
+  off_t read_offset_ = 0;       ///< how far the journal has been read (whole lines)
+  ino_t journal_inode_ = 0;     ///< of the file read so far: compaction makes a new one
   std::uint64_t max_term_ = 0;  ///< the highest term read or written
   std::function<bool(const std::function<void()>&)> fence_;
   std::function<std::uint64_t()> term_;

@@ -100,9 +100,9 @@ class Planner {
   void lost(const JobRecord& job, const std::string& reason) {
     const int lost = job.lost_attempts + 1;
     if (lost >= o_.max_attempts) {
-      actions_.push_back(action::Finish{job.spec.job_id, job.spec.attempt, JobState::kFailed,
-                                        FailureCode::kLostTrainer,
-                                        fmt::format("gave up after {} lost attempts; last: {}", lost, reason), std::nullopt});
+      actions_.push_back(action::Finish{job.spec.job_id, job.spec.attempt, JobState::kFailed, FailureCode::kLostTrainer,
+                                        fmt::format("gave up after {} lost attempts; last: {}", lost, reason),
+                                        std::nullopt});
       return;
     }
     const auto backoff = std::min(o_.max_backoff, o_.retry_backoff * (1 << std::clamp(lost - 1, 0, 16)));
@@ -133,7 +133,8 @@ class Planner {
     }
     if (job.spec.attempt >= kMaxAttempt) {
       actions_.push_back(action::Finish{job.spec.job_id, job.spec.attempt, JobState::kFailed, FailureCode::kInternal,
-                                        fmt::format("the job reached the highest attempt number, {}", kMaxAttempt), std::nullopt});
+                                        fmt::format("the job reached the highest attempt number, {}", kMaxAttempt),
+                                        std::nullopt});
       return true;
     }
     std::vector<std::string> ranks = place_ranks(job);
@@ -210,8 +211,7 @@ class Planner {
 }  // namespace
 
 std::vector<std::string> apply_discovery(std::map<std::string, TrainerState>& table,
-                                         const std::vector<DiscoveredTrainer>& found, int max_misses,
-                                         double now_unix) {
+                                         const std::vector<DiscoveredTrainer>& found, int max_misses, double now_unix) {
   std::set<std::string> seen;
   for (const auto& d : found) {
     TrainerState& t = table[d.address];

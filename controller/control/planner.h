@@ -24,11 +24,11 @@ using SteadyClock = std::chrono::steady_clock;
 
 /// What the controller knows of one trainer.
 struct TrainerState {
-  std::string address;  ///< "ip:port"
-  bool trusted = true;  ///< proved it holds the cluster key (always true without a key)
-  int misses = 0;       ///< discovery passes in a row without an answer
-  double last_seen = 0; ///< Unix seconds of the last answer to discovery or /status
-  bool polled = false;  ///< its /status answered in this tick; `report` is that answer
+  std::string address;   ///< "ip:port"
+  bool trusted = true;   ///< proved it holds the cluster key (always true without a key)
+  int misses = 0;        ///< discovery passes in a row without an answer
+  double last_seen = 0;  ///< Unix seconds of the last answer to discovery or /status
+  bool polled = false;   ///< its /status answered in this tick; `report` is that answer
   TrainerReport report;
   SteadyClock::time_point suspect_until{};  ///< no dispatches before this (a dispatch failed)
 };
@@ -43,14 +43,13 @@ struct DiscoveredTrainer {
 /// reset, trust as just proved); every other one counts a miss and is dropped at
 /// `max_misses`. Returns the addresses dropped.
 std::vector<std::string> apply_discovery(std::map<std::string, TrainerState>& table,
-                                         const std::vector<DiscoveredTrainer>& found, int max_misses,
-                                         double now_unix);
+                                         const std::vector<DiscoveredTrainer>& found, int max_misses, double now_unix);
 
 /// Data-parallel jobs meet at RDZV_PORT and the ports after it on their rank 0's host.
 inline constexpr int kRendezvousPorts = 64;
 
 struct PlannerOptions {
-  int max_attempts = 5;  ///< lost attempts of a job before it fails
+  int max_attempts = 5;                          ///< lost attempts of a job before it fails
   int rendezvous_port = kDefaultRendezvousPort;  ///< RDZV_PORT: the first rendezvous port of data-parallel jobs
   /// A job whose attempt was lost waits retry_backoff * 2^(lost attempts - 1), at most
   /// max_backoff, before its next dispatch, so that a job that kills its trainers does not
@@ -66,8 +65,8 @@ struct ClusterSnapshot {
   /// Whether enough discovery passes have run to call a running job's missing trainer lost
   /// (a freshly started controller has not seen every trainer yet).
   bool settled = true;
-  std::vector<TrainerState> trainers;  ///< by address
-  std::vector<JobRecord> jobs;         ///< the registry, oldest first
+  std::vector<TrainerState> trainers;                         ///< by address
+  std::vector<JobRecord> jobs;                                ///< the registry, oldest first
   std::map<std::string, SteadyClock::time_point> not_before;  ///< backing-off jobs
 };
 
@@ -120,8 +119,8 @@ struct Cancel {
 };
 }  // namespace action
 
-using Action = std::variant<action::Dispatch, action::Adopt, action::Progress, action::Finish, action::Requeue,
-                            action::Cancel>;
+using Action =
+    std::variant<action::Dispatch, action::Adopt, action::Progress, action::Finish, action::Requeue, action::Cancel>;
 
 /// Decides what the cluster does next. Pure: the same snapshot gives the same actions.
 std::vector<Action> plan(const ClusterSnapshot& snapshot, const PlannerOptions& options);

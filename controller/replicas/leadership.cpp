@@ -45,6 +45,7 @@ class Leadership::LockedFile {
     text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
     return text;
   }
+
  private:
   [[noreturn]] void fail(const char* what) const {
     throw Error(ErrorCode::kUnavailable, fmt::format("cannot {} {}: {}", what, path_.string(), std::strerror(errno)));
@@ -116,8 +117,8 @@ std::string Leadership::format(const Lease& lease) {
 }
 
 bool Leadership::holder_is_gone(const Lease& lease) const {
-  return lease.host == hostname_ && lease.pid > 0 && lease.pid != ::getpid() && ::kill(static_cast<pid_t>(lease.pid), 0) != 0 &&
-         errno == ESRCH;
+  return lease.host == hostname_ && lease.pid > 0 && lease.pid != ::getpid() &&
+         ::kill(static_cast<pid_t>(lease.pid), 0) != 0 && errno == ESRCH;
 }
 
 LeaderView Leadership::tick() {

@@ -88,7 +88,7 @@ class Leadership {
   Options options_;
   std::string hostname_;
   mutable std::mutex mutex_;
-  std::uint64_t my_term_ = 0;  ///< the term this process leads, 0 when it does not
+  std::uint64_t my_term_ = 0;       ///< the term this process leads, 0 when it does not
   std::uint64_t highest_term_ = 0;  ///< the highest term seen on file, in the journal or taken
   std::function<std::uint64_t()> term_floor_;
   std::chrono::steady_clock::time_point renewed_{};

@@ -138,14 +138,14 @@ std::optional<HttpReply> Replicas::forward(const HttpRequest& request) const {
   headers.emplace("X-Request-Id", request.request_id);
   headers.emplace("X-Mlswarm-Forwarded-By", options_.address);
   const std::string target = request.target.empty() ? request.path : request.target;
-  httplib::Result result = request.method == "DELETE"
-                               ? client->Delete(target.c_str(), headers)
-                               : client->Post(target.c_str(), headers, request.body,
-                                              request.header("content-type").empty() ? "application/json"
-                                                                                      : request.header("content-type").c_str());
+  httplib::Result result = request.method == "DELETE" ? client->Delete(target.c_str(), headers)
+                                                      : client->Post(target.c_str(), headers, request.body,
+                                                                     request.header("content-type").empty()
+                                                                         ? "application/json"
+                                                                         : request.header("content-type").c_str());
   if (!result) {
-    throw Error(ErrorCode::kUnavailable, fmt::format("the leader at {} does not answer ({}); try again",
-                                                     view.leader, httplib::to_string(result.error())));
+    throw Error(ErrorCode::kUnavailable, fmt::format("the leader at {} does not answer ({}); try again", view.leader,
+                                                     httplib::to_string(result.error())));
   }
   HttpReply reply;
   reply.status = result->status;
@@ -158,7 +158,8 @@ std::optional<HttpReply> Replicas::forward(const HttpRequest& request) const {
 
 std::string advertised_address(const std::string& advertise, const std::string& host, int port,
                                const std::optional<Subnet>& subnet) {
-  if (!advertise.empty()) return advertise.find(':') == std::string::npos ? fmt::format("{}:{}", advertise, port) : advertise;
+  if (!advertise.empty())
+    return advertise.find(':') == std::string::npos ? fmt::format("{}:{}", advertise, port) : advertise;
   if (!host.empty() && host != "0.0.0.0") return fmt::format("{}:{}", host, port);
   std::string found;
   ifaddrs* interfaces = nullptr;

@@ -28,8 +28,8 @@ void run_batch(std::vector<PendingPtr>& batch) {
   torch::Tensor input = torch::empty({total, meta.channels, meta.height, meta.width}, torch::kFloat32);
   float* dst = input.data_ptr<float>();
   for (const auto& p : batch) dst = std::copy(p->pixels.begin(), p->pixels.end(), dst);
-  c10::InferenceMode inference;  // no autograd bookkeeping at all
-  torch::nn::Sequential model = m.model;  // a holder copy shares the weights; forward is not const
+  c10::InferenceMode inference;                        // no autograd bookkeeping at all
+  torch::nn::Sequential model = m.model;               // a holder copy shares the weights; forward is not const
   if (!m.device.is_cpu()) input = input.to(m.device);  // one copy of the whole batch to the GPU
   // The weights are channels-last (ModelCache); so is the batch, so every layer runs in it.
   input = input.sub_(m.mean).div_(m.std).contiguous(torch::MemoryFormat::ChannelsLast);
@@ -80,7 +80,8 @@ Batcher::~Batcher() {
 
 Batcher::Stats Batcher::stats() const { return {batches_.load(), requests_.load(), examples_.load()}; }
 
-PredictResult Batcher::predict(std::shared_ptr<const LoadedModel> model, std::vector<float> pixels, std::int64_t count) {
+PredictResult Batcher::predict(std::shared_ptr<const LoadedModel> model, std::vector<float> pixels,
+                               std::int64_t count) {
   const ModelMeta& meta = model->meta;
   const std::int64_t chw = std::int64_t{meta.channels} * meta.height * meta.width;
   if (count <= 0 || static_cast<std::int64_t>(pixels.size()) != count * chw) {

@@ -19,7 +19,7 @@ struct LoadedModel {
   torch::nn::Sequential model{nullptr};
   torch::Tensor mean;  ///< [1][C][1][1], on `device`
   torch::Tensor std;
-  torch::Device device{torch::kCPU};  ///< where the weights are (SERVE_DEVICE)
+  torch::Device device{torch::kCPU};           ///< where the weights are (SERVE_DEVICE)
   std::filesystem::file_time_type meta_mtime;  ///< of the meta.json these weights came with
   std::uintmax_t meta_size = 0;
 };

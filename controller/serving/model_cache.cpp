@@ -74,8 +74,10 @@ std::shared_ptr<const LoadedModel> ModelCache::get(const std::string& model_id, 
     // Batch norm folded into the convolutions, channels-last as the batcher's batches.
     loaded->model = prepare_for_serving(load_trained_model(home_dir_, model_id, &loaded->meta, version), !cuda_);
     const auto c = static_cast<std::int64_t>(loaded->meta.channels);
-    loaded->mean = torch::tensor(std::vector<float>(loaded->meta.mean.begin(), loaded->meta.mean.end())).view({1, c, 1, 1});
-    loaded->std = torch::tensor(std::vector<float>(loaded->meta.std.begin(), loaded->meta.std.end())).view({1, c, 1, 1});
+    loaded->mean =
+        torch::tensor(std::vector<float>(loaded->meta.mean.begin(), loaded->meta.mean.end())).view({1, c, 1, 1});
+    loaded->std =
+        torch::tensor(std::vector<float>(loaded->meta.std.begin(), loaded->meta.std.end())).view({1, c, 1, 1});
     if (cuda_) {
       loaded->device = torch::Device(torch::kCUDA);
       loaded->model->to(loaded->device);

@@ -18,9 +18,12 @@
 namespace {
 
 const mlswarm::JobSpec& fuzz_spec() {
-  static const mlswarm::JobSpec spec = mlswarm::parse_job_spec(nlohmann::json{
-      {"job_id", "fuzz"}, {"model_id", "fuzz"}, {"model_type", "mlp"}, {"dataset", "mnist"},
-      {"train_opts", {{"epochs", 2}, {"batch_size", 16}, {"seed", 1}}}});
+  static const mlswarm::JobSpec spec =
+      mlswarm::parse_job_spec(nlohmann::json{{"job_id", "fuzz"},
+                                             {"model_id", "fuzz"},
+                                             {"model_type", "mlp"},
+                                             {"dataset", "mnist"},
+                                             {"train_opts", {{"epochs", 2}, {"batch_size", 16}, {"seed", 1}}}});
   return spec;
 }
 

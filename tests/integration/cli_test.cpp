@@ -39,8 +39,9 @@ class CliTest : public ClusterTest {
  protected:
   /// Runs mlswarm with MLSWARM_URL and MLSWARM_TOKEN_FILE set, stdout a pipe.
   CliRun cli(const std::vector<std::string>& args, bool with_token = true) {
-    std::string command = "MLSWARM_URL=http://127.0.0.1:" + std::to_string(controller_port_) + " MLSWARM_TOKEN_FILE=" +
-                          (with_token ? quoted(token_file_.string()) : std::string("")) + " " + quoted(MLSWARM_CLI_BIN);
+    std::string command = "MLSWARM_URL=http://127.0.0.1:" + std::to_string(controller_port_) +
+                          " MLSWARM_TOKEN_FILE=" + (with_token ? quoted(token_file_.string()) : std::string("")) + " " +
+                          quoted(MLSWARM_CLI_BIN);
     for (const auto& a : args) command += " " + quoted(a);
     const auto err_file = home_ / "cli-stderr.txt";
     command += " 2>" + quoted(err_file.string());
@@ -108,7 +109,8 @@ TEST_F(CliTest, EverySubcommandAgainstALocalCluster) {
 
   CliRun models = cli({"models"});
   ASSERT_EQ(models.code, 0) << models.err;
-  EXPECT_TRUE(std::regex_search(models.out, std::regex("cli-model +convnet +fashion-mnist +2 +0\\.\\d{4}"))) << models.out;
+  EXPECT_TRUE(std::regex_search(models.out, std::regex("cli-model +convnet +fashion-mnist +2 +0\\.\\d{4}")))
+      << models.out;
 
   CliRun jobs = cli({"jobs", "--json"});
   ASSERT_EQ(jobs.code, 0) << jobs.err;
@@ -121,7 +123,8 @@ TEST_F(CliTest, EverySubcommandAgainstALocalCluster) {
   const auto png = write_png(home_ / "trouser.png");
   CliRun predict = cli({"predict", "--model", "cli-model", "--top", "2", png.string()});
   ASSERT_EQ(predict.code, 0) << predict.err;
-  EXPECT_TRUE(std::regex_search(predict.out, std::regex("trouser\\.png: [A-Za-z/ -]+ \\(\\d+\\.\\d%\\) model cli-model version 2")))
+  EXPECT_TRUE(std::regex_search(predict.out,
+                                std::regex("trouser\\.png: [A-Za-z/ -]+ \\(\\d+\\.\\d%\\) model cli-model version 2")))
       << predict.out;
   CliRun unknown = cli({"predict", "--model", "no-such-model", png.string()});
   EXPECT_EQ(unknown.code, 1);

@@ -53,8 +53,11 @@ class ClusterTest : public ::testing::Test {
   void start_trainer(int i, const std::vector<std::string>& extra = {}, int port = 0) {
     std::string host = "127.0.0." + std::to_string(i);
     if (port == 0) port = train_port_;
-    std::vector<std::string> args{"--host", host, "--port", std::to_string(port), "--home-dir",
-                                  home_.path().string(), "--data-dir", MLSWARM_DATA_DIR, "--threads", "1"};
+    std::vector<std::string> args{"--host",     host,
+                                  "--port",     std::to_string(port),
+                                  "--home-dir", home_.path().string(),
+                                  "--data-dir", MLSWARM_DATA_DIR,
+                                  "--threads",  "1"};
     args.insert(args.end(), extra.begin(), extra.end());
     trainers_[i] = std::make_unique<ChildProcess>(ML_TRAINER_BIN, args, home_ / ("trainer-" + host + ".log"));
     httplib::Client probe(host, port);
@@ -63,9 +66,9 @@ class ClusterTest : public ::testing::Test {
   /// Starts the controller and waits until it answers. Discovery runs every 300 ms with 2
   /// misses allowed, unless `default_discovery` (every 2 s, 3 misses, as deployed).
   void start_controller(const std::vector<std::string>& extra = {}, bool default_discovery = false) {
-    std::vector<std::string> args{"--host", "127.0.0.1", "--port", std::to_string(controller_port_), "--subnet",
-                                  "127.0.0.0/24", "--train-port", std::to_string(train_port_), "--home-dir",
-                                  home_.path().string(), "--data-dir", MLSWARM_DATA_DIR};
+    std::vector<std::string> args{"--host",     "127.0.0.1",           "--port",       std::to_string(controller_port_),
+                                  "--subnet",   "127.0.0.0/24",        "--train-port", std::to_string(train_port_),
+                                  "--home-dir", home_.path().string(), "--data-dir",   MLSWARM_DATA_DIR};
     if (!default_discovery) args.insert(args.end(), {"--scan-interval-ms", "300", "--max-misses", "2"});
     args.insert(args.end(), extra.begin(), extra.end());
     controller_ = std::make_unique<ChildProcess>(ML_CONTROLLER_BIN, args, home_ / "controller.log");
@@ -74,10 +77,11 @@ class ClusterTest : public ::testing::Test {
 
   /// A controller serving HTTPS; waits until it answers over TLS.
   void start_controller_tls(const std::filesystem::path& cert, const std::filesystem::path& key) {
-    std::vector<std::string> args{"--host", "127.0.0.1", "--port", std::to_string(controller_port_), "--subnet",
-                                  "127.0.0.0/24", "--train-port", std::to_string(train_port_), "--home-dir",
-                                  home_.path().string(), "--tls-cert-file", cert.string(), "--tls-key-file",
-                                  key.string()};
+    std::vector<std::string> args{
+        "--host",         "127.0.0.1",           "--port",          std::to_string(controller_port_),
+        "--subnet",       "127.0.0.0/24",        "--train-port",    std::to_string(train_port_),
+        "--home-dir",     home_.path().string(), "--tls-cert-file", cert.string(),
+        "--tls-key-file", key.string()};
     controller_ = std::make_unique<ChildProcess>(ML_CONTROLLER_BIN, args, home_ / "controller.log");
     httplib::SSLClient probe("127.0.0.1", controller_port_);
     probe.enable_server_certificate_verification(false);
@@ -99,9 +103,9 @@ class ClusterTest : public ::testing::Test {
   bool job_in(const std::string& id, const std::string& state) { return job(id).value("state", "") == state; }
   std::string submit(const std::string& model_id, int examples, int epochs = 1) {
     auto [status, body] = post("/train", json{{"model_id", model_id},
-                                             {"example_idxs", {0, examples}},
-                                             {"test_idxs", {0, kTestImages}},
-                                             {"train_opts", {{"epochs", epochs}, {"batch_size", 64}}}}
+                                              {"example_idxs", {0, examples}},
+                                              {"test_idxs", {0, kTestImages}},
+                                              {"train_opts", {{"epochs", epochs}, {"batch_size", 64}}}}
                                              .dump());
     EXPECT_EQ(status, 202) << body.dump();
     return body.value("job_id", "");
@@ -120,6 +124,5 @@ inline std::filesystem::path write_secret(const TempDir& dir, const std::string&
   std::ofstream(path) << token << "\n";
   return path;
 }
-
 
 }  // namespace mlswarm

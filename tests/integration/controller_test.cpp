@@ -175,8 +175,8 @@ TEST_F(ClusterTest, AJobWhoseTrainerIsKilledResumesElsewhereFromItsCheckpoint) {
   // The same spec, never interrupted, on the surviving trainer.
   std::string reference = submit("reference", 4000, 3);
   ASSERT_TRUE(eventually([&] { return job_in(reference, "succeeded"); }, 180s));
-  std::cout << "resumed after a kill in epoch 2: accuracy " << done["accuracy"] << ", uninterrupted: "
-            << job(reference)["accuracy"] << "\n";
+  std::cout << "resumed after a kill in epoch 2: accuracy " << done["accuracy"]
+            << ", uninterrupted: " << job(reference)["accuracy"] << "\n";
   EXPECT_NEAR(done["accuracy"].get<double>(), job(reference)["accuracy"].get<double>(), 0.01);
 }
 
@@ -249,7 +249,6 @@ TEST_F(ClusterTest, PredictAgreesWithTheRecordedAccuracyAndFollowsNewEpochs) {
   EXPECT_GT(accuracy, 0.6);
 }
 
-
 // Tokens: the controller refuses clients without the API token (401) or with another (403)
 // and changes nothing; trainers refuse jobs without the cluster token; with the right
 // tokens everything works end to end, and the request id travels into both daemons' logs.
@@ -257,9 +256,14 @@ TEST_F(ClusterTest, TokensGuardTheControllerAndTheTrainers) {
   const auto api_file = write_secret(home_, "api_token", "api-secret-1");
   const auto cluster_file = write_secret(home_, "cluster_token", "cluster-secret-1");
   start_trainer(2, {"--cluster-token-file", cluster_file.string(), "--log-format", "json"});
-  start_controller({"--api-token-file", api_file.string(), "--cluster-token-file", cluster_file.string(),
-                    "--log-format", "json"});
-  ASSERT_TRUE(eventually([&] { auto r = client_->Get("/readyz"); return r && r->status == 200; }, 10s))
+  start_controller(
+      {"--api-token-file", api_file.string(), "--cluster-token-file", cluster_file.string(), "--log-format", "json"});
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto r = client_->Get("/readyz");
+        return r && r->status == 200;
+      },
+      10s))
       << "/readyz stays open";
   EXPECT_EQ(client_->Get("/healthz")->status, 200);
   EXPECT_EQ(client_->Get("/type")->status, 200);
@@ -274,8 +278,9 @@ TEST_F(ClusterTest, TokensGuardTheControllerAndTheTrainers) {
       EXPECT_EQ(res->get_header_value("WWW-Authenticate"), "Bearer");
     }
   };
-  const std::string spec = json{{"model_id", "guarded"}, {"example_idxs", {0, 1000}},
-                                {"train_opts", {{"epochs", 1}, {"batch_size", 64}}}}.dump();
+  const std::string spec =
+      json{{"model_id", "guarded"}, {"example_idxs", {0, 1000}}, {"train_opts", {{"epochs", 1}, {"batch_size", 64}}}}
+          .dump();
   refused(client_->Get("/status"), 401);
   refused(client_->Get("/jobs"), 401);
   refused(client_->Post("/train", spec, "application/json"), 401);
@@ -393,12 +398,14 @@ TEST_F(ClusterTest, AHangingTrainerDelaysNothingPastTheDeadline) {
   start_trainer(2, {"--workers", "2"});
   start_controller({"--trainer-timeout-ms", "1000"});
   ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s)) << get("/status").dump();
-  ASSERT_TRUE(eventually([&] {
-    for (const auto& t : get("/status")["trainers"]) {
-      if (t["address"] == "127.0.0.9:" + std::to_string(train_port_) && t.value("capacity", 0) != 4) return false;
-    }
-    return true;
-  }, 10s));
+  ASSERT_TRUE(eventually(
+      [&] {
+        for (const auto& t : get("/status")["trainers"]) {
+          if (t["address"] == "127.0.0.9:" + std::to_string(train_port_) && t.value("capacity", 0) != 4) return false;
+        }
+        return true;
+      },
+      10s));
 
   const auto submitted = std::chrono::steady_clock::now();
   std::string first = submit("hang-a", 2000);
@@ -418,8 +425,8 @@ TEST_F(ClusterTest, AHangingTrainerDelaysNothingPastTheDeadline) {
   EXPECT_EQ(job(first)["trainer"], "127.0.0.2:" + std::to_string(train_port_));
   EXPECT_LT(dispatch_s, 1.0 + 2.0) << "one 1 s deadline, then the real trainer";
   EXPECT_LT(slowest_status_ms, 500.0);
-  std::cout << "dispatch past a hanging trainer: " << dispatch_s << " s; slowest /jobs/{id} meanwhile: "
-            << slowest_status_ms << " ms\n";
+  std::cout << "dispatch past a hanging trainer: " << dispatch_s
+            << " s; slowest /jobs/{id} meanwhile: " << slowest_status_ms << " ms\n";
 
   // Now /status hangs too: polls wait out their deadline, dispatch goes on, and the fake,
   // marked suspect, gets no second dispatch.
@@ -450,12 +457,13 @@ TEST_F(ClusterTest, OversizeAndMalformedBodiesGet4xxAndTheDaemonsKeepServing) {
   expect_error(client_->Post("/train", std::string(60000, '['), "application/json"), 400, "deep nesting");
   expect_error(client_->Post("/train", std::string(100000, ' '), "application/json"), 413, "over /train's body cap");
   expect_error(client_->Post("/train", "{}", "text/plain"), 415, "not JSON");
-  expect_error(client_->Post("/train", R"({"model_id": "m", "train_opts": {"lr": 1e999999}})", "application/json"),
-               400, "a number out of range (found by fuzz_job_spec; was a 500)");
+  expect_error(client_->Post("/train", R"({"model_id": "m", "train_opts": {"lr": 1e999999}})", "application/json"), 400,
+               "a number out of range (found by fuzz_job_spec; was a 500)");
   expect_error(client_->Post("/train", R"({"model_id": "../etc"})", "application/json"), 400, "path in an id");
   expect_error(client_->Post("/train", R"({"model_id": "m", "dataset": "../../etc"})", "application/json"), 400,
                "path in a dataset name");
-  httplib::MultipartFormDataItems broken{{"image", std::string("\x89PNG\r\n\x1a\n", 8) + "garbage", "x.png", "image/png"}};
+  httplib::MultipartFormDataItems broken{
+      {"image", std::string("\x89PNG\r\n\x1a\n", 8) + "garbage", "x.png", "image/png"}};
   expect_error(client_->Post("/classify?model_id=nope", broken), 404, "no such model");
   expect_error(client_->Get("/datasets/fashion-mnist/examples?count=99999999"), 400, "count out of range");
   expect_error(client_->Get("/models/..%2F..%2Fetc"), 404, "encoded path: no such route");
@@ -490,9 +498,10 @@ TEST_F(ClusterTest, OversizeAndMalformedBodiesGet4xxAndTheDaemonsKeepServing) {
 TEST_F(ClusterTest, TlsServesHttpsWithTheGivenCertificate) {
   const auto cert = home_ / "tls.crt";
   const auto key = home_ / "tls.key";
-  const std::string make = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
-                           "-addext subjectAltName=IP:127.0.0.1 -keyout " + key.string() + " -out " + cert.string() +
-                           " 2>/dev/null";
+  const std::string make =
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+      "-addext subjectAltName=IP:127.0.0.1 -keyout " +
+      key.string() + " -out " + cert.string() + " 2>/dev/null";
   ASSERT_EQ(std::system(make.c_str()), 0) << make;
   start_controller_tls(cert, key);
   httplib::SSLClient tls("127.0.0.1", controller_port_);

@@ -30,7 +30,9 @@ TEST_F(ClusterTest, TwoTrainersTrainTheSameModelAsOne) {
   for (int i : {2, 3}) start_trainer(i, {"--dist-timeout-ms", "20000"});
   start_controller();
   ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s));
-  const json spec = {{"example_idxs", {0, 6000}}, {"test_idxs", {0, kTestImages}}, {"train_opts", {{"epochs", 2}, {"batch_size", 64}}}};
+  const json spec = {{"example_idxs", {0, 6000}},
+                     {"test_idxs", {0, kTestImages}},
+                     {"train_opts", {{"epochs", 2}, {"batch_size", 64}}}};
   json shared = spec;
   shared["model_id"] = "dp-two";
   shared["trainers"] = 2;
@@ -82,11 +84,11 @@ TEST_F(ClusterTest, ADataParallelJobThatLosesARankResumesOnTheFreeTrainers) {
   start_controller();
   ASSERT_TRUE(eventually([&] { return trainer_count() == 3; }, 10s));
   const std::string id = submit_json({{"model_id", "elastic"},
-                                             {"trainers", 2},
-                                             {"min_trainers", 1},
-                                             {"example_idxs", {0, 4000}},
-                                             {"test_idxs", {0, kTestImages}},
-                                             {"train_opts", {{"epochs", 3}, {"batch_size", 64}}}});
+                                      {"trainers", 2},
+                                      {"min_trainers", 1},
+                                      {"example_idxs", {0, 4000}},
+                                      {"test_idxs", {0, kTestImages}},
+                                      {"train_opts", {{"epochs", 3}, {"batch_size", 64}}}});
   ASSERT_TRUE(eventually([&] { return job(id).value("epoch", 0) == 2 && job(id).value("step", 0) > 3; }, 240s))
       << job(id).dump();
   const json before = job(id);
@@ -104,8 +106,8 @@ TEST_F(ClusterTest, ADataParallelJobThatLosesARankResumesOnTheFreeTrainers) {
       << job(id).dump();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
   const json resumed = job(id);
-  std::cout << "a rank SIGKILLed in epoch 2: training again " << seconds << " s later, attempt "
-            << resumed["attempts"] << " on " << resumed["trainers"].dump() << "\n";
+  std::cout << "a rank SIGKILLed in epoch 2: training again " << seconds << " s later, attempt " << resumed["attempts"]
+            << " on " << resumed["trainers"].dump() << "\n";
   ASSERT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 300s)) << job(id).dump();
   const json done = job(id);
   EXPECT_GE(done["attempts"].get<int>(), 2);

@@ -36,7 +36,6 @@
 namespace mlswarm {
 namespace {
 
-
 /// A host on the trainers' subnet that answers every connection on host:port with a hostile
 /// reply, written with raw sockets (no HTTP library between it and the controller), and
 /// records how long the controller kept each connection open.
@@ -140,7 +139,6 @@ class HostilePeer {
   std::vector<std::thread> connections_;  ///< touched by the accept thread only, joined at the end
 };
 
-
 /// A TCP relay from listen_host:port to target_host:port (a fake trainer that forwards
 /// whatever it is sent, the controller's challenge included, to a real one), bytes untouched.
 class RelayPeer {
@@ -201,7 +199,6 @@ class RelayPeer {
   std::vector<std::thread> connections_;  ///< touched by the accept thread only, joined at the end
 };
 
-
 std::string be32_bytes(std::uint32_t v) {
   return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)};
 }
@@ -217,8 +214,8 @@ std::string zero_png(std::uint32_t w, std::uint32_t h) {
   const auto chunk = [](const std::string& type, const std::string& data) {
     const std::string body = type + data;
     return be32_bytes(static_cast<std::uint32_t>(data.size())) + body +
-           be32_bytes(static_cast<std::uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(body.data()),
-                                                       static_cast<uInt>(body.size()))));
+           be32_bytes(static_cast<std::uint32_t>(
+               crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()))));
   };
   const std::string ihdr = be32_bytes(w) + be32_bytes(h) + std::string("\x10\x06\x00\x00\x00", 5);
   return std::string("\x89PNG\r\n\x1a\n", 8) + chunk("IHDR", ihdr) + chunk("IDAT", packed) + chunk("IEND", "");
@@ -268,9 +265,13 @@ class FaultsTest : public ClusterTest {
   /// A controller on 127.0.0.<host> with HOME_DIR on the small disk, its log outside it.
   std::unique_ptr<ChildProcess> start_on_disk(int host, const std::string& log) {
     const std::string address = "127.0.0." + std::to_string(host);
-    std::vector<std::string> args{"--host", address, "--port", std::to_string(controller_port_), "--subnet",
-                                  "127.0.0.0/29", "--train-port", std::to_string(train_port_), "--home-dir",
-                                  disk_->path().string(), "--data-dir", MLSWARM_DATA_DIR, "--drain-ms", "200"};
+    std::vector<std::string> args{"--host",       address,
+                                  "--port",       std::to_string(controller_port_),
+                                  "--subnet",     "127.0.0.0/29",
+                                  "--train-port", std::to_string(train_port_),
+                                  "--home-dir",   disk_->path().string(),
+                                  "--data-dir",   MLSWARM_DATA_DIR,
+                                  "--drain-ms",   "200"};
     auto process = std::make_unique<ChildProcess>(ML_CONTROLLER_BIN, args, home_ / log);
     httplib::Client probe(address, controller_port_);
     EXPECT_TRUE(eventually([&] { return probe.Get("/healthz") != nullptr; }, 20s)) << process->log();
@@ -354,7 +355,8 @@ TEST_F(FaultsTest, APausedLeaderNeverSharesATermWithTheNextOne) {
 
   controller_->signal(SIGCONT);
   ASSERT_TRUE(eventually([&] { return role_a().value("role", "") == "follower"; }, 10s))
-      << "the woken leader must step down: " << role_a().dump() << "\n" << controller_->log();
+      << "the woken leader must step down: " << role_a().dump() << "\n"
+      << controller_->log();
   EXPECT_EQ(role_b().value("role", ""), "leader");
   EXPECT_EQ(role_a().value("term", 0ULL), role_b().value("term", 0ULL));
   // A write to the woken replica goes to the one leader.
@@ -398,7 +400,6 @@ TEST_F(FaultsTest, AFailedWriteOfTheAttemptFenceKeepsTheOldAttempt) {
   EXPECT_EQ(AttemptFence::current(job_dir), claimed + 1);
 }
 
-
 // Issue 28, case 4: one host answering GET /type with a lying Content-Length made every
 // discovery pass end in std::bad_alloc (a new trainer was never listed, a dead one's job stayed
 // running); an endless body was read for seconds, hundreds of MB. Whatever these hosts send, a
@@ -417,8 +418,8 @@ TEST_F(ClusterTest, HostileHostsOnTheSubnetNeitherBlindNorBloatDiscovery) {
   const long rss_before = rss_mb(controller_->pid());
   const auto started = std::chrono::steady_clock::now();
   start_trainer(3);
-  ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s)) << "a new trainer must be listed: "
-                                                                      << get("/status").dump();
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s))
+      << "a new trainer must be listed: " << get("/status").dump();
   const double listed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   // A few more passes against the hostile hosts, then their connections are measured.
   for (auto& p : peers) {
@@ -453,7 +454,6 @@ TEST_F(ClusterTest, HostileHostsOnTheSubnetNeitherBlindNorBloatDiscovery) {
   EXPECT_LT(requeued_s, 10.0);
 }
 
-
 // Issue 28, cases 5 and 6: a fake trainer on another address of the same machine relayed the
 // controller's challenge to a real trainer, which proved it (it proved for any address the
 // machine owns): the fake was listed ready and got dispatches. And a signed dispatch made for
@@ -486,11 +486,16 @@ TEST_F(ClusterTest, ARelayedProofOrADispatchForAnotherTrainerIsRefused) {
   // A dispatch signed for 127.0.0.2, sent to 127.0.0.3 (a capture replayed to another trainer
   // of the same host): refused, nothing starts.
   const std::string target = "127.0.0.2:" + std::to_string(train_port_);
-  const std::string body = json{{"job_id", "replayed"}, {"model_id", "replayed"}, {"example_idxs", {0, 500}},
-                                {"test_idxs", {0, kTestImages}}, {"attempt", 1}}
-                               .dump();
+  const std::string body = json{
+      {"job_id", "replayed"},
+      {"model_id", "replayed"},
+      {"example_idxs", {0, 500}},
+      {"test_idxs", {0, kTestImages}},
+      {"attempt", 1}}.dump();
   httplib::Headers headers;
-  for (const auto& [name, value] : sign_request(key, "POST", "/train", target, body, static_cast<long long>(std::time(nullptr)))) headers.emplace(name, value);
+  for (const auto& [name, value] :
+       sign_request(key, "POST", "/train", target, body, static_cast<long long>(std::time(nullptr))))
+    headers.emplace(name, value);
   headers.emplace("Host", target);
   httplib::Client other("127.0.0.3", train_port_);
   auto res = other.Post("/train", headers, body, "application/json");
@@ -499,7 +504,6 @@ TEST_F(ClusterTest, ARelayedProofOrADispatchForAnotherTrainerIsRefused) {
   httplib::Client trainer3("127.0.0.3", train_port_);
   EXPECT_EQ(testing::get_json(trainer3, "/status").dump().find("replayed"), std::string::npos);
 }
-
 
 // Issue 28, case 6 (after a restart): the nonces a trainer has seen live in its memory, so a
 // signed dispatch captured on the wire and replayed after the trainer restarted was taken again
@@ -510,9 +514,12 @@ TEST_F(ClusterTest, ADispatchReplayedAfterTheTrainerRestartsIsRefused) {
   const auto key_file = write_secret(home_, "cluster_key", key);
   start_trainer(2, {"--cluster-token-file", key_file.string()});
   const std::string target = "127.0.0.2:" + std::to_string(train_port_);
-  const std::string body = json{{"job_id", "captured"}, {"model_id", "captured"}, {"example_idxs", {0, 500}},
-                                {"test_idxs", {0, kTestImages}}, {"attempt", 1}}
-                               .dump();
+  const std::string body = json{
+      {"job_id", "captured"},
+      {"model_id", "captured"},
+      {"example_idxs", {0, 500}},
+      {"test_idxs", {0, kTestImages}},
+      {"attempt", 1}}.dump();
   httplib::Headers headers;  // the capture: one signed dispatch, sent as often as an attacker likes
   for (const auto& [name, value] :
        sign_request(key, "POST", "/train", target, body, static_cast<long long>(std::time(nullptr)))) {
@@ -535,7 +542,6 @@ TEST_F(ClusterTest, ADispatchReplayedAfterTheTrainerRestartsIsRefused) {
   EXPECT_NE(trainers_[2]->log().find("attempt 1 of job captured already started"), std::string::npos)
       << trainers_[2]->log();
 }
-
 
 /// Connections that each send a request a byte at a time, all from one thread, and note when
 /// the server closed each one.
@@ -569,7 +575,8 @@ class Tricklers {
   std::size_t connected() const { return fds_.size(); }
   std::size_t closed() const {
     std::lock_guard lock(mutex_);
-    return static_cast<std::size_t>(std::count_if(closed_at_.begin(), closed_at_.end(), [](double t) { return t >= 0; }));
+    return static_cast<std::size_t>(
+        std::count_if(closed_at_.begin(), closed_at_.end(), [](double t) { return t >= 0; }));
   }
   /// Seconds from the start to the last close (of those closed).
   double last_close_s() const {
@@ -590,9 +597,9 @@ class Tricklers {
         char b[4096];
         const ssize_t got = ::recv(fds_[i], b, sizeof b, MSG_DONTWAIT);  // a reply (408, 400) is fine
         const bool eof = got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
-        const bool send_failed =
-            !eof && ::send(fds_[i], &slow_[sent % slow_.size()], 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
-            errno != EAGAIN && errno != EWOULDBLOCK;
+        const bool send_failed = !eof &&
+                                 ::send(fds_[i], &slow_[sent % slow_.size()], 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+                                 errno != EAGAIN && errno != EWOULDBLOCK;
         if (eof || send_failed) {
           std::lock_guard lock(mutex_);
           closed_at_[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
@@ -633,7 +640,8 @@ TEST_F(ClusterTest, SlowClientsHoldNoWorkerAndHealthProbesAnswer) {
   // Twice HTTP_THREADS heads, a byte every 300 ms: workers stay free, every one is closed
   // about 10 s after its first byte (the head's deadline), never later.
   {
-    Tricklers heads(controller_port_, 2 * kThreads, "G", "ET /status HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaa", 300ms);
+    Tricklers heads(controller_port_, 2 * kThreads, "G", "ET /status HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaa",
+                    300ms);
     ASSERT_EQ(heads.connected(), 2u * kThreads);
     int probes = 0;
     int answered = 0;
@@ -680,7 +688,6 @@ TEST_F(ClusterTest, SlowClientsHoldNoWorkerAndHealthProbesAnswer) {
   EXPECT_NE(controller_->log().find("whose request head did not arrive within 10000 ms"), std::string::npos);
 }
 
-
 // Issue 28, cases 8 and 9: uploads and requests that cost far more than they weigh, or that
 // crashed a parser into a 500. Each is a clear 400 now, and costs the controller little.
 TEST_F(ClusterTest, HostileRequestsGetA400AndCostLittle) {
@@ -713,8 +720,8 @@ TEST_F(ClusterTest, HostileRequestsGetA400AndCostLittle) {
   EXPECT_LT(rss_after - rss_before, 64) << "MB the controller grew by";
 
   // KServe v2: a valid input, then each bad part of the request.
-  json input = {{"name", "input"}, {"shape", {1, 1, 28, 28}}, {"datatype", "FP32"},
-                {"data", std::vector<float>(28 * 28, 0.5F)}};
+  json input = {
+      {"name", "input"}, {"shape", {1, 1, 28, 28}}, {"datatype", "FP32"}, {"data", std::vector<float>(28 * 28, 0.5F)}};
   const auto infer = [&](const json& request) { return post("/v2/models/hostile-requests/infer", request.dump()); };
   EXPECT_EQ(infer({{"inputs", {input}}}).first, 200);
   json outputs = json::array();
@@ -745,7 +752,6 @@ TEST_F(ClusterTest, HostileRequestsGetA400AndCostLittle) {
   EXPECT_LE(lines_after - lines_before, 3) << "lines logged for 300 wrong tokens";
   EXPECT_TRUE(controller_->running());
 }
-
 
 // Issue 28, done when: chaos on everything at once. Three trainers and two controller replicas
 // on one HOME_DIR (a tmpfs), a hostile host on the subnet, jobs submitted to either replica all
@@ -789,19 +795,26 @@ class ChaosTest : public ClusterTest {
     const bool trainer = name.rfind("trainer-", 0) == 0;
     const std::string host = "127.0.0." + name.substr(name.find('-') + 1);
     const int port = trainer ? train_port_ : controller_port_;
-    std::vector<std::string> args{"--host", host, "--port", std::to_string(port), "--home-dir",
-                                  disk_->path().string(), "--data-dir", MLSWARM_DATA_DIR, "--cluster-token-file",
+    std::vector<std::string> args{"--host",
+                                  host,
+                                  "--port",
+                                  std::to_string(port),
+                                  "--home-dir",
+                                  disk_->path().string(),
+                                  "--data-dir",
+                                  MLSWARM_DATA_DIR,
+                                  "--cluster-token-file",
                                   key_file_.string()};
     if (trainer) {
       args.insert(args.end(), {"--threads", "1"});
     } else {
-      args.insert(args.end(), {"--subnet", "127.0.0.0/29", "--train-port", std::to_string(train_port_),
-                               "--scan-interval-ms", "500", "--max-misses", "2", "--max-attempts", "50",
-                               "--drain-ms", "200"});
+      args.insert(args.end(),
+                  {"--subnet", "127.0.0.0/29", "--train-port", std::to_string(train_port_), "--scan-interval-ms", "500",
+                   "--max-misses", "2", "--max-attempts", "50", "--drain-ms", "200"});
     }
     processes_[name].reset();
-    processes_[name] = std::make_unique<ChildProcess>(trainer ? ML_TRAINER_BIN : ML_CONTROLLER_BIN, args,
-                                                      home_ / (name + ".log"));
+    processes_[name] =
+        std::make_unique<ChildProcess>(trainer ? ML_TRAINER_BIN : ML_CONTROLLER_BIN, args, home_ / (name + ".log"));
     httplib::Client probe(host, port);
     probe.set_connection_timeout(1s);
     EXPECT_TRUE(eventually([&] { return probe.Get("/healthz") != nullptr; }, 20s)) << name;
@@ -877,7 +890,9 @@ TEST_F(ChaosTest, EveryAcceptedJobSucceedsOnceAndEachTermHasOneLeader) {
   std::vector<Pending> pending;
   std::map<std::string, int> done;
   std::mt19937 rng(20261204);
-  const auto seconds_in = [&](int lo, int hi) { return std::chrono::seconds(lo + static_cast<int>(rng() % (hi - lo + 1))); };
+  const auto seconds_in = [&](int lo, int hi) {
+    return std::chrono::seconds(lo + static_cast<int>(rng() % (hi - lo + 1)));
+  };
   const auto busy = [&](const std::string& target) {
     return std::any_of(pending.begin(), pending.end(), [&](const Pending& p) { return p.target == target; });
   };
@@ -965,7 +980,8 @@ TEST_F(ChaosTest, EveryAcceptedJobSucceedsOnceAndEachTermHasOneLeader) {
             << "Content-Length) on the subnet, HOME_DIR on a " << disk_size_ << " tmpfs\n  disruptions:";
   for (const auto& [what, n] : done) std::cout << " " << what << " " << n << ";";
   std::cout << "\n  submitted: " << ids.size() << " answered 202";
-  for (const auto& [status, n] : refused) std::cout << ", " << n << (status == "unanswered" ? " " : " answered ") << status;
+  for (const auto& [status, n] : refused)
+    std::cout << ", " << n << (status == "unanswered" ? " " : " answered ") << status;
   std::cout << "\n  | job | state | attempts | succeeded records | model written by attempt |\n";
   int ok = 0;
   for (const auto& id : ids) {
@@ -1003,8 +1019,8 @@ TEST_F(ChaosTest, EveryAcceptedJobSucceedsOnceAndEachTermHasOneLeader) {
   if (::statvfs(disk_->path().c_str(), &fs) == 0) {
     std::cout << "  HOME_DIR holds " << (fs.f_blocks - fs.f_bfree) * fs.f_frsize / (1 << 20) << " MiB after the run\n";
   }
-  std::cout << "  jobs answered 202: " << ids.size() << ", succeeded exactly once: " << ok << "; terms: " << leaders.size()
-            << ", with more than one leader: "
+  std::cout << "  jobs answered 202: " << ids.size() << ", succeeded exactly once: " << ok
+            << "; terms: " << leaders.size() << ", with more than one leader: "
             << std::count_if(leaders.begin(), leaders.end(), [](const auto& l) { return l.second.size() > 1; }) << "\n";
 }
 

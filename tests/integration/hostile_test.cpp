@@ -148,8 +148,8 @@ TEST_F(ClusterTest, BrokenTrainerRepliesNeitherStopTheControllerNorLoseTheJob) {
   EXPECT_EQ(failures.load(), 0);
   EXPECT_LT(slowest_ms.load(), 100.0) << "the controller kept answering /status quickly";
   std::cout << "hostile replies: " << polls.load() << " /status calls while the fakes answered, slowest "
-            << slowest_ms.load() << " ms; the job succeeded on the real trainer at attempt "
-            << job(id)["attempts"] << "\n";
+            << slowest_ms.load() << " ms; the job succeeded on the real trainer at attempt " << job(id)["attempts"]
+            << "\n";
 }
 
 // Item 2: a host on the subnet that cannot prove the cluster key is listed as untrusted and
@@ -242,8 +242,10 @@ TEST_F(ClusterTest, AnUnauthenticatedUploadIsRefusedBeforeItIsBuffered) {
   timeval timeout{5, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-  const std::string head = "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                           "Content-Length: " + std::to_string(size) + "\r\n\r\n";
+  const std::string head =
+      "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+      "Content-Length: " +
+      std::to_string(size) + "\r\n\r\n";
   ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
   const std::string chunk(1u << 20, '[');
   std::size_t sent = 0;
@@ -276,9 +278,9 @@ TEST_F(ClusterTest, ALateDispatchLeavesOneCopyAndTheCurrentAttemptsFiles) {
   const int upstream = testing::free_port("127.0.0.2");
   // The proxy is a port forward in front of the trainer: the trainer is told the address the
   // controller dials, or it would prove and accept nothing that came through the proxy.
-  start_trainer(2, {"--cluster-token-file", key_file.string(), "--advertise-address",
-                    "127.0.0.2:" + std::to_string(train_port_)},
-                upstream);
+  start_trainer(
+      2, {"--cluster-token-file", key_file.string(), "--advertise-address", "127.0.0.2:" + std::to_string(train_port_)},
+      upstream);
   SlowDispatchProxy proxy("127.0.0.2", train_port_, upstream, 2500ms);
   ASSERT_TRUE(proxy.listening());
   start_trainer(3, {"--cluster-token-file", key_file.string()});
@@ -297,8 +299,7 @@ TEST_F(ClusterTest, ALateDispatchLeavesOneCopyAndTheCurrentAttemptsFiles) {
   EXPECT_EQ(current["state"], "succeeded") << current.dump();
   EXPECT_NE(late["state"], "succeeded") << "two copies ran to completion: " << late.dump();
   EXPECT_EQ(late["attempts"], 1);
-  const auto meta =
-      model_meta_from_json(json::parse(std::ifstream(home_ / "models" / "late" / "meta.json")));
+  const auto meta = model_meta_from_json(json::parse(std::ifstream(home_ / "models" / "late" / "meta.json")));
   EXPECT_EQ(meta.attempt, attempt) << "meta.json was written by another attempt";
   std::ifstream weights(home_ / "models" / "late" / "model.pt", std::ios::binary);
   const std::string bytes{std::istreambuf_iterator<char>(weights), {}};
@@ -322,14 +323,13 @@ TEST_F(ClusterTest, ACancelDuringTheDispatchStaysCancelled) {
   ASSERT_TRUE(cancel);
   EXPECT_EQ(cancel->status, 200) << cancel->body;
   httplib::Client trainer("127.0.0.2", upstream);
-  EXPECT_TRUE(eventually([&] { return testing::get_json(trainer, "/jobs/" + id).value("state", "") == "cancelled"; },
-                         15s))
+  EXPECT_TRUE(
+      eventually([&] { return testing::get_json(trainer, "/jobs/" + id).value("state", "") == "cancelled"; }, 15s))
       << testing::get_json(trainer, "/jobs/" + id).dump();
   EXPECT_EQ(job(id)["state"], "cancelled") << "the late 202 did not bring the job back";
   EXPECT_NE(controller_->log().find("cancelled while attempt 1 was being dispatched"), std::string::npos)
       << controller_->log();
 }
-
 
 // Item 7: a full disk under the journal gives /train a 503, changes nothing, leaves the
 // journal whole, and /predict keeps serving; with room again, /train works again.
@@ -362,7 +362,8 @@ TEST_F(ClusterTest, AFullJournalDiskIsA503AndServingGoesOn) {
   EXPECT_EQ(refusal["error"]["code"], "unavailable");
   EXPECT_EQ(get("/jobs")["jobs"].size(), static_cast<std::size_t>(accepted + 1)) << "the refused job does not exist";
   json examples = get("/datasets/fashion-mnist/examples?count=3");
-  auto [predict_status, predicted] = post("/predict", json{{"model_id", "served"}, {"examples", examples["examples"]}}.dump());
+  auto [predict_status, predicted] =
+      post("/predict", json{{"model_id", "served"}, {"examples", examples["examples"]}}.dump());
   EXPECT_EQ(predict_status, 200) << predicted.dump();
   std::ifstream journal(home_ / "controller" / "jobs.jsonl");
   std::string line;
@@ -375,7 +376,11 @@ TEST_F(ClusterTest, AFullJournalDiskIsA503AndServingGoesOn) {
   std::filesystem::remove(home_ / "controller" / "filler");
   // A leader that cannot renew its lease on the full disk stepped down; with room again it
   // leads again (a new term) once the old lease has expired.
-  EXPECT_TRUE(eventually([&] { return post("/train", json{{"model_id", "after"}}.dump()).first == 202; }, 15s))
+  EXPECT_TRUE(eventually(
+      [&] {
+        return post("/train", json{{"model_id", "after"}}.dump()).first == 202;
+      },
+      15s))
       << "room again";
   std::cout << "full journal disk: " << accepted << " jobs accepted, then 503; /predict kept serving\n";
   EXPECT_TRUE(controller_->running());
@@ -394,7 +399,12 @@ TEST_F(ClusterTest, SigtermHandsTheJobToAnotherTrainerWithinSeconds) {
   const std::string other = "127.0.0." + std::to_string(victim == 2 ? 3 : 2) + ":" + std::to_string(train_port_);
   const auto t0 = std::chrono::steady_clock::now();
   trainers_[victim]->signal(SIGTERM);
-  ASSERT_TRUE(eventually([&] { json j = job(id); return j["state"] == "running" && j["trainer"] == other; }, 30s))
+  ASSERT_TRUE(eventually(
+      [&] {
+        json j = job(id);
+        return j["state"] == "running" && j["trainer"] == other;
+      },
+      30s))
       << job(id).dump();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::cout << "SIGTERM to the job running on another trainer: " << seconds << " s\n";

@@ -13,10 +13,24 @@ class ReplicaTest : public ClusterTest {
  protected:
   /// A second controller on 127.0.0.11, the same HOME_DIR and port.
   void start_follower() {
-    std::vector<std::string> args{"--host", "127.0.0.11", "--port", std::to_string(controller_port_), "--subnet",
-                                  "127.0.0.0/29", "--train-port", std::to_string(train_port_), "--home-dir",
-                                  home_.path().string(), "--data-dir", MLSWARM_DATA_DIR, "--scan-interval-ms", "300",
-                                  "--max-misses", "2", "--drain-ms", "500"};
+    std::vector<std::string> args{"--host",
+                                  "127.0.0.11",
+                                  "--port",
+                                  std::to_string(controller_port_),
+                                  "--subnet",
+                                  "127.0.0.0/29",
+                                  "--train-port",
+                                  std::to_string(train_port_),
+                                  "--home-dir",
+                                  home_.path().string(),
+                                  "--data-dir",
+                                  MLSWARM_DATA_DIR,
+                                  "--scan-interval-ms",
+                                  "300",
+                                  "--max-misses",
+                                  "2",
+                                  "--drain-ms",
+                                  "500"};
     follower_ = std::make_unique<ChildProcess>(ML_CONTROLLER_BIN, args, home_ / "controller-b.log");
     other_ = std::make_unique<httplib::Client>("127.0.0.11", controller_port_);
     other_->set_read_timeout(30s);
@@ -55,8 +69,12 @@ TEST_F(ReplicaTest, TheFollowerTakesOverWithinSecondsAndReattachesTheRunningJob)
   ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s));
 
   // A write to the follower goes to the leader.
-  auto res = other_->Post("/train", json{{"model_id", "failover"}, {"example_idxs", {0, 3000}}, {"test_idxs", {0, kTestImages}},
-                                          {"train_opts", {{"epochs", 3}, {"batch_size", 64}}}}.dump(),
+  auto res = other_->Post("/train",
+                          json{{"model_id", "failover"},
+                               {"example_idxs", {0, 3000}},
+                               {"test_idxs", {0, kTestImages}},
+                               {"train_opts", {{"epochs", 3}, {"batch_size", 64}}}}
+                              .dump(),
                           "application/json");
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 202) << res->body;
@@ -80,9 +98,9 @@ TEST_F(ReplicaTest, TheFollowerTakesOverWithinSecondsAndReattachesTheRunningJob)
             << role_of(*other_)["term"] << ")\n";
   EXPECT_LT(seconds, 3.0);
 
-  auto [status, second] = testing::post_json(*other_, "/train", json{{"model_id", "after-failover"},
-                                                                    {"example_idxs", {0, 1000}},
-                                                                    {"train_opts", {{"epochs", 1}}}}.dump());
+  auto [status, second] = testing::post_json(
+      *other_, "/train",
+      json{{"model_id", "after-failover"}, {"example_idxs", {0, 1000}}, {"train_opts", {{"epochs", 1}}}}.dump());
   EXPECT_EQ(status, 202) << "the new leader takes jobs";
   auto state = [&](const std::string& job_id) {
     return testing::get_json(*other_, "/jobs/" + job_id).value("state", "");

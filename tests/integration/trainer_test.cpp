@@ -29,13 +29,14 @@ class TrainerProcess : public ::testing::Test {
     port_ = testing::free_port(kHost);
     trainer_ = std::make_unique<ChildProcess>(
         ML_TRAINER_BIN,
-        std::vector<std::string>{"--host", kHost, "--port", std::to_string(port_), "--home-dir",
-                                 home_.path().string(), "--data-dir", data_dir},
+        std::vector<std::string>{"--host", kHost, "--port", std::to_string(port_), "--home-dir", home_.path().string(),
+                                 "--data-dir", data_dir},
         home_ / "trainer.log");
     client_ = std::make_unique<httplib::Client>(kHost, port_);
     client_->set_read_timeout(30s);
     ASSERT_TRUE(eventually([&] { return client_->Get("/healthz") != nullptr; }, 20s))
-        << "the trainer did not come up:\n" << trainer_->log();
+        << "the trainer did not come up:\n"
+        << trainer_->log();
   }
   void TearDown() override {
     if (HasFailure() && trainer_) std::cerr << "--- trainer log ---\n" << trainer_->log();
@@ -108,11 +109,14 @@ TEST_F(TrainerProcess, AnAttemptResumedAfterTheLastEpochTakesThePublishedModel) 
   std::tie(status, job) = post("/train", R"({"job_id": "done-1", "model_id": "it-done", "example_idxs": [0, 500],
       "attempt": 2, "train_opts": {"epochs": 1}})");
   ASSERT_EQ(status, 202) << job.dump();
-  ASSERT_TRUE(eventually([&] { return get("/jobs/done-1").value("attempts", 0) == 2 && get("/jobs/done-1")["state"] == "succeeded"; }, 60s))
+  ASSERT_TRUE(eventually(
+      [&] { return get("/jobs/done-1").value("attempts", 0) == 2 && get("/jobs/done-1")["state"] == "succeeded"; },
+      60s))
       << get("/jobs/done-1").dump();
   EXPECT_EQ(meta_of()["attempt"], 2);
   EXPECT_EQ(meta_of()["job_id"], "done-1");
-  EXPECT_EQ(std::filesystem::last_write_time(home_ / "models/it-done/model.pt"), weights) << "nothing was trained again";
+  EXPECT_EQ(std::filesystem::last_write_time(home_ / "models/it-done/model.pt"), weights)
+      << "nothing was trained again";
   EXPECT_NE(trainer_->log().find("an earlier attempt trained every epoch"), std::string::npos);
 }
 
@@ -165,7 +169,7 @@ TEST_F(TrainerProcess, BadRequestsGetJsonErrorsAndTheDaemonKeepsServing) {
   expect_error(client_->Post("/train", R"({"train_opts": {"batch_size": 0}})", "application/json"), 400);
   expect_error(client_->Post("/train", std::string(2u << 20, ' '), "application/json"), 413);
   expect_error(client_->Post("/train", "\xff\xfe\x00garbage", "application/json"), 400);
-  expect_error(client_->Get("/jobs/%2e%2e"), 400);        // the id ".." is refused
+  expect_error(client_->Get("/jobs/%2e%2e"), 400);         // the id ".." is refused
   expect_error(client_->Get("/jobs/..%2F..%2Fetc"), 404);  // decoded to more segments: no route
   expect_error(client_->Get("/no/such/route"), 404);
   expect_error(client_->Put("/train", "{}", "application/json"), 405);

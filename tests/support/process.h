@@ -23,9 +23,9 @@ namespace mlswarm::testing {
 /// (SIGKILL) if still running when this object goes away.
 class ChildProcess {
  public:
-  ChildProcess(const std::string& binary, const std::vector<std::string>& args,
-               const std::filesystem::path& log_path,
-               const std::vector<std::string>& env = {}) : log_path_(log_path) {
+  ChildProcess(const std::string& binary, const std::vector<std::string>& args, const std::filesystem::path& log_path,
+               const std::vector<std::string>& env = {})
+      : log_path_(log_path) {
     std::vector<std::string> argv_storage = {binary};
     argv_storage.insert(argv_storage.end(), args.begin(), args.end());
     pid_ = ::fork();

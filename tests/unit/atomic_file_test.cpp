@@ -90,9 +90,14 @@ TEST(ModelMetaJson, RefusesShapesAndNumbersOutOfRange) {
   meta.std = {0.25};
   nlohmann::json good = to_json(meta);
   EXPECT_EQ(model_meta_from_json(good).height, 28);
-  for (const auto& [pointer, value] : std::vector<std::pair<std::string, nlohmann::json>>{
-           {"/input_shape/0", 1e10}, {"/input_shape/1", 0}, {"/input_shape/2", 28.5}, {"/version", 1e300},
-           {"/model_crc32", -1}, {"/model_crc32", 4294967296.0}, {"/normalization/std/0", 0.0}}) {
+  for (const auto& [pointer, value] :
+       std::vector<std::pair<std::string, nlohmann::json>>{{"/input_shape/0", 1e10},
+                                                           {"/input_shape/1", 0},
+                                                           {"/input_shape/2", 28.5},
+                                                           {"/version", 1e300},
+                                                           {"/model_crc32", -1},
+                                                           {"/model_crc32", 4294967296.0},
+                                                           {"/normalization/std/0", 0.0}}) {
     nlohmann::json bad = good;
     bad[nlohmann::json::json_pointer(pointer)] = value;
     EXPECT_THROW(model_meta_from_json(bad), Error) << pointer << " = " << value.dump();

@@ -63,9 +63,11 @@ TEST(ReadTokenFile, TrimsTheNewlineAndRejectsBadFiles) {
     return dir / name;
   };
   EXPECT_EQ(read_token_file(write("ok", "abc123\n"), "API_TOKEN_FILE"), "abc123");
-  for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
-           {"empty", ""}, {"blank", " \n\n"}, {"inner", "ab c\n"}, {"control", std::string("ab\x01")},
-           {"big", std::string(5000, 'a')}}) {
+  for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{{"empty", ""},
+                                                                                   {"blank", " \n\n"},
+                                                                                   {"inner", "ab c\n"},
+                                                                                   {"control", std::string("ab\x01")},
+                                                                                   {"big", std::string(5000, 'a')}}) {
     try {
       read_token_file(write(name, text), "API_TOKEN_FILE");
       ADD_FAILURE() << name << " was accepted";

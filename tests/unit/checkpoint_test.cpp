@@ -19,8 +19,8 @@ namespace mlswarm {
 namespace {
 
 using nlohmann::json;
-using testing::write_bar_mnist;
 using testing::TempDir;
+using testing::write_bar_mnist;
 using testing::write_bytes;
 
 TEST(ModelZoo, SavedWeightsLoadIntoAFreshModel) {
@@ -321,7 +321,11 @@ TEST_F(TrainingTest, AStopDuringTheEvaluationKeepsTheTrainedEpoch) {
   EXPECT_EQ(meta_of("m-parts").epochs.size(), 1u) << "epoch 2 was not published before its evaluation ended";
 
   polls = 0;
-  TrainingHooks counting{[](const JobProgress&) {}, [&] { ++polls; return false; }};
+  TrainingHooks counting{[](const JobProgress&) {},
+                         [&] {
+                           ++polls;
+                           return false;
+                         }};
   ASSERT_EQ(run_training(s, env_, counting), TrainingOutcome::kCompleted);
   EXPECT_EQ(polls, 1 + 13 + 1) << "epoch 2's evaluation, then epoch 3; epoch 2 was not trained again";
 
@@ -350,7 +354,11 @@ TEST_F(TrainingTest, ATruncatedCheckpointFallsBackToThePreviousOne) {
   std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
 
   int batches = 0;
-  TrainingHooks count{[](const JobProgress&) {}, [&] { ++batches; return false; }};
+  TrainingHooks count{[](const JobProgress&) {},
+                      [&] {
+                        ++batches;
+                        return false;
+                      }};
   ASSERT_EQ(run_training(s, env_, count), TrainingOutcome::kCompleted);
   EXPECT_EQ(batches, 26) << "resumed from the previous checkpoint: epochs 2 and 3 whole (21 would mean the "
                             "torn file was used, 39 a start from scratch)";

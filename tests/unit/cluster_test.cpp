@@ -146,7 +146,8 @@ TEST_F(ClusterExecutor, ACancelWhileTheDispatchIsInFlightStaysCancelledAndTheTra
   const auto stop = fake_.calls("DELETE").front();
   EXPECT_EQ(stop.address, "10.0.0.2:48516");
   EXPECT_EQ(stop.attempt, fake_.calls("POST").front().attempt);
-  EXPECT_FALSE(eventually([&] { return job("j")->state != JobState::kCancelled; }, 300ms)) << to_string(job("j")->state);
+  EXPECT_FALSE(eventually([&] { return job("j")->state != JobState::kCancelled; }, 300ms))
+      << to_string(job("j")->state);
   EXPECT_EQ(fake_.calls("POST").size(), 1u) << "a cancelled job was dispatched again";
 }
 
@@ -192,7 +193,8 @@ TEST_F(ClusterExecutor, ALeaseLostAfterTheAttemptIsJournaledSendsNothingAndTheNe
   });
   submit("j");
   ASSERT_TRUE(eventually([&] { return lost.load(); }, 5s));
-  EXPECT_FALSE(eventually([&] { return !fake_.calls("POST").empty(); }, 500ms)) << "a controller without the lease called a trainer";
+  EXPECT_FALSE(eventually([&] { return !fake_.calls("POST").empty(); }, 500ms))
+      << "a controller without the lease called a trainer";
   EXPECT_EQ(job("j")->spec.attempt, 1);
   trap = false;
   lost = false;  // the lease again (or the next leader, from the same journal)

@@ -73,9 +73,9 @@ TEST(Config, TheFlagWinsOverTheVariable) {
 
 TEST(Config, ZeroBatchAndOtherOutOfRangeValuesFromTheEnvironmentAreRefused) {
   for (auto [name, value] : std::vector<std::pair<const char*, const char*>>{{"PREDICT_MAX_BATCH", "0"},
-                                                                            {"HTTP_THREADS", "-1"},
-                                                                            {"SCAN_INTERVAL_MS", "12abc"},
-                                                                            {"TRAINER_TIMEOUT_MS", "1e9"}}) {
+                                                                             {"HTTP_THREADS", "-1"},
+                                                                             {"SCAN_INTERVAL_MS", "12abc"},
+                                                                             {"TRAINER_TIMEOUT_MS", "1e9"}}) {
     Env env{{"SUBNET_TRAIN", "10.42.0.0/24"}, {name, value}};
     auto exit = exit_of(controller({}));
     EXPECT_EQ(exit.code, 2) << name << "=" << value;

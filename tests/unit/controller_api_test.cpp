@@ -18,8 +18,8 @@ namespace mlswarm {
 namespace {
 
 using nlohmann::json;
-using testing::write_bar_mnist;
 using testing::TempDir;
+using testing::write_bar_mnist;
 using testing::write_bytes;
 
 std::string encode_png(int w, int h, int comp, const std::vector<unsigned char>& pixels) {
@@ -105,7 +105,8 @@ class ControllerApiTest : public ::testing::Test {
   Cluster cluster_{registry_, transport_, cluster_options()};
   ModelServer models_{home_->path(), BatchingOptions{8, std::chrono::microseconds(500), 1}};
   DatasetCache datasets_{data_->path(), home_->path()};
-  ControllerApi api_{cluster_, registry_, models_, datasets_, ControllerApiOptions{home_->path(), 64, 1u << 20, "", false}};
+  ControllerApi api_{cluster_, registry_, models_, datasets_,
+                     ControllerApiOptions{home_->path(), 64, 1u << 20, "", false}};
 };
 
 TempDir* ControllerApiTest::data_ = nullptr;
@@ -161,12 +162,14 @@ TEST_F(ControllerApiTest, BadPredictionsAreClearErrors) {
   EXPECT_EQ(status_of(predict({{"model_id", "nope"}, {"examples", {bar_example(1)}}})), 404);
   EXPECT_EQ(status_of(predict({{"model_id", "bars"}, {"examples", json::array()}})), 400);
   EXPECT_EQ(status_of(predict({{"model_id", "bars"}, {"examples", {{1, 2, 3}}}})), 400);
-  EXPECT_EQ(status_of(predict({{"model_id", "bars"}, {"examples", {json::array({bar_example(1), bar_example(2)})}}})), 400);
+  EXPECT_EQ(status_of(predict({{"model_id", "bars"}, {"examples", {json::array({bar_example(1), bar_example(2)})}}})),
+            400);
   EXPECT_EQ(status_of(predict({{"model_id", "bars"}, {"examples", {json(std::vector<int>(784, 255))}}})), 400);
   EXPECT_EQ(status_of(predict({{"model_id", "bars"}, {"examples", {json(std::vector<std::string>(784, "a"))}}})), 400);
   EXPECT_EQ(status_of(predict({{"model_id", "bars"}})), 400);
   EXPECT_EQ(status_of(predict({{"model_id", "../bars"}, {"examples", {bar_example(1)}}})), 400);
-  EXPECT_EQ(status_of(predict(json{{"model_id", "bars"}, {"examples", json(std::vector<json>(65, bar_example(1)))}})), 413);
+  EXPECT_EQ(status_of(predict(json{{"model_id", "bars"}, {"examples", json(std::vector<json>(65, bar_example(1)))}})),
+            413);
   EXPECT_EQ(status_of(call("POST", "/predict", R"({"model_id": "bars", "examples": [NaN]})")), 400);
   HttpReply wrong = predict({{"model_id", "bars"}, {"examples", {{0.5, 0.5}}}});
   EXPECT_NE(body(wrong)["error"]["message"].get<std::string>().find("[1][28][28]"), std::string::npos) << wrong.body;
@@ -268,7 +271,8 @@ TEST_F(ControllerApiTest, OneRouteTableSaysWhoMayCallWhat) {
 }
 
 TEST_F(ControllerApiTest, WithATokenUnknownRoutesAreNotOpen) {
-  ControllerApi secured{cluster_, registry_, models_, datasets_, ControllerApiOptions{home_->path(), 64, 1u << 20, "s3cret", true}};
+  ControllerApi secured{cluster_, registry_, models_, datasets_,
+                        ControllerApiOptions{home_->path(), 64, 1u << 20, "s3cret", true}};
   HttpRequest r;
   r.method = "GET";
   r.path = "/nothing";

@@ -124,13 +124,11 @@ TEST(Cifar10, TruncatedAndBadLabelsAreErrors) {
   b.pop_back();
   write_bytes(dir / "cut.bin", b);
   DatasetSplit split;
-  EXPECT_NE(data_error_of([&] { append_cifar10_batch(dir / "cut.bin", split); }).find("truncated"),
-            std::string::npos);
+  EXPECT_NE(data_error_of([&] { append_cifar10_batch(dir / "cut.bin", split); }).find("truncated"), std::string::npos);
   b = cifar_batch(3);
   b[3073] = 11;
   write_bytes(dir / "label.bin", b);
-  EXPECT_NE(data_error_of([&] { append_cifar10_batch(dir / "label.bin", split); }).find("label 11"),
-            std::string::npos);
+  EXPECT_NE(data_error_of([&] { append_cifar10_batch(dir / "label.bin", split); }).find("label 11"), std::string::npos);
 }
 
 TEST(LoadDataset, FindsCifarUnderHomeDirDatasets) {

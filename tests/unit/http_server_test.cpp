@@ -46,7 +46,8 @@ TEST(HttpServer, ABurstOfConnectionsFitsTheAcceptQueue) {
   int connected = 0;
   for (const int fd : fds) {
     pollfd p{fd, POLLOUT, 0};
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (::poll(&p, 1, static_cast<int>(std::max<long>(0, left.count()))) == 1 && (p.revents & POLLOUT) != 0) {
       int error = -1;
       socklen_t len = sizeof error;

@@ -56,7 +56,10 @@ TEST(DecodeImage, DecodesASmallBmpToTheModelShape) {
 // Found by fuzz_image: a header that claims 7680 x 7680 pixels over 29 bytes took seconds
 // to decode and resize. It is refused before decoding, at once.
 TEST(DecodeImage, RefusesBmpsThatClaimMorePixelsThanTheyHold) {
-  const std::string bomb("BMF\0\0\0\0\x04\0\0" "3\0\0\0(\0\0\0\0\x1e\0\0\0\x1e\0\0\x01\0\x08", 29);
+  const std::string bomb(
+      "BMF\0\0\0\0\x04\0\0"
+      "3\0\0\0(\0\0\0\0\x1e\0\0\0\x1e\0\0\x01\0\x08",
+      29);
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(code_of(bomb), ErrorCode::kInvalidArgument);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(100));
@@ -101,7 +104,8 @@ std::string png_chunk(const char* type, const std::string& data) {
   };
   std::string body = std::string(type, 4) + data;
   return be32(static_cast<std::uint32_t>(data.size())) + body +
-         be32(static_cast<std::uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()))));
+         be32(static_cast<std::uint32_t>(
+             crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()))));
 }
 
 /// `raw` followed by `zeros` zero bytes, deflated in pieces (the zeros never sit in memory).
@@ -132,8 +136,8 @@ std::string deflated(const std::string& raw, std::size_t zeros = 0) {
 /// `zeros` zero bytes, deflated.
 std::string png_with_raw(int w, int h, bool interlaced, const std::string& raw, std::size_t zeros = 0) {
   const std::string out = deflated(raw, zeros);
-  std::string ihdr = png_chunk("IHDR", std::string{0, 0, 0, static_cast<char>(w), 0, 0, 0, static_cast<char>(h), 8, 0, 0,
-                                                   0, static_cast<char>(interlaced ? 1 : 0)});
+  std::string ihdr = png_chunk("IHDR", std::string{0, 0, 0, static_cast<char>(w), 0, 0, 0, static_cast<char>(h), 8, 0,
+                                                   0, 0, static_cast<char>(interlaced ? 1 : 0)});
   return std::string("\x89PNG\r\n\x1a\n", 8) + ihdr + png_chunk("IDAT", out) + png_chunk("IEND", "");
 }
 

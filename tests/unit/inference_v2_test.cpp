@@ -57,13 +57,13 @@ TEST(InferenceV2, RefusesWhatDoesNotFitTheModel) {
     }
     return false;
   };
-  EXPECT_TRUE(refused(input({0, 0, 0}, "FP32")));                          // too few values
-  EXPECT_TRUE(refused(input({0, 0, 0, 0, 0}, "FP32")));                    // too many
-  EXPECT_TRUE(refused(input({0, 0, 0, 2.0}, "FP32")));                     // outside 0..1
-  EXPECT_TRUE(refused(input({0, 0, 0, 256}, "UINT8")));                    // outside 0..255
-  EXPECT_TRUE(refused(input({0, 0, 0, 0}, "FP64")));                       // datatype
-  EXPECT_TRUE(refused(input({0, 0, 0, 0}, "FP32", {1, 2, 2, 1})));         // shape
-  EXPECT_TRUE(refused(input(json::array(), "FP32", {3, 1, 2, 2})));        // batch past the limit
+  EXPECT_TRUE(refused(input({0, 0, 0}, "FP32")));                    // too few values
+  EXPECT_TRUE(refused(input({0, 0, 0, 0, 0}, "FP32")));              // too many
+  EXPECT_TRUE(refused(input({0, 0, 0, 2.0}, "FP32")));               // outside 0..1
+  EXPECT_TRUE(refused(input({0, 0, 0, 256}, "UINT8")));              // outside 0..255
+  EXPECT_TRUE(refused(input({0, 0, 0, 0}, "FP64")));                 // datatype
+  EXPECT_TRUE(refused(input({0, 0, 0, 0}, "FP32", {1, 2, 2, 1})));   // shape
+  EXPECT_TRUE(refused(input(json::array(), "FP32", {3, 1, 2, 2})));  // batch past the limit
   EXPECT_TRUE(refused(json{{"inputs", json::array()}}));
   json unknown_output = input({0, 0, 0, 0});
   unknown_output["outputs"] = {{{"name", "logits"}}};
@@ -73,9 +73,10 @@ TEST(InferenceV2, RefusesWhatDoesNotFitTheModel) {
 TEST(InferenceV2, BinaryInputAndOutputFollowTheExtension) {
   const ModelMeta meta = tiny_meta();
   const float pixels[4] = {0.0F, 0.5F, 0.75F, 1.0F};
-  json header = {{"inputs", {{{"name", "x"}, {"shape", {1, 1, 2, 2}}, {"datatype", "FP32"},
-                              {"parameters", {{"binary_data_size", 16}}}}}},
-                 {"parameters", {{"binary_data_output", true}}}};
+  json header = {
+      {"inputs",
+       {{{"name", "x"}, {"shape", {1, 1, 2, 2}}, {"datatype", "FP32"}, {"parameters", {{"binary_data_size", 16}}}}}},
+      {"parameters", {{"binary_data_output", true}}}};
   HttpRequest r;
   r.body = header.dump();
   r.headers.emplace("inference-header-content-length", std::to_string(r.body.size()));

@@ -57,8 +57,21 @@ TEST(JobRegistry, AReloadedRegistryKnowsEveryJobAndItsLastState) {
     running_id = registry.create(spec("a"), 10).spec.job_id;
     done_id = registry.create(spec("b"), 10).spec.job_id;
     registry.create(spec("c"), 10);
-    registry.update(running_id, [](JobRecord& j) { j.state = JobState::kRunning; j.trainer = "10.0.0.2:48516"; j.spec.attempt = 1; }, true);
-    registry.update(done_id, [](JobRecord& j) { j.state = JobState::kSucceeded; j.progress.accuracy = 0.9; }, true);
+    registry.update(
+        running_id,
+        [](JobRecord& j) {
+          j.state = JobState::kRunning;
+          j.trainer = "10.0.0.2:48516";
+          j.spec.attempt = 1;
+        },
+        true);
+    registry.update(
+        done_id,
+        [](JobRecord& j) {
+          j.state = JobState::kSucceeded;
+          j.progress.accuracy = 0.9;
+        },
+        true);
   }
   JobRegistry reloaded(dir.path());
   auto jobs = reloaded.list();
@@ -91,7 +104,9 @@ TEST(JobRegistry, ProgressIsNotJournaledOnEveryUpdate) {
   JobRegistry registry(dir.path());
   std::string id = registry.create(spec("a"), 10).spec.job_id;
   std::size_t before = registry.journal_lines();
-  for (int i = 0; i < 50; ++i) registry.update(id, [&](JobRecord& j) { j.progress.step = i; }, false);
+  for (int i = 0; i < 50; ++i)
+    registry.update(
+        id, [&](JobRecord& j) { j.progress.step = i; }, false);
   EXPECT_EQ(registry.journal_lines(), before);
   EXPECT_EQ(registry.find(id)->progress.step, 49);
 }
@@ -132,7 +147,8 @@ TEST(JobRegistry, AFailedJournalWriteIsUnavailableChangesNothingAndLeavesWholeRe
       EXPECT_EQ(e.code(), ErrorCode::kUnavailable) << e.what();
     }
     try {
-      registry.update("job-a", [](JobRecord& j) { j.state = JobState::kRunning; }, true);
+      registry.update(
+          "job-a", [](JobRecord& j) { j.state = JobState::kRunning; }, true);
       FAIL() << "the journal cannot hold the change";
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), ErrorCode::kUnavailable);
@@ -143,7 +159,8 @@ TEST(JobRegistry, AFailedJournalWriteIsUnavailableChangesNothingAndLeavesWholeRe
   EXPECT_EQ(registry.find("job-a")->state, JobState::kQueued) << "a change that was not journaled was not made";
   // With room again, the same requests go through, and a fresh load reads every line.
   registry.create(spec("b", "job-b"), 100);
-  registry.update("job-a", [](JobRecord& j) { j.state = JobState::kRunning; }, true);
+  registry.update(
+      "job-a", [](JobRecord& j) { j.state = JobState::kRunning; }, true);
   JobRegistry reloaded(dir.path());
   ASSERT_EQ(reloaded.list().size(), 2u);
   EXPECT_EQ(reloaded.find("job-a")->state, JobState::kRunning);

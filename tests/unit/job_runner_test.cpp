@@ -80,9 +80,8 @@ TEST(JobRunner, TwoWorkersRunTwoJobsAtOnce) {
   JobRunner runner(board, fake.function(), {2, 16, "t:1"});
   runner.submit(spec("a"));
   runner.submit(spec("b"));
-  EXPECT_TRUE(eventually([&] {
-    return in_state(board, "a", JobState::kRunning) && in_state(board, "b", JobState::kRunning);
-  }));
+  EXPECT_TRUE(
+      eventually([&] { return in_state(board, "a", JobState::kRunning) && in_state(board, "b", JobState::kRunning); }));
   fake.release = true;
 }
 

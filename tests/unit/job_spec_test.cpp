@@ -76,8 +76,7 @@ TEST(JobSpec, RejectsOutOfRangeValues) {
   EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"lr": -0.1}})")), "train_opts.lr");
   EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"momentum": 1.5}})")), "train_opts.momentum");
   EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"seed": -3}})")), "train_opts.seed");
-  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"epochs": 18446744073709551615}})")),
-            "train_opts.epochs");
+  EXPECT_EQ(rejected_field(json::parse(R"({"train_opts": {"epochs": 18446744073709551615}})")), "train_opts.epochs");
 }
 
 TEST(JobSpec, RejectsUnknownNames) {
@@ -108,8 +107,7 @@ TEST(JobSpec, RejectsExampleRangesOutsideTheTrainSplit) {
   EXPECT_EQ(rejected_field(json::parse(R"({"example_idxs": [10, 10]})")), "example_idxs");
   EXPECT_EQ(rejected_field(json::parse(R"({"example_idxs": [-1, 10]})")), "example_idxs");
   EXPECT_EQ(rejected_field(json::parse(R"({"example_idxs": [1, 2, 3]})")), "example_idxs");
-  EXPECT_EQ(rejected_field(json::parse(R"({"dataset": "cifar10", "example_idxs": [0, 60000]})")),
-            "example_idxs");
+  EXPECT_EQ(rejected_field(json::parse(R"({"dataset": "cifar10", "example_idxs": [0, 60000]})")), "example_idxs");
 }
 
 TEST(JobSpec, TestRangesStayInsideTheTestSplitAndRoundTrip) {
@@ -133,9 +131,9 @@ TEST(JobRecordJson, HasTheFieldsClientsRelyOn) {
   job.started_at = 100;
   job.progress.fraction = 0.25;
   json j = to_json(job, 140);
-  for (const char* key : {"job_id", "model_id", "state", "epoch", "epochs", "step", "progress", "loss",
-                          "accuracy", "images_per_s", "duration_s", "eta_s", "trainer", "attempts",
-                          "error", "spec", "created_at", "updated_at"}) {
+  for (const char* key :
+       {"job_id", "model_id", "state", "epoch", "epochs", "step", "progress", "loss", "accuracy", "images_per_s",
+        "duration_s", "eta_s", "trainer", "attempts", "error", "spec", "created_at", "updated_at"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
   EXPECT_DOUBLE_EQ(j["duration_s"].get<double>(), 40);
@@ -150,9 +148,13 @@ TEST(JobRecordJson, RefusesIntegerFieldsOutOfRange) {
   record.spec = parse_job_spec(nlohmann::json{{"model_id", "m1"}, {"job_id", "j1"}});
   nlohmann::json good = to_json(record, 0.0);
   EXPECT_NO_THROW(job_record_from_json(good));
-  for (const auto& [field, value] : std::vector<std::pair<std::string, nlohmann::json>>{
-           {"step", 1.07778e17}, {"epoch", -1}, {"steps_per_epoch", 0.5}, {"attempts", 1e300},
-           {"step", "7"}, {"epoch", 18446744073709551615ull}}) {
+  for (const auto& [field, value] :
+       std::vector<std::pair<std::string, nlohmann::json>>{{"step", 1.07778e17},
+                                                           {"epoch", -1},
+                                                           {"steps_per_epoch", 0.5},
+                                                           {"attempts", 1e300},
+                                                           {"step", "7"},
+                                                           {"epoch", 18446744073709551615ull}}) {
     nlohmann::json bad = good;
     bad[field] = value;
     try {

@@ -11,8 +11,8 @@ namespace mlswarm {
 namespace {
 
 using namespace std::chrono_literals;
-using testing::TempDir;
 using testing::eventually;
+using testing::TempDir;
 
 Leadership::Options options(const TempDir& dir, const std::string& address) {
   return {dir.path(), address, std::chrono::milliseconds(300), std::chrono::milliseconds(50)};

@@ -10,7 +10,8 @@ namespace {
 
 /// True when every line is a comment or `name{labels} value` of the text exposition format.
 bool is_prometheus_text(const std::string& text) {
-  static const std::regex sample(R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? (-?[0-9.e+-]+|[+-]Inf|NaN)$)");
+  static const std::regex sample(
+      R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? (-?[0-9.e+-]+|[+-]Inf|NaN)$)");
   std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {

@@ -71,11 +71,11 @@ TEST(PrepareForServing, PoolsAndActivatesChannelsLast) {
   EXPECT_GT(pooled, 0);
 }
 
-
 TEST(ServingKernels, PoolLikeMaxPool2dThenReluOnAnySize) {
   torch::manual_seed(5);
   c10::InferenceMode inference;
-  for (const auto& size : std::vector<std::vector<std::int64_t>>{{3, 32, 28, 28}, {2, 5, 7, 9}, {1, 64, 3, 2}, {4, 3, 2, 2}, {0, 4, 4, 4}}) {
+  for (const auto& size : std::vector<std::vector<std::int64_t>>{
+           {3, 32, 28, 28}, {2, 5, 7, 9}, {1, 64, 3, 2}, {4, 3, 2, 2}, {0, 4, 4, 4}}) {
     const auto x = torch::randn(size).contiguous(torch::MemoryFormat::ChannelsLast);
     const auto pooled = torch::max_pool2d(x, 2, 2);
     for (const bool relu : {false, true}) {
@@ -154,12 +154,16 @@ TEST(PrepareForServing, ReadsTheLastActivationsWithoutFlatteningThem) {
   const auto x = torch::randn({3, 8, 3, 4});
   const auto expected = model->forward(x);
   for (int repeat = 0; repeat < 2; ++repeat) {  // the reordered weight is made once, then reused
-    EXPECT_LT((served->forward(x.contiguous(torch::MemoryFormat::ChannelsLast)) - expected).abs().max().item<float>(), 1e-5F);
+    EXPECT_LT((served->forward(x.contiguous(torch::MemoryFormat::ChannelsLast)) - expected).abs().max().item<float>(),
+              1e-5F);
   }
   EXPECT_LT((served->forward(x) - expected).abs().max().item<float>(), 1e-5F);  // and NCHW input too
   const auto many = torch::randn({40, 8, 3, 4});  // more rows than serving::linear takes: OpenBLAS
   EXPECT_LT((served->forward(many.contiguous(torch::MemoryFormat::ChannelsLast)) - model->forward(many))
-                .abs().max().item<float>(), 1e-5F);
+                .abs()
+                .max()
+                .item<float>(),
+            1e-5F);
 }
 
 }  // namespace

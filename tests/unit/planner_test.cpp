@@ -107,8 +107,8 @@ TEST(Planner, SuspectDrainingAndUntrustedTrainersGetNoJobs) {
   untrusted.trusted = false;
   auto unpolled = trainer("d:1", 4);
   unpolled.polled = false;
-  EXPECT_TRUE(only<action::Dispatch>(plan(snapshot({suspect, draining, untrusted, unpolled}, {job("j1", JobState::kQueued)}),
-                                          options()))
+  EXPECT_TRUE(only<action::Dispatch>(
+                  plan(snapshot({suspect, draining, untrusted, unpolled}, {job("j1", JobState::kQueued)}), options()))
                   .empty());
   suspect.suspect_until = kNow - 1s;
   auto d = only<action::Dispatch>(plan(snapshot({suspect}, {job("j1", JobState::kQueued)}), options()));
@@ -206,10 +206,10 @@ TEST(Planner, AttemptsTheRegistryGaveToNobodyAreCancelled) {
                    {report("j1", JobState::kRunning, 2), report("j2", JobState::kRunning, 1),
                     report("j3", JobState::kRunning, 1), report("j4", JobState::kSucceeded, 1)});
   auto b = trainer("b:1", 1, {report("j1", JobState::kRunning, 3)});
-  auto actions = plan(snapshot({a, b},
-                               {job("j1", JobState::kRunning, 3, "b:1"), job("j2", JobState::kCancelled, 1, "a:1"),
-                                job("j4", JobState::kRunning, 2, "b:1")}),
-                      options());
+  auto actions =
+      plan(snapshot({a, b}, {job("j1", JobState::kRunning, 3, "b:1"), job("j2", JobState::kCancelled, 1, "a:1"),
+                             job("j4", JobState::kRunning, 2, "b:1")}),
+           options());
   auto c = only<action::Cancel>(actions);
   ASSERT_EQ(c.size(), 2u);
   EXPECT_EQ(c[0].job_id, "j1");
@@ -240,15 +240,16 @@ TEST(Planner, ASupersededOwnerCountsAsALostAttempt) {
 }
 
 TEST(Planner, TheHighestAttemptNumberEndsTheJob) {
-  auto f = only<action::Finish>(plan(snapshot({trainer("a:1", 1)}, {job("j1", JobState::kQueued, kMaxAttempt)}),
-                                     options()));
+  auto f =
+      only<action::Finish>(plan(snapshot({trainer("a:1", 1)}, {job("j1", JobState::kQueued, kMaxAttempt)}), options()));
   ASSERT_EQ(f.size(), 1u);
   EXPECT_EQ(f[0].failure, FailureCode::kInternal);
 }
 
 TEST(Planner, ThePlanIsAFunctionOfTheSnapshot) {
-  auto s = snapshot({trainer("a:1", 2, {report("j0", JobState::kRunning, 1)}), trainer("b:1", 1)},
-                    {job("j0", JobState::kRunning, 1, "a:1"), job("j1", JobState::kQueued), job("j2", JobState::kQueued)});
+  auto s =
+      snapshot({trainer("a:1", 2, {report("j0", JobState::kRunning, 1)}), trainer("b:1", 1)},
+               {job("j0", JobState::kRunning, 1, "a:1"), job("j1", JobState::kQueued), job("j2", JobState::kQueued)});
   auto first = plan(s, options());
   auto second = plan(s, options());
   ASSERT_EQ(first.size(), second.size());

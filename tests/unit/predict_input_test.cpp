@@ -49,7 +49,8 @@ TEST(ScanPredictBody, ReadsTheUsualShapesLikeTheJsonParser) {
   expect_same_as_full_parser(R"({"model_id": "m", "examples": [[[[0, 0.5], [1, 0.25]]]]})", meta);
   expect_same_as_full_parser(R"({"examples":[[0,1,0.1,0.3]],"model_id":"m","version":7})", meta);
   expect_same_as_full_parser(R"({"model_id":"m","version":null,"examples":[[[0.1,0.2],[0.3,0.4]],[0,0,0,1]]})", meta);
-  expect_same_as_full_parser(" \n{ \"model_id\" : \"m\" ,\t\"examples\" : [ [ 1e-3 , 2.5E-1 , 0.0 , -0.0 ] ] } \r\n", meta);
+  expect_same_as_full_parser(" \n{ \"model_id\" : \"m\" ,\t\"examples\" : [ [ 1e-3 , 2.5E-1 , 0.0 , -0.0 ] ] } \r\n",
+                             meta);
   expect_same_as_full_parser(R"({"model_id":"m","examples":[[0.1234567890123456789, 1e-300, 0.999999999999, 1.0e0]]})",
                              meta);
 }
@@ -91,14 +92,15 @@ TEST(ScanPredictBody, ReadsShortDecimalsLikeTheJsonParser) {
   for (int digits = 0; digits <= 17; ++digits) {
     std::string body = R"({"model_id": "m", "examples": [[)";
     for (int k = 0; k < 256; ++k) {
-      const std::string text = digits == 0 ? fmt::format("{}", static_cast<float>(k) / 255.0f)
-                                           : fmt::format("{:.{}f}", k / 255.0, digits);
+      const std::string text =
+          digits == 0 ? fmt::format("{}", static_cast<float>(k) / 255.0f) : fmt::format("{:.{}f}", k / 255.0, digits);
       body += (k > 0 ? ", " : "") + text;
     }
     expect_same_as_full_parser(body + "]]}", meta);
   }
   meta.width = 4;
-  expect_same_as_full_parser(R"({"model_id":"m","examples":[[1.000000000000000,0.999999999999999,0.1234567890123456,1]]})", meta);
+  expect_same_as_full_parser(
+      R"({"model_id":"m","examples":[[1.000000000000000,0.999999999999999,0.1234567890123456,1]]})", meta);
   expect_same_as_full_parser(R"({"model_id":"m","examples":[[0.0000000000000001,0.000000000000001,0E0,1.0]]})", meta);
   EXPECT_FALSE(scan_predict_body(R"({"model_id":"m","examples":[[1.000000000000001,0,0,0]]})", 64, kMaxJsonDepth));
   EXPECT_FALSE(scan_predict_body(R"({"model_id":"m","examples":[[0,0,0,1.5e0]]})", 64, kMaxJsonDepth));
@@ -106,13 +108,13 @@ TEST(ScanPredictBody, ReadsShortDecimalsLikeTheJsonParser) {
 
 TEST(ScanPredictBody, DeclinesWhatTheFullParserMustJudge) {
   const char* declined[] = {
-      R"({"model_id": "m", "examples": [[0, 0, 0, 1.5]]})",            // out of 0..1: its message names the example
+      R"({"model_id": "m", "examples": [[0, 0, 0, 1.5]]})",  // out of 0..1: its message names the example
       R"({"model_id": "m", "examples": [[0, 0, 0, -0.1]]})",
-      R"({"model_id": "m", "examples": [[0, 0, 0, 1e999]]})",          // out of a double's range
+      R"({"model_id": "m", "examples": [[0, 0, 0, 1e999]]})",  // out of a double's range
       R"({"model_id": "m", "examples": [[0, 0, 0, NaN]]})",
       R"({"model_id": "m", "examples": [[0, 0, 0, "0.5"]]})",
       R"({"model_id": "m", "examples": [[0, 0, 0, null]]})",
-      R"({"model_id": "m", "examples": [[0, 0, 0, 01]]})",             // not JSON
+      R"({"model_id": "m", "examples": [[0, 0, 0, 01]]})",  // not JSON
       R"({"model_id": "m", "examples": [[0, 0, 0, .5]]})",
       R"({"model_id": "m", "examples": [[0, 0, 0, 1.]]})",
       R"({"model_id": "m", "examples": [[0, 0, 0, 0,]]})",
@@ -121,7 +123,7 @@ TEST(ScanPredictBody, DeclinesWhatTheFullParserMustJudge) {
       R"({"model_id": "m", "examples": [[0, 0, 0, 0]])",
       R"({"model_id": "m", "examples": [[0, 0, 0, 0]], "extra": 1})",  // other keys
       R"({"model_id": "m", "model_id": "n", "examples": [[0, 0, 0, 0]]})",
-      R"({"model_id": "m\u0041", "examples": [[0, 0, 0, 0]]})",        // escapes
+      R"({"model_id": "m\u0041", "examples": [[0, 0, 0, 0]]})",  // escapes
       R"({"model_id": 5, "examples": [[0, 0, 0, 0]]})",
       R"({"examples": [[0, 0, 0, 0]]})",
       R"({"model_id": "m"})",
@@ -137,12 +139,14 @@ TEST(ScanPredictBody, DeclinesWhatTheFullParserMustJudge) {
   for (int i = 0; i < 65; ++i) many += fmt::format("{}[0, 0, 0, 0]", i ? "," : "");
   EXPECT_FALSE(scan_predict_body(many + "]}", 64, kMaxJsonDepth)) << "more than max_examples";
   EXPECT_TRUE(scan_predict_body(many + "]}", 65, kMaxJsonDepth));
-  const std::string deep = R"({"model_id": "m", "examples": [)" + std::string(40, '[') + "0" + std::string(40, ']') + "]}";
+  const std::string deep =
+      R"({"model_id": "m", "examples": [)" + std::string(40, '[') + "0" + std::string(40, ']') + "]}";
   EXPECT_FALSE(scan_predict_body(deep, 64, kMaxJsonDepth)) << "deeper than the full parser allows";
 }
 
 TEST(ScanPredictBody, CountsEachExamplesNumbersForTheShapeCheck) {
-  auto scanned = scan_predict_body(R"({"model_id": "m", "examples": [[0, 1], [[0], [], [1, 1, 1]], 0.5]})", 64, kMaxJsonDepth);
+  auto scanned =
+      scan_predict_body(R"({"model_id": "m", "examples": [[0, 1], [[0], [], [1, 1, 1]], 0.5]})", 64, kMaxJsonDepth);
   ASSERT_TRUE(scanned);
   EXPECT_EQ(scanned->sizes, (std::vector<std::uint32_t>{2, 4, 1}));
   EXPECT_EQ(scanned->pixels.size(), 7u);

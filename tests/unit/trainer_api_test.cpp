@@ -112,14 +112,14 @@ TEST(TrainerApiSignatures, OnlyCallsSignedWithTheClusterKeyMayStartOrCancelJobs)
   EXPECT_EQ(api.handle(request("POST", "/train", {{"authorization", "Bearer cluster-secret"}})).status, 401)
       << "the key itself is never accepted on the wire";
   EXPECT_EQ(api.handle(request("POST", "/train", signed_by("wrong-key", "POST", "/train"))).status, 403);
-  EXPECT_EQ(api.handle(request("POST", "/train", signed_by("cluster-secret", "POST", "/train", "10.99.0.1:48516")))
-                .status,
-            403)
+  EXPECT_EQ(
+      api.handle(request("POST", "/train", signed_by("cluster-secret", "POST", "/train", "10.99.0.1:48516"))).status,
+      403)
       << "signed for another host";
-  EXPECT_EQ(api.handle(request("POST", "/train", signed_by("cluster-secret", "POST", "/train", "127.0.0.1:48516",
-                                                           now - 600)))
-                .status,
-            403)
+  EXPECT_EQ(
+      api.handle(request("POST", "/train", signed_by("cluster-secret", "POST", "/train", "127.0.0.1:48516", now - 600)))
+          .status,
+      403)
       << "outside the replay window";
   auto tampered = request("POST", "/train", signed_by("cluster-secret", "POST", "/train"));
   tampered.body = R"({"model_id": "m2", "job_id": "j2", "train_opts": {"epochs": 1}})";

@@ -31,15 +31,14 @@ TEST(TrainerReport, ParsesWhatATrainerSends) {
 }
 
 TEST(TrainerReport, WrongTypesAndShapesAreDataErrorsNeverAnotherException) {
-  for (const char* body : {"", "not json", "[]", "{}", R"({"trainer": 1, "jobs": []})",
-                           R"({"trainer": {}, "jobs": {}})", R"({"trainer": {"capacity": "2"}, "jobs": []})",
-                           R"({"trainer": {"capacity": -1}, "jobs": []})",
-                           R"({"trainer": {"capacity": 1e300}, "jobs": []})",
-                           R"({"trainer": {"draining": "yes"}, "jobs": []})", R"({"trainer": {}, "jobs": [1]})",
-                           R"({"trainer": {}, "jobs": [{"state": "running"}]})",
-                           R"({"trainer": {}, "jobs": [{"spec": {}, "state": "exploded"}]})",
-                           R"({"trainer": {}, "jobs": [{"spec": {}, "state": "running", "attempts": 1e12}]})",
-                           R"({"trainer": {}, "jobs": [{"spec": {}, "state": "running", "progress": "half"}]})"}) {
+  for (const char* body :
+       {"", "not json", "[]", "{}", R"({"trainer": 1, "jobs": []})", R"({"trainer": {}, "jobs": {}})",
+        R"({"trainer": {"capacity": "2"}, "jobs": []})", R"({"trainer": {"capacity": -1}, "jobs": []})",
+        R"({"trainer": {"capacity": 1e300}, "jobs": []})", R"({"trainer": {"draining": "yes"}, "jobs": []})",
+        R"({"trainer": {}, "jobs": [1]})", R"({"trainer": {}, "jobs": [{"state": "running"}]})",
+        R"({"trainer": {}, "jobs": [{"spec": {}, "state": "exploded"}]})",
+        R"({"trainer": {}, "jobs": [{"spec": {}, "state": "running", "attempts": 1e12}]})",
+        R"({"trainer": {}, "jobs": [{"spec": {}, "state": "running", "progress": "half"}]})"}) {
     EXPECT_EQ(code_of(body), ErrorCode::kDataError) << body;
   }
   std::string deep = std::string(100, '[') + std::string(100, ']');

@@ -9,7 +9,7 @@
 namespace mlswarm::dashboard {
 
 struct EmbeddedFile {
-  std::string_view url;   ///< the path it is served at, e.g. "/ui/app.js"
+  std::string_view url;  ///< the path it is served at, e.g. "/ui/app.js"
   std::string_view body;
 };
 

@@ -44,15 +44,14 @@ CLI::Option* switch_setting(CLI::App& app, const std::string& flag, const char* 
 }
 
 void logging_settings(CLI::App& app, std::string& level, std::string& format) {
-  setting(app, "--log-level", "LOG_LEVEL", level, "debug, info, warn or error")
-      ->transform([](std::string value) {
-        value = lower(std::move(value));
-        if (value == "warning") value = "warn";
-        if (value != "debug" && value != "info" && value != "warn" && value != "error") {
-          throw CLI::ValidationError(fmt::format("'{}' is not a log level; use debug, info, warn or error", value));
-        }
-        return value;
-      });
+  setting(app, "--log-level", "LOG_LEVEL", level, "debug, info, warn or error")->transform([](std::string value) {
+    value = lower(std::move(value));
+    if (value == "warning") value = "warn";
+    if (value != "debug" && value != "info" && value != "warn" && value != "error") {
+      throw CLI::ValidationError(fmt::format("'{}' is not a log level; use debug, info, warn or error", value));
+    }
+    return value;
+  });
   setting(app, "--log-format", "LOG_FORMAT", format, "text, or json for one JSON object per line")
       ->transform([](std::string value) {
         value = lower(std::move(value));

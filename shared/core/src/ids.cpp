@@ -9,9 +9,7 @@
 namespace mlswarm {
 namespace {
 
-bool is_id_start(char c) noexcept {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
+bool is_id_start(char c) noexcept { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
 
 }  // namespace
 
@@ -25,8 +23,7 @@ bool is_valid_id(std::string_view id) noexcept {
 
 void require_valid_id(std::string_view id, std::string_view field) {
   if (!is_valid_id(id)) {
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("{} must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}$", field),
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("{} must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}$", field),
                 std::string(field));
   }
 }

@@ -96,8 +96,8 @@ void init_logging(std::string_view level, std::string_view format, std::string_v
   if (name == "warning") name = "warn";
   if (name != "debug" && name != "info" && name != "warn" && name != "error") {
     // spdlog would read an unknown name as "off" and silence the daemon.
-    throw Error(ErrorCode::kInvalidArgument, fmt::format("LOG_LEVEL must be debug, info, warn or error, got '{}'", level),
-                "LOG_LEVEL");
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("LOG_LEVEL must be debug, info, warn or error, got '{}'", level), "LOG_LEVEL");
   }
   auto logger = spdlog::get("mlswarm");
   if (!logger) logger = spdlog::stderr_logger_mt("mlswarm");
@@ -107,8 +107,7 @@ void init_logging(std::string_view level, std::string_view format, std::string_v
   spdlog::set_default_logger(logger);
 }
 
-LogScope::LogScope(std::initializer_list<std::pair<const char*, std::string>> fields)
-    : restore_size_(t_fields.size()) {
+LogScope::LogScope(std::initializer_list<std::pair<const char*, std::string>> fields) : restore_size_(t_fields.size()) {
   for (const auto& [k, v] : fields) t_fields.emplace_back(k, v);
 }
 

@@ -18,14 +18,23 @@ constexpr std::size_t kMaxDatasetFileBytes = std::size_t{1} << 30;
 
 const std::vector<DatasetInfo>& known_datasets() {
   static const std::vector<DatasetInfo> kDatasets = {
-      {"fashion-mnist", 1, 28, 28,
-       {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-        "Ankle boot"},
-       60000, 10000, "idx"},
+      {"fashion-mnist",
+       1,
+       28,
+       28,
+       {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"},
+       60000,
+       10000,
+       "idx"},
       {"mnist", 1, 28, 28, {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}, 60000, 10000, "idx"},
-      {"cifar10", 3, 32, 32,
+      {"cifar10",
+       3,
+       32,
+       32,
        {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"},
-       50000, 10000, "cifar10-binary"},
+       50000,
+       10000,
+       "cifar10-binary"},
   };
   return kDatasets;
 }
@@ -35,8 +44,8 @@ const std::vector<DatasetInfo>& known_datasets() {
 }
 
 std::int64_t read_be32(const std::vector<std::uint8_t>& b, std::size_t at) {
-  return (std::int64_t{b[at]} << 24) | (std::int64_t{b[at + 1]} << 16) |
-         (std::int64_t{b[at + 2]} << 8) | std::int64_t{b[at + 3]};
+  return (std::int64_t{b[at]} << 24) | (std::int64_t{b[at + 1]} << 16) | (std::int64_t{b[at + 2]} << 8) |
+         std::int64_t{b[at + 3]};
 }
 
 /// The first existing file among `dir/name` and `dir/name.gz` over all dirs.
@@ -52,8 +61,8 @@ fs::path find_file(const std::vector<fs::path>& dirs, const std::string& name) {
   throw Error(ErrorCode::kDataError, fmt::format("dataset file {} not found (looked for {})", name, tried));
 }
 
-DatasetSplit load_idx_split(const std::vector<fs::path>& dirs, const DatasetInfo& info,
-                            const std::string& images_name, const std::string& labels_name) {
+DatasetSplit load_idx_split(const std::vector<fs::path>& dirs, const DatasetInfo& info, const std::string& images_name,
+                            const std::string& labels_name) {
   fs::path images_path = find_file(dirs, images_name);
   IdxArray images = read_idx_file(images_path);
   fs::path labels_path = find_file(dirs, labels_name);
@@ -63,8 +72,8 @@ DatasetSplit load_idx_split(const std::vector<fs::path>& dirs, const DatasetInfo
   }
   if (labels.dims.size() != 1) data_error(labels_path, "expected a one-dimensional label array");
   if (labels.dims[0] != images.dims[0]) {
-    data_error(labels_path, fmt::format("{} labels for {} images in {}", labels.dims[0],
-                                        images.dims[0], images_path.string()));
+    data_error(labels_path,
+               fmt::format("{} labels for {} images in {}", labels.dims[0], images.dims[0], images_path.string()));
   }
   for (std::uint8_t label : labels.data) {
     if (label >= info.class_names.size()) {
@@ -127,8 +136,8 @@ IdxArray parse_idx(const std::vector<std::uint8_t>& b, const std::string& name) 
   const fs::path path(name);
   if (b.size() < 4) data_error(path, fmt::format("truncated IDX header ({} bytes)", b.size()));
   if (b[0] != 0 || b[1] != 0) {
-    data_error(path, fmt::format("wrong magic number 0x{:02x}{:02x}{:02x}{:02x}: not an IDX file",
-                                 b[0], b[1], b[2], b[3]));
+    data_error(path,
+               fmt::format("wrong magic number 0x{:02x}{:02x}{:02x}{:02x}: not an IDX file", b[0], b[1], b[2], b[3]));
   }
   if (b[2] != 0x08) {
     data_error(path, fmt::format("unsupported IDX element type 0x{:02x} (only 0x08, unsigned byte)", b[2]));
@@ -147,8 +156,8 @@ IdxArray parse_idx(const std::vector<std::uint8_t>& b, const std::string& name) 
   }
   std::size_t header = 4 + 4 * ndims;
   if (b.size() - header < elements) {
-    data_error(path, fmt::format("truncated: header promises {} bytes of data, file has {}", elements,
-                                 b.size() - header));
+    data_error(path,
+               fmt::format("truncated: header promises {} bytes of data, file has {}", elements, b.size() - header));
   }
   if (b.size() - header > elements) {
     data_error(path, fmt::format("{} unexpected bytes after the data", b.size() - header - elements));
@@ -169,8 +178,8 @@ void append_cifar10_records(const std::vector<std::uint8_t>& bytes, const fs::pa
   constexpr std::size_t kRecord = 1 + 3 * 32 * 32;
   if (bytes.empty()) data_error(path, "empty CIFAR-10 batch file");
   if (bytes.size() % kRecord != 0) {
-    data_error(path, fmt::format("truncated: {} bytes is not a whole number of {}-byte records",
-                                 bytes.size(), kRecord));
+    data_error(path,
+               fmt::format("truncated: {} bytes is not a whole number of {}-byte records", bytes.size(), kRecord));
   }
   std::size_t records = bytes.size() / kRecord;
   split.images.reserve(split.images.size() + records * (kRecord - 1));
@@ -183,8 +192,7 @@ void append_cifar10_records(const std::vector<std::uint8_t>& bytes, const fs::pa
   split.count += static_cast<std::int64_t>(records);
 }
 
-std::vector<fs::path> dataset_search_dirs(const DatasetInfo& info, const fs::path& data_dir,
-                                          const fs::path& home_dir) {
+std::vector<fs::path> dataset_search_dirs(const DatasetInfo& info, const fs::path& data_dir, const fs::path& home_dir) {
   std::vector<fs::path> dirs;
   for (const fs::path& root : {data_dir, home_dir / "datasets"}) {
     if (root.empty()) continue;

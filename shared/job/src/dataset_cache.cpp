@@ -18,8 +18,7 @@ std::shared_ptr<const Dataset> DatasetCache::get(const std::string& name) {
     if (auto it = loaded_.find(name); it != loaded_.end()) return it->second;
   }
   auto dataset = std::make_shared<const Dataset>(load_dataset(name, data_dir_, home_dir_));
-  spdlog::info("dataset {} loaded: {} train, {} test images", name, dataset->train.count,
-               dataset->test.count);
+  spdlog::info("dataset {} loaded: {} train, {} test images", name, dataset->train.count, dataset->test.count);
   std::lock_guard lock(mutex_);
   loaded_[name] = dataset;
   return dataset;

@@ -22,8 +22,7 @@ using nlohmann::json;
   throw Error(ErrorCode::kInvalidArgument, std::move(message), std::string(field));
 }
 
-void reject_unknown_fields(const json& object, const std::set<std::string>& known,
-                           std::string_view prefix) {
+void reject_unknown_fields(const json& object, const std::set<std::string>& known, std::string_view prefix) {
   for (const auto& [key, value] : object.items()) {
     if (!known.contains(key)) {
       std::string field = fmt::format("{}{}", prefix, key);
@@ -32,16 +31,15 @@ void reject_unknown_fields(const json& object, const std::set<std::string>& know
   }
 }
 
-std::string get_string(const json& object, const char* key, std::string_view field,
-                       std::string fallback) {
+std::string get_string(const json& object, const char* key, std::string_view field, std::string fallback) {
   auto it = object.find(key);
   if (it == object.end() || it->is_null()) return fallback;
   if (!it->is_string()) invalid(field, fmt::format("{} must be a string", field));
   return it->get<std::string>();
 }
 
-std::int64_t get_int(const json& object, const char* key, std::string_view field,
-                     std::int64_t fallback, std::int64_t lo, std::int64_t hi) {
+std::int64_t get_int(const json& object, const char* key, std::string_view field, std::int64_t fallback,
+                     std::int64_t lo, std::int64_t hi) {
   auto it = object.find(key);
   if (it == object.end() || it->is_null()) return fallback;
   const auto value = json_integer(*it);
@@ -52,8 +50,8 @@ std::int64_t get_int(const json& object, const char* key, std::string_view field
   return *value;
 }
 
-double get_double(const json& object, const char* key, std::string_view field, double fallback,
-                  double lo, double hi, bool lo_inclusive) {
+double get_double(const json& object, const char* key, std::string_view field, double fallback, double lo, double hi,
+                  bool lo_inclusive) {
   auto it = object.find(key);
   if (it == object.end() || it->is_null()) return fallback;
   if (!it->is_number()) invalid(field, fmt::format("{} must be a number", field));
@@ -68,14 +66,12 @@ double get_double(const json& object, const char* key, std::string_view field, d
 TrainOpts parse_train_opts(const json& object) {
   if (!object.is_object()) invalid("train_opts", "train_opts must be an object");
   reject_unknown_fields(object,
-                        {"epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
-                         "lr_schedule", "seed", "device", "checkpoint_every_steps", "patience", "publish", "augment",
-                         "label_smoothing"},
+                        {"epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "lr_schedule", "seed",
+                         "device", "checkpoint_every_steps", "patience", "publish", "augment", "label_smoothing"},
                         "train_opts.");
   TrainOpts opts;
   opts.epochs = static_cast<int>(get_int(object, "epochs", "train_opts.epochs", opts.epochs, 1, 1000));
-  opts.batch_size = static_cast<int>(
-      get_int(object, "batch_size", "train_opts.batch_size", opts.batch_size, 1, 65536));
+  opts.batch_size = static_cast<int>(get_int(object, "batch_size", "train_opts.batch_size", opts.batch_size, 1, 65536));
   opts.optimizer = get_string(object, "optimizer", "train_opts.optimizer", opts.optimizer);
   if (opts.optimizer != "sgd" && opts.optimizer != "adam" && opts.optimizer != "adamw") {
     invalid("train_opts.optimizer", "train_opts.optimizer must be \"sgd\", \"adam\" or \"adamw\"");
@@ -83,21 +79,19 @@ TrainOpts parse_train_opts(const json& object) {
   double default_lr = opts.optimizer == "sgd" ? opts.lr : 1e-3;
   opts.lr = get_double(object, "lr", "train_opts.lr", default_lr, 0.0, 10.0, false);
   opts.momentum = get_double(object, "momentum", "train_opts.momentum", opts.momentum, 0.0, 0.999, true);
-  opts.weight_decay =
-      get_double(object, "weight_decay", "train_opts.weight_decay", opts.weight_decay, 0.0, 1.0, true);
+  opts.weight_decay = get_double(object, "weight_decay", "train_opts.weight_decay", opts.weight_decay, 0.0, 1.0, true);
   opts.lr_schedule = get_string(object, "lr_schedule", "train_opts.lr_schedule", opts.lr_schedule);
   if (opts.lr_schedule != "cosine" && opts.lr_schedule != "constant") {
     invalid("train_opts.lr_schedule", "train_opts.lr_schedule must be \"cosine\" or \"constant\"");
   }
   opts.seed = static_cast<std::uint64_t>(
-      get_int(object, "seed", "train_opts.seed", static_cast<std::int64_t>(opts.seed), 0,
-              std::int64_t{1} << 53));
+      get_int(object, "seed", "train_opts.seed", static_cast<std::int64_t>(opts.seed), 0, std::int64_t{1} << 53));
   opts.device = get_string(object, "device", "train_opts.device", opts.device);
   if (opts.device != "auto" && opts.device != "cpu" && opts.device != "cuda") {
     invalid("train_opts.device", "train_opts.device must be \"auto\", \"cpu\" or \"cuda\"");
   }
-  opts.checkpoint_every_steps = static_cast<int>(get_int(
-      object, "checkpoint_every_steps", "train_opts.checkpoint_every_steps", 0, 0, 1000000000));
+  opts.checkpoint_every_steps = static_cast<int>(
+      get_int(object, "checkpoint_every_steps", "train_opts.checkpoint_every_steps", 0, 0, 1000000000));
   opts.patience = static_cast<int>(get_int(object, "patience", "train_opts.patience", 0, 0, 1000));
   opts.publish = get_string(object, "publish", "train_opts.publish", opts.publish);
   if (opts.publish != "last" && opts.publish != "best") {
@@ -150,8 +144,8 @@ Placement parse_placement(const json& object) {
 }
 
 /// An optional `[start, end]` range of a split of `size` examples.
-std::optional<std::pair<std::int64_t, std::int64_t>> parse_range(const json& body, const char* field,
-                                                                 std::int64_t size, const std::string& split) {
+std::optional<std::pair<std::int64_t, std::int64_t>> parse_range(const json& body, const char* field, std::int64_t size,
+                                                                 const std::string& split) {
   auto it = body.find(field);
   if (it == body.end() || it->is_null()) return std::nullopt;
   if (!it->is_array() || it->size() != 2 || !(*it)[0].is_number_integer() || !(*it)[1].is_number_integer()) {
@@ -170,8 +164,8 @@ std::optional<std::pair<std::int64_t, std::int64_t>> parse_range(const json& bod
 JobSpec parse_job_spec(const json& body) {
   if (!body.is_object()) invalid("", "the job spec must be a JSON object");
   reject_unknown_fields(body,
-                        {"job_id", "model_id", "model_type", "dataset", "example_idxs", "test_idxs",
-                         "train_opts", "attempt", "trainers", "min_trainers", "placement"},
+                        {"job_id", "model_id", "model_type", "dataset", "example_idxs", "test_idxs", "train_opts",
+                         "attempt", "trainers", "min_trainers", "placement"},
                         "");
   JobSpec spec;
   spec.job_id = get_string(body, "job_id", "job_id", "");
@@ -189,8 +183,7 @@ JobSpec parse_job_spec(const json& body) {
   spec.dataset = get_string(body, "dataset", "dataset", spec.dataset);
   const DatasetInfo* info = find_dataset_info(spec.dataset);
   if (info == nullptr) {
-    invalid("dataset", fmt::format("unknown dataset '{}'; known: {}", spec.dataset,
-                                   fmt::join(dataset_names(), ", ")));
+    invalid("dataset", fmt::format("unknown dataset '{}'; known: {}", spec.dataset, fmt::join(dataset_names(), ", ")));
   }
   spec.example_idxs = parse_range(body, "example_idxs", info->train_size, fmt::format("{} train split", spec.dataset));
   spec.test_idxs = parse_range(body, "test_idxs", info->test_size, fmt::format("{} test split", spec.dataset));
@@ -199,8 +192,7 @@ JobSpec parse_job_spec(const json& body) {
   }
   spec.attempt = static_cast<int>(get_int(body, "attempt", "attempt", 1, 0, kMaxAttempt));
   spec.trainers = static_cast<int>(get_int(body, "trainers", "trainers", 1, 1, kMaxWorldSize));
-  spec.min_trainers =
-      static_cast<int>(get_int(body, "min_trainers", "min_trainers", spec.trainers, 1, spec.trainers));
+  spec.min_trainers = static_cast<int>(get_int(body, "min_trainers", "min_trainers", spec.trainers, 1, spec.trainers));
   if (auto it = body.find("placement"); it != body.end() && !it->is_null()) spec.placement = parse_placement(*it);
   return spec;
 }
@@ -242,35 +234,50 @@ json to_json(const JobSpec& spec) {
 
 std::string_view to_string(JobState state) noexcept {
   switch (state) {
-    case JobState::kQueued: return "queued";
-    case JobState::kRunning: return "running";
-    case JobState::kSucceeded: return "succeeded";
-    case JobState::kFailed: return "failed";
-    case JobState::kCancelled: return "cancelled";
+    case JobState::kQueued:
+      return "queued";
+    case JobState::kRunning:
+      return "running";
+    case JobState::kSucceeded:
+      return "succeeded";
+    case JobState::kFailed:
+      return "failed";
+    case JobState::kCancelled:
+      return "cancelled";
   }
   return "failed";
 }
 
 std::string_view to_string(FailureCode code) noexcept {
   switch (code) {
-    case FailureCode::kNone: return "";
-    case FailureCode::kInterrupted: return "interrupted";
-    case FailureCode::kLostPeer: return "lost_peer";
-    case FailureCode::kSuperseded: return "superseded";
-    case FailureCode::kLostTrainer: return "lost_trainer";
-    case FailureCode::kNoSpace: return "no_space";
-    case FailureCode::kInvalidSpec: return "invalid_spec";
-    case FailureCode::kDataError: return "data_error";
-    case FailureCode::kOutOfMemory: return "out_of_memory";
-    case FailureCode::kInternal: return "internal";
+    case FailureCode::kNone:
+      return "";
+    case FailureCode::kInterrupted:
+      return "interrupted";
+    case FailureCode::kLostPeer:
+      return "lost_peer";
+    case FailureCode::kSuperseded:
+      return "superseded";
+    case FailureCode::kLostTrainer:
+      return "lost_trainer";
+    case FailureCode::kNoSpace:
+      return "no_space";
+    case FailureCode::kInvalidSpec:
+      return "invalid_spec";
+    case FailureCode::kDataError:
+      return "data_error";
+    case FailureCode::kOutOfMemory:
+      return "out_of_memory";
+    case FailureCode::kInternal:
+      return "internal";
   }
   return "internal";
 }
 
 FailureCode parse_failure_code(std::string_view text) noexcept {
-  for (FailureCode c : {FailureCode::kInterrupted, FailureCode::kLostPeer, FailureCode::kSuperseded, FailureCode::kLostTrainer,
-                        FailureCode::kNoSpace, FailureCode::kInvalidSpec, FailureCode::kDataError, FailureCode::kOutOfMemory,
-                        FailureCode::kInternal}) {
+  for (FailureCode c : {FailureCode::kInterrupted, FailureCode::kLostPeer, FailureCode::kSuperseded,
+                        FailureCode::kLostTrainer, FailureCode::kNoSpace, FailureCode::kInvalidSpec,
+                        FailureCode::kDataError, FailureCode::kOutOfMemory, FailureCode::kInternal}) {
     if (to_string(c) == text) return c;
   }
   return FailureCode::kNone;
@@ -278,19 +285,26 @@ FailureCode parse_failure_code(std::string_view text) noexcept {
 
 FailureCode failure_for(ErrorCode code) noexcept {
   switch (code) {
-    case ErrorCode::kSuperseded: return FailureCode::kSuperseded;
-    case ErrorCode::kDataError: return FailureCode::kDataError;
-    case ErrorCode::kInvalidArgument: return FailureCode::kInvalidSpec;
-    case ErrorCode::kOutOfMemory: return FailureCode::kOutOfMemory;
-    case ErrorCode::kLostPeer: return FailureCode::kLostPeer;
-    case ErrorCode::kNoSpace: return FailureCode::kNoSpace;
-    default: return FailureCode::kInternal;
+    case ErrorCode::kSuperseded:
+      return FailureCode::kSuperseded;
+    case ErrorCode::kDataError:
+      return FailureCode::kDataError;
+    case ErrorCode::kInvalidArgument:
+      return FailureCode::kInvalidSpec;
+    case ErrorCode::kOutOfMemory:
+      return FailureCode::kOutOfMemory;
+    case ErrorCode::kLostPeer:
+      return FailureCode::kLostPeer;
+    case ErrorCode::kNoSpace:
+      return FailureCode::kNoSpace;
+    default:
+      return FailureCode::kInternal;
   }
 }
 
 std::optional<JobState> parse_job_state(std::string_view text) noexcept {
-  for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded,
-                     JobState::kFailed, JobState::kCancelled}) {
+  for (JobState s :
+       {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed, JobState::kCancelled}) {
     if (to_string(s) == text) return s;
   }
   return std::nullopt;
@@ -374,7 +388,8 @@ JobRecord job_record_from_json(const json& j) {
     job.rank = static_cast<int>(checked_int_or(j, "rank", 0, 0, job.world_size - 1));
     job.rendezvous_port = static_cast<int>(checked_int_or(j, "rendezvous_port", 0, 0, 65535));
     if (j.contains("error") && j["error"].is_string()) job.error = j["error"].get<std::string>();
-    if (j.contains("failure") && j["failure"].is_string()) job.failure = parse_failure_code(j["failure"].get<std::string>());
+    if (j.contains("failure") && j["failure"].is_string())
+      job.failure = parse_failure_code(j["failure"].get<std::string>());
     job.lost_attempts = static_cast<int>(checked_int_or(j, "lost_attempts", 0, 0, kMaxAttempt));
     p.device = j.value("device", "");
     if (j.contains("request_id") && j["request_id"].is_string()) job.request_id = j["request_id"].get<std::string>();

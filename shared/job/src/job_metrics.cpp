@@ -9,8 +9,8 @@ void set_job_gauges(Metrics& metrics, const std::vector<JobRecord>& jobs) {
   metrics.describe("mlswarm_jobs", "gauge", "jobs by state");
   metrics.describe("mlswarm_job_images_per_second", "gauge", "training images per second of each running job");
   std::map<std::string, int> by_state;
-  for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
-                     JobState::kCancelled}) {
+  for (JobState s :
+       {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed, JobState::kCancelled}) {
     by_state[std::string(to_string(s))] = 0;
   }
   metrics.reset("mlswarm_job_images_per_second");

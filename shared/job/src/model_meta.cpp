@@ -86,26 +86,28 @@ ModelMeta model_meta_from_json(const json& j) {
     m.std = j.at("normalization").at("std").get<std::vector<double>>();
     for (const auto& e : j.at("epochs")) {
       m.epochs.push_back({static_cast<int>(checked_int(e.at("epoch"), 0, 1000000, "meta.json: epoch")),
-                          e.at("train_loss").get<double>(),
-                          e.at("test_loss").get<double>(), e.at("accuracy").get<double>(),
-                          e.at("images_per_s").get<double>(), e.at("duration_s").get<double>()});
+                          e.at("train_loss").get<double>(), e.at("test_loss").get<double>(),
+                          e.at("accuracy").get<double>(), e.at("images_per_s").get<double>(),
+                          e.at("duration_s").get<double>()});
     }
     m.job_id = j.value("job_id", "");
     m.attempt = static_cast<int>(checked_int_or(j, "attempt", 0, 0, 1000000000));
     m.version = static_cast<int>(checked_int(j.at("version"), 0, 1000000, "meta.json: version"));
-    m.model_crc32 = static_cast<std::uint32_t>(checked_int(j.at("model_crc32"), 0, 0xffffffffLL, "meta.json: model_crc32"));
+    m.model_crc32 =
+        static_cast<std::uint32_t>(checked_int(j.at("model_crc32"), 0, 0xffffffffLL, "meta.json: model_crc32"));
     m.spec = j.value("spec", json::object());
     m.updated_at = j.value("updated_at", 0.0);
     if (j.contains("per_class") && j["per_class"].is_object() && j["per_class"].contains("confusion")) {
       for (const auto& row : j["per_class"]["confusion"]) {
-        for (const auto& v : row) m.confusion.push_back(checked_int(v, 0, std::int64_t{1} << 40, "meta.json: confusion"));
+        for (const auto& v : row)
+          m.confusion.push_back(checked_int(v, 0, std::int64_t{1} << 40, "meta.json: confusion"));
       }
       if (m.confusion.size() != m.class_names.size() * m.class_names.size()) m.confusion.clear();
     }
     if (!is_valid_id(m.model_id)) throw Error(ErrorCode::kDataError, "meta.json: invalid model_id");
-    if (m.channels < 1 || m.channels > 4 || m.height < 1 || m.height > 4096 || m.width < 1 ||
-        m.width > 4096 || m.mean.size() != static_cast<std::size_t>(m.channels) ||
-        m.std.size() != static_cast<std::size_t>(m.channels) || m.class_names.empty() ||
+    if (m.channels < 1 || m.channels > 4 || m.height < 1 || m.height > 4096 || m.width < 1 || m.width > 4096 ||
+        m.mean.size() != static_cast<std::size_t>(m.channels) || m.std.size() != static_cast<std::size_t>(m.channels) ||
+        m.class_names.empty() ||
         std::any_of(m.std.begin(), m.std.end(), [](double s) { return !(s > 0) || !std::isfinite(s); })) {
       throw Error(ErrorCode::kDataError, "meta.json: inconsistent input shape, normalization or classes");
     }
@@ -118,10 +120,10 @@ ModelMeta model_meta_from_json(const json& j) {
 void require_not_symlink(const std::filesystem::path& path, const char* field) {
   std::error_code ec;
   if (std::filesystem::is_symlink(path, ec)) {
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("{} is a symbolic link; mlswarm reads and writes only real files under HOME_DIR",
-                            path.string()),
-                field);
+    throw Error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("{} is a symbolic link; mlswarm reads and writes only real files under HOME_DIR", path.string()),
+        field);
   }
 }
 
@@ -139,7 +141,8 @@ std::filesystem::path job_dir(const std::filesystem::path& home_dir, const std::
   return dir;
 }
 
-std::filesystem::path model_version_dir(const std::filesystem::path& home_dir, const std::string& model_id, int version) {
+std::filesystem::path model_version_dir(const std::filesystem::path& home_dir, const std::string& model_id,
+                                        int version) {
   auto dir = model_dir(home_dir, model_id);
   if (version < 0) throw Error(ErrorCode::kInvalidArgument, "version must be a positive integer", "version");
   if (version == 0) return dir;

@@ -25,14 +25,15 @@ namespace {
 class BasicBlockImpl : public nn::Module {
  public:
   BasicBlockImpl(int in, int out, int stride)
-      : conv1_(register_module("conv1", nn::Conv2d(nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false)))),
+      : conv1_(
+            register_module("conv1", nn::Conv2d(nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false)))),
         bn1_(register_module("bn1", nn::BatchNorm2d(out))),
         conv2_(register_module("conv2", nn::Conv2d(nn::Conv2dOptions(out, out, 3).padding(1).bias(false)))),
         bn2_(register_module("bn2", nn::BatchNorm2d(out))) {
     if (stride != 1 || in != out) {
       shortcut_ = register_module(
-          "shortcut", nn::Sequential(nn::Conv2d(nn::Conv2dOptions(in, out, 1).stride(stride).bias(false)),
-                                     nn::BatchNorm2d(out)));
+          "shortcut",
+          nn::Sequential(nn::Conv2d(nn::Conv2dOptions(in, out, 1).stride(stride).bias(false)), nn::BatchNorm2d(out)));
     }
   }
   torch::Tensor forward(const torch::Tensor& x) {
@@ -69,24 +70,21 @@ nn::Sequential make_resnet(int channels, int classes) {
 
 }  // namespace
 
-torch::nn::Sequential make_model(const std::string& model_type, int channels, int height,
-                                 int width, int classes) {
+torch::nn::Sequential make_model(const std::string& model_type, int channels, int height, int width, int classes) {
   if (model_type == "resnet") return make_resnet(channels, classes);
   if (model_type == "convnet") {
     const int flat = 64 * (height / 4) * (width / 4);
-    return nn::Sequential(
-        nn::Conv2d(nn::Conv2dOptions(channels, 32, 3).padding(1).bias(false)),
-        nn::BatchNorm2d(32), nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2)),
-        nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1).bias(false)),
-        nn::BatchNorm2d(64), nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2)),
-        nn::Flatten(), nn::Linear(flat, 128), nn::ReLU(), nn::Linear(128, classes));
+    return nn::Sequential(nn::Conv2d(nn::Conv2dOptions(channels, 32, 3).padding(1).bias(false)), nn::BatchNorm2d(32),
+                          nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2)),
+                          nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1).bias(false)), nn::BatchNorm2d(64),
+                          nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2)), nn::Flatten(), nn::Linear(flat, 128),
+                          nn::ReLU(), nn::Linear(128, classes));
   }
   if (model_type == "mlp") {
-    return nn::Sequential(nn::Flatten(), nn::Linear(channels * height * width, 256), nn::ReLU(),
-                          nn::Linear(256, 128), nn::ReLU(), nn::Linear(128, classes));
+    return nn::Sequential(nn::Flatten(), nn::Linear(channels * height * width, 256), nn::ReLU(), nn::Linear(256, 128),
+                          nn::ReLU(), nn::Linear(128, classes));
   }
-  throw Error(ErrorCode::kInvalidArgument, fmt::format("unknown model_type '{}'", model_type),
-              "model_type");
+  throw Error(ErrorCode::kInvalidArgument, fmt::format("unknown model_type '{}'", model_type), "model_type");
 }
 
 std::string save_module(const torch::nn::Sequential& model) {
@@ -104,13 +102,12 @@ void load_module(torch::nn::Sequential& model, const std::string& bytes) {
     archive.load_from(in, torch::Device(torch::kCPU));
     model->load(archive);
   } catch (const c10::Error& e) {
-    throw Error(ErrorCode::kDataError,
-                fmt::format("weights do not load: {}", e.what_without_backtrace()));
+    throw Error(ErrorCode::kDataError, fmt::format("weights do not load: {}", e.what_without_backtrace()));
   }
 }
 
-torch::nn::Sequential load_trained_model(const std::filesystem::path& home_dir,
-                                         const std::string& model_id, ModelMeta* meta_out, int version) {
+torch::nn::Sequential load_trained_model(const std::filesystem::path& home_dir, const std::string& model_id,
+                                         ModelMeta* meta_out, int version) {
   auto dir = model_version_dir(home_dir, model_id, version);
   std::error_code ec;
   if (!std::filesystem::is_regular_file(dir / "meta.json", ec)) {
@@ -133,13 +130,12 @@ torch::nn::Sequential load_trained_model(const std::filesystem::path& home_dir,
     if (crc32_of(bytes) == meta.model_crc32) break;
     if (attempt == 4) {
       throw Error(ErrorCode::kDataError,
-                  fmt::format("{}: CRC mismatch with meta.json (torn or stale file)",
-                              (dir / "model.pt").string()));
+                  fmt::format("{}: CRC mismatch with meta.json (torn or stale file)", (dir / "model.pt").string()));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  auto model = make_model(meta.model_type, meta.channels, meta.height, meta.width,
-                          static_cast<int>(meta.class_names.size()));
+  auto model =
+      make_model(meta.model_type, meta.channels, meta.height, meta.width, static_cast<int>(meta.class_names.size()));
   load_module(model, bytes);
   model->eval();
   if (meta_out) *meta_out = std::move(meta);
@@ -207,8 +203,7 @@ bool is_plain_2x2_pool(const nn::AnyModule& layer) {
   const auto all = [](const auto& values, std::int64_t v) {
     return std::all_of(values->begin(), values->end(), [v](std::int64_t x) { return x == v; });
   };
-  return all(o.kernel_size(), 2) && all(o.stride(), 2) && all(o.padding(), 0) && all(o.dilation(), 1) &&
-         !o.ceil_mode();
+  return all(o.kernel_size(), 2) && all(o.stride(), 2) && all(o.padding(), 0) && all(o.dilation(), 1) && !o.ceil_mode();
 }
 
 /// The same maximum as that pooling (rows and columns beyond an even count dropped, as it
@@ -235,9 +230,10 @@ std::optional<nn::Functional> as_direct_convolution(const nn::Conv2dImpl& conv) 
   const auto* padding = get_if<torch::ExpandingArray<2>>(&o.padding());
   const std::int64_t in = o.in_channels();
   const std::int64_t k = (*o.kernel_size())[0];
-  if (padding == nullptr || in > 4 || o.groups() != 1 || !holds_alternative<torch::enumtype::kZeros>(o.padding_mode()) ||
-      (*o.kernel_size())[1] != k || (*o.stride())[0] != 1 || (*o.stride())[1] != 1 || (*o.dilation())[0] != 1 ||
-      (*o.dilation())[1] != 1 || (**padding)[0] != (**padding)[1]) {
+  if (padding == nullptr || in > 4 || o.groups() != 1 ||
+      !holds_alternative<torch::enumtype::kZeros>(o.padding_mode()) || (*o.kernel_size())[1] != k ||
+      (*o.stride())[0] != 1 || (*o.stride())[1] != 1 || (*o.dilation())[0] != 1 || (*o.dilation())[1] != 1 ||
+      (**padding)[0] != (**padding)[1]) {
     return std::nullopt;
   }
   const std::int64_t pad = (**padding)[0];
@@ -274,8 +270,8 @@ nn::Functional as_pooling(bool relu) {
 /// being copied into (channel, row, column) order first.
 nn::Functional as_serving_linear(const nn::LinearImpl& linear, bool flattens) {
   torch::Tensor weight = linear.weight.detach().contiguous();
-  torch::Tensor bias = linear.bias.defined() ? linear.bias.detach().contiguous().clone()
-                                             : torch::zeros({linear.options.out_features()});
+  torch::Tensor bias =
+      linear.bias.defined() ? linear.bias.detach().contiguous().clone() : torch::zeros({linear.options.out_features()});
   struct Reordered {  // the weight for the last activation shape seen, made on first use
     std::mutex mutex;
     std::array<std::int64_t, 3> shape{};  // channels, rows, columns; zeros until the first use
@@ -336,12 +332,13 @@ torch::nn::Sequential prepare_for_serving(const torch::nn::Sequential& model, bo
         out->push_back(*direct);  // already channels-last
       } else {
         out->push_back(layer);
-        out->push_back(nn::Functional(
-            [](const torch::Tensor& x) { return x.contiguous(torch::MemoryFormat::ChannelsLast); }));
+        out->push_back(
+            nn::Functional([](const torch::Tensor& x) { return x.contiguous(torch::MemoryFormat::ChannelsLast); }));
       }
     } else if (const auto* linear = dynamic_cast<const nn::LinearImpl*>(layer.ptr().get()); linear && on_cpu) {
       out->push_back(as_serving_linear(*linear, false));
-    } else if (const auto* next = i + 1 < layers.size() ? dynamic_cast<const nn::LinearImpl*>(layers[i + 1].ptr().get()) : nullptr;
+    } else if (const auto* next =
+                   i + 1 < layers.size() ? dynamic_cast<const nn::LinearImpl*>(layers[i + 1].ptr().get()) : nullptr;
                next != nullptr && on_cpu && is_batch_flatten(layer)) {
       out->push_back(as_serving_linear(*next, true));  // reads the activations unflattened
       ++i;

@@ -146,15 +146,21 @@ MLSWARM_CPU_CLONES void conv_row_of(const float* __restrict image, const float* 
   for (; xo < width; ++xo) pixel(xo);
 }
 
-using ConvRow = void (*)(const float*, const float*, const float*, float*, std::int64_t, std::int64_t, const ConvShape&);
+using ConvRow = void (*)(const float*, const float*, const float*, float*, std::int64_t, std::int64_t,
+                         const ConvShape&);
 
 ConvRow conv_row_for(std::int64_t outs) {
   switch (outs) {
-    case 8: return conv_row_of<1, 4>;
-    case 16: return conv_row_of<2, 4>;
-    case 32: return conv_row_of<4, 2>;
-    case 64: return conv_row_of<8, 1>;
-    default: return conv_row;
+    case 8:
+      return conv_row_of<1, 4>;
+    case 16:
+      return conv_row_of<2, 4>;
+    case 32:
+      return conv_row_of<4, 2>;
+    case 64:
+      return conv_row_of<8, 1>;
+    default:
+      return conv_row;
   }
 }
 
@@ -184,7 +190,9 @@ MLSWARM_CPU_CLONES void linear_rows_of(const float* __restrict x, const float* _
 }
 
 /// Rows of work per task for at::parallel_for: tasks of at least ~32k values.
-std::int64_t grain_for(std::int64_t values_per_row) { return std::max<std::int64_t>(1, 32768 / std::max<std::int64_t>(1, values_per_row)); }
+std::int64_t grain_for(std::int64_t values_per_row) {
+  return std::max<std::int64_t>(1, 32768 / std::max<std::int64_t>(1, values_per_row));
+}
 
 }  // namespace
 
@@ -250,8 +258,9 @@ torch::Tensor small_input_conv(const torch::Tensor& x, const torch::Tensor& taps
 }
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  TORCH_CHECK(x.defined() && x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.dim() == 2 && x.is_contiguous(),
-              "serving::linear takes a contiguous float CPU matrix");
+  TORCH_CHECK(
+      x.defined() && x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.dim() == 2 && x.is_contiguous(),
+      "serving::linear takes a contiguous float CPU matrix");
   TORCH_CHECK(weight.is_contiguous() && weight.scalar_type() == torch::kFloat && weight.dim() == 2 &&
                   weight.size(1) == x.size(1),
               "serving::linear: the weight must be [out][in] floats, contiguous, in = the rows' length");
@@ -266,22 +275,39 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const 
   const float* b = bias.data_ptr<float>();
   float* dst = out.data_ptr<float>();
   // Tasks split the outputs; rows go in blocks of 8, the rest in one more block.
-  at::parallel_for(0, outs, std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(1, in)), [&](std::int64_t from, std::int64_t to) {
-    std::int64_t r = 0;
-    for (; r + 8 <= n; r += 8) linear_rows_of<8>(src + r * in, w, b, dst + r * outs, in, outs, from, to);
-    const float* rest = src + r * in;
-    float* rest_out = dst + r * outs;
-    switch (n - r) {  // the last rows in one read of W too
-      case 7: linear_rows_of<7>(rest, w, b, rest_out, in, outs, from, to); break;
-      case 6: linear_rows_of<6>(rest, w, b, rest_out, in, outs, from, to); break;
-      case 5: linear_rows_of<5>(rest, w, b, rest_out, in, outs, from, to); break;
-      case 4: linear_rows_of<4>(rest, w, b, rest_out, in, outs, from, to); break;
-      case 3: linear_rows_of<3>(rest, w, b, rest_out, in, outs, from, to); break;
-      case 2: linear_rows_of<2>(rest, w, b, rest_out, in, outs, from, to); break;
-      case 1: linear_rows_of<1>(rest, w, b, rest_out, in, outs, from, to); break;
-      default: break;
-    }
-  });
+  at::parallel_for(0, outs, std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(1, in)),
+                   [&](std::int64_t from, std::int64_t to) {
+                     std::int64_t r = 0;
+                     for (; r + 8 <= n; r += 8)
+                       linear_rows_of<8>(src + r * in, w, b, dst + r * outs, in, outs, from, to);
+                     const float* rest = src + r * in;
+                     float* rest_out = dst + r * outs;
+                     switch (n - r) {  // the last rows in one read of W too
+                       case 7:
+                         linear_rows_of<7>(rest, w, b, rest_out, in, outs, from, to);
+                         break;
+                       case 6:
+                         linear_rows_of<6>(rest, w, b, rest_out, in, outs, from, to);
+                         break;
+                       case 5:
+                         linear_rows_of<5>(rest, w, b, rest_out, in, outs, from, to);
+                         break;
+                       case 4:
+                         linear_rows_of<4>(rest, w, b, rest_out, in, outs, from, to);
+                         break;
+                       case 3:
+                         linear_rows_of<3>(rest, w, b, rest_out, in, outs, from, to);
+                         break;
+                       case 2:
+                         linear_rows_of<2>(rest, w, b, rest_out, in, outs, from, to);
+                         break;
+                       case 1:
+                         linear_rows_of<1>(rest, w, b, rest_out, in, outs, from, to);
+                         break;
+                       default:
+                         break;
+                     }
+                   });
   return out;
 }
 

@@ -97,8 +97,7 @@ nlohmann::json parse_json_body(const HttpRequest& request) {
   try {
     return nlohmann::json::parse(request.body);
   } catch (const nlohmann::json::parse_error& e) {
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("malformed JSON at byte {}", e.byte));
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("malformed JSON at byte {}", e.byte));
   } catch (const nlohmann::json::exception&) {
     // Found by fuzz_job_spec: a number too large for a double throws out_of_range, not
     // parse_error, and became a 500.

@@ -38,7 +38,7 @@ struct ConnectionServer::Connection {
   Connection& operator=(const Connection&) = delete;
 
   int fd;
-  std::string buffer;         ///< read, not yet parsed: the head (and maybe more)
+  std::string buffer;          ///< read, not yet parsed: the head (and maybe more)
   Clock::time_point deadline;  ///< for the head (or, idle, for its first byte)
   bool got_bytes = false;
   std::size_t served = 0;  ///< requests answered on this connection
@@ -80,10 +80,7 @@ std::string address_text(const sockaddr_storage& addr, int& port) {
 class DeadlineStream final : public httplib::Stream {
  public:
   DeadlineStream(int fd, std::string buffered, const ConnectionLimits& limits)
-      : fd_(fd),
-        buffer_(std::move(buffered)),
-        limits_(limits),
-        read_deadline_(Clock::now() + limits.request_timeout) {}
+      : fd_(fd), buffer_(std::move(buffered)), limits_(limits), read_deadline_(Clock::now() + limits.request_timeout) {}
 
   bool is_readable() const override { return pos_ < buffer_.size() || wait(POLLIN, read_deadline_); }
   bool is_writable() const override { return wait(POLLOUT, write_deadline()); }
@@ -277,7 +274,9 @@ bool ConnectionServer::serve() {
     httplib::ThreadPool probes(static_cast<std::size_t>(std::max(1, limits_.probe_threads)));
     const auto dispatch = [&](std::unique_ptr<Connection> c) {
       Connection* raw = c.release();  // the pools take copyable functions; the worker owns it again
-      (is_probe(raw->buffer) ? probes : workers).enqueue([this, raw] { run_request(std::unique_ptr<Connection>(raw)); });
+      (is_probe(raw->buffer) ? probes : workers).enqueue([this, raw] {
+        run_request(std::unique_ptr<Connection>(raw));
+      });
     };
     const auto watch = [&](std::unique_ptr<Connection> c) {
       if (head_complete(c->buffer) || c->buffer.size() >= limits_.max_head_bytes) return dispatch(std::move(c));

@@ -16,14 +16,14 @@
 namespace mlswarm {
 
 struct ConnectionLimits {
-  int threads = 8;                               ///< workers for requests
-  int probe_threads = 1;                         ///< workers for GET /healthz and /readyz only
-  std::chrono::milliseconds head_timeout{10'000};  ///< a whole request head, from its first byte
-  std::chrono::milliseconds idle_timeout{5'000};   ///< a kept-alive connection waiting for its next request
+  int threads = 8;                                    ///< workers for requests
+  int probe_threads = 1;                              ///< workers for GET /healthz and /readyz only
+  std::chrono::milliseconds head_timeout{10'000};     ///< a whole request head, from its first byte
+  std::chrono::milliseconds idle_timeout{5'000};      ///< a kept-alive connection waiting for its next request
   std::chrono::milliseconds request_timeout{60'000};  ///< a whole body read, and a whole reply written
-  std::chrono::milliseconds io_timeout{10'000};    ///< one read or write making no progress
-  std::size_t max_head_bytes = 64u << 10;        ///< a head still open at this size goes to httplib (431/400)
-  std::size_t max_waiting = 10'000;              ///< connections waiting for a head; more are closed at once
+  std::chrono::milliseconds io_timeout{10'000};       ///< one read or write making no progress
+  std::size_t max_head_bytes = 64u << 10;             ///< a head still open at this size goes to httplib (431/400)
+  std::size_t max_waiting = 10'000;                   ///< connections waiting for a head; more are closed at once
   std::size_t max_requests_per_connection = 1000;
   /// After a reply, how long a worker waits for the connection's next request before handing
   /// it back to the accept thread. Measured on 2 cores, 404s to `mlswarm load` (closed loop):

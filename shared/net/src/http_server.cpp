@@ -57,7 +57,8 @@ HttpRequest request_head(const httplib::Request& req) {
   request.path = req.path;
   request.target = req.target;
   request.remote_addr = req.remote_addr;
-  if (!req.local_addr.empty() && req.local_port > 0) request.local_addr = req.local_addr + ":" + std::to_string(req.local_port);
+  if (!req.local_addr.empty() && req.local_port > 0)
+    request.local_addr = req.local_addr + ":" + std::to_string(req.local_port);
   for (const auto& [k, v] : req.params) request.query.emplace(k, v);
   for (const auto& [k, v] : req.headers) request.headers.emplace(lower(k), v);
   request.request_id = request_id_for(request.header("x-request-id"));
@@ -246,8 +247,9 @@ class Edge {
       complete = reader([&](const char* data, std::size_t n) { return take(request.body, data, n); });
     }
     if (complete) return std::nullopt;
-    return HttpReply::error(too_large ? Error(ErrorCode::kPayloadTooLarge, "request body too large")
-                                      : Error(ErrorCode::kInvalidArgument, "the request body is malformed or cut short"));
+    return HttpReply::error(too_large
+                                ? Error(ErrorCode::kPayloadTooLarge, "request body too large")
+                                : Error(ErrorCode::kInvalidArgument, "the request body is malformed or cut short"));
   }
 
   void answer(const httplib::Request& req, httplib::Response& res, HttpRequest request,
@@ -268,7 +270,7 @@ class Edge {
 /// closes the connection), so a reply with neither is httplib's.
 void json_error_body(const httplib::Request&, httplib::Response& res) {
   if (!res.body.empty() || res.content_length_ > 0) return;
-  ErrorCode code = res.status == 413 ? ErrorCode::kPayloadTooLarge
+  ErrorCode code = res.status == 413   ? ErrorCode::kPayloadTooLarge
                    : res.status == 404 ? ErrorCode::kNotFound
                    : res.status == 405 ? ErrorCode::kMethodNotAllowed
                    : res.status >= 500 ? ErrorCode::kInternal
@@ -293,7 +295,8 @@ void widen_listen_backlog(int port) {
     if (end == entry->d_name || *end != '\0' || fd == ::dirfd(dir)) continue;
     int listening = 0;
     socklen_t len = sizeof listening;
-    if (::getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening == 0) continue;
+    if (::getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening == 0)
+      continue;
     sockaddr_storage addr{};
     socklen_t addr_len = sizeof addr;
     if (::getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&addr), &addr_len) != 0) continue;
@@ -317,9 +320,8 @@ void configure_http_server(httplib::Server& svr, HttpService service, const Http
   // Replies go out as headers then body; without this, Nagle and delayed ACKs add 40 ms.
   svr.set_tcp_nodelay(true);
   auto edge = std::make_shared<const Edge>(std::move(service), options.max_body_bytes);
-  svr.set_pre_routing_handler([edge](const httplib::Request& req, httplib::Response& res) {
-    return edge->pre_route(req, res);
-  });
+  svr.set_pre_routing_handler(
+      [edge](const httplib::Request& req, httplib::Response& res) { return edge->pre_route(req, res); });
   svr.set_expect_100_continue_handler(
       [edge](const httplib::Request& req, httplib::Response& res) { return edge->ask_first(req, res); });
   auto without_body = [edge](const httplib::Request& req, httplib::Response& res) { edge->without_body(req, res); };
@@ -403,8 +405,8 @@ void HttpServer::stop() {
   }
 }
 
-int http_probe(const std::string& host, int port, const std::string& path,
-               std::chrono::milliseconds timeout, bool tls) {
+int http_probe(const std::string& host, int port, const std::string& path, std::chrono::milliseconds timeout,
+               bool tls) {
   httplib::Client client(fmt::format("{}://{}:{}", tls ? "https" : "http", host, port));
   client.enable_server_certificate_verification(false);
   client.set_connection_timeout(timeout);

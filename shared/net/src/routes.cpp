@@ -64,9 +64,9 @@ HttpReply RouteTable::no_route(const HttpRequest& request, const Match& match) {
   if (match.allow.empty()) {
     return HttpReply::error(Error(ErrorCode::kNotFound, fmt::format("no route {} {}", request.method, request.path)));
   }
-  HttpReply reply = HttpReply::error(Error(
-      ErrorCode::kMethodNotAllowed, fmt::format("{} {} is not supported; use {}", request.method, request.path,
-                                                match.allow)));
+  HttpReply reply =
+      HttpReply::error(Error(ErrorCode::kMethodNotAllowed,
+                             fmt::format("{} {} is not supported; use {}", request.method, request.path, match.allow)));
   reply.headers["Allow"] = match.allow;
   return reply;
 }
@@ -126,10 +126,10 @@ HttpReply RoutedApi::finish_error(const HttpRequest&, HttpReply reply) { return 
 void require_body_within(const HttpRequest& request, std::size_t max_bytes) {
   const std::size_t size = std::max(announced_body_size(request).value_or(0), request.body.size());
   if (size > max_bytes) {
-    throw Error(ErrorCode::kPayloadTooLarge,
-                max_bytes == 0 ? fmt::format("{} {} takes no body", request.method, request.path)
-                               : fmt::format("the body of {} {} may be at most {} bytes", request.method,
-                                             request.path, max_bytes));
+    throw Error(ErrorCode::kPayloadTooLarge, max_bytes == 0
+                                                 ? fmt::format("{} {} takes no body", request.method, request.path)
+                                                 : fmt::format("the body of {} {} may be at most {} bytes",
+                                                               request.method, request.path, max_bytes));
   }
 }
 

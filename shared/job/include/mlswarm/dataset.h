@@ -62,8 +62,7 @@ void append_cifar10_records(const std::vector<std::uint8_t>& bytes, const std::f
 
 /// Where a dataset's files are looked for, in order: DATA_DIR/<name>, HOME_DIR/datasets/<name>
 /// (and, for CIFAR-10, a cifar-10-batches-bin folder inside either).
-std::vector<std::filesystem::path> dataset_search_dirs(const DatasetInfo& info,
-                                                       const std::filesystem::path& data_dir,
+std::vector<std::filesystem::path> dataset_search_dirs(const DatasetInfo& info, const std::filesystem::path& data_dir,
                                                        const std::filesystem::path& home_dir);
 
 /// Loads both splits of a known dataset. Throws Error(kDataError) naming the first missing
@@ -73,7 +72,6 @@ Dataset load_dataset(std::string_view name, const std::filesystem::path& data_di
 
 /// Reads a whole file, gunzipping it when it is gzipped. Throws Error(kDataError) when the
 /// file is missing, unreadable or larger than `max_bytes` once decompressed.
-std::vector<std::uint8_t> read_maybe_gzipped(const std::filesystem::path& path,
-                                             std::size_t max_bytes);
+std::vector<std::uint8_t> read_maybe_gzipped(const std::filesystem::path& path, std::size_t max_bytes);
 
 }  // namespace mlswarm

@@ -17,14 +17,14 @@ namespace mlswarm {
 struct TrainOpts {
   int epochs = 10;
   int batch_size = 128;
-  double lr = 0.05;            ///< for "adam" the default is 0.001
+  double lr = 0.05;               ///< for "adam" the default is 0.001
   std::string optimizer = "sgd";  ///< "sgd" (with momentum), "adam" or "adamw" (decoupled weight decay)
   double momentum = 0.9;
   double weight_decay = 5e-4;
   std::string lr_schedule = "cosine";  ///< "cosine" (per step, to 0) or "constant"
-  std::uint64_t seed = 1;       ///< seeds weight init and the per-epoch shuffles
-  std::string device = "auto";  ///< "auto", "cpu" or "cuda"
-  int checkpoint_every_steps = 0;  ///< 0: a checkpoint after every epoch only
+  std::uint64_t seed = 1;              ///< seeds weight init and the per-epoch shuffles
+  std::string device = "auto";         ///< "auto", "cpu" or "cuda"
+  int checkpoint_every_steps = 0;      ///< 0: a checkpoint after every epoch only
   /// Early stopping: end the job (succeeded) after this many epochs without a better test
   /// accuracy than the best so far; 0 = train every epoch.
   int patience = 0;
@@ -45,7 +45,7 @@ struct TrainOpts {
 struct Placement {
   int rank = 0;
   int world_size = 1;
-  std::vector<std::string> hosts;  ///< every rank's IPv4 address, rank order; Gloo binds to hosts[rank]
+  std::vector<std::string> hosts;     ///< every rank's IPv4 address, rank order; Gloo binds to hosts[rank]
   int port = kDefaultRendezvousPort;  ///< the rendezvous (c10d TCPStore) port on hosts[0]
 };
 
@@ -97,13 +97,13 @@ inline bool is_terminal(JobState s) noexcept {
 /// Why a job failed, as a code the controller acts on (the message is for people).
 enum class FailureCode {
   kNone,
-  kInterrupted,   ///< its trainer shut down (SIGTERM) after writing a checkpoint: resume elsewhere
-  kLostPeer,      ///< a rank of a data-parallel job lost its peers (a collective timed out)
-  kSuperseded,    ///< a later attempt of the job took over its files
-  kLostTrainer,   ///< its trainers kept vanishing; the controller gave up after max attempts
-  kNoSpace,       ///< HOME_DIR was full when it wrote a file: resume elsewhere after a backoff
-  kInvalidSpec,   ///< the spec cannot be trained (e.g. too few examples, no such device)
-  kDataError,     ///< a dataset or checkpoint file is missing or corrupt
+  kInterrupted,  ///< its trainer shut down (SIGTERM) after writing a checkpoint: resume elsewhere
+  kLostPeer,     ///< a rank of a data-parallel job lost its peers (a collective timed out)
+  kSuperseded,   ///< a later attempt of the job took over its files
+  kLostTrainer,  ///< its trainers kept vanishing; the controller gave up after max attempts
+  kNoSpace,      ///< HOME_DIR was full when it wrote a file: resume elsewhere after a backoff
+  kInvalidSpec,  ///< the spec cannot be trained (e.g. too few examples, no such device)
+  kDataError,    ///< a dataset or checkpoint file is missing or corrupt
   kOutOfMemory,
   kInternal,
 };
@@ -146,7 +146,7 @@ struct JobRecord {
   int rendezvous_port = 0;  ///< of the current attempt, when it spans several trainers
   std::string error;
   FailureCode failure = FailureCode::kNone;  ///< set when state is failed
-  int lost_attempts = 0;  ///< attempts whose trainer vanished or restarted (counted against max attempts)
+  int lost_attempts = 0;   ///< attempts whose trainer vanished or restarted (counted against max attempts)
   std::string request_id;  ///< the X-Request-Id of the POST /train that created the job
   double created_at = 0;
   double started_at = 0;

@@ -56,7 +56,8 @@ std::filesystem::path job_dir(const std::filesystem::path& home_dir, const std::
 /// HOME_DIR/models/<id> for version 0 (the latest), HOME_DIR/models/<id>/versions/<version>
 /// for a pinned one. Throws Error(kInvalidArgument) for an invalid id or a negative version,
 /// and when either folder is a symbolic link.
-std::filesystem::path model_version_dir(const std::filesystem::path& home_dir, const std::string& model_id, int version);
+std::filesystem::path model_version_dir(const std::filesystem::path& home_dir, const std::string& model_id,
+                                        int version);
 /// The pinned versions kept for a model (versions/<n>/ with a meta.json), ascending.
 std::vector<int> model_versions(const std::filesystem::path& home_dir, const std::string& model_id);
 

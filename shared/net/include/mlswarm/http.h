@@ -58,8 +58,8 @@ int json_nesting_depth(std::string_view text) noexcept;
 inline constexpr int kMaxJsonDepth = 32;
 
 /// Parses a JSON request body. Throws Error(kInvalidArgument) with the parser's position
-/// for malformed JSON or nesting deeper than kMaxJsonDepth, and Error(kUnsupportedMediaType) when a Content-Type other than JSON
-/// was sent.
+/// for malformed JSON or nesting deeper than kMaxJsonDepth, and Error(kUnsupportedMediaType) when a Content-Type other
+/// than JSON was sent.
 nlohmann::json parse_json_body(const HttpRequest& request);
 /// parse_json_body's first checks: Error(kUnsupportedMediaType) for a Content-Type other than
 /// JSON (or curl's default form type), Error(kInvalidArgument) for an empty body.

@@ -16,8 +16,7 @@ namespace mlswarm {
 /// stages of two basic residual blocks (32, 64, 128 channels; the last two stages halve the
 /// resolution), global average pooling, Linear(128, classes): for 28x28 and 32x32 inputs (any
 /// size works). Throws Error(kInvalidArgument) for another type.
-torch::nn::Sequential make_model(const std::string& model_type, int channels, int height,
-                                 int width, int classes);
+torch::nn::Sequential make_model(const std::string& model_type, int channels, int height, int width, int classes);
 
 /// Serialises a module's parameters and buffers (what model.pt holds).
 std::string save_module(const torch::nn::Sequential& model);
@@ -31,8 +30,8 @@ void load_module(torch::nn::Sequential& model, const std::string& bytes);
 /// `version` > 0 the pinned `HOME_DIR/models/<id>/versions/<version>/`, checks model.pt's CRC
 /// against meta.json, and returns the model in eval mode on the CPU.
 /// Throws Error(kNotFound) when the model or version does not exist, Error(kDataError) when corrupt.
-torch::nn::Sequential load_trained_model(const std::filesystem::path& home_dir,
-                                         const std::string& model_id, ModelMeta* meta_out, int version = 0);
+torch::nn::Sequential load_trained_model(const std::filesystem::path& home_dir, const std::string& model_id,
+                                         ModelMeta* meta_out, int version = 0);
 
 /// Stores every 4-D parameter (the convolutions' weights) channels-last (NHWC), in place: with
 /// channels-last inputs LibTorch then runs convolutions, batch norm and pooling in that
