@@ -181,7 +181,7 @@ void Cluster::tick(bool scan_due) {
   for (int round = 0; round < 8; ++round) {
     bool again = false;
     guarded_phase("plan", [&] { again = execute(plan(snapshot(), options_.planner)); });
-    if (!again) break;
+    if (!again || !may_act()) break;  // a lease lost meanwhile: no more attempts numbered
   }
 }
 
