@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "load.h"
 #include "mlswarm/auth.h"
+#include "mlswarm/http_client.h"
 #include "mlswarm/http_server.h"
 #include "mlswarm/ports.h"
 

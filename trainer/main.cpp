@@ -10,6 +10,7 @@
 #include "mlswarm/daemon.h"
 #include "mlswarm/dataset_cache.h"
 #include "mlswarm/error.h"
+#include "mlswarm/http_client.h"
 #include "mlswarm/http_server.h"
 #include "mlswarm/log.h"
 #include "mlswarm/version.h"

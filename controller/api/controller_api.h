@@ -37,7 +37,7 @@ struct ControllerApiOptions {
   int max_decodes = 0;
 };
 
-/// How the API fits among controller replicas (see Replicas in main.cpp); each part may be
+/// How the API fits among controller replicas (see Replicas in replicas/replicas.h); each part may be
 /// empty, as for a controller without replicas.
 struct ReplicaHooks {
   /// POST /train and DELETE /jobs/{id}: the leader's reply when this controller does not lead

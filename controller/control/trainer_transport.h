@@ -13,7 +13,8 @@
 namespace mlswarm {
 
 /// How the controller talks to trainers. The cluster's executor only calls this interface,
-/// so its tests substitute a fake; HttpTrainerTransport makes the real, signed calls.
+/// so its tests substitute a fake (FakeTrainers in tests/unit/cluster_test.cpp);
+/// HttpTrainerTransport makes the real, signed calls.
 /// Implementations must be thread-safe: polls run concurrently.
 class TrainerTransport {
  public:

@@ -48,11 +48,13 @@ std::string request_id_for(const std::string& client_value);
 /// The HTTP edge: cpp-httplib behind a pimpl so that only this translation unit includes
 /// it. Over plain HTTP, connections are accepted by mlswarm's own loop (ConnectionServer):
 /// a worker thread gets a connection only once its request head has arrived, so clients
-/// that trickle bytes hold no worker; over TLS, httplib's own loop (timeouts per read). Every method and path goes
-/// through the service's admit() and then handle(); errors httplib produces itself (body too large, bad request line)
-/// get the JSON error shape too. Every request gets a request id (HttpRequest::request_id, the X-Request-Id reply
-/// header, and a LogScope field around the handler) and is counted in /metrics under its route label. Every request is
-/// logged at debug. run() blocks; stop() may be called from any thread and makes run() return.
+/// that trickle bytes hold no worker; over TLS, httplib's own loop (timeouts per read).
+/// Every method and path goes through the service's admit() and then handle(); errors
+/// httplib produces itself (body too large, bad request line) get the JSON error shape too.
+/// Every request gets a request id (HttpRequest::request_id, the X-Request-Id reply header,
+/// and a LogScope field around the handler) and is counted in /metrics under its route
+/// label. Every request is logged at debug. run() blocks; stop() may be called from any
+/// thread and makes run() return.
 class HttpServer {
  public:
   HttpServer(HttpService service, HttpServerOptions options);
@@ -72,16 +74,5 @@ class HttpServer {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-/// A blocking GET of http://host:port/path with short deadlines, for `--healthcheck`.
-/// Returns the HTTP status, or -1 when nothing answered.
-int http_probe(const std::string& host, int port, const std::string& path, std::chrono::milliseconds timeout,
-               bool tls = false);
-
-/// GETs an http:// or https:// URL (host:port/path), writes the body to stdout; returns 0
-/// on a 2xx, 1 otherwise (the reason on stderr). For `--fetch`, since the images carry no
-/// curl. `bearer` (may be empty) goes into an Authorization header; https does not verify
-/// the certificate (a self-signed one is the common case inside a cluster).
-int fetch_and_print(const std::string& url, const std::string& bearer = {});
 
 }  // namespace mlswarm
