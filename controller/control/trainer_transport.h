@@ -13,7 +13,7 @@
 namespace mlswarm {
 
 /// How the controller talks to trainers. The cluster's executor only calls this interface,
-/// so its tests substitute a fake (FakeTrainers in tests/unit/cluster_test.cpp);
+/// so its tests substitute a fake (FakeTrainers in tests/unit/controller/control/cluster_test.cpp);
 /// HttpTrainerTransport makes the real, signed calls.
 /// Implementations must be thread-safe: polls run concurrently.
 class TrainerTransport {

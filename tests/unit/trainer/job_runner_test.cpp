@@ -6,7 +6,8 @@
 #include <mutex>
 #include <vector>
 
-#include "../support/wait.h"
+#include "../../support/error_code.h"
+#include "../../support/wait.h"
 #include "mlswarm/error.h"
 
 namespace mlswarm {
@@ -116,14 +117,7 @@ TEST(JobRunner, DuplicateJobOrModelIsAConflict) {
   FakeTraining fake;
   JobRunner runner(board, fake.function(), {1, 16, "t:1"});
   runner.submit(spec("a"));
-  auto code_of = [&](JobSpec s) {
-    try {
-      runner.submit(std::move(s));
-    } catch (const Error& e) {
-      return e.code();
-    }
-    return ErrorCode::kInternal;
-  };
+  auto code_of = [&](JobSpec s) { return testing::thrown_code([&] { runner.submit(std::move(s)); }); };
   EXPECT_EQ(code_of(spec("a")), ErrorCode::kConflict);
   JobSpec same_model = spec("z");
   same_model.model_id = "model-a";

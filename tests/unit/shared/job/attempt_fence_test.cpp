@@ -6,7 +6,8 @@
 #include <chrono>
 #include <future>
 
-#include "../support/temp_dir.h"
+#include "../../../support/error_code.h"
+#include "../../../support/temp_dir.h"
 #include "mlswarm/error.h"
 
 namespace mlswarm {
@@ -14,14 +15,7 @@ namespace {
 
 using testing::TempDir;
 
-ErrorCode code_of(const std::function<void()>& f) {
-  try {
-    f();
-    return ErrorCode::kInternal;  // stands for "went through"
-  } catch (const Error& e) {
-    return e.code();
-  }
-}
+ErrorCode code_of(const std::function<void()>& f) { return testing::thrown_code(f); }  // kInternal: went through
 
 TEST(AttemptFence, ALaterAttemptFencesOffAnEarlierOne) {
   TempDir dir;

@@ -11,8 +11,8 @@
 #include <mutex>
 #include <vector>
 
-#include "../support/temp_dir.h"
-#include "../support/wait.h"
+#include "../../../support/temp_dir.h"
+#include "../../../support/wait.h"
 #include "mlswarm/attempt_fence.h"
 #include "mlswarm/model_meta.h"
 

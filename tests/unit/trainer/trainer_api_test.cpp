@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "../support/wait.h"
+#include "../../support/wait.h"
 #include "mlswarm/signing.h"
 
 namespace mlswarm {

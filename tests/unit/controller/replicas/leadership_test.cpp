@@ -4,8 +4,8 @@
 
 #include <gtest/gtest.h>
 
-#include "../support/temp_dir.h"
-#include "../support/wait.h"
+#include "../../../support/temp_dir.h"
+#include "../../../support/wait.h"
 
 namespace mlswarm {
 namespace {

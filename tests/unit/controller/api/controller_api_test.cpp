@@ -8,8 +8,8 @@
 #include <gtest/gtest.h>
 #include <stb_image_write.h>
 
-#include "../support/bar_mnist.h"
-#include "../support/temp_dir.h"
+#include "../../../support/bar_mnist.h"
+#include "../../../support/temp_dir.h"
 #include "image_decode.h"
 #include "mlswarm/error.h"
 #include "training.h"

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
-#include "../support/temp_dir.h"
+#include "../../../support/temp_dir.h"
 #include "mlswarm/error.h"
 
 namespace mlswarm {

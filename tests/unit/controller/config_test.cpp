@@ -5,7 +5,7 @@
 
 #include <cstdlib>
 
-#include "../support/temp_dir.h"
+#include "../../support/temp_dir.h"
 #include "controller_config.h"
 #include "trainer_config.h"
 

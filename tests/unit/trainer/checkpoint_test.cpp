@@ -6,8 +6,8 @@
 #include <iostream>
 #include <tuple>
 
-#include "../support/bar_mnist.h"
-#include "../support/temp_dir.h"
+#include "../../support/bar_mnist.h"
+#include "../../support/temp_dir.h"
 #include "mlswarm/dataset_cache.h"
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "../support/temp_dir.h"
+#include "../../../support/temp_dir.h"
 #include "mlswarm/error.h"
 #include "mlswarm/model_meta.h"
 

@@ -6,7 +6,7 @@
 
 #include <fstream>
 
-#include "../support/temp_dir.h"
+#include "../../support/temp_dir.h"
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"
 

@@ -10,6 +10,7 @@
 #include <iterator>
 #include <string>
 
+#include "../../../support/error_code.h"
 #include "mlswarm/error.h"
 
 namespace mlswarm {
@@ -39,12 +40,7 @@ std::string bmp_24bit(int width, int height, std::size_t pixel_bytes) {
 }
 
 ErrorCode code_of(const std::string& bytes) {
-  try {
-    decode_image(bytes, 1, 28, 28);
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return ErrorCode::kInternal;  // stands for "decoded"
+  return testing::thrown_code([&] { decode_image(bytes, 1, 28, 28); });  // kInternal: decoded
 }
 
 TEST(DecodeImage, DecodesASmallBmpToTheModelShape) {

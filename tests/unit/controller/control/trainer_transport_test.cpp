@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "discovery.h"
+#include "../../../support/error_code.h"
 #include "mlswarm/error.h"
 #include "mlswarm/signing.h"
 
@@ -12,12 +13,7 @@ namespace mlswarm {
 namespace {
 
 ErrorCode code_of(const std::string& body) {
-  try {
-    parse_trainer_report(body);
-    return ErrorCode::kInternal;  // stands for "parsed"
-  } catch (const Error& e) {
-    return e.code();
-  }
+  return testing::thrown_code([&] { parse_trainer_report(body); });  // kInternal: parsed
 }
 
 TEST(TrainerReport, ParsesWhatATrainerSends) {

@@ -4,7 +4,8 @@
 
 #include <fstream>
 
-#include "../support/temp_dir.h"
+#include "../../../support/error_code.h"
+#include "../../../support/temp_dir.h"
 #include "mlswarm/error.h"
 
 namespace mlswarm {
@@ -19,12 +20,7 @@ HttpRequest with_authorization(const std::string& value) {
 }
 
 ErrorCode code_of(const HttpRequest& r, const std::string& expected) {
-  try {
-    require_token(r, expected, "API token");
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return ErrorCode::kInternal;  // stands for "accepted" here
+  return testing::thrown_code([&] { require_token(r, expected, "API token"); });  // kInternal: accepted
 }
 
 TEST(TokensEqual, ComparesWholeStrings) {

@@ -7,7 +7,7 @@
 #include <csignal>
 #include <fstream>
 
-#include "../support/temp_dir.h"
+#include "../../../support/temp_dir.h"
 #include "mlswarm/error.h"
 
 namespace mlswarm {
