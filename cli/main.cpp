@@ -55,7 +55,7 @@ int healthcheck(const std::string& daemon) {
                        : (controller ? mlswarm::kDefaultControllerPort : mlswarm::kDefaultTrainPort);
   const char* cert = std::getenv("TLS_CERT_FILE");
   const bool tls = controller && cert != nullptr && *cert != '\0';
-  return mlswarm::http_probe("127.0.0.1", port, "/healthz", std::chrono::milliseconds(2000), tls) == 200 ? 0 : 1;
+  return mlswarm::healthz_exit_code(port, tls);
 }
 
 struct Commands {

@@ -117,13 +117,9 @@ int main(int argc, char** argv) {
   auto parsed = parse_controller_config(argc, argv, [] { return version_text("ml_controller"); });
   if (auto* exit = std::get_if<cli::ParseExit>(&parsed)) return cli::finish(*exit);
   const ControllerConfig& config = std::get<ControllerConfig>(parsed);
-  if (!config.fetch_url.empty()) return fetch_and_print(config.fetch_url, config.api_token);
-  if (config.healthcheck) {
-    return http_probe("127.0.0.1", config.port, "/healthz", std::chrono::milliseconds(2000),
-                      !config.tls_cert_file.empty()) == 200
-               ? 0
-               : 1;
-  }
+  const OneShotCommand one_shot{config.fetch_url, config.api_token, config.healthcheck, config.port,
+                                !config.tls_cert_file.empty()};
+  if (auto code = run_one_shot(one_shot)) return *code;
   catch_stop_signals();
   init_logging(config.log_level, config.log_format, "ml_controller");
   try {

@@ -76,10 +76,7 @@ int main(int argc, char** argv) {
   auto parsed = parse_trainer_config(argc, argv, [] { return version_text("ml_trainer"); });
   if (auto* exit = std::get_if<cli::ParseExit>(&parsed)) return cli::finish(*exit);
   const TrainerConfig& config = std::get<TrainerConfig>(parsed);
-  if (!config.fetch_url.empty()) return fetch_and_print(config.fetch_url);
-  if (config.healthcheck) {
-    return http_probe("127.0.0.1", config.port, "/healthz", std::chrono::milliseconds(2000)) == 200 ? 0 : 1;
-  }
+  if (auto code = run_one_shot({config.fetch_url, {}, config.healthcheck, config.port, false})) return *code;
   catch_stop_signals();
   init_logging(config.log_level, config.log_format, "ml_trainer");
   try {

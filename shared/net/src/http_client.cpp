@@ -46,4 +46,14 @@ int fetch_and_print(const std::string& url, const std::string& bearer) {
   return res->status >= 200 && res->status < 300 ? 0 : 1;
 }
 
+int healthz_exit_code(int port, bool tls) {
+  return http_probe("127.0.0.1", port, "/healthz", std::chrono::milliseconds(2000), tls) == 200 ? 0 : 1;
+}
+
+std::optional<int> run_one_shot(const OneShotCommand& command) {
+  if (!command.fetch_url.empty()) return fetch_and_print(command.fetch_url, command.bearer);
+  if (command.healthcheck) return healthz_exit_code(command.port, command.tls);
+  return std::nullopt;
+}
+
 }  // namespace mlswarm
