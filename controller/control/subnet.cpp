@@ -17,32 +17,7 @@ namespace {
               "SUBNET_TRAIN");
 }
 
-/// Parses up to four dot-separated octets; returns how many were read, or -1 on error.
-int parse_octets(std::string_view text, std::uint32_t& out) {
-  out = 0;
-  int count = 0;
-  std::size_t i = 0;
-  while (true) {
-    std::size_t j = text.find('.', i);
-    std::string_view part = text.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i);
-    if (part.empty() || part.size() > 3 || count == 4) return -1;
-    unsigned value = 0;
-    auto [p, ec] = std::from_chars(part.data(), part.data() + part.size(), value);
-    if (ec != std::errc() || p != part.data() + part.size() || value > 255) return -1;
-    out = (out << 8) | value;
-    ++count;
-    if (j == std::string_view::npos) return count;
-    i = j + 1;
-  }
-}
-
 }  // namespace
-
-bool parse_ipv4(std::string_view text, std::uint32_t& out) { return parse_octets(text, out) == 4; }
-
-std::string format_ipv4(std::uint32_t a) {
-  return fmt::format("{}.{}.{}.{}", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
-}
 
 Subnet parse_subnet(std::string_view text) {
   if (text.empty()) bad_subnet(text, "is not set");
@@ -50,13 +25,13 @@ Subnet parse_subnet(std::string_view text) {
   std::size_t slash = text.find('/');
   std::uint32_t address = 0;
   if (slash == std::string_view::npos) {
-    int octets = parse_octets(text, address);
+    int octets = parse_dotted_octets(text, address);
     if (octets != 3) bad_subnet(text, "is not a CIDR network or a three-octet prefix");
     subnet.network = address << 8;
     subnet.prefix = 24;
     return subnet;
   }
-  if (parse_octets(text.substr(0, slash), address) != 4) bad_subnet(text, "has a malformed address");
+  if (parse_dotted_octets(text.substr(0, slash), address) != 4) bad_subnet(text, "has a malformed address");
   std::string_view prefix_text = text.substr(slash + 1);
   int prefix = -1;
   auto [p, ec] = std::from_chars(prefix_text.data(), prefix_text.data() + prefix_text.size(), prefix);

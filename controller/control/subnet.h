@@ -5,6 +5,8 @@
 #include <string_view>
 #include <vector>
 
+#include "mlswarm/ipv4.h"
+
 namespace mlswarm {
 
 /// An IPv4 network where trainers live (SUBNET_TRAIN).
@@ -24,9 +26,5 @@ struct Subnet {
 /// scan of more than 65,534 hosts every pass is never what an operator meant).
 /// Throws Error(kInvalidArgument) with a message that shows the accepted forms.
 Subnet parse_subnet(std::string_view text);
-
-/// Parses a dotted IPv4 address into host byte order; false if it is not one.
-bool parse_ipv4(std::string_view text, std::uint32_t& out);
-std::string format_ipv4(std::uint32_t address);
 
 }  // namespace mlswarm

@@ -10,6 +10,7 @@
 #include "mlswarm/dataset.h"
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
+#include "mlswarm/ipv4.h"
 #include "mlswarm/json_fields.h"
 #include "mlswarm/ports.h"
 
@@ -107,20 +108,8 @@ TrainOpts parse_train_opts(const json& object) {
 }
 
 bool is_ipv4_text(const std::string& text) {
-  int parts = 0;
-  std::size_t i = 0;
-  while (i <= text.size()) {
-    std::size_t j = text.find('.', i);
-    if (j == std::string::npos) j = text.size();
-    const std::string part = text.substr(i, j - i);
-    if (part.empty() || part.size() > 3 || part.find_first_not_of("0123456789") != std::string::npos ||
-        std::stoi(part) > 255) {
-      return false;
-    }
-    ++parts;
-    i = j + 1;
-  }
-  return parts == 4;
+  std::uint32_t address = 0;
+  return parse_ipv4(text, address);
 }
 
 Placement parse_placement(const json& object) {

@@ -15,6 +15,7 @@
 
 #include "mlswarm/auth.h"
 #include "mlswarm/error.h"
+#include "mlswarm/ipv4.h"
 
 namespace mlswarm {
 namespace {
@@ -97,7 +98,9 @@ bool is_own_address(std::string_view host) {
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = 0;
-  if (::inet_pton(AF_INET, ip.c_str(), &address.sin_addr) != 1) return false;
+  std::uint32_t parsed = 0;
+  if (!parse_ipv4(ip, parsed)) return false;
+  address.sin_addr.s_addr = htonl(parsed);
   // Only this machine's addresses can be bound; no packet is sent.
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
