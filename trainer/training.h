@@ -1,8 +1,7 @@
 #pragma once
 
 // The training loop's interface. No LibTorch here: the trainer's LibTorch translation units
-// are those of trainer_training (training.cpp, training_parts.cpp, training_tools.cpp,
-// data_parallel.cpp); everything else includes this header only.
+// are those of trainer_training (trainer/training/); everything else includes this header only.
 
 #include <chrono>
 #include <filesystem>

@@ -2,9 +2,8 @@
 
 // The LibTorch building blocks of a training run: device choice, the resident data, the
 // model and optimiser, the learning-rate schedule, evaluation, and the checkpoint payload.
-// Includes LibTorch: only for the trainer's LibTorch translation units (trainer_training:
-// training.cpp, training_parts.cpp, training_tools.cpp, data_parallel.cpp); everything else
-// uses training.h.
+// Includes LibTorch: only for the trainer's LibTorch translation units (trainer_training,
+// trainer/training/); everything else uses training.h.
 
 #include <cstdint>
 #include <functional>
