@@ -244,6 +244,182 @@ void ConnectionServer::run_request(std::unique_ptr<Connection> c) {
   }
 }
 
+/// The accept thread's state for one serve(): the epoll set, the connections waiting for
+/// their heads, and the two worker pools. Used by that thread alone (workers only enqueue
+/// kept-alive connections through give_back and the wake fd).
+class ConnectionServer::Loop {
+ public:
+  Loop(ConnectionServer& server, int listen_fd, int ep, int wake)
+      : server_(server),
+        limits_(server.limits_),
+        listen_fd_(listen_fd),
+        ep_(ep),
+        wake_(wake),
+        workers_(static_cast<std::size_t>(std::max(1, limits_.threads))),
+        probes_(static_cast<std::size_t>(std::max(1, limits_.probe_threads))) {
+    add(listen_fd_, EPOLLIN);
+    add(wake_, EPOLLIN);
+  }
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  /// Until halt(): waits for events, handles them, closes heads past their deadline.
+  void run() {
+    std::vector<epoll_event> events(256);
+    auto last_sweep = Clock::now();
+    while (!server_.halting_) {
+      const int n = ::epoll_wait(ep_, events.data(), static_cast<int>(events.size()), 100);
+      if (n < 0 && errno != EINTR) {
+        spdlog::error("http: the accept loop failed: {}", std::strerror(errno));
+        break;
+      }
+      for (int i = 0; i < n; ++i) handle(events[static_cast<std::size_t>(i)].data.fd);
+      if (Clock::now() - last_sweep >= std::chrono::milliseconds(100)) {
+        last_sweep = Clock::now();
+        sweep(last_sweep);
+      }
+    }
+  }
+
+  /// Closes what waits; the workers finish the requests they hold (their connections close).
+  void finish() {
+    server_.halting_ = true;
+    const socket_t fd = server_.svr_sock_.exchange(INVALID_SOCKET);
+    if (fd != INVALID_SOCKET) ::close(fd);
+    waiting_.clear();
+    workers_.shutdown();
+    probes_.shutdown();
+  }
+
+ private:
+  bool add(int fd, std::uint32_t events) {
+    epoll_event e{};
+    e.events = events;
+    e.data.fd = fd;
+    return ::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &e) == 0;
+  }
+
+  void handle(int fd) {
+    if (fd == listen_fd_) {
+      accept_all();
+    } else if (fd == wake_) {
+      take_returned();
+    } else {
+      receive(fd);
+    }
+  }
+
+  void accept_all() {
+    for (;;) {
+      const int s = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (s < 0) {
+        if (errno == EMFILE || errno == ENFILE) {
+          if (log_allowed("http accept fds", std::chrono::seconds(60))) {
+            spdlog::warn("http: cannot accept connections: {} ({} waiting for their request)", std::strerror(errno),
+                         waiting_.size());
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));  // not a busy loop at the limit
+        }
+        return;
+      }
+      if (waiting_.size() >= limits_.max_waiting) {
+        ::close(s);
+        continue;
+      }
+      const int one = 1;
+      ::setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      auto c = std::make_unique<Connection>(s);
+      c->deadline = Clock::now() + limits_.head_timeout;
+      watch(std::move(c));
+    }
+  }
+
+  /// Kept-alive connections back from the workers.
+  void take_returned() {
+    std::uint64_t count = 0;
+    [[maybe_unused]] const ssize_t r = ::read(wake_, &count, sizeof count);
+    std::deque<std::unique_ptr<Connection>> back;
+    {
+      std::lock_guard lock(server_.returned_mutex_);
+      back.swap(server_.returned_);
+    }
+    for (auto& c : back) watch(std::move(c));
+  }
+
+  bool ready(const Connection& c) const { return head_complete(c.buffer) || c.buffer.size() >= limits_.max_head_bytes; }
+
+  /// A connection whose head is complete goes to a worker; any other waits for more bytes.
+  void watch(std::unique_ptr<Connection> c) {
+    if (ready(*c)) return dispatch(std::move(c));
+    if (add(c->fd, EPOLLIN | EPOLLRDHUP)) waiting_.emplace(c->fd, std::move(c));
+  }
+
+  void dispatch(std::unique_ptr<Connection> c) {
+    Connection* raw = c.release();  // the pools take copyable functions; the worker owns it again
+    ConnectionServer& server = server_;
+    (is_probe(raw->buffer) ? probes_ : workers_).enqueue([&server, raw] {
+      server.run_request(std::unique_ptr<Connection>(raw));
+    });
+  }
+
+  /// Reads what a waiting connection sent; hands it on once its head is complete.
+  void receive(int fd) {
+    auto it = waiting_.find(fd);
+    if (it == waiting_.end()) return;
+    Connection& c = *it->second;
+    char chunk[16384];
+    for (;;) {
+      const ssize_t n = ::recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
+      if (n > 0) {
+        if (!c.got_bytes) {
+          c.got_bytes = true;
+          c.deadline = Clock::now() + limits_.head_timeout;
+        }
+        c.buffer.append(chunk, static_cast<std::size_t>(n));
+        if (c.buffer.size() >= limits_.max_head_bytes) break;
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      forget(it);  // closed by the peer, or broken
+      return;
+    }
+    if (ready(c)) dispatch(forget(it));
+  }
+
+  std::unique_ptr<Connection> forget(std::map<int, std::unique_ptr<Connection>>::iterator it) {
+    ::epoll_ctl(ep_, EPOLL_CTL_DEL, it->first, nullptr);
+    auto c = std::move(it->second);
+    waiting_.erase(it);
+    return c;
+  }
+
+  /// Closes every connection whose head (or, idle, whose next request) is late.
+  void sweep(Clock::time_point now) {
+    std::size_t slow = 0;
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      auto next = std::next(it);
+      if (now >= it->second->deadline) slow += forget(it)->got_bytes ? 1 : 0;
+      it = next;
+    }
+    if (slow == 0) return;
+    server_.slow_heads_closed_ += slow;
+    if (log_allowed("http slow heads", std::chrono::seconds(60))) {
+      spdlog::warn("http: closed {} connection(s) whose request head did not arrive within {} ms ({} so far)", slow,
+                   limits_.head_timeout.count(), server_.slow_heads_closed_.load());
+    }
+  }
+
+  ConnectionServer& server_;
+  const ConnectionLimits& limits_;
+  int listen_fd_;
+  int ep_;
+  int wake_;
+  std::map<int, std::unique_ptr<Connection>> waiting_;
+  httplib::ThreadPool workers_;
+  httplib::ThreadPool probes_;
+};
+
 bool ConnectionServer::serve() {
   const int listen_fd = svr_sock_;
   if (listen_fd == INVALID_SOCKET) return false;
@@ -261,134 +437,10 @@ bool ConnectionServer::serve() {
     std::lock_guard lock(returned_mutex_);
     wake_fd_ = wake;
   }
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = listen_fd;
-  ::epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd, &ev);
-  ev.data.fd = wake;
-  ::epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev);
-
-  std::map<int, std::unique_ptr<Connection>> waiting;
   {
-    httplib::ThreadPool workers(static_cast<std::size_t>(std::max(1, limits_.threads)));
-    httplib::ThreadPool probes(static_cast<std::size_t>(std::max(1, limits_.probe_threads)));
-    const auto dispatch = [&](std::unique_ptr<Connection> c) {
-      Connection* raw = c.release();  // the pools take copyable functions; the worker owns it again
-      (is_probe(raw->buffer) ? probes : workers).enqueue([this, raw] {
-        run_request(std::unique_ptr<Connection>(raw));
-      });
-    };
-    const auto watch = [&](std::unique_ptr<Connection> c) {
-      if (head_complete(c->buffer) || c->buffer.size() >= limits_.max_head_bytes) return dispatch(std::move(c));
-      epoll_event e{};
-      e.events = EPOLLIN | EPOLLRDHUP;
-      e.data.fd = c->fd;
-      if (::epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &e) == 0) waiting.emplace(c->fd, std::move(c));
-    };
-    // Reads what a waiting connection sent; hands it on once its head is complete.
-    const auto receive = [&](int fd) {
-      auto it = waiting.find(fd);
-      if (it == waiting.end()) return;
-      Connection& c = *it->second;
-      char chunk[16384];
-      for (;;) {
-        const ssize_t n = ::recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
-        if (n > 0) {
-          if (!c.got_bytes) {
-            c.got_bytes = true;
-            c.deadline = Clock::now() + limits_.head_timeout;
-          }
-          c.buffer.append(chunk, static_cast<std::size_t>(n));
-          if (c.buffer.size() >= limits_.max_head_bytes) break;
-          continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        ::epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
-        waiting.erase(it);  // closed by the peer, or broken
-        return;
-      }
-      if (head_complete(c.buffer) || c.buffer.size() >= limits_.max_head_bytes) {
-        ::epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
-        auto connection = std::move(it->second);
-        waiting.erase(it);
-        dispatch(std::move(connection));
-      }
-    };
-    auto last_sweep = Clock::now();
-    std::vector<epoll_event> events(256);
-    while (!halting_) {
-      const int n = ::epoll_wait(ep, events.data(), static_cast<int>(events.size()), 100);
-      if (n < 0 && errno != EINTR) {
-        spdlog::error("http: the accept loop failed: {}", std::strerror(errno));
-        break;
-      }
-      for (int i = 0; i < n; ++i) {
-        const int fd = events[static_cast<std::size_t>(i)].data.fd;
-        if (fd == listen_fd) {
-          for (;;) {
-            const int s = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (s < 0) {
-              if (errno == EMFILE || errno == ENFILE) {
-                if (log_allowed("http accept fds", std::chrono::seconds(60))) {
-                  spdlog::warn("http: cannot accept connections: {} ({} waiting for their request)",
-                               std::strerror(errno), waiting.size());
-                }
-                std::this_thread::sleep_for(std::chrono::milliseconds(10));  // not a busy loop at the limit
-              }
-              break;
-            }
-            if (waiting.size() >= limits_.max_waiting) {
-              ::close(s);
-              continue;
-            }
-            const int one = 1;
-            ::setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            auto c = std::make_unique<Connection>(s);
-            c->deadline = Clock::now() + limits_.head_timeout;
-            watch(std::move(c));
-          }
-        } else if (fd == wake) {
-          std::uint64_t count = 0;
-          [[maybe_unused]] const ssize_t r = ::read(wake, &count, sizeof count);
-          std::deque<std::unique_ptr<Connection>> back;
-          {
-            std::lock_guard lock(returned_mutex_);
-            back.swap(returned_);
-          }
-          for (auto& c : back) watch(std::move(c));
-        } else {
-          receive(fd);
-        }
-      }
-      const auto now = Clock::now();
-      if (now - last_sweep >= std::chrono::milliseconds(100)) {
-        last_sweep = now;
-        std::size_t slow = 0;
-        for (auto it = waiting.begin(); it != waiting.end();) {
-          if (now < it->second->deadline) {
-            ++it;
-            continue;
-          }
-          slow += it->second->got_bytes ? 1 : 0;
-          ::epoll_ctl(ep, EPOLL_CTL_DEL, it->first, nullptr);
-          it = waiting.erase(it);
-        }
-        if (slow > 0) {
-          slow_heads_closed_ += slow;
-          if (log_allowed("http slow heads", std::chrono::seconds(60))) {
-            spdlog::warn("http: closed {} connection(s) whose request head did not arrive within {} ms ({} so far)",
-                         slow, limits_.head_timeout.count(), slow_heads_closed_.load());
-          }
-        }
-      }
-    }
-    halting_ = true;
-    const socket_t fd = svr_sock_.exchange(INVALID_SOCKET);
-    if (fd != INVALID_SOCKET) ::close(fd);
-    waiting.clear();
-    workers.shutdown();  // the requests they hold finish; their connections close
-    probes.shutdown();
+    Loop loop(*this, listen_fd, ep, wake);
+    loop.run();
+    loop.finish();
   }
   {
     std::lock_guard lock(returned_mutex_);

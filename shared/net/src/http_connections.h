@@ -59,6 +59,7 @@ class ConnectionServer : public httplib::Server {
 
  private:
   struct Connection;
+  class Loop;
   void run_request(std::unique_ptr<Connection> connection);
   void give_back(std::unique_ptr<Connection> connection);
   void linger_for_next(Connection& connection) const;
