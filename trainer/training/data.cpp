@@ -93,7 +93,7 @@ std::pair<torch::Tensor, torch::Tensor> resident_split(const DatasetSplit& split
 
 torch::Tensor augment_batch(const torch::Tensor& x, const TrainOpts& o, int epoch, int step, std::int64_t first,
                             std::int64_t count) {
-  if ((o.augment != "crop_flip" && o.augment != "flip") || count <= 0) return x;
+  if (o.augment == Augment::kNone || count <= 0) return x;
   constexpr std::int64_t kPad = 4;
   // Drawn for the whole global batch from (seed, epoch, step), then this rank's rows taken:
   // the same images get the same crops and flips however many trainers share the batch.
@@ -104,8 +104,9 @@ torch::Tensor augment_batch(const torch::Tensor& x, const TrainOpts& o, int epoc
   // image i's draw does not depend on how many images follow it.
   auto draws = torch::randint(0, 18, {global, 3}, generator, torch::kInt64).slice(0, first, global);
   const auto device = x.device();
-  auto shifts = o.augment == "flip" ? torch::full({count, 2}, kPad, torch::kInt64).to(device)  // the image itself
-                                    : draws.slice(1, 0, 2).remainder(2 * kPad + 1).to(device);
+  auto shifts = o.augment == Augment::kFlip
+                    ? torch::full({count, 2}, kPad, torch::kInt64).to(device)  // the image itself
+                    : draws.slice(1, 0, 2).remainder(2 * kPad + 1).to(device);
   auto flips = draws.select(1, 2).remainder(2).to(device).to(torch::kBool);
   const std::int64_t h = x.size(2), w = x.size(3);
   auto padded = torch::constant_pad_nd(x, {kPad, kPad, kPad, kPad}, 0.0);

@@ -17,16 +17,16 @@ namespace mlswarm {
 
 using nlohmann::json;
 
-torch::Device pick_device(const std::string& wanted) {
+torch::Device pick_device(TrainDevice wanted) {
   bool has_cuda = torch::cuda::is_available();
-  if (wanted == "cuda" && !has_cuda) {
+  if (wanted == TrainDevice::kCuda && !has_cuda) {
     throw Error(ErrorCode::kInvalidArgument,
                 "train_opts.device is \"cuda\" but this trainer has no CUDA device "
                 "(LibTorch built without CUDA, or no GPU visible)",
                 "train_opts.device");
   }
-  return (wanted == "cuda" || (wanted == "auto" && has_cuda)) ? torch::Device(torch::kCUDA)
-                                                              : torch::Device(torch::kCPU);
+  return (wanted == TrainDevice::kCuda || (wanted == TrainDevice::kAuto && has_cuda)) ? torch::Device(torch::kCUDA)
+                                                                                      : torch::Device(torch::kCPU);
 }
 
 FastPath fast_path_for(const TrainingEnv& env, const torch::Device& device, const JobSpec& spec, bool bf16) {

@@ -23,11 +23,11 @@ torch::nn::Sequential model_for(const JobSpec& spec, const DatasetInfo& info) {
 }
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(torch::nn::Sequential& model, const TrainOpts& o) {
-  if (o.optimizer == "adamw") {
+  if (o.optimizer == Optimizer::kAdamW) {
     return std::make_unique<torch::optim::AdamW>(model->parameters(),
                                                  torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
   }
-  if (o.optimizer == "adam") {
+  if (o.optimizer == Optimizer::kAdam) {
     return std::make_unique<torch::optim::Adam>(model->parameters(),
                                                 torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
   }
@@ -36,7 +36,7 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(torch::nn::Sequential& m
 }
 
 double scheduled_lr(const TrainOpts& o, std::int64_t global_step, std::int64_t total_steps) {
-  if (o.lr_schedule == "constant" || total_steps <= 0) return o.lr;
+  if (o.lr_schedule == LrSchedule::kConstant || total_steps <= 0) return o.lr;
   const double pi = 3.14159265358979323846;
   return o.lr * 0.5 * (1.0 + std::cos(pi * static_cast<double>(global_step) / static_cast<double>(total_steps)));
 }

@@ -107,7 +107,7 @@ class TrainingRun {
       const bool best = is_best_epoch(accuracies_, eval.accuracy);
       accuracies_.push_back(eval.accuracy);
       if (leader_) {
-        publish(*trained, eval, best || o_.publish == "last");
+        publish(*trained, eval, best || o_.publish == Publish::kLast);
       } else if (hooks_.report) {
         JobProgress done = trained->progress;
         done.accuracy = eval.accuracy;

@@ -27,7 +27,7 @@
 namespace mlswarm {
 
 /// The device a job asked for. Throws Error(kInvalidArgument) for "cuda" without one.
-torch::Device pick_device(const std::string& wanted);
+torch::Device pick_device(TrainDevice wanted);
 
 /// What a training loop does beyond fp32 NCHW on its device.
 struct FastPath {

@@ -64,6 +64,20 @@ double get_double(const json& object, const char* key, std::string_view field, d
   return value;
 }
 
+/// `field` of `object` as one of E's choices (`current` when absent); invalid() naming them all
+/// ("... must be \"a\", \"b\" or \"c\"") otherwise.
+template <typename E>
+E get_choice(const json& object, const char* key, const std::string& field, E current) {
+  const std::string text = get_string(object, key, field, std::string(to_string(current)));
+  if (auto value = parse_choice<E>(text)) return *value;
+  std::string names;
+  const auto& table = EnumNames<E>::table;
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    names += fmt::format("{}\"{}\"", i == 0 ? "" : i + 1 == table.size() ? " or " : ", ", table[i].second);
+  }
+  invalid(field, fmt::format("{} must be {}", field, names));
+}
+
 TrainOpts parse_train_opts(const json& object) {
   if (!object.is_object()) invalid("train_opts", "train_opts must be an object");
   reject_unknown_fields(object,
@@ -73,35 +87,20 @@ TrainOpts parse_train_opts(const json& object) {
   TrainOpts opts;
   opts.epochs = static_cast<int>(get_int(object, "epochs", "train_opts.epochs", opts.epochs, 1, 1000));
   opts.batch_size = static_cast<int>(get_int(object, "batch_size", "train_opts.batch_size", opts.batch_size, 1, 65536));
-  opts.optimizer = get_string(object, "optimizer", "train_opts.optimizer", opts.optimizer);
-  if (opts.optimizer != "sgd" && opts.optimizer != "adam" && opts.optimizer != "adamw") {
-    invalid("train_opts.optimizer", "train_opts.optimizer must be \"sgd\", \"adam\" or \"adamw\"");
-  }
-  double default_lr = opts.optimizer == "sgd" ? opts.lr : 1e-3;
+  opts.optimizer = get_choice(object, "optimizer", "train_opts.optimizer", opts.optimizer);
+  double default_lr = opts.optimizer == Optimizer::kSgd ? opts.lr : 1e-3;
   opts.lr = get_double(object, "lr", "train_opts.lr", default_lr, 0.0, 10.0, false);
   opts.momentum = get_double(object, "momentum", "train_opts.momentum", opts.momentum, 0.0, 0.999, true);
   opts.weight_decay = get_double(object, "weight_decay", "train_opts.weight_decay", opts.weight_decay, 0.0, 1.0, true);
-  opts.lr_schedule = get_string(object, "lr_schedule", "train_opts.lr_schedule", opts.lr_schedule);
-  if (opts.lr_schedule != "cosine" && opts.lr_schedule != "constant") {
-    invalid("train_opts.lr_schedule", "train_opts.lr_schedule must be \"cosine\" or \"constant\"");
-  }
+  opts.lr_schedule = get_choice(object, "lr_schedule", "train_opts.lr_schedule", opts.lr_schedule);
   opts.seed = static_cast<std::uint64_t>(
       get_int(object, "seed", "train_opts.seed", static_cast<std::int64_t>(opts.seed), 0, std::int64_t{1} << 53));
-  opts.device = get_string(object, "device", "train_opts.device", opts.device);
-  if (opts.device != "auto" && opts.device != "cpu" && opts.device != "cuda") {
-    invalid("train_opts.device", "train_opts.device must be \"auto\", \"cpu\" or \"cuda\"");
-  }
+  opts.device = get_choice(object, "device", "train_opts.device", opts.device);
   opts.checkpoint_every_steps = static_cast<int>(
       get_int(object, "checkpoint_every_steps", "train_opts.checkpoint_every_steps", 0, 0, 1000000000));
   opts.patience = static_cast<int>(get_int(object, "patience", "train_opts.patience", 0, 0, 1000));
-  opts.publish = get_string(object, "publish", "train_opts.publish", opts.publish);
-  if (opts.publish != "last" && opts.publish != "best") {
-    invalid("train_opts.publish", "train_opts.publish must be \"last\" or \"best\"");
-  }
-  opts.augment = get_string(object, "augment", "train_opts.augment", opts.augment);
-  if (opts.augment != "none" && opts.augment != "crop_flip" && opts.augment != "flip") {
-    invalid("train_opts.augment", "train_opts.augment must be \"none\", \"flip\" or \"crop_flip\"");
-  }
+  opts.publish = get_choice(object, "publish", "train_opts.publish", opts.publish);
+  opts.augment = get_choice(object, "augment", "train_opts.augment", opts.augment);
   opts.label_smoothing =
       get_double(object, "label_smoothing", "train_opts.label_smoothing", opts.label_smoothing, 0.0, 0.5, true);
   return opts;
@@ -195,20 +194,20 @@ json to_json(const JobSpec& spec) {
                {{"epochs", o.epochs},
                 {"batch_size", o.batch_size},
                 {"lr", o.lr},
-                {"optimizer", o.optimizer},
+                {"optimizer", to_string(o.optimizer)},
                 {"momentum", o.momentum},
                 {"weight_decay", o.weight_decay},
-                {"lr_schedule", o.lr_schedule},
+                {"lr_schedule", to_string(o.lr_schedule)},
                 {"seed", o.seed},
-                {"device", o.device},
+                {"device", to_string(o.device)},
                 {"checkpoint_every_steps", o.checkpoint_every_steps},
                 // Always written: its default changed (0 -> 0.1), so a spec without it is one
                 // from before, whose checkpoint does not resume under the new default.
                 {"label_smoothing", o.label_smoothing}}}};
   // Only when set: specs (and checkpoints' resume keys) from before these options stay equal.
   if (o.patience != 0) out["train_opts"]["patience"] = o.patience;
-  if (o.publish != "last") out["train_opts"]["publish"] = o.publish;
-  if (o.augment != "none") out["train_opts"]["augment"] = o.augment;
+  if (o.publish != Publish::kLast) out["train_opts"]["publish"] = to_string(o.publish);
+  if (o.augment != Augment::kNone) out["train_opts"]["augment"] = to_string(o.augment);
   if (!spec.job_id.empty()) out["job_id"] = spec.job_id;
   if (spec.example_idxs) out["example_idxs"] = {spec.example_idxs->first, spec.example_idxs->second};
   if (spec.test_idxs) out["test_idxs"] = {spec.test_idxs->first, spec.test_idxs->second};

@@ -88,9 +88,9 @@ class TrainingTest : public ::testing::Test {
     return s;
   }
   /// MLSWARM_TEST_DEVICE ("cpu" unless set): scripts/gpu_check.sh runs these on "cuda".
-  static std::string device() {
+  static TrainDevice device() {
     const char* wanted = std::getenv("MLSWARM_TEST_DEVICE");
-    return wanted != nullptr && *wanted != '\0' ? wanted : "cpu";
+    return parse_choice<TrainDevice>(wanted != nullptr ? wanted : "").value_or(TrainDevice::kCpu);
   }
   ModelMeta meta_of(const std::string& model_id) {
     ModelMeta meta;
@@ -176,7 +176,7 @@ TEST(Augmentation, CropFlipIsDeterministicShardableAndReallyCropsAndFlips) {
   auto x = (torch::arange(28, torch::kFloat32) + 1).view({1, 1, 1, 28}).expand({8, 1, 28, 28}).contiguous();
   TrainOpts o;
   EXPECT_TRUE(torch::equal(augment_batch(x, o, 1, 0, 0, 8), x)) << "none: untouched";
-  o.augment = "crop_flip";
+  o.augment = Augment::kCropFlip;
   const auto a = augment_batch(x, o, 1, 0, 0, 8);
   EXPECT_EQ(a.sizes(), x.sizes());
   EXPECT_TRUE(torch::equal(a, augment_batch(x, o, 1, 0, 0, 8))) << "deterministic for (seed, epoch, step)";
@@ -201,7 +201,7 @@ TEST(Augmentation, CropFlipIsDeterministicShardableAndReallyCropsAndFlips) {
 TEST(Augmentation, FlipMirrorsWithoutShifting) {
   auto x = (torch::arange(28, torch::kFloat32) + 1).view({1, 1, 1, 28}).expand({8, 1, 28, 28}).contiguous();
   TrainOpts o;
-  o.augment = "flip";
+  o.augment = Augment::kFlip;
   const auto a = augment_batch(x, o, 1, 0, 0, 8);
   int flipped = 0;
   for (int i = 0; i < 8; ++i) {
@@ -216,18 +216,18 @@ TEST(Augmentation, FlipMirrorsWithoutShifting) {
 
 TEST_F(TrainingTest, AugmentationLabelSmoothingAndAdamwTrain) {
   JobSpec s = spec("aug", 2);
-  s.train_opts.augment = "crop_flip";
+  s.train_opts.augment = Augment::kCropFlip;
   s.train_opts.label_smoothing = 0.1;
-  s.train_opts.optimizer = "adamw";
+  s.train_opts.optimizer = Optimizer::kAdamW;
   s.train_opts.lr = 1e-3;
   TrainingHooks hooks{[](const JobProgress&) {}, [] { return false; }};
   ASSERT_EQ(run_training(s, env_, hooks), TrainingOutcome::kCompleted);
   // The bars encode the class by position, which crops and flips blur: above chance (0.1) is the claim.
   EXPECT_GT(meta_of("m-aug").epochs.back().accuracy, 0.15);
   const JobSpec back = parse_job_spec(to_json(s));
-  EXPECT_EQ(back.train_opts.augment, "crop_flip");
+  EXPECT_EQ(back.train_opts.augment, Augment::kCropFlip);
   EXPECT_DOUBLE_EQ(back.train_opts.label_smoothing, 0.1);
-  EXPECT_EQ(back.train_opts.optimizer, "adamw");
+  EXPECT_EQ(back.train_opts.optimizer, Optimizer::kAdamW);
   EXPECT_THROW(parse_job_spec(json{{"model_id", "x"}, {"train_opts", {{"augment", "mixup"}}}}), Error);
   EXPECT_THROW(parse_job_spec(json{{"model_id", "x"}, {"train_opts", {{"label_smoothing", 0.9}}}}), Error);
 }
@@ -251,13 +251,13 @@ TEST_F(TrainingTest, PatienceStopsAJobThatStopsImprovingAndBestKeepsServingTheBe
   s.model_type = "mlp";
   s.train_opts.lr = 1e-9;
   s.train_opts.patience = 2;
-  s.train_opts.publish = "best";
+  s.train_opts.publish = Publish::kBest;
   TrainingHooks hooks{[](const JobProgress&) {}, [] { return false; }};
   ASSERT_EQ(run_training(s, env_, hooks), TrainingOutcome::kCompleted);
   EXPECT_EQ(meta_of("m-flat").version, 1) << "the best epoch is what serving uses by default";
   for (int v : {1, 2, 3}) EXPECT_TRUE(std::filesystem::exists(home_ / "models/m-flat/versions" / std::to_string(v)));
   EXPECT_FALSE(std::filesystem::exists(home_ / "models/m-flat/versions/4")) << "stopped after epoch 3";
-  EXPECT_EQ(parse_job_spec(to_json(s)).train_opts.publish, "best");
+  EXPECT_EQ(parse_job_spec(to_json(s)).train_opts.publish, Publish::kBest);
   EXPECT_EQ(to_json(spec("plain", 1))["train_opts"].count("patience"), 0u) << "unset options stay out of the key";
   EXPECT_THROW(parse_job_spec(json{{"model_id", "x"}, {"train_opts", {{"publish", "worst"}}}}), Error);
 }
@@ -458,7 +458,7 @@ TEST(FastPath, InLayoutGivesTheStridesAsked) {
 TEST_F(TrainingTest, CudaWhereThereIsNoneFailsWithThatMessage) {
   if (best_device() == "cuda") GTEST_SKIP() << "this machine has a GPU";
   JobSpec s = spec("j3", 1);
-  s.train_opts.device = "cuda";
+  s.train_opts.device = TrainDevice::kCuda;
   try {
     run_training(s, env_, {});
     FAIL();

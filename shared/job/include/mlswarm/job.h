@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -13,29 +14,84 @@
 
 namespace mlswarm {
 
+/// The settings of `train_opts` that name one of a few choices: parsed once, in the job spec,
+/// into these; their JSON names are in EnumNames below.
+enum class Optimizer { kSgd, kAdam, kAdamW };
+enum class LrSchedule { kCosine, kConstant };
+enum class TrainDevice { kAuto, kCpu, kCuda };
+enum class Publish { kLast, kBest };
+enum class Augment { kNone, kFlip, kCropFlip };
+
+/// Each choice and its name in JSON, for to_string and parse_choice.
+template <typename E>
+struct EnumNames;
+template <>
+struct EnumNames<Optimizer> {
+  static constexpr std::array<std::pair<Optimizer, std::string_view>, 3> table{
+      {{Optimizer::kSgd, "sgd"}, {Optimizer::kAdam, "adam"}, {Optimizer::kAdamW, "adamw"}}};
+};
+template <>
+struct EnumNames<LrSchedule> {
+  static constexpr std::array<std::pair<LrSchedule, std::string_view>, 2> table{
+      {{LrSchedule::kCosine, "cosine"}, {LrSchedule::kConstant, "constant"}}};
+};
+template <>
+struct EnumNames<TrainDevice> {
+  static constexpr std::array<std::pair<TrainDevice, std::string_view>, 3> table{
+      {{TrainDevice::kAuto, "auto"}, {TrainDevice::kCpu, "cpu"}, {TrainDevice::kCuda, "cuda"}}};
+};
+template <>
+struct EnumNames<Publish> {
+  static constexpr std::array<std::pair<Publish, std::string_view>, 2> table{
+      {{Publish::kLast, "last"}, {Publish::kBest, "best"}}};
+};
+template <>
+struct EnumNames<Augment> {
+  static constexpr std::array<std::pair<Augment, std::string_view>, 3> table{
+      {{Augment::kNone, "none"}, {Augment::kFlip, "flip"}, {Augment::kCropFlip, "crop_flip"}}};
+};
+
+/// The JSON name of a choice.
+template <typename E>
+constexpr std::string_view to_string(E value) noexcept {
+  for (const auto& [e, name] : EnumNames<E>::table) {
+    if (e == value) return name;
+  }
+  return EnumNames<E>::table[0].second;
+}
+
+/// The choice named `text`, or nullopt.
+template <typename E>
+constexpr std::optional<E> parse_choice(std::string_view text) noexcept {
+  for (const auto& [e, name] : EnumNames<E>::table) {
+    if (name == text) return e;
+  }
+  return std::nullopt;
+}
+
 /// Optimiser and loop settings of a job (`train_opts` in the job spec).
 struct TrainOpts {
   int epochs = 10;
   int batch_size = 128;
-  double lr = 0.05;               ///< for "adam" the default is 0.001
-  std::string optimizer = "sgd";  ///< "sgd" (with momentum), "adam" or "adamw" (decoupled weight decay)
+  double lr = 0.05;                       ///< for "adam" the default is 0.001
+  Optimizer optimizer = Optimizer::kSgd;  ///< "sgd" (with momentum), "adam" or "adamw" (decoupled weight decay)
   double momentum = 0.9;
   double weight_decay = 5e-4;
-  std::string lr_schedule = "cosine";  ///< "cosine" (per step, to 0) or "constant"
-  std::uint64_t seed = 1;              ///< seeds weight init and the per-epoch shuffles
-  std::string device = "auto";         ///< "auto", "cpu" or "cuda"
-  int checkpoint_every_steps = 0;      ///< 0: a checkpoint after every epoch only
+  LrSchedule lr_schedule = LrSchedule::kCosine;  ///< "cosine" (per step, to 0) or "constant"
+  std::uint64_t seed = 1;                        ///< seeds weight init and the per-epoch shuffles
+  TrainDevice device = TrainDevice::kAuto;       ///< "auto", "cpu" or "cuda"
+  int checkpoint_every_steps = 0;                ///< 0: a checkpoint after every epoch only
   /// Early stopping: end the job (succeeded) after this many epochs without a better test
   /// accuracy than the best so far; 0 = train every epoch.
   int patience = 0;
   /// Which epoch the model's latest weights (what serving uses without a version) are:
   /// "last", or "best" (the best test accuracy so far). Every epoch is kept as a version either way.
-  std::string publish = "last";
+  Publish publish = Publish::kLast;
   /// "none", or "crop_flip": each training image shifted by a random crop of the image padded
   /// by 4 pixels, and mirrored left-right with probability 1/2; drawn per (seed, epoch, step);
   /// or "flip": the mirroring alone (for images whose classes are mirror-symmetric: clothes,
   /// CIFAR-10's objects; not digits).
-  std::string augment = "none";
+  Augment augment = Augment::kNone;
   /// 0..0.5, cross-entropy against smoothed targets. 0.1 by default: the convnet's 10-epoch
   /// Fashion-MNIST accuracy 0.9267 -> 0.9306 (bench/accuracy.sh, README).
   double label_smoothing = 0.1;

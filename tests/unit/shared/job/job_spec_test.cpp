@@ -34,8 +34,8 @@ TEST(JobSpec, SeedSpecParsesWithDefaults) {
   EXPECT_EQ(spec.example_idxs->second, 60000);
   EXPECT_EQ(spec.train_opts.epochs, 3);
   EXPECT_EQ(spec.train_opts.batch_size, 128);
-  EXPECT_EQ(spec.train_opts.optimizer, "sgd");
-  EXPECT_EQ(spec.train_opts.device, "auto");
+  EXPECT_EQ(spec.train_opts.optimizer, Optimizer::kSgd);
+  EXPECT_EQ(spec.train_opts.device, TrainDevice::kAuto);
 }
 
 TEST(JobSpec, AdamGetsItsOwnDefaultLearningRate) {
