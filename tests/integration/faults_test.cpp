@@ -761,6 +761,67 @@ TEST_F(ClusterTest, HostileRequestsGetA400AndCostLittle) {
 // "succeeded" record in the journal, the model written by the attempt the controller recorded),
 // and each term must have had one leader. MLSWARM_CHAOS_SECONDS sets the length (60 in CI; the
 // documented run is 300).
+/// Jobs submitted from a thread of their own, one every 3 s, each to a random one of the
+/// controller replicas; remembers which were answered 202 and how the others were answered.
+class Submitter {
+ public:
+  Submitter(std::vector<std::string> hosts, int port) : hosts_(std::move(hosts)), port_(port) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~Submitter() { stop(); }
+  Submitter(const Submitter&) = delete;
+  Submitter& operator=(const Submitter&) = delete;
+
+  void stop() {
+    running_ = false;
+    if (thread_.joinable()) thread_.join();
+  }
+  std::vector<std::string> accepted() const {
+    std::lock_guard lock(mutex_);
+    return accepted_;
+  }
+  /// By status ("unanswered": no reply within 10 s).
+  std::map<std::string, int> refused() const {
+    std::lock_guard lock(mutex_);
+    return refused_;
+  }
+
+ private:
+  void run() {
+    std::mt19937 rng(7);
+    for (int n = 0; running_; ++n) {
+      const std::string id = "chaos-" + std::to_string(n);
+      httplib::Client c(hosts_[rng() % hosts_.size()], port_);
+      c.set_connection_timeout(2s);
+      c.set_read_timeout(10s);
+      const json spec{{"job_id", id},
+                      {"model_id", id},
+                      {"example_idxs", {0, 400}},
+                      {"test_idxs", {0, kTestImages}},
+                      {"train_opts", {{"epochs", 2}, {"batch_size", 64}}}};
+      auto res = c.Post("/train", spec.dump(), "application/json");
+      {
+        std::lock_guard lock(mutex_);
+        if (res && res->status == 202) {
+          accepted_.push_back(id);
+        } else {
+          ++refused_[res ? std::to_string(res->status) : "unanswered"];
+        }
+      }
+      const auto next = std::chrono::steady_clock::now() + 3s;
+      while (running_ && std::chrono::steady_clock::now() < next) std::this_thread::sleep_for(50ms);
+    }
+  }
+
+  std::vector<std::string> hosts_;
+  int port_;
+  mutable std::mutex mutex_;
+  std::vector<std::string> accepted_;
+  std::map<std::string, int> refused_;
+  std::atomic<bool> running_{true};
+  std::thread thread_;
+};
+
 class ChaosTest : public ClusterTest {
  protected:
   void SetUp() override {
@@ -832,6 +893,127 @@ class ChaosTest : public ClusterTest {
     return json::object();
   }
 
+  const std::vector<std::string> kTrainers{"trainer-2", "trainer-3", "trainer-4"};
+  const std::vector<std::string> kControllers{"controller-1", "controller-11"};
+
+  /// A disruption under way, and how it ends.
+  struct Pending {
+    std::chrono::steady_clock::time_point at;
+    std::string target;
+    std::string undo;  ///< "restart", "continue", "free"
+  };
+  void undo(const Pending& p) {
+    if (p.undo == "restart") start(p.target);
+    if (p.undo == "continue") ::kill(processes_[p.target]->pid(), SIGCONT);
+    if (p.undo == "free") disk_->free();
+  }
+
+  /// Each second, maybe one disruption of something not already disrupted (about one every
+  /// 3 s); each ends by itself after a while, and all have ended when this returns. One
+  /// controller replica is always left alone. Returns how many of each kind there were.
+  std::map<std::string, int> run_chaos(int seconds) {
+    std::vector<Pending> pending;
+    std::map<std::string, int> done;
+    std::mt19937 rng(20261204);
+    const auto seconds_in = [&](int lo, int hi) {
+      return std::chrono::seconds(lo + static_cast<int>(rng() % (hi - lo + 1)));
+    };
+    const auto busy = [&](const std::string& target) {
+      return std::any_of(pending.begin(), pending.end(), [&](const Pending& p) { return p.target == target; });
+    };
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    while (std::chrono::steady_clock::now() < end) {
+      std::this_thread::sleep_for(1s);
+      const auto now = std::chrono::steady_clock::now();
+      std::erase_if(pending, [&](const Pending& p) { return p.at <= now && (undo(p), true); });
+      if (rng() % 3 != 0) continue;
+      const int kind = static_cast<int>(rng() % 5);
+      if (kind == 4) {
+        if (busy("disk")) continue;
+        disk_->fill();
+        pending.push_back({now + seconds_in(2, 6), "disk", "free"});
+        ++done["disk filled"];
+        continue;
+      }
+      const bool trainer = kind < 2;
+      const auto& group = trainer ? kTrainers : kControllers;
+      const std::string target = group[rng() % group.size()];
+      const bool a_controller_is_down = !trainer && std::any_of(kControllers.begin(), kControllers.end(), busy);
+      if (busy(target) || a_controller_is_down) continue;
+      if (kind % 2 == 0) {
+        processes_[target]->signal(SIGKILL);
+        processes_[target]->wait_exit(10s);
+        pending.push_back({now + seconds_in(1, 3), target, "restart"});
+        ++done[trainer ? "trainer SIGKILL" : "controller SIGKILL"];
+      } else {
+        processes_[target]->signal(SIGSTOP);
+        pending.push_back({now + seconds_in(2, 8), target, "continue"});
+        ++done[trainer ? "trainer SIGSTOP" : "controller SIGSTOP"];
+      }
+    }
+    for (const auto& p : pending) undo(p);
+    return done;
+  }
+
+  /// How many "succeeded" records the journal holds for each job.
+  std::map<std::string, int> succeeded_records() {
+    std::map<std::string, int> records;
+    std::map<std::string, std::string> state_of;
+    std::ifstream journal(disk_->path() / "controller" / "jobs.jsonl");
+    std::string line;
+    while (std::getline(journal, line)) {
+      const json r = json::parse(line, nullptr, false);
+      if (!r.is_object()) continue;
+      const std::string id = r.value("job_id", "");
+      const std::string state = r.value("state", "");
+      if (state == "succeeded" && state_of[id] != "succeeded") ++records[id];
+      state_of[id] = state;
+    }
+    return records;
+  }
+
+  /// Prints a row per job; returns how many succeeded exactly once: state succeeded, one
+  /// "succeeded" record in the journal, meta.json written by the attempt the controller recorded.
+  int count_succeeded_once(const std::vector<std::string>& ids) {
+    std::map<std::string, int> records = succeeded_records();
+    std::cout << "  | job | state | attempts | succeeded records | model written by attempt |\n";
+    int ok = 0;
+    for (const auto& id : ids) {
+      const json j = read("/jobs/" + id);
+      json meta = json::object();
+      std::ifstream meta_file(disk_->path() / "models" / id / "meta.json");
+      if (meta_file) meta = json::parse(meta_file, nullptr, false);
+      const int attempts = j.value("attempts", 0);
+      const int model_attempt = meta.is_object() ? meta.value("attempt", -1) : -1;
+      const bool once = j.value("state", "") == "succeeded" && records[id] == 1 && model_attempt == attempts &&
+                        meta.value("job_id", "") == id;
+      ok += once ? 1 : 0;
+      std::cout << "  | " << id << " | " << j.value("state", "?") << " | " << attempts << " | " << records[id] << " | "
+                << model_attempt << " |" << (once ? "" : "  <-- NOT exactly once") << "\n";
+    }
+    return ok;
+  }
+
+  /// One leader per term, from the replicas' own "leading term N" lines; prints them, returns
+  /// how many terms there were.
+  std::size_t check_one_leader_per_term() {
+    std::map<unsigned long, std::vector<std::string>> leaders;
+    const std::regex leading("controller: leading term ([0-9]+)");
+    for (const auto& c : kControllers) {
+      const std::string log = processes_[c]->log();
+      for (std::sregex_iterator it(log.begin(), log.end(), leading), end; it != end; ++it) {
+        leaders[std::stoul((*it)[1].str())].push_back(c);
+      }
+    }
+    std::cout << "  | term | led by |\n";
+    for (const auto& [term, who] : leaders) {
+      std::cout << "  | " << term << " | " << who.front() << (who.size() > 1 ? "  <-- MORE THAN ONE" : "") << " |\n";
+      EXPECT_EQ(who.size(), 1u) << "term " << term;
+    }
+    EXPECT_GE(leaders.size(), 1u);
+    return leaders.size();
+  }
+
   std::string disk_size_;
   std::unique_ptr<testing::SmallDisk> disk_;
   std::filesystem::path key_file_;
@@ -840,116 +1022,19 @@ class ChaosTest : public ClusterTest {
 
 TEST_F(ChaosTest, EveryAcceptedJobSucceedsOnceAndEachTermHasOneLeader) {
   const int seconds = chaos_seconds();
-  const std::vector<std::string> trainers{"trainer-2", "trainer-3", "trainer-4"};
-  const std::vector<std::string> controllers{"controller-1", "controller-11"};
-  for (const auto& t : trainers) start(t);
+  for (const auto& t : kTrainers) start(t);
   HostilePeer hostile("127.0.0.5", train_port_, HostilePeer::Mode::kLyingLength);
   ASSERT_TRUE(hostile.bound());
-  for (const auto& c : controllers) start(c);
+  for (const auto& c : kControllers) start(c);
   ASSERT_TRUE(eventually([&] { return read("/status").value("trainers", json::array()).size() >= 3; }, 20s))
       << read("/status").dump();
 
-  // Submissions, from their own thread: a job every 3 s to a random replica.
-  std::mutex mutex;
-  std::vector<std::string> accepted;
-  std::map<std::string, int> refused;  // by status ("unanswered": no reply within 10 s)
-  std::atomic<bool> submitting{true};
-  std::thread submitter([&] {
-    std::mt19937 rng(7);
-    for (int n = 0; submitting; ++n) {
-      const std::string id = "chaos-" + std::to_string(n);
-      httplib::Client c(host_of(controllers[rng() % 2]), controller_port_);
-      c.set_connection_timeout(2s);
-      c.set_read_timeout(10s);
-      const json spec{{"job_id", id},
-                      {"model_id", id},
-                      {"example_idxs", {0, 400}},
-                      {"test_idxs", {0, kTestImages}},
-                      {"train_opts", {{"epochs", 2}, {"batch_size", 64}}}};
-      auto res = c.Post("/train", spec.dump(), "application/json");
-      {
-        std::lock_guard lock(mutex);
-        if (res && res->status == 202) {
-          accepted.push_back(id);
-        } else {
-          ++refused[res ? std::to_string(res->status) : "unanswered"];
-        }
-      }
-      const auto next = std::chrono::steady_clock::now() + 3s;
-      while (submitting && std::chrono::steady_clock::now() < next) std::this_thread::sleep_for(50ms);
-    }
-  });
-
-  // The chaos: each second, maybe one disruption of something not already disrupted; each
-  // disruption ends by itself after a while.
-  struct Pending {
-    std::chrono::steady_clock::time_point at;
-    std::string target;
-    std::string undo;  ///< "restart", "continue", "free"
-  };
-  std::vector<Pending> pending;
-  std::map<std::string, int> done;
-  std::mt19937 rng(20261204);
-  const auto seconds_in = [&](int lo, int hi) {
-    return std::chrono::seconds(lo + static_cast<int>(rng() % (hi - lo + 1)));
-  };
-  const auto busy = [&](const std::string& target) {
-    return std::any_of(pending.begin(), pending.end(), [&](const Pending& p) { return p.target == target; });
-  };
-  const auto undo = [&](const Pending& p) {
-    if (p.undo == "restart") start(p.target);
-    if (p.undo == "continue") ::kill(processes_[p.target]->pid(), SIGCONT);
-    if (p.undo == "free") disk_->free();
-  };
-  const auto chaos_end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  while (std::chrono::steady_clock::now() < chaos_end) {
-    std::this_thread::sleep_for(1s);
-    const auto now = std::chrono::steady_clock::now();
-    for (auto it = pending.begin(); it != pending.end();) {
-      if (it->at <= now) {
-        undo(*it);
-        it = pending.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    if (rng() % 3 != 0) continue;  // about one disruption every 3 s
-    const int kind = static_cast<int>(rng() % 5);
-    const bool trainer = kind < 2;
-    if (kind == 4) {
-      if (busy("disk")) continue;
-      disk_->fill();
-      pending.push_back({now + seconds_in(2, 6), "disk", "free"});
-      ++done["disk filled"];
-      continue;
-    }
-    const auto& group = trainer ? trainers : controllers;
-    const std::string target = group[rng() % group.size()];
-    // Keep one controller replica whole: the other may be down or paused at the same time.
-    const bool other_controller_down =
-        !trainer && std::any_of(controllers.begin(), controllers.end(), [&](const std::string& c) { return busy(c); });
-    if (busy(target) || other_controller_down) continue;
-    if (kind % 2 == 0) {
-      processes_[target]->signal(SIGKILL);
-      processes_[target]->wait_exit(10s);
-      pending.push_back({now + seconds_in(1, 3), target, "restart"});
-      ++done[trainer ? "trainer SIGKILL" : "controller SIGKILL"];
-    } else {
-      processes_[target]->signal(SIGSTOP);
-      pending.push_back({now + seconds_in(2, 8), target, "continue"});
-      ++done[trainer ? "trainer SIGSTOP" : "controller SIGSTOP"];
-    }
-  }
-  for (const auto& p : pending) undo(p);
-  submitting = false;
-  submitter.join();
+  Submitter submitter({host_of(kControllers[0]), host_of(kControllers[1])}, controller_port_);
+  const std::map<std::string, int> done = run_chaos(seconds);
+  submitter.stop();
+  const std::vector<std::string> ids = submitter.accepted();
 
   // Every accepted job ends; none may be missing.
-  std::vector<std::string> ids;
-  {
-    std::lock_guard lock(mutex);
-    ids = accepted;
-  }
   const auto all_terminal = [&] {
     for (const auto& id : ids) {
       const std::string state = read("/jobs/" + id).value("state", "");
@@ -959,69 +1044,24 @@ TEST_F(ChaosTest, EveryAcceptedJobSucceedsOnceAndEachTermHasOneLeader) {
   };
   EXPECT_TRUE(eventually(all_terminal, 240s)) << "jobs still not finished 240 s after the chaos";
 
-  // The journal: how many "succeeded" records each job has.
-  std::map<std::string, int> succeeded_records;
-  {
-    std::ifstream journal(disk_->path() / "controller" / "jobs.jsonl");
-    std::string line;
-    std::string last_state;
-    std::map<std::string, std::string> state_of;
-    while (std::getline(journal, line)) {
-      const json r = json::parse(line, nullptr, false);
-      if (!r.is_object()) continue;
-      const json& job = r.contains("job") ? r["job"] : r;
-      const std::string id = job.value("job_id", "");
-      const std::string state = job.value("state", "");
-      if (state == "succeeded" && state_of[id] != "succeeded") ++succeeded_records[id];
-      state_of[id] = state;
-    }
-  }
   std::cout << "chaos: " << seconds << " s; 3 trainers, 2 controller replicas, a hostile host (lying "
             << "Content-Length) on the subnet, HOME_DIR on a " << disk_size_ << " tmpfs\n  disruptions:";
   for (const auto& [what, n] : done) std::cout << " " << what << " " << n << ";";
   std::cout << "\n  submitted: " << ids.size() << " answered 202";
-  for (const auto& [status, n] : refused)
+  for (const auto& [status, n] : submitter.refused()) {
     std::cout << ", " << n << (status == "unanswered" ? " " : " answered ") << status;
-  std::cout << "\n  | job | state | attempts | succeeded records | model written by attempt |\n";
-  int ok = 0;
-  for (const auto& id : ids) {
-    const json j = read("/jobs/" + id);
-    json meta = json::object();
-    std::ifstream meta_file(disk_->path() / "models" / id / "meta.json");
-    if (meta_file) meta = json::parse(meta_file, nullptr, false);
-    const int attempts = j.value("attempts", 0);
-    const int model_attempt = meta.is_object() ? meta.value("attempt", -1) : -1;
-    const bool once = j.value("state", "") == "succeeded" && succeeded_records[id] == 1 && model_attempt == attempts &&
-                      meta.value("job_id", "") == id;
-    ok += once ? 1 : 0;
-    std::cout << "  | " << id << " | " << j.value("state", "?") << " | " << attempts << " | " << succeeded_records[id]
-              << " | " << model_attempt << " |" << (once ? "" : "  <-- NOT exactly once") << "\n";
   }
-  EXPECT_EQ(ok, static_cast<int>(ids.size())) << "jobs answered 202 that did not succeed exactly once";
+  std::cout << "\n";
+  const int once = count_succeeded_once(ids);
+  EXPECT_EQ(once, static_cast<int>(ids.size())) << "jobs answered 202 that did not succeed exactly once";
   EXPECT_GT(ids.size(), 0u);
-
-  // One leader per term, from the replicas' own logs.
-  std::map<unsigned long, std::vector<std::string>> leaders;
-  const std::regex leading("controller: leading term ([0-9]+)");
-  for (const auto& c : controllers) {
-    const std::string log = processes_[c]->log();
-    for (std::sregex_iterator it(log.begin(), log.end(), leading), end; it != end; ++it) {
-      leaders[std::stoul((*it)[1].str())].push_back(c);
-    }
-  }
-  std::cout << "  | term | led by |\n";
-  for (const auto& [term, who] : leaders) {
-    std::cout << "  | " << term << " | " << who.front() << (who.size() > 1 ? "  <-- MORE THAN ONE" : "") << " |\n";
-    EXPECT_EQ(who.size(), 1u) << "term " << term;
-  }
-  EXPECT_GE(leaders.size(), 1u);
+  const std::size_t terms = check_one_leader_per_term();
   struct statvfs fs {};
   if (::statvfs(disk_->path().c_str(), &fs) == 0) {
     std::cout << "  HOME_DIR holds " << (fs.f_blocks - fs.f_bfree) * fs.f_frsize / (1 << 20) << " MiB after the run\n";
   }
-  std::cout << "  jobs answered 202: " << ids.size() << ", succeeded exactly once: " << ok
-            << "; terms: " << leaders.size() << ", with more than one leader: "
-            << std::count_if(leaders.begin(), leaders.end(), [](const auto& l) { return l.second.size() > 1; }) << "\n";
+  std::cout << "  jobs answered 202: " << ids.size() << ", succeeded exactly once: " << once << "; terms: " << terms
+            << "\n";
 }
 
 }  // namespace
