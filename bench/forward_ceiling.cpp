@@ -16,6 +16,7 @@
 #include "mlswarm/allocator.h"
 #include "mlswarm/model_meta.h"
 #include "mlswarm/torch/model_zoo.h"
+#include "serving_model.h"
 
 int main(int argc, char** argv) {
   std::string home_dir, model_id = "bench";

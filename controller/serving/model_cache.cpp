@@ -6,6 +6,7 @@
 #include "loaded_model.h"
 #include "mlswarm/error.h"
 #include "mlswarm/torch/model_zoo.h"
+#include "serving_model.h"
 
 namespace mlswarm {
 namespace fs = std::filesystem;

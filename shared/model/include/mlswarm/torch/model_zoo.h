@@ -38,7 +38,7 @@ torch::nn::Sequential load_trained_model(const std::filesystem::path& home_dir, 
 /// layout (on this CPU 2-4x faster for the convnet than NCHW, whose max pooling alone took
 /// 40% of a forward pass; docs/benchmarks.md). Values and the state dict stay as they were.
 /// A convolution of a one-channel input still answers NCHW (the layouts coincide for C = 1
-/// and LibTorch then picks contiguous); prepare_for_serving() converts after it.
+/// and LibTorch then picks contiguous); prepare_for_serving() (controller/serving) converts after it.
 void use_channels_last(torch::nn::Module& model);
 
 /// For inference only: a model whose every Conv2d directly followed by a BatchNorm2d (at the
@@ -46,18 +46,6 @@ void use_channels_last(torch::nn::Module& model);
 /// weights and bias (eval mode: running statistics). Other layers are shared with `model`.
 /// Same answers up to float rounding, two fewer passes over the activations.
 torch::nn::Sequential fold_batch_norm(const torch::nn::Sequential& model);
-
-/// The model as the controller serves it (CPU or CUDA, eval mode, for channels-last input
-/// batches), with the same answers: fold_batch_norm(); use_channels_last(); after every
-/// top-level Conv2d a conversion of its output to channels-last (a no-op where it already is:
-/// without it the first convolution of a grey-scale model answered NCHW and the max pooling
-/// after it took the slow NCHW kernel, a third of the controller's CPU under /predict load);
-/// 2x2 max pooling as element-wise maxima of strided views, before the ReLU that preceded it
-/// (the same values, ReLU on a quarter of them); ReLUs in place. On the CPU (`on_cpu`; the
-/// model stays there) also a first convolution of few input channels as one matrix product
-/// and linear layers as W times the transposed batch, the same sums in another order.
-/// docs/benchmarks.md.
-torch::nn::Sequential prepare_for_serving(const torch::nn::Sequential& model, bool on_cpu = true);
 
 /// Scales bytes to 0..1 and applies the per-channel normalisation: [N][C][H][W] float.
 torch::Tensor normalize_images(const torch::Tensor& uint8_images, const std::vector<double>& mean,

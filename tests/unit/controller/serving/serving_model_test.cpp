@@ -8,7 +8,8 @@
 #include <torch/torch.h>
 
 #include "mlswarm/torch/model_zoo.h"
-#include "mlswarm/torch/serving_kernels.h"
+#include "serving_kernels.h"
+#include "serving_model.h"
 
 namespace mlswarm {
 namespace {

@@ -1,4 +1,4 @@
-#include "mlswarm/torch/serving_kernels.h"
+#include "serving_kernels.h"
 
 #include <algorithm>
 #include <cstring>
