@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "mlswarm/job.h"
-#include "scheduler.h"
+#include "placement.h"
 #include "trainer_transport.h"
 #include "mlswarm/ports.h"
 

@@ -6,7 +6,7 @@
 
 namespace mlswarm {
 
-/// What the scheduler knows of one trainer.
+/// What placement knows of one trainer.
 struct TrainerLoad {
   std::string address;
   int capacity = 0;  ///< worker threads

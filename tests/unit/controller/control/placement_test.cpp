@@ -1,4 +1,4 @@
-#include "scheduler.h"
+#include "placement.h"
 
 #include <gtest/gtest.h>
 
