@@ -106,11 +106,6 @@ TrainOpts parse_train_opts(const json& object) {
   return opts;
 }
 
-bool is_ipv4_text(const std::string& text) {
-  std::uint32_t address = 0;
-  return parse_ipv4(text, address);
-}
-
 Placement parse_placement(const json& object) {
   if (!object.is_object()) invalid("placement", "placement must be an object");
   reject_unknown_fields(object, {"rank", "world_size", "hosts", "port"}, "placement.");
@@ -123,7 +118,8 @@ Placement parse_placement(const json& object) {
     invalid("placement.hosts", "placement.hosts must list one IPv4 address per rank");
   }
   for (const auto& h : *hosts) {
-    if (!h.is_string() || !is_ipv4_text(h.get<std::string>())) {
+    std::uint32_t address = 0;
+    if (!h.is_string() || !parse_ipv4(h.get<std::string>(), address)) {
       invalid("placement.hosts", "placement.hosts must list one IPv4 address per rank");
     }
     p.hosts.push_back(h.get<std::string>());

@@ -74,13 +74,35 @@ std::string address_text(const sockaddr_storage& addr, int& port) {
   return text;
 }
 
+/// Appends what `fd` has ready (without waiting) to `buffer`, up to about `limit` bytes.
+/// False when the peer closed the connection or it broke.
+bool read_ready(int fd, std::string& buffer, std::size_t limit) {
+  char chunk[16384];
+  while (buffer.size() < limit) {
+    const ssize_t n = ::recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
+    if (n > 0) {
+      buffer.append(chunk, static_cast<std::size_t>(n));
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+  }
+  return true;
+}
+
 /// The socket of one request as httplib's process_request sees it: the bytes already read
 /// first, then the socket, every wait bounded by the I/O timeout and by a deadline for the
 /// whole body (reads) and the whole reply (writes, counted from the first).
 class DeadlineStream final : public httplib::Stream {
  public:
-  DeadlineStream(int fd, std::string buffered, const ConnectionLimits& limits)
-      : fd_(fd), buffer_(std::move(buffered)), limits_(limits), read_deadline_(Clock::now() + limits.request_timeout) {}
+  /// `halting`: the server is shutting down; a wait that sees no progress for 100 ms then ends.
+  DeadlineStream(int fd, std::string buffered, const ConnectionLimits& limits, const std::atomic<bool>& halting)
+      : fd_(fd),
+        buffer_(std::move(buffered)),
+        limits_(limits),
+        halting_(halting),
+        read_deadline_(Clock::now() + limits.request_timeout) {}
 
   bool is_readable() const override { return pos_ < buffer_.size() || wait(POLLIN, read_deadline_); }
   bool is_writable() const override { return wait(POLLOUT, write_deadline()); }
@@ -153,16 +175,17 @@ class DeadlineStream final : public httplib::Stream {
   }
 
   /// Waits until the socket is ready for `events`, at most the I/O timeout and never past
-  /// `deadline`. False on a timeout or an error.
+  /// `deadline`; during a shutdown, at most 100 ms without progress (so a stalled client
+  /// cannot hold SIGTERM up). False on a timeout or an error.
   bool wait(short events, Clock::time_point deadline) const {
+    const auto give_up = std::min(deadline, Clock::now() + limits_.io_timeout);
     for (;;) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(give_up - Clock::now());
       if (left.count() <= 0) return false;
       pollfd p{fd_, events, 0};
-      const int rc = ::poll(&p, 1, static_cast<int>(std::min(left, limits_.io_timeout).count()));
+      const int rc = ::poll(&p, 1, static_cast<int>(std::min(left, std::chrono::milliseconds(100)).count()));
       if (rc > 0) return (p.revents & (events | POLLHUP | POLLERR)) != 0;
-      if (rc == 0) return false;
-      if (errno != EINTR) return false;
+      if ((rc < 0 && errno != EINTR) || (rc == 0 && halting_)) return false;
     }
   }
 
@@ -170,6 +193,7 @@ class DeadlineStream final : public httplib::Stream {
   std::string buffer_;
   std::size_t pos_ = 0;
   const ConnectionLimits& limits_;
+  const std::atomic<bool>& halting_;
   Clock::time_point read_deadline_;
   std::optional<Clock::time_point> write_deadline_;
   bool broken_ = false;
@@ -208,19 +232,14 @@ void ConnectionServer::linger_for_next(Connection& c) const {
   if (limits_.linger.count() <= 0) return;
   pollfd p{c.fd, POLLIN, 0};
   if (::poll(&p, 1, static_cast<int>(limits_.linger.count())) <= 0) return;
-  char chunk[16384];
-  for (;;) {
-    const ssize_t n = ::recv(c.fd, chunk, sizeof chunk, MSG_DONTWAIT);
-    if (n <= 0 || c.buffer.size() >= limits_.max_head_bytes) return;  // EOF and errors: the accept thread sees them
-    c.buffer.append(chunk, static_cast<std::size_t>(n));
-  }
+  read_ready(c.fd, c.buffer, limits_.max_head_bytes);  // EOF and errors: the accept thread sees them
 }
 
 void ConnectionServer::run_request(std::unique_ptr<Connection> c) {
   try {
     for (;;) {
       const bool last = c->served + 1 >= limits_.max_requests_per_connection || halting_;
-      DeadlineStream stream(c->fd, std::move(c->buffer), limits_);
+      DeadlineStream stream(c->fd, std::move(c->buffer), limits_, halting_);
       bool closed = false;
       const bool ok = process_request(stream, last, closed, nullptr);
       ++c->served;
@@ -367,24 +386,17 @@ class ConnectionServer::Loop {
     auto it = waiting_.find(fd);
     if (it == waiting_.end()) return;
     Connection& c = *it->second;
-    char chunk[16384];
-    for (;;) {
-      const ssize_t n = ::recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
-      if (n > 0) {
-        if (!c.got_bytes) {
-          c.got_bytes = true;
-          c.deadline = Clock::now() + limits_.head_timeout;
-        }
-        c.buffer.append(chunk, static_cast<std::size_t>(n));
-        if (c.buffer.size() >= limits_.max_head_bytes) break;
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-      forget(it);  // closed by the peer, or broken
-      return;
+    const std::size_t before = c.buffer.size();
+    const bool open = read_ready(fd, c.buffer, limits_.max_head_bytes);
+    if (!c.got_bytes && c.buffer.size() > before) {
+      c.got_bytes = true;
+      c.deadline = Clock::now() + limits_.head_timeout;
     }
-    if (ready(c)) dispatch(forget(it));
+    if (!open) {
+      forget(it);  // closed by the peer, or broken
+    } else if (ready(c)) {
+      dispatch(forget(it));
+    }
   }
 
   std::unique_ptr<Connection> forget(std::map<int, std::unique_ptr<Connection>>::iterator it) {
@@ -423,7 +435,6 @@ class ConnectionServer::Loop {
 bool ConnectionServer::serve() {
   const int listen_fd = svr_sock_;
   if (listen_fd == INVALID_SOCKET) return false;
-  ::listen(listen_fd, SOMAXCONN);
   set_nonblocking(listen_fd);
   const int ep = ::epoll_create1(EPOLL_CLOEXEC);
   const int wake = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -4,6 +4,7 @@
 // clients from holding HTTP threads (HttpServer uses it; the TLS server keeps httplib's).
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -46,6 +47,9 @@ class ConnectionServer : public httplib::Server {
  public:
   explicit ConnectionServer(ConnectionLimits limits);
   ~ConnectionServer() override;
+
+  /// Gives the socket bound by bind_to_port() a listen queue of SOMAXCONN (httplib's is 5).
+  void widen_backlog() { ::listen(svr_sock_, SOMAXCONN); }
 
   /// Serves the socket bound by bind_to_port() until halt(). Returns false when the loop
   /// could not start.

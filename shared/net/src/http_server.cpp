@@ -382,7 +382,7 @@ void HttpServer::bind(const std::string& host, int port) {
   if (port == 0) {
     impl_->port = impl_->server->bind_to_any_port(host);
     if (impl_->port <= 0) throw Error(ErrorCode::kUnavailable, fmt::format("cannot bind {}:0", host));
-    widen_listen_backlog(impl_->port);
+    widen_backlog();
     return;
   }
   if (!impl_->server->bind_to_port(host, port)) {
@@ -390,7 +390,15 @@ void HttpServer::bind(const std::string& host, int port) {
                 fmt::format("cannot listen on {}:{} (address in use or not available)", host, port));
   }
   impl_->port = port;
-  widen_listen_backlog(port);
+  widen_backlog();
+}
+
+void HttpServer::widen_backlog() {
+  if (impl_->plain) {
+    impl_->plain->widen_backlog();  // its own socket
+  } else {
+    widen_listen_backlog(impl_->port);  // httplib's, found among the process's sockets
+  }
 }
 
 int HttpServer::port() const { return impl_->port; }

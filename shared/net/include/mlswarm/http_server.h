@@ -71,6 +71,8 @@ class HttpServer {
   void stop();
 
  private:
+  void widen_backlog();  ///< a listen queue of SOMAXCONN, from bind() on
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
