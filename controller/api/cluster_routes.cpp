@@ -121,7 +121,7 @@ HttpReply ControllerApi::list_models() const {
     try {
       auto meta = model_meta_from_json(json::parse(read_file(entry.path() / "meta.json", 16u << 20)));
       models.push_back({{"model_id", meta.model_id},
-                        {"model_type", meta.model_type},
+                        {"model_type", to_string(meta.model_type)},
                         {"dataset", meta.dataset},
                         {"version", meta.version},
                         {"versions", model_versions(options_.home_dir, meta.model_id)},

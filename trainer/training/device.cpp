@@ -33,7 +33,8 @@ FastPath fast_path_for(const TrainingEnv& env, const torch::Device& device, cons
   FastPath f;
   // Channels-last only pays for convolutions, and a data-parallel rank's gradients are views
   // into NCHW allreduce buckets.
-  const bool layout_may_change = !(spec.placement && spec.placement->world_size > 1) && spec.model_type != "mlp";
+  const bool layout_may_change =
+      !(spec.placement && spec.placement->world_size > 1) && spec.model_type != ModelType::kMlp;
   if (device.is_cuda()) {
     f.gpu_lacks_bf16 = env.cuda_fast_path && !bf16;
     f.amp = env.cuda_fast_path && bf16;

@@ -79,8 +79,8 @@ class TrainingRun {
       return TrainingOutcome::kCompleted;
     }
     spdlog::info("job {} model {}: training {} on {} [{}, {}) for {} epochs, batch {}, {} steps/epoch, {}",
-                 spec_.job_id, spec_.model_id, spec_.model_type, spec_.dataset, start_, start_ + n_, o_.epochs, batch_,
-                 steps_per_epoch_, precision_name());
+                 spec_.job_id, spec_.model_id, to_string(spec_.model_type), spec_.dataset, start_, start_ + n_,
+                 o_.epochs, batch_, steps_per_epoch_, precision_name());
     for (int epoch = resume_epoch_; epoch <= o_.epochs; ++epoch) {
       std::optional<EpochResult> trained;
       if (epoch == resume_epoch_ && point_.unevaluated) {

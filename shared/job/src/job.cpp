@@ -160,10 +160,11 @@ JobSpec parse_job_spec(const json& body) {
   }
   if (!spec.model_id.empty()) require_valid_id(spec.model_id, "model_id");
 
-  spec.model_type = get_string(body, "model_type", "model_type", spec.model_type);
-  if (spec.model_type != "convnet" && spec.model_type != "mlp" && spec.model_type != "resnet") {
-    invalid("model_type", fmt::format("unknown model_type '{}'; known: convnet, resnet, mlp", spec.model_type));
-  }
+  const std::string model_type = get_string(body, "model_type", "model_type", std::string(to_string(spec.model_type)));
+  const auto parsed_type = parse_choice<ModelType>(model_type);
+  if (!parsed_type)
+    invalid("model_type", fmt::format("unknown model_type '{}'; known: convnet, resnet, mlp", model_type));
+  spec.model_type = *parsed_type;
   spec.dataset = get_string(body, "dataset", "dataset", spec.dataset);
   const DatasetInfo* info = find_dataset_info(spec.dataset);
   if (info == nullptr) {
@@ -184,7 +185,7 @@ JobSpec parse_job_spec(const json& body) {
 json to_json(const JobSpec& spec) {
   const TrainOpts& o = spec.train_opts;
   json out = {{"model_id", spec.model_id},
-              {"model_type", spec.model_type},
+              {"model_type", to_string(spec.model_type)},
               {"dataset", spec.dataset},
               {"train_opts",
                {{"epochs", o.epochs},

@@ -40,7 +40,7 @@ json to_json(const ModelMeta& m) {
                       {"duration_s", e.duration_s}});
   }
   return {{"model_id", m.model_id},
-          {"model_type", m.model_type},
+          {"model_type", to_string(m.model_type)},
           {"dataset", m.dataset},
           {"class_names", m.class_names},
           {"input_shape", {m.channels, m.height, m.width}},
@@ -72,7 +72,9 @@ ModelMeta model_meta_from_json(const json& j) {
   try {
     ModelMeta m;
     m.model_id = j.at("model_id").get<std::string>();
-    m.model_type = j.at("model_type").get<std::string>();
+    const auto type = parse_choice<ModelType>(j.at("model_type").get<std::string>());
+    if (!type) throw Error(ErrorCode::kDataError, "meta.json: unknown model_type");
+    m.model_type = *type;
     m.dataset = j.at("dataset").get<std::string>();
     m.class_names = j.at("class_names").get<std::vector<std::string>>();
     const json& shape = j.at("input_shape");

@@ -69,21 +69,23 @@ nn::Sequential make_resnet(int channels, int classes) {
 
 }  // namespace
 
-torch::nn::Sequential make_model(const std::string& model_type, int channels, int height, int width, int classes) {
-  if (model_type == "resnet") return make_resnet(channels, classes);
-  if (model_type == "convnet") {
-    const int flat = 64 * (height / 4) * (width / 4);
-    return nn::Sequential(nn::Conv2d(nn::Conv2dOptions(channels, 32, 3).padding(1).bias(false)), nn::BatchNorm2d(32),
-                          nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2)),
-                          nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1).bias(false)), nn::BatchNorm2d(64),
-                          nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2)), nn::Flatten(), nn::Linear(flat, 128),
-                          nn::ReLU(), nn::Linear(128, classes));
+torch::nn::Sequential make_model(ModelType model_type, int channels, int height, int width, int classes) {
+  switch (model_type) {
+    case ModelType::kResnet:
+      return make_resnet(channels, classes);
+    case ModelType::kConvnet: {
+      const int flat = 64 * (height / 4) * (width / 4);
+      return nn::Sequential(nn::Conv2d(nn::Conv2dOptions(channels, 32, 3).padding(1).bias(false)), nn::BatchNorm2d(32),
+                            nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2)),
+                            nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1).bias(false)), nn::BatchNorm2d(64),
+                            nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2)), nn::Flatten(), nn::Linear(flat, 128),
+                            nn::ReLU(), nn::Linear(128, classes));
+    }
+    case ModelType::kMlp:
+      return nn::Sequential(nn::Flatten(), nn::Linear(channels * height * width, 256), nn::ReLU(), nn::Linear(256, 128),
+                            nn::ReLU(), nn::Linear(128, classes));
   }
-  if (model_type == "mlp") {
-    return nn::Sequential(nn::Flatten(), nn::Linear(channels * height * width, 256), nn::ReLU(), nn::Linear(256, 128),
-                          nn::ReLU(), nn::Linear(128, classes));
-  }
-  throw Error(ErrorCode::kInvalidArgument, fmt::format("unknown model_type '{}'", model_type), "model_type");
+  throw Error(ErrorCode::kInvalidArgument, "unknown model_type", "model_type");
 }
 
 std::string save_module(const torch::nn::Sequential& model) {

@@ -25,8 +25,8 @@ using testing::write_bytes;
 
 TEST(ModelZoo, SavedWeightsLoadIntoAFreshModel) {
   torch::manual_seed(3);
-  auto a = make_model("convnet", 1, 28, 28, 10);
-  auto b = make_model("convnet", 1, 28, 28, 10);
+  auto a = make_model(ModelType::kConvnet, 1, 28, 28, 10);
+  auto b = make_model(ModelType::kConvnet, 1, 28, 28, 10);
   a->eval();
   b->eval();
   auto x = torch::randn({4, 1, 28, 28});
@@ -36,8 +36,8 @@ TEST(ModelZoo, SavedWeightsLoadIntoAFreshModel) {
 }
 
 TEST(ModelZoo, WeightsOfAnotherArchitectureAreADataError) {
-  auto conv = make_model("convnet", 1, 28, 28, 10);
-  auto mlp = make_model("mlp", 1, 28, 28, 10);
+  auto conv = make_model(ModelType::kConvnet, 1, 28, 28, 10);
+  auto mlp = make_model(ModelType::kMlp, 1, 28, 28, 10);
   try {
     load_module(mlp, save_module(conv));
     FAIL();
@@ -49,8 +49,8 @@ TEST(ModelZoo, WeightsOfAnotherArchitectureAreADataError) {
 
 TEST(ModelZoo, TheResnetTakesBothInputSizesAndItsWeightsRoundTrip) {
   for (auto [c, h, w] : {std::tuple{1, 28, 28}, std::tuple{3, 32, 32}}) {
-    auto a = make_model("resnet", c, h, w, 10);
-    auto b = make_model("resnet", c, h, w, 10);
+    auto a = make_model(ModelType::kResnet, c, h, w, 10);
+    auto b = make_model(ModelType::kResnet, c, h, w, 10);
     auto x = torch::randn({4, c, h, w});
     a->forward(x);  // train mode: the batch norms' running statistics move
     a->eval();
@@ -63,7 +63,7 @@ TEST(ModelZoo, TheResnetTakesBothInputSizesAndItsWeightsRoundTrip) {
   // Residual: three stages of two blocks, each with its own parameters (6 blocks, 2 with a
   // 1x1 shortcut), far more than the convnet's.
   std::size_t blocks = 0;
-  for (const auto& child : make_model("resnet", 1, 28, 28, 10)->named_children()) {
+  for (const auto& child : make_model(ModelType::kResnet, 1, 28, 28, 10)->named_children()) {
     if (child.value()->named_children().size() >= 4) ++blocks;
   }
   EXPECT_EQ(blocks, 6u);
@@ -79,7 +79,7 @@ class TrainingTest : public ::testing::Test {
     JobSpec s;
     s.job_id = job_id;
     s.model_id = "m-" + job_id;
-    s.model_type = "convnet";
+    s.model_type = ModelType::kConvnet;
     s.dataset = "mnist";
     s.train_opts.epochs = epochs;
     s.train_opts.batch_size = 16;
@@ -126,11 +126,11 @@ TEST_F(TrainingTest, WritesModelMetaAndCheckpointEveryEpoch) {
 
 TEST_F(TrainingTest, AResnetTrainsAndWritesPerClassMetrics) {
   JobSpec s = spec("res", 2);
-  s.model_type = "resnet";
+  s.model_type = ModelType::kResnet;
   TrainingHooks hooks{[](const JobProgress&) {}, [] { return false; }};
   ASSERT_EQ(run_training(s, env_, hooks), TrainingOutcome::kCompleted);
   ModelMeta meta = meta_of("m-res");
-  EXPECT_EQ(meta.model_type, "resnet");
+  EXPECT_EQ(meta.model_type, ModelType::kResnet);
   EXPECT_GT(meta.epochs.back().accuracy, 0.3) << "above chance on the bars after 2 epochs";
   ASSERT_EQ(meta.confusion.size(), 100u);
   std::int64_t total = 0;
@@ -248,7 +248,7 @@ TEST_F(TrainingTest, PatienceStopsAJobThatStopsImprovingAndBestKeepsServingTheBe
   // lr ~0 on a net without batch norm: every epoch's accuracy equals the first one's, so the
   // first is the best and no later one is better.
   JobSpec s = spec("flat", 6);
-  s.model_type = "mlp";
+  s.model_type = ModelType::kMlp;
   s.train_opts.lr = 1e-9;
   s.train_opts.patience = 2;
   s.train_opts.publish = Publish::kBest;

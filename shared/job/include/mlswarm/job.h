@@ -21,6 +21,8 @@ enum class LrSchedule { kCosine, kConstant };
 enum class TrainDevice { kAuto, kCpu, kCuda };
 enum class Publish { kLast, kBest };
 enum class Augment { kNone, kFlip, kCropFlip };
+/// The network a job trains (`model_type`): also written in meta.json, from which serving rebuilds it.
+enum class ModelType { kConvnet, kResnet, kMlp };
 
 /// Each choice and its name in JSON, for to_string and parse_choice.
 template <typename E>
@@ -49,6 +51,12 @@ template <>
 struct EnumNames<Augment> {
   static constexpr std::array<std::pair<Augment, std::string_view>, 3> table{
       {{Augment::kNone, "none"}, {Augment::kFlip, "flip"}, {Augment::kCropFlip, "crop_flip"}}};
+};
+
+template <>
+struct EnumNames<ModelType> {
+  static constexpr std::array<std::pair<ModelType, std::string_view>, 3> table{
+      {{ModelType::kConvnet, "convnet"}, {ModelType::kResnet, "resnet"}, {ModelType::kMlp, "mlp"}}};
 };
 
 /// The JSON name of a choice.
@@ -112,7 +120,7 @@ inline constexpr int kMaxWorldSize = 64;
 struct JobSpec {
   std::string job_id;  ///< assigned by whoever accepts the job when not given
   std::string model_id;
-  std::string model_type = "convnet";  ///< "convnet", "resnet" or "mlp"
+  ModelType model_type = ModelType::kConvnet;  ///< "convnet", "resnet" or "mlp"
   std::string dataset = "fashion-mnist";
   /// `example_idxs: [start, end]`: the training subset [start, end) of the train split.
   std::optional<std::pair<std::int64_t, std::int64_t>> example_idxs;

@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mlswarm/job.h"
+
 namespace mlswarm {
 
 /// Test metrics of one finished epoch.
@@ -22,7 +24,7 @@ struct EpochMetrics {
 /// Everything needed to rebuild and use a trained model: `HOME_DIR/models/<id>/meta.json`.
 struct ModelMeta {
   std::string model_id;
-  std::string model_type;
+  ModelType model_type = ModelType::kConvnet;
   std::string dataset;
   std::vector<std::string> class_names;
   int channels = 1;

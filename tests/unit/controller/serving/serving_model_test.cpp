@@ -27,7 +27,7 @@ void randomise_batch_norms(torch::nn::Module& model) {
   }
 }
 
-void expect_served_like_trained(const std::string& model_type, int channels, int height, int width) {
+void expect_served_like_trained(ModelType model_type, int channels, int height, int width) {
   torch::manual_seed(3);
   auto model = make_model(model_type, channels, height, width, 10);
   randomise_batch_norms(*model);
@@ -39,22 +39,22 @@ void expect_served_like_trained(const std::string& model_type, int channels, int
     const auto expected = torch::softmax(model->forward(images), 1);
     const auto got = torch::softmax(served->forward(images.contiguous(torch::MemoryFormat::ChannelsLast)), 1);
     EXPECT_LT((got - expected).abs().max().item<float>(), 1e-5F)
-        << model_type << " " << channels << "x" << height << "x" << width << " batch " << batch;
+        << to_string(model_type) << " " << channels << "x" << height << "x" << width << " batch " << batch;
     EXPECT_TRUE(torch::equal(got.argmax(1), expected.argmax(1)));
   }
 }
 
 TEST(PrepareForServing, GivesTheTrainedModelsProbabilities) {
-  expect_served_like_trained("convnet", 1, 28, 28);
-  expect_served_like_trained("convnet", 3, 32, 32);
-  expect_served_like_trained("convnet", 1, 27, 29);  // odd sizes: pooling drops the last row and column
-  expect_served_like_trained("resnet", 1, 28, 28);
-  expect_served_like_trained("resnet", 3, 32, 32);
-  expect_served_like_trained("mlp", 1, 28, 28);
+  expect_served_like_trained(ModelType::kConvnet, 1, 28, 28);
+  expect_served_like_trained(ModelType::kConvnet, 3, 32, 32);
+  expect_served_like_trained(ModelType::kConvnet, 1, 27, 29);  // odd sizes: pooling drops the last row and column
+  expect_served_like_trained(ModelType::kResnet, 1, 28, 28);
+  expect_served_like_trained(ModelType::kResnet, 3, 32, 32);
+  expect_served_like_trained(ModelType::kMlp, 1, 28, 28);
 }
 
 TEST(PrepareForServing, PoolsAndActivatesChannelsLast) {
-  auto model = make_model("convnet", 1, 28, 28, 10);
+  auto model = make_model(ModelType::kConvnet, 1, 28, 28, 10);
   model->eval();
   auto served = prepare_for_serving(model);
   c10::InferenceMode inference;

@@ -83,7 +83,7 @@ namespace {
 TEST(ModelMetaJson, RefusesShapesAndNumbersOutOfRange) {
   ModelMeta meta;
   meta.model_id = "m1";
-  meta.model_type = "convnet";
+  meta.model_type = ModelType::kConvnet;
   meta.dataset = "fashion-mnist";
   meta.class_names = {"a", "b"};
   meta.mean = {0.5};

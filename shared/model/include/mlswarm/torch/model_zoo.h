@@ -16,7 +16,7 @@ namespace mlswarm {
 /// stages of two basic residual blocks (32, 64, 128 channels; the last two stages halve the
 /// resolution), global average pooling, Linear(128, classes): for 28x28 and 32x32 inputs (any
 /// size works). Throws Error(kInvalidArgument) for another type.
-torch::nn::Sequential make_model(const std::string& model_type, int channels, int height, int width, int classes);
+torch::nn::Sequential make_model(ModelType model_type, int channels, int height, int width, int classes);
 
 /// Serialises a module's parameters and buffers (what model.pt holds).
 std::string save_module(const torch::nn::Sequential& model);
