@@ -150,11 +150,32 @@ class Planner {
     const int wanted = std::max(1, job.spec.trainers);
     const bool resumed = job.started_at > 0;  // it ran before: an elastic restart may use fewer
     const int least = resumed ? std::clamp(job.spec.min_trainers, 1, wanted) : wanted;
+    // A trainer still holding an attempt of this job (or of its model) refuses another until
+    // that one ends (a rank waiting on a lost peer ends at the trainer's DIST_TIMEOUT_MS): it is
+    // no candidate, or every dispatch would fail a rank and leave the others waiting in turn.
+    std::vector<TrainerLoad> eligible;
+    std::vector<std::size_t> index;
+    for (std::size_t i = 0; i < loads_.size(); ++i) {
+      if (holds(loads_[i].address, job.spec)) continue;
+      eligible.push_back(loads_[i]);
+      index.push_back(i);
+    }
     int free = 0;
-    for (const auto& l : loads_) free += l.capacity > l.busy ? 1 : 0;
+    for (const auto& l : eligible) free += l.capacity > l.busy ? 1 : 0;
     const int count = std::min(wanted, free);
     if (count < least) return {};
-    return place(loads_, count);
+    auto ranks = place(eligible, count);
+    for (std::size_t k = 0; k < eligible.size(); ++k) loads_[index[k]].busy = eligible[k].busy;
+    return ranks;
+  }
+
+  /// Whether the trainer at `address` reports an active attempt of `spec`'s job or model.
+  bool holds(const std::string& address, const JobSpec& spec) const {
+    const auto it = trainers_.find(address);
+    if (it == trainers_.end()) return false;
+    return std::any_of(it->second->report.jobs.begin(), it->second->report.jobs.end(), [&](const JobRecord& r) {
+      return !is_terminal(r.state) && (r.spec.job_id == spec.job_id || r.spec.model_id == spec.model_id);
+    });
   }
 
   /// A rendezvous port on `host` that no other data-parallel job there uses now, and not the

@@ -232,6 +232,26 @@ TEST(Planner, AQueuedJobWhoseDispatchLandedLateIsAdoptedNotSentAgain) {
   EXPECT_TRUE(only<action::Cancel>(actions).empty());
 }
 
+// A data-parallel job whose rank's node died: the surviving rank of attempt 1 still waits on
+// its lost peer (until DIST_TIMEOUT_MS) and refuses any other attempt of the job, so it is no
+// candidate; found on three Swarm nodes, where every dispatch failed a rank and left the
+// others waiting in turn (attempt 16 after two minutes).
+TEST(Planner, ATrainerStillHoldingAnAttemptOfTheJobGetsNoOther) {
+  JobRecord queued = job("dp", JobState::kQueued, 2);
+  queued.spec.trainers = 2;
+  auto waiting = trainer("a:1", 2, {report("dp", JobState::kRunning, 1)});
+  auto same_model = trainer("b:1", 2, {report("other-job", JobState::kRunning, 1)});
+  same_model.report.jobs[0].spec.model_id = "dp";
+  auto finished = trainer("c:1", 2, {report("dp", JobState::kFailed, 1)});
+  auto idle = trainer("d:1", 2);
+  auto none = only<action::Dispatch>(plan(snapshot({waiting, same_model, idle}, {queued}), options()));
+  EXPECT_TRUE(none.empty()) << "one trainer free of the job is not enough for two ranks";
+  auto d = only<action::Dispatch>(plan(snapshot({waiting, same_model, finished, idle}, {queued}), options()));
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0].trainers, (std::vector<std::string>{"c:1", "d:1"})) << "an ended attempt holds nothing";
+  EXPECT_EQ(d[0].attempt, 3);
+}
+
 TEST(Planner, ASupersededOwnerCountsAsALostAttempt) {
   auto t = trainer("a:1", 1, {report("j1", JobState::kFailed, 4, FailureCode::kSuperseded)});
   auto r = only<action::Requeue>(plan(snapshot({t}, {job("j1", JobState::kRunning, 4, "a:1")}), options()));
