@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # promtool checks /metrics; shellcheck the scripts; clang-format the C++; chromium drives the dashboard; tmux the CLI
-scripts/install_deps.sh prometheus shellcheck clang-format chromium chromium-driver python3-selenium tmux
+scripts/install_deps.sh prometheus shellcheck clang-format universal-ctags chromium chromium-driver python3-selenium tmux
 export BUILD_DIR=${BUILD_DIR:-build-test}
 rm -rf "$BUILD_DIR"
 scripts/build.sh -DMLSWARM_E2E="${MLSWARM_E2E:-OFF}"

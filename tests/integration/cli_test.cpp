@@ -79,20 +79,21 @@ std::filesystem::path write_png(const std::filesystem::path& path) {
   return path;
 }
 
-TEST_F(CliTest, EverySubcommandAgainstALocalCluster) {
-  start_with_token();
-
-  CliRun refused = cli({"status"}, false);
+/// `status` without the token is refused, naming MLSWARM_TOKEN_FILE.
+void expect_refused_without_token(const CliRun& refused) {
   EXPECT_EQ(refused.code, 4) << refused.out << refused.err;
   EXPECT_NE(refused.err.find("MLSWARM_TOKEN_FILE"), std::string::npos) << refused.err;
+}
 
-  CliRun status = cli({"status"});
+/// `status` lists the one trainer, ready.
+void expect_status_lists_the_trainer(const CliRun& status) {
   ASSERT_EQ(status.code, 0) << status.err;
   EXPECT_NE(status.out.find("TRAINERS (1)"), std::string::npos) << status.out;
   EXPECT_TRUE(std::regex_search(status.out, std::regex("127\\.0\\.0\\.2:\\d+ +ready"))) << status.out;
+}
 
-  CliRun train = cli({"train", "--examples", "1500", "--test-examples", "2000", "--epochs", "2", "--model-id",
-                      "cli-model", "--follow"});
+/// `train --follow` on a pipe: plain lines, one per change, both epochs, the rate and the outcome.
+void expect_followed_training(const CliRun& train) {
   ASSERT_EQ(train.code, 0) << train.out << train.err;
   EXPECT_EQ(train.out.find('\r'), std::string::npos) << "a pipe gets no carriage returns";
   EXPECT_NE(train.out.find("epoch 1/2"), std::string::npos) << train.out;
@@ -101,34 +102,64 @@ TEST_F(CliTest, EverySubcommandAgainstALocalCluster) {
   EXPECT_TRUE(std::regex_search(
       train.out, std::regex("succeeded: model cli-model, version 2, test accuracy 0\\.\\d{4} after 2 epochs")))
       << train.out;
-  EXPECT_EQ(get("/models/cli-model")["spec"]["test_idxs"], json::parse("[0, 2000]")) << "--test-examples";
+}
+
+void expect_one_line_per_change(const std::string& out) {
   std::vector<std::string> lines;
-  std::istringstream split(train.out);
+  std::istringstream split(out);
   for (std::string line; std::getline(split, line);) lines.push_back(line);
   for (std::size_t i = 1; i < lines.size(); ++i) EXPECT_NE(lines[i], lines[i - 1]) << "one line per change";
+}
 
-  CliRun models = cli({"models"});
+/// `models` lists cli-model at version 2.
+void expect_models_list_it(const CliRun& models) {
   ASSERT_EQ(models.code, 0) << models.err;
   EXPECT_TRUE(std::regex_search(models.out, std::regex("cli-model +convnet +fashion-mnist +2 +0\\.\\d{4}")))
       << models.out;
+}
 
-  CliRun jobs = cli({"jobs", "--json"});
+/// `jobs --json` holds the one job, succeeded.
+void expect_jobs_json_holds_the_job(const CliRun& jobs) {
   ASSERT_EQ(jobs.code, 0) << jobs.err;
   json listed = json::parse(jobs.out);
   ASSERT_EQ(listed["jobs"].size(), 1u) << jobs.out;
   EXPECT_EQ(listed["jobs"][0]["state"], "succeeded");
-  CliRun table = cli({"jobs", "--state", "succeeded"});
-  EXPECT_TRUE(std::regex_search(table.out, std::regex("job-\\w+ +cli-model +succeeded +2/2 +100%"))) << table.out;
+}
 
-  const auto png = write_png(home_ / "trouser.png");
-  CliRun predict = cli({"predict", "--model", "cli-model", "--top", "2", png.string()});
+/// `predict` names the class of the image with the model and its version.
+void expect_predicted(const CliRun& predict) {
   ASSERT_EQ(predict.code, 0) << predict.err;
   EXPECT_TRUE(std::regex_search(predict.out,
                                 std::regex("trouser\\.png: [A-Za-z/ -]+ \\(\\d+\\.\\d%\\) model cli-model version 2")))
       << predict.out;
-  CliRun unknown = cli({"predict", "--model", "no-such-model", png.string()});
-  EXPECT_EQ(unknown.code, 1);
-  EXPECT_NE(unknown.err.find("404 not_found: unknown model"), std::string::npos) << unknown.err;
+}
+
+/// A command the API refuses ends with code 1 and says why on stderr.
+void expect_api_error(const CliRun& run, const std::string& error) {
+  EXPECT_EQ(run.code, 1);
+  EXPECT_NE(run.err.find(error), std::string::npos) << run.err;
+}
+
+TEST_F(CliTest, EverySubcommandAgainstALocalCluster) {
+  start_with_token();
+
+  expect_refused_without_token(cli({"status"}, false));
+  ASSERT_NO_FATAL_FAILURE(expect_status_lists_the_trainer(cli({"status"})));
+
+  CliRun train = cli({"train", "--examples", "1500", "--test-examples", "2000", "--epochs", "2", "--model-id",
+                      "cli-model", "--follow"});
+  ASSERT_NO_FATAL_FAILURE(expect_followed_training(train));
+  EXPECT_EQ(get("/models/cli-model")["spec"]["test_idxs"], json::parse("[0, 2000]")) << "--test-examples";
+  expect_one_line_per_change(train.out);
+
+  ASSERT_NO_FATAL_FAILURE(expect_models_list_it(cli({"models"})));
+  ASSERT_NO_FATAL_FAILURE(expect_jobs_json_holds_the_job(cli({"jobs", "--json"})));
+  CliRun table = cli({"jobs", "--state", "succeeded"});
+  EXPECT_TRUE(std::regex_search(table.out, std::regex("job-\\w+ +cli-model +succeeded +2/2 +100%"))) << table.out;
+
+  const auto png = write_png(home_ / "trouser.png");
+  ASSERT_NO_FATAL_FAILURE(expect_predicted(cli({"predict", "--model", "cli-model", "--top", "2", png.string()})));
+  expect_api_error(cli({"predict", "--model", "no-such-model", png.string()}), "404 not_found: unknown model");
 
   // A long job, cancelled: `cancel` says so, and following it ends non-zero with its state.
   CliRun started = cli({"train", "--epochs", "20", "--model-id", "cli-long", "--json"});
@@ -142,9 +173,7 @@ TEST_F(CliTest, EverySubcommandAgainstALocalCluster) {
   EXPECT_EQ(followed.code, 1) << followed.out << followed.err;
   EXPECT_NE(followed.out.find("cancelled: job " + id), std::string::npos) << followed.out;
 
-  CliRun bad = cli({"train", "--model-id", "../escape", "--epochs", "1"});
-  EXPECT_EQ(bad.code, 1);
-  EXPECT_NE(bad.err.find("400 invalid_argument"), std::string::npos) << bad.err;
+  expect_api_error(cli({"train", "--model-id", "../escape", "--epochs", "1"}), "400 invalid_argument");
 }
 
 }  // namespace

@@ -43,6 +43,39 @@ class ReplicaTest : public ClusterTest {
     if (HasFailure() && follower_) std::cerr << "--- controller b log ---\n" << follower_->log();
     ClusterTest::TearDown();
   }
+  /// A write to the follower goes to the leader: the job "failover", `id` its job id.
+  void submit_through_the_follower(std::string& id) {
+    auto res = other_->Post("/train",
+                            json{{"model_id", "failover"},
+                                 {"example_idxs", {0, 3000}},
+                                 {"test_idxs", {0, kTestImages}},
+                                 {"train_opts", {{"epochs", 3}, {"batch_size", 64}}}}
+                                .dump(),
+                            "application/json");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 202) << res->body;
+    EXPECT_EQ(res->get_header_value("X-Forwarded-To"), "127.0.0.1:" + std::to_string(controller_port_));
+    id = json::parse(res->body)["job_id"];
+  }
+  /// A write that a replica already forwarded here as to the leader is not sent on: one hop.
+  void expect_a_forwarded_write_is_not_sent_on() {
+    auto hop = other_->Post("/train", {{"X-Mlswarm-Forwarded-By", "127.0.0.99:48515"}},
+                            json{{"model_id", "bounced"}}.dump(), "application/json");
+    ASSERT_TRUE(hop);
+    EXPECT_EQ(hop->status, 503) << hop->body;
+    EXPECT_NE(hop->body.find("the lead is changing"), std::string::npos) << hop->body;
+  }
+  /// How many times the trainers' logs say job `id` (model failover) succeeded.
+  std::size_t successes_in_trainer_logs(const std::string& id) {
+    std::string trainer_logs;
+    for (auto& [i, t] : trainers_) trainer_logs += t->log();
+    std::size_t runs = 0;
+    for (std::size_t at = trainer_logs.find("job " + id + " model failover: succeeded"); at != std::string::npos;
+         at = trainer_logs.find("job " + id + " model failover: succeeded", at + 1)) {
+      ++runs;
+    }
+    return runs;
+  }
   std::unique_ptr<ChildProcess> follower_;
   std::unique_ptr<httplib::Client> other_;
 };
@@ -69,23 +102,10 @@ TEST_F(ReplicaTest, TheFollowerTakesOverWithinSecondsAndReattachesTheRunningJob)
   ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s));
 
   // A write to the follower goes to the leader.
-  auto res = other_->Post("/train",
-                          json{{"model_id", "failover"},
-                               {"example_idxs", {0, 3000}},
-                               {"test_idxs", {0, kTestImages}},
-                               {"train_opts", {{"epochs", 3}, {"batch_size", 64}}}}
-                              .dump(),
-                          "application/json");
-  ASSERT_TRUE(res);
-  ASSERT_EQ(res->status, 202) << res->body;
-  EXPECT_EQ(res->get_header_value("X-Forwarded-To"), "127.0.0.1:" + std::to_string(controller_port_));
-  const std::string id = json::parse(res->body)["job_id"];
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(submit_through_the_follower(id));
   // A write that a replica already forwarded here as to the leader is not sent on: one hop.
-  auto hop = other_->Post("/train", {{"X-Mlswarm-Forwarded-By", "127.0.0.99:48515"}},
-                          json{{"model_id", "bounced"}}.dump(), "application/json");
-  ASSERT_TRUE(hop);
-  EXPECT_EQ(hop->status, 503) << hop->body;
-  EXPECT_NE(hop->body.find("the lead is changing"), std::string::npos) << hop->body;
+  ASSERT_NO_FATAL_FAILURE(expect_a_forwarded_write_is_not_sent_on());
   ASSERT_TRUE(eventually([&] { return job(id).value("step", 0) > 0 && job(id).value("epoch", 0) >= 1; }, 60s));
   ASSERT_TRUE(eventually([&] { return testing::get_json(*other_, "/jobs/" + id).value("state", "") == "running"; }, 5s))
       << "the follower serves reads from the journal";
@@ -111,14 +131,7 @@ TEST_F(ReplicaTest, TheFollowerTakesOverWithinSecondsAndReattachesTheRunningJob)
   const json jobs = testing::get_json(*other_, "/jobs")["jobs"];
   ASSERT_EQ(jobs.size(), 2u) << "no job lost, none duplicated: " << jobs.dump();
   EXPECT_NE(jobs[0]["job_id"], jobs[1]["job_id"]);
-  std::string trainer_logs;
-  for (auto& [i, t] : trainers_) trainer_logs += t->log();
-  std::size_t runs = 0;
-  for (std::size_t at = trainer_logs.find("job " + id + " model failover: succeeded"); at != std::string::npos;
-       at = trainer_logs.find("job " + id + " model failover: succeeded", at + 1)) {
-    ++runs;
-  }
-  EXPECT_EQ(runs, 1u) << "the job ran to completion exactly once";
+  EXPECT_EQ(successes_in_trainer_logs(id), 1u) << "the job ran to completion exactly once";
 }
 
 // The paused leader wakes with a queued job in its memory and a free trainer in view: it must
