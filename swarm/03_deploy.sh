@@ -19,13 +19,14 @@ mkdir -p "$MLSWARM_HOME"
 if [[ $(id -u) -eq 0 ]]; then chown 10001:0 "$MLSWARM_HOME"; chmod 0775 "$MLSWARM_HOME"; else chmod 0777 "$MLSWARM_HOME"; fi
 mount="type=bind,source=$MLSWARM_HOME,target=/home"
 source "$(dirname "$0")/secrets.sh"
-gpu_args=()
-if ((MLSWARM_TRAINER_GPUS > 0)); then gpu_args=(--generic-resource "$MLSWARM_GPU_KIND=$MLSWARM_TRAINER_GPUS"); fi
+train_args=()
+if ((MLSWARM_TRAINER_GPUS > 0)); then train_args=(--generic-resource "$MLSWARM_GPU_KIND=$MLSWARM_TRAINER_GPUS"); fi
+[[ -z $MLSWARM_TRAINER_CONSTRAINT ]] || train_args+=(--constraint "$MLSWARM_TRAINER_CONSTRAINT")
 if [[ $what != controller ]]; then
   docker service create --detach --quiet --no-resolve-image --name ml_train --network "$MLSWARM_NETWORK" \
-    --replicas "$MLSWARM_TRAINERS" --mount "$mount" --stop-grace-period 60s \
-    --update-order start-first --update-parallelism 1 "${gpu_args[@]}" "${TRAINER_SECRET_ARGS[@]}" "$TRAIN_IMAGE" >/dev/null
-  echo "service ml_train created ($MLSWARM_TRAINERS replicas${gpu_args[*]:+, each reserving $MLSWARM_TRAINER_GPUS $MLSWARM_GPU_KIND})"
+    --replicas "$MLSWARM_TRAINERS" --mount "$mount" --stop-grace-period 60s --env TRAIN_WORKERS="$MLSWARM_TRAIN_WORKERS" \
+    --update-order start-first --update-parallelism 1 "${train_args[@]}" "${TRAINER_SECRET_ARGS[@]}" "$TRAIN_IMAGE" >/dev/null
+  echo "service ml_train created ($MLSWARM_TRAINERS replicas$( ((MLSWARM_TRAINER_GPUS > 0)) && echo ", each reserving $MLSWARM_TRAINER_GPUS $MLSWARM_GPU_KIND")${MLSWARM_TRAINER_CONSTRAINT:+, on nodes where $MLSWARM_TRAINER_CONSTRAINT})"
 fi
 [[ $what == train ]] && exit 0
 
@@ -34,6 +35,7 @@ controller_args=(--replicas "$MLSWARM_CONTROLLERS" --endpoint-mode "$MLSWARM_END
   --rollback-parallelism 1 --rollback-order start-first
   --health-interval 2s --health-timeout 2s --health-retries 3 --health-start-period 10s
   --stop-grace-period 30s)
+[[ -z $MLSWARM_CONTROLLER_CONSTRAINT ]] || controller_args+=(--constraint "$MLSWARM_CONTROLLER_CONSTRAINT")
 case $MLSWARM_PUBLISH_MODE in
   none) controller_args+=(--update-order start-first) ;;
   host) controller_args+=(--publish "mode=host,published=$MLSWARM_PORT,target=48515"

@@ -5,6 +5,11 @@
 : "${MLSWARM_SUBNET:=10.42.0.0/24}"
 : "${MLSWARM_HOME:=/srv/mlswarm}"          # the shared HOME_DIR on every node (bind mount)
 : "${MLSWARM_TRAINERS:=4}"
+: "${MLSWARM_TRAIN_WORKERS:=1}"            # jobs each trainer replica trains at once (TRAIN_WORKERS)
+# Swarm placement constraints (docker service create --constraint), empty for none: which nodes
+# run trainers (e.g. node.labels.mlswarm.trainer==yes) and which run controller replicas.
+: "${MLSWARM_TRAINER_CONSTRAINT:=}"
+: "${MLSWARM_CONTROLLER_CONSTRAINT:=}"
 : "${MLSWARM_PORT:=48515}"
 # GPUs each trainer task reserves (Swarm generic resources, kind MLSWARM_GPU_KIND): 0 places
 # trainers anywhere; 1 or more places them only on nodes that advertise that many unreserved

@@ -46,7 +46,8 @@ TEST_F(ClusterTest, DiscoversThreeTrainersAndDropsAKilledOne) {
   EXPECT_EQ(get("/readyz").value("ready", false), true);
   trainers_[3]->signal(SIGKILL);
   ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s));
-  for (const auto& t : get("/status")["trainers"]) {
+  const json after = get("/status");  // a named copy: the loop must not walk a destroyed temporary
+  for (const auto& t : after["trainers"]) {
     EXPECT_NE(t["address"], "127.0.0.3:" + std::to_string(train_port_));
   }
 }
@@ -249,6 +250,88 @@ TEST_F(ClusterTest, PredictAgreesWithTheRecordedAccuracyAndFollowsNewEpochs) {
   EXPECT_GT(accuracy, 0.6);
 }
 
+/// A request the controller refused with `status` and a JSON error, not echoing the token.
+void expect_refused(httplib::Result res, int status) {
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, status) << res->body;
+  json body = json::parse(res->body, nullptr, false);
+  ASSERT_TRUE(body.is_object() && body.contains("error")) << res->body;
+  EXPECT_EQ(res->body.find("api-secret-1"), std::string::npos);
+  if (status == 401) {
+    EXPECT_EQ(res->get_header_value("WWW-Authenticate"), "Bearer");
+  }
+}
+
+/// Without the API token: 401 for reads, writes, /predict and cancels alike.
+void expect_refused_without_a_token(httplib::Client& client, const std::string& spec) {
+  expect_refused(client.Get("/status"), 401);
+  expect_refused(client.Get("/jobs"), 401);
+  expect_refused(client.Post("/train", spec, "application/json"), 401);
+  expect_refused(client.Post("/predict", R"({"model_id":"guarded","examples":[[0]]})", "application/json"), 401);
+  expect_refused(client.Delete("/jobs/anything"), 401);
+}
+
+/// With another token: 403.
+void expect_refused_with_another_token(int controller_port, const std::string& spec) {
+  httplib::Client wrong("127.0.0.1", controller_port);
+  wrong.set_bearer_token_auth("api-secret-2");
+  expect_refused(wrong.Post("/train", spec, "application/json"), 403);
+  expect_refused(wrong.Get("/status"), 403);
+}
+
+/// A trainer takes jobs only from the controller.
+void expect_the_trainer_takes_jobs_only_from_the_controller(int train_port, const std::string& spec) {
+  httplib::Client trainer("127.0.0.2", train_port);
+  auto direct = trainer.Post("/train", spec, "application/json");
+  ASSERT_TRUE(direct);
+  EXPECT_EQ(direct->status, 401) << direct->body;
+  httplib::Headers bad{{"Authorization", "Bearer cluster-secret-1"}};
+  // Was 403 for a wrong bearer token: trainers take no bearer token at all now, only calls
+  // signed with the cluster key (which never crosses the network).
+  EXPECT_EQ(trainer.Post("/train", bad, spec, "application/json")->status, 401) << "the key itself is not accepted";
+  EXPECT_EQ(trainer.Get("/type")->status, 200) << "discovery stays open";
+  EXPECT_TRUE(testing::get_json(trainer, "/status")["jobs"].empty());
+}
+
+/// POST /train with the right token and the request id req-test-42, echoed back; `id` the job's.
+void submit_traced(httplib::Client& authed, const std::string& spec, std::string& id) {
+  httplib::Headers traced{{"X-Request-Id", "req-test-42"}};
+  auto accepted = authed.Post("/train", traced, spec, "application/json");
+  ASSERT_TRUE(accepted);
+  ASSERT_EQ(accepted->status, 202) << accepted->body;
+  EXPECT_EQ(accepted->get_header_value("X-Request-Id"), "req-test-42");
+  id = json::parse(accepted->body)["job_id"];
+}
+
+/// /predict with the right token answers, with a request id of its own making.
+void expect_predict_generates_a_request_id(httplib::Client& authed) {
+  json examples = testing::get_json(authed, "/datasets/fashion-mnist/examples?count=2");
+  auto predicted = authed.Post("/predict", json{{"model_id", "guarded"}, {"examples", examples["examples"]}}.dump(),
+                               "application/json");
+  ASSERT_TRUE(predicted);
+  EXPECT_EQ(predicted->status, 200) << predicted->body;
+  EXPECT_EQ(predicted->get_header_value("X-Request-Id").size(), 16u) << "a generated id when the client sent none";
+}
+
+/// Every line of the daemon `name`'s log is JSON without a token, and at least two of job
+/// `id`'s lines carry the request id req-test-42.
+void expect_json_log_carries_the_request_id(const std::string& name, const std::string& log, const std::string& id) {
+  std::istringstream lines(log);
+  std::string line;
+  int traced_lines = 0;
+  while (std::getline(lines, line)) {
+    json entry = json::parse(line, nullptr, false);
+    ASSERT_TRUE(entry.is_object()) << name << " wrote a non-JSON line: " << line;
+    EXPECT_TRUE(entry.contains("ts") && entry.contains("level") && entry.contains("msg")) << line;
+    EXPECT_EQ(line.find("secret-1"), std::string::npos) << "a token in the log: " << line;
+    if (entry.value("request_id", "") == "req-test-42" && entry.value("job_id", "") == id) {
+      EXPECT_EQ(entry.value("model_id", ""), "guarded") << line;
+      ++traced_lines;
+    }
+  }
+  EXPECT_GE(traced_lines, 2) << name << " log:\n" << log;
+}
+
 // Tokens: the controller refuses clients without the API token (401) or with another (403)
 // and changes nothing; trainers refuse jobs without the cluster token; with the right
 // tokens everything works end to end, and the request id travels into both daemons' logs.
@@ -268,79 +351,30 @@ TEST_F(ClusterTest, TokensGuardTheControllerAndTheTrainers) {
   EXPECT_EQ(client_->Get("/healthz")->status, 200);
   EXPECT_EQ(client_->Get("/type")->status, 200);
 
-  auto refused = [&](httplib::Result res, int status) {
-    ASSERT_TRUE(res);
-    EXPECT_EQ(res->status, status) << res->body;
-    json body = json::parse(res->body, nullptr, false);
-    ASSERT_TRUE(body.is_object() && body.contains("error")) << res->body;
-    EXPECT_EQ(res->body.find("api-secret-1"), std::string::npos);
-    if (status == 401) {
-      EXPECT_EQ(res->get_header_value("WWW-Authenticate"), "Bearer");
-    }
-  };
   const std::string spec =
       json{{"model_id", "guarded"}, {"example_idxs", {0, 1000}}, {"train_opts", {{"epochs", 1}, {"batch_size", 64}}}}
           .dump();
-  refused(client_->Get("/status"), 401);
-  refused(client_->Get("/jobs"), 401);
-  refused(client_->Post("/train", spec, "application/json"), 401);
-  refused(client_->Post("/predict", R"({"model_id":"guarded","examples":[[0]]})", "application/json"), 401);
-  refused(client_->Delete("/jobs/anything"), 401);
-  httplib::Client wrong("127.0.0.1", controller_port_);
-  wrong.set_bearer_token_auth("api-secret-2");
-  refused(wrong.Post("/train", spec, "application/json"), 403);
-  refused(wrong.Get("/status"), 403);
+  expect_refused_without_a_token(*client_, spec);
+  expect_refused_with_another_token(controller_port_, spec);
 
   httplib::Client authed("127.0.0.1", controller_port_);
   authed.set_bearer_token_auth("api-secret-1");
   authed.set_read_timeout(30s);
   EXPECT_TRUE(testing::get_json(authed, "/jobs")["jobs"].empty()) << "refused requests changed nothing";
 
-  // A trainer takes jobs only from the controller.
-  httplib::Client trainer("127.0.0.2", train_port_);
-  auto direct = trainer.Post("/train", spec, "application/json");
-  ASSERT_TRUE(direct);
-  EXPECT_EQ(direct->status, 401) << direct->body;
-  httplib::Headers bad{{"Authorization", "Bearer cluster-secret-1"}};
-  // Was 403 for a wrong bearer token: trainers take no bearer token at all now, only calls
-  // signed with the cluster key (which never crosses the network).
-  EXPECT_EQ(trainer.Post("/train", bad, spec, "application/json")->status, 401) << "the key itself is not accepted";
-  EXPECT_EQ(trainer.Get("/type")->status, 200) << "discovery stays open";
-  EXPECT_TRUE(testing::get_json(trainer, "/status")["jobs"].empty());
+  ASSERT_NO_FATAL_FAILURE(expect_the_trainer_takes_jobs_only_from_the_controller(train_port_, spec));
 
-  httplib::Headers traced{{"X-Request-Id", "req-test-42"}};
-  auto accepted = authed.Post("/train", traced, spec, "application/json");
-  ASSERT_TRUE(accepted);
-  ASSERT_EQ(accepted->status, 202) << accepted->body;
-  EXPECT_EQ(accepted->get_header_value("X-Request-Id"), "req-test-42");
-  std::string id = json::parse(accepted->body)["job_id"];
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(submit_traced(authed, spec, id));
   auto state = [&] { return testing::get_json(authed, "/jobs/" + id).value("state", ""); };
   ASSERT_TRUE(eventually([&] { return state() == "succeeded"; }, 120s)) << testing::get_json(authed, "/jobs/" + id);
   EXPECT_EQ(testing::get_json(authed, "/jobs/" + id)["request_id"], "req-test-42");
-  json examples = testing::get_json(authed, "/datasets/fashion-mnist/examples?count=2");
-  auto predicted = authed.Post("/predict", json{{"model_id", "guarded"}, {"examples", examples["examples"]}}.dump(),
-                               "application/json");
-  ASSERT_TRUE(predicted);
-  EXPECT_EQ(predicted->status, 200) << predicted->body;
-  EXPECT_EQ(predicted->get_header_value("X-Request-Id").size(), 16u) << "a generated id when the client sent none";
+  ASSERT_NO_FATAL_FAILURE(expect_predict_generates_a_request_id(authed));
 
   // JSON logs: every line parses; the job's lines carry its ids, the request id included,
   // on the controller (where the request came in) and on the trainer (where it was sent).
   for (const auto& [name, log] : {std::pair{"controller", controller_->log()}, {"trainer", trainers_[2]->log()}}) {
-    std::istringstream lines(log);
-    std::string line;
-    int traced_lines = 0;
-    while (std::getline(lines, line)) {
-      json entry = json::parse(line, nullptr, false);
-      ASSERT_TRUE(entry.is_object()) << name << " wrote a non-JSON line: " << line;
-      EXPECT_TRUE(entry.contains("ts") && entry.contains("level") && entry.contains("msg")) << line;
-      EXPECT_EQ(line.find("secret-1"), std::string::npos) << "a token in the log: " << line;
-      if (entry.value("request_id", "") == "req-test-42" && entry.value("job_id", "") == id) {
-        EXPECT_EQ(entry.value("model_id", ""), "guarded") << line;
-        ++traced_lines;
-      }
-    }
-    EXPECT_GE(traced_lines, 2) << name << " log:\n" << log;
+    ASSERT_NO_FATAL_FAILURE(expect_json_log_carries_the_request_id(name, log, id));
   }
 }
 
@@ -400,7 +434,8 @@ TEST_F(ClusterTest, AHangingTrainerDelaysNothingPastTheDeadline) {
   ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s)) << get("/status").dump();
   ASSERT_TRUE(eventually(
       [&] {
-        for (const auto& t : get("/status")["trainers"]) {
+        const json status = get("/status");
+        for (const auto& t : status["trainers"]) {
           if (t["address"] == "127.0.0.9:" + std::to_string(train_port_) && t.value("capacity", 0) != 4) return false;
         }
         return true;

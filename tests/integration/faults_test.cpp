@@ -469,7 +469,8 @@ TEST_F(ClusterTest, ARelayedProofOrADispatchForAnotherTrainerIsRefused) {
   start_controller({"--cluster-token-file", key_file.string()});
   const std::string fake = "127.0.0.9:" + std::to_string(train_port_);
   ASSERT_TRUE(eventually([&] { return trainer_count() >= 2 && relay.relayed() >= 3; }, 15s)) << get("/status").dump();
-  for (const auto& t : get("/status")["trainers"]) {
+  const json status = get("/status");
+  for (const auto& t : status["trainers"]) {
     if (t["address"] == fake) {
       EXPECT_EQ(t["trusted"], false) << "the relay proved the key through a real trainer: " << t.dump();
       EXPECT_EQ(t["state"], "untrusted") << t.dump();
@@ -619,6 +620,59 @@ class Tricklers {
   std::thread thread_;
 };
 
+/// `probe` got a 200 for `path` within 1 s.
+bool answers_in_time(httplib::Client& probe, const std::string& path) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto res = probe.Get(path.c_str());
+  return res && res->status == 200 && std::chrono::steady_clock::now() - t0 < 1s;
+}
+
+// Twice HTTP_THREADS heads, a byte every 300 ms: workers stay free, every one is closed
+// about 10 s after its first byte (the head's deadline), never later.
+void expect_trickled_heads_hold_no_worker(httplib::Client& probe, int controller_port, int threads) {
+  Tricklers heads(controller_port, 2 * threads, "G", "ET /status HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaa", 300ms);
+  ASSERT_EQ(heads.connected(), 2u * threads);
+  int probes = 0;
+  int answered = 0;
+  const auto until = std::chrono::steady_clock::now() + 8s;
+  while (std::chrono::steady_clock::now() < until) {
+    ++probes;
+    answered += answers_in_time(probe, "/healthz") && answers_in_time(probe, "/status") ? 1 : 0;
+    std::this_thread::sleep_for(500ms);
+  }
+  EXPECT_EQ(answered, probes) << "/healthz or /status waited behind clients trickling their heads";
+  EXPECT_TRUE(eventually([&] { return heads.closed() == heads.connected(); }, 8s))
+      << heads.closed() << " of " << heads.connected() << " trickled heads closed";
+  std::cout << "slow clients: " << heads.connected() << " trickled heads closed after at most " << heads.last_close_s()
+            << " s; /healthz and /status answered " << answered << " of " << probes << " times within 1 s\n";
+  EXPECT_GT(heads.last_close_s(), 9.0);
+  EXPECT_LT(heads.last_close_s(), 12.0);
+}
+
+// Twice HTTP_THREADS bodies, a byte every 300 ms: they hold every worker, but each for at
+// most REQUEST_TIMEOUT_S, and /healthz answers all along.
+void expect_trickled_bodies_hold_workers_briefly(httplib::Client& probe, int controller_port, int threads) {
+  Tricklers bodies(controller_port, 2 * threads,
+                   "POST /train HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{",
+                   "\"a\": 1, ", 300ms);
+  ASSERT_EQ(bodies.connected(), 2u * threads);
+  int probes = 0;
+  int answered = 0;
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < until) {
+    ++probes;
+    answered += answers_in_time(probe, "/healthz") ? 1 : 0;
+    std::this_thread::sleep_for(500ms);
+  }
+  EXPECT_EQ(answered, probes) << "/healthz waited behind clients trickling their bodies";
+  EXPECT_TRUE(eventually([&] { return bodies.closed() == bodies.connected(); }, 10s))
+      << bodies.closed() << " of " << bodies.connected() << " trickled bodies closed";
+  std::cout << "slow clients: " << bodies.connected() << " trickled bodies (" << threads
+            << " workers, 3 s each) closed after at most " << bodies.last_close_s() << " s; /healthz answered "
+            << answered << " of " << probes << " times within 1 s\n";
+  EXPECT_LT(bodies.last_close_s(), 10.0);
+}
+
 // Issue 28, case 7: 8 connections sending one header byte every 5 s held all 8 HTTP threads of
 // a controller for as long as they liked (the 10 s timeout was per read) and /healthz timed
 // out. Now a worker gets a connection only once its head is complete, the head has 10 s from
@@ -631,61 +685,75 @@ TEST_F(ClusterTest, SlowClientsHoldNoWorkerAndHealthProbesAnswer) {
   probe.set_connection_timeout(1s);
   probe.set_read_timeout(1s);
   probe.set_keep_alive(false);
-  const auto answers_in_time = [&](const std::string& path) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto res = probe.Get(path.c_str());
-    return res && res->status == 200 && std::chrono::steady_clock::now() - t0 < 1s;
-  };
 
-  // Twice HTTP_THREADS heads, a byte every 300 ms: workers stay free, every one is closed
-  // about 10 s after its first byte (the head's deadline), never later.
-  {
-    Tricklers heads(controller_port_, 2 * kThreads, "G", "ET /status HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaa",
-                    300ms);
-    ASSERT_EQ(heads.connected(), 2u * kThreads);
-    int probes = 0;
-    int answered = 0;
-    const auto until = std::chrono::steady_clock::now() + 8s;
-    while (std::chrono::steady_clock::now() < until) {
-      ++probes;
-      answered += answers_in_time("/healthz") && answers_in_time("/status") ? 1 : 0;
-      std::this_thread::sleep_for(500ms);
-    }
-    EXPECT_EQ(answered, probes) << "/healthz or /status waited behind clients trickling their heads";
-    EXPECT_TRUE(eventually([&] { return heads.closed() == heads.connected(); }, 8s))
-        << heads.closed() << " of " << heads.connected() << " trickled heads closed";
-    std::cout << "slow clients: " << heads.connected() << " trickled heads closed after at most "
-              << heads.last_close_s() << " s; /healthz and /status answered " << answered << " of " << probes
-              << " times within 1 s\n";
-    EXPECT_GT(heads.last_close_s(), 9.0);
-    EXPECT_LT(heads.last_close_s(), 12.0);
-  }
-
-  // Twice HTTP_THREADS bodies, a byte every 300 ms: they hold every worker, but each for at
-  // most REQUEST_TIMEOUT_S, and /healthz answers all along.
-  {
-    Tricklers bodies(controller_port_, 2 * kThreads,
-                     "POST /train HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{",
-                     "\"a\": 1, ", 300ms);
-    ASSERT_EQ(bodies.connected(), 2u * kThreads);
-    int probes = 0;
-    int answered = 0;
-    const auto until = std::chrono::steady_clock::now() + 5s;
-    while (std::chrono::steady_clock::now() < until) {
-      ++probes;
-      answered += answers_in_time("/healthz") ? 1 : 0;
-      std::this_thread::sleep_for(500ms);
-    }
-    EXPECT_EQ(answered, probes) << "/healthz waited behind clients trickling their bodies";
-    EXPECT_TRUE(eventually([&] { return bodies.closed() == bodies.connected(); }, 10s))
-        << bodies.closed() << " of " << bodies.connected() << " trickled bodies closed";
-    std::cout << "slow clients: " << bodies.connected() << " trickled bodies (" << kThreads
-              << " workers, 3 s each) closed after at most " << bodies.last_close_s() << " s; /healthz answered "
-              << answered << " of " << probes << " times within 1 s\n";
-    EXPECT_LT(bodies.last_close_s(), 10.0);
-  }
-  EXPECT_TRUE(answers_in_time("/status"));
+  ASSERT_NO_FATAL_FAILURE(expect_trickled_heads_hold_no_worker(probe, controller_port_, kThreads));
+  ASSERT_NO_FATAL_FAILURE(expect_trickled_bodies_hold_workers_briefly(probe, controller_port_, kThreads));
+  EXPECT_TRUE(answers_in_time(probe, "/status"));
   EXPECT_NE(controller_->log().find("whose request head did not arrive within 10000 ms"), std::string::npos);
+}
+
+/// POST /classify of `image` for the model hostile-requests: the status and the JSON body
+/// (-1 when nothing came back).
+std::pair<int, json> classify(httplib::Client& client, const std::string& image, const std::string& type) {
+  httplib::MultipartFormDataItems items{{"image", image, "upload", type}, {"model_id", "hostile-requests", "", ""}};
+  auto res = client.Post("/classify", items);
+  return res ? std::make_pair(res->status, json::parse(res->body, nullptr, false)) : std::make_pair(-1, json());
+}
+
+/// A 4096 x 4096 PNG of zeros (8 times) and a truncated progressive JPEG: refused, and the
+/// controller (process `pid`) barely grows.
+void expect_oversized_images_refused_cheaply(httplib::Client& client, pid_t pid) {
+  const long rss_before = rss_mb(pid);
+  const std::string png = zero_png(4096, 4096);
+  std::cout << "a 4096 x 4096 16-bit RGBA PNG of " << png.size() << " bytes\n";
+  for (int i = 0; i < 8; ++i) {
+    auto [status, body] = classify(client, png, "image/png");
+    ASSERT_EQ(status, 400) << body.dump();
+    EXPECT_NE(body.dump().find("MAX_IMAGE_PIXELS"), std::string::npos) << body.dump();
+  }
+  auto [jpeg_status, jpeg_body] = classify(client, truncated_progressive_jpeg(4096, 4096, 2048), "image/jpeg");
+  EXPECT_EQ(jpeg_status, 400) << jpeg_body.dump();
+  const long rss_after = rss_mb(pid);
+  std::cout << "oversized images: controller RSS " << rss_before << " -> " << rss_after << " MB\n";
+  EXPECT_LT(rss_after - rss_before, 64) << "MB the controller grew by";
+}
+
+// KServe v2: a valid input, then each bad part of the request.
+void expect_bad_kserve_requests_refused(httplib::Client& client) {
+  json input = {
+      {"name", "input"}, {"shape", {1, 1, 28, 28}}, {"datatype", "FP32"}, {"data", std::vector<float>(28 * 28, 0.5F)}};
+  const auto infer = [&](const json& request) {
+    return testing::post_json(client, "/v2/models/hostile-requests/infer", request.dump());
+  };
+  EXPECT_EQ(infer({{"inputs", {input}}}).first, 200);
+  json outputs = json::array();
+  for (int i = 0; i < 200000; ++i) outputs.push_back({{"name", "probabilities"}});
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(infer({{"inputs", {input}}, {"outputs", outputs}}).first, 400) << "200,000 outputs";
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), 2.0);
+  json numeric_type = input;
+  numeric_type["datatype"] = 5;
+  EXPECT_EQ(infer({{"inputs", {numeric_type}}}).first, 400) << "datatype 5";
+  EXPECT_EQ(infer({{"inputs", {input}}, {"parameters", {{"binary_data_output", "yes"}}}}).first, 400)
+      << "binary_data_output \"yes\"";
+  const json wide = {{"name", "probabilities"}, {"parameters", {{"classification", 4294967297LL}}}};
+  EXPECT_EQ(infer({{"inputs", {input}}, {"outputs", {wide}}}).first, 400) << "classification 4294967297";
+}
+
+// Wrong tokens: refused, and the log does not grow a line per request.
+void expect_wrong_tokens_refused_quietly(ChildProcess& controller, int controller_port) {
+  const std::string log_before = controller.log();
+  const auto lines_before = std::count(log_before.begin(), log_before.end(), '\n');
+  httplib::Client wrong("127.0.0.1", controller_port);
+  wrong.set_bearer_token_auth("not-the-token");
+  for (int i = 0; i < 300; ++i) {
+    auto res = wrong.Get("/status");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 403);
+  }
+  const std::string log = controller.log();
+  const auto lines_after = std::count(log.begin(), log.end(), '\n');
+  EXPECT_LE(lines_after - lines_before, 3) << "lines logged for 300 wrong tokens";
 }
 
 // Issue 28, cases 8 and 9: uploads and requests that cost far more than they weigh, or that
@@ -700,56 +768,9 @@ TEST_F(ClusterTest, HostileRequestsGetA400AndCostLittle) {
   const std::string id = submit("hostile-requests", 500);
   ASSERT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 120s)) << job(id).dump();
 
-  const long rss_before = rss_mb(controller_->pid());
-  const auto classify = [&](const std::string& image, const std::string& type) {
-    httplib::MultipartFormDataItems items{{"image", image, "upload", type}, {"model_id", "hostile-requests", "", ""}};
-    auto res = client_->Post("/classify", items);
-    return res ? std::make_pair(res->status, json::parse(res->body, nullptr, false)) : std::make_pair(-1, json());
-  };
-  const std::string png = zero_png(4096, 4096);
-  std::cout << "a 4096 x 4096 16-bit RGBA PNG of " << png.size() << " bytes\n";
-  for (int i = 0; i < 8; ++i) {
-    auto [status, body] = classify(png, "image/png");
-    ASSERT_EQ(status, 400) << body.dump();
-    EXPECT_NE(body.dump().find("MAX_IMAGE_PIXELS"), std::string::npos) << body.dump();
-  }
-  auto [jpeg_status, jpeg_body] = classify(truncated_progressive_jpeg(4096, 4096, 2048), "image/jpeg");
-  EXPECT_EQ(jpeg_status, 400) << jpeg_body.dump();
-  const long rss_after = rss_mb(controller_->pid());
-  std::cout << "oversized images: controller RSS " << rss_before << " -> " << rss_after << " MB\n";
-  EXPECT_LT(rss_after - rss_before, 64) << "MB the controller grew by";
-
-  // KServe v2: a valid input, then each bad part of the request.
-  json input = {
-      {"name", "input"}, {"shape", {1, 1, 28, 28}}, {"datatype", "FP32"}, {"data", std::vector<float>(28 * 28, 0.5F)}};
-  const auto infer = [&](const json& request) { return post("/v2/models/hostile-requests/infer", request.dump()); };
-  EXPECT_EQ(infer({{"inputs", {input}}}).first, 200);
-  json outputs = json::array();
-  for (int i = 0; i < 200000; ++i) outputs.push_back({{"name", "probabilities"}});
-  const auto started = std::chrono::steady_clock::now();
-  EXPECT_EQ(infer({{"inputs", {input}}, {"outputs", outputs}}).first, 400) << "200,000 outputs";
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), 2.0);
-  json numeric_type = input;
-  numeric_type["datatype"] = 5;
-  EXPECT_EQ(infer({{"inputs", {numeric_type}}}).first, 400) << "datatype 5";
-  EXPECT_EQ(infer({{"inputs", {input}}, {"parameters", {{"binary_data_output", "yes"}}}}).first, 400)
-      << "binary_data_output \"yes\"";
-  const json wide = {{"name", "probabilities"}, {"parameters", {{"classification", 4294967297LL}}}};
-  EXPECT_EQ(infer({{"inputs", {input}}, {"outputs", {wide}}}).first, 400) << "classification 4294967297";
-
-  // Wrong tokens: refused, and the log does not grow a line per request.
-  const std::string log_before = controller_->log();
-  const auto lines_before = std::count(log_before.begin(), log_before.end(), '\n');
-  httplib::Client wrong("127.0.0.1", controller_port_);
-  wrong.set_bearer_token_auth("not-the-token");
-  for (int i = 0; i < 300; ++i) {
-    auto res = wrong.Get("/status");
-    ASSERT_TRUE(res);
-    ASSERT_EQ(res->status, 403);
-  }
-  const std::string log = controller_->log();
-  const auto lines_after = std::count(log.begin(), log.end(), '\n');
-  EXPECT_LE(lines_after - lines_before, 3) << "lines logged for 300 wrong tokens";
+  ASSERT_NO_FATAL_FAILURE(expect_oversized_images_refused_cheaply(*client_, controller_->pid()));
+  expect_bad_kserve_requests_refused(*client_);
+  ASSERT_NO_FATAL_FAILURE(expect_wrong_tokens_refused_quietly(*controller_, controller_port_));
   EXPECT_TRUE(controller_->running());
 }
 

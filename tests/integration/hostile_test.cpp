@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <functional>
 #include <thread>
 
 #include "../support/fake_peers.h"
@@ -63,92 +64,127 @@ std::string promtool_verdict(const std::string& text, const TempDir& dir) {
   return status == 0 ? std::string() : "promtool: " + out;
 }
 
-// Item 1: replies are untrusted input. Before this, the first fake below (400 {}) killed the
-// controller with SIGABRT, and the job in the journal killed it again after each restart.
-TEST_F(ClusterTest, BrokenTrainerRepliesNeitherStopTheControllerNorLoseTheJob) {
-  std::vector<std::unique_ptr<FakeTrainer>> fakes;
-  auto fake = [&](int i, FakeTrainer::Handler handler) {
-    fakes.push_back(std::make_unique<FakeTrainer>("127.0.0." + std::to_string(i), train_port_, std::move(handler)));
-    ASSERT_TRUE(fakes.back()->listening());
+/// A fake trainer that answers /status as idle and every dispatch (POST) with `reply`.
+FakeTrainer::Handler dispatch_reply(std::function<void(httplib::Response&)> reply) {
+  return [reply](const httplib::Request& req, httplib::Response& res) {
+    if (req.method == "POST") return reply(res);
+    answer_status(req, res);
   };
-  auto dispatch_reply = [](std::function<void(httplib::Response&)> reply) {
-    return [reply](const httplib::Request& req, httplib::Response& res) {
-      if (req.method == "POST") return reply(res);
-      answer_status(req, res);
-    };
-  };
-  fake(2, dispatch_reply([](httplib::Response& res) {
-         res.status = 400;
-         res.set_content("{}", "application/json");
-       }));
-  fake(3, dispatch_reply([](httplib::Response& res) { res.set_content("<html>not json</html>", "text/html"); }));
-  fake(4, dispatch_reply([](httplib::Response& res) {
-         res.status = 202;
-         res.set_content(std::string(50u << 20, 'x'), "application/json");
-       }));
-  fake(5, dispatch_reply([](httplib::Response& res) {
-         res.status = 202;
-         res.set_chunked_content_provider("application/json", [](std::size_t offset, httplib::DataSink& sink) {
-           // One byte a second: the misbehaviour under test.
-           std::this_thread::sleep_for(1s);
-           sink.write("{", 1);
-           if (offset >= 10) sink.done();
-           return true;
-         });
-       }));
-  fake(6, [](const httplib::Request& req, httplib::Response& res) {
+}
+
+void add_fake(std::vector<std::unique_ptr<FakeTrainer>>& fakes, int i, int port, FakeTrainer::Handler handler) {
+  fakes.push_back(std::make_unique<FakeTrainer>("127.0.0." + std::to_string(i), port, std::move(handler)));
+  ASSERT_TRUE(fakes.back()->listening());
+}
+
+/// Fakes on 127.0.0.2..6: four answer a dispatch badly (400 {}, HTML, 50 MiB, one byte a
+/// second), the fifth answers /status with nonsense.
+void start_broken_trainers(std::vector<std::unique_ptr<FakeTrainer>>& fakes, int port) {
+  add_fake(fakes, 2, port, dispatch_reply([](httplib::Response& res) {
+             res.status = 400;
+             res.set_content("{}", "application/json");
+           }));
+  add_fake(fakes, 3, port,
+           dispatch_reply([](httplib::Response& res) { res.set_content("<html>not json</html>", "text/html"); }));
+  add_fake(fakes, 4, port, dispatch_reply([](httplib::Response& res) {
+             res.status = 202;
+             res.set_content(std::string(50u << 20, 'x'), "application/json");
+           }));
+  add_fake(fakes, 5, port, dispatch_reply([](httplib::Response& res) {
+             res.status = 202;
+             res.set_chunked_content_provider("application/json", [](std::size_t offset, httplib::DataSink& sink) {
+               // One byte a second: the misbehaviour under test.
+               std::this_thread::sleep_for(1s);
+               sink.write("{", 1);
+               if (offset >= 10) sink.done();
+               return true;
+             });
+           }));
+  add_fake(fakes, 6, port, [](const httplib::Request& req, httplib::Response& res) {
     if (req.path == "/status") {
       res.set_content(R"({"trainer":{"capacity":"many","running":[]},"jobs":"none"})", "application/json");
     }
   });
-  start_controller({"--trainer-timeout-ms", "1000"});
+}
 
-  std::atomic<bool> done{false};
-  std::atomic<double> slowest_ms{0};
-  std::atomic<int> polls{0}, failures{0};
-  std::thread watcher([&] {
-    httplib::Client c("127.0.0.1", controller_port_);
+/// Polls the controller's /status on a thread of its own until stopped, timing each answer.
+class StatusWatcher {
+ public:
+  explicit StatusWatcher(int port) : thread_([this, port] { watch(port); }) {}
+  ~StatusWatcher() { stop(); }
+  void stop() {
+    done_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  int polls() const { return polls_.load(); }
+  int failures() const { return failures_.load(); }
+  double slowest_ms() const { return slowest_ms_.load(); }
+
+ private:
+  void watch(int port) {
+    httplib::Client c("127.0.0.1", port);
     c.set_read_timeout(5s);
-    while (!done) {
+    while (!done_) {
       const auto t0 = std::chrono::steady_clock::now();
       auto res = c.Get("/status");
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      ++polls;
-      if (!res || res->status != 200) ++failures;
-      if (ms > slowest_ms) slowest_ms = ms;
+      ++polls_;
+      if (!res || res->status != 200) ++failures_;
+      if (ms > slowest_ms_) slowest_ms_ = ms;
       std::this_thread::sleep_for(20ms);  // the pace of the watcher, not a synchronisation
     }
-  });
+  }
+  std::atomic<bool> done_{false};
+  std::atomic<double> slowest_ms_{0};
+  std::atomic<int> polls_{0}, failures_{0};
+  std::thread thread_;
+};
+
+/// Each of the four fakes that answer /status got a dispatch.
+bool each_answering_fake_got_a_dispatch(const std::vector<std::unique_ptr<FakeTrainer>>& fakes) {
+  for (int i = 0; i < 4; ++i) {
+    if (fakes[i]->count("POST", "/train") == 0) return false;
+  }
+  return true;
+}
+
+// Item 1: replies are untrusted input. Before this, the first fake below (400 {}) killed the
+// controller with SIGABRT, and the job in the journal killed it again after each restart.
+TEST_F(ClusterTest, BrokenTrainerRepliesNeitherStopTheControllerNorLoseTheJob) {
+  std::vector<std::unique_ptr<FakeTrainer>> fakes;
+  start_broken_trainers(fakes, train_port_);
+  start_controller({"--trainer-timeout-ms", "1000"});
+
+  StatusWatcher watcher(controller_port_);
   ASSERT_TRUE(eventually([&] { return trainer_count() == 5; }, 10s)) << get("/status").dump();
   std::string id = submit("survivor", 1000);
-  const bool all_tried = eventually(
-      [&] {
-        for (int i = 0; i < 4; ++i) {
-          if (fakes[i]->count("POST", "/train") == 0) return false;
-        }
-        return true;
-      },
-      30s);
+  const bool all_tried = eventually([&] { return each_answering_fake_got_a_dispatch(fakes); }, 30s);
   EXPECT_TRUE(all_tried) << "every answering fake got the dispatch once: " << get("/status").dump();
   EXPECT_EQ(fakes[4]->count("POST", "/train"), 0u) << "an unreadable /status gets no job";
   EXPECT_EQ(job(id)["state"], "queued");
   EXPECT_TRUE(controller_->running()) << controller_->log();
-  for (const auto& t : get("/status")["trainers"]) {
-    if (t["address"] != "127.0.0.6:" + std::to_string(train_port_)) {
-      EXPECT_EQ(t["state"], "suspect") << "a trainer that failed a dispatch waits: " << t.dump();
+  // Every trainer that failed its dispatch waits (30 s) as suspect; the slowest one becomes so
+  // when the controller's 1 s wait for its answer ends. (This check once walked a destroyed
+  // temporary and never ran.)
+  const auto failed_ones_suspect = [&] {
+    const json status = get("/status");
+    for (const auto& t : status["trainers"]) {
+      if (t["address"] != "127.0.0.6:" + std::to_string(train_port_) && t["state"] != "suspect") return false;
     }
-  }
+    return true;
+  };
+  EXPECT_TRUE(eventually(failed_ones_suspect, 10s))
+      << "a trainer that failed a dispatch waits: " << get("/status").dump();
 
   start_trainer(7);
   EXPECT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 120s)) << job(id).dump();
-  done = true;
-  watcher.join();
+  watcher.stop();
   EXPECT_TRUE(controller_->running());
   EXPECT_EQ(job(id)["trainer"], "127.0.0.7:" + std::to_string(train_port_));
-  EXPECT_EQ(failures.load(), 0);
-  EXPECT_LT(slowest_ms.load(), 100.0) << "the controller kept answering /status quickly";
-  std::cout << "hostile replies: " << polls.load() << " /status calls while the fakes answered, slowest "
-            << slowest_ms.load() << " ms; the job succeeded on the real trainer at attempt " << job(id)["attempts"]
+  EXPECT_EQ(watcher.failures(), 0);
+  EXPECT_LT(watcher.slowest_ms(), 100.0) << "the controller kept answering /status quickly";
+  std::cout << "hostile replies: " << watcher.polls() << " /status calls while the fakes answered, slowest "
+            << watcher.slowest_ms() << " ms; the job succeeded on the real trainer at attempt " << job(id)["attempts"]
             << "\n";
 }
 
@@ -173,7 +209,8 @@ TEST_F(ClusterTest, AHostWithoutTheClusterKeyGetsNothing) {
   std::string id = submit("trusted-only", 1000);
   ASSERT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 120s)) << job(id).dump();
   EXPECT_EQ(job(id)["trainer"], "127.0.0.2:" + std::to_string(train_port_));
-  for (const auto& t : get("/status")["trainers"]) {
+  const json status = get("/status");
+  for (const auto& t : status["trainers"]) {
     const bool is_impostor = t["address"] == "127.0.0.3:" + std::to_string(train_port_);
     EXPECT_EQ(t["trusted"], !is_impostor) << t.dump();
     if (is_impostor) {
