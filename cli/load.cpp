@@ -72,17 +72,22 @@ class Connection {
   /// the name's addresses once (as a client of a DNS round-robin name does: a replica that just
   /// stopped can stay in the answer for a moment).
   httplib::Result post() {
+    tried_.clear();
     auto res = send();
     for (std::size_t tries = 0; !res && tries < std::max<std::size_t>(1, addresses_); ++tries) {
+      tried_ += (tried_.empty() ? "" : ", ") + address_ + " " + httplib::to_string(res.error());
       reconnect(address_);
       res = send();
     }
+    if (!res) tried_ += (tried_.empty() ? "" : ", ") + address_ + " " + httplib::to_string(res.error());
     answered_by_ = address_;
     if (res && res->get_header_value("Connection") == "close") reconnect(address_);  // the replica is draining
     return res;
   }
   /// The address that answered the last post().
   const std::string& answered_by() const { return answered_by_; }
+  /// Each address the last post() tried and what went wrong there, when nothing answered.
+  const std::string& tried() const { return tried_; }
 
  private:
   httplib::Result send() {
@@ -92,10 +97,15 @@ class Connection {
     return client_->Post(options_.path.c_str(), headers, options_.body, options_.content_type.c_str());
   }
   /// Connects to the next of the name's addresses (in sorted order, since DNS servers shuffle
-  /// them), skipping `avoid` (the one that just failed) when there is another.
+  /// them), skipping `avoid` (the one that just failed) when there is another. When the name
+  /// does not resolve at that moment (a DNS server busy with a node that just died), the
+  /// addresses it had last time stand in: a hiccup of DNS does not make the client forget the
+  /// replicas it knew.
   void reconnect(const std::string& avoid = {}) {
     auto addresses = resolve(target_.host);
+    if (addresses.size() == 1 && addresses.front() == target_.host && !known_.empty()) addresses = known_;
     std::sort(addresses.begin(), addresses.end());
+    known_ = addresses;
     addresses_ = addresses.size();
     address_ = addresses[next_++ % addresses.size()];
     if (address_ == avoid && addresses.size() > 1) address_ = addresses[next_++ % addresses.size()];
@@ -115,7 +125,9 @@ class Connection {
   Target target_;
   const LoadOptions& options_;
   std::size_t next_;
-  std::size_t addresses_ = 1;  ///< how many addresses the name had at the last reconnect
+  std::size_t addresses_ = 1;       ///< how many addresses the name had at the last reconnect
+  std::vector<std::string> known_;  ///< the addresses of the last resolution
+  std::string tried_;
   std::string address_, answered_by_;
   std::unique_ptr<httplib::ClientImpl> client_;
 };
@@ -141,8 +153,7 @@ int run_load(const LoadOptions& options) {
         if (!res || res->status != 200) {
           if (++failed <= 5) {
             std::cerr << "request failed: "
-                      << (res ? fmt::format("{} {}", res->status, res->body.substr(0, 200))
-                              : httplib::to_string(res.error()))
+                      << (res ? fmt::format("{} {}", res->status, res->body.substr(0, 200)) : connection.tried())
                       << "\n";
           }
           continue;
