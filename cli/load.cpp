@@ -152,9 +152,10 @@ int run_load(const LoadOptions& options) {
         ++sent;
         if (!res || res->status != 200) {
           if (++failed <= 5) {
-            std::cerr << "request failed: "
-                      << (res ? fmt::format("{} {}", res->status, res->body.substr(0, 200)) : connection.tried())
-                      << "\n";
+            // One write per line: the clients' threads print at once.
+            std::cerr << fmt::format(
+                "request failed: {}\n",
+                res ? fmt::format("{} {}", res->status, res->body.substr(0, 200)) : connection.tried());
           }
           continue;
         }
