@@ -11,6 +11,7 @@
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
 #include "mlswarm/json_fields.h"
+#include "mlswarm/request_fields.h"
 
 namespace mlswarm {
 namespace {
@@ -21,38 +22,9 @@ using nlohmann::json;
 constexpr std::size_t kMaxChoiceValues = 100;
 constexpr int kMaxEpochs = 1000;  // as train_opts.epochs
 
-[[noreturn]] void invalid(std::string_view field, std::string message) {
-  throw Error(ErrorCode::kInvalidArgument, std::move(message), std::string(field));
-}
-
-// The field checks below mirror job.cpp's, which are private to it.
-
-void reject_unknown_fields(const json& object, const std::set<std::string>& known, std::string_view prefix) {
-  for (const auto& [key, value] : object.items()) {
-    if (!known.contains(key)) {
-      const std::string field = fmt::format("{}{}", prefix, key);
-      invalid(field, fmt::format("unknown field '{}'", field));
-    }
-  }
-}
-
 const json& require_object(const json& value, std::string_view field) {
-  if (!value.is_object()) invalid(field, fmt::format("{} must be an object", field));
+  if (!value.is_object()) invalid_field(field, fmt::format("{} must be an object", field));
   return value;
-}
-
-/// object[key] as an integer in [lo, hi]; `fallback` when absent, or an error when there is none.
-std::int64_t get_int(const json& object, const char* key, std::string_view field, std::optional<std::int64_t> fallback,
-                     std::int64_t lo, std::int64_t hi) {
-  const auto it = object.find(key);
-  if (it == object.end() || it->is_null()) {
-    if (!fallback) invalid(field, fmt::format("{} is required", field));
-    return *fallback;
-  }
-  const auto value = json_integer(*it);
-  if (!value) invalid(field, fmt::format("{} must be an integer", field));
-  if (*value < lo || *value > hi) invalid(field, fmt::format("{} must be between {} and {}", field, lo, hi));
-  return *value;
 }
 
 /// A choice of E named by object[key], which must be there.
@@ -64,7 +36,7 @@ E get_choice(const json& object, const char* key, std::string_view field) {
   if (it != object.end() && it->is_string()) {
     if (auto value = parse_choice<E>(it->get<std::string>())) return *value;
   }
-  invalid(field, fmt::format("{} must be one of \"{}\"", field, fmt::join(names, "\", \"")));
+  invalid_field(field, fmt::format("{} must be one of \"{}\"", field, fmt::join(names, "\", \"")));
 }
 
 /// Seeds are uint64, beyond what json_integer reads; JSON's parser keeps them exact as unsigned.
@@ -73,7 +45,7 @@ std::uint64_t get_seed(const json& body) {
   if (it == body.end() || it->is_null()) return 0;
   if (it->is_number_unsigned()) return it->get<std::uint64_t>();
   const auto value = json_integer(*it);
-  if (!value || *value < 0) invalid("seed", "seed must be an integer between 0 and 2^64 - 1");
+  if (!value || *value < 0) invalid_field("seed", "seed must be an integer between 0 and 2^64 - 1");
   return static_cast<std::uint64_t>(*value);
 }
 
@@ -102,20 +74,21 @@ FieldKind searchable_kind(const std::string& name, std::string_view field) {
   for (const auto& s : kSearchable) {
     if (s.name == name) return s.kind;
   }
-  if (name == "epochs") invalid(field, fmt::format("{}: epochs is not searchable, the scheduler sets them", field));
+  if (name == "epochs")
+    invalid_field(field, fmt::format("{}: epochs is not searchable, the scheduler sets them", field));
   std::vector<std::string_view> names;
   for (const auto& s : kSearchable) names.push_back(s.name);
-  invalid(field, fmt::format("{}: '{}' is not searchable; searchable: {}", field, name, fmt::join(names, ", ")));
+  invalid_field(field, fmt::format("{}: '{}' is not searchable; searchable: {}", field, name, fmt::join(names, ", ")));
 }
 
 void check_type_fits(ParamType type, FieldKind kind, const std::string& name, std::string_view field) {
   if (type == ParamType::kChoice) return;
-  if (kind == FieldKind::kEnum) invalid(field, fmt::format("{}: {} takes \"choice\" only", field, name));
+  if (kind == FieldKind::kEnum) invalid_field(field, fmt::format("{}: {} takes \"choice\" only", field, name));
   if (kind == FieldKind::kInteger && type != ParamType::kInt) {
-    invalid(field, fmt::format("{}: {} is an integer: use \"int\" or \"choice\"", field, name));
+    invalid_field(field, fmt::format("{}: {} is an integer: use \"int\" or \"choice\"", field, name));
   }
   if (kind == FieldKind::kReal && type == ParamType::kInt) {
-    invalid(field, fmt::format("{}: {} is a real: use \"uniform\", \"log_uniform\" or \"choice\"", field, name));
+    invalid_field(field, fmt::format("{}: {} is a real: use \"uniform\", \"log_uniform\" or \"choice\"", field, name));
   }
 }
 
@@ -126,11 +99,11 @@ void parse_values(const json& object, ParamSpace& param, const std::string& pref
   const std::string field = prefix + ".values";
   const auto it = object.find("values");
   if (it == object.end() || !it->is_array() || it->empty() || it->size() > kMaxChoiceValues) {
-    invalid(field, fmt::format("{} must be an array of 1 to {} values", field, kMaxChoiceValues));
+    invalid_field(field, fmt::format("{} must be an array of 1 to {} values", field, kMaxChoiceValues));
   }
   for (const json& value : *it) {
     if (std::find(param.values.begin(), param.values.end(), value) != param.values.end()) {
-      invalid(field, fmt::format("{} lists {} twice", field, value.dump()));
+      invalid_field(field, fmt::format("{} lists {} twice", field, value.dump()));
     }
     param.values.push_back(value);
   }
@@ -138,14 +111,14 @@ void parse_values(const json& object, ParamSpace& param, const std::string& pref
 
 double get_bound(const json& object, const char* key, const std::string& field, bool integral) {
   const auto it = object.find(key);
-  if (it == object.end() || !it->is_number()) invalid(field, fmt::format("{} must be a number", field));
+  if (it == object.end() || !it->is_number()) invalid_field(field, fmt::format("{} must be a number", field));
   if (integral) {
     const auto value = json_integer(*it);
-    if (!value) invalid(field, fmt::format("{} must be an integer", field));
+    if (!value) invalid_field(field, fmt::format("{} must be an integer", field));
     return static_cast<double>(*value);
   }
   const double value = it->get<double>();
-  if (!std::isfinite(value)) invalid(field, fmt::format("{} must be finite", field));
+  if (!std::isfinite(value)) invalid_field(field, fmt::format("{} must be finite", field));
   return value;
 }
 
@@ -155,10 +128,11 @@ void parse_range(const json& object, ParamSpace& param, const std::string& prefi
   param.min = get_bound(object, "min", prefix + ".min", integral);
   param.max = get_bound(object, "max", prefix + ".max", integral);
   if (param.type == ParamType::kLogUniform && param.min <= 0) {
-    invalid(prefix + ".min", fmt::format("{}.min must be above 0 for log_uniform", prefix));
+    invalid_field(prefix + ".min", fmt::format("{}.min must be above 0 for log_uniform", prefix));
   }
   if (integral ? param.max < param.min : param.max <= param.min) {
-    invalid(prefix + ".max", fmt::format("{}.max must be {} {}.min", prefix, integral ? "at least" : "above", prefix));
+    invalid_field(prefix + ".max",
+                  fmt::format("{}.max must be {} {}.min", prefix, integral ? "at least" : "above", prefix));
   }
 }
 
@@ -168,7 +142,7 @@ void check_job_as(const json& body, const std::string& field) {
     parse_job_spec(body);
   } catch (const Error& e) {
     if (e.code() != ErrorCode::kInvalidArgument) throw;
-    invalid(field, fmt::format("{}: {}", field, e.what()));
+    invalid_field(field, fmt::format("{}: {}", field, e.what()));
   }
 }
 
@@ -210,7 +184,7 @@ ParamSpace parse_param(const std::string& name, const json& object, const json& 
 
 void parse_scheduler(const json& body, SweepSpec& spec) {
   const auto it = body.find("scheduler");
-  if (it == body.end()) invalid("scheduler", "scheduler is required");
+  if (it == body.end()) invalid_field("scheduler", "scheduler is required");
   const json& object = require_object(*it, "scheduler");
   spec.scheduler = get_choice<SchedulerType>(object, "type", "scheduler.type");
   if (spec.scheduler == SchedulerType::kRandom) {
@@ -230,9 +204,9 @@ void parse_scheduler(const json& body, SweepSpec& spec) {
   std::int64_t needed = 1;  // eta^(rungs - 1) = eta * eta^(rungs - 2) < eta * R <= 10^6
   for (std::size_t k = 1; k < rungs.size(); ++k) needed *= a.eta;
   if (needed > spec.trials) {
-    invalid("trials", fmt::format("trials ({}) must be at least eta^{} = {} for a trial to reach the last rung "
-                                  "(rungs of {} epochs)",
-                                  spec.trials, rungs.size() - 1, needed, fmt::join(rungs, ", ")));
+    invalid_field("trials", fmt::format("trials ({}) must be at least eta^{} = {} for a trial to reach the last rung "
+                                        "(rungs of {} epochs)",
+                                        spec.trials, rungs.size() - 1, needed, fmt::join(rungs, ", ")));
   }
 }
 
@@ -241,31 +215,33 @@ void check_base(const json& base, SchedulerType scheduler) {
   require_object(base, "base");
   for (const char* key : {"job_id", "model_id"}) {
     if (base.contains(key))
-      invalid(fmt::format("base.{}", key), fmt::format("base.{}: each trial's is <sweep_id>-t<trial>", key));
+      invalid_field(fmt::format("base.{}", key), fmt::format("base.{}: each trial's is <sweep_id>-t<trial>", key));
   }
   for (const char* key : {"attempt", "placement"}) {
-    if (base.contains(key)) invalid(fmt::format("base.{}", key), fmt::format("base.{}: the controller sets it", key));
+    if (base.contains(key))
+      invalid_field(fmt::format("base.{}", key), fmt::format("base.{}: the controller sets it", key));
   }
   const json opts = base.value("train_opts", json::object());
   if (opts.is_object() && opts.contains("epochs")) {
-    invalid("base.train_opts.epochs", "base.train_opts.epochs: the scheduler sets each trial's epochs");
+    invalid_field("base.train_opts.epochs", "base.train_opts.epochs: the scheduler sets each trial's epochs");
   }
   if (opts.is_object() && opts.contains("patience") && scheduler == SchedulerType::kAsha) {
-    invalid("base.train_opts.patience", "base.train_opts.patience: early stopping would end a trial before its rung");
+    invalid_field("base.train_opts.patience",
+                  "base.train_opts.patience: early stopping would end a trial before its rung");
   }
   try {
     parse_job_spec(base);
   } catch (const Error& e) {
     if (e.code() != ErrorCode::kInvalidArgument) throw;
     const std::string field = e.field().empty() ? "base" : "base." + e.field();
-    invalid(field, fmt::format("base: {}", e.what()));
+    invalid_field(field, fmt::format("base: {}", e.what()));
   }
 }
 
 std::vector<ParamSpace> parse_space(const json& body, const json& base) {
   const auto it = body.find("space");
   if (it == body.end() || !it->is_object() || it->empty()) {
-    invalid("space", "space must be an object naming at least one field to search");
+    invalid_field("space", "space must be an object naming at least one field to search");
   }
   std::vector<ParamSpace> space;
   // nlohmann's objects iterate by key, so the space comes out sorted by name.
@@ -290,18 +266,18 @@ json to_json(const ParamSpace& param) {
 }  // namespace
 
 SweepSpec parse_sweep_spec(const json& body) {
-  if (!body.is_object()) invalid("", "the sweep must be a JSON object");
+  if (!body.is_object()) invalid_field("", "the sweep must be a JSON object");
   reject_unknown_fields(body, {"sweep_id", "trials", "seed", "base", "space", "scheduler"}, "");
   SweepSpec spec;
   const auto id = body.find("sweep_id");
-  if (id == body.end() || !id->is_string()) invalid("sweep_id", "sweep_id must be a string");
+  if (id == body.end() || !id->is_string()) invalid_field("sweep_id", "sweep_id must be a string");
   spec.sweep_id = id->get<std::string>();
   require_valid_id(spec.sweep_id, "sweep_id");
   spec.trials = static_cast<int>(get_int(body, "trials", "trials", std::nullopt, 1, kMaxSweepTrials));
   const std::string last_id = trial_id(spec.sweep_id, spec.trials - 1);
   if (!is_valid_id(last_id)) {
-    invalid("sweep_id",
-            fmt::format("sweep_id is too long: trial ids such as {} must be at most 64 characters", last_id));
+    invalid_field("sweep_id",
+                  fmt::format("sweep_id is too long: trial ids such as {} must be at most 64 characters", last_id));
   }
   spec.seed = get_seed(body);
   parse_scheduler(body, spec);

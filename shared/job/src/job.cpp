@@ -13,58 +13,34 @@
 #include "mlswarm/ipv4.h"
 #include "mlswarm/json_fields.h"
 #include "mlswarm/ports.h"
+#include "mlswarm/request_fields.h"
 
 namespace mlswarm {
 namespace {
 
 using nlohmann::json;
 
-[[noreturn]] void invalid(std::string_view field, std::string message) {
-  throw Error(ErrorCode::kInvalidArgument, std::move(message), std::string(field));
-}
-
-void reject_unknown_fields(const json& object, const std::set<std::string>& known, std::string_view prefix) {
-  for (const auto& [key, value] : object.items()) {
-    if (!known.contains(key)) {
-      std::string field = fmt::format("{}{}", prefix, key);
-      invalid(field, fmt::format("unknown field '{}'", field));
-    }
-  }
-}
-
 std::string get_string(const json& object, const char* key, std::string_view field, std::string fallback) {
   auto it = object.find(key);
   if (it == object.end() || it->is_null()) return fallback;
-  if (!it->is_string()) invalid(field, fmt::format("{} must be a string", field));
+  if (!it->is_string()) invalid_field(field, fmt::format("{} must be a string", field));
   return it->get<std::string>();
-}
-
-std::int64_t get_int(const json& object, const char* key, std::string_view field, std::int64_t fallback,
-                     std::int64_t lo, std::int64_t hi) {
-  auto it = object.find(key);
-  if (it == object.end() || it->is_null()) return fallback;
-  const auto value = json_integer(*it);
-  if (!value) invalid(field, fmt::format("{} must be an integer", field));
-  if (*value < lo || *value > hi) {
-    invalid(field, fmt::format("{} must be between {} and {}", field, lo, hi));
-  }
-  return *value;
 }
 
 double get_double(const json& object, const char* key, std::string_view field, double fallback, double lo, double hi,
                   bool lo_inclusive) {
   auto it = object.find(key);
   if (it == object.end() || it->is_null()) return fallback;
-  if (!it->is_number()) invalid(field, fmt::format("{} must be a number", field));
+  if (!it->is_number()) invalid_field(field, fmt::format("{} must be a number", field));
   double value = it->get<double>();
   bool above = lo_inclusive ? value >= lo : value > lo;
   if (!std::isfinite(value) || !above || value > hi) {
-    invalid(field, fmt::format("{} must be in {}{}, {}]", field, lo_inclusive ? "[" : "(", lo, hi));
+    invalid_field(field, fmt::format("{} must be in {}{}, {}]", field, lo_inclusive ? "[" : "(", lo, hi));
   }
   return value;
 }
 
-/// `field` of `object` as one of E's choices (`current` when absent); invalid() naming them all
+/// `field` of `object` as one of E's choices (`current` when absent); invalid_field() naming them all
 /// ("... must be \"a\", \"b\" or \"c\"") otherwise.
 template <typename E>
 E get_choice(const json& object, const char* key, const std::string& field, E current) {
@@ -75,11 +51,11 @@ E get_choice(const json& object, const char* key, const std::string& field, E cu
   for (std::size_t i = 0; i < table.size(); ++i) {
     names += fmt::format("{}\"{}\"", i == 0 ? "" : i + 1 == table.size() ? " or " : ", ", table[i].second);
   }
-  invalid(field, fmt::format("{} must be {}", field, names));
+  invalid_field(field, fmt::format("{} must be {}", field, names));
 }
 
 TrainOpts parse_train_opts(const json& object) {
-  if (!object.is_object()) invalid("train_opts", "train_opts must be an object");
+  if (!object.is_object()) invalid_field("train_opts", "train_opts must be an object");
   reject_unknown_fields(object,
                         {"epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "lr_schedule", "seed",
                          "device", "checkpoint_every_steps", "patience", "publish", "augment", "label_smoothing"},
@@ -107,7 +83,7 @@ TrainOpts parse_train_opts(const json& object) {
 }
 
 Placement parse_placement(const json& object) {
-  if (!object.is_object()) invalid("placement", "placement must be an object");
+  if (!object.is_object()) invalid_field("placement", "placement must be an object");
   reject_unknown_fields(object, {"rank", "world_size", "hosts", "port"}, "placement.");
   Placement p;
   p.world_size = static_cast<int>(get_int(object, "world_size", "placement.world_size", 1, 1, kMaxWorldSize));
@@ -115,12 +91,12 @@ Placement parse_placement(const json& object) {
   p.port = static_cast<int>(get_int(object, "port", "placement.port", kDefaultRendezvousPort, 1, 65535));
   const auto hosts = object.find("hosts");
   if (hosts == object.end() || !hosts->is_array() || static_cast<int>(hosts->size()) != p.world_size) {
-    invalid("placement.hosts", "placement.hosts must list one IPv4 address per rank");
+    invalid_field("placement.hosts", "placement.hosts must list one IPv4 address per rank");
   }
   for (const auto& h : *hosts) {
     std::uint32_t address = 0;
     if (!h.is_string() || !parse_ipv4(h.get<std::string>(), address)) {
-      invalid("placement.hosts", "placement.hosts must list one IPv4 address per rank");
+      invalid_field("placement.hosts", "placement.hosts must list one IPv4 address per rank");
     }
     p.hosts.push_back(h.get<std::string>());
   }
@@ -133,12 +109,12 @@ std::optional<std::pair<std::int64_t, std::int64_t>> parse_range(const json& bod
   auto it = body.find(field);
   if (it == body.end() || it->is_null()) return std::nullopt;
   if (!it->is_array() || it->size() != 2 || !(*it)[0].is_number_integer() || !(*it)[1].is_number_integer()) {
-    invalid(field, fmt::format("{} must be [start, end], two integers", field));
+    invalid_field(field, fmt::format("{} must be [start, end], two integers", field));
   }
   auto start = (*it)[0].get<std::int64_t>();
   auto end = (*it)[1].get<std::int64_t>();
   if (start < 0 || end <= start || end > size) {
-    invalid(field, fmt::format("{} must satisfy 0 <= start < end <= {} ({})", field, size, split));
+    invalid_field(field, fmt::format("{} must satisfy 0 <= start < end <= {} ({})", field, size, split));
   }
   return std::make_pair(start, end);
 }
@@ -146,7 +122,7 @@ std::optional<std::pair<std::int64_t, std::int64_t>> parse_range(const json& bod
 }  // namespace
 
 JobSpec parse_job_spec(const json& body) {
-  if (!body.is_object()) invalid("", "the job spec must be a JSON object");
+  if (!body.is_object()) invalid_field("", "the job spec must be a JSON object");
   reject_unknown_fields(body,
                         {"job_id", "model_id", "model_type", "dataset", "example_idxs", "test_idxs", "train_opts",
                          "attempt", "trainers", "min_trainers", "placement"},
@@ -156,19 +132,20 @@ JobSpec parse_job_spec(const json& body) {
   if (!spec.job_id.empty()) require_valid_id(spec.job_id, "job_id");
   spec.model_id = get_string(body, "model_id", "model_id", "");
   if (spec.model_id.empty() && body.contains("model_id") && !body["model_id"].is_null()) {
-    invalid("model_id", "model_id must not be empty");
+    invalid_field("model_id", "model_id must not be empty");
   }
   if (!spec.model_id.empty()) require_valid_id(spec.model_id, "model_id");
 
   const std::string model_type = get_string(body, "model_type", "model_type", std::string(to_string(spec.model_type)));
   const auto parsed_type = parse_choice<ModelType>(model_type);
   if (!parsed_type)
-    invalid("model_type", fmt::format("unknown model_type '{}'; known: convnet, resnet, mlp", model_type));
+    invalid_field("model_type", fmt::format("unknown model_type '{}'; known: convnet, resnet, mlp", model_type));
   spec.model_type = *parsed_type;
   spec.dataset = get_string(body, "dataset", "dataset", spec.dataset);
   const DatasetInfo* info = find_dataset_info(spec.dataset);
   if (info == nullptr) {
-    invalid("dataset", fmt::format("unknown dataset '{}'; known: {}", spec.dataset, fmt::join(dataset_names(), ", ")));
+    invalid_field("dataset",
+                  fmt::format("unknown dataset '{}'; known: {}", spec.dataset, fmt::join(dataset_names(), ", ")));
   }
   spec.example_idxs = parse_range(body, "example_idxs", info->train_size, fmt::format("{} train split", spec.dataset));
   spec.test_idxs = parse_range(body, "test_idxs", info->test_size, fmt::format("{} test split", spec.dataset));

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "../../../support/error_code.h"
+#include "example_sweep.h"
 #include "mlswarm/error.h"
 
 namespace mlswarm {
@@ -25,14 +26,7 @@ constexpr double kPinnedLr0 = 0.013003033395566395;
 constexpr double kPinnedWeightDecay0 = 0.00011922543151612253;
 
 SweepSpec example(std::uint64_t seed = 1, int trials = 27) {
-  json body = json::parse(R"({"sweep_id": "lr-search",
-      "base": {"model_type": "convnet", "dataset": "fashion-mnist", "train_opts": {"batch_size": 128}},
-      "space": {"lr": {"type": "log_uniform", "min": 0.001, "max": 0.3},
-                "label_smoothing": {"type": "choice", "values": [0, 0.05, 0.1]},
-                "batch_size": {"type": "int", "min": 32, "max": 256},
-                "weight_decay": {"type": "uniform", "min": 0, "max": 0.001},
-                "model_type": {"type": "choice", "values": ["convnet", "mlp"]}},
-      "scheduler": {"type": "asha", "r": 1, "eta": 3, "R": 9}})");
+  json body = testing::example_sweep_body();
   body["seed"] = seed;
   body["trials"] = trials;
   return parse_sweep_spec(body);

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "../../../support/error_code.h"
+#include "example_sweep.h"
 #include "mlswarm/error.h"
 
 namespace mlswarm {
@@ -16,16 +17,7 @@ namespace {
 using nlohmann::json;
 
 /// The example of the design: five fields searched with ASHA over 1, 3 and 9 epochs.
-json example() {
-  return json::parse(R"({"sweep_id": "lr-search", "trials": 27, "seed": 1,
-      "base": {"model_type": "convnet", "dataset": "fashion-mnist", "train_opts": {"batch_size": 128}},
-      "space": {"lr": {"type": "log_uniform", "min": 0.001, "max": 0.3},
-                "label_smoothing": {"type": "choice", "values": [0, 0.05, 0.1]},
-                "batch_size": {"type": "int", "min": 32, "max": 256},
-                "weight_decay": {"type": "uniform", "min": 0, "max": 0.001},
-                "model_type": {"type": "choice", "values": ["convnet", "mlp"]}},
-      "scheduler": {"type": "asha", "r": 1, "eta": 3, "R": 9}})");
-}
+json example() { return testing::example_sweep_body(); }
 
 /// `body` with the value at `pointer` ("/space/lr/min") replaced, or removed when null.
 json with(json body, const std::string& pointer, const json& value) {
