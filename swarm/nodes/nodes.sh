@@ -61,8 +61,9 @@ node_reconnect() { docker network connect --ip "$(node_ip "$1")" "$(nodes_networ
 
 nodes_up() {
   local n=${1:-3} i images_tar token
-  docker build -q -t mlswarm-node "$(dirname "${BASH_SOURCE[0]}")" >/tmp/mlswarm-nodes-build.log 2>&1 ||
-    { tail -20 /tmp/mlswarm-nodes-build.log >&2; return 1; }
+  local build_log
+  build_log=$(docker build -q -t mlswarm-node "$(dirname "${BASH_SOURCE[0]}")" 2>&1) ||
+    { tail -20 <<<"$build_log" >&2; return 1; }
   docker network create --subnet "$MLSWARM_NODES_SUBNET.0/24" "$(nodes_network)" >/dev/null || return 1
   for ((i = 1; i <= n; ++i)); do node_run "$i" || return 1; done
   for ((i = 1; i <= n; ++i)); do node_wait_engine "$i" 60 || return 1; done

@@ -233,7 +233,7 @@ load() {
 }
 load_ready() { load --clients 1 --seconds 0.2 >/dev/null 2>&1; }
 if [[ $leader_node == 1 || $leader_node == 3 ]] && poll 60 load_ready; then
-  load --clients 4 --seconds 40 --label leader-node-killed >/tmp/mlswarm-nodes-load.json 2>/tmp/mlswarm-nodes-load.err &
+  load --clients 4 --seconds 40 --label leader-node-killed >"$MLSWARM_NODES_SHARED/load.json" 2>"$MLSWARM_NODES_SHARED/load.err" &
   load_pid=$!
   sleep 10  # pacing, not synchronisation: the load runs a while before the kill
   node_kill "$leader_node"
@@ -242,14 +242,14 @@ if [[ $leader_node == 1 || $leader_node == 3 ]] && poll 60 load_ready; then
   leads() { [[ $(role_of "$other_node") == leader ]]; }
   poll 60 leads && takeover=$(since "$killed_at")
   wait "$load_pid"
-  result=$(cat /tmp/mlswarm-nodes-load.json)
+  result=$(cat "$MLSWARM_NODES_SHARED/load.json")
   echo "  $result"
   sent=$(json 'd["sent"]' <<<"$result") load_failed=$(json 'd["failed"]' <<<"$result")
   if [[ -n ${takeover:-} && -n $sent && $load_failed == 0 ]]; then
     pass "leader's node $leader_node killed: node $other_node's replica led after $takeover s; $sent /predicts through both replicas, none failed"
   else
     fail "leader's node killed: takeover '${takeover:-none}', load sent ${sent:-?} failed ${load_failed:-?}"
-    head -3 /tmp/mlswarm-nodes-load.err
+    head -3 "$MLSWARM_NODES_SHARED/load.err"
   fi
   node_start "$leader_node"
   unavailable=" "
