@@ -101,7 +101,7 @@ class Connection {
   /// does not resolve at that moment (a DNS server busy with a node that just died), the
   /// addresses it had last time stand in: a hiccup of DNS does not make the client forget the
   /// replicas it knew.
-  void reconnect(const std::string& avoid = {}) {
+  void reconnect(std::string avoid = {}) {  // a copy: callers pass address_, which this reassigns
     auto addresses = resolve(target_.host);
     if (addresses.size() == 1 && addresses.front() == target_.host && !known_.empty()) addresses = known_;
     std::sort(addresses.begin(), addresses.end());
