@@ -21,6 +21,7 @@
 #include "mlswarm/version.h"
 #include "model_server.h"
 #include "replicas.h"
+#include "searcher.h"
 #include "leadership.h"
 #include "trainer_transport.h"
 
@@ -72,6 +73,11 @@ int run_controller(const ControllerConfig& c) {
   ClusterOptions options = cluster_options(c);
   options.may_act = [&leadership] { return leadership.can_lead(leadership.view().term); };
   Cluster cluster(registry, transport, std::move(options));
+  SweepSearcher sweeps(registry, c.home_dir,
+                       {[&cluster](JobSpec spec) { cluster.submit(std::move(spec)); },
+                        [&cluster](const std::string& job_id) { cluster.cancel(job_id); },
+                        [&cluster, &registry] { return free_trainer_slots(cluster.trainers(), registry.list()); }});
+  cluster.set_before_plan([&sweeps] { sweeps.tick(); });
   Replicas replicas(leadership, registry, cluster,
                     {address, std::chrono::milliseconds(10000), !c.tls_cert_file.empty()});
   ModelServer models(c.home_dir, BatchingOptions{c.predict_max_batch, std::chrono::microseconds(c.predict_max_delay_us),
@@ -81,7 +87,7 @@ int run_controller(const ControllerConfig& c) {
                     ControllerApiOptions{c.home_dir, static_cast<std::size_t>(c.predict_max_examples), c.max_body,
                                          c.api_token, c.public_reads, c.predict_max_batch, c.predict_max_delay_us,
                                          c.max_image_pixels, c.max_decodes},
-                    replicas.hooks());
+                    replicas.hooks(), &sweeps);
   HttpService service = api.service();
   service.handle = [&api, &replicas](const HttpRequest& request) {
     HttpReply reply = api.serve(request);

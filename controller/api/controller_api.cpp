@@ -44,13 +44,14 @@ json trainer_json(const TrainerView& t) {
 }  // namespace
 
 ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServer& models, DatasetCache& datasets,
-                             ControllerApiOptions options, ReplicaHooks replicas)
+                             ControllerApiOptions options, ReplicaHooks replicas, SweepSearcher* sweeps)
     : cluster_(cluster),
       registry_(registry),
       models_(models),
       datasets_(datasets),
       options_(std::move(options)),
       replicas_(std::move(replicas)),
+      sweeps_(sweeps),
       decodes_(std::make_unique<std::counting_semaphore<>>(
           options_.max_decodes > 0 ? options_.max_decodes
                                    : std::max<std::ptrdiff_t>(1, std::thread::hardware_concurrency()))) {
@@ -58,6 +59,7 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
   add_serving_routes();
   add_dashboard_routes();
   add_inference_routes();
+  if (sweeps_ != nullptr) add_sweep_routes();
   Metrics& m = Metrics::global();
   m.describe("mlswarm_trainers", "gauge", "trainers discovered");
   m.describe("mlswarm_model_loads_total", "counter", "model versions loaded for serving");

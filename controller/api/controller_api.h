@@ -17,6 +17,8 @@
 
 namespace mlswarm {
 
+class SweepSearcher;
+
 struct ControllerApiOptions {
   std::filesystem::path home_dir;
   std::size_t max_examples = 1024;           ///< per /predict request and per examples page
@@ -61,7 +63,7 @@ inline constexpr std::size_t kMaxSpecBytes = 64u << 10;
 class ControllerApi final : public RoutedApi {
  public:
   ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServer& models, DatasetCache& datasets,
-                ControllerApiOptions options, ReplicaHooks replicas = {});
+                ControllerApiOptions options, ReplicaHooks replicas = {}, SweepSearcher* sweeps = nullptr);
   ~ControllerApi() override;
   ControllerApi(const ControllerApi&) = delete;
   ControllerApi& operator=(const ControllerApi&) = delete;
@@ -79,6 +81,8 @@ class ControllerApi final : public RoutedApi {
   void add_dashboard_routes();
   /// The Open Inference Protocol (KServe v2): /v2, health, model metadata, ready, config, infer.
   void add_inference_routes();
+  /// /sweeps (when the API has a searcher): create, list, show, cancel.
+  void add_sweep_routes();
   HttpReply infer(const std::string& model_id, int version, const HttpRequest& request);
   /// Errors on /v2 paths in the protocol's shape, {"error": "<message>"}.
   HttpReply finish_error(const HttpRequest& request, HttpReply reply) override;
@@ -99,6 +103,7 @@ class ControllerApi final : public RoutedApi {
   DatasetCache& datasets_;
   ControllerApiOptions options_;
   ReplicaHooks replicas_;
+  SweepSearcher* sweeps_ = nullptr;                     ///< not owned
   int collector_ = 0;                                   ///< this API's /metrics collector in Metrics::global()
   std::unique_ptr<std::counting_semaphore<>> decodes_;  ///< /classify's decodes at once
 };

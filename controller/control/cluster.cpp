@@ -156,6 +156,13 @@ void Cluster::wake() {
   wake_.notify_all();
 }
 
+int free_trainer_slots(const std::vector<TrainerView>& trainers, const std::vector<JobRecord>& jobs) {
+  int slots = 0;
+  for (const auto& t : trainers) slots += t.trusted && !t.suspect && !t.draining ? t.capacity : 0;
+  for (const auto& job : jobs) slots -= is_terminal(job.state) ? 0 : job.spec.trainers;
+  return slots;
+}
+
 void Cluster::loop(std::stop_token stop) {
   auto next_scan = SteadyClock::now();
   while (!stop.stop_requested()) {
@@ -177,6 +184,7 @@ void Cluster::tick(bool scan_due) {
   if (!may_act()) return;  // a leader whose lease is not fresh waits; it may have lost the lead
   if (scan_due) guarded_phase("discovery", [this] { scan(); });
   guarded_phase("poll", [this] { poll(); });
+  if (before_plan_) guarded_phase("sweeps", before_plan_);
   // A failed dispatch marks its trainer suspect; planning again places the job elsewhere.
   for (int round = 0; round < 8; ++round) {
     bool again = false;

@@ -54,6 +54,10 @@ struct TrainerView {
   int misses = 0;        ///< consecutive scan passes without an answer
 };
 
+/// Slots of trainers that take dispatches (trusted, neither suspect nor draining) that no
+/// queued or running job takes (a job takes one per rank): what a sweep may start now.
+int free_trainer_slots(const std::vector<TrainerView>& trainers, const std::vector<JobRecord>& jobs);
+
 /// The cluster's control loop and the executor of its plans. Each tick: a discovery pass
 /// when one is due (apply_discovery), a /status poll of every trusted trainer (concurrent;
 /// replies parsed as untrusted input), then plan() and the actions carried out through the
@@ -83,6 +87,12 @@ class Cluster {
   /// with it, it stays cancelled) and wakes the loop, which tells its trainer to stop it.
   /// Throws Error(kNotFound) for an unknown id and Error(kConflict) for a finished job.
   JobRecord cancel(const std::string& job_id);
+  /// Runs the loop's next tick now rather than at the next poll.
+  void wake();
+  /// Runs `hook` in every tick of the leader's loop, after the trainers' reports are taken in
+  /// and before the plan (the sweeps' searcher: the jobs it submits are placed in the same
+  /// tick). Set before start().
+  void set_before_plan(std::function<void()> hook) { before_plan_ = std::move(hook); }
   /// nullopt when ready to train; otherwise why not.
   std::optional<std::string> not_ready_reason() const;
   int scans_completed() const;
@@ -106,7 +116,6 @@ class Cluster {
   void run(const action::Requeue& a);
   void run(const action::Cancel& a);
   void mark_suspect(const std::string& address, const std::string& why);
-  void wake();
   std::string sources() const;  ///< where trainers are looked for, for messages
 
   JobRegistry& registry_;
@@ -121,6 +130,7 @@ class Cluster {
   std::map<std::string, SteadyClock::time_point> not_before_;
   /// Cancels sent to trainers ("trainer job attempt") and when: loop thread only.
   std::map<std::string, SteadyClock::time_point> cancels_sent_;
+  std::function<void()> before_plan_;
   std::jthread thread_;
 };
 

@@ -76,6 +76,8 @@ void JobRegistry::read_journal() {
     std::lock_guard lock(mutex_);
     jobs_.clear();
     order_.clear();
+    documents_.clear();
+    document_order_.clear();
     read_offset_ = 0;
     max_term_ = 0;
     journal_inode_ = st.st_ino;
@@ -95,8 +97,12 @@ void JobRegistry::read_journal() {
     if (line.empty()) continue;
     try {
       const auto j = nlohmann::json::parse(line);
-      apply(job_record_from_json(j),
-            static_cast<std::uint64_t>(checked_int_or(j, "term", 0, 0, std::int64_t{1} << 53)));
+      const auto term = static_cast<std::uint64_t>(checked_int_or(j, "term", 0, 0, std::int64_t{1} << 53));
+      if (j.contains("document")) {
+        apply_document(j, term);
+      } else {
+        apply(job_record_from_json(j), term);
+      }
     } catch (const std::exception& e) {
       spdlog::warn("{}: skipped an unreadable journal line ({})", journal_path_.string(), e.what());
     }
@@ -116,11 +122,29 @@ void JobRegistry::apply(JobRecord job, std::uint64_t term) {
   jobs_[job.spec.job_id] = std::move(job);
 }
 
+void JobRegistry::apply_document(const nlohmann::json& line, std::uint64_t term) {
+  const std::string kind = line.at("document").get<std::string>();
+  const std::string id = line.at("id").get<std::string>();
+  if (!line.at("body").is_object()) throw Error(ErrorCode::kDataError, "a document's body must be an object");
+  const std::string key = kind + "/" + id;
+  const bool known = documents_.contains(key);
+  if (term < max_term_ && known) return;  // a stale leader's, as for jobs
+  max_term_ = std::max(max_term_, term);
+  std::lock_guard lock(mutex_);
+  if (!known) document_order_.push_back(key);
+  documents_[key] = {{"document", kind}, {"id", id}, {"body", line.at("body")}};
+}
+
 void JobRegistry::compact() {
   const std::uint64_t term = term_ ? term_() : 0;
   std::string text;
   for (const auto& id : order_) {
     nlohmann::json line = to_json(jobs_.at(id), unix_now());
+    line["term"] = term;
+    text += line.dump() + "\n";
+  }
+  for (const auto& key : document_order_) {
+    nlohmann::json line = documents_.at(key);
     line["term"] = term;
     text += line.dump() + "\n";
   }
@@ -135,19 +159,23 @@ void JobRegistry::compact() {
   journal_inode_ = st.st_ino;
   read_offset_ = st.st_size;
   max_term_ = std::max(max_term_, term);
-  lines_ = order_.size();
+  lines_ = order_.size() + document_order_.size();
 }
 
 void JobRegistry::append(const JobRecord& job) {
+  append_line(to_json(job, unix_now()));
+  journaled_at_[job.spec.job_id] = unix_now();
+}
+
+void JobRegistry::append_line(const nlohmann::json& record) {
   if (journal_fd_ < 0) throw Error(ErrorCode::kUnavailable, "this controller does not lead; the change was not made");
-  if (!fence_) return write_record(job);
-  if (!fence_([&] { write_record(job); })) {
+  if (!fence_) return write_line(record);
+  if (!fence_([&] { write_line(record); })) {
     throw Error(ErrorCode::kUnavailable, "this controller no longer leads; the change was not made");
   }
 }
 
-void JobRegistry::write_record(const JobRecord& job) {
-  nlohmann::json record = to_json(job, unix_now());
+void JobRegistry::write_line(nlohmann::json record) {
   const std::uint64_t term = term_ ? term_() : 0;
   record["term"] = term;
   const std::string line = record.dump() + "\n";
@@ -180,10 +208,9 @@ void JobRegistry::write_record(const JobRecord& job) {
     throw Error(ErrorCode::kUnavailable, fmt::format("cannot write the job journal {}: {}; nothing was changed",
                                                      journal_path_.string(), std::strerror(error)));
   }
-  journaled_at_[job.spec.job_id] = unix_now();
   read_offset_ = size_before + static_cast<off_t>(line.size());
   max_term_ = std::max(max_term_, term);
-  if (++lines_ > 4 * order_.size() + 1000) {
+  if (++lines_ > 4 * (order_.size() + document_order_.size()) + 1000) {
     try {
       compact();
     } catch (const Error& e) {
@@ -257,6 +284,49 @@ std::optional<JobRecord> JobRegistry::update_if(const std::string& job_id,
   std::lock_guard lock(mutex_);
   it->second = next;
   return next;
+}
+
+void JobRegistry::create_document(const std::string& kind, const std::string& id, const nlohmann::json& body) {
+  std::lock_guard writer(write_mutex_);
+  const std::string key = kind + "/" + id;
+  if (documents_.contains(key))
+    throw Error(ErrorCode::kConflict, fmt::format("{} '{}' already exists", kind, id), "id");
+  nlohmann::json line = {{"document", kind}, {"id", id}, {"body", body}};
+  append_line(line);  // durable before it is visible
+  std::lock_guard lock(mutex_);
+  document_order_.push_back(key);
+  documents_[key] = std::move(line);
+}
+
+std::optional<nlohmann::json> JobRegistry::update_document(const std::string& kind, const std::string& id,
+                                                           const std::function<bool(nlohmann::json&)>& change) {
+  std::lock_guard writer(write_mutex_);  // documents_ may be read here: only writers change it
+  auto it = documents_.find(kind + "/" + id);
+  if (it == documents_.end()) return std::nullopt;
+  nlohmann::json body = it->second.at("body");
+  if (!change(body)) return it->second.at("body");
+  nlohmann::json line = {{"document", kind}, {"id", id}, {"body", body}};
+  append_line(line);
+  std::lock_guard lock(mutex_);
+  it->second = std::move(line);
+  return body;
+}
+
+std::optional<nlohmann::json> JobRegistry::find_document(const std::string& kind, const std::string& id) const {
+  std::lock_guard lock(mutex_);
+  auto it = documents_.find(kind + "/" + id);
+  if (it == documents_.end()) return std::nullopt;
+  return it->second.at("body");
+}
+
+std::vector<nlohmann::json> JobRegistry::documents(const std::string& kind) const {
+  std::lock_guard lock(mutex_);
+  std::vector<nlohmann::json> out;
+  for (const auto& key : document_order_) {
+    const auto& line = documents_.at(key);
+    if (line.at("document") == kind) out.push_back(line.at("body"));
+  }
+  return out;
 }
 
 std::uint64_t JobRegistry::max_term() const {

@@ -74,6 +74,20 @@ class JobRegistry {
   std::optional<JobRecord> update_if(const std::string& job_id, const std::function<bool(const JobRecord&)>& expected,
                                      const std::function<void(JobRecord&)>& change, bool durable);
 
+  /// Records of another kind kept in the same journal (a sweep's searcher state, kind
+  /// "sweep"): written, fenced, replayed, refreshed by followers and compacted as jobs are; the
+  /// last line of a (kind, id) wins, and a stale leader's line about a known one is ignored.
+  /// Throws Error(kConflict) when it exists, Error(kUnavailable) when the journal cannot be written.
+  void create_document(const std::string& kind, const std::string& id, const nlohmann::json& body);
+  /// Applies `change` to a copy and journals it when `change` returns true. Returns the record
+  /// as it is afterwards, or nullopt when unknown. Throws Error(kUnavailable) as create does
+  /// (the record is then unchanged).
+  std::optional<nlohmann::json> update_document(const std::string& kind, const std::string& id,
+                                                const std::function<bool(nlohmann::json&)>& change);
+  std::optional<nlohmann::json> find_document(const std::string& kind, const std::string& id) const;
+  /// Every record of `kind`, oldest first.
+  std::vector<nlohmann::json> documents(const std::string& kind) const;
+
   std::size_t journal_lines() const;
 
   /// The highest term in the journal as last read (a follower's refresh() runs every election
@@ -84,8 +98,11 @@ class JobRegistry {
   void read_journal();  // write_mutex_ held: from read_offset_, or from the start of a new file
   void apply(JobRecord job, std::uint64_t term);  // write_mutex_ held
   void append(const JobRecord& job);              // write_mutex_ held; through the fence
-  void write_record(const JobRecord& job);        // write_mutex_ held; the fence held
-  void compact();                                 // write_mutex_ held; the fence held
+  /// A line of the journal (a job's or a document's), through the fence. write_mutex_ held.
+  void append_line(const nlohmann::json& record);
+  void write_line(nlohmann::json record);                               // write_mutex_ held; the fence held
+  void apply_document(const nlohmann::json& line, std::uint64_t term);  // write_mutex_ held
+  void compact();                                                       // write_mutex_ held; the fence held
 
   std::filesystem::path dir_;
   std::filesystem::path journal_path_;
@@ -93,6 +110,9 @@ class JobRegistry {
   mutable std::mutex mutex_;
   std::map<std::string, JobRecord> jobs_;
   std::vector<std::string> order_;
+  /// Documents by "kind/id" (their kind and id are in the line), and in order of creation.
+  std::map<std::string, nlohmann::json> documents_;
+  std::vector<std::string> document_order_;
   std::map<std::string, double> journaled_at_;
   int journal_fd_ = -1;
   std::size_t lines_ = 0;

@@ -85,11 +85,22 @@ json sample_params(const SweepSpec& spec, int trial) {
   return params;
 }
 
-JobSpec trial_job_spec(const SweepSpec& spec, int trial, int epochs) {
+JobSpec trial_job_spec(const SweepSpec& spec, int trial, int rung) {
+  const std::vector<int> rungs = rung_epochs(spec.asha);
+  if (rung < 0 || rung >= static_cast<int>(rungs.size())) {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("rung {} is outside 0..{}", rung, rungs.size() - 1), "rung");
+  }
   json body = with_params(spec.base, sample_params(spec, trial));
-  body["train_opts"]["epochs"] = epochs;  // parse_job_spec checks its range
-  body["job_id"] = trial_id(spec.sweep_id, trial);
-  body["model_id"] = body["job_id"];
+  // Every rung trains on the schedule of the last: a promotion carries on, not starts anew.
+  body["train_opts"]["epochs"] = spec.asha.max_epochs;
+  if (rungs[static_cast<std::size_t>(rung)] < spec.asha.max_epochs) {
+    body["stop_after_epoch"] = rungs[static_cast<std::size_t>(rung)];
+  }
+  body["job_id"] = rung_job_id(spec.sweep_id, trial, rung);
+  body["model_id"] = trial_id(spec.sweep_id, trial);
+  if (rung > 0) body["resume_from"] = rung_job_id(spec.sweep_id, trial, rung - 1);
+  body["sweep_id"] = spec.sweep_id;
+  body["trial"] = trial;
   return parse_job_spec(body);
 }
 

@@ -17,9 +17,10 @@ namespace mlswarm {
 /// unless 0 <= trial < spec.trials.
 nlohmann::json sample_params(const SweepSpec& spec, int trial);
 
-/// The job that trains trial `trial` to `epochs` epochs: the base with the trial's parameters,
-/// job_id and model_id trial_id(sweep_id, trial). Throws Error(kInvalidArgument) for a trial or
-/// epochs out of range.
-JobSpec trial_job_spec(const SweepSpec& spec, int trial, int epochs);
+/// The job that trains trial `trial` to rung `rung`: the base with the trial's parameters,
+/// epochs the last rung's (one learning-rate schedule for every rung) and stop_after_epoch this
+/// rung's; job_id rung_job_id, model_id trial_id; from rung 1 on it resumes from the job of the
+/// rung before. Throws Error(kInvalidArgument) for a trial or rung out of range.
+JobSpec trial_job_spec(const SweepSpec& spec, int trial, int rung);
 
 }  // namespace mlswarm

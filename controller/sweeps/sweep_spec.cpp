@@ -267,20 +267,22 @@ json to_json(const ParamSpace& param) {
 
 SweepSpec parse_sweep_spec(const json& body) {
   if (!body.is_object()) invalid_field("", "the sweep must be a JSON object");
-  reject_unknown_fields(body, {"sweep_id", "trials", "seed", "base", "space", "scheduler"}, "");
+  reject_unknown_fields(body, {"sweep_id", "trials", "seed", "base", "space", "scheduler", "parallel"}, "");
   SweepSpec spec;
   const auto id = body.find("sweep_id");
   if (id == body.end() || !id->is_string()) invalid_field("sweep_id", "sweep_id must be a string");
   spec.sweep_id = id->get<std::string>();
   require_valid_id(spec.sweep_id, "sweep_id");
   spec.trials = static_cast<int>(get_int(body, "trials", "trials", std::nullopt, 1, kMaxSweepTrials));
-  const std::string last_id = trial_id(spec.sweep_id, spec.trials - 1);
-  if (!is_valid_id(last_id)) {
-    invalid_field("sweep_id",
-                  fmt::format("sweep_id is too long: trial ids such as {} must be at most 64 characters", last_id));
-  }
+  spec.parallel = static_cast<int>(get_int(body, "parallel", "parallel", 0, 0, kMaxSweepTrials));
   spec.seed = get_seed(body);
   parse_scheduler(body, spec);
+  const auto rungs = static_cast<int>(rung_epochs(spec.asha).size());
+  const std::string last_id = rung_job_id(spec.sweep_id, spec.trials - 1, rungs - 1);
+  if (!is_valid_id(last_id)) {
+    invalid_field("sweep_id",
+                  fmt::format("sweep_id is too long: trial job ids such as {} must be at most 64 characters", last_id));
+  }
   if (const auto base = body.find("base"); base != body.end()) spec.base = *base;
   check_base(spec.base, spec.scheduler);
   spec.space = parse_space(body, spec.base);
@@ -296,11 +298,17 @@ json to_json(const SweepSpec& spec) {
   } else {
     scheduler.update({{"r", spec.asha.min_epochs}, {"eta", spec.asha.eta}, {"R", spec.asha.max_epochs}});
   }
-  return {{"sweep_id", spec.sweep_id}, {"trials", spec.trials}, {"seed", spec.seed},
-          {"base", spec.base},         {"space", space},        {"scheduler", scheduler}};
+  json out = {{"sweep_id", spec.sweep_id}, {"trials", spec.trials}, {"seed", spec.seed},
+              {"base", spec.base},         {"space", space},        {"scheduler", scheduler}};
+  if (spec.parallel != 0) out["parallel"] = spec.parallel;
+  return out;
 }
 
 std::string trial_id(std::string_view sweep_id, int trial) { return fmt::format("{}-t{}", sweep_id, trial); }
+
+std::string rung_job_id(std::string_view sweep_id, int trial, int rung) {
+  return rung == 0 ? trial_id(sweep_id, trial) : fmt::format("{}-t{}-r{}", sweep_id, trial, rung);
+}
 
 json with_params(json base, const json& params) {
   for (const auto& [name, value] : params.items()) {

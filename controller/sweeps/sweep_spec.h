@@ -58,7 +58,7 @@ struct EnumNames<SchedulerType> {
 
 inline constexpr int kMaxSweepTrials = 1000;
 
-/// A validated sweep, as `{"sweep_id", "trials", "seed", "base", "space", "scheduler"}`.
+/// A validated sweep, as `{"sweep_id", "trials", "seed", "base", "space", "scheduler", "parallel"}`.
 struct SweepSpec {
   std::string sweep_id;  ///< a valid id; trial t's job and model are trial_id(sweep_id, t)
   int trials = 1;        ///< 1 .. kMaxSweepTrials, and under ASHA at least eta^(rungs - 1)
@@ -72,6 +72,8 @@ struct SweepSpec {
   SchedulerType scheduler = SchedulerType::kAsha;
   /// The rungs. {"type": "random", "epochs": E} is one rung of E epochs: min = max = E.
   AshaConfig asha;
+  /// At most this many trials train at once; 0: as many as there are free trainer slots.
+  int parallel = 0;
 
   bool operator==(const SweepSpec&) const = default;
 };
@@ -87,6 +89,10 @@ nlohmann::json to_json(const SweepSpec& spec);
 
 /// "<sweep_id>-t<trial>": the job id and model id of a trial.
 std::string trial_id(std::string_view sweep_id, int trial);
+
+/// The job that trains trial `trial` toward rung `rung`: trial_id for rung 0, then
+/// "<trial_id>-r<rung>". Every rung's job trains the one model trial_id.
+std::string rung_job_id(std::string_view sweep_id, int trial, int rung);
 
 /// `base` with `params` ({"lr": 0.01, "model_type": "mlp"}) set in it: model_type at the top,
 /// the others in train_opts.

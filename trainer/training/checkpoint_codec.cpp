@@ -27,6 +27,12 @@ json resume_key(const JobSpec& spec) {
   key.erase("trainers");
   key.erase("min_trainers");
   key.erase("placement");
+  // A sweep's promoted trial is a new job that carries on from its last rung's checkpoint: how
+  // far a job goes and where it came from are not part of what it trains.
+  key.erase("stop_after_epoch");
+  key.erase("resume_from");
+  key.erase("sweep_id");
+  key.erase("trial");
   return key;
 }
 

@@ -58,6 +58,8 @@ class TrainingRun {
         hooks_(hooks),
         device_(pick_device(o_.device)),
         store_(job_dir(env.home_dir, spec.job_id), spec.attempt),
+        home_dir_(env.home_dir),
+        last_epoch_(last_epoch(spec)),
         model_path_(model_dir(env.home_dir, spec.model_id)),
         keep_versions_(env.keep_versions),
         leader_(!spec.placement || spec.placement->rank == 0),
@@ -74,14 +76,14 @@ class TrainingRun {
 
   TrainingOutcome run() {
     resume();
-    if (leader_ && resume_epoch_ > o_.epochs && !point_.unevaluated) {
+    if (leader_ && resume_epoch_ > last_epoch_ && !point_.unevaluated) {
       adopt_finished_model();
       return TrainingOutcome::kCompleted;
     }
     spdlog::info("job {} model {}: training {} on {} [{}, {}) for {} epochs, batch {}, {} steps/epoch, {}",
                  spec_.job_id, spec_.model_id, to_string(spec_.model_type), spec_.dataset, start_, start_ + n_,
-                 o_.epochs, batch_, steps_per_epoch_, precision_name());
-    for (int epoch = resume_epoch_; epoch <= o_.epochs; ++epoch) {
+                 last_epoch_, batch_, steps_per_epoch_, precision_name());
+    for (int epoch = resume_epoch_; epoch <= last_epoch_; ++epoch) {
       std::optional<EpochResult> trained;
       if (epoch == resume_epoch_ && point_.unevaluated) {
         trained = trained_before(*point_.unevaluated);  // a stop came during its evaluation
@@ -113,7 +115,7 @@ class TrainingRun {
         done.accuracy = eval.accuracy;
         hooks_.report(done);
       }
-      if (epoch < o_.epochs && should_stop_early(accuracies_, o_.patience)) {
+      if (epoch < last_epoch_ && should_stop_early(accuracies_, o_.patience)) {
         spdlog::info(
             "job {} model {}: stopping early after epoch {}: no better test accuracy for {} epochs "
             "(best {:.4f})",
@@ -141,6 +143,9 @@ class TrainingRun {
     Clock::time_point started;
   };
 
+  /// The steps this job trains (to its last epoch), for its progress.
+  double job_steps() const { return static_cast<double>(std::int64_t{steps_per_epoch_} * last_epoch_); }
+
   std::string device_name() const { return device_.is_cuda() ? "cuda" : "cpu"; }
   /// For the operator's log: the device and what runs on it.
   std::string precision_name() const {
@@ -164,7 +169,7 @@ class TrainingRun {
     batch_ = std::min<std::int64_t>(o_.batch_size, n_);
     // A last batch of one sample would break batch norm; it is dropped.
     steps_per_epoch_ = static_cast<int>(n_ / batch_ + ((n_ % batch_) >= 2 ? 1 : 0));
-    total_steps_ = std::int64_t{steps_per_epoch_} * o_.epochs;
+    total_steps_ = std::int64_t{steps_per_epoch_} * o_.epochs;  // the schedule's, whatever the stop
   }
 
   void prepare_model() {
@@ -182,11 +187,13 @@ class TrainingRun {
   void resume() {
     if (leader_) {
       store_.claim();  // from here on, nothing of an older attempt lands
-      const bool resumed = store_.resume([&](const std::string& payload, const std::string& what) {
+      auto use = [&](const std::string& payload, const std::string& what) {
         auto point = decode_checkpoint(payload, what, spec_, model_, *optimizer_, device_);
         if (point) point_ = std::move(*point);
         return point.has_value();
-      });
+      };
+      const bool resumed = store_.resume(use);
+      if (!resumed && !spec_.resume_from.empty()) carry_on_from(spec_.resume_from, use);
       if (resumed && point_.unevaluated) {
         spdlog::info("job {} model {}: resuming from checkpoint at the evaluation of epoch {}", spec_.job_id,
                      spec_.model_id, point_.next_epoch);
@@ -210,6 +217,21 @@ class TrainingRun {
     resume_step_ = point_.next_step;
     accuracies_.clear();
     for (const auto& e : point_.history) accuracies_.push_back(e.accuracy);
+  }
+
+  /// A job with nothing of its own to resume that carries on from `job_id`'s newest checkpoint
+  /// (a sweep's promoted trial); read only, that job's files stay as they are. Without one
+  /// that fits this spec the job fails: training from scratch would give another result.
+  void carry_on_from(const std::string& job_id,
+                     const std::function<bool(const std::string&, const std::string&)>& use) {
+    const CheckpointStore from(job_dir(home_dir_, job_id), 0);
+    if (!from.resume(use)) {
+      throw Error(
+          ErrorCode::kDataError,
+          fmt::format("job {} carries on from job {}, which has no checkpoint of this spec", spec_.job_id, job_id));
+    }
+    spdlog::info("job {} model {}: carrying on from job {}'s checkpoint at epoch {}", spec_.job_id, spec_.model_id,
+                 job_id, point_.next_epoch);
   }
 
   /// A resumed attempt with no epoch left to train: an earlier attempt of this job published
@@ -379,8 +401,7 @@ class TrainingRun {
     p.epoch = e.number;
     p.step = step;
     p.steps_per_epoch = steps_per_epoch_;
-    p.fraction =
-        static_cast<double>(std::int64_t{e.number - 1} * steps_per_epoch_ + step) / static_cast<double>(total_steps_);
+    p.fraction = static_cast<double>(std::int64_t{e.number - 1} * steps_per_epoch_ + step) / job_steps();
     if (e.images == 0) {
       p.loss = 0.0;
     } else {
@@ -418,8 +439,7 @@ class TrainingRun {
     r.progress.epoch = m.epoch;
     r.progress.step = steps_per_epoch_;
     r.progress.steps_per_epoch = steps_per_epoch_;
-    r.progress.fraction =
-        static_cast<double>(std::int64_t{m.epoch} * steps_per_epoch_) / static_cast<double>(total_steps_);
+    r.progress.fraction = static_cast<double>(std::int64_t{m.epoch} * steps_per_epoch_) / job_steps();
     r.progress.loss = m.train_loss;
     r.progress.images_per_s = m.images_per_s;
     r.progress.device = device_name();
@@ -456,7 +476,7 @@ class TrainingRun {
         },
         checkpoint(done.epoch + 1, 0));
     spdlog::info("job {} model {}: epoch {}/{} loss {:.4f} test loss {:.4f} accuracy {:.4f} {:.0f} images/s",
-                 spec_.job_id, spec_.model_id, done.epoch, o_.epochs, train_loss, eval.loss, eval.accuracy,
+                 spec_.job_id, spec_.model_id, done.epoch, last_epoch_, train_loss, eval.loss, eval.accuracy,
                  done.images_per_s);
     if (hooks_.report) hooks_.report(done);
   }
@@ -481,6 +501,8 @@ class TrainingRun {
   const TrainingHooks& hooks_;
   torch::Device device_;
   CheckpointStore store_;
+  std::filesystem::path home_dir_;
+  int last_epoch_ = 0;  ///< stop_after_epoch, else epochs
   std::filesystem::path model_path_;
   int keep_versions_ = 5;
   std::vector<double> accuracies_;  ///< test accuracy of every epoch so far (resumed ones too)

@@ -119,14 +119,29 @@ std::optional<std::pair<std::int64_t, std::int64_t>> parse_range(const json& bod
   return std::make_pair(start, end);
 }
 
+/// stop_after_epoch, resume_from, sweep_id and trial.
+void parse_sweep_fields(const json& body, JobSpec& spec) {
+  spec.stop_after_epoch =
+      static_cast<int>(get_int(body, "stop_after_epoch", "stop_after_epoch", 0, 0, spec.train_opts.epochs));
+  spec.resume_from = get_string(body, "resume_from", "resume_from", "");
+  if (!spec.resume_from.empty()) {
+    require_valid_id(spec.resume_from, "resume_from");
+    if (spec.resume_from == spec.job_id) invalid_field("resume_from", "a job cannot resume from itself");
+  }
+  spec.sweep_id = get_string(body, "sweep_id", "sweep_id", "");
+  if (!spec.sweep_id.empty()) require_valid_id(spec.sweep_id, "sweep_id");
+  spec.trial = static_cast<int>(get_int(body, "trial", "trial", 0, 0, 1 << 20));
+}
+
 }  // namespace
 
 JobSpec parse_job_spec(const json& body) {
   if (!body.is_object()) invalid_field("", "the job spec must be a JSON object");
-  reject_unknown_fields(body,
-                        {"job_id", "model_id", "model_type", "dataset", "example_idxs", "test_idxs", "train_opts",
-                         "attempt", "trainers", "min_trainers", "placement"},
-                        "");
+  reject_unknown_fields(
+      body,
+      {"job_id", "model_id", "model_type", "dataset", "example_idxs", "test_idxs", "train_opts", "attempt", "trainers",
+       "min_trainers", "placement", "stop_after_epoch", "resume_from", "sweep_id", "trial"},
+      "");
   JobSpec spec;
   spec.job_id = get_string(body, "job_id", "job_id", "");
   if (!spec.job_id.empty()) require_valid_id(spec.job_id, "job_id");
@@ -156,6 +171,7 @@ JobSpec parse_job_spec(const json& body) {
   spec.trainers = static_cast<int>(get_int(body, "trainers", "trainers", 1, 1, kMaxWorldSize));
   spec.min_trainers = static_cast<int>(get_int(body, "min_trainers", "min_trainers", spec.trainers, 1, spec.trainers));
   if (auto it = body.find("placement"); it != body.end() && !it->is_null()) spec.placement = parse_placement(*it);
+  parse_sweep_fields(body, spec);
   return spec;
 }
 
@@ -190,6 +206,12 @@ json to_json(const JobSpec& spec) {
   if (spec.placement) {
     const Placement& p = *spec.placement;
     out["placement"] = {{"rank", p.rank}, {"world_size", p.world_size}, {"hosts", p.hosts}, {"port", p.port}};
+  }
+  if (spec.stop_after_epoch != 0) out["stop_after_epoch"] = spec.stop_after_epoch;
+  if (!spec.resume_from.empty()) out["resume_from"] = spec.resume_from;
+  if (!spec.sweep_id.empty()) {
+    out["sweep_id"] = spec.sweep_id;
+    out["trial"] = spec.trial;
   }
   return out;
 }

@@ -303,6 +303,41 @@ TEST_F(TrainingTest, StopAndResumeReproducesAnUninterruptedRun) {
   EXPECT_NEAR(parts.epochs[2].accuracy, whole.epochs[2].accuracy, 1e-9);
 }
 
+// A sweep's rungs: a job that stops after epoch 1 of 3, then a second job of the same model
+// that carries on from the first one's checkpoint to epoch 3, land where one 3-epoch run does
+// (one learning-rate schedule across the rungs); the first job's files stay as they were.
+TEST_F(TrainingTest, APromotedJobCarriesOnFromItsLastRungLikeOneRun) {
+  TrainingHooks plain{[](const JobProgress&) {}, [] { return false; }};
+  ASSERT_EQ(run_training(spec("whole", 3), env_, plain), TrainingOutcome::kCompleted);
+
+  JobSpec rung0 = spec("t0", 3);
+  rung0.model_id = "m-rungs";
+  rung0.stop_after_epoch = 1;
+  std::vector<JobProgress> reports;
+  TrainingHooks recording{[&](const JobProgress& p) { reports.push_back(p); }, [] { return false; }};
+  ASSERT_EQ(run_training(rung0, env_, recording), TrainingOutcome::kCompleted);
+  EXPECT_EQ(meta_of("m-rungs").epochs.size(), 1u);
+  ASSERT_FALSE(reports.empty());
+  EXPECT_DOUBLE_EQ(reports.back().fraction, 1.0) << "the job's own end, not the schedule's";
+  const auto rung0_checkpoint = read_file(home_ / "jobs/t0/checkpoint.pt", 64u << 20);
+
+  JobSpec rung1 = spec("t0-r1", 3);
+  rung1.model_id = "m-rungs";
+  rung1.resume_from = "t0";
+  ASSERT_EQ(run_training(rung1, env_, plain), TrainingOutcome::kCompleted);
+  ModelMeta whole = meta_of("m-whole");
+  ModelMeta rungs = meta_of("m-rungs");
+  ASSERT_EQ(rungs.epochs.size(), 3u) << "the history carries on";
+  EXPECT_EQ(rungs.job_id, "t0-r1");
+  EXPECT_NEAR(rungs.epochs[2].test_loss, whole.epochs[2].test_loss, 1e-4);
+  EXPECT_NEAR(rungs.epochs[2].accuracy, whole.epochs[2].accuracy, 1e-9);
+  EXPECT_EQ(read_file(home_ / "jobs/t0/checkpoint.pt", 64u << 20), rung0_checkpoint);
+
+  JobSpec orphan = spec("t1-r1", 3);
+  orphan.resume_from = "never-ran";
+  EXPECT_THROW(run_training(orphan, env_, plain), Error) << "no checkpoint to carry on from: no silent fresh start";
+}
+
 // A stop during an epoch's evaluation (SIGTERM while a big test split is scored) comes at the
 // next evaluation batch; the checkpoint keeps the trained epoch, so the resume evaluates it and
 // trains on from the next one, landing where an uninterrupted run does.

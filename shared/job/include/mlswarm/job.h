@@ -137,7 +137,22 @@ struct JobSpec {
   int attempt = 1;  ///< set by the controller, at most kMaxAttempt; a trainer reports it back
   /// Set by the controller in the dispatch of a job with more than one rank.
   std::optional<Placement> placement;
+  /// 1..epochs: the job ends (succeeded, its model published) after this epoch, on the
+  /// learning-rate schedule of all `epochs`; 0 trains every epoch. A sweep's rung budget.
+  int stop_after_epoch = 0;
+  /// A job whose newest checkpoint this job starts from when it has none of its own (a sweep's
+  /// promoted trial carries on from its last rung's job). Same spec but for job_id and these
+  /// four fields, or the job fails with data_error; never job_id itself.
+  std::string resume_from;
+  /// The sweep this job is a trial of (empty: none), and which trial.
+  std::string sweep_id;
+  int trial = 0;
 };
+
+/// The last epoch a job trains: stop_after_epoch when set, else epochs.
+inline int last_epoch(const JobSpec& spec) noexcept {
+  return spec.stop_after_epoch > 0 ? spec.stop_after_epoch : spec.train_opts.epochs;
+}
 
 /// The highest attempt number a job may reach. The controller numbers every dispatch (and
 /// the number fences the job's files), so this bounds what a peer can claim.

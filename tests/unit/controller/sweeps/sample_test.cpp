@@ -137,32 +137,44 @@ TEST(SweepSample, RefusesTrialsOutsideTheSweep) {
   const SweepSpec spec = example();
   EXPECT_EQ(testing::thrown_code([&] { sample_params(spec, -1); }), ErrorCode::kInvalidArgument);
   EXPECT_EQ(testing::thrown_code([&] { sample_params(spec, 27); }), ErrorCode::kInvalidArgument);
-  EXPECT_EQ(testing::thrown_code([&] { trial_job_spec(spec, 27, 1); }), ErrorCode::kInvalidArgument);
-  EXPECT_EQ(testing::thrown_code([&] { trial_job_spec(spec, 0, 0); }), ErrorCode::kInvalidArgument);
-  EXPECT_EQ(testing::thrown_code([&] { trial_job_spec(spec, 0, 1001); }), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(testing::thrown_code([&] { trial_job_spec(spec, 27, 0); }), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(testing::thrown_code([&] { trial_job_spec(spec, 0, -1); }), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(testing::thrown_code([&] { trial_job_spec(spec, 0, 3); }), ErrorCode::kInvalidArgument) << "rungs 0..2";
 }
 
 TEST(SweepTrialJob, IsTheBaseWithTheTrialsParametersAndEpochs) {
   const SweepSpec spec = example();
   const json p = sample_params(spec, 5);
-  const JobSpec job = trial_job_spec(spec, 5, 3);
-  EXPECT_EQ(job.job_id, "lr-search-t5");
+  const JobSpec job = trial_job_spec(spec, 5, 1);
+  EXPECT_EQ(job.job_id, "lr-search-t5-r1");
   EXPECT_EQ(job.model_id, "lr-search-t5");
+  EXPECT_EQ(job.resume_from, "lr-search-t5") << "rung 1 carries on from rung 0's job";
+  EXPECT_EQ(job.sweep_id, "lr-search");
+  EXPECT_EQ(job.trial, 5);
   EXPECT_EQ(job.dataset, "fashion-mnist");
-  EXPECT_EQ(job.train_opts.epochs, 3);
+  EXPECT_EQ(job.train_opts.epochs, 9) << "every rung on the last rung's schedule";
+  EXPECT_EQ(job.stop_after_epoch, 3);
+  const JobSpec first = trial_job_spec(spec, 5, 0);
+  EXPECT_EQ(first.job_id, "lr-search-t5");
+  EXPECT_EQ(first.resume_from, "");
+  EXPECT_EQ(first.stop_after_epoch, 1);
+  const JobSpec last = trial_job_spec(spec, 5, 2);
+  EXPECT_EQ(last.job_id, "lr-search-t5-r2");
+  EXPECT_EQ(last.resume_from, "lr-search-t5-r1");
+  EXPECT_EQ(last.stop_after_epoch, 0) << "the last rung trains every epoch";
   EXPECT_EQ(job.train_opts.batch_size, p["batch_size"].get<int>()) << "the draw overrides the base's 128";
   EXPECT_EQ(job.train_opts.lr, p["lr"].get<double>());
   EXPECT_EQ(job.train_opts.weight_decay, p["weight_decay"].get<double>());
   EXPECT_EQ(job.train_opts.label_smoothing, p["label_smoothing"].get<double>());
   EXPECT_EQ(to_string(job.model_type), p["model_type"].get<std::string>());
-  EXPECT_EQ(to_json(trial_job_spec(spec, 5, 9))["train_opts"]["lr"], to_json(job)["train_opts"]["lr"])
+  EXPECT_EQ(to_json(trial_job_spec(spec, 5, 2))["train_opts"]["lr"], to_json(job)["train_opts"]["lr"])
       << "a promotion trains the same trial further";
 }
 
 TEST(SweepTrialJob, DefaultsThatHangOnASampledValueFollowIt) {
   const SweepSpec spec = one_field("optimizer", {{"type", "choice"}, {"values", {"sgd", "adam"}}}, 20);
   for (int trial = 0; trial < spec.trials; ++trial) {
-    const JobSpec job = trial_job_spec(spec, trial, 1);
+    const JobSpec job = trial_job_spec(spec, trial, 0);
     EXPECT_DOUBLE_EQ(job.train_opts.lr, job.train_opts.optimizer == Optimizer::kAdam ? 1e-3 : 0.05);
   }
 }

@@ -1,0 +1,39 @@
+// The sweeps' routes: POST /sweeps, GET /sweeps, GET and DELETE /sweeps/{id}.
+
+#include "controller_api.h"
+
+#include <fmt/format.h>
+
+#include "mlswarm/error.h"
+#include "mlswarm/ids.h"
+#include "searcher.h"
+
+namespace mlswarm {
+
+using nlohmann::json;
+
+void ControllerApi::add_sweep_routes() {
+  using A = Access;
+  routes_.add({"GET", "/sweeps", A::kRead, 0, [this](const HttpRequest&, const RouteParams&) {
+                 return HttpReply::json(200, {{"sweeps", sweeps_->list()}});
+               }});
+  routes_.add({"GET", "/sweeps/{id}", A::kRead, 0, [this](const HttpRequest&, const RouteParams& p) {
+                 require_valid_id(p[0], "sweep_id");
+                 auto sweep = sweeps_->find(p[0]);
+                 if (!sweep) throw Error(ErrorCode::kNotFound, fmt::format("unknown sweep '{}'", p[0]), "sweep_id");
+                 return HttpReply::json(200, *sweep);
+               }});
+  routes_.add({"DELETE", "/sweeps/{id}", A::kWrite, 0, [this](const HttpRequest& r, const RouteParams& p) {
+                 require_valid_id(p[0], "sweep_id");
+                 if (auto leader = forwarded(r)) return *leader;
+                 return HttpReply::json(200, sweeps_->cancel(p[0]));
+               }});
+  routes_.add({"POST", "/sweeps", A::kWrite, kMaxSpecBytes, [this](const HttpRequest& r, const RouteParams&) {
+                 if (auto leader = forwarded(r)) return *leader;
+                 json sweep = sweeps_->create(parse_sweep_spec(parse_json_body(r)));
+                 cluster_.wake();  // its first trials start now, not at the next tick
+                 return HttpReply::json(202, sweep);
+               }});
+}
+
+}  // namespace mlswarm

@@ -1,0 +1,280 @@
+#include "searcher.h"
+
+#include <algorithm>
+#include <limits>
+#include <variant>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "mlswarm/atomic_file.h"
+#include "mlswarm/error.h"
+#include "mlswarm/model_meta.h"
+#include "sample.h"
+
+namespace mlswarm {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kKind = "sweep";
+
+/// The compare-and-set every change of a sweep goes through: `change` sees the record as the
+/// journal has it and returns false to leave it.
+std::optional<SweepRecord> update(JobRegistry& registry, const std::string& id,
+                                  const std::function<bool(SweepRecord&)>& change) {
+  std::optional<SweepRecord> out;
+  registry.update_document(kKind, id, [&](json& body) {
+    SweepRecord r = sweep_record_from_json(body);
+    if (!change(r)) return false;
+    body = to_json(r);
+    out = std::move(r);
+    return true;
+  });
+  return out;
+}
+
+std::string describe(const SweepDecision& d) {
+  switch (d.kind) {
+    case SweepDecision::Kind::kStart:
+      return fmt::format("start trial {}", d.trial);
+    case SweepDecision::Kind::kPromote:
+      return fmt::format("promote trial {} to rung {}", d.trial, d.rung);
+    case SweepDecision::Kind::kStop:
+      return fmt::format("stop trial {} at rung {}", d.trial, d.rung);
+  }
+  return "?";
+}
+
+}  // namespace
+
+SweepSearcher::SweepSearcher(JobRegistry& registry, std::filesystem::path home_dir, SearcherHooks hooks)
+    : registry_(registry), home_dir_(std::move(home_dir)), hooks_(std::move(hooks)) {}
+
+std::function<std::optional<JobRecord>(const std::string&)> SweepSearcher::finder() const {
+  return [this](const std::string& id) { return job(id); };
+}
+
+json SweepSearcher::create(const SweepSpec& spec) {
+  const std::string& id = spec.sweep_id;
+  if (registry_.find(id)) throw Error(ErrorCode::kConflict, fmt::format("'{}' is a job's id already", id), "sweep_id");
+  std::error_code ec;
+  if (std::filesystem::exists(model_dir(home_dir_, id), ec)) {
+    throw Error(ErrorCode::kConflict, fmt::format("model '{}' exists: the sweep's best model is published as it", id),
+                "sweep_id");
+  }
+  for (int trial = 0; trial < spec.trials; ++trial) {
+    if (registry_.find(trial_id(id, trial))) {
+      throw Error(ErrorCode::kConflict, fmt::format("job '{}' exists: a trial needs that id", trial_id(id, trial)),
+                  "sweep_id");
+    }
+  }
+  SweepRecord record;
+  record.spec = spec;
+  record.created_at = unix_now();
+  registry_.create_document(kKind, id, to_json(record));  // kConflict for a sweep of that id
+  spdlog::info("sweep {}: accepted ({} trials, {} {}, seed {})", id, spec.trials, to_string(spec.scheduler),
+               fmt::join(rung_epochs(spec.asha), "/"), spec.seed);
+  return sweep_view(record, finder());
+}
+
+json SweepSearcher::cancel(const std::string& sweep_id) {
+  if (!registry_.find_document(kKind, sweep_id)) {
+    throw Error(ErrorCode::kNotFound, fmt::format("unknown sweep '{}'", sweep_id), "sweep_id");
+  }
+  bool ended = false;
+  auto record = update(registry_, sweep_id, [&](SweepRecord& r) {
+    if (r.state != SweepState::kRunning || r.best_trial) {
+      ended = true;
+      return false;
+    }
+    r.state = SweepState::kCancelled;
+    r.finished_at = unix_now();
+    return true;
+  });
+  if (ended || !record) {
+    throw Error(ErrorCode::kConflict, fmt::format("sweep '{}' has already ended", sweep_id), "sweep_id");
+  }
+  spdlog::info("sweep {}: cancelled", sweep_id);
+  cancel_trials(*record);
+  return sweep_view(*record, finder());
+}
+
+std::optional<json> SweepSearcher::find(const std::string& sweep_id) const {
+  auto body = registry_.find_document(kKind, sweep_id);
+  if (!body) return std::nullopt;
+  return sweep_view(sweep_record_from_json(*body), finder());
+}
+
+json SweepSearcher::list() const {
+  json out = json::array();
+  for (const json& body : registry_.documents(kKind)) {
+    try {
+      json view = sweep_view(sweep_record_from_json(body), finder());
+      view.erase("trials");
+      out.push_back(std::move(view));
+    } catch (const std::exception& e) {
+      spdlog::warn("a sweep record was skipped: {}", e.what());
+    }
+  }
+  return out;
+}
+
+void SweepSearcher::tick() {
+  for (const json& body : registry_.documents(kKind)) {
+    std::string id = "?";
+    try {
+      SweepRecord record = sweep_record_from_json(body);
+      id = record.spec.sweep_id;
+      if (record.state == SweepState::kRunning) {
+        advance(std::move(record));
+      } else if (record.state == SweepState::kCancelled) {
+        cancel_trials(record);  // what a leader cut short in its cancel left running
+      }
+    } catch (const std::exception& e) {
+      spdlog::warn("sweep {}: {} (the next pass tries again)", id, e.what());
+    }
+  }
+}
+
+void SweepSearcher::advance(SweepRecord record) {
+  submit_missing(record);
+  if (record.best_trial) return finish(std::move(record), record.best_trial);
+  std::vector<TrialView> views = trial_views(record, finder());
+  journal_stops(record, views);
+  int free = hooks_.free_slots ? hooks_.free_slots() : std::numeric_limits<int>::max();
+  int running = static_cast<int>(std::count_if(views.begin(), views.end(), [](const auto& v) { return v.running; }));
+  const int cap = record.spec.parallel > 0 ? record.spec.parallel : std::numeric_limits<int>::max();
+  for (;;) {
+    const AshaDecision next = next_decision(record.spec.asha, record.spec.trials, views);
+    if (const auto* done = std::get_if<asha::Done>(&next)) return finish(std::move(record), done->best_trial);
+    if (std::holds_alternative<asha::Wait>(next) || free <= 0 || running >= cap) return;
+    SweepDecision decision;
+    if (const auto* start = std::get_if<asha::Start>(&next)) {
+      decision = {SweepDecision::Kind::kStart, start->trial, 0};
+    } else {
+      const auto& promote = std::get<asha::Promote>(next);
+      decision = {SweepDecision::Kind::kPromote, promote.trial, promote.rung};
+    }
+    if (!journal(record, decision)) return;
+    hooks_.submit(trial_job_spec(record.spec, decision.trial, decision.rung));
+    if (decision.kind == SweepDecision::Kind::kStart) {
+      views.push_back({decision.trial, {}, true, false});
+    } else {
+      for (auto& v : views) v.running = v.running || v.trial == decision.trial;
+    }
+    --free;
+    ++running;
+  }
+}
+
+void SweepSearcher::submit_missing(const SweepRecord& record) {
+  const std::vector<int> tops = top_rungs(record);
+  for (int trial = 0; trial < record.spec.trials; ++trial) {
+    const int rung = tops[static_cast<std::size_t>(trial)];
+    if (rung < 0 || job(rung_job_id(record.spec.sweep_id, trial, rung))) continue;
+    spdlog::info("sweep {}: the job of trial {} rung {} was journaled but not submitted (a new leader); submitting it",
+                 record.spec.sweep_id, trial, rung);
+    try {
+      hooks_.submit(trial_job_spec(record.spec, trial, rung));
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kConflict) throw;  // created meanwhile: nothing to do
+    }
+  }
+}
+
+void SweepSearcher::journal_stops(SweepRecord& record, const std::vector<TrialView>& views) {
+  const std::vector<TrialState> states = classify(record.spec.asha, record.spec.trials, views);
+  std::vector<SweepDecision> stops;
+  for (std::size_t i = 0; i < views.size(); ++i) {
+    if (states[i] != TrialState::kStopped) continue;
+    const SweepDecision stop{SweepDecision::Kind::kStop, views[i].trial, static_cast<int>(views[i].metrics.size()) - 1};
+    if (std::find(record.decisions.begin(), record.decisions.end(), stop) == record.decisions.end()) {
+      stops.push_back(stop);
+    }
+  }
+  for (const auto& stop : stops) {
+    if (!journal(record, stop)) return;
+  }
+}
+
+bool SweepSearcher::journal(SweepRecord& record, const SweepDecision& decision) {
+  const std::size_t seen = record.decisions.size();
+  auto next = update(registry_, record.spec.sweep_id, [&](SweepRecord& r) {
+    if (r.state != SweepState::kRunning || r.best_trial || r.decisions.size() != seen) return false;
+    r.decisions.push_back(decision);
+    return true;
+  });
+  if (!next) return false;
+  record = std::move(*next);
+  spdlog::info("sweep {}: {} (decision {})", record.spec.sweep_id, describe(decision), seen + 1);
+  return true;
+}
+
+void SweepSearcher::finish(SweepRecord record, std::optional<int> best) {
+  const std::string id = record.spec.sweep_id;
+  if (!best) {
+    update(registry_, id, [&](SweepRecord& r) {
+      if (r.state != SweepState::kRunning) return false;
+      r.state = SweepState::kFailed;
+      r.error = "no trial finished a rung";
+      r.finished_at = unix_now();
+      return true;
+    });
+    spdlog::warn("sweep {}: failed: no trial finished a rung", id);
+    return;
+  }
+  if (!record.best_trial) {
+    auto next = update(registry_, id, [&](SweepRecord& r) {
+      if (r.state != SweepState::kRunning || r.best_trial) return false;
+      r.best_trial = best;
+      return true;
+    });
+    if (!next) return;
+    record = std::move(*next);
+    spdlog::info("sweep {}: done; the best is trial {}; publishing its model as {}", id, *best, id);
+  }
+  publish(record);
+  update(registry_, id, [&](SweepRecord& r) {
+    if (r.state != SweepState::kRunning) return false;
+    r.state = SweepState::kSucceeded;
+    r.published = true;
+    r.finished_at = unix_now();
+    return true;
+  });
+  spdlog::info("sweep {}: succeeded; model {} is trial {}'s (model {})", id, id, *record.best_trial,
+               trial_id(id, *record.best_trial));
+}
+
+void SweepSearcher::publish(const SweepRecord& record) {
+  // The trial's model as the sweep's: model.pt as it is (sealed), meta.json naming the sweep.
+  // Each file is written atomically and again by whoever leads next if this is cut short.
+  const auto from = model_dir(home_dir_, trial_id(record.spec.sweep_id, *record.best_trial));
+  const auto to = model_dir(home_dir_, record.spec.sweep_id);
+  require_not_symlink(from, "model_id");
+  ModelMeta meta = model_meta_from_json(json::parse(read_file(from / "meta.json", 64u << 20)));
+  std::filesystem::create_directories(to);
+  require_not_symlink(to, "sweep_id");
+  write_file_atomic(to / "model.pt", read_file(from / "model.pt", std::size_t{1} << 32));
+  meta.model_id = record.spec.sweep_id;
+  write_file_atomic(to / "meta.json", to_json(meta).dump(2));
+}
+
+void SweepSearcher::cancel_trials(const SweepRecord& record) {
+  const std::vector<int> tops = top_rungs(record);
+  for (int trial = 0; trial < record.spec.trials; ++trial) {
+    const int rung = tops[static_cast<std::size_t>(trial)];
+    if (rung < 0) continue;
+    const std::string id = rung_job_id(record.spec.sweep_id, trial, rung);
+    auto j = job(id);
+    if (!j || is_terminal(j->state)) continue;
+    try {
+      hooks_.cancel(id);
+    } catch (const Error& e) {
+      spdlog::warn("sweep {}: cannot cancel job {}: {}", record.spec.sweep_id, id, e.what());
+    }
+  }
+}
+
+}  // namespace mlswarm

@@ -1,0 +1,72 @@
+#pragma once
+
+// The searcher: carries sweeps out on the leader, one pass per cluster tick, with every
+// decision journaled (in the sweep's record of the job journal) before it acts. After a crash
+// or a failover the next leader finds the decisions and the trials' jobs in the journal: a
+// decision whose job is missing gets its job, and the next decision is computed from the same
+// state, so no trial is lost, none runs twice and no decision is taken twice.
+
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "job_registry.h"
+#include "sweep_record.h"
+#include "sweep_spec.h"
+
+namespace mlswarm {
+
+/// What the searcher does to the cluster (the Cluster's own calls in the controller; fakes in tests).
+struct SearcherHooks {
+  std::function<void(JobSpec)> submit;                   ///< Cluster::submit; throws as it does
+  std::function<void(const std::string&)> cancel;        ///< Cluster::cancel
+  std::function<int()> free_slots;                       ///< trainer slots no queued or running job takes
+};
+
+/// Thread-safe: the routes call create/cancel/find/list on any thread, the cluster loop
+/// tick(); each change is a compare-and-set on the sweep's journal record. The registry is not
+/// owned and must outlive the searcher.
+class SweepSearcher {
+ public:
+  SweepSearcher(JobRegistry& registry, std::filesystem::path home_dir, SearcherHooks hooks);
+
+  /// POST /sweeps: journals the sweep (its trials start on the next tick). Throws
+  /// Error(kConflict) when its id is a sweep's, a job's or a model's already, or a trial's job
+  /// id is taken; Error(kUnavailable) when the journal cannot be written.
+  nlohmann::json create(const SweepSpec& spec);
+  /// DELETE /sweeps/{id}: journals it cancelled, then cancels its queued and running trials.
+  /// Throws Error(kNotFound), or Error(kConflict) for a sweep that already ended.
+  nlohmann::json cancel(const std::string& sweep_id);
+  /// GET /sweeps/{id} (sweep_view), nullopt when unknown.
+  std::optional<nlohmann::json> find(const std::string& sweep_id) const;
+  /// GET /sweeps: every sweep's view without its trials, oldest first.
+  nlohmann::json list() const;
+
+  /// One pass over the sweeps (the leader's cluster loop): submit the jobs of journaled
+  /// decisions that have none, journal the trials ASHA has stopped, take new decisions while
+  /// trainer slots are free, publish the best trial's model when one is done, and cancel what
+  /// is left of cancelled sweeps. Errors are logged per sweep; the next pass tries again.
+  void tick();
+
+ private:
+  std::optional<JobRecord> job(const std::string& job_id) const { return registry_.find(job_id); }
+  void advance(SweepRecord record);
+  void submit_missing(const SweepRecord& record);
+  void journal_stops(SweepRecord& record, const std::vector<TrialView>& views);
+  /// Journals `decision` as the record's next one (compare-and-set on the number of
+  /// decisions); false when the record changed meanwhile (a cancel).
+  bool journal(SweepRecord& record, const SweepDecision& decision);
+  void finish(SweepRecord record, std::optional<int> best);
+  void publish(const SweepRecord& record);
+  void cancel_trials(const SweepRecord& record);
+  std::function<std::optional<JobRecord>(const std::string&)> finder() const;
+
+  JobRegistry& registry_;
+  std::filesystem::path home_dir_;
+  SearcherHooks hooks_;
+};
+
+}  // namespace mlswarm
