@@ -21,9 +21,9 @@ namespace mlswarm {
 
 /// What the searcher does to the cluster (the Cluster's own calls in the controller; fakes in tests).
 struct SearcherHooks {
-  std::function<void(JobSpec)> submit;                   ///< Cluster::submit; throws as it does
-  std::function<void(const std::string&)> cancel;        ///< Cluster::cancel
-  std::function<int()> free_slots;                       ///< trainer slots no queued or running job takes
+  std::function<void(JobSpec)> submit;             ///< Cluster::submit; throws as it does
+  std::function<void(const std::string&)> cancel;  ///< Cluster::cancel
+  std::function<int()> free_slots;                 ///< trainer slots no queued or running job takes
 };
 
 /// Thread-safe: the routes call create/cancel/find/list on any thread, the cluster loop

@@ -28,9 +28,9 @@ json to_json(const SweepDecision& d) {
 
 SweepDecision decision_from_json(const json& j, int trials) {
   SweepDecision d;
-  for (const auto& [key, kind] : {std::pair{"start", SweepDecision::Kind::kStart},
-                                  std::pair{"promote", SweepDecision::Kind::kPromote},
-                                  std::pair{"stop", SweepDecision::Kind::kStop}}) {
+  for (const auto& [key, kind] :
+       {std::pair{"start", SweepDecision::Kind::kStart}, std::pair{"promote", SweepDecision::Kind::kPromote},
+        std::pair{"stop", SweepDecision::Kind::kStop}}) {
     if (!j.contains(key)) continue;
     d.kind = kind;
     d.trial = static_cast<int>(checked_int(j.at(key), 0, trials - 1, "decision trial"));
@@ -76,9 +76,8 @@ double trainer_seconds(const JobRecord& job, double now) {
 json to_json(const SweepRecord& r) {
   json decisions = json::array();
   for (const auto& d : r.decisions) decisions.push_back(to_json(d));
-  json out = {{"spec", to_json(r.spec)},           {"state", to_string(r.state)},
-              {"decisions", std::move(decisions)}, {"published", r.published},
-              {"created_at", r.created_at},        {"finished_at", r.finished_at}};
+  json out = {{"spec", to_json(r.spec)},  {"state", to_string(r.state)}, {"decisions", std::move(decisions)},
+              {"published", r.published}, {"created_at", r.created_at},  {"finished_at", r.finished_at}};
   out["best_trial"] = r.best_trial ? json(*r.best_trial) : json(nullptr);
   if (!r.error.empty()) out["error"] = r.error;
   return out;

@@ -21,10 +21,11 @@ enum class SweepState { kRunning, kSucceeded, kFailed, kCancelled };
 
 template <>
 struct EnumNames<SweepState> {
-  static constexpr std::array<std::pair<SweepState, std::string_view>, 4> table{{{SweepState::kRunning, "running"},
-                                                                                 {SweepState::kSucceeded, "succeeded"},
-                                                                                 {SweepState::kFailed, "failed"},
-                                                                                 {SweepState::kCancelled, "cancelled"}}};
+  static constexpr std::array<std::pair<SweepState, std::string_view>, 4> table{
+      {{SweepState::kRunning, "running"},
+       {SweepState::kSucceeded, "succeeded"},
+       {SweepState::kFailed, "failed"},
+       {SweepState::kCancelled, "cancelled"}}};
 };
 
 /// One decision of the searcher, journaled before it is carried out.
