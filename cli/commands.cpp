@@ -16,8 +16,6 @@ namespace mlswarm::cli_tool {
 
 using nlohmann::json;
 
-namespace {
-
 std::optional<double> number(const json& j, const char* key) {
   if (!j.is_object() || !j.contains(key) || !j[key].is_number()) return std::nullopt;
   return j[key].get<double>();
@@ -32,6 +30,10 @@ std::string text(const json& j, const char* key) {
 }
 
 std::string fixed(const std::optional<double>& v, int digits) { return v ? fmt::format("{:.{}f}", *v, digits) : "-"; }
+
+void print_json(const Reply& reply) { std::cout << reply.body.dump() << std::endl; }
+
+namespace {
 
 /// 1523.4 -> "1,523".
 std::string grouped(double v) {
@@ -49,8 +51,6 @@ std::string ago(const json& j, const char* key) {
   if (!t || *t <= 0) return "-";
   return format_duration(std::max(0.0, static_cast<double>(std::time(nullptr)) - *t)) + " ago";
 }
-
-void print_json(const Reply& reply) { std::cout << reply.body.dump() << std::endl; }
 
 std::vector<std::string> job_row(const json& j) {
   auto progress = number(j, "progress");

@@ -48,6 +48,15 @@ int cmd_train(const Client& client, const Output& out, const TrainOptions& optio
 /// Follows an existing job (mlswarm jobs --follow ID).
 int follow_job(const Client& client, const Output& out, const std::string& job_id, std::chrono::milliseconds poll);
 
+/// A number field of a reply, nullopt when missing or not a number.
+std::optional<double> number(const nlohmann::json& j, const char* key);
+/// A field as text: strings as they are, null or missing as "-", others as JSON.
+std::string text(const nlohmann::json& j, const char* key);
+/// `v` with `digits` decimals, "-" for none.
+std::string fixed(const std::optional<double>& v, int digits);
+/// --json: the reply's body on one line.
+void print_json(const Reply& reply);
+
 /// Plain-text table: a header row and the rows, columns padded to their widest cell.
 std::string format_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);
 /// One progress line of a running job: "epoch 2/3 [#####.....] 54% step 120/469 loss 0.4123

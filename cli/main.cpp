@@ -14,6 +14,7 @@
 
 #include "commands.h"
 #include "load.h"
+#include "sweep_commands.h"
 #include "mlswarm/auth.h"
 #include "mlswarm/http_client.h"
 #include "mlswarm/http_server.h"
@@ -67,6 +68,13 @@ struct Commands {
   CLI::App* train = nullptr;
   CLI::App* load = nullptr;
   CLI::App* health = nullptr;
+  CLI::App* sweep = nullptr;
+  CLI::App* sweep_create = nullptr;
+  CLI::App* sweep_show = nullptr;
+  CLI::App* sweep_cancel = nullptr;
+  CLI::App* sweeps = nullptr;
+  std::string sweep_id, sweep_file;
+  bool sweep_follow = false;
   std::string job_state, job_id, follow_id, model, dataset = "fashion-mnist", body_file, daemon = "controller";
   std::vector<std::string> images, load_headers;
   int top = 3;
@@ -113,6 +121,21 @@ void add_reads(CLI::App& app, Commands& c) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   c.predict->add_option("images", c.images, "image files")->required()->check(CLI::ExistingFile);
+}
+
+void add_sweeps(CLI::App& app, Commands& c) {
+  c.sweep = app.add_subcommand("sweep", "hyper-parameter sweeps (random search or ASHA): create, show, cancel");
+  c.sweep->require_subcommand(1);
+  c.sweep_create = c.sweep->add_subcommand("create", "start a sweep from a JSON spec (POST /sweeps)");
+  c.sweep_create->add_option("spec", c.sweep_file, "the sweep's JSON spec, a file or - for standard input")->required();
+  c.sweep_create->add_flag("--follow,-f", c.sweep_follow,
+                           "show a live leaderboard line; exit 0 with the best trial, 1 when it fails");
+  c.sweep_show = c.sweep->add_subcommand("show", "a sweep's trials as a leaderboard");
+  c.sweep_show->add_option("sweep_id", c.sweep_id, "the sweep")->required();
+  c.sweep_show->add_flag("--follow,-f", c.sweep_follow, "follow it to its end");
+  c.sweep_cancel = c.sweep->add_subcommand("cancel", "cancel a sweep and its running trials");
+  c.sweep_cancel->add_option("sweep_id", c.sweep_id, "the sweep")->required();
+  c.sweeps = app.add_subcommand("sweeps", "the sweeps: state, best trial, trainer-seconds");
 }
 
 void add_tools(CLI::App& app, Commands& c) {
@@ -176,6 +199,10 @@ int dispatch(Commands& c, const mlswarm::cli_tool::Client& client, const mlswarm
   if (*c.predict) return cmd_predict(client, out, c.model, c.images, c.top);
   if (*c.train) return cmd_train(client, out, c.train_options);
   if (*c.load) return run_load(c, client.url(), token);
+  if (*c.sweeps) return cmd_sweeps(client, out);
+  if (*c.sweep_create) return cmd_sweep_create(client, out, c.sweep_file, c.sweep_follow, c.train_options.poll);
+  if (*c.sweep_show) return cmd_sweep_show(client, out, c.sweep_id, c.sweep_follow, c.train_options.poll);
+  if (*c.sweep_cancel) return cmd_sweep_cancel(client, out, c.sweep_id);
   return 2;
 }
 
@@ -205,6 +232,7 @@ int main(int argc, char** argv) {
   add_reads(app, c);
   add_train(app, c);
   add_tools(app, c);
+  add_sweeps(app, c);
   CLI11_PARSE(app, argc, argv);
   if (*c.health) return healthcheck(c.daemon);
   try {

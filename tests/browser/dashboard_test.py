@@ -4,7 +4,8 @@ through python3-selenium, against a real controller and trainer on loopback.
 
 Checks: the page asks for the API token and keeps it out of URLs; it loads with no console
 errors; it lists the trainer; a job started from its form shows a progress bar that advances,
-then a loss curve with a point after epoch 1; the try-it panel classifies an uploaded PNG;
+then a loss curve with a point after epoch 1; the try-it panel classifies an uploaded PNG; a
+sweep's leaderboard and its accuracy-per-parameter charts show every trial;
 a wrong token is said to be wrong; nothing overflows a phone-sized screen. Saves screenshots.
 
 usage: dashboard_test.py --controller BIN --trainer BIN --data-dir DIR --out DIR
@@ -80,6 +81,38 @@ def browser(chromedriver):
     return webdriver.Chrome(service=Service(chromedriver), options=options)
 
 
+SWEEP = {"sweep_id": "browser-sweep", "trials": 3, "seed": 2,
+         "base": {"example_idxs": [0, 2000], "test_idxs": [0, 500], "train_opts": {"batch_size": 64}},
+         "space": {"lr": {"type": "log_uniform", "min": 0.003, "max": 0.3},
+                   "label_smoothing": {"type": "choice", "values": [0, 0.1]}},
+         "scheduler": {"type": "random", "epochs": 1}}
+
+
+def api(cluster, path, body=None):
+    request = urllib.request.Request(cluster.url + path, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def sweep_view(cluster, driver, check, out):
+    """A 3-trial sweep started through the API: its leaderboard and one accuracy chart per parameter."""
+    api(cluster, "/sweeps", SWEEP)
+    poll("the sweep to end", lambda: api(cluster, "/sweeps/browser-sweep")["state"] != "running", 180)
+    ended = api(cluster, "/sweeps/browser-sweep")
+    script = ("const rows = document.querySelectorAll('#sweep-trials tbody tr').length;"
+              "const charts = [...document.querySelectorAll('#sweep-charts svg')].map("
+              "(c) => c.dataset.param + ':' + c.dataset.points + ':' + c.querySelectorAll('circle').length);"
+              "return [rows, charts, document.getElementById('sweep-summary').textContent];")
+    seen = poll("the sweep's leaderboard and charts",
+                lambda: (lambda r: r if r[0] == 3 and "succeeded" in r[2] else None)(driver.execute_script(script)), 30)
+    check("the sweeps view shows the leaderboard of 3 trials and a chart per parameter with a dot per trial",
+          ended["state"] == "succeeded" and sorted(seen[1]) == ["label_smoothing:3:3", "lr:3:3"],
+          f"{seen[1]}; {seen[2]}")
+    driver.execute_script("document.getElementById('sweeps-section').scrollIntoView()")
+    driver.find_element("css selector", "#sweeps-section").screenshot(os.path.join(out, "dashboard-sweeps.png"))
+
+
 def run(args, cluster, driver, checks):
     from selenium.webdriver.common.by import By
     find = lambda css: driver.find_element(By.CSS_SELECTOR, css)  # noqa: E731
@@ -147,6 +180,7 @@ def run(args, cluster, driver, checks):
     find("#try-example").click()
     answer = poll("a test example's class", lambda: find("#try-answer").text if "test example" in find("#try-answer").text else "", 30)
     check("a random test example is classified", True, answer)
+    sweep_view(cluster, driver, check, args.out)
     driver.save_screenshot(os.path.join(args.out, "dashboard.png"))
 
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]

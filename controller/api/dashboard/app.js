@@ -5,7 +5,7 @@
 const TOKEN_KEY = 'mlswarm.api_token';
 const $ = (id) => document.getElementById(id);
 const state = { config: { auth: false, public_reads: false }, selected: null, datasets: {},
-                models: [], jobs: [], paused: false };
+                models: [], jobs: [], paused: false, sweeps: [], sweep: null };
 
 // ---- the API -----------------------------------------------------------------------------------
 class ApiError extends Error {
@@ -396,6 +396,104 @@ async function submitJob(event) {
   }
 }
 
+// ---- sweeps ------------------------------------------------------------------------------------
+function renderSweeps(sweeps) {
+  state.sweeps = sweeps;
+  $('sweeps').tBodies[0].replaceChildren(...sweeps.slice().reverse().map((s) => el('tr',
+    { class: 'clickable' + (s.sweep_id === state.sweep ? ' selected' : ''), onclick: () => selectSweep(s.sweep_id) },
+    el('td', {}, s.sweep_id), el('td', {}, el('span', { class: 'pill ' + s.state }, s.state)),
+    el('td', {}, s.spec.scheduler.type), el('td', {}, s.spec.trials),
+    el('td', {}, s.best ? 'trial ' + s.best.trial : '-'), el('td', {}, s.best ? fmtNumber(s.best.accuracy, 4) : '-'),
+    el('td', {}, Math.round(s.trainer_seconds)))));
+  $('no-sweeps').hidden = sweeps.length > 0;
+  if (!state.sweep && sweeps.length) selectSweep(sweeps[sweeps.length - 1].sweep_id);
+}
+
+function selectSweep(id) {
+  state.sweep = id;
+  refreshSweepDetail().catch(() => {});
+}
+
+function paramText(params) {
+  return Object.entries(params).map(([k, v]) => `${k}=${typeof v === 'number' && !Number.isInteger(v) ? v.toPrecision(3) : v}`).join(' ');
+}
+
+/// Accuracy (y) against one parameter (x) as an SVG scatter: a log axis for log_uniform, one
+/// column per value for a choice; each dot coloured by the furthest rung its trial finished.
+function drawParamChart(target, name, space, trials) {
+  const W = 320, H = 180, L = 44, R = 10, T = 10, B = 26;
+  const done = trials.filter((t) => t.accuracy !== null);
+  const ys = done.map((t) => t.accuracy);
+  let lo = ys.length ? Math.min(...ys) : 0, hi = ys.length ? Math.max(...ys) : 1;
+  if (hi - lo < 1e-6) { hi += 0.01; lo -= 0.01; }
+  const choice = space.type === 'choice';
+  const logx = space.type === 'log_uniform';
+  const f = (v) => (logx ? Math.log10(v) : Number(v));
+  const xlo = choice ? 0 : f(space.min), xhi = choice ? space.values.length - 1 : f(space.max);
+  const pos = (v) => (choice ? space.values.findIndex((c) => JSON.stringify(c) === JSON.stringify(v)) : f(v));
+  const x = (v) => L + (xhi === xlo ? (W - L - R) / 2 : ((pos(v) - xlo) * (W - L - R)) / (xhi - xlo));
+  const y = (v) => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
+  const nodes = [svg('rect', { x: L, y: T, width: W - L - R, height: H - T - B, class: 'plot' })];
+  for (let k = 0; k <= 4; ++k) {
+    const v = lo + ((hi - lo) * k) / 4;
+    nodes.push(svg('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), class: 'grid' }));
+    const label = svg('text', { x: L - 4, y: y(v) + 3, class: 'tick', 'text-anchor': 'end' });
+    label.textContent = v.toFixed(3);
+    nodes.push(label);
+  }
+  const ticks = choice ? space.values : [space.min, space.max];
+  for (const v of ticks) {
+    const label = svg('text', { x: x(v), y: H - 8, class: 'tick', 'text-anchor': 'middle' });
+    label.textContent = typeof v === 'number' && !Number.isInteger(v) ? v.toPrecision(2) : String(v);
+    nodes.push(label);
+  }
+  for (const t of done) {
+    const dot = svg('circle', { cx: x(t.params[name]), cy: y(t.accuracy), r: 4,
+                                class: 'dot rung' + Math.min(2, t.metrics.length - 1) });
+    const tip = svg('title', {});
+    tip.textContent = `trial ${t.trial}: ${fmtNumber(t.accuracy, 4)} after ${t.epochs} epochs`;
+    dot.append(tip);
+    nodes.push(dot);
+  }
+  target.replaceChildren(...nodes);
+  target.dataset.points = String(done.length);
+}
+
+async function refreshSweepDetail() {
+  const id = state.sweep;
+  if (!id) return;
+  const s = await api('/sweeps/' + encodeURIComponent(id));
+  if (id !== state.sweep) return;
+  $('sweep-detail').hidden = false;
+  $('sweep-title').textContent = id;
+  const sched = s.spec.scheduler;
+  $('sweep-summary').textContent = `${s.state} · ${sched.type}` +
+    (sched.type === 'asha' ? ` (rungs of ${s.rungs.join(', ')} epochs)` : ` (${sched.epochs} epochs each)`) +
+    ` · ${s.trials.length} of ${s.spec.trials} trials started · ${Math.round(s.trainer_seconds)} trainer-seconds` +
+    (s.best ? ` · best: trial ${s.best.trial}, ${fmtNumber(s.best.accuracy, 4)}` +
+      (s.best.published_as ? `, served as model ${s.best.published_as}` : '') : '');
+  const byTrial = new Map(s.trials.map((t) => [t.trial, t]));
+  const order = s.leaderboard.concat(s.trials.map((t) => t.trial).filter((t) => !s.leaderboard.includes(t)));
+  $('sweep-trials').tBodies[0].replaceChildren(...order.map((n, i) => {
+    const t = byTrial.get(n);
+    return el('tr', { class: 'trial' }, el('td', {}, t.accuracy !== null ? i + 1 : '-'), el('td', {}, t.trial),
+      el('td', {}, el('span', { class: 'pill ' + t.state }, t.state)), el('td', {}, t.rung), el('td', {}, t.epochs),
+      el('td', {}, fmtNumber(t.accuracy, 4)), el('td', { class: 'mono' }, paramText(t.params)));
+  }));
+  const charts = Object.entries(s.spec.space).map(([name, space]) => {
+    const chart = svg('svg', { viewBox: '0 0 320 180', role: 'img', class: 'param-chart',
+                               'aria-label': `test accuracy against ${name}`, 'data-param': name });
+    drawParamChart(chart, name, space, s.trials);
+    return el('figure', {}, el('figcaption', {}, `accuracy against ${name}` + (space.type === 'log_uniform' ? ' (log scale)' : '')), chart);
+  });
+  $('sweep-charts').replaceChildren(...charts);
+}
+
+async function refreshSweeps() {
+  renderSweeps((await api('/sweeps')).sweeps || []);
+  await refreshSweepDetail();
+}
+
 // ---- the loop ----------------------------------------------------------------------------------
 let tick = 0;
 async function refreshAll() {
@@ -408,6 +506,7 @@ async function refreshAll() {
     if (tick % 3 === 0 || unlisted || epochs !== state.epochs) await refreshModels();  // new versions
     state.epochs = epochs;
     await refreshModelDetail();
+    if (tick % 2 === 0) await refreshSweeps();
     if (!$('f-dataset').options.length) await setupTrainForm();
   } catch (e) {
     if (!(e instanceof ApiError) || (e.status !== 401 && e.status !== 403)) {

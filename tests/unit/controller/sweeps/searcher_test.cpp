@@ -27,7 +27,8 @@ json nine_trials(const std::string& scheduler = R"({"type": "asha", "r": 1, "eta
   return json::parse(R"({"sweep_id": "s", "trials": 9, "seed": 3,
       "base": {"model_type": "convnet", "dataset": "fashion-mnist"},
       "space": {"lr": {"type": "log_uniform", "min": 0.001, "max": 0.3}},
-      "scheduler": )" + scheduler + "}");
+      "scheduler": )" +
+                     scheduler + "}");
 }
 
 /// How good trial t is: a fixed order over 0..8 (trial 7 best, trial 0 worst), the same at
@@ -68,7 +69,8 @@ class SearcherTest : public ::testing::Test {
       registry_->create(std::move(spec), 1000);
     };
     hooks.cancel = [this](const std::string& id) {
-      registry_->update(id, [](JobRecord& j) { j.state = JobState::kCancelled; }, true);
+      registry_->update(
+          id, [](JobRecord& j) { j.state = JobState::kCancelled; }, true);
     };
     hooks.free_slots = [this] { return free_trainer_slots(trainers_, registry_->list()); };
     searcher_ = std::make_unique<SweepSearcher>(*registry_, home_.path(), hooks);
@@ -120,7 +122,8 @@ class SearcherTest : public ::testing::Test {
   TempDir home_;
   std::unique_ptr<JobRegistry> registry_;
   std::unique_ptr<SweepSearcher> searcher_;
-  std::vector<TrainerView> trainers_{{"10.0.0.1:7000", true, false, false, 1}, {"10.0.0.2:7000", true, false, false, 1}};
+  std::vector<TrainerView> trainers_{{"10.0.0.1:7000", true, false, false, 1},
+                                     {"10.0.0.2:7000", true, false, false, 1}};
   std::map<std::string, int> created_;
   bool crash_next_submit_ = false;
 };
@@ -244,7 +247,9 @@ TEST_F(SearcherTest, ASweepWhoseTrialsAllFailFails) {
   for (int step = 0; step < 100 && sweep()["state"] == "running"; ++step) {
     searcher_->tick();
     for (const auto& job : registry_->list()) {
-      if (!is_terminal(job.state)) registry_->update(job.spec.job_id, [](JobRecord& j) { j.state = JobState::kFailed; }, true);
+      if (!is_terminal(job.state))
+        registry_->update(
+            job.spec.job_id, [](JobRecord& j) { j.state = JobState::kFailed; }, true);
     }
   }
   const json s = sweep();
