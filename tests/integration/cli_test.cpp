@@ -178,3 +178,46 @@ TEST_F(CliTest, EverySubcommandAgainstALocalCluster) {
 
 }  // namespace
 }  // namespace mlswarm
+
+namespace mlswarm {
+namespace {
+
+// `sweep create --follow` on a pipe: one leaderboard line per change, then the table and the
+// best trial, exit 0; `sweeps` lists it; a bad spec is refused with the field that is wrong.
+TEST_F(CliTest, SweepCreateFollowsToTheBestTrialAndSweepsListsIt) {
+  start_with_token();
+  json spec = {{"sweep_id", "cli-sweep"},
+               {"trials", 3},
+               {"seed", 4},
+               {"base", {{"example_idxs", {0, 600}}, {"test_idxs", {0, 500}}}},
+               {"space", {{"lr", {{"type", "log_uniform"}, {"min", 0.003}, {"max", 0.3}}}}},
+               {"scheduler", {{"type", "random"}, {"epochs", 1}}}};
+  const auto file = home_ / "sweep.json";
+  std::ofstream(file) << spec.dump();
+  CliRun run = cli({"sweep", "create", file.string(), "--follow"});
+  ASSERT_EQ(run.code, 0) << run.out << run.err;
+  EXPECT_EQ(run.out.find('\r'), std::string::npos) << "a pipe gets no carriage returns";
+  EXPECT_NE(run.out.find("sweep cli-sweep accepted: 3 trials"), std::string::npos) << run.out;
+  EXPECT_TRUE(std::regex_search(run.out, std::regex("cli-sweep running: \\d/3 trials, \\d running"))) << run.out;
+  EXPECT_TRUE(std::regex_search(run.out, std::regex("TRIAL +STATE +RUNG +EPOCHS +ACCURACY +PARAMS"))) << run.out;
+  EXPECT_TRUE(std::regex_search(
+      run.out, std::regex("best: trial \\d lr=[0-9.e-]+ accuracy 0\\.\\d{4} after 1 epochs; served as model cli-sweep")))
+      << run.out;
+
+  CliRun listed = cli({"sweeps"});
+  ASSERT_EQ(listed.code, 0) << listed.err;
+  EXPECT_TRUE(std::regex_search(listed.out, std::regex("cli-sweep +succeeded +random +3 +\\d +0\\.\\d{4}")))
+      << listed.out;
+  CliRun shown = cli({"sweep", "show", "cli-sweep"});
+  ASSERT_EQ(shown.code, 0) << shown.err;
+  EXPECT_NE(shown.out.find("cli-sweep succeeded: 3/3 trials"), std::string::npos) << shown.out;
+
+  spec["sweep_id"] = "cli-bad";
+  spec["space"]["lr"]["max"] = "high";
+  std::ofstream(file) << spec.dump();
+  expect_api_error(cli({"sweep", "create", file.string()}), "400 invalid_argument");
+  expect_api_error(cli({"sweep", "cancel", "cli-sweep"}), "409");
+}
+
+}  // namespace
+}  // namespace mlswarm

@@ -431,7 +431,8 @@ function drawParamChart(target, name, space, trials) {
   const f = (v) => (logx ? Math.log10(v) : Number(v));
   const xlo = choice ? 0 : f(space.min), xhi = choice ? space.values.length - 1 : f(space.max);
   const pos = (v) => (choice ? space.values.findIndex((c) => JSON.stringify(c) === JSON.stringify(v)) : f(v));
-  const x = (v) => L + (xhi === xlo ? (W - L - R) / 2 : ((pos(v) - xlo) * (W - L - R)) / (xhi - xlo));
+  const P = 12;  // the dots at either end of the range stay off the frame
+  const x = (v) => L + P + (xhi === xlo ? (W - L - R) / 2 - P : ((pos(v) - xlo) * (W - L - R - 2 * P)) / (xhi - xlo));
   const y = (v) => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
   const nodes = [svg('rect', { x: L, y: T, width: W - L - R, height: H - T - B, class: 'plot' })];
   for (let k = 0; k <= 4; ++k) {
