@@ -33,7 +33,8 @@ std::string params_text(const json& params) {
   std::string out;
   for (const auto& [name, value] : params.items()) {
     if (!out.empty()) out += ' ';
-    out += name + "=" + (value.is_number_float() ? fmt::format("{:.4g}", value.get<double>()) : text(params, name.c_str()));
+    out += name + "=" +
+           (value.is_number_float() ? fmt::format("{:.4g}", value.get<double>()) : text(params, name.c_str()));
   }
   return out;
 }
@@ -44,7 +45,8 @@ std::string leaderboard(const json& sweep) {
   for (const auto& t : sweep.value("leaderboard", json::array())) order.push_back(t.get<int>());
   // The leaderboard first, then the trials that finished no rung yet.
   for (const auto& t : sweep.value("trials", json::array())) {
-    if (std::find(order.begin(), order.end(), t.value("trial", -1)) == order.end()) order.push_back(t.value("trial", -1));
+    if (std::find(order.begin(), order.end(), t.value("trial", -1)) == order.end())
+      order.push_back(t.value("trial", -1));
   }
   for (int id : order) {
     for (const auto& t : sweep.value("trials", json::array())) {
@@ -87,8 +89,8 @@ std::string sweep_line(const json& s) {
     }
   }
   const int spec_trials = s.contains("spec") ? s["spec"].value("trials", 0) : 0;
-  return fmt::format("{} {}: {}/{} trials, {} running, rung {} reached by {}; {}; {:.0f} trainer-s", text(s, "sweep_id"),
-                     text(s, "state"), trials.size(), spec_trials, running, top, reached, best,
+  return fmt::format("{} {}: {}/{} trials, {} running, rung {} reached by {}; {}; {:.0f} trainer-s",
+                     text(s, "sweep_id"), text(s, "state"), trials.size(), spec_trials, running, top, reached, best,
                      number(s, "trainer_seconds").value_or(0));
 }
 
@@ -99,8 +101,8 @@ int cmd_sweep_create(const Client& client, const Output& out, const std::string&
   if (out.json) {
     print_json(reply);
   } else {
-    std::cout << fmt::format("sweep {} accepted: {} trials, rungs of {} epochs\n", id, text(reply.body["spec"], "trials"),
-                             text(reply.body, "rungs"));
+    std::cout << fmt::format("sweep {} accepted: {} trials, rungs of {} epochs\n", id,
+                             text(reply.body["spec"], "trials"), text(reply.body, "rungs"));
   }
   return follow ? follow_sweep(client, out, id, poll) : 0;
 }

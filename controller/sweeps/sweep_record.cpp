@@ -139,51 +139,61 @@ std::vector<TrialView> trial_views(const SweepRecord& record,
   return views;
 }
 
-json sweep_view(const SweepRecord& record, const std::function<std::optional<JobRecord>(const std::string&)>& find) {
+namespace {
+
+/// One trial of GET /sweeps/{id}; adds the trainer-seconds of its jobs to `seconds`.
+json trial_json(const SweepRecord& record, const TrialView& v, TrialState state, int top,
+                const std::function<std::optional<JobRecord>(const std::string&)>& find, double& seconds) {
   const std::vector<int> rungs = rung_epochs(record.spec.asha);
+  const double now = unix_now();
+  json jobs = json::array();
+  json progress = nullptr;
+  for (int rung = 0; rung <= top; ++rung) {
+    const std::string id = rung_job_id(record.spec.sweep_id, v.trial, rung);
+    jobs.push_back(id);
+    if (auto job = find(id)) {
+      seconds += trainer_seconds(*job, now);
+      if (rung == top) progress = job->progress.fraction;
+    }
+  }
+  return {{"trial", v.trial},
+          {"params", sample_params(record.spec, v.trial)},
+          {"rung", top},
+          {"epochs", v.metrics.empty() ? 0 : rungs[v.metrics.size() - 1]},
+          {"state", trial_state_name(state, record.state)},
+          {"metrics", v.metrics},
+          {"accuracy", v.metrics.empty() ? json(nullptr) : json(v.metrics.back())},
+          {"progress", progress},
+          {"model_id", trial_id(record.spec.sweep_id, v.trial)},
+          {"jobs", std::move(jobs)}};
+}
+
+/// The trials that finished a rung: the furthest rung first, then the better accuracy, then the lower id.
+json leaderboard_of(const std::vector<TrialView>& views) {
+  std::vector<const TrialView*> order;
+  for (const auto& v : views) {
+    if (!v.metrics.empty()) order.push_back(&v);
+  }
+  std::stable_sort(order.begin(), order.end(), [](const TrialView* a, const TrialView* b) {
+    if (a->metrics.size() != b->metrics.size()) return a->metrics.size() > b->metrics.size();
+    return a->metrics.back() > b->metrics.back();
+  });
+  json out = json::array();
+  for (const TrialView* v : order) out.push_back(v->trial);
+  return out;
+}
+
+}  // namespace
+
+json sweep_view(const SweepRecord& record, const std::function<std::optional<JobRecord>(const std::string&)>& find) {
   const std::vector<TrialView> views = trial_views(record, find);
   const std::vector<TrialState> states = classify(record.spec.asha, record.spec.trials, views);
   const std::vector<int> tops = top_rungs(record);
-  const double now = unix_now();
   double seconds = 0;
   json trials = json::array();
   for (std::size_t i = 0; i < views.size(); ++i) {
-    const TrialView& v = views[i];
-    const int top = tops[static_cast<std::size_t>(v.trial)];
-    json jobs = json::array();
-    json progress = nullptr;
-    for (int rung = 0; rung <= top; ++rung) {
-      const std::string id = rung_job_id(record.spec.sweep_id, v.trial, rung);
-      jobs.push_back(id);
-      if (auto job = find(id)) {
-        seconds += trainer_seconds(*job, now);
-        if (rung == top) progress = job->progress.fraction;
-      }
-    }
-    json t = {{"trial", v.trial},
-              {"params", sample_params(record.spec, v.trial)},
-              {"rung", top},
-              {"epochs", v.metrics.empty() ? 0 : rungs[v.metrics.size() - 1]},
-              {"state", trial_state_name(states[i], record.state)},
-              {"metrics", v.metrics},
-              {"accuracy", v.metrics.empty() ? json(nullptr) : json(v.metrics.back())},
-              {"progress", progress},
-              {"model_id", trial_id(record.spec.sweep_id, v.trial)},
-              {"jobs", std::move(jobs)}};
-    trials.push_back(std::move(t));
-  }
-  // The leaderboard: the furthest rung first, then the better accuracy, then the lower id.
-  std::vector<std::size_t> order(views.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-    const auto& ma = views[a].metrics;
-    const auto& mb = views[b].metrics;
-    if (ma.size() != mb.size()) return ma.size() > mb.size();
-    return !ma.empty() && ma.back() > mb.back();
-  });
-  json leaderboard = json::array();
-  for (std::size_t i : order) {
-    if (!views[i].metrics.empty()) leaderboard.push_back(views[i].trial);
+    trials.push_back(
+        trial_json(record, views[i], states[i], tops[static_cast<std::size_t>(views[i].trial)], find, seconds));
   }
   json best = nullptr;
   if (record.best_trial) {
@@ -193,11 +203,10 @@ json sweep_view(const SweepRecord& record, const std::function<std::optional<Job
     if (record.published) best["published_as"] = record.spec.sweep_id;
   }
   json out = to_json(record);
-  out.erase("decisions");
   out["sweep_id"] = record.spec.sweep_id;
-  out["rungs"] = rungs;
+  out["rungs"] = rung_epochs(record.spec.asha);
   out["trials"] = std::move(trials);
-  out["leaderboard"] = std::move(leaderboard);
+  out["leaderboard"] = leaderboard_of(views);
   out["best"] = std::move(best);
   out["trainer_seconds"] = seconds;
   out["decisions"] = record.decisions.size();

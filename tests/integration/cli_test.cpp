@@ -201,7 +201,8 @@ TEST_F(CliTest, SweepCreateFollowsToTheBestTrialAndSweepsListsIt) {
   EXPECT_TRUE(std::regex_search(run.out, std::regex("cli-sweep running: \\d/3 trials, \\d running"))) << run.out;
   EXPECT_TRUE(std::regex_search(run.out, std::regex("TRIAL +STATE +RUNG +EPOCHS +ACCURACY +PARAMS"))) << run.out;
   EXPECT_TRUE(std::regex_search(
-      run.out, std::regex("best: trial \\d lr=[0-9.e-]+ accuracy 0\\.\\d{4} after 1 epochs; served as model cli-sweep")))
+      run.out,
+      std::regex("best: trial \\d lr=[0-9.e-]+ accuracy 0\\.\\d{4} after 1 epochs; served as model cli-sweep")))
       << run.out;
 
   CliRun listed = cli({"sweeps"});

@@ -108,8 +108,8 @@ TEST_F(SweepTest, ANineTrialAshaSweepOnTwoTrainersRunsToItsEndAndServesTheBest) 
   EXPECT_EQ(post("/sweeps", nine_trials("asha9").dump()).first, 409);
   ASSERT_TRUE(eventually([&] { return ended("asha9"); }, 300s)) << sweep("asha9").dump(2);
   const json s = sweep("asha9");
-  std::cout << "asha9: " << std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()
-            << " s, " << s["trainer_seconds"] << " trainer-seconds, best trial " << s["best"]["trial"] << " accuracy "
+  std::cout << "asha9: " << std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() << " s, "
+            << s["trainer_seconds"] << " trainer-seconds, best trial " << s["best"]["trial"] << " accuracy "
             << s["best"]["accuracy"] << "\n";
   ASSERT_EQ(s["state"], "succeeded") << s.dump(2);
   ASSERT_NO_FATAL_FAILURE(expect_each_trial_ran_once(s));

@@ -80,9 +80,11 @@ class TrainingRun {
       adopt_finished_model();
       return TrainingOutcome::kCompleted;
     }
-    spdlog::info("job {} model {}: training {} on {} [{}, {}) for {} epochs, batch {}, {} steps/epoch, {}",
-                 spec_.job_id, spec_.model_id, to_string(spec_.model_type), spec_.dataset, start_, start_ + n_,
-                 last_epoch_, batch_, steps_per_epoch_, precision_name());
+    spdlog::info("job {} model {}: training {} on {} [{}, {}) {}, batch {}, {} steps/epoch, {}", spec_.job_id,
+                 spec_.model_id, to_string(spec_.model_type), spec_.dataset, start_, start_ + n_,
+                 last_epoch_ == o_.epochs ? fmt::format("for {} epochs", o_.epochs)
+                                          : fmt::format("to epoch {} of {}", last_epoch_, o_.epochs),
+                 batch_, steps_per_epoch_, precision_name());
     for (int epoch = resume_epoch_; epoch <= last_epoch_; ++epoch) {
       std::optional<EpochResult> trained;
       if (epoch == resume_epoch_ && point_.unevaluated) {
