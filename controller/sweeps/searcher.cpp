@@ -123,6 +123,8 @@ json SweepSearcher::list() const {
 
 void SweepSearcher::tick() {
   for (const json& body : registry_.documents(kKind)) {
+    const std::string state = body.value("state", "");
+    if (state == "succeeded" || state == "failed") continue;  // nothing left to do
     std::string id = "?";
     try {
       SweepRecord record = sweep_record_from_json(body);
@@ -140,7 +142,7 @@ void SweepSearcher::tick() {
 
 void SweepSearcher::advance(SweepRecord record) {
   submit_missing(record);
-  if (record.best_trial) return finish(std::move(record), record.best_trial);
+  if (const std::optional<int> best = record.best_trial) return finish(std::move(record), best);
   std::vector<TrialView> views = trial_views(record, finder());
   journal_stops(record, views);
   int free = hooks_.free_slots ? hooks_.free_slots() : std::numeric_limits<int>::max();
@@ -212,19 +214,20 @@ bool SweepSearcher::journal(SweepRecord& record, const SweepDecision& decision) 
   return true;
 }
 
+void SweepSearcher::fail(const std::string& sweep_id, const std::string& why) {
+  update(registry_, sweep_id, [&](SweepRecord& r) {
+    if (r.state != SweepState::kRunning) return false;
+    r.state = SweepState::kFailed;
+    r.error = why;
+    r.finished_at = unix_now();
+    return true;
+  });
+  spdlog::error("sweep {}: failed: {}", sweep_id, why);
+}
+
 void SweepSearcher::finish(SweepRecord record, std::optional<int> best) {
   const std::string id = record.spec.sweep_id;
-  if (!best) {
-    update(registry_, id, [&](SweepRecord& r) {
-      if (r.state != SweepState::kRunning) return false;
-      r.state = SweepState::kFailed;
-      r.error = "no trial finished a rung";
-      r.finished_at = unix_now();
-      return true;
-    });
-    spdlog::warn("sweep {}: failed: no trial finished a rung", id);
-    return;
-  }
+  if (!best) return fail(id, "no trial finished a rung");
   if (!record.best_trial) {
     auto next = update(registry_, id, [&](SweepRecord& r) {
       if (r.state != SweepState::kRunning || r.best_trial) return false;
@@ -235,7 +238,7 @@ void SweepSearcher::finish(SweepRecord record, std::optional<int> best) {
     record = std::move(*next);
     spdlog::info("sweep {}: done; the best is trial {}; publishing its model as {}", id, *best, id);
   }
-  publish(record);
+  if (const std::optional<std::string> lost = publish(record)) return fail(id, *lost);
   update(registry_, id, [&](SweepRecord& r) {
     if (r.state != SweepState::kRunning) return false;
     r.state = SweepState::kSucceeded;
@@ -247,18 +250,28 @@ void SweepSearcher::finish(SweepRecord record, std::optional<int> best) {
                trial_id(id, *record.best_trial));
 }
 
-void SweepSearcher::publish(const SweepRecord& record) {
+std::optional<std::string> SweepSearcher::publish(const SweepRecord& record) {
   // The trial's model as the sweep's: model.pt as it is (sealed), meta.json naming the sweep.
   // Each file is written atomically and again by whoever leads next if this is cut short.
-  const auto from = model_dir(home_dir_, trial_id(record.spec.sweep_id, *record.best_trial));
+  const std::string trial_model = trial_id(record.spec.sweep_id, *record.best_trial);
+  const auto from = model_dir(home_dir_, trial_model);
   const auto to = model_dir(home_dir_, record.spec.sweep_id);
-  require_not_symlink(from, "model_id");
-  ModelMeta meta = model_meta_from_json(json::parse(read_file(from / "meta.json", 64u << 20)));
+  ModelMeta meta;
+  std::string weights;
+  try {
+    require_not_symlink(from, "model_id");
+    meta = model_meta_from_json(json::parse(read_file(from / "meta.json", 64u << 20)));
+    weights = read_file(from / "model.pt", std::size_t{1} << 32);
+  } catch (const std::exception& e) {
+    // The best trial's files are gone or broken: no later pass can publish them.
+    return fmt::format("the best trial's model {} cannot be read: {}", trial_model, e.what());
+  }
   std::filesystem::create_directories(to);
   require_not_symlink(to, "sweep_id");
-  write_file_atomic(to / "model.pt", read_file(from / "model.pt", std::size_t{1} << 32));
+  write_file_atomic(to / "model.pt", weights);  // a failed write throws: the next pass tries again
   meta.model_id = record.spec.sweep_id;
   write_file_atomic(to / "meta.json", to_json(meta).dump(2));
+  return std::nullopt;
 }
 
 void SweepSearcher::cancel_trials(const SweepRecord& record) {

@@ -60,7 +60,10 @@ class SweepSearcher {
   /// decisions); false when the record changed meanwhile (a cancel).
   bool journal(SweepRecord& record, const SweepDecision& decision);
   void finish(SweepRecord record, std::optional<int> best);
-  void publish(const SweepRecord& record);
+  void fail(const std::string& sweep_id, const std::string& why);
+  /// Copies the best trial's model to models/<sweep_id>; the reason when its files cannot be
+  /// read (the sweep then fails); throws when the copy cannot be written (tried again next pass).
+  std::optional<std::string> publish(const SweepRecord& record);
   void cancel_trials(const SweepRecord& record);
   std::function<std::optional<JobRecord>(const std::string&)> finder() const;
 

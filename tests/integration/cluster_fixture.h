@@ -45,6 +45,7 @@ class ClusterTest : public ::testing::Test {
   void TearDown() override {
     if (HasFailure()) {
       if (controller_) std::cerr << "--- controller log ---\n" << controller_->log();
+      if (follower_) std::cerr << "--- controller b log ---\n" << follower_->log();
       for (auto& [i, t] : trainers_) std::cerr << "--- trainer 127.0.0." << i << " log ---\n" << t->log();
     }
   }
@@ -73,6 +74,32 @@ class ClusterTest : public ::testing::Test {
     args.insert(args.end(), extra.begin(), extra.end());
     controller_ = std::make_unique<ChildProcess>(ML_CONTROLLER_BIN, args, home_ / "controller.log");
     ASSERT_TRUE(eventually([&] { return client_->Get("/healthz") != nullptr; }, 20s)) << controller_->log();
+  }
+
+  /// A second controller on 127.0.0.11, the same HOME_DIR and port.
+  void start_follower() {
+    std::vector<std::string> args{"--host",
+                                  "127.0.0.11",
+                                  "--port",
+                                  std::to_string(controller_port_),
+                                  "--subnet",
+                                  "127.0.0.0/29",
+                                  "--train-port",
+                                  std::to_string(train_port_),
+                                  "--home-dir",
+                                  home_.path().string(),
+                                  "--data-dir",
+                                  MLSWARM_DATA_DIR,
+                                  "--scan-interval-ms",
+                                  "300",
+                                  "--max-misses",
+                                  "2",
+                                  "--drain-ms",
+                                  "500"};
+    follower_ = std::make_unique<ChildProcess>(ML_CONTROLLER_BIN, args, home_ / "controller-b.log");
+    other_ = std::make_unique<httplib::Client>("127.0.0.11", controller_port_);
+    other_->set_read_timeout(30s);
+    ASSERT_TRUE(eventually([&] { return other_->Get("/healthz") != nullptr; }, 20s)) << follower_->log();
   }
 
   /// A controller serving HTTPS; waits until it answers over TLS.
@@ -117,6 +144,8 @@ class ClusterTest : public ::testing::Test {
   std::map<int, std::unique_ptr<ChildProcess>> trainers_;
   std::unique_ptr<ChildProcess> controller_;
   std::unique_ptr<httplib::Client> client_;
+  std::unique_ptr<ChildProcess> follower_;  ///< start_follower's
+  std::unique_ptr<httplib::Client> other_;  ///< to the follower
 };
 
 inline std::filesystem::path write_secret(const TempDir& dir, const std::string& name, const std::string& token) {

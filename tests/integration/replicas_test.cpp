@@ -11,36 +11,10 @@ namespace {
 
 class ReplicaTest : public ClusterTest {
  protected:
-  /// A second controller on 127.0.0.11, the same HOME_DIR and port.
-  void start_follower() {
-    std::vector<std::string> args{"--host",
-                                  "127.0.0.11",
-                                  "--port",
-                                  std::to_string(controller_port_),
-                                  "--subnet",
-                                  "127.0.0.0/29",
-                                  "--train-port",
-                                  std::to_string(train_port_),
-                                  "--home-dir",
-                                  home_.path().string(),
-                                  "--data-dir",
-                                  MLSWARM_DATA_DIR,
-                                  "--scan-interval-ms",
-                                  "300",
-                                  "--max-misses",
-                                  "2",
-                                  "--drain-ms",
-                                  "500"};
-    follower_ = std::make_unique<ChildProcess>(ML_CONTROLLER_BIN, args, home_ / "controller-b.log");
-    other_ = std::make_unique<httplib::Client>("127.0.0.11", controller_port_);
-    other_->set_read_timeout(30s);
-    ASSERT_TRUE(eventually([&] { return other_->Get("/healthz") != nullptr; }, 20s)) << follower_->log();
-  }
   json role_of(httplib::Client& c) { return testing::get_json(c, "/status").value("controller", json::object()); }
   void TearDown() override {
     if (follower_ && follower_->pid() > 0) ::kill(follower_->pid(), SIGCONT);
     if (controller_ && controller_->pid() > 0) ::kill(controller_->pid(), SIGCONT);
-    if (HasFailure() && follower_) std::cerr << "--- controller b log ---\n" << follower_->log();
     ClusterTest::TearDown();
   }
   /// A write to the follower goes to the leader: the job "failover", `id` its job id.
@@ -76,8 +50,6 @@ class ReplicaTest : public ClusterTest {
     }
     return runs;
   }
-  std::unique_ptr<ChildProcess> follower_;
-  std::unique_ptr<httplib::Client> other_;
 };
 
 /// The journal's records as (term, job id, state), in file order.

@@ -143,5 +143,31 @@ TEST_F(SweepTest, ALeaderKilledMidSweepResumesItExactlyOnce) {
   ASSERT_NO_FATAL_FAILURE(expect_the_best_is_served(s));
 }
 
+// A sweep created through a follower (forwarded to the leader); the leader SIGKILLed mid-sweep;
+// the follower takes over and carries it to its end from the journal.
+TEST_F(SweepTest, AFailoverMidSweepCarriesItOnExactlyOnce) {
+  for (int i : {2, 3}) start_trainer(i);
+  start_controller({"--drain-ms", "500"});
+  start_follower();
+  auto role = [&](httplib::Client& c) {
+    return testing::get_json(c, "/status").value("controller", json::object()).value("role", "");
+  };
+  ASSERT_TRUE(eventually([&] { return role(*client_) == "leader" && role(*other_) == "follower"; }, 10s));
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s));
+  auto [status, accepted] = testing::post_json(*other_, "/sweeps", nine_trials("failover").dump());
+  ASSERT_EQ(status, 202) << accepted.dump();
+  ASSERT_TRUE(eventually([&] { return sweep("failover").value("decisions", 0) >= 5; }, 120s));
+  controller_->signal(SIGKILL);
+  ASSERT_TRUE(controller_->wait_exit(10s));
+  ASSERT_TRUE(eventually([&] { return role(*other_) == "leader"; }, 10s));
+  client_ = std::make_unique<httplib::Client>("127.0.0.11", controller_port_);  // the new leader, for the checks
+  client_->set_read_timeout(30s);
+  ASSERT_TRUE(eventually([&] { return ended("failover"); }, 300s)) << sweep("failover").dump(2);
+  const json s = sweep("failover");
+  ASSERT_EQ(s["state"], "succeeded") << s.dump(2);
+  ASSERT_NO_FATAL_FAILURE(expect_each_trial_ran_once(s));
+  ASSERT_NO_FATAL_FAILURE(expect_the_best_is_served(s));
+}
+
 }  // namespace
 }  // namespace mlswarm

@@ -92,8 +92,10 @@ class SearcherTest : public ::testing::Test {
       meta.class_names = {"a", "b"};
       meta.mean = {0.5};
       meta.std = {0.25};
-      write_file_atomic(model_dir(home_.path(), meta.model_id) / "model.pt", "weights of " + job.spec.job_id);
-      write_file_atomic(model_dir(home_.path(), meta.model_id) / "meta.json", to_json(meta).dump());
+      if (write_models_) {
+        write_file_atomic(model_dir(home_.path(), meta.model_id) / "model.pt", "weights of " + job.spec.job_id);
+        write_file_atomic(model_dir(home_.path(), meta.model_id) / "meta.json", to_json(meta).dump());
+      }
       registry_->update(
           job.spec.job_id,
           [&](JobRecord& j) {
@@ -126,6 +128,7 @@ class SearcherTest : public ::testing::Test {
                                      {"10.0.0.2:7000", true, false, false, 1}};
   std::map<std::string, int> created_;
   bool crash_next_submit_ = false;
+  bool write_models_ = true;
 };
 
 TEST_F(SearcherTest, ANineTrialAshaSweepOnTwoTrainersRunsToItsEndAndPublishesTheBest) {
@@ -196,6 +199,17 @@ TEST_F(SearcherTest, NewLeadersAndCrashesBetweenDecisionAndJobLoseAndRepeatNothi
   std::set<std::string> decisions;
   for (const auto& d : record["decisions"]) EXPECT_TRUE(decisions.insert(d.dump()).second) << d.dump();
   EXPECT_EQ(s["decisions"], 9 + r.promotions() + (9 - r.at[2])) << "starts, promotions, stops";
+}
+
+TEST_F(SearcherTest, ABestModelThatCannotBeReadFailsTheSweepWithTheReason) {
+  write_models_ = false;
+  searcher_->create(parse_sweep_spec(nine_trials()));
+  run();
+  const json s = sweep();
+  EXPECT_EQ(s["state"], "failed");
+  EXPECT_NE(s["error"].get<std::string>().find("the best trial's model s-t7 cannot be read"), std::string::npos)
+      << s["error"];
+  EXPECT_FALSE(std::filesystem::exists(model_dir(home_.path(), "s")));
 }
 
 TEST_F(SearcherTest, NoFreeTrainerNoTrial) {
