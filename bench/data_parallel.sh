@@ -20,22 +20,7 @@ source bench/lib.sh
 die() { bench_die "$@"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-for i in 2 3; do
-  "$build/trainer/ml_trainer" --host "127.0.0.$i" --port "$TRAIN_PORT" --home-dir "$work" --threads 1 \
-    >"$work/trainer-$i.log" 2>&1 &
-  pids+=($!)
-done
-for i in 2 3; do wait_http "http://127.0.0.$i:$TRAIN_PORT/healthz"; done
-"$build/controller/ml_controller" --host 127.0.0.1 --port "$CONTROLLER_PORT" --subnet 127.0.0.0/29 \
-  --train-port "$TRAIN_PORT" --rdzv-port "$RDZV_PORT" --home-dir "$work" --scan-interval-ms 500 \
-  >"$work/controller.log" 2>&1 &
-pids+=($!)
-controller="http://127.0.0.1:$CONTROLLER_PORT"
-wait_http "$controller/healthz"
-deadline=$((SECONDS + 60))
-until [[ $(curl -s "$controller/status" | json 'len(d["trainers"])') == 2 ]]; do
-  ((SECONDS < deadline)) || die "the controller did not find both trainers"; sleep 0.2
-done
+start_two_trainers "$TRAIN_PORT" "$CONTROLLER_PORT" --rdzv-port "$RDZV_PORT"
 
 # run_job MODEL TRAINERS: trains one epoch; prints the training images/s from meta.json.
 run_job() {

@@ -6,6 +6,9 @@
 #   wait_http URL [SECONDS]          until URL answers 2xx; exits with a message at the deadline
 #   train_bench_model HOST PORT      a real model "bench" (1 epoch, 2,000 Fashion-MNIST images) in
 #                                    $work, trained by a trainer started and stopped here
+#   start_two_trainers TRAIN_PORT CONTROLLER_PORT [CONTROLLER FLAGS...]
+#                                    trainers on 127.0.0.2 and .3 (one LibTorch thread each) and a
+#                                    controller on 127.0.0.1 that has found both; sets `controller`
 # Ports: every benchmark uses ports above the kernel's ephemeral range (32768-60999), so no
 # outgoing connection of anything else holds them.
 pids=()
@@ -38,4 +41,24 @@ train_bench_model() {  # HOST PORT
   done
   kill -TERM "$trainer"
   wait "$trainer" 2>/dev/null || true
+}
+start_two_trainers() {  # TRAIN_PORT CONTROLLER_PORT [CONTROLLER FLAGS...]
+  local train_port=$1 controller_port=$2 i
+  shift 2
+  for i in 2 3; do
+    "$build/trainer/ml_trainer" --host "127.0.0.$i" --port "$train_port" --home-dir "$work" --threads 1 \
+      >"$work/trainer-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in 2 3; do wait_http "http://127.0.0.$i:$train_port/healthz"; done
+  "$build/controller/ml_controller" --host 127.0.0.1 --port "$controller_port" --subnet 127.0.0.0/29 \
+    --train-port "$train_port" --home-dir "$work" --scan-interval-ms 500 "$@" >"$work/controller.log" 2>&1 &
+  pids+=($!)
+  controller="http://127.0.0.1:$controller_port"
+  wait_http "$controller/healthz"
+  local deadline=$((SECONDS + 60))
+  until [[ $(curl -s "$controller/status" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["trainers"]))') == 2 ]]; do
+    ((SECONDS < deadline)) || bench_die "the controller did not find both trainers"
+    sleep 0.2
+  done
 }

@@ -194,6 +194,21 @@ function svg(tag, attrs) {
   return node;
 }
 
+/// The charts' frame (320x180, margins L=44 R=10 T=10 B=26): the plot area and five labelled
+/// horizontal grid lines from lo to hi, `y` mapping a value to its height.
+function plotFrame(y, lo, hi, digits) {
+  const W = 320, H = 180, L = 44, R = 10, T = 10, B = 26;
+  const nodes = [svg('rect', { x: L, y: T, width: W - L - R, height: H - T - B, class: 'plot' })];
+  for (let k = 0; k <= 4; ++k) {
+    const v = lo + ((hi - lo) * k) / 4;
+    nodes.push(svg('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), class: 'grid' }));
+    const label = svg('text', { x: L - 4, y: y(v) + 3, class: 'tick', 'text-anchor': 'end' });
+    label.textContent = v.toFixed(digits);
+    nodes.push(label);
+  }
+  return nodes;
+}
+
 /// A line chart of one or more series over epochs 1..n, drawn as SVG (no chart library).
 function drawChart(target, series, yFixed) {
   const W = 320, H = 180, L = 44, R = 10, T = 10, B = 26;
@@ -204,14 +219,7 @@ function drawChart(target, series, yFixed) {
   if (hi - lo < 1e-9) { hi += 0.5; lo = Math.max(0, lo - 0.5); }
   const x = (i) => L + (n === 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (n - 1));
   const y = (v) => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
-  const nodes = [svg('rect', { x: L, y: T, width: W - L - R, height: H - T - B, class: 'plot' })];
-  for (let k = 0; k <= 4; ++k) {
-    const v = lo + ((hi - lo) * k) / 4;
-    nodes.push(svg('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), class: 'grid' }));
-    const label = svg('text', { x: L - 4, y: y(v) + 3, class: 'tick', 'text-anchor': 'end' });
-    label.textContent = v.toFixed(hi - lo < 0.1 ? 3 : 2);
-    nodes.push(label);
-  }
+  const nodes = plotFrame(y, lo, hi, hi - lo < 0.1 ? 3 : 2);
   const step = Math.max(1, Math.ceil(n / 8));
   for (let i = 0; i < n; i += step) {
     const label = svg('text', { x: x(i), y: H - 8, class: 'tick', 'text-anchor': 'middle' });
@@ -434,14 +442,7 @@ function drawParamChart(target, name, space, trials) {
   const P = 12;  // the dots at either end of the range stay off the frame
   const x = (v) => L + P + (xhi === xlo ? (W - L - R) / 2 - P : ((pos(v) - xlo) * (W - L - R - 2 * P)) / (xhi - xlo));
   const y = (v) => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
-  const nodes = [svg('rect', { x: L, y: T, width: W - L - R, height: H - T - B, class: 'plot' })];
-  for (let k = 0; k <= 4; ++k) {
-    const v = lo + ((hi - lo) * k) / 4;
-    nodes.push(svg('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), class: 'grid' }));
-    const label = svg('text', { x: L - 4, y: y(v) + 3, class: 'tick', 'text-anchor': 'end' });
-    label.textContent = v.toFixed(3);
-    nodes.push(label);
-  }
+  const nodes = plotFrame(y, lo, hi, 3);
   const ticks = choice ? space.values : [space.min, space.max];
   for (const v of ticks) {
     const label = svg('text', { x: x(v), y: H - 8, class: 'tick', 'text-anchor': 'middle' });
