@@ -18,6 +18,7 @@
 #include "mlswarm/ids.h"
 #include "mlswarm/job_metrics.h"
 #include "predict_input.h"
+#include "searcher.h"
 
 namespace mlswarm {
 
@@ -65,7 +66,13 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
   m.describe("mlswarm_model_loads_total", "counter", "model versions loaded for serving");
   m.describe("mlswarm_predict_forward_passes_total", "counter", "forward passes run for /predict and /classify");
   m.describe("mlswarm_predict_examples_total", "counter", "examples classified");
+  if (sweeps_ != nullptr) m.describe("mlswarm_sweeps", "gauge", "hyper-parameter sweeps by state");
   collector_ = m.add_collector([this](Metrics& metrics) {
+    if (sweeps_ != nullptr) {
+      for (const auto& [state, n] : sweeps_->count_by_state()) {
+        metrics.set("mlswarm_sweeps", {{"state", state}}, static_cast<double>(n));
+      }
+    }
     set_job_gauges(metrics, registry_.list());
     metrics.set("mlswarm_trainers", {}, static_cast<double>(cluster_.trainers().size()));
     ModelServer::Stats serving = models_.stats();

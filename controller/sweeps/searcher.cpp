@@ -121,6 +121,16 @@ json SweepSearcher::list() const {
   return out;
 }
 
+std::map<std::string, int> SweepSearcher::count_by_state() const {
+  std::map<std::string, int> counts;
+  for (const auto& [state, name] : EnumNames<SweepState>::table) counts[std::string(name)] = 0;
+  for (const json& body : registry_.documents(kKind)) {
+    const std::string state = body.value("state", "");
+    if (counts.contains(state)) ++counts[state];
+  }
+  return counts;
+}
+
 void SweepSearcher::tick() {
   for (const json& body : registry_.documents(kKind)) {
     const std::string state = body.value("state", "");

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -44,6 +45,9 @@ class SweepSearcher {
   std::optional<nlohmann::json> find(const std::string& sweep_id) const;
   /// GET /sweeps: every sweep's view without its trials, oldest first.
   nlohmann::json list() const;
+
+  /// How many sweeps are in each state (every state, zeros too), for /metrics.
+  std::map<std::string, int> count_by_state() const;
 
   /// One pass over the sweeps (the leader's cluster loop): submit the jobs of journaled
   /// decisions that have none, journal the trials ASHA has stopped, take new decisions while

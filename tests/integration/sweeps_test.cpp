@@ -117,6 +117,9 @@ TEST_F(SweepTest, ANineTrialAshaSweepOnTwoTrainersRunsToItsEndAndServesTheBest) 
   const std::string logs = trainers_[2]->log() + trainers_[3]->log();
   EXPECT_NE(logs.find("carrying on from job asha9-t"), std::string::npos) << "a promotion resumes its checkpoint";
   EXPECT_EQ(get("/sweeps")["sweeps"][0]["state"], "succeeded");
+  const auto metrics = client_->Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("mlswarm_sweeps{state=\"succeeded\"} 1"), std::string::npos) << metrics->body;
   EXPECT_EQ(client_->Delete("/sweeps/asha9")->status, 409) << "it has ended";
   EXPECT_EQ(client_->Delete("/sweeps/nope")->status, 404);
 }
