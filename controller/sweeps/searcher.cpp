@@ -224,14 +224,19 @@ bool SweepSearcher::journal(SweepRecord& record, const SweepDecision& decision) 
   return true;
 }
 
-void SweepSearcher::fail(const std::string& sweep_id, const std::string& why) {
+void SweepSearcher::end(const std::string& sweep_id, SweepState state, const std::string& why) {
   update(registry_, sweep_id, [&](SweepRecord& r) {
-    if (r.state != SweepState::kRunning) return false;
-    r.state = SweepState::kFailed;
+    if (r.state != SweepState::kRunning) return false;  // it ended already
+    r.state = state;
     r.error = why;
+    r.published = state == SweepState::kSucceeded;
     r.finished_at = unix_now();
     return true;
   });
+}
+
+void SweepSearcher::fail(const std::string& sweep_id, const std::string& why) {
+  end(sweep_id, SweepState::kFailed, why);
   spdlog::error("sweep {}: failed: {}", sweep_id, why);
 }
 
@@ -249,13 +254,7 @@ void SweepSearcher::finish(SweepRecord record, std::optional<int> best) {
     spdlog::info("sweep {}: done; the best is trial {}; publishing its model as {}", id, *best, id);
   }
   if (const std::optional<std::string> lost = publish(record)) return fail(id, *lost);
-  update(registry_, id, [&](SweepRecord& r) {
-    if (r.state != SweepState::kRunning) return false;
-    r.state = SweepState::kSucceeded;
-    r.published = true;
-    r.finished_at = unix_now();
-    return true;
-  });
+  end(id, SweepState::kSucceeded, "");
   spdlog::info("sweep {}: succeeded; model {} is trial {}'s (model {})", id, id, *record.best_trial,
                trial_id(id, *record.best_trial));
 }

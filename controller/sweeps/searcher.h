@@ -64,6 +64,8 @@ class SweepSearcher {
   /// decisions); false when the record changed meanwhile (a cancel).
   bool journal(SweepRecord& record, const SweepDecision& decision);
   void finish(SweepRecord record, std::optional<int> best);
+  /// Ends a running sweep in `state` (succeeded: its model published); one that ended already stays.
+  void end(const std::string& sweep_id, SweepState state, const std::string& why);
   void fail(const std::string& sweep_id, const std::string& why);
   /// Copies the best trial's model to models/<sweep_id>; the reason when its files cannot be
   /// read (the sweep then fails); throws when the copy cannot be written (tried again next pass).

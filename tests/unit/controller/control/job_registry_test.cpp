@@ -167,6 +167,43 @@ TEST(JobRegistry, AFailedJournalWriteIsUnavailableChangesNothingAndLeavesWholeRe
   EXPECT_EQ(first.spec.job_id, "job-a");
 }
 
+// Documents (a sweep's record) share the journal's promises: a full journal refuses a new one
+// or a change with kUnavailable and changes nothing; a reload, and the compaction a writer does
+// when it opens the journal, keep the last version of each, in order.
+TEST(JobRegistry, DocumentsAreJournaledLikeJobs) {
+  TempDir dir;
+  {
+    JobRegistry registry(dir.path());
+    registry.create(spec("a", "job-a"), 100);
+    registry.create_document("sweep", "s1", {{"n", 1}});
+    EXPECT_THROW(registry.create_document("sweep", "s1", {{"n", 9}}), Error) << "an id in use";
+    const auto size = std::filesystem::file_size(dir.path() / "jobs.jsonl");
+    {
+      FileSizeLimit limit(size + 20);
+      try {
+        registry.update_document("sweep", "s1", [](nlohmann::json& b) { return b["n"] = 2, true; });
+        FAIL() << "the journal cannot hold the change";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::kUnavailable);
+      }
+      EXPECT_THROW(registry.create_document("sweep", "s2", {{"n", 1}}), Error);
+    }
+    EXPECT_EQ(std::filesystem::file_size(dir.path() / "jobs.jsonl"), size);
+    EXPECT_EQ((*registry.find_document("sweep", "s1"))["n"], 1) << "a change not journaled was not made";
+    EXPECT_FALSE(registry.find_document("sweep", "s2"));
+    EXPECT_EQ(registry.update_document("sweep", "s1", [](nlohmann::json&) { return false; })->at("n"), 1);
+    registry.update_document("sweep", "s1", [](nlohmann::json& b) { return b["n"] = 2, true; });
+    registry.create_document("sweep", "s2", {{"n", 1}});
+    EXPECT_FALSE(registry.update_document("sweep", "nope", [](nlohmann::json&) { return true; }));
+  }
+  JobRegistry reloaded(dir.path());  // a writer: compacts on opening
+  ASSERT_EQ(reloaded.documents("sweep").size(), 2u);
+  EXPECT_EQ(reloaded.documents("sweep")[0]["n"], 2) << "the last line of s1, first in order";
+  EXPECT_EQ(reloaded.documents("other").size(), 0u);
+  EXPECT_EQ(reloaded.list().size(), 1u) << "jobs and documents side by side";
+  EXPECT_EQ(reloaded.journal_lines(), 3u) << "compacted: one line each";
+}
+
 TEST(JobRegistry, UpdateIfChangesOnlyWhenTheExpectationHolds) {
   TempDir dir;
   JobRegistry registry(dir.path());
