@@ -49,19 +49,7 @@ std::optional<JobRecord> rung_job(const SweepRecord& r, int trial, int rung,
 std::string trial_state_name(TrialState state, SweepState sweep) {
   const bool open = state == TrialState::kRunning || state == TrialState::kPaused;
   if (open && sweep == SweepState::kCancelled) return "cancelled";
-  switch (state) {
-    case TrialState::kRunning:
-      return "running";
-    case TrialState::kPaused:
-      return "paused";
-    case TrialState::kStopped:
-      return "stopped";
-    case TrialState::kCompleted:
-      return "completed";
-    case TrialState::kFailed:
-      return "failed";
-  }
-  return "failed";
+  return std::string(to_string(state));
 }
 
 /// Trainer-seconds a job has used: its running time on each of its trainers.

@@ -28,6 +28,15 @@ struct EnumNames<SweepState> {
        {SweepState::kCancelled, "cancelled"}}};
 };
 
+template <>
+struct EnumNames<TrialState> {
+  static constexpr std::array<std::pair<TrialState, std::string_view>, 5> table{{{TrialState::kRunning, "running"},
+                                                                                 {TrialState::kPaused, "paused"},
+                                                                                 {TrialState::kStopped, "stopped"},
+                                                                                 {TrialState::kCompleted, "completed"},
+                                                                                 {TrialState::kFailed, "failed"}}};
+};
+
 /// One decision of the searcher, journaled before it is carried out.
 struct SweepDecision {
   enum class Kind { kStart, kPromote, kStop };
