@@ -41,6 +41,11 @@ void add_listen_and_discovery(CLI::App& app, ControllerConfig& c, std::string& s
       ->check(in_range(100, 600000));
   setting(app, "--max-queued-jobs", "MAX_QUEUED_JOBS", c.max_queued_jobs, "queued jobs before /train answers 429")
       ->check(in_range(1, 1000000));
+  setting(app, "--max-live-sweeps", "MAX_LIVE_SWEEPS", c.max_live_sweeps,
+          "sweeps running at once; POST /sweeps answers 429 beyond")
+      ->check(in_range(1, 10000));
+  setting(app, "--max-sweep-trials", "MAX_SWEEP_TRIALS", c.max_sweep_trials, "trials one sweep may have (at most 1000)")
+      ->check(in_range(1, 1000));
   setting(app, "--advertise-address", "ADVERTISE_ADDRESS", c.advertise,
           "ip[:port] other controller replicas forward writes to; default: the listen host, else this "
           "machine's address in SUBNET_TRAIN");
@@ -74,15 +79,16 @@ void add_serving(CLI::App& app, ControllerConfig& c) {
   setting(app, "--predict-max-examples", "PREDICT_MAX_EXAMPLES", c.predict_max_examples,
           "examples allowed in one /predict")
       ->check(in_range(1, 1000000));
+  setting(app, "--predict-max-values", "PREDICT_MAX_VALUES", c.predict_max_values,
+          "numbers (and other values) in one /predict or v2 JSON body, counted while parsing: a larger body is "
+          "refused (413) at that count, before it costs more")
+      ->check(in_range(1024, 1L << 30));
   setting(app, "--max-image-pixels", "MAX_IMAGE_PIXELS", c.max_image_pixels,
           "the largest width x height /classify decodes; larger uploads are refused before decoding")
       ->check(in_range(1, std::int64_t{4096} * 4096));
   setting(app, "--max-decodes", "MAX_DECODES", c.max_decodes, "/classify images decoded at once; 0 = one per core")
       ->check(in_range(0, 1024));
-  setting(app, "--http-threads", "HTTP_THREADS", c.http_threads, "HTTP worker threads")->check(in_range(1, 1024));
-  setting(app, "--request-timeout-s", "REQUEST_TIMEOUT_S", c.request_timeout_s,
-          "seconds a client has to send a whole request body, and to read a whole reply")
-      ->check(in_range(1, 3600));
+  add_http_settings(app, c.http);
   setting(app, "--max-body", "MAX_BODY", c.max_body,
           "largest /predict or /classify body, in bytes (other routes take at most 64 KiB)")
       ->check(in_range(1024, std::int64_t{1} << 32));

@@ -7,6 +7,7 @@
 #include <variant>
 
 #include "mlswarm/cli.h"
+#include "mlswarm/http_settings.h"
 #include "subnet.h"
 #include "mlswarm/ports.h"
 
@@ -31,12 +32,18 @@ struct ControllerConfig {
   int predict_workers = 0;                       ///< PREDICT_WORKERS (0: one per core)
   std::string serve_device = "auto";             ///< SERVE_DEVICE: auto, cpu, cuda
   int predict_max_examples = 1024;               ///< PREDICT_MAX_EXAMPLES
+  long predict_max_values = 1L << 22;            ///< PREDICT_MAX_VALUES
+  int max_live_sweeps = 16;                      ///< MAX_LIVE_SWEEPS
+  int max_sweep_trials = 256;                    ///< MAX_SWEEP_TRIALS
   std::int64_t max_image_pixels = 2048 * 2048;   ///< MAX_IMAGE_PIXELS
   int max_decodes = 0;                           ///< MAX_DECODES (0: one per core)
-  /// HTTP_THREADS: requests handled at once. A connection holds a thread only from the end of
-  /// its request head to the end of its reply (not while idle between kept-alive requests).
-  int http_threads = 128;
-  int request_timeout_s = 60;                    ///< REQUEST_TIMEOUT_S: a whole body read, a whole reply written
+  /// The HTTP edge (HTTP_THREADS, REQUEST_TIMEOUT_S, HTTP_*): 128 workers, since /predict
+  /// handlers wait for the batcher.
+  HttpSettings http{[] {
+    HttpServerOptions o;
+    o.threads = 128;
+    return o;
+  }()};
   std::size_t max_body = 64u << 20;              ///< MAX_BODY: /predict and /classify; other routes have smaller caps
   std::string log_level = "info";                ///< LOG_LEVEL
   std::string log_format = "text";               ///< LOG_FORMAT

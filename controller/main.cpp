@@ -44,10 +44,8 @@ ClusterOptions cluster_options(const ControllerConfig& c) {
 }
 
 HttpServerOptions http_options(const ControllerConfig& c) {
-  HttpServerOptions http;
+  HttpServerOptions http = c.http.apply({});
   http.max_body_bytes = std::max(c.max_body, kMaxSpecBytes);
-  http.threads = c.http_threads;
-  http.request_timeout = std::chrono::seconds(c.request_timeout_s);
   http.tls_cert_file = c.tls_cert_file;
   http.tls_key_file = c.tls_key_file;
   return http;
@@ -76,18 +74,20 @@ int run_controller(const ControllerConfig& c) {
   SweepSearcher sweeps(registry, c.home_dir,
                        {[&cluster](JobSpec spec) { cluster.submit(std::move(spec)); },
                         [&cluster](const std::string& job_id) { cluster.cancel(job_id); },
-                        [&cluster, &registry] { return free_trainer_slots(cluster.trainers(), registry.list()); }});
+                        [&cluster, &registry] { return free_trainer_slots(cluster.trainers(), registry.list()); }},
+                       SearcherOptions{c.max_live_sweeps, c.max_sweep_trials});
   cluster.set_before_plan([&sweeps] { sweeps.tick(); });
   Replicas replicas(leadership, registry, cluster,
                     {address, std::chrono::milliseconds(10000), !c.tls_cert_file.empty()});
   ModelServer models(c.home_dir, BatchingOptions{c.predict_max_batch, std::chrono::microseconds(c.predict_max_delay_us),
                                                  c.predict_threads, c.serve_device, c.predict_workers});
   DatasetCache datasets(c.data_dir, c.home_dir);
-  ControllerApi api(cluster, registry, models, datasets,
-                    ControllerApiOptions{c.home_dir, static_cast<std::size_t>(c.predict_max_examples), c.max_body,
-                                         c.api_token, c.public_reads, c.predict_max_batch, c.predict_max_delay_us,
-                                         c.max_image_pixels, c.max_decodes},
-                    replicas.hooks(), &sweeps);
+  ControllerApi api(
+      cluster, registry, models, datasets,
+      ControllerApiOptions{c.home_dir, static_cast<std::size_t>(c.predict_max_examples), c.max_body, c.api_token,
+                           c.public_reads, c.predict_max_batch, c.predict_max_delay_us, c.max_image_pixels,
+                           c.max_decodes, static_cast<std::size_t>(c.predict_max_values)},
+      replicas.hooks(), &sweeps);
   HttpService service = api.service();
   service.handle = [&api, &replicas](const HttpRequest& request) {
     HttpReply reply = api.serve(request);

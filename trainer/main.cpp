@@ -42,7 +42,7 @@ int run_trainer(const TrainerConfig& c) {
       board, [&env](const JobSpec& spec, const TrainingHooks& hooks) { return run_training(spec, env, hooks); },
       JobRunnerOptions{c.workers, 256, address});
   TrainerApi api(runner, board, address, c.cluster_token, c.advertise, c.home_dir);
-  HttpServerOptions http;
+  HttpServerOptions http = c.http.apply({});
   http.max_body_bytes = c.max_body;
   HttpServer server(api.service(), http);
   server.bind(c.host, c.port);

@@ -47,8 +47,12 @@ TrainerApi::TrainerApi(JobRunner& runner, StatusBoard& board, std::string addres
   auto get = [this](std::string pattern, RouteHandler handler) {
     routes_.add({"GET", std::move(pattern), A::kOpen, 0, std::move(handler)});
   };
-  get("/type", [this](const HttpRequest& r, const RouteParams&) { return type(r); });
-  get("/healthz", [](const HttpRequest&, const RouteParams&) { return HttpReply::json(200, {{"status", "ok"}}); });
+  // Probes (discovery's challenge, health): answered on the network thread, never behind other work.
+  auto probe = [this](std::string pattern, RouteHandler handler) {
+    routes_.add({"GET", std::move(pattern), A::kOpen, 0, std::move(handler), true});
+  };
+  probe("/type", [this](const HttpRequest& r, const RouteParams&) { return type(r); });
+  probe("/healthz", [](const HttpRequest&, const RouteParams&) { return HttpReply::json(200, {{"status", "ok"}}); });
   get("/status", [this](const HttpRequest& r, const RouteParams&) {
     HttpReply reply = status();
     note_status_read(r);

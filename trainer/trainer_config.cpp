@@ -56,6 +56,7 @@ std::variant<TrainerConfig, cli::ParseExit> parse_trainer_config(int argc, const
       ->check(in_range(0, 1024));
   setting(app, "--max-body", "MAX_BODY", c.max_body, "largest request body accepted, in bytes")
       ->check(in_range(1024, std::int64_t{1} << 30));
+  add_http_settings(app, c.http);
   cli::logging_settings(app, c.log_level, c.log_format);
   setting(app, "--cluster-token-file", "CLUSTER_TOKEN_FILE", cluster_token_file,
           "file holding the key the controller signs its calls with, e.g. /run/secrets/mlswarm_cluster_token; "

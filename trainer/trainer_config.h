@@ -6,6 +6,7 @@
 #include <variant>
 
 #include "mlswarm/cli.h"
+#include "mlswarm/http_settings.h"
 #include "mlswarm/ports.h"
 
 namespace mlswarm {
@@ -20,6 +21,7 @@ struct TrainerConfig {
   int workers = 1;                               ///< TRAIN_WORKERS
   int threads = 0;                               ///< TRAIN_THREADS, 0 = one per core
   std::size_t max_body = 1u << 20;               ///< MAX_BODY
+  HttpSettings http;                             ///< the HTTP edge: HTTP_THREADS, REQUEST_TIMEOUT_S, HTTP_*
   std::string log_level = "info";                ///< LOG_LEVEL
   std::string log_format = "text";               ///< LOG_FORMAT
   std::string cluster_token;                     ///< read from CLUSTER_TOKEN_FILE

@@ -20,6 +20,7 @@
 #include "mlswarm/ids.h"
 #include "mlswarm/job_metrics.h"
 #include "predict_input.h"
+#include "searcher.h"
 
 namespace mlswarm {
 
@@ -64,18 +65,30 @@ std::int64_t query_int(const HttpRequest& r, const std::string& name, std::int64
 
 }  // namespace
 
+void ControllerApi::refuse_sweep_ids(const JobSpec& spec) const {
+  if (sweeps_ == nullptr) return;
+  for (const auto& [id, field] : {std::pair{&spec.job_id, "job_id"}, std::pair{&spec.model_id, "model_id"}}) {
+    if (auto owner = sweeps_->claimant(*id)) {
+      throw Error(
+          ErrorCode::kConflict,
+          fmt::format("{} '{}' belongs to sweep '{}' (its model, or a trial's job or model)", field, *id, *owner),
+          field);
+    }
+  }
+}
+
 void ControllerApi::add_cluster_routes() {
   using A = Access;
   auto get = [this](std::string pattern, A access, RouteHandler handler) {
     routes_.add({"GET", std::move(pattern), access, 0, std::move(handler)});
   };
-  get("/type", A::kOpen, [](const HttpRequest&, const RouteParams&) {
-    return HttpReply::json(200, {{"type", "controller"}});
-  });
-  get("/healthz", A::kOpen, [](const HttpRequest&, const RouteParams&) {
-    return HttpReply::json(200, {{"status", "ok"}});
-  });
-  get("/readyz", A::kOpen, [this](const HttpRequest&, const RouteParams&) {
+  // Probes: answered on the network thread, never behind other work.
+  auto probe = [this](std::string pattern, RouteHandler handler) {
+    routes_.add({"GET", std::move(pattern), A::kOpen, 0, std::move(handler), true});
+  };
+  probe("/type", [](const HttpRequest&, const RouteParams&) { return HttpReply::json(200, {{"type", "controller"}}); });
+  probe("/healthz", [](const HttpRequest&, const RouteParams&) { return HttpReply::json(200, {{"status", "ok"}}); });
+  probe("/readyz", [this](const HttpRequest&, const RouteParams&) {
     if (replicas_.not_ready) {
       if (auto why = replicas_.not_ready()) throw Error(ErrorCode::kUnavailable, *why);
     }
@@ -106,7 +119,9 @@ void ControllerApi::add_cluster_routes() {
                }});
   routes_.add({"POST", "/train", A::kWrite, kMaxSpecBytes, [this](const HttpRequest& r, const RouteParams&) {
                  if (auto leader = forwarded(r)) return *leader;
-                 JobRecord job = cluster_.submit(parse_job_spec(parse_json_body(r)));
+                 JobSpec spec = parse_job_spec(parse_json_body(r));
+                 refuse_sweep_ids(spec);
+                 JobRecord job = cluster_.submit(std::move(spec));
                  return HttpReply::json(202, to_json(job, unix_now()));
                }});
 }

@@ -37,6 +37,9 @@ struct ControllerApiOptions {
   /// images decode at once (MAX_DECODES; 0 = one per core); others wait their turn.
   std::int64_t max_image_pixels = 2048 * 2048;
   int max_decodes = 0;
+  /// Values (numbers, mostly) in one /predict or v2 JSON body, counted while parsing
+  /// (PREDICT_MAX_VALUES): a body of millions of tiny numbers is refused at this count.
+  std::size_t max_values = std::size_t{1} << 22;
 };
 
 /// How the API fits among controller replicas (see Replicas in replicas/replicas.h); each part may be
@@ -89,6 +92,8 @@ class ControllerApi final : public RoutedApi {
   HttpReply status() const;
   /// The leader's reply to a write this replica does not handle itself.
   std::optional<HttpReply> forwarded(const HttpRequest& request) const;
+  /// POST /train: Error(kConflict) when the job's id or model id belongs to a sweep.
+  void refuse_sweep_ids(const JobSpec& spec) const;
   HttpReply list_models() const;
   HttpReply model(const std::string& model_id);
   HttpReply datasets() const;

@@ -23,7 +23,7 @@ struct Parts {
   std::string_view binary;
 };
 
-Parts split_body(const HttpRequest& request) {
+Parts split_body(const HttpRequest& request, std::size_t max_values) {
   const std::string length_text = request.header("inference-header-content-length");
   std::size_t json_length = request.body.size();
   if (!length_text.empty()) {
@@ -41,8 +41,14 @@ Parts split_body(const HttpRequest& request) {
   }
   const std::string_view text(request.body.data(), json_length);
   if (json_nesting_depth(text) > kMaxJsonDepth) bad("the request's JSON is nested too deeply");
-  Parts parts{json::parse(text, nullptr, false), std::string_view(request.body).substr(json_length)};
-  if (parts.header.is_discarded() || !parts.header.is_object()) bad("the request body is not a JSON object");
+  Parts parts{json(), std::string_view(request.body).substr(json_length)};
+  try {
+    parts.header = parse_json_bounded(text, max_values);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kPayloadTooLarge) throw;
+    bad("the request body is not a JSON object");
+  }
+  if (!parts.header.is_object()) bad("the request body is not a JSON object");
   return parts;
 }
 
@@ -151,8 +157,9 @@ std::vector<RequestedOutput> parse_outputs(const json& header, int classes) {
 
 }  // namespace
 
-InferRequest parse_infer(const HttpRequest& request, const ModelMeta& meta, std::size_t max_examples) {
-  Parts parts = split_body(request);
+InferRequest parse_infer(const HttpRequest& request, const ModelMeta& meta, std::size_t max_examples,
+                         std::size_t max_values) {
+  Parts parts = split_body(request, max_values);
   const json& h = parts.header;
   InferRequest out;
   if (h.contains("id")) {

@@ -34,8 +34,10 @@ struct InferRequest {
 
 /// Parses an infer request for `meta`'s input shape. Throws Error(kInvalidArgument) with the
 /// protocol's wording for a bad body, shape, datatype, data or output, and
-/// Error(kPayloadTooLarge) past `max_examples`.
-InferRequest parse_infer(const HttpRequest& request, const ModelMeta& meta, std::size_t max_examples);
+/// Error(kPayloadTooLarge) past `max_examples`, or as soon as the JSON holds more than
+/// `max_values` values (counted while parsing).
+InferRequest parse_infer(const HttpRequest& request, const ModelMeta& meta, std::size_t max_examples,
+                         std::size_t max_values = SIZE_MAX);
 
 /// The infer reply: JSON, or JSON plus raw bytes (with kHeaderLength) when an output asked for
 /// binary data.

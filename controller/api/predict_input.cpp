@@ -184,24 +184,24 @@ class Scanner {
 
 /// The numbers of one example, depth-first: a number, or an array of them nested at most
 /// `depth_left` deep.
-bool scan_example(Scanner& in, std::vector<float>& out, int depth_left) {
-  if (in.peek() != '[') return in.pixel(out);
+bool scan_example(Scanner& in, std::vector<float>& out, int depth_left, std::size_t max_values) {
+  if (in.peek() != '[') return in.pixel(out) && out.size() <= max_values;
   if (depth_left <= 0) return false;
   in.eat('[');
   if (in.eat(']')) return true;
   do {
-    if (!scan_example(in, out, depth_left - 1)) return false;
+    if (!scan_example(in, out, depth_left - 1, max_values)) return false;
   } while (in.eat(','));
   return in.eat(']');
 }
 
-bool scan_examples(Scanner& in, ScannedPredict& out, std::size_t max_examples, int depth_left) {
+bool scan_examples(Scanner& in, ScannedPredict& out, std::size_t max_examples, int depth_left, std::size_t max_values) {
   if (!in.eat('[') || depth_left <= 0) return false;
   if (in.eat(']')) return false;  // empty: the full parser says so
   do {
     if (out.sizes.size() == max_examples) return false;
     const std::size_t before = out.pixels.size();
-    if (!scan_example(in, out.pixels, depth_left - 1)) return false;
+    if (!scan_example(in, out.pixels, depth_left - 1, max_values)) return false;
     out.sizes.push_back(static_cast<std::uint32_t>(out.pixels.size() - before));
   } while (in.eat(','));
   return in.eat(']');
@@ -221,7 +221,8 @@ bool scan_version(Scanner& in, int& version) {
 
 }  // namespace
 
-std::optional<ScannedPredict> scan_predict_body(std::string_view body, std::size_t max_examples, int max_depth) {
+std::optional<ScannedPredict> scan_predict_body(std::string_view body, std::size_t max_examples, int max_depth,
+                                                std::size_t max_values) {
   ScannedPredict out;
   Scanner in(body);
   bool has_model = false, has_examples = false, has_version = false;
@@ -235,8 +236,8 @@ std::optional<ScannedPredict> scan_predict_body(std::string_view body, std::size
       out.model_id = *id;
       has_model = true;
     } else if (*key == "examples" && !has_examples) {
-      out.pixels.reserve(body.size() / 4);
-      if (!scan_examples(in, out, max_examples, max_depth - 1)) return std::nullopt;
+      out.pixels.reserve(std::min(body.size() / 4, max_values));
+      if (!scan_examples(in, out, max_examples, max_depth - 1, max_values)) return std::nullopt;
       has_examples = true;
     } else if (*key == "version" && !has_version) {
       if (!scan_version(in, out.version)) return std::nullopt;

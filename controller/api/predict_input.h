@@ -32,9 +32,11 @@ struct ScannedPredict {
 /// std::from_chars into the same floats the JSON parser gives. Returns nullopt for anything
 /// else (another key, an escape in a string, a value out of 0..1, an unusual number, a
 /// duplicate key, malformed JSON, nesting deeper than `max_depth`, more than
-/// `max_examples`): the caller then takes the full parser, which has the precise error
-/// message. Accepts only bodies the full parser accepts and reads them the same way.
-std::optional<ScannedPredict> scan_predict_body(std::string_view body, std::size_t max_examples, int max_depth);
+/// `max_examples`, more than `max_values` numbers): the caller then takes the full parser, which
+/// has the precise error message. Accepts only bodies the full parser accepts and reads them the
+/// same way.
+std::optional<ScannedPredict> scan_predict_body(std::string_view body, std::size_t max_examples, int max_depth,
+                                                std::size_t max_values = SIZE_MAX);
 
 /// The JSON reply of /predict, written directly: {"model_id", "version", "class_idxs",
 /// "class_tags", "probabilities"}. Each probability is the shortest text that reads back as

@@ -58,8 +58,11 @@ void ControllerApi::add_inference_routes() {
   };
   get("/v2", A::kRead,
       [](const HttpRequest&, const RouteParams&) { return HttpReply::json(200, v2::server_metadata()); });
-  get("/v2/health/live", A::kOpen, [empty](const HttpRequest&, const RouteParams&) { return empty(200); });
-  get("/v2/health/ready", A::kOpen, [this, empty](const HttpRequest&, const RouteParams&) {
+  auto probe = [this](std::string pattern, RouteHandler handler) {
+    routes_.add({"GET", std::move(pattern), A::kOpen, 0, std::move(handler), true});
+  };
+  probe("/v2/health/live", [empty](const HttpRequest&, const RouteParams&) { return empty(200); });
+  probe("/v2/health/ready", [this, empty](const HttpRequest&, const RouteParams&) {
     // Serving needs no trainer (unlike /readyz): only a draining replica is not ready.
     const bool draining = replicas_.not_ready && replicas_.not_ready().has_value();
     return empty(draining ? 503 : 200);
@@ -94,7 +97,7 @@ HttpReply ControllerApi::infer(const std::string& model_id, int version, const H
   require_valid_id(model_id, "model_id");
   auto model = models_.model(model_id, version);
   const ModelMeta& meta = ModelServer::meta_of(*model);
-  v2::InferRequest parsed = v2::parse_infer(request, meta, options_.max_examples);
+  v2::InferRequest parsed = v2::parse_infer(request, meta, options_.max_examples, options_.max_values);
   PredictResult result = models_.predict(model, std::move(parsed.pixels), parsed.count);
   return v2::infer_reply(parsed, result, meta);
 }
@@ -103,7 +106,7 @@ HttpReply ControllerApi::predict(const HttpRequest& req) {
   require_json_content(req);
   // The usual body takes one pass over its text; anything unusual (and every error) goes
   // through the full JSON parser below, which says precisely what is wrong.
-  if (auto scanned = scan_predict_body(req.body, options_.max_examples, kMaxJsonDepth);
+  if (auto scanned = scan_predict_body(req.body, options_.max_examples, kMaxJsonDepth, options_.max_values);
       scanned && is_valid_id(scanned->model_id)) {
     auto model = models_.model(scanned->model_id, scanned->version);
     const ModelMeta& meta = ModelServer::meta_of(*model);
@@ -113,7 +116,7 @@ HttpReply ControllerApi::predict(const HttpRequest& req) {
       return HttpReply::json_text(predict_reply_json(models_.predict(model, std::move(scanned->pixels), count)));
     }
   }
-  json body = parse_json_body(req);
+  json body = parse_json_body(req, options_.max_values);
   if (!body.is_object()) throw Error(ErrorCode::kInvalidArgument, "the body must be a JSON object");
   if (!body.contains("model_id") || !body["model_id"].is_string()) {
     throw Error(ErrorCode::kInvalidArgument, "model_id (a string) is required", "model_id");

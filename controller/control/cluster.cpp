@@ -17,14 +17,15 @@ namespace mlswarm {
 namespace {
 
 /// Runs one phase of the loop; whatever it throws is logged (at most once a minute for the
-/// same message, so a full disk does not flood the log) and the loop carries on.
+/// phase, with how many times it happened, so a full disk does not flood the log) and the
+/// loop carries on.
 template <typename F>
 void guarded_phase(const char* phase, F&& body) {
   try {
     body();
   } catch (const std::exception& e) {
-    if (log_allowed(fmt::format("{}: {}", phase, e.what()), std::chrono::seconds(60))) {
-      spdlog::error("cluster {}: {}", phase, e.what());
+    if (const std::size_t n = log_due(std::string("cluster ") + phase, std::chrono::seconds(60))) {
+      spdlog::error("cluster {}: {}{}", phase, e.what(), repeats(n, std::chrono::seconds(60)));
     }
   } catch (...) {
     spdlog::error("cluster {}: unexpected non-standard exception", phase);

@@ -109,25 +109,46 @@ class Planner {
     actions_.push_back(action::Requeue{job.spec.job_id, job.spec.attempt, reason, true, backoff});
   }
 
-  /// A queued job whose current attempt runs somewhere: a trainer took a dispatch after the
-  /// controller had stopped waiting for its answer.
+  /// A queued job whose current attempt runs somewhere, or ended there: a trainer took a
+  /// dispatch after the controller had stopped waiting for its answer (or the controller that
+  /// sent it died before it recorded the answer). An attempt that ended is the job's end, as
+  /// the running one would have been: no other attempt is dispatched for work already done
+  /// (issue 38: a promoted trial succeeded twice, the second attempt adopting the first's model).
   bool adopt(const JobRecord& job) {
     if (job.spec.attempt == 0) return false;
     for (const auto& t : s_.trainers) {
       if (!t.trusted || !t.polled) continue;
       const JobRecord* r = reported(t, job.spec.job_id);
       // One rank of several cannot be adopted: its peers are not known to be there.
-      if (r != nullptr && r->spec.attempt == job.spec.attempt && active(r->state) && r->world_size == 1) {
+      if (r == nullptr || r->spec.attempt != job.spec.attempt || r->world_size != 1) continue;
+      if (active(r->state)) {
         actions_.push_back(action::Adopt{job.spec.job_id, job.spec.attempt, t.address, *r});
         adopted_.insert(job.spec.job_id);
+        return true;
+      }
+      if (ends_the_job(*r)) {
+        actions_.push_back(
+            action::Finish{job.spec.job_id, job.spec.attempt, r->state, r->failure, r->error, r->progress});
         return true;
       }
     }
     return false;
   }
 
+  /// An attempt's end that is the job's (succeeded, or failed for a reason of its own), not a
+  /// lost attempt to try again (interrupted, superseded, a lost peer, a full disk).
+  static bool ends_the_job(const JobRecord& r) {
+    if (r.state == JobState::kSucceeded) return true;
+    return r.state == JobState::kFailed && r.failure != FailureCode::kInterrupted &&
+           r.failure != FailureCode::kSuperseded && r.failure != FailureCode::kLostPeer &&
+           r.failure != FailureCode::kNoSpace;
+  }
+
   /// Places a queued job; false when it does not fit (it and the jobs after it wait).
   bool try_dispatch(const JobRecord& job) {
+    // A job dispatched before (by this controller or the one before it) may have an attempt
+    // running or ended on a trainer not polled yet: a fresh controller looks first.
+    if (job.spec.attempt > 0 && !s_.settled) return true;
     if (auto wait = s_.not_before.find(job.spec.job_id); wait != s_.not_before.end() && s_.now < wait->second) {
       return true;  // backing off after a lost attempt; later jobs may go first
     }

@@ -9,6 +9,7 @@
 
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"
+#include "mlswarm/log.h"
 #include "mlswarm/model_meta.h"
 #include "sample.h"
 
@@ -19,20 +20,23 @@ using nlohmann::json;
 namespace {
 
 constexpr const char* kKind = "sweep";
+/// A decision is a journal record of its own, "<sweep_id>#<n>" for the n-th (from 0): the
+/// journal grows with decisions, not with their square, and creating decision n only once is
+/// the compare-and-set that keeps two leaders from both taking it.
+constexpr const char* kDecisionKind = "sweep-decision";
 
-/// The compare-and-set every change of a sweep goes through: `change` sees the record as the
-/// journal has it and returns false to leave it.
-std::optional<SweepRecord> update(JobRegistry& registry, const std::string& id,
-                                  const std::function<bool(SweepRecord&)>& change) {
-  std::optional<SweepRecord> out;
-  registry.update_document(kKind, id, [&](json& body) {
-    SweepRecord r = sweep_record_from_json(body);
-    if (!change(r)) return false;
-    body = to_json(r);
-    out = std::move(r);
-    return true;
-  });
-  return out;
+std::string decision_key(const std::string& sweep_id, std::size_t n) { return fmt::format("{}#{}", sweep_id, n); }
+
+/// What the namespace check needs of a sweep's journaled body: its id and trial count.
+std::optional<SweepSpec> claims_of(const json& body) {
+  try {
+    SweepSpec spec;
+    spec.sweep_id = body.at("spec").at("sweep_id").get<std::string>();
+    spec.trials = body.at("spec").at("trials").get<int>();
+    return spec;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
 }
 
 std::string describe(const SweepDecision& d) {
@@ -49,34 +53,101 @@ std::string describe(const SweepDecision& d) {
 
 }  // namespace
 
-SweepSearcher::SweepSearcher(JobRegistry& registry, std::filesystem::path home_dir, SearcherHooks hooks)
-    : registry_(registry), home_dir_(std::move(home_dir)), hooks_(std::move(hooks)) {}
+SweepSearcher::SweepSearcher(JobRegistry& registry, std::filesystem::path home_dir, SearcherHooks hooks,
+                             SearcherOptions options)
+    : registry_(registry), home_dir_(std::move(home_dir)), hooks_(std::move(hooks)), options_(options) {}
 
-std::function<std::optional<JobRecord>(const std::string&)> SweepSearcher::finder() const {
-  return [this](const std::string& id) { return job(id); };
+std::function<std::optional<JobRecord>(const std::string&)> SweepSearcher::finder(const std::string& sweep_id) const {
+  return [this, sweep_id](const std::string& id) -> std::optional<JobRecord> {
+    auto j = job(id);
+    if (!j || j->spec.sweep_id != sweep_id) return std::nullopt;
+    return j;
+  };
+}
+
+SweepRecord SweepSearcher::record_of(const json& body) const {
+  SweepRecord r = sweep_record_from_json(body);  // an older journal's decisions are in the body
+  for (std::size_t n = r.decisions.size();; ++n) {
+    auto decision = registry_.find_document(kDecisionKind, decision_key(r.spec.sweep_id, n));
+    if (!decision) break;
+    r.decisions.push_back(decision_from_json(*decision, r.spec.trials));
+  }
+  return r;
+}
+
+std::optional<SweepRecord> SweepSearcher::update(const std::string& id,
+                                                 const std::function<bool(SweepRecord&)>& change) {
+  std::optional<SweepRecord> out;
+  registry_.update_document(kKind, id, [&](json& body) {
+    SweepRecord r = record_of(body);
+    if (!change(r)) return false;
+    json next = to_json(r);
+    next["decisions"] = body.value("decisions", json::array());  // decisions are records of their own
+    body = std::move(next);
+    out = std::move(r);
+    return true;
+  });
+  return out;
+}
+
+std::optional<std::string> SweepSearcher::claimant(const std::string& id) const {
+  for (const json& body : registry_.documents(kKind)) {
+    if (auto spec = claims_of(body); spec && sweep_claims(*spec, id)) return spec->sweep_id;
+  }
+  return std::nullopt;
+}
+
+void SweepSearcher::check_namespace(const SweepSpec& spec) const {
+  const std::string& id = spec.sweep_id;
+  auto clash = [&](const std::string& what) {
+    throw Error(ErrorCode::kConflict, fmt::format("sweep '{}' cannot be created: {}", id, what), "sweep_id");
+  };
+  int live = 0;
+  for (const json& body : registry_.documents(kKind)) {
+    const auto other = claims_of(body);
+    if (!other) continue;
+    if (other->sweep_id == id) clash("a sweep of that id exists");
+    if (sweep_claims(*other, id)) clash(fmt::format("'{}' is an id of sweep '{}'", id, other->sweep_id));
+    if (sweep_claims(spec, other->sweep_id)) {
+      clash(fmt::format("its trials would take the id of sweep '{}'", other->sweep_id));
+    }
+    live += body.value("state", "") == "running" ? 1 : 0;
+  }
+  if (live >= options_.max_live_sweeps) {
+    throw Error(ErrorCode::kTooManyRequests,
+                fmt::format("{} sweeps are running, the most at once (MAX_LIVE_SWEEPS); wait for one to end", live));
+  }
+  std::error_code ec;
+  if (registry_.find(id)) clash(fmt::format("'{}' is a job's id", id));
+  if (std::filesystem::exists(model_dir(home_dir_, id), ec)) clash(fmt::format("model '{}' exists", id));
+  const int rungs = static_cast<int>(rung_epochs(spec.asha).size());
+  for (int trial = 0; trial < spec.trials; ++trial) {
+    if (std::filesystem::exists(model_dir(home_dir_, trial_id(id, trial)), ec)) {
+      clash(fmt::format("model '{}' exists: trial {} trains that model", trial_id(id, trial), trial));
+    }
+    for (int rung = 0; rung < std::max(1, rungs); ++rung) {
+      if (registry_.find(rung_job_id(id, trial, rung))) {
+        clash(fmt::format("job '{}' exists: trial {} needs that id", rung_job_id(id, trial, rung), trial));
+      }
+    }
+  }
 }
 
 json SweepSearcher::create(const SweepSpec& spec) {
   const std::string& id = spec.sweep_id;
-  if (registry_.find(id)) throw Error(ErrorCode::kConflict, fmt::format("'{}' is a job's id already", id), "sweep_id");
-  std::error_code ec;
-  if (std::filesystem::exists(model_dir(home_dir_, id), ec)) {
-    throw Error(ErrorCode::kConflict, fmt::format("model '{}' exists: the sweep's best model is published as it", id),
-                "sweep_id");
+  if (spec.trials > options_.max_trials) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("trials ({}) may be at most {} (MAX_SWEEP_TRIALS)", spec.trials, options_.max_trials),
+                "trials");
   }
-  for (int trial = 0; trial < spec.trials; ++trial) {
-    if (registry_.find(trial_id(id, trial))) {
-      throw Error(ErrorCode::kConflict, fmt::format("job '{}' exists: a trial needs that id", trial_id(id, trial)),
-                  "sweep_id");
-    }
-  }
+  check_namespace(spec);
   SweepRecord record;
   record.spec = spec;
   record.created_at = unix_now();
   registry_.create_document(kKind, id, to_json(record));  // kConflict for a sweep of that id
   spdlog::info("sweep {}: accepted ({} trials, {} {}, seed {})", id, spec.trials, to_string(spec.scheduler),
                fmt::join(rung_epochs(spec.asha), "/"), spec.seed);
-  return sweep_view(record, finder());
+  return sweep_view(record, finder(id));
 }
 
 json SweepSearcher::cancel(const std::string& sweep_id) {
@@ -84,7 +155,7 @@ json SweepSearcher::cancel(const std::string& sweep_id) {
     throw Error(ErrorCode::kNotFound, fmt::format("unknown sweep '{}'", sweep_id), "sweep_id");
   }
   bool ended = false;
-  auto record = update(registry_, sweep_id, [&](SweepRecord& r) {
+  auto record = update(sweep_id, [&](SweepRecord& r) {
     if (r.state != SweepState::kRunning || r.best_trial) {
       ended = true;
       return false;
@@ -98,20 +169,21 @@ json SweepSearcher::cancel(const std::string& sweep_id) {
   }
   spdlog::info("sweep {}: cancelled", sweep_id);
   cancel_trials(*record);
-  return sweep_view(*record, finder());
+  return sweep_view(*record, finder(sweep_id));
 }
 
 std::optional<json> SweepSearcher::find(const std::string& sweep_id) const {
   auto body = registry_.find_document(kKind, sweep_id);
   if (!body) return std::nullopt;
-  return sweep_view(sweep_record_from_json(*body), finder());
+  return sweep_view(record_of(*body), finder(sweep_id));
 }
 
 json SweepSearcher::list() const {
   json out = json::array();
   for (const json& body : registry_.documents(kKind)) {
     try {
-      json view = sweep_view(sweep_record_from_json(body), finder());
+      const SweepRecord record = record_of(body);
+      json view = sweep_view(record, finder(record.spec.sweep_id));
       view.erase("trials");
       out.push_back(std::move(view));
     } catch (const std::exception& e) {
@@ -137,7 +209,7 @@ void SweepSearcher::tick() {
     if (state == "succeeded" || state == "failed") continue;  // nothing left to do
     std::string id = "?";
     try {
-      SweepRecord record = sweep_record_from_json(body);
+      SweepRecord record = record_of(body);
       id = record.spec.sweep_id;
       if (record.state == SweepState::kRunning) {
         advance(std::move(record));
@@ -145,7 +217,9 @@ void SweepSearcher::tick() {
         cancel_trials(record);  // what a leader cut short in its cancel left running
       }
     } catch (const std::exception& e) {
-      spdlog::warn("sweep {}: {} (the next pass tries again)", id, e.what());
+      if (const std::size_t n = log_due("sweep " + id, std::chrono::seconds(60))) {
+        spdlog::warn("sweep {}: {} (the next pass tries again){}", id, e.what(), repeats(n, std::chrono::seconds(60)));
+      }
     }
   }
 }
@@ -153,7 +227,7 @@ void SweepSearcher::tick() {
 void SweepSearcher::advance(SweepRecord record) {
   submit_missing(record);
   if (const std::optional<int> best = record.best_trial) return finish(std::move(record), best);
-  std::vector<TrialView> views = trial_views(record, finder());
+  std::vector<TrialView> views = trial_views(record, finder(record.spec.sweep_id));
   journal_stops(record, views);
   int free = hooks_.free_slots ? hooks_.free_slots() : std::numeric_limits<int>::max();
   int running = static_cast<int>(std::count_if(views.begin(), views.end(), [](const auto& v) { return v.running; }));
@@ -185,7 +259,7 @@ void SweepSearcher::submit_missing(const SweepRecord& record) {
   const std::vector<int> tops = top_rungs(record);
   for (int trial = 0; trial < record.spec.trials; ++trial) {
     const int rung = tops[static_cast<std::size_t>(trial)];
-    if (rung < 0 || job(rung_job_id(record.spec.sweep_id, trial, rung))) continue;
+    if (rung < 0 || registry_.find(rung_job_id(record.spec.sweep_id, trial, rung))) continue;
     spdlog::info("sweep {}: the job of trial {} rung {} was journaled but not submitted (a new leader); submitting it",
                  record.spec.sweep_id, trial, rung);
     try {
@@ -213,19 +287,24 @@ void SweepSearcher::journal_stops(SweepRecord& record, const std::vector<TrialVi
 
 bool SweepSearcher::journal(SweepRecord& record, const SweepDecision& decision) {
   const std::size_t seen = record.decisions.size();
-  auto next = update(registry_, record.spec.sweep_id, [&](SweepRecord& r) {
-    if (r.state != SweepState::kRunning || r.best_trial || r.decisions.size() != seen) return false;
-    r.decisions.push_back(decision);
-    return true;
-  });
-  if (!next) return false;
-  record = std::move(*next);
+  const auto body = registry_.find_document(kKind, record.spec.sweep_id);
+  if (!body) return false;
+  const SweepRecord now = record_of(*body);
+  if (now.state != SweepState::kRunning || now.best_trial || now.decisions.size() != seen) return false;
+  try {
+    registry_.create_document(kDecisionKind, decision_key(record.spec.sweep_id, seen), to_json(decision));
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kConflict) return false;  // decision `seen` was taken meanwhile
+    throw;
+  }
+  record = now;
+  record.decisions.push_back(decision);
   spdlog::info("sweep {}: {} (decision {})", record.spec.sweep_id, describe(decision), seen + 1);
   return true;
 }
 
 void SweepSearcher::end(const std::string& sweep_id, SweepState state, const std::string& why) {
-  update(registry_, sweep_id, [&](SweepRecord& r) {
+  update(sweep_id, [&](SweepRecord& r) {
     if (r.state != SweepState::kRunning) return false;  // it ended already
     r.state = state;
     r.error = why;
@@ -244,7 +323,7 @@ void SweepSearcher::finish(SweepRecord record, std::optional<int> best) {
   const std::string id = record.spec.sweep_id;
   if (!best) return fail(id, "no trial finished a rung");
   if (!record.best_trial) {
-    auto next = update(registry_, id, [&](SweepRecord& r) {
+    auto next = update(id, [&](SweepRecord& r) {
       if (r.state != SweepState::kRunning || r.best_trial) return false;
       r.best_trial = best;
       return true;
@@ -289,7 +368,7 @@ void SweepSearcher::cancel_trials(const SweepRecord& record) {
     const int rung = tops[static_cast<std::size_t>(trial)];
     if (rung < 0) continue;
     const std::string id = rung_job_id(record.spec.sweep_id, trial, rung);
-    auto j = job(id);
+    auto j = finder(record.spec.sweep_id)(id);
     if (!j || is_terminal(j->state)) continue;
     try {
       hooks_.cancel(id);

@@ -27,17 +27,29 @@ struct SearcherHooks {
   std::function<int()> free_slots;                 ///< trainer slots no queued or running job takes
 };
 
+/// The searcher's bounds (settings of the controller).
+struct SearcherOptions {
+  int max_live_sweeps = 16;  ///< MAX_LIVE_SWEEPS: sweeps running at once; more are refused (429)
+  int max_trials = 256;      ///< MAX_SWEEP_TRIALS: trials of one sweep; more are refused (400)
+};
+
 /// Thread-safe: the routes call create/cancel/find/list on any thread, the cluster loop
 /// tick(); each change is a compare-and-set on the sweep's journal record. The registry is not
 /// owned and must outlive the searcher.
 class SweepSearcher {
  public:
-  SweepSearcher(JobRegistry& registry, std::filesystem::path home_dir, SearcherHooks hooks);
+  SweepSearcher(JobRegistry& registry, std::filesystem::path home_dir, SearcherHooks hooks,
+                SearcherOptions options = {});
 
-  /// POST /sweeps: journals the sweep (its trials start on the next tick). Throws
-  /// Error(kConflict) when its id is a sweep's, a job's or a model's already, or a trial's job
-  /// id is taken; Error(kUnavailable) when the journal cannot be written.
+  /// POST /sweeps: journals the sweep (its trials start on the next tick). Ids are one
+  /// namespace: throws Error(kConflict) naming the clash when its id, or an id it will derive
+  /// for a trial or a rung's job, is a job's, a model's, a sweep's or one another sweep
+  /// derives; Error(kInvalidArgument) past max_trials, Error(kTooManyRequests) with
+  /// max_live_sweeps running; Error(kUnavailable) when the journal cannot be written.
   nlohmann::json create(const SweepSpec& spec);
+  /// The sweep that owns `id` (its own, a trial's or a rung job's id: sweep_claims), if any;
+  /// POST /train refuses such ids.
+  std::optional<std::string> claimant(const std::string& id) const;
   /// DELETE /sweeps/{id}: journals it cancelled, then cancels its queued and running trials.
   /// Throws Error(kNotFound), or Error(kConflict) for a sweep that already ended.
   nlohmann::json cancel(const std::string& sweep_id);
@@ -57,6 +69,12 @@ class SweepSearcher {
 
  private:
   std::optional<JobRecord> job(const std::string& job_id) const { return registry_.find(job_id); }
+  /// A sweep's record as journaled: its document and its decisions (one record each).
+  SweepRecord record_of(const nlohmann::json& body) const;
+  /// The compare-and-set every change of a sweep but a decision goes through: `change` sees
+  /// the record as the journal has it and returns false to leave it.
+  std::optional<SweepRecord> update(const std::string& id, const std::function<bool(SweepRecord&)>& change);
+  void check_namespace(const SweepSpec& spec) const;
   void advance(SweepRecord record);
   void submit_missing(const SweepRecord& record);
   void journal_stops(SweepRecord& record, const std::vector<TrialView>& views);
@@ -71,11 +89,14 @@ class SweepSearcher {
   /// read (the sweep then fails); throws when the copy cannot be written (tried again next pass).
   std::optional<std::string> publish(const SweepRecord& record);
   void cancel_trials(const SweepRecord& record);
-  std::function<std::optional<JobRecord>(const std::string&)> finder() const;
+  /// The jobs of sweep `sweep_id`: a job of a trial's id that this searcher did not create
+  /// for that sweep is none of its business.
+  std::function<std::optional<JobRecord>(const std::string&)> finder(const std::string& sweep_id) const;
 
   JobRegistry& registry_;
   std::filesystem::path home_dir_;
   SearcherHooks hooks_;
+  SearcherOptions options_;
 };
 
 }  // namespace mlswarm

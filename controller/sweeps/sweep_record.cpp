@@ -14,6 +14,27 @@ using nlohmann::json;
 
 namespace {
 
+/// The job of `trial` at `rung`, when it exists.
+std::optional<JobRecord> rung_job(const SweepRecord& r, int trial, int rung,
+                                  const std::function<std::optional<JobRecord>(const std::string&)>& find) {
+  return find(rung_job_id(r.spec.sweep_id, trial, rung));
+}
+
+std::string trial_state_name(TrialState state, SweepState sweep) {
+  const bool open = state == TrialState::kRunning || state == TrialState::kPaused;
+  if (open && sweep == SweepState::kCancelled) return "cancelled";
+  return std::string(to_string(state));
+}
+
+/// Trainer-seconds a job has used: its running time on each of its trainers.
+double trainer_seconds(const JobRecord& job, double now) {
+  if (job.started_at <= 0) return 0;
+  const double end = job.finished_at > 0 ? job.finished_at : now;
+  return std::max(0.0, end - job.started_at) * job.spec.trainers;
+}
+
+}  // namespace
+
 json to_json(const SweepDecision& d) {
   switch (d.kind) {
     case SweepDecision::Kind::kStart:
@@ -39,27 +60,6 @@ SweepDecision decision_from_json(const json& j, int trials) {
   }
   throw Error(ErrorCode::kDataError, fmt::format("unknown sweep decision {}", j.dump()));
 }
-
-/// The job of `trial` at `rung`, when it exists.
-std::optional<JobRecord> rung_job(const SweepRecord& r, int trial, int rung,
-                                  const std::function<std::optional<JobRecord>(const std::string&)>& find) {
-  return find(rung_job_id(r.spec.sweep_id, trial, rung));
-}
-
-std::string trial_state_name(TrialState state, SweepState sweep) {
-  const bool open = state == TrialState::kRunning || state == TrialState::kPaused;
-  if (open && sweep == SweepState::kCancelled) return "cancelled";
-  return std::string(to_string(state));
-}
-
-/// Trainer-seconds a job has used: its running time on each of its trainers.
-double trainer_seconds(const JobRecord& job, double now) {
-  if (job.started_at <= 0) return 0;
-  const double end = job.finished_at > 0 ? job.finished_at : now;
-  return std::max(0.0, end - job.started_at) * job.spec.trainers;
-}
-
-}  // namespace
 
 json to_json(const SweepRecord& r) {
   json decisions = json::array();

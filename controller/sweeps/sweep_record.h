@@ -58,6 +58,11 @@ struct SweepRecord {
   double finished_at = 0;
 };
 
+/// A decision as its own journal record ({"start": t}, {"promote": t, "rung": k}, {"stop": t,
+/// "rung": k}), and back (Error(kDataError) for one that does not read back).
+nlohmann::json to_json(const SweepDecision& decision);
+SweepDecision decision_from_json(const nlohmann::json& j, int trials);
+
 nlohmann::json to_json(const SweepRecord& record);
 /// Throws Error(kDataError) for a record that does not read back (a journal line).
 SweepRecord sweep_record_from_json(const nlohmann::json& j);

@@ -310,6 +310,37 @@ std::string rung_job_id(std::string_view sweep_id, int trial, int rung) {
   return rung == 0 ? trial_id(sweep_id, trial) : fmt::format("{}-t{}-r{}", sweep_id, trial, rung);
 }
 
+namespace {
+
+/// The decimal number at the front of `text` (no sign, no leading zero), and how many
+/// characters it took; nullopt when there is none.
+std::optional<std::pair<long, std::size_t>> leading_number(std::string_view text) {
+  std::size_t n = 0;
+  long value = 0;
+  while (n < text.size() && n < 9 && text[n] >= '0' && text[n] <= '9') value = value * 10 + (text[n++] - '0');
+  if (n == 0 || (n > 1 && text[0] == '0')) return std::nullopt;
+  return std::make_pair(value, n);
+}
+
+}  // namespace
+
+bool sweep_claims(const SweepSpec& spec, std::string_view id) {
+  const std::string_view sweep = spec.sweep_id;
+  if (id == sweep) return true;
+  if (id.size() < sweep.size() + 3 || id.substr(0, sweep.size()) != sweep || id.substr(sweep.size(), 2) != "-t") {
+    return false;
+  }
+  std::string_view rest = id.substr(sweep.size() + 2);
+  const auto trial = leading_number(rest);
+  if (!trial || trial->first >= spec.trials) return false;
+  rest.remove_prefix(trial->second);
+  if (rest.empty()) return true;  // a trial: its model and its rung-0 job
+  if (rest.substr(0, 2) != "-r") return false;
+  rest.remove_prefix(2);
+  const auto rung = leading_number(rest);
+  return rung && rung->first >= 1 && rung->second == rest.size();
+}
+
 json with_params(json base, const json& params) {
   for (const auto& [name, value] : params.items()) {
     if (name == "model_type") {

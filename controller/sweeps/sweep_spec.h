@@ -94,6 +94,11 @@ std::string trial_id(std::string_view sweep_id, int trial);
 /// "<trial_id>-r<rung>". Every rung's job trains the one model trial_id.
 std::string rung_job_id(std::string_view sweep_id, int trial, int rung);
 
+/// True when `id` is one a sweep of `spec` owns: its own (its published model), a trial's
+/// (trial_id: a model and its rung-0 job) or a rung job's (rung_job_id), for trials in range
+/// and any rung. Ids are one namespace: a job, a model or another sweep may not take these.
+bool sweep_claims(const SweepSpec& spec, std::string_view id);
+
 /// `base` with `params` ({"lr": 0.01, "model_type": "mlp"}) set in it: model_type at the top,
 /// the others in train_opts.
 nlohmann::json with_params(nlohmann::json base, const nlohmann::json& params);

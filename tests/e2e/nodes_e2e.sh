@@ -3,8 +3,10 @@
 # Docker engine (swarm/nodes/nodes.sh), one host folder shared by all at the same path (as an NFS
 # mount looks to them), the stack deployed across them with swarm/03_deploy.sh. Then:
 #  1. a job training on node B (2) and a data-parallel job with ranks on B and C (3); node B's
-#     container is killed (its engine and every task on it vanish, no SIGTERM): both jobs train
-#     again on the other nodes from their checkpoints, with their attempt raised, and succeed once;
+#     container is killed (its engine and every task on it vanish, no SIGTERM) once both have a
+#     checkpoint: both train again on the other nodes from their checkpoints, with their attempt
+#     raised; the data-parallel one succeeds once, the other (50 epochs, so that no machine is fast
+#     enough for it to end before the kill) is cancelled once it trained again;
 #  2. node B comes back (docker start), `docker service scale` puts a trainer on it again, and a
 #     job with a rank on every trainer runs there;
 #  3. the controller leader's node is killed under `mlswarm load` (run on node B through both
@@ -12,8 +14,11 @@
 #     replica leads, no /predict fails;
 #  4. a node running a job is cut off from the nodes' network (not killed): the job runs again
 #     elsewhere with its attempt raised while the cut-off trainer still runs the old attempt
-#     against the shared folder; the fence keeps that attempt's writes out, and once the node is
-#     back, no copy of the old attempt runs and the model is the new attempt's.
+#     against the shared folder; the fence keeps that attempt's writes out (its log, read
+#     afterwards, says so), and once the node is back, no copy of the old attempt runs and the
+#     model is the new attempt's.
+# No check depends on the machine's speed: kills wait for checkpoints, not for a moment in a
+# job's life, and what a cut-off trainer did is read from its log, not caught in passing.
 # It prints the measured seconds. It makes its own nodes, network and folders and removes them
 # (leaving nothing behind), and never touches the host engine's own swarm. Exit 77: no Docker
 # engine can run nested engines here. Prints "N passed, M failed" last.
@@ -156,7 +161,7 @@ spec() {  # spec ID TRAINERS EXAMPLES EPOCHS
     "train_opts": {"epochs": %s, "batch_size": 64, "checkpoint_every_steps": 20}}' "$1" "$1" "$2" "$3" "$4"
 }
 running_with_steps() { [[ $(job "$1" 'd["state"] == "running" and d["step"] >= '"$2") == True ]]; }
-submit "$(spec single 1 30000 3)" >/dev/null
+submit "$(spec single 1 30000 50)" >/dev/null
 poll 120 running_with_steps single 1 || { fail "job single never ran"; finish; }
 label 3 trainer && swarm_docker service scale --detach ml_train=2 >/dev/null && poll 120 has_trainers 2
 submit "$(spec ranks 2 30000 3)" >/dev/null
@@ -168,8 +173,10 @@ if [[ $single_nodes == "2 " && $ranks_nodes == "2 3 " ]]; then
 else
   fail "placement: single on nodes '$single_nodes', ranks on '$ranks_nodes'"
 fi
-# Both have checkpoints (every 20 steps) before B goes.
-poll 180 running_with_steps single 40; poll 180 running_with_steps ranks 40
+# Both have checkpoints (every 20 steps) before B goes, and both are far from done: ranks is at
+# its first checkpoint of three epochs, single has 50 epochs.
+poll 180 running_with_steps single 20; poll 180 running_with_steps ranks 20
+echo "  before the kill: single $(job single '"epoch %d step %d, %.1f%% done" % (d["epoch"], d["step"], 100 * d["progress"])'), ranks $(job ranks '"epoch %d step %d, %.1f%% done" % (d["epoch"], d["step"], 100 * d["progress"])')"
 before_single=$(job single 'd["attempts"]') before_ranks=$(job ranks 'd["attempts"]')
 node_kill 2
 unavailable=" 2 "
@@ -196,9 +203,10 @@ if [[ -n $single_again && -n $ranks_again ]] && both_resumed; then
 else
   fail "after node B was killed: single again '${single_again}' ranks again '${ranks_again}'; $(api /jobs/single) $(api /jobs/ranks)"
 fi
-if poll 600 succeeded single && poll 600 succeeded ranks &&
-   out=$(once_and_by_its_attempt single && once_and_by_its_attempt ranks); then
-  pass "both succeeded exactly once: $(tr '\n' ';' <<<"$out")"
+api /jobs/single -X DELETE >/dev/null
+cancelled() { [[ $(job "$1" 'd["state"]') == cancelled ]]; }
+if poll 60 cancelled single && poll 600 succeeded ranks && out=$(once_and_by_its_attempt ranks); then
+  pass "ranks succeeded exactly once: $(tr '\n' ';' <<<"$out"); single (50 epochs) cancelled once it trained again"
 else
   fail "after node B: $(tr '\n' ';' <<<"${out:-}") $(api /jobs/single) $(api /jobs/ranks)"
 fi
@@ -229,7 +237,7 @@ other_node=$([[ $leader_node == 1 ]] && echo 3 || echo 1)
 load() {
   node_docker 2 run --rm --network "$MLSWARM_NETWORK" --user 0 -v "$MLSWARM_SECRETS_DIR:/secrets:ro" \
     --entrypoint /usr/local/bin/mlswarm ml_controller --url http://tasks.ml_controller:48515 \
-    --token-file /secrets/api_token load --model single --warmup 0 "$@"
+    --token-file /secrets/api_token load --model ranks --warmup 0 "$@"
 }
 load_ready() { load --clients 1 --seconds 0.2 >/dev/null 2>&1; }
 if [[ $leader_node == 1 || $leader_node == 3 ]] && poll 60 load_ready; then
@@ -271,7 +279,7 @@ for n in 1 2 3 4; do
   if [[ ${where// /} != "$leader_node" ]]; then cut_job=cut-$n cut_node=${where// /}; break; fi
 done
 [[ -n $cut_job ]] || { fail "no job landed off the leader's node $leader_node"; finish; }
-poll 180 running_with_steps "$cut_job" 40
+poll 180 running_with_steps "$cut_job" 20
 before_cut=$(job "$cut_job" 'd["attempts"]')
 node_cut "$cut_node"
 unavailable=" $cut_node "
@@ -299,10 +307,10 @@ moved_watching() { watch_stale; moved; }
 poll 240 moved_watching && cut_again=$(since "$cut_at")
 stale_ended() { watch_stale; [[ -n $stale_end ]] || succeeded "$cut_job"; }
 poll 300 stale_ended
-if [[ -n $cut_again && -n $stale_running_until ]]; then
-  pass "node $cut_node cut off: job $cut_job trains again after $cut_again s (attempt $(job "$cut_job" 'd["attempts"]'), node $(nodes_of_job "$cut_job")); the cut-off trainer ran attempt $before_cut on, last seen running ${stale_running_until} after the cut, ended ${stale_end:-not while cut off}"
+if [[ -n $cut_again ]]; then
+  pass "node $cut_node cut off: job $cut_job trains again after $cut_again s (attempt $(job "$cut_job" 'd["attempts"]'), node $(nodes_of_job "$cut_job")); the cut-off trainer's old attempt seen running: ${stale_running_until:-not caught}, ended: ${stale_end:-not while cut off}"
 else
-  fail "node $cut_node cut off: job $cut_job again after '${cut_again}', the old attempt last seen running '${stale_running_until}': $(api "/jobs/$cut_job")"
+  fail "node $cut_node cut off: job $cut_job did not train again elsewhere: $(api "/jobs/$cut_job")"
 fi
 poll 600 succeeded "$cut_job"
 meta_before=$(cat "$MLSWARM_HOME/models/$cut_job/meta.json" 2>/dev/null)
@@ -311,17 +319,20 @@ unavailable=" "
 reconnected_at=$(now)
 no_stale() { [[ $(stale_status) != *running* && $(stale_status) != *queued* ]]; }
 poll 180 no_stale && converged=$(since "$reconnected_at")
+# What the cut-off trainer did with the old attempt, from its log afterwards: it ran on after the
+# cut until the fence (a later attempt's claim) or the controller's cancel ended it.
 stale_log=$(trainer_logs "$cut_node" | grep -E "job $cut_job .*(superseded|stop|cancel)" | cut -c1-160)
 echo "$stale_log" | sed 's/^/  /' | head -4
 meta_after=$(cat "$MLSWARM_HOME/models/$cut_job/meta.json" 2>/dev/null)
-if [[ -n ${converged:-} ]] && out=$(once_and_by_its_attempt "$cut_job") && [[ $meta_before == "$meta_after" ]]; then
-  pass "node $cut_node back: no copy of attempt $before_cut runs ($converged s after reconnecting); $out; meta.json unchanged by the stale attempt"
+if [[ -n ${converged:-} && -n $stale_log ]] && out=$(once_and_by_its_attempt "$cut_job") &&
+   [[ $meta_before == "$meta_after" ]]; then
+  pass "node $cut_node back: no copy of attempt $before_cut runs ($converged s after reconnecting), its log says how it ended; $out; meta.json unchanged by the stale attempt"
 else
-  fail "after reconnecting node $cut_node: converged '${converged:-}', ${out:-}, meta.json changed: $([[ $meta_before == "$meta_after" ]] && echo no || echo yes)"
+  fail "after reconnecting node $cut_node: converged '${converged:-}', the old attempt's end in its log: '${stale_log:-none}', ${out:-}, meta.json changed: $([[ $meta_before == "$meta_after" ]] && echo no || echo yes)"
 fi
 all_once=1
-for id in $(api /jobs | json '" ".join(j["job_id"] for j in d["jobs"])'); do
+for id in $(api /jobs | json '" ".join(j["job_id"] for j in d["jobs"] if j["job_id"] != "single")'); do
   poll 600 succeeded "$id" && once_and_by_its_attempt "$id" >/dev/null || { all_once=0; echo "  job $id: $(api "/jobs/$id")"; }
 done
-if ((all_once)); then pass "every job of the test succeeded exactly once"; else fail "a job did not succeed exactly once"; fi
+if ((all_once)); then pass "every job of the test but the cancelled one succeeded exactly once"; else fail "a job did not succeed exactly once"; fi
 finish

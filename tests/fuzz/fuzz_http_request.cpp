@@ -1,17 +1,22 @@
-// Raw bytes on a daemon's port: cpp-httplib's request parsing (request line, headers,
-// chunked and multipart bodies, query strings) configured exactly as HttpServer configures
-// it, then our request conversion, admission before the body (routes, signatures, bearer
-// token, body caps), routing and handlers: the trainer's routes, and for /classify every
-// uploaded part through decode_image. No socket: the bytes
-// come from a Stream over the input.
+// Raw bytes on a daemon's port, as one connection's input: the server's request framer on
+// Boost.Beast's parser (request line, headers, strict framing, chunked bodies, query strings)
+// configured as HttpServer configures it, then the steps a session takes with each request:
+// admission before the body (routes, signatures, bearer token, body caps), multipart parts,
+// routing and handlers (the trainer's routes; for /classify every uploaded part through
+// decode_image), and the reply's head. No socket: the bytes come in pieces of the input's
+// own choosing, as reads would.
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <memory>
 #include <cstring>
 #include <string>
 
 #include <spdlog/spdlog.h>
 
-#include "http_server_setup.h"
+#include "http_edge.h"
+#include "request_framer.h"
 #include "image_decode.h"
 #include "job_runner.h"
 #include "mlswarm/auth.h"
@@ -24,52 +29,9 @@ namespace {
 
 using namespace mlswarm;
 
-class BytesStream final : public httplib::Stream {
- public:
-  BytesStream(const std::uint8_t* data, std::size_t size) : data_(data), size_(size) {}
-  bool is_readable() const override { return true; }
-  bool is_writable() const override { return true; }
-  ssize_t read(char* ptr, std::size_t size) override {
-    const std::size_t n = std::min(size, size_ - offset_);
-    std::memcpy(ptr, data_ + offset_, n);
-    offset_ += n;
-    return static_cast<ssize_t>(n);
-  }
-  ssize_t write(const char* ptr, std::size_t size) override {
-    if (written.size() < 4096) written.append(ptr, std::min<std::size_t>(size, 4096));
-    return static_cast<ssize_t>(size);
-  }
-  void get_remote_ip_and_port(std::string& ip, int& port) const override {
-    ip = "10.42.0.9";
-    port = 40000;
-  }
-  void get_local_ip_and_port(std::string& ip, int& port) const override {
-    ip = "10.42.0.2";
-    port = 48516;
-  }
-  socket_t socket() const override { return INVALID_SOCKET; }
-
-  std::string written;  ///< the start of the reply
-
- private:
-  const std::uint8_t* data_;
-  std::size_t size_;
-  std::size_t offset_ = 0;
-};
-
-class FuzzServer final : public httplib::Server {
- public:
-  void feed(httplib::Stream& stream) {
-    bool closed = false;
-    process_request(stream, true, closed, nullptr);
-  }
-};
-
 struct Daemon {
   Daemon() {
     spdlog::set_level(spdlog::level::off);
-    HttpServerOptions options;
-    options.max_body_bytes = 1u << 20;
     HttpService service = api.service();
     service.admit = [this](const HttpRequest& head) -> std::optional<HttpReply> {
       if (head.path != "/classify") return api.admit(head);
@@ -90,7 +52,46 @@ struct Daemon {
       }
       return api.serve(request);
     };
-    configure_http_server(server, std::move(service), options);
+    edge = std::make_unique<HttpEdge>(std::move(service));
+  }
+
+  /// One connection's input: requests answered in order until an error or a refusal that
+  /// closes, as a session does. Returns the replies' heads and bodies (the first 4 KiB).
+  /// `piece`: the bytes of each read.
+  std::string serve(const std::uint8_t* data, std::size_t size, std::size_t piece) {
+    RequestFramer framer(16u << 10);
+    std::string written;
+    std::size_t at = 0;
+    const auto now = std::chrono::steady_clock::now();
+    while (true) {
+      const RequestFramer::Event event = framer.parse();
+      if (event == RequestFramer::Event::kNeedMore) {
+        if (at >= size) {
+          framer.end_of_input();
+          if (framer.parse() == RequestFramer::Event::kNeedMore) __builtin_trap();  // must end
+          return written;
+        }
+        const std::size_t n = std::min(piece, size - at);
+        framer.feed(std::string_view(reinterpret_cast<const char*>(data) + at, n));
+        at += n;
+        continue;
+      }
+      if (event == RequestFramer::Event::kClosed) return written;
+      if (event == RequestFramer::Event::kError) {
+        return written + render_reply_head(HttpReply::error(framer.error()), "fuzz", false);
+      }
+      if (event == RequestFramer::Event::kHead) {
+        if (auto refused = edge->admit(framer.head())) {
+          written += render_reply_head(*refused, "fuzz", false);
+          if (!framer.skip_bodyless()) return written;
+          continue;
+        }
+        framer.admit_body(edge->body_cap(framer.head(), 1u << 20));
+        continue;
+      }
+      HttpReply reply = edge->answer(framer.take(), now);
+      if (written.size() < 4096) written += render_reply_head(reply, "fuzz", true) + reply.body.substr(0, 4096);
+    }
   }
   // Few finished jobs kept: /status serialises them all, and the fuzzer makes thousands.
   StatusBoard board{16};
@@ -98,7 +99,7 @@ struct Daemon {
   JobRunner runner{board, [](const JobSpec&, const TrainingHooks&) { return TrainingOutcome::kCompleted; },
                    JobRunnerOptions{1, 8, "10.42.0.2:48516"}};
   TrainerApi api{runner, board, "10.42.0.2:48516", "fuzz-token"};
-  FuzzServer server;
+  std::unique_ptr<HttpEdge> edge;
 };
 
 }  // namespace
@@ -111,15 +112,15 @@ Daemon& daemon_instance() {
 // The harness checks itself: a plain request must reach the trainer's routes and come back.
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   const std::string request = "GET /type HTTP/1.1\r\nHost: x\r\n\r\n";
-  BytesStream stream(reinterpret_cast<const std::uint8_t*>(request.data()), request.size());
-  daemon_instance().server.feed(stream);
-  if (stream.written.find("{\"type\":\"train\"}") == std::string::npos) __builtin_trap();
+  const std::string written =
+      daemon_instance().serve(reinterpret_cast<const std::uint8_t*>(request.data()), request.size(), 7);
+  if (written.find("{\"type\":\"train\"}") == std::string::npos) __builtin_trap();
   return 0;
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  Daemon* daemon = &daemon_instance();
-  BytesStream stream(data, size);
-  daemon->server.feed(stream);
+  // All at once, and in reads of 1 to 61 bytes (the size chooses), as a trickling client sends.
+  (void)daemon_instance().serve(data, size, std::max<std::size_t>(size, 1));
+  (void)daemon_instance().serve(data, size, 1 + size % 61);
   return 0;
 }

@@ -39,6 +39,9 @@ class ClusterTest : public ::testing::Test {
   void SetUp() override {
     train_port_ = testing::free_port("127.0.0.1");
     controller_port_ = testing::free_port("127.0.0.1");
+    // Data-parallel jobs meet on ports of this test's own: tests run side by side (ctest -j),
+    // and the default range (RDZV_PORT 48517 and up) would be every test's.
+    rendezvous_port_ = testing::free_port_range(8);
     client_ = std::make_unique<httplib::Client>("127.0.0.1", controller_port_);
     client_->set_read_timeout(30s);
   }
@@ -71,6 +74,7 @@ class ClusterTest : public ::testing::Test {
                                   "--subnet",   "127.0.0.0/24",        "--train-port", std::to_string(train_port_),
                                   "--home-dir", home_.path().string(), "--data-dir",   MLSWARM_DATA_DIR};
     if (!default_discovery) args.insert(args.end(), {"--scan-interval-ms", "300", "--max-misses", "2"});
+    args.insert(args.end(), {"--rdzv-port", std::to_string(rendezvous_port_)});
     args.insert(args.end(), extra.begin(), extra.end());
     controller_ = std::make_unique<ChildProcess>(ML_CONTROLLER_BIN, args, home_ / "controller.log");
     ASSERT_TRUE(eventually([&] { return client_->Get("/healthz") != nullptr; }, 20s)) << controller_->log();
@@ -95,7 +99,9 @@ class ClusterTest : public ::testing::Test {
                                   "--max-misses",
                                   "2",
                                   "--drain-ms",
-                                  "500"};
+                                  "500",
+                                  "--rdzv-port",
+                                  std::to_string(rendezvous_port_)};
     follower_ = std::make_unique<ChildProcess>(ML_CONTROLLER_BIN, args, home_ / "controller-b.log");
     other_ = std::make_unique<httplib::Client>("127.0.0.11", controller_port_);
     other_->set_read_timeout(30s);
@@ -141,6 +147,7 @@ class ClusterTest : public ::testing::Test {
   TempDir home_;
   int train_port_ = 0;
   int controller_port_ = 0;
+  int rendezvous_port_ = 0;
   std::map<int, std::unique_ptr<ChildProcess>> trainers_;
   std::unique_ptr<ChildProcess> controller_;
   std::unique_ptr<httplib::Client> client_;

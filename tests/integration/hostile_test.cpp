@@ -21,6 +21,8 @@
 namespace mlswarm {
 namespace {
 
+using testing::peak_rss_kib;
+
 using testing::FakeTrainer;
 using testing::SlowDispatchProxy;
 
@@ -28,16 +30,6 @@ const char* kIdleStatus = R"({"trainer":{"address":"fake","capacity":1,"running"
 
 void answer_status(const httplib::Request& req, httplib::Response& res) {
   if (req.path == "/status") res.set_content(kIdleStatus, "application/json");
-}
-
-/// Peak resident memory of a process (VmHWM), in KiB.
-long peak_rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return -1;
 }
 
 /// Number of sample lines (series) in a /metrics text.

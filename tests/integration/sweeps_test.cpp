@@ -45,16 +45,22 @@ class SweepTest : public ClusterTest {
     for (auto at = logs.find(line); at != std::string::npos; at = logs.find(line, at + 1)) ++n;
     return n;
   }
-  /// The sweep's decisions as journaled (its last record in the journal).
+  /// The sweep's decisions as journaled: a record each ("sweep-decision", id "<sweep>#<n>"),
+  /// in order of n (the last line of each wins, as on replay).
   json decisions(const std::string& id) {
-    json last;
+    std::map<int, json> by_number;
     std::ifstream in(home_ / "controller" / "jobs.jsonl");
     std::string line;
+    const std::string prefix = id + "#";
     while (std::getline(in, line)) {
       json j = json::parse(line, nullptr, false);
-      if (j.is_object() && j.value("document", "") == "sweep" && j.value("id", "") == id) last = j["body"]["decisions"];
+      if (!j.is_object() || j.value("document", "") != "sweep-decision") continue;
+      const std::string key = j.value("id", "");
+      if (key.rfind(prefix, 0) == 0) by_number[std::stoi(key.substr(prefix.size()))] = j["body"];
     }
-    return last;
+    json out = json::array();
+    for (auto& [n, d] : by_number) out.push_back(std::move(d));
+    return out;
   }
   /// What a finished sweep must show: every trial's jobs succeeded once each, each a rung
   /// further than the one before, no decision twice, the best trial's model served as the sweep.
@@ -170,6 +176,34 @@ TEST_F(SweepTest, AFailoverMidSweepCarriesItOnExactlyOnce) {
   ASSERT_EQ(s["state"], "succeeded") << s.dump(2);
   ASSERT_NO_FATAL_FAILURE(expect_each_trial_ran_once(s));
   ASSERT_NO_FATAL_FAILURE(expect_the_best_is_served(s));
+}
+
+// Issue 38: ids collided across sweeps, their trials and jobs. POST /train of an id a sweep owns
+// (its own, a trial's model or a rung's job) is a 409 naming the sweep; live sweeps and trials
+// per sweep have caps. No trainer is needed: nothing here trains.
+TEST_F(SweepTest, JobsAndSweepsShareOneNamespaceAndSweepsHaveCaps) {
+  start_controller({"--max-live-sweeps", "2", "--max-sweep-trials", "9"});
+  auto [created, body] = post("/sweeps", nine_trials("coly").dump());
+  ASSERT_EQ(created, 202) << body.dump();
+  for (const auto& [id, model] : {std::pair<std::string, std::string>{"coly-t0", "mine"},
+                                  {"mine", "coly-t4"},
+                                  {"coly-t2-r1", "mine"},
+                                  {"coly", "mine"}}) {
+    auto [status, refused] = post("/train", json{{"job_id", id}, {"model_id", model}}.dump());
+    EXPECT_EQ(status, 409) << id << " " << model << ": " << refused.dump();
+    EXPECT_NE(refused.dump().find("sweep 'coly'"), std::string::npos) << refused.dump();
+  }
+  auto [trial_named, clash] = post("/sweeps", nine_trials("coly-t1").dump());
+  EXPECT_EQ(trial_named, 409) << clash.dump();
+  auto [ok, job] = post("/train", json{{"job_id", "coly-t9"}, {"model_id", "coly-t9"}}.dump());
+  EXPECT_EQ(ok, 202) << "coly has no trial 9: " << job.dump();
+  auto [second, second_body] = post("/sweeps", nine_trials("other").dump());
+  EXPECT_EQ(second, 202) << second_body.dump();
+  auto [third, third_body] = post("/sweeps", nine_trials("third").dump());
+  EXPECT_EQ(third, 429) << third_body.dump();
+  json wide = nine_trials("wide");
+  wide["trials"] = 27;
+  EXPECT_EQ(post("/sweeps", wide.dump()).first, 400);
 }
 
 }  // namespace

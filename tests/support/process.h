@@ -89,6 +89,42 @@ class ChildProcess {
   std::filesystem::path log_path_;
 };
 
+/// Peak resident memory of a process (VmHWM), in KiB.
+inline long peak_rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+/// The first of `count` consecutive TCP ports that nothing holds on any address right now
+/// (a controller's rendezvous ports: a test's own, not the default range every test shares).
+inline int free_port_range(int count) {
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    int probe = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    ::bind(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    socklen_t len = sizeof addr;
+    ::getsockname(probe, reinterpret_cast<sockaddr*>(&addr), &len);
+    const int base = ntohs(addr.sin_port);
+    ::close(probe);
+    bool all_free = base + count < 65536;
+    for (int p = base; all_free && p < base + count; ++p) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in any{};
+      any.sin_family = AF_INET;
+      any.sin_port = htons(static_cast<std::uint16_t>(p));
+      all_free = ::bind(fd, reinterpret_cast<sockaddr*>(&any), sizeof any) == 0;
+      ::close(fd);
+    }
+    if (all_free) return base;
+  }
+  return 0;
+}
+
 /// A TCP port on `host` that nothing listens on right now.
 inline int free_port(const std::string& host = "127.0.0.1") {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -239,8 +239,11 @@ class TrainingRun {
   /// A resumed attempt with no epoch left to train: an earlier attempt of this job published
   /// its last epoch and was lost before the controller heard that it had finished (its trainer
   /// killed in that moment). That model is the job's result; meta.json is rewritten as this
-  /// attempt's, so the controller finds the job's model published by the attempt reporting it.
+  /// attempt's, so the controller finds the job's model published by the attempt reporting it,
+  /// and the attempt reports that model's figures (its last epoch, accuracy and loss), not the
+  /// empty ones of an attempt that trained nothing (issue 38: a trial showed epoch 1 of 3).
   void adopt_finished_model() {
+    ModelMeta adopted;
     store_.guarded([&] {
       const auto path = model_path_ / "meta.json";
       ModelMeta meta = model_meta_from_json(nlohmann::json::parse(read_file(path, 64u << 20)));
@@ -251,7 +254,20 @@ class TrainingRun {
       }
       meta.attempt = spec_.attempt;
       write_file_atomic(path, to_json(meta).dump(2));
+      adopted = std::move(meta);
     });
+    if (hooks_.report && !adopted.epochs.empty()) {
+      const EpochMetrics& last = adopted.epochs.back();
+      JobProgress done;
+      done.epoch = last.epoch;
+      done.step = steps_per_epoch_;
+      done.steps_per_epoch = steps_per_epoch_;
+      done.fraction = 1.0;
+      done.loss = last.train_loss;
+      done.accuracy = last.accuracy;
+      done.images_per_s = last.images_per_s;
+      hooks_.report(done);
+    }
     spdlog::info("job {} model {}: an earlier attempt trained every epoch; its model is taken as attempt {}'s",
                  spec_.job_id, spec_.model_id, spec_.attempt);
   }

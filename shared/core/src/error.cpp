@@ -25,6 +25,8 @@ int http_status(ErrorCode code) noexcept {
       return 409;
     case ErrorCode::kPayloadTooLarge:
       return 413;
+    case ErrorCode::kHeadersTooLarge:
+      return 431;
     case ErrorCode::kUnsupportedMediaType:
       return 415;
     case ErrorCode::kTooManyRequests:
@@ -63,6 +65,8 @@ std::string_view code_name(ErrorCode code) noexcept {
       return "superseded";
     case ErrorCode::kPayloadTooLarge:
       return "payload_too_large";
+    case ErrorCode::kHeadersTooLarge:
+      return "headers_too_large";
     case ErrorCode::kUnsupportedMediaType:
       return "unsupported_media_type";
     case ErrorCode::kTooManyRequests:

@@ -113,17 +113,32 @@ LogScope::LogScope(std::initializer_list<std::pair<const char*, std::string>> fi
 
 LogScope::~LogScope() { t_fields.resize(restore_size_); }
 
-bool log_allowed(const std::string& key, std::chrono::seconds every) {
+bool log_allowed(const std::string& key, std::chrono::seconds every) { return log_due(key, every) > 0; }
+
+std::size_t log_due(const std::string& key, std::chrono::seconds every) {
+  struct Seen {
+    std::chrono::steady_clock::time_point logged;
+    std::size_t since = 0;  ///< occurrences not logged since then
+  };
   static std::mutex mutex;
-  static std::map<std::string, std::chrono::steady_clock::time_point> last;
+  static std::map<std::string, Seen> seen;
   const auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(mutex);
-  if (last.size() > 1024) last.clear();
-  auto [it, added] = last.try_emplace(key, now);
-  if (added) return true;
-  if (now - it->second < every) return false;
-  it->second = now;
-  return true;
+  if (seen.size() > 1024) seen.clear();
+  auto [it, added] = seen.try_emplace(key, Seen{now, 0});
+  if (added) return 1;
+  if (now - it->second.logged < every) {
+    ++it->second.since;
+    return 0;
+  }
+  const std::size_t count = it->second.since + 1;
+  it->second = Seen{now, 0};
+  return count;
+}
+
+std::string repeats(std::size_t count, std::chrono::seconds every) {
+  if (count <= 1) return {};
+  return " (" + std::to_string(count) + " times in the last " + std::to_string(every.count()) + " s)";
 }
 
 std::string log_field(std::string_view key) {

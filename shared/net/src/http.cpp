@@ -88,14 +88,26 @@ void require_json_content(const HttpRequest& request) {
   if (request.body.empty()) throw Error(ErrorCode::kInvalidArgument, "the request body is empty");
 }
 
-nlohmann::json parse_json_body(const HttpRequest& request) {
+nlohmann::json parse_json_body(const HttpRequest& request, std::size_t max_values) {
   require_json_content(request);
+  return parse_json_bounded(request.body, max_values);
+}
+
+nlohmann::json parse_json_bounded(std::string_view text, std::size_t max_values) {
   // Every reader of a parsed body recurses over it; no request of ours nests beyond 6.
-  if (json_nesting_depth(request.body) > kMaxJsonDepth) {
+  if (json_nesting_depth(text) > kMaxJsonDepth) {
     throw Error(ErrorCode::kInvalidArgument, fmt::format("JSON nested deeper than {} levels", kMaxJsonDepth));
   }
+  std::size_t values = 0;
+  const auto count = [&](int, nlohmann::json::parse_event_t event, nlohmann::json&) {
+    if (event == nlohmann::json::parse_event_t::value && ++values > max_values) {
+      throw Error(ErrorCode::kPayloadTooLarge, fmt::format("the body holds more than {} values", max_values));
+    }
+    return true;
+  };
   try {
-    return nlohmann::json::parse(request.body);
+    if (max_values == SIZE_MAX) return nlohmann::json::parse(text);
+    return nlohmann::json::parse(text, count);
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(ErrorCode::kInvalidArgument, fmt::format("malformed JSON at byte {}", e.byte));
   } catch (const nlohmann::json::exception&) {

@@ -1,42 +1,42 @@
 #include "mlswarm/http_server.h"
 
-#include <chrono>
+#include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
-#include <cstdio>
-#include <cstdlib>
+#include <condition_variable>
+#include <deque>
 #include <random>
+#include <thread>
+#include <unordered_map>
+#include <utility>  // Boost 1.74 Asio uses std::exchange without including it
 
-#include <dirent.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/status.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <fmt/format.h>
-#include <httplib.h>
 #include <spdlog/spdlog.h>
 
-#include "http_connections.h"
-#include "http_server_setup.h"
+#include "connection_table.h"
+#include "http_edge.h"
 #include "mlswarm/log.h"
 #include "mlswarm/metrics.h"
+#include "request_framer.h"
 
 namespace mlswarm {
 
-struct HttpServer::Impl {
-  std::unique_ptr<httplib::Server> server;
-  ConnectionServer* plain = nullptr;  ///< `server`, when it is plain HTTP
-  int port = 0;
-};
-
-namespace {
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
-
-}  // namespace
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
 
 std::string request_id_for(const std::string& client_value) {
   bool sane = !client_value.empty() && client_value.size() <= 64;
@@ -50,367 +50,633 @@ std::string request_id_for(const std::string& client_value) {
 
 namespace {
 
-/// The request line and headers of `req` as handlers see them (no body, no files).
-HttpRequest request_head(const httplib::Request& req) {
-  HttpRequest request;
-  request.method = req.method;
-  request.path = req.path;
-  request.target = req.target;
-  request.remote_addr = req.remote_addr;
-  if (!req.local_addr.empty() && req.local_port > 0)
-    request.local_addr = req.local_addr + ":" + std::to_string(req.local_port);
-  for (const auto& [k, v] : req.params) request.query.emplace(k, v);
-  for (const auto& [k, v] : req.headers) request.headers.emplace(lower(k), v);
-  request.request_id = request_id_for(request.header("x-request-id"));
-  return request;
-}
-
-bool has_unread_body(const httplib::Request& req) {
-  const std::string length = req.get_header_value("Content-Length");
-  return req.get_header_value("Transfer-Encoding").find("chunked") != std::string::npos ||
-         (!length.empty() && length.find_first_not_of('0') != std::string::npos);
-}
-
-/// httplib calls the 100-continue handler (which admits) for these, then routes them.
-bool admitted_at_continue(const httplib::Request& req) { return req.get_header_value("Expect") == "100-continue"; }
-
-/// The methods httplib reads a body for (its expect_content()).
-bool expects_body(const httplib::Request& req) {
-  return req.method == "POST" || req.method == "PUT" || req.method == "PATCH" || req.method == "DELETE";
-}
-
-/// The service's verdict on a request's head; what admit() throws becomes the refusal.
-std::optional<HttpReply> admit(const HttpService& service, const HttpRequest& head) {
-  if (!service.admit) return std::nullopt;
-  try {
-    return service.admit(head);
-  } catch (...) {
-    return reply_for_exception(head, std::current_exception());
-  }
-}
-
-/// Up to this much of a refused request's body is read and thrown away, so that the
-/// connection stays usable and a client that sends its whole body before reading hears the
-/// refusal; beyond it the connection is closed instead.
-constexpr std::size_t kDrainLimit = 8u << 20;
-
-/// Reads and discards the body of a refused request; false when it is larger than
-/// kDrainLimit (or broken), and the connection must be closed.
-bool drain(const httplib::Request& req, const httplib::ContentReader& reader) {
-  const std::string length = req.get_header_value("Content-Length");
-  if (!length.empty()) {
-    if (length.size() > 12 || length.find_first_not_of("0123456789") != std::string::npos) return false;
-    if (std::stoull(length) > kDrainLimit) return false;
-  }
-  std::size_t read = 0;
-  auto discard = [&](const char*, std::size_t n) { return (read += n) <= kDrainLimit; };
-  if (req.is_multipart_form_data()) {
-    return reader([](const httplib::MultipartFormData&) { return true; }, discard);
-  }
-  return reader(discard);
-}
-
-void count(const HttpService& service, const HttpRequest& request, int status,
-           std::chrono::steady_clock::time_point started) {
-  const std::string route = service.label ? service.label(request.path) : std::string("other");
-  Metrics::global().inc("mlswarm_http_requests_total",
-                        {{"route", route}, {"method", request.method}, {"status", std::to_string(status)}});
-  Metrics::global().observe("mlswarm_http_request_duration_seconds", {{"route", route}},
-                            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-}
-
-void write_reply(httplib::Response& res, HttpReply reply, const std::string& request_id) {
-  res.status = reply.status;
-  reply.headers["X-Request-Id"] = request_id;
-  for (const auto& [k, v] : reply.headers) res.set_header(k, v);
-  res.set_content(std::move(reply.body), reply.content_type.c_str());
-}
-
-/// Sends `reply` and then closes the connection, so that the body the client is still
-/// sending is never read: httplib would otherwise parse it as the next request. A content
-/// provider that writes the whole reply and then reports failure is how httplib 0.11 lets
-/// a handler end a kept-alive connection.
-void write_reply_and_close(httplib::Response& res, HttpReply reply, const std::string& request_id) {
-  res.status = reply.status;
-  reply.headers["X-Request-Id"] = request_id;
-  reply.headers["Connection"] = "close";
-  for (const auto& [k, v] : reply.headers) res.set_header(k, v);
-  auto body = std::make_shared<std::string>(std::move(reply.body));
-  res.set_content_provider(body->size(), reply.content_type.c_str(),
-                           [body](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
-                             sink.write(body->data() + offset, length);
-                             return false;
-                           });
-}
-
-/// A refusal of a request httplib reads no body for: the connection closes if one comes anyway.
-void write_refusal(const httplib::Request& req, httplib::Response& res, HttpReply reply,
-                   const std::string& request_id) {
-  if (has_unread_body(req)) {
-    write_reply_and_close(res, std::move(reply), request_id);
-  } else {
-    write_reply(res, std::move(reply), request_id);
-  }
-}
-
-/// The stages every request goes through, for one daemon's service. Shared by httplib's
-/// worker threads; holds nothing that changes.
-class Edge {
+/// Complete requests waiting for a worker: a bounded queue and `threads` threads that take from
+/// it. Thread-safe. stop() joins the threads; tasks still queued are dropped (their connections
+/// are being closed).
+class WorkerPool {
  public:
-  Edge(HttpService service, std::size_t max_body) : service_(std::move(service)), max_body_(max_body) {}
-
-  /// Before routing: requests without a body (GET, HEAD, OPTIONS) are admitted here.
-  httplib::Server::HandlerResponse pre_route(const httplib::Request& req, httplib::Response& res) const {
-    if (expects_body(req)) return httplib::Server::HandlerResponse::Unhandled;  // admitted with its body
-    const auto started = std::chrono::steady_clock::now();
-    HttpRequest head = request_head(req);
-    LogScope scope{{"request_id", head.request_id}};
-    auto refused = admit(service_, head);
-    if (!refused) return httplib::Server::HandlerResponse::Unhandled;
-    count(service_, head, refused->status, started);
-    write_refusal(req, res, std::move(*refused), head.request_id);
-    return httplib::Server::HandlerResponse::Handled;
+  WorkerPool(int threads, std::size_t max_queued) : max_queued_(std::max<std::size_t>(1, max_queued)) {
+    for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { work(); });
   }
+  ~WorkerPool() { stop(); }
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
 
-  /// A client that asks first (Expect: 100-continue, as curl does for large uploads) hears
-  /// the refusal instead of "100 Continue" and never sends the body.
-  int ask_first(const httplib::Request& req, httplib::Response& res) const {
-    HttpRequest head = request_head(req);
-    LogScope scope{{"request_id", head.request_id}};
-    auto refused = admit(service_, head);
-    if (!refused) return 100;
-    count(service_, head, refused->status, std::chrono::steady_clock::now());
-    const int status = refused->status;
-    write_refusal(req, res, std::move(*refused), head.request_id);
-    return status;
-  }
-
-  void without_body(const httplib::Request& req, httplib::Response& res) const {
-    answer(req, res, request_head(req), std::chrono::steady_clock::now());
-  }
-
-  /// Methods with a body: admitted on the request line and headers first; the body is read
-  /// only for an admitted request, and never past the largest body of any route.
-  void with_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) const {
-    const auto started = std::chrono::steady_clock::now();
-    HttpRequest request = request_head(req);
+  /// False when max_queued tasks already wait, or the pool stopped.
+  bool submit(std::function<void()> task) {
     {
-      LogScope scope{{"request_id", request.request_id}};
-      // A request that asked first was admitted then (and a signed one must not be checked twice).
-      auto refused = admitted_at_continue(req) ? std::nullopt : admit(service_, request);
-      if (refused) {
-        count(service_, request, refused->status, started);
-        spdlog::debug("{} {} {} -> {} before the body", req.remote_addr, req.method, req.path, refused->status);
-        if (drain(req, reader)) {
-          write_reply(res, std::move(*refused), request.request_id);
-        } else {
-          write_reply_and_close(res, std::move(*refused), request.request_id);
-        }
-        return;
-      }
+      std::lock_guard lock(mutex_);
+      if (stopping_ || queue_.size() >= max_queued_) return false;
+      queue_.push_back(std::move(task));
     }
-    if (auto failed = read_body(req, reader, request)) {
-      count(service_, request, failed->status, started);
-      write_reply_and_close(res, std::move(*failed), request.request_id);
-      return;
+    ready_.notify_one();
+    return true;
+  }
+
+  void stop() {
+    std::deque<std::function<void()>> dropped;
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+      dropped.swap(queue_);
     }
-    answer(req, res, std::move(request), started);
+    ready_.notify_all();
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
   }
 
  private:
-  /// Reads the body (or the multipart parts) into `request`; an error reply when it is larger
-  /// than any route takes, malformed or cut short.
-  std::optional<HttpReply> read_body(const httplib::Request& req, const httplib::ContentReader& reader,
-                                     HttpRequest& request) const {
-    std::size_t read = 0;
-    bool too_large = false;
-    auto take = [&](std::string& into, const char* data, std::size_t n) {
-      read += n;
-      if (read > max_body_) {
-        too_large = true;
-        return false;
+  void work() {
+    while (true) {
+      std::function<void()> task;
+      {
+        std::unique_lock lock(mutex_);
+        ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (stopping_) return;
+        task = std::move(queue_.front());
+        queue_.pop_front();
       }
-      into.append(data, n);
-      return true;
-    };
-    bool complete = false;
-    if (req.is_multipart_form_data()) {
-      complete = reader(
-          [&](const httplib::MultipartFormData& part) {
-            request.files.push_back({part.name, part.filename, part.content_type, {}});
-            return true;
-          },
-          [&](const char* data, std::size_t n) {
-            return !request.files.empty() && take(request.files.back().content, data, n);
-          });
-    } else {
-      complete = reader([&](const char* data, std::size_t n) { return take(request.body, data, n); });
+      task();
     }
-    if (complete) return std::nullopt;
-    return HttpReply::error(too_large
-                                ? Error(ErrorCode::kPayloadTooLarge, "request body too large")
-                                : Error(ErrorCode::kInvalidArgument, "the request body is malformed or cut short"));
   }
 
-  void answer(const httplib::Request& req, httplib::Response& res, HttpRequest request,
-              std::chrono::steady_clock::time_point started) const {
-    LogScope scope{{"request_id", request.request_id}};
-    HttpReply reply = guarded(service_.handle, request);
-    count(service_, request, reply.status, started);
-    spdlog::debug("{} {} {} -> {}", req.remote_addr, req.method, req.path, reply.status);
-    write_reply(res, std::move(reply), request.request_id);
-  }
-
-  HttpService service_;
-  std::size_t max_body_;
+  const std::size_t max_queued_;
+  std::mutex mutex_;  ///< guards queue_ and stopping_
+  std::condition_variable ready_;
+  std::deque<std::function<void()>> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
 };
 
-/// httplib answers some requests itself (413, 400, 404 for unknown methods); those get the
-/// JSON error shape too. Handlers always set a body (or a content provider, for a reply that
-/// closes the connection), so a reply with neither is httplib's.
-void json_error_body(const httplib::Request&, httplib::Response& res) {
-  if (!res.body.empty() || res.content_length_ > 0) return;
-  ErrorCode code = res.status == 413   ? ErrorCode::kPayloadTooLarge
-                   : res.status == 404 ? ErrorCode::kNotFound
-                   : res.status == 405 ? ErrorCode::kMethodNotAllowed
-                   : res.status >= 500 ? ErrorCode::kInternal
-                                       : ErrorCode::kInvalidArgument;
-  std::string message = res.status == 413 ? "request body too large" : "bad request";
-  res.set_content(error_json(Error(code, message)).dump() + "\n", "application/json");
-}
-
-/// httplib (the Debian build) listens with a backlog of 5 connections. When a burst of clients
-/// connects at once (64 in bench/predict.sh, a load balancer's pool after a restart) the
-/// accept queue overflows: SYNs are dropped and retried a second later, and some connections
-/// fail outright. httplib keeps its socket private, and listen() again on a listening socket
-/// only resizes its queue, so give every listening socket of this process on `port` (this
-/// server's; another server could share the port only on another address, and a larger queue
-/// does it no harm) a queue of SOMAXCONN.
-void widen_listen_backlog(int port) {
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (dir == nullptr) return;
-  while (const dirent* entry = ::readdir(dir)) {
-    char* end = nullptr;
-    const long fd = std::strtol(entry->d_name, &end, 10);
-    if (end == entry->d_name || *end != '\0' || fd == ::dirfd(dir)) continue;
-    int listening = 0;
-    socklen_t len = sizeof listening;
-    if (::getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening == 0)
-      continue;
-    sockaddr_storage addr{};
-    socklen_t addr_len = sizeof addr;
-    if (::getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&addr), &addr_len) != 0) continue;
-    const int bound_port = addr.ss_family == AF_INET    ? ntohs(reinterpret_cast<const sockaddr_in*>(&addr)->sin_port)
-                           : addr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port)
-                                                        : -1;
-    if (bound_port == port) ::listen(static_cast<int>(fd), SOMAXCONN);
+/// RLIMIT_NOFILE's soft limit, raised to the hard limit first (as most servers do at start).
+std::size_t raise_file_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return 1024;
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
   }
-  ::closedir(dir);
+  return limit.rlim_cur == RLIM_INFINITY ? std::size_t{1} << 20 : static_cast<std::size_t>(limit.rlim_cur);
 }
 
 }  // namespace
 
-void configure_http_server(httplib::Server& svr, HttpService service, const HttpServerOptions& options) {
-  const int threads = std::max(1, options.threads);
-  svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  svr.set_payload_max_length(options.max_body_bytes);
-  svr.set_read_timeout(options.read_timeout);
-  svr.set_write_timeout(options.write_timeout);
-  svr.set_keep_alive_max_count(1000);
-  // Replies go out as headers then body; without this, Nagle and delayed ACKs add 40 ms.
-  svr.set_tcp_nodelay(true);
-  auto edge = std::make_shared<const Edge>(std::move(service), options.max_body_bytes);
-  svr.set_pre_routing_handler(
-      [edge](const httplib::Request& req, httplib::Response& res) { return edge->pre_route(req, res); });
-  svr.set_expect_100_continue_handler(
-      [edge](const httplib::Request& req, httplib::Response& res) { return edge->ask_first(req, res); });
-  auto without_body = [edge](const httplib::Request& req, httplib::Response& res) { edge->without_body(req, res); };
-  auto with_body = [edge](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-    edge->with_body(req, res, reader);
-  };
-  const char* kAll = R"(/.*)";
-  svr.Get(kAll, without_body);
-  svr.Options(kAll, without_body);
-  svr.Post(kAll, with_body);
-  svr.Put(kAll, with_body);
-  svr.Delete(kAll, with_body);
-  svr.Patch(kAll, with_body);
-  svr.set_error_handler(json_error_body);
-  svr.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-    HttpRequest request;
-    request.method = req.method;
-    request.path = req.path;
-    HttpReply reply = reply_for_exception(request, ep);
-    res.status = reply.status;
-    res.set_content(reply.body, "application/json");
-  });
+HttpLimits settle_http_limits(const HttpServerOptions& options, std::size_t file_limit) {
+  HttpLimits limits;
+  limits.file_limit = file_limit;
+  limits.fd_reserve = options.fd_reserve > 0 ? options.fd_reserve : std::clamp<std::size_t>(file_limit / 4, 64, 1024);
+  limits.fd_reserve = std::min(limits.fd_reserve, file_limit - std::min<std::size_t>(file_limit, 8));
+  const std::size_t by_files = file_limit - limits.fd_reserve;
+  limits.max_connections =
+      std::max<std::size_t>(1, options.max_connections > 0 ? std::min(options.max_connections, by_files) : by_files);
+  limits.max_connections_per_address = options.max_connections_per_address > 0
+                                           ? std::min(options.max_connections_per_address, limits.max_connections)
+                                           : std::max<std::size_t>(1, limits.max_connections / 2);
+  return limits;
 }
 
-HttpServer::HttpServer(HttpService service, HttpServerOptions options) : impl_(std::make_unique<Impl>()) {
-  Metrics::global().describe("mlswarm_http_requests_total", "counter", "HTTP requests by route, method and status");
-  Metrics::global().describe("mlswarm_http_request_duration_seconds", "histogram",
-                             "time from a parsed request to its reply, by route");
-  if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
-    if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
+/// Every connection of the server, plain or TLS, as the server sees it from elsewhere.
+class SessionBase {
+ public:
+  virtual ~SessionBase() = default;
+  /// Closes the connection, from any thread (on its own strand); with `only_waiting`, only if
+  /// it is between requests (a shutdown lets the others finish their request first).
+  virtual void close_soon(const char* reason, bool only_waiting) = 0;
+};
+
+struct HttpServer::Impl {
+  Impl(HttpService s, HttpServerOptions o) : edge(std::move(s)), options(std::move(o)) {}
+
+  // Declared in the order they must outlive each other: sessions (held by the io_context's
+  // handlers and the workers' tasks) use everything above `workers`.
+  HttpEdge edge;
+  const HttpServerOptions options;
+  HttpLimits limits;
+  std::unique_ptr<ssl::context> tls;
+  std::unique_ptr<ConnectionTable> table;
+  std::atomic<std::size_t> buffered{0};  ///< request bytes held, all connections together
+  std::atomic<std::uint64_t> next_id{1};
+  std::atomic<bool> closing{false};
+  int port = 0;
+
+  std::mutex sessions_mutex;  ///< guards sessions
+  std::unordered_map<std::uint64_t, std::weak_ptr<SessionBase>> sessions;
+
+  std::mutex stop_mutex;  ///< guards stop_requested
+  std::condition_variable stop_cv;
+  bool stop_requested = false;
+
+  std::unique_ptr<WorkerPool> workers;
+  net::io_context ioc{std::max(1, options.io_threads)};
+  tcp::acceptor acceptor{ioc};
+  net::steady_timer accept_retry{ioc};
+
+  void load_tls();
+  void do_accept();
+  void on_accept(beast::error_code ec, tcp::socket socket);
+  template <bool kTls>
+  void open_session(std::uint64_t id, tcp::socket socket, const std::string& remote);
+  void close_sessions(const char* reason, bool only_waiting);
+  void forget(std::uint64_t id);
+  std::size_t open_sessions();
+};
+
+namespace {
+
+void note_closed(const char* reason) {
+  Metrics::global().inc("mlswarm_http_connections_closed_total", {{"reason", reason}});
+}
+
+HttpReply busy(const std::string& why) {
+  HttpReply reply = HttpReply::error(Error(ErrorCode::kUnavailable, "server busy: " + why));
+  reply.headers["Retry-After"] = "1";
+  return reply;
+}
+
+bool asks_to_close(const HttpRequest& request) {
+  std::string connection = request.header("connection");
+  std::transform(connection.begin(), connection.end(), connection.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return connection.find("close") != std::string::npos;
+}
+
+/// One connection: reads and parses requests one at a time, admits each head, hands complete
+/// requests to a worker (or answers a probe at once), and writes the replies in order. Every
+/// member is used on the connection's strand only; a worker's task holds a reference and posts
+/// the reply back to the strand. Lives as long as an operation (or a task) holds it.
+template <bool kTls>
+class Session : public SessionBase, public std::enable_shared_from_this<Session<kTls>> {
+ public:
+  using Stream = std::conditional_t<kTls, beast::ssl_stream<beast::tcp_stream>, beast::tcp_stream>;
+
+  Session(HttpServer::Impl& server, std::uint64_t id, tcp::socket&& socket, std::string remote, std::string local)
+      : server_(server),
+        id_(id),
+        stream_(make_stream(server, std::move(socket))),
+        framer_(server.options.max_head_bytes),
+        remote_(std::move(remote)),
+        local_(std::move(local)) {}
+
+  ~Session() override {
+    release_charge();
+    server_.table->close(id_);
+    server_.forget(id_);
+  }
+
+  /// Starts reading, on the connection's strand; the head's deadline runs from now.
+  void launch() {
+    net::dispatch(lowest().get_executor(), [self = this->shared_from_this()] { self->start(); });
+  }
+
+  void close_soon(const char* reason, bool only_waiting) override {
+    net::dispatch(lowest().get_executor(), [self = this->shared_from_this(), reason, only_waiting] {
+      if (self->closed_ || (only_waiting && !self->waiting_)) return;
+      note_closed(reason);
+      self->close_now();
+    });
+  }
+
+ private:
+  static Stream make_stream(HttpServer::Impl& server, tcp::socket&& socket) {
+    if constexpr (kTls) {
+      return Stream(std::move(socket), *server.tls);
+    } else {
+      return Stream(std::move(socket));
+    }
+  }
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
+  void start() {
+    lowest().expires_after(server_.options.head_timeout);
+    if constexpr (kTls) {
+      stream_.async_handshake(ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
+        if (ec) return self->fail(ec);
+        self->step();
+      });
+    } else {
+      step();
+    }
+  }
+
+  void set_waiting(bool waiting) {
+    waiting_ = waiting;
+    server_.table->set_waiting(id_, waiting);
+  }
+
+  /// Parses what has come: reads more, hands a request on, or answers an error.
+  void step() {
+    while (!closed_) {
+      switch (framer_.parse()) {
+        case RequestFramer::Event::kNeedMore:
+          if (charge()) do_read();
+          return;
+        case RequestFramer::Event::kHead:
+          if (!on_head()) return;
+          break;
+        case RequestFramer::Event::kRequest:
+          return on_request();
+        case RequestFramer::Event::kError:
+          return refuse(HttpReply::error(framer_.error()), false);
+        case RequestFramer::Event::kClosed:
+          return close_now();
+      }
+    }
+  }
+
+  void do_read() {
+    // Small reads for a head, large ones for a body: an idle connection holds little.
+    read_buffer_.resize(waiting_ ? 4096 : 64u << 10);
+    stream_.async_read_some(
+        net::buffer(read_buffer_),
+        [self = this->shared_from_this()](beast::error_code ec, std::size_t n) { self->on_read(ec, n); });
+  }
+
+  void on_read(beast::error_code ec, std::size_t n) {
+    if (ec == net::error::eof || ec == ssl::error::stream_truncated) {
+      framer_.end_of_input();  // a half-close: what has come is still answered
+    } else if (ec) {
+      return fail(ec);
+    }
+    framer_.feed(std::string_view(read_buffer_.data(), n));
+    read_buffer_ = std::string();
+    step();
+  }
+
+  /// Counts the bytes this connection holds in the server's total. A chunked body that takes
+  /// the total over its bound gets a 503 (false); a Content-Length was checked at its head.
+  bool charge() {
+    const std::size_t held = framer_.held();
+    if (held <= charged_) return true;
+    const std::size_t total = server_.buffered.fetch_add(held - charged_) + (held - charged_);
+    charged_ = held;
+    if (!framer_.chunked() || total <= server_.options.max_buffered_bytes) return true;
+    Metrics::global().inc("mlswarm_http_busy_total", {{"why", "buffered"}});
+    refuse(busy("request bodies held in memory are at their bound"), false);
+    return false;
+  }
+  void release_charge() {
+    server_.buffered.fetch_sub(charged_);
+    charged_ = 0;
+  }
+
+  HttpRequest with_connection(HttpRequest request) const {
+    request.remote_addr = remote_;
+    request.local_addr = local_;
+    request.request_id = request_id_for(request.header("x-request-id"));
+    return request;
+  }
+
+  /// A complete head: admitted (true: go on reading its body) or refused (answered, false).
+  bool on_head() {
+    set_waiting(false);
+    started_ = Clock::now();
+    const HttpRequest head = with_connection(framer_.head());
+    if (auto refused = server_.edge.admit(head)) {
+      refuse(std::move(*refused), true);
+      return false;
+    }
+    const std::size_t cap = server_.edge.body_cap(head, server_.options.max_body_bytes);
+    const std::size_t announced = framer_.announced_body();
+    if (announced > cap) {
+      refuse(HttpReply::error(Error(ErrorCode::kPayloadTooLarge, "request body too large")), false);
+      return false;
+    }
+    if (announced > 0 && server_.buffered.load() + announced > server_.options.max_buffered_bytes) {
+      Metrics::global().inc("mlswarm_http_busy_total", {{"why", "buffered"}});
+      refuse(busy("request bodies held in memory are at their bound"), false);
+      return false;
+    }
+    lowest().expires_after(server_.options.request_timeout);  // the body's deadline
+    framer_.admit_body(cap);
+    if (!framer_.wants_continue()) return true;
+    net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                       if (ec) return self->fail(ec);
+                       self->step();
+                     });
+    return false;
+  }
+
+  void on_request() {
+    HttpRequest request = with_connection(framer_.take());
+    const bool keep = !asks_to_close(request) && !framer_.ended();
+    if (server_.edge.is_probe(request)) {
+      HttpReply reply = server_.edge.answer(request, started_);
+      return send(std::move(reply), request, keep);
+    }
+    Reply head_of{request.method, request.request_id, request.path};
+    auto task = [self = this->shared_from_this(), request = std::move(request), enqueued = Clock::now(),
+                 keep]() mutable { self->work(std::move(request), enqueued, keep); };
+    if (!server_.workers->submit(std::move(task))) {
+      Metrics::global().inc("mlswarm_http_busy_total", {{"why", "queue_full"}});
+      HttpReply reply = busy(fmt::format("{} requests already wait for a worker", server_.options.max_queued));
+      server_.edge.count(head_of.as_request(), reply.status, started_);
+      send(std::move(reply), head_of.as_request(), keep);
+    }
+  }
+
+  /// What a reply needs of its request once the request has gone to a worker.
+  struct Reply {
+    std::string method;
+    std::string request_id;
+    std::string path;
+    HttpRequest as_request() const {
+      HttpRequest r;
+      r.method = method;
+      r.request_id = request_id;
+      r.path = path;
+      return r;
+    }
+  };
+
+  /// On a worker thread: the handler, then the reply, back on the connection's strand.
+  void work(HttpRequest request, Clock::time_point enqueued, bool keep) {
+    HttpReply reply;
+    if (Clock::now() - enqueued > server_.options.queue_wait) {
+      Metrics::global().inc("mlswarm_http_busy_total", {{"why", "queue_wait"}});
+      reply = busy(fmt::format("no worker within {} ms", server_.options.queue_wait.count()));
+      server_.edge.count(request, reply.status, started_);
+    } else {
+      reply = server_.edge.answer(request, started_);
+    }
+    Reply head_of{std::move(request.method), std::move(request.request_id), std::move(request.path)};
+    net::post(lowest().get_executor(),
+              [self = this->shared_from_this(), reply = std::move(reply), head_of = std::move(head_of),
+               keep]() mutable { self->send(std::move(reply), head_of.as_request(), keep); });
+  }
+
+  /// A refusal (counted): the reply, then the connection closes unless `may_keep` and nothing
+  /// of the request is left unread: a refused body is neither read nor drained.
+  void refuse(HttpReply reply, bool may_keep) {
+    const HttpRequest request = with_connection(framer_.head());
+    server_.edge.count(request, reply.status, started_);
+    const bool keep = may_keep && !asks_to_close(request) && framer_.skip_bodyless() && !framer_.ended();
+    send(std::move(reply), request, keep);
+  }
+
+  void send(HttpReply reply, const HttpRequest& request, bool keep) {
+    if (closed_) return;
+    set_waiting(false);
+    keep = keep && !server_.closing.load() && reply.headers.count("Connection") == 0;
+    wire_head_ = render_reply_head(reply, request.request_id, keep);
+    wire_body_ = request.method == "HEAD" ? std::string() : std::move(reply.body);
+    lowest().expires_after(server_.options.request_timeout);  // the reply's deadline
+    const std::array<net::const_buffer, 2> buffers{net::buffer(wire_head_), net::buffer(wire_body_)};
+    net::async_write(stream_, buffers, [self = this->shared_from_this(), keep](beast::error_code ec, std::size_t) {
+      self->on_write(ec, keep);
+    });
+  }
+
+  void on_write(beast::error_code ec, bool keep) {
+    wire_head_ = std::string();
+    wire_body_ = std::string();
+    release_charge();
+    if (ec) return fail(ec);
+    if (!keep) return close_gracefully();
+    set_waiting(true);
+    lowest().expires_after(server_.options.head_timeout);  // the next head's deadline
+    step();
+  }
+
+  void fail(beast::error_code ec) {
+    if (ec == beast::error::timeout) {
+      const bool slow = framer_.started();
+      note_closed(slow ? "deadline" : "idle");
+      if (slow && log_allowed("http slow client", std::chrono::seconds(60))) {
+        spdlog::warn(
+            "HTTP: closed a connection from {} whose request did not arrive within its deadline (head {} ms, body "
+            "{} ms); later ones are counted in mlswarm_http_connections_closed_total",
+            remote_, server_.options.head_timeout.count(), server_.options.request_timeout.count());
+      }
+    }
+    close_now();
+  }
+
+  /// After the last reply: our side shut, then a short wait for the client's own close, so
+  /// that bytes it still sends do not turn the close into a reset that loses the reply.
+  void close_gracefully() {
+    lowest().expires_after(std::chrono::seconds(1));
+    if constexpr (kTls) {
+      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) { self->close_now(); });
+    } else {
+      beast::error_code ignored;
+      lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
+      drain_after_close(0);
+    }
+  }
+  void drain_after_close(std::size_t drained) {
+    read_buffer_.resize(4096);
+    lowest().async_read_some(net::buffer(read_buffer_),
+                             [self = this->shared_from_this(), drained](beast::error_code ec, std::size_t n) {
+                               if (ec || drained + n > (64u << 10)) return self->close_now();
+                               self->drain_after_close(drained + n);
+                             });
+  }
+
+  void close_now() {
+    if (closed_) return;
+    closed_ = true;
+    beast::error_code ignored;
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    lowest().close();
+  }
+
+  static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+
+  HttpServer::Impl& server_;
+  const std::uint64_t id_;
+  Stream stream_;
+  RequestFramer framer_;
+  std::string read_buffer_;
+  std::string wire_head_;
+  std::string wire_body_;
+  const std::string remote_;
+  const std::string local_;
+  std::size_t charged_ = 0;
+  Clock::time_point started_ = Clock::now();
+  bool waiting_ = true;
+  bool closed_ = false;
+};
+
+}  // namespace
+
+void HttpServer::Impl::load_tls() {
+  tls = std::make_unique<ssl::context>(ssl::context::tls_server);
+  tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+  beast::error_code ec;
+  tls->use_certificate_chain_file(options.tls_cert_file, ec);
+  if (!ec) tls->use_private_key_file(options.tls_key_file, ssl::context::pem, ec);
+  if (ec) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("cannot load the TLS certificate {} or key {} (PEM expected, key unencrypted): {}",
+                            options.tls_cert_file, options.tls_key_file, ec.message()),
+                "TLS_CERT_FILE");
+  }
+}
+
+void HttpServer::Impl::do_accept() {
+  acceptor.async_accept(net::make_strand(ioc),
+                        [this](beast::error_code ec, tcp::socket socket) { on_accept(ec, std::move(socket)); });
+}
+
+void HttpServer::Impl::on_accept(beast::error_code ec, tcp::socket socket) {
+  if (ec == net::error::operation_aborted || closing.load()) return;
+  if (ec) {
+    // Out of descriptors, or a transient error: the connection stays in the listen queue;
+    // try again shortly instead of spinning.
+    if (log_allowed("http accept " + ec.message(), std::chrono::seconds(60))) {
+      spdlog::warn("HTTP: cannot accept a connection: {}; retrying every 50 ms", ec.message());
+    }
+    accept_retry.expires_after(std::chrono::milliseconds(50));
+    accept_retry.async_wait([this](beast::error_code e) {
+      if (!e && !closing.load()) do_accept();
+    });
+    return;
+  }
+  beast::error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);  // headers then body: no Nagle delay
+  const std::string remote = socket.remote_endpoint(ignored).address().to_string(ignored);
+  const std::uint64_t id = next_id.fetch_add(1);
+  const ConnectionTable::Admission admission = table->open(id, remote);
+  if (admission.evict) {
+    std::shared_ptr<SessionBase> victim;
+    {
+      std::lock_guard lock(sessions_mutex);
+      auto it = sessions.find(*admission.evict);
+      if (it != sessions.end()) victim = it->second.lock();
+    }
+    if (victim) victim->close_soon("displaced", false);
+  }
+  if (!admission.accepted) {
+    note_closed("refused");
+    socket.close(ignored);
+  } else if (tls) {
+    open_session<true>(id, std::move(socket), remote);
+  } else {
+    open_session<false>(id, std::move(socket), remote);
+  }
+  do_accept();
+}
+
+template <bool kTls>
+void HttpServer::Impl::open_session(std::uint64_t id, tcp::socket socket, const std::string& remote) {
+  beast::error_code ignored;
+  const auto local = socket.local_endpoint(ignored);
+  auto session = std::make_shared<Session<kTls>>(
+      *this, id, std::move(socket), remote, fmt::format("{}:{}", local.address().to_string(ignored), local.port()));
+  {
+    std::lock_guard lock(sessions_mutex);
+    sessions[id] = session;
+  }
+  session->launch();
+}
+
+void HttpServer::Impl::close_sessions(const char* reason, bool only_waiting) {
+  std::vector<std::shared_ptr<SessionBase>> open;
+  {
+    std::lock_guard lock(sessions_mutex);
+    for (auto& [id, weak] : sessions) {
+      if (auto s = weak.lock()) open.push_back(std::move(s));
+    }
+  }
+  for (auto& s : open) s->close_soon(reason, only_waiting);
+}
+
+void HttpServer::Impl::forget(std::uint64_t id) {
+  std::lock_guard lock(sessions_mutex);
+  sessions.erase(id);
+}
+
+std::size_t HttpServer::Impl::open_sessions() {
+  std::lock_guard lock(sessions_mutex);
+  return sessions.size();
+}
+
+HttpServer::HttpServer(HttpService service, HttpServerOptions options)
+    : impl_(std::make_unique<Impl>(std::move(service), std::move(options))) {
+  const auto& o = impl_->options;
+  if (!o.tls_cert_file.empty() || !o.tls_key_file.empty()) {
+    if (o.tls_cert_file.empty() || o.tls_key_file.empty()) {
       throw Error(ErrorCode::kInvalidArgument, "TLS needs both a certificate file and a key file", "TLS_CERT_FILE");
     }
-    auto tls = std::make_unique<httplib::SSLServer>(options.tls_cert_file.c_str(), options.tls_key_file.c_str());
-    if (!tls->is_valid()) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("cannot load the TLS certificate {} or key {} (PEM expected, key unencrypted)",
-                              options.tls_cert_file, options.tls_key_file),
-                  "TLS_CERT_FILE");
-    }
-    impl_->server = std::move(tls);
-  } else {
-    ConnectionLimits limits;
-    limits.threads = std::max(1, options.threads);
-    limits.probe_threads = std::max(1, options.probe_threads);
-    limits.head_timeout = options.read_timeout;
-    limits.io_timeout = std::max(options.read_timeout, options.write_timeout);
-    limits.request_timeout = options.request_timeout;
-    auto plain = std::make_unique<ConnectionServer>(limits);
-    impl_->plain = plain.get();
-    impl_->server = std::move(plain);
+    impl_->load_tls();
   }
-  configure_http_server(*impl_->server, std::move(service), options);
 }
 
 HttpServer::~HttpServer() { stop(); }
 
 void HttpServer::bind(const std::string& host, int port) {
-  if (port == 0) {
-    impl_->port = impl_->server->bind_to_any_port(host);
-    if (impl_->port <= 0) throw Error(ErrorCode::kUnavailable, fmt::format("cannot bind {}:0", host));
-    widen_backlog();
-    return;
+  Impl& s = *impl_;
+  beast::error_code ec;
+  tcp::resolver resolver(s.ioc);
+  const auto found = resolver.resolve(host, std::to_string(port), tcp::resolver::passive, ec);
+  if (!ec && found.empty()) ec = net::error::host_not_found;
+  if (!ec) {
+    const tcp::endpoint endpoint = found.begin()->endpoint();
+    s.acceptor.open(endpoint.protocol(), ec);
+    if (!ec) s.acceptor.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) s.acceptor.bind(endpoint, ec);
+    if (!ec) s.acceptor.listen(net::socket_base::max_listen_connections, ec);
   }
-  if (!impl_->server->bind_to_port(host, port)) {
-    throw Error(ErrorCode::kUnavailable,
-                fmt::format("cannot listen on {}:{} (address in use or not available)", host, port));
+  if (ec) {
+    throw Error(ErrorCode::kUnavailable, fmt::format("cannot listen on {}:{} ({})", host, port, ec.message()));
   }
-  impl_->port = port;
-  widen_backlog();
-}
-
-void HttpServer::widen_backlog() {
-  if (impl_->plain) {
-    impl_->plain->widen_backlog();  // its own socket
-  } else {
-    widen_listen_backlog(impl_->port);  // httplib's, found among the process's sockets
-  }
+  s.port = s.acceptor.local_endpoint().port();
+  s.limits = settle_http_limits(s.options, raise_file_limit());
+  s.table = std::make_unique<ConnectionTable>(s.limits.max_connections, s.limits.max_connections_per_address);
+  spdlog::info(
+      "HTTP{} on {}:{}: at most {} connections ({} per client address; file limit {}, {} kept for the daemon's own "
+      "files and calls), {} workers, heads within {} ms",
+      s.tls ? "S" : "", host, s.port, s.limits.max_connections, s.limits.max_connections_per_address,
+      s.limits.file_limit, s.limits.fd_reserve, s.options.threads, s.options.head_timeout.count());
 }
 
 int HttpServer::port() const { return impl_->port; }
 
-bool HttpServer::run() { return impl_->plain ? impl_->plain->serve() : impl_->server->listen_after_bind(); }
+const HttpLimits& HttpServer::limits() const { return impl_->limits; }
+
+bool HttpServer::run() {
+  Impl& s = *impl_;
+  if (!s.table) return false;  // never bound
+  s.workers = std::make_unique<WorkerPool>(s.options.threads, s.options.max_queued);
+  auto guard = net::make_work_guard(s.ioc);
+  std::vector<std::thread> io;
+  for (int i = 0; i < std::max(1, s.options.io_threads); ++i) io.emplace_back([&s] { s.ioc.run(); });
+  net::post(s.ioc, [&s] { s.do_accept(); });
+  {
+    std::unique_lock lock(s.stop_mutex);
+    s.stop_cv.wait(lock, [&s] { return s.stop_requested; });
+  }
+  // Stop accepting; close the connections between requests at once and let the others finish
+  // the request they are on (each closes after its reply), for at most a few seconds.
+  s.closing = true;
+  net::post(s.ioc, [&s] {
+    beast::error_code ignored;
+    s.acceptor.close(ignored);
+    s.accept_retry.cancel();
+  });
+  s.close_sessions("shutdown", true);
+  const auto until = Clock::now() + std::chrono::seconds(5);
+  while (s.open_sessions() > 0 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  s.close_sessions("shutdown", false);
+  s.workers->stop();  // joins; a task still queued is dropped with its connection
+  guard.reset();
+  const auto drained = Clock::now() + std::chrono::seconds(2);
+  while (s.open_sessions() > 0 && Clock::now() < drained) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  s.ioc.stop();
+  for (auto& t : io) t.join();
+  return true;
+}
 
 void HttpServer::stop() {
-  if (impl_->plain) {
-    impl_->plain->halt();
-  } else {
-    impl_->server->stop();
+  {
+    std::lock_guard lock(impl_->stop_mutex);
+    impl_->stop_requested = true;
   }
+  impl_->stop_cv.notify_all();
 }
 
 }  // namespace mlswarm

@@ -114,9 +114,19 @@ HttpReply RoutedApi::handle(const HttpRequest& request) {
 }
 
 HttpService RoutedApi::service() {
-  return {[this](const HttpRequest& head) { return admit(head); },
-          [this](const HttpRequest& request) { return serve(request); },
-          [this](const std::string& path) { return routes_.label(path); }};
+  HttpService service;
+  service.admit = [this](const HttpRequest& head) { return admit(head); };
+  service.handle = [this](const HttpRequest& request) { return serve(request); };
+  service.label = [this](const std::string& path) { return routes_.label(path); };
+  service.probe = [this](const HttpRequest& request) {
+    const RouteTable::Match match = routes_.match(request.method, request.path);
+    return match.route != nullptr && match.route->probe;
+  };
+  service.body_cap = [this](const HttpRequest& head) {
+    const RouteTable::Match match = routes_.match(head.method, head.path);
+    return match.route != nullptr ? match.route->max_body : std::size_t{0};
+  };
+  return service;
 }
 
 void RoutedApi::check_body(const HttpRequest&, const Route&) {}

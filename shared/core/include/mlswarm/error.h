@@ -18,6 +18,7 @@ enum class ErrorCode {
   kConflict,              ///< 409: the request contradicts the current state
   kSuperseded,            ///< 409: a later attempt of the job owns its files (fencing)
   kPayloadTooLarge,       ///< 413
+  kHeadersTooLarge,       ///< 431: a request line and headers over the limit
   kUnsupportedMediaType,  ///< 415
   kTooManyRequests,       ///< 429: a bounded queue is full
   kUnavailable,           ///< 503: not ready, no trainer, shutting down

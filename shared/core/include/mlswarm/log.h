@@ -33,6 +33,12 @@ class LogScope {
 /// For events that may repeat every tick (a full disk, a broken peer): true the first time
 /// `key` is seen, then at most once per `every`. Thread-safe.
 bool log_allowed(const std::string& key, std::chrono::seconds every);
+/// log_allowed with a count: 0 while `key` is to stay quiet, else how many times it happened
+/// since it was last logged (this time included), for a line that says so. Key by what does
+/// not change between repeats (not by a message that names a temporary file). Thread-safe.
+std::size_t log_due(const std::string& key, std::chrono::seconds every);
+/// " (N times in the last M s)" for a count from log_due above 1, else "".
+std::string repeats(std::size_t count, std::chrono::seconds every);
 
 /// The innermost value of `key` in this thread's scopes, or empty.
 std::string log_field(std::string_view key);

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -58,9 +59,13 @@ int json_nesting_depth(std::string_view text) noexcept;
 inline constexpr int kMaxJsonDepth = 32;
 
 /// Parses a JSON request body. Throws Error(kInvalidArgument) with the parser's position
-/// for malformed JSON or nesting deeper than kMaxJsonDepth, and Error(kUnsupportedMediaType) when a Content-Type other
-/// than JSON was sent.
-nlohmann::json parse_json_body(const HttpRequest& request);
+/// for malformed JSON or nesting deeper than kMaxJsonDepth, Error(kUnsupportedMediaType) when a
+/// Content-Type other than JSON was sent, and Error(kPayloadTooLarge) as soon as the body holds
+/// more than `max_values` values (numbers, strings, ...): counted while parsing, so that a body
+/// of millions of tiny numbers costs its limit, not the ~16 bytes a number a parsed tree takes.
+nlohmann::json parse_json_body(const HttpRequest& request, std::size_t max_values = SIZE_MAX);
+/// parse_json_body's parse of `text` alone (no Content-Type check): the same errors.
+nlohmann::json parse_json_bounded(std::string_view text, std::size_t max_values);
 /// parse_json_body's first checks: Error(kUnsupportedMediaType) for a Content-Type other than
 /// JSON (or curl's default form type), Error(kInvalidArgument) for an empty body.
 void require_json_content(const HttpRequest& request);

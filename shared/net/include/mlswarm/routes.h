@@ -29,6 +29,9 @@ struct Route {
   Access access = Access::kOpen;
   std::size_t max_body = 0;  ///< the largest body the route takes, checked before it is read
   RouteHandler handler;
+  /// Answered on the network thread, never queued behind other work (health probes,
+  /// discovery's /type): the handler must be quick and never block.
+  bool probe = false;
 };
 
 /// A daemon's routes: which handler answers a request, who may call it, how large its body
@@ -84,7 +87,7 @@ class RoutedApi {
   HttpReply serve(const HttpRequest& request);
   /// admit() then serve(): the whole path, for tests and tools that call the API directly.
   HttpReply handle(const HttpRequest& request);
-  /// The three functions HttpServer needs, bound to this API.
+  /// The functions HttpServer needs, bound to this API.
   HttpService service();
 
   const RouteTable& routes() const { return routes_; }

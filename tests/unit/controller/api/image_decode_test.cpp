@@ -129,9 +129,17 @@ std::string deflated(const std::string& raw, std::size_t zeros = 0) {
 }
 
 /// A grey 8-bit PNG of w x h whose image data is `raw` (filter bytes included) and then
-/// `zeros` zero bytes, deflated.
-std::string png_with_raw(int w, int h, bool interlaced, const std::string& raw, std::size_t zeros = 0) {
-  const std::string out = deflated(raw, zeros);
+/// `zeros` zero bytes, deflated; `cinfo` >= 0 rewrites the zlib header's window size (CINFO).
+std::string png_with_raw(int w, int h, bool interlaced, const std::string& raw, std::size_t zeros = 0, int cinfo = -1) {
+  std::string out = deflated(raw, zeros);
+  if (cinfo >= 0) {
+    // CMF = CINFO << 4 | 8 (deflate); FLG makes CMF * 256 + FLG a multiple of 31, as zlib wants.
+    const unsigned cmf = static_cast<unsigned>(cinfo) << 4 | 8;
+    unsigned flg = static_cast<unsigned char>(out[1]) & 0xE0;
+    flg += 31 - (cmf * 256 + flg) % 31;
+    out[0] = static_cast<char>(cmf);
+    out[1] = static_cast<char>(flg);
+  }
   std::string ihdr = png_chunk("IHDR", std::string{0, 0, 0, static_cast<char>(w), 0, 0, 0, static_cast<char>(h), 8, 0,
                                                    0, 0, static_cast<char>(interlaced ? 1 : 0)});
   return std::string("\x89PNG\r\n\x1a\n", 8) + ihdr + png_chunk("IDAT", out) + png_chunk("IEND", "");
@@ -158,6 +166,28 @@ TEST(DecodeImage, APngBombIsRefusedAfterTheBytesItsHeaderImplies) {
   }
   EXPECT_LT(peak_rss_kib() - before, 16 * 1024) << "the bomb must cost a small window, not its inflated size";
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
+}
+
+// Issue 38: a zlib header declaring an invalid window size (CINFO=8) made zlib refuse the
+// stream, and the check then let the file pass to stb_image, which ignores that field and
+// inflated all 256 MiB (+290 MB peak memory for a 28 x 28 PNG). Any stream zlib refuses is
+// refused now, before stb sees it.
+TEST(DecodeImage, APngBombWithAnInvalidWindowSizeIsRefused) {
+  const std::string bomb = png_with_raw(28, 28, false, "", std::size_t{256} << 20, 8);
+  const long before = peak_rss_kib();
+  try {
+    decode_image(bomb, 1, 28, 28);
+    FAIL() << "a decompression bomb with CINFO=8 decoded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("not a valid zlib stream"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(peak_rss_kib() - before, 16 * 1024);
+  // The same image with a valid window decodes; so zlib's own check is what refused it.
+  std::string raw;
+  for (int y = 0; y < 28; ++y) raw += '\0' + std::string(28, static_cast<char>(y));
+  EXPECT_EQ(decode_image(png_with_raw(28, 28, false, raw, 0, 7), 1, 28, 28).size(), 784u);
+  EXPECT_THROW(decode_image(png_with_raw(28, 28, false, raw, 0, 8), 1, 28, 28), Error);
 }
 
 TEST(DecodeImage, PlainAndInterlacedPngsOfExactlyTheirSizeDecode) {

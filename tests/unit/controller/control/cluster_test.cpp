@@ -41,11 +41,13 @@ class FakeTrainers final : public TrainerTransport {
     int running = 0;
     for (const auto& [id, job] : jobs_[address]) {
       running += job.second == "running" ? 1 : 0;
-      jobs.push_back({{"job_id", id},
-                      {"model_id", id},
-                      {"state", job.second},
-                      {"attempts", job.first},
-                      {"spec", {{"job_id", id}, {"model_id", id}}}});
+      json reported{{"job_id", id},
+                    {"model_id", id},
+                    {"state", job.second},
+                    {"attempts", job.first},
+                    {"spec", {{"job_id", id}, {"model_id", id}}}};
+      if (job.second == "succeeded") reported.update({{"epoch", 3}, {"epochs", 3}, {"accuracy", 0.875}});
+      jobs.push_back(std::move(reported));
     }
     const json trainer{{"address", address}, {"capacity", 4}, {"running", running}, {"queued", 0}, {"draining", false}};
     return {200, json{{"trainer", trainer}, {"jobs", jobs}}.dump(), ""};
@@ -75,6 +77,11 @@ class FakeTrainers final : public TrainerTransport {
     std::lock_guard lock(mutex_);
     hold_ = on;
     changed_.notify_all();
+  }
+  /// What `address` reports of `id` from now on (a trainer that ran an attempt to its end).
+  void set(const std::string& address, const std::string& id, int attempt, const std::string& state) {
+    std::lock_guard lock(mutex_);
+    jobs_[address][id] = {attempt, state};
   }
   void refuse(const std::string& address) {
     std::lock_guard lock(mutex_);
@@ -200,6 +207,41 @@ TEST_F(ClusterExecutor, ALeaseLostAfterTheAttemptIsJournaledSendsNothingAndTheNe
   lost = false;  // the lease again (or the next leader, from the same journal)
   ASSERT_TRUE(eventually([&] { return fake_.calls("POST").size() == 1; }, 5s));
   EXPECT_EQ(fake_.calls("POST").front().attempt, 2) << "attempt 1 may have reached a trainer; it is never reused";
+}
+
+// Issue 38: the leader was killed after its dispatch reached the trainer and before it
+// recorded the trainer's answer; the attempt ran to its end, and the next leader, finding the
+// job queued, dispatched attempt 2, which adopted attempt 1's model and succeeded a second time
+// with the figures of an attempt that trained nothing. The crash is injected at that point: the
+// attempt is journaled and nothing more is recorded; the trainer then reports it succeeded. The
+// next controller ends the job with that attempt's own report and dispatches nothing.
+TEST_F(ClusterExecutor, AnAttemptThatEndedUnrecordedIsTheJobsEndNotAReasonToRunItAgain) {
+  std::atomic<bool> crashed{false};
+  start({"10.0.0.2:48516"}, [&] {
+    auto j = registry_.find("j");
+    if (j && j->state == JobState::kQueued && j->spec.attempt >= 1) crashed = true;
+    return !crashed.load();
+  });
+  submit("j");
+  ASSERT_TRUE(eventually([&] { return crashed.load(); }, 5s));
+  cluster_->stop();  // the leader dies here: attempt 1 journaled, its dispatch's answer never recorded
+  ASSERT_EQ(job("j")->state, JobState::kQueued);
+  ASSERT_EQ(job("j")->spec.attempt, 1);
+  // Meanwhile the dispatch had reached the trainer, and attempt 1 ran to its end.
+  fake_.set("10.0.0.2:48516", "j", 1, "succeeded");
+  const auto model = model_dir(home_.path(), "j");
+  std::filesystem::create_directories(model);
+  testing::write_text(model / "model.pt", "weights");
+  testing::write_text(model / "meta.json", json{{"job_id", "j"}, {"attempt", 1}}.dump());
+
+  start({"10.0.0.2:48516"});  // the next leader, from the same journal
+  ASSERT_TRUE(eventually([&] { return job("j")->state == JobState::kSucceeded; }, 5s))
+      << to_string(job("j")->state) << " " << job("j")->error;
+  EXPECT_TRUE(fake_.calls("POST").empty())
+      << "attempt " << fake_.calls("POST").front().attempt << " was dispatched for work already done";
+  EXPECT_EQ(job("j")->spec.attempt, 1);
+  EXPECT_EQ(job("j")->progress.epoch, 3) << "the figures are the attempt's own report";
+  EXPECT_EQ(job("j")->progress.accuracy.value_or(0), 0.875);
 }
 
 }  // namespace

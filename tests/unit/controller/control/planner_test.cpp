@@ -158,6 +158,38 @@ TEST(Planner, AnInterruptedJobGoesAgainAtOnceWithoutCountingALostAttempt) {
   EXPECT_EQ(r[0].backoff, 0ms);
 }
 
+// Issue 38: a queued job whose current attempt a trainer reports ended (the dispatch went out,
+// the controller that sent it died before recording the answer) was dispatched again, and its
+// work done twice. That end is the job's end; a lost attempt (interrupted) still goes again.
+TEST(Planner, AQueuedJobWhoseAttemptEndedOnATrainerEndsWithIt) {
+  auto done = report("j1", JobState::kSucceeded, 3);
+  done.trainer = "a:1";
+  auto s = snapshot({trainer("a:1", 2, {done}), trainer("b:1", 2)}, {job("j1", JobState::kQueued, 3)});
+  const auto actions = plan(s, options());
+  auto f = only<action::Finish>(actions);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].attempt, 3);
+  EXPECT_EQ(f[0].state, JobState::kSucceeded);
+  ASSERT_TRUE(f[0].progress.has_value());
+  EXPECT_EQ(f[0].progress->epoch, 2) << "the attempt's own figures";
+  EXPECT_TRUE(only<action::Dispatch>(actions).empty());
+
+  auto interrupted = snapshot({trainer("a:1", 2, {report("j1", JobState::kFailed, 3, FailureCode::kInterrupted)})},
+                              {job("j1", JobState::kQueued, 3)});
+  EXPECT_TRUE(only<action::Finish>(plan(interrupted, options())).empty());
+  EXPECT_EQ(only<action::Dispatch>(plan(interrupted, options())).size(), 1u);
+}
+
+TEST(Planner, AFreshControllerLooksAtItsTrainersBeforeDispatchingAJobAgain) {
+  auto s = snapshot({trainer("a:1", 2)}, {job("again", JobState::kQueued, 2), job("new", JobState::kQueued, 0)});
+  s.settled = false;
+  auto d = only<action::Dispatch>(plan(s, options()));
+  ASSERT_EQ(d.size(), 1u) << "a new job goes at once";
+  EXPECT_EQ(d[0].job_id, "new");
+  s.settled = true;
+  EXPECT_EQ(only<action::Dispatch>(plan(s, options())).size(), 2u);
+}
+
 TEST(Planner, ALostTrainerRequeuesItsJobWithBackoffOnceDiscoveryHasSettled) {
   auto s = snapshot({}, {job("j1", JobState::kRunning, 1, "gone:1")});
   s.settled = false;

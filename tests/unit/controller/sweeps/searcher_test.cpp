@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <set>
@@ -195,10 +197,107 @@ TEST_F(SearcherTest, NewLeadersAndCrashesBetweenDecisionAndJobLoseAndRepeatNothi
   const Rungs r = rungs_of(s);
   EXPECT_EQ(registry_->list().size(), 9u + r.promotions());
   for (const auto& [id, n] : created_) EXPECT_EQ(n, 1) << id;
-  const json record = *registry_->find_document("sweep", "s");
   std::set<std::string> decisions;
-  for (const auto& d : record["decisions"]) EXPECT_TRUE(decisions.insert(d.dump()).second) << d.dump();
+  for (const auto& d : registry_->documents("sweep-decision")) {
+    EXPECT_TRUE(decisions.insert(d.dump()).second) << d.dump();
+  }
   EXPECT_EQ(s["decisions"], 9 + r.promotions() + (9 - r.at[2])) << "starts, promotions, stops";
+  EXPECT_EQ(decisions.size(), s["decisions"].get<std::size_t>());
+}
+
+// Issue 38: each decision rewrote the whole sweep record, so the journal grew with the square of
+// the decisions. A decision is a line of its own now: the journal grows by a line of a few dozen
+// bytes a decision, and the sweep's own record is written only when its state changes.
+TEST_F(SearcherTest, TheJournalGrowsWithDecisionsNotWithTheirSquare) {
+  trainers_.push_back({"10.0.0.3:7000", true, false, false, 8});
+  json body = nine_trials(R"({"type": "random", "epochs": 1})");
+  body["trials"] = 200;
+  searcher_->create(parse_sweep_spec(body));
+  const auto journal = home_.path() / "controller" / "jobs.jsonl";
+  for (int step = 0; step < 2000 && sweep()["state"] == "running"; ++step) {
+    searcher_->tick();
+    finish_one();
+  }
+  ASSERT_EQ(sweep()["state"], "succeeded");
+  const std::size_t decisions = registry_->documents("sweep-decision").size();
+  EXPECT_GE(decisions, 200u);
+  std::size_t decision_bytes = 0;
+  std::ifstream in(journal);
+  std::string line;
+  std::size_t record_lines = 0;
+  while (std::getline(in, line)) {
+    if (line.find("\"sweep-decision\"") != std::string::npos) decision_bytes += line.size() + 1;
+    if (line.find("\"document\":\"sweep\"") != std::string::npos) ++record_lines;
+  }
+  EXPECT_LT(decision_bytes, decisions * 120) << "bytes for " << decisions << " decisions";
+  EXPECT_LE(record_lines, 4u) << "the sweep's record written again per decision";
+  std::cout << decisions << " decisions: " << decision_bytes << " bytes of journal, the sweep's record " << record_lines
+            << " lines\n";
+}
+
+// Issue 38: ids collided across sweeps, their trials and jobs: a job coly-t0 made after sweep
+// coly was adopted by its searcher as trial 0's, and a sweep named like another's trial was
+// accepted. The searcher adopts only jobs it made for the sweep, and ids are one namespace.
+TEST_F(SearcherTest, ASweepAdoptsOnlyItsOwnJobsAndIdsAreOneNamespace) {
+  json coly = nine_trials();
+  coly["sweep_id"] = "coly";
+  searcher_->create(parse_sweep_spec(coly));
+  EXPECT_EQ(searcher_->claimant("coly-t0"), "coly");
+  EXPECT_EQ(searcher_->claimant("coly-t8-r2"), "coly");
+  EXPECT_EQ(searcher_->claimant("coly"), "coly");
+  EXPECT_FALSE(searcher_->claimant("coly-t9")) << "no trial 9";
+  EXPECT_FALSE(searcher_->claimant("coly-t01"));
+  EXPECT_FALSE(searcher_->claimant("colyx"));
+  // A job of a trial's id that the sweep did not make (it got past the route somehow): not adopted.
+  JobSpec foreign;
+  foreign.job_id = "coly-t0";
+  foreign.model_id = "coly-t0";
+  registry_->create(foreign, 10);
+  registry_->update(
+      "coly-t0", [](JobRecord& j) { j.state = JobState::kSucceeded; }, true);
+  searcher_->tick();  // starts trials 0 and 1; trial 0's job id is taken by the foreign job
+  const json view = *searcher_->find("coly");
+  ASSERT_FALSE(view["trials"].empty());
+  for (const auto& t : view["trials"]) {
+    EXPECT_NE(t["state"], "completed") << "a job the sweep did not make counted as its trial: " << t.dump();
+  }
+  for (const std::string id : {"coly-t3", "coly-t3-r1", "coly"}) {
+    json other = nine_trials();
+    other["sweep_id"] = id;
+    EXPECT_EQ(testing::thrown_code([&] { searcher_->create(parse_sweep_spec(other)); }), ErrorCode::kConflict) << id;
+  }
+  json wider = nine_trials();
+  wider["sweep_id"] = "col";  // its trials (col-t0...) are not coly's, and coly is not one of them
+  EXPECT_NO_THROW(searcher_->create(parse_sweep_spec(wider)));
+  json parent = nine_trials();
+  parent["sweep_id"] = "a";
+  json child = nine_trials();
+  child["sweep_id"] = "a-t2";
+  searcher_->create(parse_sweep_spec(child));
+  EXPECT_EQ(testing::thrown_code([&] { searcher_->create(parse_sweep_spec(parent)); }), ErrorCode::kConflict)
+      << "sweep a's trial 2 would train model a-t2, another sweep's";
+}
+
+TEST_F(SearcherTest, LiveSweepsAndTrialsHaveCaps) {
+  SearcherHooks hooks;
+  hooks.submit = [](JobSpec) {};
+  hooks.free_slots = [] { return 0; };
+  SweepSearcher capped(*registry_, home_.path(), hooks, SearcherOptions{2, 9});
+  for (const std::string id : {"one", "two"}) {
+    json body = nine_trials();
+    body["sweep_id"] = id;
+    capped.create(parse_sweep_spec(body));
+  }
+  json third = nine_trials();
+  third["sweep_id"] = "three";
+  EXPECT_EQ(testing::thrown_code([&] { capped.create(parse_sweep_spec(third)); }), ErrorCode::kTooManyRequests);
+  capped.cancel("one");
+  EXPECT_NO_THROW(capped.create(parse_sweep_spec(third))) << "a cancelled sweep is not live";
+  json many = nine_trials(R"({"type": "random", "epochs": 1})");
+  many["sweep_id"] = "many";
+  many["trials"] = 10;
+  capped.cancel("two");
+  EXPECT_EQ(testing::thrown_code([&] { capped.create(parse_sweep_spec(many)); }), ErrorCode::kInvalidArgument);
 }
 
 TEST_F(SearcherTest, ABestModelThatCannotBeReadFailsTheSweepWithTheReason) {
