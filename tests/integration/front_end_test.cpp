@@ -144,8 +144,8 @@ std::size_t closed_after(int port, int count, const std::string& bytes, std::chr
 // a 431 at once; complete heads whose bodies never come are closed at their body's deadline;
 // the connections held never pass HTTP_MAX_CONNECTIONS_PER_ADDRESS, and probes answer all along.
 TEST_F(ClusterTest, FloodsOfHeadsAreBoundedAndClosedInTime) {
-  start_controller({"--request-timeout-s", "2", "--http-max-connections", "2000",
-                    "--http-max-connections-per-address", "1000"});
+  start_controller(
+      {"--request-timeout-s", "2", "--http-max-connections", "2000", "--http-max-connections-per-address", "1000"});
   const pid_t pid = controller_->pid();
   const long rss_before = rss_mb_of(pid);
   const int fds_before = open_fds(pid);
@@ -219,7 +219,8 @@ TEST_F(ClusterTest, UnderALowFileLimitTheDaemonKeepsItsOwnFilesAndAnswersProbes)
 TEST_F(ClusterTest, AmbiguousFramingIsRefusedOnTheWire) {
   start_trainer(2);
   start_controller();
-  for (const auto& [host, port] : {std::pair<std::string, int>{"127.0.0.1", controller_port_}, {"127.0.0.2", train_port_}}) {
+  for (const auto& [host, port] :
+       {std::pair<std::string, int>{"127.0.0.1", controller_port_}, {"127.0.0.2", train_port_}}) {
     for (const std::string bytes :
          {"POST /train HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 100\r\n\r\n{}",
           "POST /train HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"

@@ -15,9 +15,9 @@ namespace {
 
 /// `text` starts with `prefix` (lower case), ignoring case.
 bool starts_with_lower(std::string_view text, std::string_view prefix) {
-  return text.size() >= prefix.size() &&
-         std::equal(prefix.begin(), prefix.end(), text.begin(),
-                    [](char p, char t) { return p == std::tolower(static_cast<unsigned char>(t)); });
+  return text.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), text.begin(), [](char p, char t) {
+           return p == std::tolower(static_cast<unsigned char>(t));
+         });
 }
 
 bool header_safe(const std::string& text) { return text.find_first_of("\r\n") == std::string::npos; }
@@ -73,9 +73,9 @@ HttpReply HttpEdge::answer(HttpRequest request, std::chrono::steady_clock::time_
 
 void HttpEdge::count(const HttpRequest& request, int status, std::chrono::steady_clock::time_point started) const {
   const std::string route = service_.label ? service_.label(request.path) : std::string("other");
-  Metrics::global().inc("mlswarm_http_requests_total",
-                        {{"route", route}, {"method", request.method.empty() ? "none" : request.method},
-                         {"status", std::to_string(status)}});
+  Metrics::global().inc("mlswarm_http_requests_total", {{"route", route},
+                                                        {"method", request.method.empty() ? "none" : request.method},
+                                                        {"status", std::to_string(status)}});
   Metrics::global().observe("mlswarm_http_request_duration_seconds", {{"route", route}},
                             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
 }

@@ -60,8 +60,7 @@ void add_http_settings(CLI::App& app, HttpSettings& s) {
   setting(app, "--http-max-connections", "HTTP_MAX_CONNECTIONS", s.max_connections,
           "open connections at most; never more than the file limit minus HTTP_FD_RESERVE (0: that alone)")
       ->check(in_range(0, 10000000));
-  setting(app, "--http-max-connections-per-address", "HTTP_MAX_CONNECTIONS_PER_ADDRESS",
-          s.max_connections_per_address,
+  setting(app, "--http-max-connections-per-address", "HTTP_MAX_CONNECTIONS_PER_ADDRESS", s.max_connections_per_address,
           "connections one client address may hold; beyond, its oldest idle one is closed (0: half of all)")
       ->check(in_range(0, 10000000));
   setting(app, "--http-fd-reserve", "HTTP_FD_RESERVE", s.fd_reserve,

@@ -125,8 +125,7 @@ std::string decode_url(std::string_view text, bool plus_is_space) {
   return out;
 }
 
-std::vector<UploadedFile> parse_multipart(std::string_view content_type, std::string_view body,
-                                          std::size_t max_parts) {
+std::vector<UploadedFile> parse_multipart(std::string_view content_type, std::string_view body, std::size_t max_parts) {
   const std::string boundary = header_param(content_type, "boundary").value_or("");
   if (boundary.empty() || boundary.size() > 200) throw bad_multipart("no boundary in its Content-Type");
   const std::string delimiter = "--" + boundary;
@@ -238,7 +237,8 @@ RequestFramer::Event RequestFramer::finish_head() {
   request_.target = std::string(message.target());
   const std::size_t question = request_.target.find('?');
   request_.path = decode_url(std::string_view(request_.target).substr(0, question), false);
-  if (question != std::string::npos) parse_query(std::string_view(request_.target).substr(question + 1), request_.query);
+  if (question != std::string::npos)
+    parse_query(std::string_view(request_.target).substr(question + 1), request_.query);
   for (const auto& field : message) {
     request_.headers.emplace(lower(std::string_view(field.name_string().data(), field.name_string().size())),
                              std::string(field.value()));

@@ -59,7 +59,8 @@ TEST(RequestFramer, ARequestSplitAnywhereComesOutTheSame) {
 }
 
 TEST(RequestFramer, PipelinedRequestsComeOutOneAtATimeInOrder) {
-  auto [requests, last] = frame("GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nokGET /c HTTP/1.1\r\n\r\n");
+  auto [requests, last] =
+      frame("GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nokGET /c HTTP/1.1\r\n\r\n");
   ASSERT_EQ(requests.size(), 3u);
   EXPECT_EQ(requests[0].path, "/a");
   EXPECT_EQ(requests[1].body, "ok");
@@ -179,7 +180,8 @@ TEST(Multipart, PartsComeOutWithTheirNamesAndBytes) {
       "preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a \\\"b\\\".png\"\r\n"
       "Content-Type: image/png\r\n\r\n\x89PNG\r\n-XyZ\r\n--XyZ\r\ncontent-disposition: form-data; "
       "name=model_id\r\n\r\nfmnist\r\n--XyZ--\r\nepilogue";
-  const auto parts = parse_multipart("multipart/form-data; boundary=\"XyZ\"", std::string_view(body.data(), body.size()));
+  const auto parts =
+      parse_multipart("multipart/form-data; boundary=\"XyZ\"", std::string_view(body.data(), body.size()));
   ASSERT_EQ(parts.size(), 2u);
   EXPECT_EQ(parts[0].name, "image");
   EXPECT_EQ(parts[0].filename, "a \"b\".png");
