@@ -29,12 +29,14 @@ inline bool healthz_in_time(const std::string& host, int port) {
   return got.find(" 200 ") != std::string::npos && std::chrono::steady_clock::now() - t0 < 1s;
 }
 
-/// Connections that hijack a probe's: GET /healthz, then in the same send an unauthenticated
-/// POST announcing a megabyte, whose body comes a byte every 2 s (issue 38: /healthz answered 0
-/// of 10 probes). Each is reopened when the server closes it, until stopped.
+/// Connections that each send an unauthenticated POST /train announcing a megabyte, whose body
+/// comes a byte every 2 s; `hijack`: after a GET /healthz in the same send, so that the
+/// connection is a probe's (issue 38: /healthz answered 0 of 10 probes; eight trickled POSTs
+/// held a trainer's eight HTTP threads). Each is reopened when the server closes it, until stopped.
 class Hijackers {
  public:
-  Hijackers(std::string host, int port, int count) : host_(std::move(host)), port_(port) {
+  Hijackers(std::string host, int port, int count, bool hijack = true)
+      : host_(std::move(host)), port_(port), hijack_(hijack) {
     for (int i = 0; i < count; ++i) open(i);
     thread_ = std::thread([this] { run(); });
   }
@@ -48,9 +50,9 @@ class Hijackers {
   void open(std::size_t i) {
     if (connections_.size() <= i) connections_.resize(i + 1);
     connections_[i] = std::make_unique<RawClient>(port_, kAttacker, host_.c_str());
-    connections_[i]->send(
-        "GET /healthz HTTP/1.1\r\nHost: h\r\n\r\nPOST /train HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
-        "Content-Length: 1000000\r\n\r\n{");
+    connections_[i]->send(std::string(hijack_ ? "GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n" : "") +
+                          "POST /train HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+                          "Content-Length: 1000000\r\n\r\n{");
   }
   void run() {
     while (!stop_) {
@@ -68,6 +70,7 @@ class Hijackers {
 
   std::string host_;
   int port_;
+  bool hijack_;
   std::vector<std::unique_ptr<RawClient>> connections_;
   std::atomic<bool> stop_{false};
   std::atomic<int> reopened_{0};
