@@ -150,7 +150,7 @@ int run_load(const LoadOptions& options) {
         auto res = connection.post();
         const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
         ++sent;
-        if (!res || res->status != 200) {
+        if (!res || res->status != options.expect_status) {
           if (++failed <= 5) {
             // One write per line: the clients' threads print at once.
             std::cerr << fmt::format(

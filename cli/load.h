@@ -23,13 +23,14 @@ struct LoadOptions {
   std::chrono::duration<double> seconds{10};
   std::chrono::duration<double> warmup{2};
   std::string label = "server";
+  int expect_status = 200;  ///< the status an answer must have (404: measure a route's refusals)
 };
 
 /// Runs the load and prints one JSON line: requests, requests/s, p50/p99 latency, failures.
 /// Each client keeps its connection alive; when the server asks to close it (a replica
 /// draining) or the connection fails, the client resolves the name again and reconnects, and
 /// a request that got no answer at all is sent again, on each of the name's addresses once.
-/// Only a request no address answered, or any reply other than 200, is a failure. Returns the exit
+/// Only a request no address answered, or any reply other than `expect_status`, is a failure. Returns the exit
 /// code (1 when any request failed or none succeeded).
 int run_load(const LoadOptions& options);
 

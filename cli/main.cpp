@@ -149,6 +149,9 @@ void add_tools(CLI::App& app, Commands& c) {
   c.load->add_option("--seconds", c.seconds)->capture_default_str();
   c.load->add_option("--warmup", c.warmup)->capture_default_str();
   c.load->add_option("--label", load.label)->capture_default_str();
+  c.load->add_option("--expect-status", load.expect_status, "the status every answer must have (404: time refusals)")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 599));
   c.load->add_option("--content-type", load.content_type)->capture_default_str();
   c.load->add_option("--header", c.load_headers, "an extra header, \"Name: value\" (repeatable)");
   c.health = app.add_subcommand(

@@ -105,6 +105,7 @@ HttpReply ControllerApi::status() const {
   for (const auto& job : registry_.list()) jobs.push_back(to_json(job, now));
   ModelServer::Stats serving = models_.stats();
   json out = {{"trainers", std::move(trainers)},
+              {"discovery_passes", cluster_.scans_completed()},
               {"jobs", std::move(jobs)},
               {"serving",
                {{"model_loads", serving.loads},

@@ -222,7 +222,7 @@ bool scan_version(Scanner& in, int& version) {
 }  // namespace
 
 std::optional<ScannedPredict> scan_predict_body(std::string_view body, std::size_t max_examples, int max_depth,
-                                                std::size_t max_values) {
+                                                std::size_t max_values, bool* too_many) {
   ScannedPredict out;
   Scanner in(body);
   bool has_model = false, has_examples = false, has_version = false;
@@ -237,7 +237,10 @@ std::optional<ScannedPredict> scan_predict_body(std::string_view body, std::size
       has_model = true;
     } else if (*key == "examples" && !has_examples) {
       out.pixels.reserve(std::min(body.size() / 4, max_values));
-      if (!scan_examples(in, out, max_examples, max_depth - 1, max_values)) return std::nullopt;
+      if (!scan_examples(in, out, max_examples, max_depth - 1, max_values)) {
+        if (too_many != nullptr) *too_many = out.pixels.size() > max_values;
+        return std::nullopt;
+      }
       has_examples = true;
     } else if (*key == "version" && !has_version) {
       if (!scan_version(in, out.version)) return std::nullopt;

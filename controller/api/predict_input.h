@@ -35,8 +35,10 @@ struct ScannedPredict {
 /// `max_examples`, more than `max_values` numbers): the caller then takes the full parser, which
 /// has the precise error message. Accepts only bodies the full parser accepts and reads them the
 /// same way.
+/// `too_many` (when given) is set when the scan stopped at `max_values`: the body is refused
+/// then, without a second parse.
 std::optional<ScannedPredict> scan_predict_body(std::string_view body, std::size_t max_examples, int max_depth,
-                                                std::size_t max_values = SIZE_MAX);
+                                                std::size_t max_values = SIZE_MAX, bool* too_many = nullptr);
 
 /// The JSON reply of /predict, written directly: {"model_id", "version", "class_idxs",
 /// "class_tags", "probabilities"}. Each probability is the shortest text that reads back as

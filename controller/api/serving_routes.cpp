@@ -106,7 +106,8 @@ HttpReply ControllerApi::predict(const HttpRequest& req) {
   require_json_content(req);
   // The usual body takes one pass over its text; anything unusual (and every error) goes
   // through the full JSON parser below, which says precisely what is wrong.
-  if (auto scanned = scan_predict_body(req.body, options_.max_examples, kMaxJsonDepth, options_.max_values);
+  bool too_many = false;
+  if (auto scanned = scan_predict_body(req.body, options_.max_examples, kMaxJsonDepth, options_.max_values, &too_many);
       scanned && is_valid_id(scanned->model_id)) {
     auto model = models_.model(scanned->model_id, scanned->version);
     const ModelMeta& meta = ModelServer::meta_of(*model);
@@ -115,6 +116,11 @@ HttpReply ControllerApi::predict(const HttpRequest& req) {
       const auto count = static_cast<std::int64_t>(scanned->sizes.size());
       return HttpReply::json_text(predict_reply_json(models_.predict(model, std::move(scanned->pixels), count)));
     }
+  }
+  if (too_many) {
+    throw Error(ErrorCode::kPayloadTooLarge,
+                fmt::format("the body holds more than {} numbers (PREDICT_MAX_VALUES)", options_.max_values),
+                "examples");
   }
   json body = parse_json_body(req, options_.max_values);
   if (!body.is_object()) throw Error(ErrorCode::kInvalidArgument, "the body must be a JSON object");

@@ -93,21 +93,55 @@ nlohmann::json parse_json_body(const HttpRequest& request, std::size_t max_value
   return parse_json_bounded(request.body, max_values);
 }
 
+namespace {
+
+/// A SAX pass that only counts values, and stops past `limit`.
+struct ValueCounter {
+  std::size_t limit;
+  std::size_t values = 0;
+  bool over = false;
+  std::size_t error_at = 0;
+
+  bool value() {
+    over = ++values > limit;
+    return !over;
+  }
+  bool null() { return value(); }
+  bool boolean(bool) { return value(); }
+  bool number_integer(nlohmann::json::number_integer_t) { return value(); }
+  bool number_unsigned(nlohmann::json::number_unsigned_t) { return value(); }
+  bool number_float(nlohmann::json::number_float_t, const std::string&) { return value(); }
+  bool string(std::string&) { return value(); }
+  bool binary(nlohmann::json::binary_t&) { return value(); }
+  bool start_object(std::size_t) { return true; }
+  bool key(std::string&) { return true; }
+  bool end_object() { return true; }
+  bool start_array(std::size_t) { return true; }
+  bool end_array() { return true; }
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception&) {
+    error_at = position;
+    return false;
+  }
+};
+
+}  // namespace
+
 nlohmann::json parse_json_bounded(std::string_view text, std::size_t max_values) {
   // Every reader of a parsed body recurses over it; no request of ours nests beyond 6.
   if (json_nesting_depth(text) > kMaxJsonDepth) {
     throw Error(ErrorCode::kInvalidArgument, fmt::format("JSON nested deeper than {} levels", kMaxJsonDepth));
   }
-  std::size_t values = 0;
-  const auto count = [&](int, nlohmann::json::parse_event_t event, nlohmann::json&) {
-    if (event == nlohmann::json::parse_event_t::value && ++values > max_values) {
+  if (max_values != SIZE_MAX) {
+    // Counted first, without building anything: a parsed tree costs ~16 bytes and more a value.
+    ValueCounter counter{max_values};
+    const bool whole = nlohmann::json::sax_parse(text, &counter, nlohmann::json::input_format_t::json, false);
+    if (counter.over) {
       throw Error(ErrorCode::kPayloadTooLarge, fmt::format("the body holds more than {} values", max_values));
     }
-    return true;
-  };
+    if (!whole) throw Error(ErrorCode::kInvalidArgument, fmt::format("malformed JSON at byte {}", counter.error_at));
+  }
   try {
-    if (max_values == SIZE_MAX) return nlohmann::json::parse(text);
-    return nlohmann::json::parse(text, count);
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(ErrorCode::kInvalidArgument, fmt::format("malformed JSON at byte {}", e.byte));
   } catch (const nlohmann::json::exception&) {

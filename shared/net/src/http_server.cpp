@@ -141,9 +141,10 @@ HttpLimits settle_http_limits(const HttpServerOptions& options, std::size_t file
 class SessionBase {
  public:
   virtual ~SessionBase() = default;
-  /// Closes the connection, from any thread (on its own strand); with `only_waiting`, only if
-  /// it is between requests (a shutdown lets the others finish their request first).
-  virtual void close_soon(const char* reason, bool only_waiting) = 0;
+  /// Closes the connection, from any thread (on its own strand); with `unless_answering`, not
+  /// while a worker handles its request or its reply goes out (a shutdown lets those finish; a
+  /// connection still sending its head or body is closed, so a stalled client holds nothing).
+  virtual void close_soon(const char* reason, bool unless_answering) = 0;
 };
 
 struct HttpServer::Impl {
@@ -160,6 +161,7 @@ struct HttpServer::Impl {
   std::atomic<std::uint64_t> next_id{1};
   std::atomic<bool> closing{false};
   int port = 0;
+  int collector = -1;  ///< the /metrics collector of the gauges below, from bind()
 
   std::mutex sessions_mutex;  ///< guards sessions
   std::unordered_map<std::uint64_t, std::weak_ptr<SessionBase>> sessions;
@@ -178,7 +180,7 @@ struct HttpServer::Impl {
   void on_accept(beast::error_code ec, tcp::socket socket);
   template <bool kTls>
   void open_session(std::uint64_t id, tcp::socket socket, const std::string& remote);
-  void close_sessions(const char* reason, bool only_waiting);
+  void close_sessions(const char* reason, bool unless_answering);
   void forget(std::uint64_t id);
   std::size_t open_sessions();
 };
@@ -230,9 +232,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     net::dispatch(lowest().get_executor(), [self = this->shared_from_this()] { self->start(); });
   }
 
-  void close_soon(const char* reason, bool only_waiting) override {
-    net::dispatch(lowest().get_executor(), [self = this->shared_from_this(), reason, only_waiting] {
-      if (self->closed_ || (only_waiting && !self->waiting_)) return;
+  void close_soon(const char* reason, bool unless_answering) override {
+    net::dispatch(lowest().get_executor(), [self = this->shared_from_this(), reason, unless_answering] {
+      if (self->closed_ || (unless_answering && self->answering_)) return;
       note_closed(reason);
       self->close_now();
     });
@@ -360,6 +362,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   void on_request() {
+    answering_ = true;
     HttpRequest request = with_connection(framer_.take());
     const bool keep = !asks_to_close(request) && !framer_.ended();
     if (server_.edge.is_probe(request)) {
@@ -393,15 +396,15 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   /// On a worker thread: the handler, then the reply, back on the connection's strand.
   void work(HttpRequest request, Clock::time_point enqueued, bool keep) {
+    Reply head_of{request.method, request.request_id, request.path};
     HttpReply reply;
     if (Clock::now() - enqueued > server_.options.queue_wait) {
       Metrics::global().inc("mlswarm_http_busy_total", {{"why", "queue_wait"}});
       reply = busy(fmt::format("no worker within {} ms", server_.options.queue_wait.count()));
       server_.edge.count(request, reply.status, started_);
     } else {
-      reply = server_.edge.answer(request, started_);
+      reply = server_.edge.answer(std::move(request), started_);  // moved: a body may be 64 MiB
     }
-    Reply head_of{std::move(request.method), std::move(request.request_id), std::move(request.path)};
     net::post(lowest().get_executor(),
               [self = this->shared_from_this(), reply = std::move(reply), head_of = std::move(head_of),
                keep]() mutable { self->send(std::move(reply), head_of.as_request(), keep); });
@@ -430,6 +433,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   void on_write(beast::error_code ec, bool keep) {
+    answering_ = false;
     wire_head_ = std::string();
     wire_body_ = std::string();
     release_charge();
@@ -497,6 +501,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   std::size_t charged_ = 0;
   Clock::time_point started_ = Clock::now();
   bool waiting_ = true;
+  bool answering_ = false;  ///< from a complete request until its reply is written
   bool closed_ = false;
 };
 
@@ -574,7 +579,7 @@ void HttpServer::Impl::open_session(std::uint64_t id, tcp::socket socket, const 
   session->launch();
 }
 
-void HttpServer::Impl::close_sessions(const char* reason, bool only_waiting) {
+void HttpServer::Impl::close_sessions(const char* reason, bool unless_answering) {
   std::vector<std::shared_ptr<SessionBase>> open;
   {
     std::lock_guard lock(sessions_mutex);
@@ -582,7 +587,7 @@ void HttpServer::Impl::close_sessions(const char* reason, bool only_waiting) {
       if (auto s = weak.lock()) open.push_back(std::move(s));
     }
   }
-  for (auto& s : open) s->close_soon(reason, only_waiting);
+  for (auto& s : open) s->close_soon(reason, unless_answering);
 }
 
 void HttpServer::Impl::forget(std::uint64_t id) {
@@ -606,7 +611,10 @@ HttpServer::HttpServer(HttpService service, HttpServerOptions options)
   }
 }
 
-HttpServer::~HttpServer() { stop(); }
+HttpServer::~HttpServer() {
+  stop();
+  if (impl_->collector >= 0) Metrics::global().remove_collector(impl_->collector);
+}
 
 void HttpServer::bind(const std::string& host, int port) {
   Impl& s = *impl_;
@@ -627,6 +635,18 @@ void HttpServer::bind(const std::string& host, int port) {
   s.port = s.acceptor.local_endpoint().port();
   s.limits = settle_http_limits(s.options, raise_file_limit());
   s.table = std::make_unique<ConnectionTable>(s.limits.max_connections, s.limits.max_connections_per_address);
+  Metrics& m = Metrics::global();
+  m.describe("mlswarm_http_connections", "gauge", "open HTTP connections");
+  m.describe("mlswarm_http_connections_max", "gauge",
+             "the most open HTTP connections (the file limit less its reserve)");
+  m.describe("mlswarm_http_buffered_bytes", "gauge", "request bodies held in memory, all connections together");
+  if (s.collector < 0) {
+    s.collector = m.add_collector([&s](Metrics& metrics) {
+      metrics.set("mlswarm_http_connections", {}, static_cast<double>(s.table->size()));
+      metrics.set("mlswarm_http_connections_max", {}, static_cast<double>(s.limits.max_connections));
+      metrics.set("mlswarm_http_buffered_bytes", {}, static_cast<double>(s.buffered.load()));
+    });
+  }
   spdlog::info(
       "HTTP{} on {}:{}: at most {} connections ({} per client address; file limit {}, {} kept for the daemon's own "
       "files and calls), {} workers, heads within {} ms",
@@ -650,8 +670,8 @@ bool HttpServer::run() {
     std::unique_lock lock(s.stop_mutex);
     s.stop_cv.wait(lock, [&s] { return s.stop_requested; });
   }
-  // Stop accepting; close the connections between requests at once and let the others finish
-  // the request they are on (each closes after its reply), for at most a few seconds.
+  // Stop accepting; close every connection at once but those whose request a worker handles
+  // or whose reply goes out: they finish (each closes after its reply), for at most a few seconds.
   s.closing = true;
   net::post(s.ioc, [&s] {
     beast::error_code ignored;
