@@ -214,9 +214,11 @@ bool asks_to_close(const HttpRequest& request) {
 }
 
 /// One connection: reads and parses requests one at a time, admits each head, hands complete
-/// requests to a worker (or answers a probe at once), and writes the replies in order. Every
-/// member is used on the connection's strand only; a worker's task holds a reference and posts
-/// the reply back to the strand. Lives as long as an operation (or a task) holds it.
+/// requests to a worker (or answers a probe at once), and writes the replies in order. Its
+/// members are used by one thread at a time: its strand's handlers, or, from a complete request
+/// until the worker hands it back (`answering_`), the worker that handles it (which posts the
+/// reply, or the connection itself, back to the strand). Lives as long as an operation (or a
+/// task) holds it.
 template <bool kTls>
 class Session : public SessionBase, public std::enable_shared_from_this<Session<kTls>> {
  public:
@@ -311,7 +313,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       return fail(ec);
     }
     framer_.feed(std::string_view(read_buffer_.data(), n));
-    read_buffer_ = std::string();
+    if (waiting_) read_buffer_ = std::string();  // an idle connection holds no buffer
     step();
   }
 
