@@ -68,6 +68,11 @@ Reply Client::post_json(const std::string& path, const json& body) const {
   return finish(url_, client->Post(path.c_str(), headers_for(token_), body.dump(), "application/json"));
 }
 
+Reply Client::put_json(const std::string& path, const json& body) const {
+  auto client = connect(url_);
+  return finish(url_, client->Put(path.c_str(), headers_for(token_), body.dump(), "application/json"));
+}
+
 Reply Client::del(const std::string& path) const {
   auto client = connect(url_);
   return finish(url_, client->Delete(path.c_str(), headers_for(token_)));

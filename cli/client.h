@@ -35,6 +35,7 @@ class Client {
   Client(std::string url, std::string token) : url_(std::move(url)), token_(std::move(token)) {}
   Reply get(const std::string& path) const;
   Reply post_json(const std::string& path, const nlohmann::json& body) const;
+  Reply put_json(const std::string& path, const nlohmann::json& body) const;
   Reply del(const std::string& path) const;
   /// POST path as multipart/form-data with one file part named "image".
   Reply post_image(const std::string& path, const std::string& filename, const std::string& content) const;

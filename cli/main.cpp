@@ -14,6 +14,7 @@
 
 #include "commands.h"
 #include "load.h"
+#include "deploy_commands.h"
 #include "sweep_commands.h"
 #include "mlswarm/auth.h"
 #include "mlswarm/http_client.h"
@@ -73,6 +74,11 @@ struct Commands {
   CLI::App* sweep_show = nullptr;
   CLI::App* sweep_cancel = nullptr;
   CLI::App* sweeps = nullptr;
+  CLI::App* deploy = nullptr;
+  CLI::App* rollout = nullptr;
+  CLI::App* deployments = nullptr;
+  std::string deployment, deploy_model, rollout_options;
+  bool rollout_follow = false, rollout_abort = false;
   std::string sweep_id, sweep_file;
   bool sweep_follow = false;
   std::string job_state, job_id, follow_id, model, dataset = "fashion-mnist", body_file, daemon = "controller";
@@ -136,6 +142,22 @@ void add_sweeps(CLI::App& app, Commands& c) {
   c.sweep_cancel = c.sweep->add_subcommand("cancel", "cancel a sweep and its running trials");
   c.sweep_cancel->add_option("sweep_id", c.sweep_id, "the sweep")->required();
   c.sweeps = app.add_subcommand("sweeps", "the sweeps: state, best trial, trainer-seconds");
+}
+
+void add_deployments(CLI::App& app, Commands& c) {
+  c.deploy = app.add_subcommand("deploy", "make a served name serve a model version (PUT /deployments/NAME)");
+  c.deploy->add_option("name", c.deployment, "the served name")->required();
+  c.deploy->add_option("model", c.deploy_model, "MODEL or MODEL:VERSION (default: its latest)")->required();
+  c.rollout = app.add_subcommand(
+      "rollout", "roll a model version out onto a served name: evaluation, shadow, canary steps, promotion");
+  c.rollout->add_option("name", c.deployment, "the served name")->required();
+  c.rollout->add_option("model", c.deploy_model, "MODEL or MODEL:VERSION (not with --abort)");
+  c.rollout->add_option("--options", c.rollout_options,
+                        "rollout fields as JSON, e.g. '{\"steps\": [10, 50, 100], \"step_seconds\": 60}'");
+  c.rollout->add_flag("--follow,-f", c.rollout_follow,
+                      "one live line per change; exit 0 promoted, 1 rolled back (with the reason)");
+  c.rollout->add_flag("--abort", c.rollout_abort, "abort the rollout under way: the stable serves everything again");
+  c.deployments = app.add_subcommand("deployments", "the served names: what each serves, its rollout");
 }
 
 void add_tools(CLI::App& app, Commands& c) {
@@ -206,6 +228,18 @@ int dispatch(Commands& c, const mlswarm::cli_tool::Client& client, const mlswarm
   if (*c.sweep_create) return cmd_sweep_create(client, out, c.sweep_file, c.sweep_follow, c.train_options.poll);
   if (*c.sweep_show) return cmd_sweep_show(client, out, c.sweep_id, c.sweep_follow, c.train_options.poll);
   if (*c.sweep_cancel) return cmd_sweep_cancel(client, out, c.sweep_id);
+  if (*c.deployments) return cmd_deployments(client, out);
+  if (*c.deploy) return cmd_deploy(client, out, c.deployment, c.deploy_model);
+  if (*c.rollout) {
+    if (c.rollout_abort) return cmd_rollout_abort(client, out, c.deployment);
+    if (c.deploy_model.empty()) {
+      if (c.rollout_follow) return follow_rollout(client, out, c.deployment, c.train_options.poll);
+      throw CliError("give the MODEL[:VERSION] to roll out (or --follow, or --abort)", 2);
+    }
+    json options = c.rollout_options.empty() ? json::object() : json::parse(c.rollout_options, nullptr, false);
+    if (!options.is_object()) throw CliError("--options must be a JSON object", 2);
+    return cmd_rollout(client, out, c.deployment, c.deploy_model, options, c.rollout_follow, c.train_options.poll);
+  }
   return 2;
 }
 
@@ -236,6 +270,7 @@ int main(int argc, char** argv) {
   add_train(app, c);
   add_tools(app, c);
   add_sweeps(app, c);
+  add_deployments(app, c);
   CLI11_PARSE(app, argc, argv);
   if (*c.health) return healthcheck(c.daemon);
   try {

@@ -19,7 +19,12 @@
 #include "mlswarm/http_server.h"
 #include "mlswarm/log.h"
 #include "mlswarm/version.h"
+#include "deployments.h"
+#include "mlswarm/atomic_file.h"
+#include "mlswarm/model_meta.h"
 #include "model_server.h"
+#include "rollout_runner.h"
+#include "rollout_serving.h"
 #include "replicas.h"
 #include "searcher.h"
 #include "leadership.h"
@@ -59,6 +64,31 @@ TrainerCallOptions call_options(const ControllerConfig& c) {
   return o;
 }
 
+/// Keeps a version a served name pins from being pruned: a marker in its folder (written
+/// before the record that pins it).
+void pin_version(const std::string& home_dir, const ModelRef& m) {
+  const auto dir = model_version_dir(home_dir, m.model_id, m.version);
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) return;  // no such version kept: nothing to keep
+  if (!std::filesystem::exists(dir / kPinnedMarker, ec)) write_file_atomic(dir / kPinnedMarker, "");
+}
+
+/// Jobs (not sweep trials) and sweeps that succeeded with a `deploy`, for the rollout runner.
+std::vector<DeployRequest> pending_deploys(const JobRegistry& registry) {
+  std::vector<DeployRequest> out;
+  for (const JobRecord& job : registry.list()) {
+    if (job.state != JobState::kSucceeded || job.spec.deploy.is_null() || !job.spec.sweep_id.empty()) continue;
+    out.push_back({"job/" + job.spec.job_id, job.spec.deploy.value("name", ""), job.spec.model_id, job.spec.deploy});
+  }
+  for (const nlohmann::json& sweep : registry.documents("sweep")) {
+    const nlohmann::json deploy = sweep.value("spec", nlohmann::json::object()).value("deploy", nlohmann::json());
+    if (deploy.is_null() || sweep.value("state", "") != "succeeded" || !sweep.value("published", false)) continue;
+    const std::string id = sweep["spec"].value("sweep_id", "");
+    out.push_back({"sweep/" + id, deploy.value("name", ""), id, deploy});
+  }
+  return out;
+}
+
 /// Serves until SIGTERM; returns the exit code.
 int run_controller(const ControllerConfig& c) {
   const std::string allocator = tune_allocator_for_tensors();  // batched forward passes (docs/benchmarks.md)
@@ -76,18 +106,36 @@ int run_controller(const ControllerConfig& c) {
                         [&cluster](const std::string& job_id) { cluster.cancel(job_id); },
                         [&cluster, &registry] { return free_trainer_slots(cluster.trainers(), registry.list()); }},
                        SearcherOptions{c.max_live_sweeps, c.max_sweep_trials});
-  cluster.set_before_plan([&sweeps] { sweeps.tick(); });
   Replicas replicas(leadership, registry, cluster,
                     {address, std::chrono::milliseconds(10000), !c.tls_cert_file.empty()});
   ModelServer models(c.home_dir, BatchingOptions{c.predict_max_batch, std::chrono::microseconds(c.predict_max_delay_us),
                                                  c.predict_threads, c.serve_device, c.predict_workers});
   DatasetCache datasets(c.data_dir, c.home_dir);
+  const std::filesystem::path rollouts_dir = std::filesystem::path(c.home_dir) / "controller" / "rollouts";
+  DeploymentStore deployments(
+      registry,
+      [&models](const ModelRef& m) {
+        return ModelRef{m.model_id, models.meta(m.model_id, m.version).version};
+      },
+      [&c](const ModelRef& m) { pin_version(c.home_dir, m); });
+  RolloutServing rollout_serving(deployments, models, {rollouts_dir, replica_file_name(address)});
+  RolloutRunner rollout_runner(
+      deployments, rollouts_dir,
+      [&models, &datasets](const ModelRef& stable, const ModelRef& candidate,
+                           const std::optional<std::pair<std::int64_t, std::int64_t>>& idxs) {
+        return evaluate_held_out(models, datasets, stable, candidate, idxs);
+      },
+      {}, [&registry] { return pending_deploys(registry); });
+  cluster.set_before_plan([&sweeps, &rollout_runner] {
+    sweeps.tick();
+    rollout_runner.tick();
+  });
   ControllerApi api(
       cluster, registry, models, datasets,
       ControllerApiOptions{c.home_dir, static_cast<std::size_t>(c.predict_max_examples), c.max_body, c.api_token,
                            c.public_reads, c.predict_max_batch, c.predict_max_delay_us, c.max_image_pixels,
                            c.max_decodes, static_cast<std::size_t>(c.predict_max_values)},
-      replicas.hooks(), &sweeps);
+      replicas.hooks(), &sweeps, RolloutHooks{&deployments, &rollout_serving, &rollout_runner});
   HttpService service = api.service();
   service.handle = [&api, &replicas](const HttpRequest& request) {
     HttpReply reply = api.serve(request);

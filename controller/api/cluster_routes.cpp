@@ -20,6 +20,7 @@
 #include "mlswarm/ids.h"
 #include "mlswarm/job_metrics.h"
 #include "predict_input.h"
+#include "rollout.h"
 #include "searcher.h"
 
 namespace mlswarm {
@@ -121,6 +122,8 @@ void ControllerApi::add_cluster_routes() {
                  if (auto leader = forwarded(r)) return *leader;
                  JobSpec spec = parse_job_spec(parse_json_body(r));
                  refuse_sweep_ids(spec);
+                 if (!spec.deploy.is_null())
+                   deploy_rollout_spec(spec.deploy, spec.model_id.empty() ? "m" : spec.model_id);
                  JobRecord job = cluster_.submit(std::move(spec));
                  return HttpReply::json(202, to_json(job, unix_now()));
                }});

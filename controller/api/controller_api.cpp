@@ -1,5 +1,8 @@
 #include "controller_api.h"
 
+#include "deployments.h"
+#include "rollout_serving.h"
+
 #include <thread>
 
 #include <algorithm>
@@ -45,7 +48,8 @@ json trainer_json(const TrainerView& t) {
 }  // namespace
 
 ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServer& models, DatasetCache& datasets,
-                             ControllerApiOptions options, ReplicaHooks replicas, SweepSearcher* sweeps)
+                             ControllerApiOptions options, ReplicaHooks replicas, SweepSearcher* sweeps,
+                             RolloutHooks rollouts)
     : cluster_(cluster),
       registry_(registry),
       models_(models),
@@ -53,6 +57,7 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
       options_(std::move(options)),
       replicas_(std::move(replicas)),
       sweeps_(sweeps),
+      rollouts_(rollouts),
       decodes_(std::make_unique<std::counting_semaphore<>>(
           options_.max_decodes > 0 ? options_.max_decodes
                                    : std::max<std::ptrdiff_t>(1, std::thread::hardware_concurrency()))) {
@@ -61,13 +66,32 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
   add_dashboard_routes();
   add_inference_routes();
   if (sweeps_ != nullptr) add_sweep_routes();
+  if (rollouts_.store != nullptr) add_deployment_routes();
   Metrics& m = Metrics::global();
   m.describe("mlswarm_trainers", "gauge", "trainers discovered");
   m.describe("mlswarm_model_loads_total", "counter", "model versions loaded for serving");
   m.describe("mlswarm_predict_forward_passes_total", "counter", "forward passes run for /predict and /classify");
   m.describe("mlswarm_predict_examples_total", "counter", "examples classified");
   if (sweeps_ != nullptr) m.describe("mlswarm_sweeps", "gauge", "hyper-parameter sweeps by state");
+  if (rollouts_.store != nullptr) {
+    m.describe("mlswarm_served_requests_total", "counter",
+               "requests to a served name, by name and by what answered (stable or candidate)");
+    m.describe("mlswarm_rollout_weight", "gauge", "the share of a name's requests its rollout's candidate answers");
+    m.describe("mlswarm_shadow_dropped_total", "gauge",
+               "second opinions this replica dropped in the current phase (their queue was full)");
+  }
   collector_ = m.add_collector([this](Metrics& metrics) {
+    if (rollouts_.store != nullptr) {
+      metrics.reset("mlswarm_rollout_weight");
+      for (const auto& d : rollouts_.store->list()) {
+        const int weight = d.rollout && !rollout_ended(d.rollout->state) ? d.rollout->weight() : 0;
+        metrics.set("mlswarm_rollout_weight", {{"name", d.name}}, weight);
+        if (rollouts_.serving == nullptr) continue;
+        if (auto c = rollouts_.serving->counters(d.name)) {
+          metrics.set("mlswarm_shadow_dropped_total", {{"name", d.name}}, static_cast<double>(c->shadow_dropped));
+        }
+      }
+    }
     if (sweeps_ != nullptr) {
       for (const auto& [state, n] : sweeps_->count_by_state()) {
         metrics.set("mlswarm_sweeps", {{"state", state}}, static_cast<double>(n));

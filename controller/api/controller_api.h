@@ -18,6 +18,16 @@
 namespace mlswarm {
 
 class SweepSearcher;
+class DeploymentStore;
+class RolloutServing;
+class RolloutRunner;
+
+/// Served names and rollouts (each may be null: a controller without them serves model ids).
+struct RolloutHooks {
+  DeploymentStore* store = nullptr;   ///< /deployments
+  RolloutServing* serving = nullptr;  ///< names on the serving routes, splits, second opinions
+  RolloutRunner* runner = nullptr;    ///< the live figures of a rollout's phase, for its view
+};
 
 struct ControllerApiOptions {
   std::filesystem::path home_dir;
@@ -66,7 +76,8 @@ inline constexpr std::size_t kMaxSpecBytes = 64u << 10;
 class ControllerApi final : public RoutedApi {
  public:
   ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServer& models, DatasetCache& datasets,
-                ControllerApiOptions options, ReplicaHooks replicas = {}, SweepSearcher* sweeps = nullptr);
+                ControllerApiOptions options, ReplicaHooks replicas = {}, SweepSearcher* sweeps = nullptr,
+                RolloutHooks rollouts = {});
   ~ControllerApi() override;
   ControllerApi(const ControllerApi&) = delete;
   ControllerApi& operator=(const ControllerApi&) = delete;
@@ -86,6 +97,15 @@ class ControllerApi final : public RoutedApi {
   void add_inference_routes();
   /// /sweeps (when the API has a searcher): create, list, show, cancel.
   void add_sweep_routes();
+  /// /deployments (when the API has a deployment store): pin, list, show, remove, roll out, abort.
+  void add_deployment_routes();
+  /// A deployment's view: the record, and a live rollout's figures of its current phase.
+  nlohmann::json deployment_view(const std::string& name) const;
+  /// What answers a serving request for `name` (a model id, or a deployment's name).
+  struct Served;
+  Served served_by(const std::string& name, int version, const HttpRequest& request);
+  /// Classifies with what `served` chose, timed, its figures recorded for the rollout.
+  PredictResult classify_with(Served& served, std::vector<float> pixels, std::int64_t count);
   HttpReply infer(const std::string& model_id, int version, const HttpRequest& request);
   /// Errors on /v2 paths in the protocol's shape, {"error": "<message>"}.
   HttpReply finish_error(const HttpRequest& request, HttpReply reply) override;
@@ -109,6 +129,7 @@ class ControllerApi final : public RoutedApi {
   ControllerApiOptions options_;
   ReplicaHooks replicas_;
   SweepSearcher* sweeps_ = nullptr;                     ///< not owned
+  RolloutHooks rollouts_;                               ///< none owned
   int collector_ = 0;                                   ///< this API's /metrics collector in Metrics::global()
   std::unique_ptr<std::counting_semaphore<>> decodes_;  ///< /classify's decodes at once
 };

@@ -253,7 +253,7 @@ std::optional<ScannedPredict> scan_predict_body(std::string_view body, std::size
   return out;
 }
 
-std::string predict_reply_json(const PredictResult& result) {
+std::string predict_reply_json(const PredictResult& result, const std::string& deployment, const std::string& variant) {
   fmt::memory_buffer out;
   auto quoted = [&](const std::string& text) {
     const std::string dumped = json(text).dump(-1, ' ', false, json::error_handler_t::replace);
@@ -281,7 +281,14 @@ std::string predict_reply_json(const PredictResult& result) {
     }
     out.push_back(']');
   }
-  out.append(std::string_view("]}\n"));
+  out.push_back(']');
+  if (!deployment.empty()) {
+    out.append(std::string_view(R"(,"deployment":)"));
+    quoted(deployment);
+    out.append(std::string_view(R"(,"variant":)"));
+    quoted(variant);
+  }
+  out.append(std::string_view("}\n"));
   return fmt::to_string(out);
 }
 

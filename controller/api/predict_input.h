@@ -43,6 +43,9 @@ std::optional<ScannedPredict> scan_predict_body(std::string_view body, std::size
 /// The JSON reply of /predict, written directly: {"model_id", "version", "class_idxs",
 /// "class_tags", "probabilities"}. Each probability is the shortest text that reads back as
 /// the same float.
-std::string predict_reply_json(const PredictResult& result);
+/// `deployment` and `variant` (when not empty) are added: the served name that answered and
+/// whether its stable or its candidate did.
+std::string predict_reply_json(const PredictResult& result, const std::string& deployment = {},
+                               const std::string& variant = {});
 
 }  // namespace mlswarm

@@ -19,7 +19,10 @@
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
 #include "mlswarm/job_metrics.h"
+#include "mlswarm/metrics.h"
 #include "predict_input.h"
+#include "deployments.h"
+#include "rollout_serving.h"
 
 namespace mlswarm {
 
@@ -67,21 +70,30 @@ void ControllerApi::add_inference_routes() {
     const bool draining = replicas_.not_ready && replicas_.not_ready().has_value();
     return empty(draining ? 503 : 200);
   });
-  auto metadata = [this](const std::string& m, int v) {
-    return HttpReply::json(200, v2::model_metadata(models_.meta(m, v), model_versions(options_.home_dir, m)));
+  // A deployment's name answers with what it serves (its stable version).
+  auto meta_for = [this](const std::string& m, int v) {
+    if (rollouts_.store != nullptr && v == 0) {
+      if (auto target = rollouts_.store->target(m))
+        return models_.meta(target->stable.model_id, target->stable.version);
+    }
+    return models_.meta(m, v);
+  };
+  auto metadata = [this, meta_for](const std::string& m, int v) {
+    const ModelMeta meta = meta_for(m, v);
+    return HttpReply::json(200, v2::model_metadata(meta, model_versions(options_.home_dir, meta.model_id)));
   };
   get("/v2/models/{m}", A::kRead, [metadata](const HttpRequest&, const RouteParams& p) { return metadata(p[0], 0); });
   get("/v2/models/{m}/versions/{v}", A::kRead,
       [metadata](const HttpRequest&, const RouteParams& p) { return metadata(p[0], v2::parse_version(p[1])); });
-  auto ready = [this, empty](const std::string& m, int v) {
-    models_.meta(m, v);  // loads it; throws 404 when absent
+  auto ready = [meta_for, empty](const std::string& m, int v) {
+    meta_for(m, v);  // loads it; throws 404 when absent
     return empty(200);
   };
   get("/v2/models/{m}/ready", A::kRead, [ready](const HttpRequest&, const RouteParams& p) { return ready(p[0], 0); });
   get("/v2/models/{m}/versions/{v}/ready", A::kRead,
       [ready](const HttpRequest&, const RouteParams& p) { return ready(p[0], v2::parse_version(p[1])); });
-  auto config = [this](const std::string& m, int v) {
-    return HttpReply::json(200, v2::model_config(models_.meta(m, v), options_.max_batch, options_.max_delay_us));
+  auto config = [this, meta_for](const std::string& m, int v) {
+    return HttpReply::json(200, v2::model_config(meta_for(m, v), options_.max_batch, options_.max_delay_us));
   };
   get("/v2/models/{m}/config", A::kRead,
       [config](const HttpRequest&, const RouteParams& p) { return config(p[0], 0); });
@@ -93,13 +105,66 @@ void ControllerApi::add_inference_routes() {
                [this](const HttpRequest& r, const RouteParams& p) { return infer(p[0], v2::parse_version(p[1]), r); }});
 }
 
+/// What answers one serving request: a model id's latest (or pinned) version, or what a
+/// deployment's name serves for this request's key (its stable, or a canary's candidate).
+struct ControllerApi::Served {
+  RolloutServing::Choice choice;
+  const ModelMeta& meta() const { return ModelServer::meta_of(*choice.model); }
+};
+
+namespace {
+
+/// The key a canary splits on: the client's X-Request-Key, else its address (sticky per client).
+std::string request_key(const HttpRequest& request) {
+  std::string key = request.header("x-request-key");
+  return key.empty() ? request.remote_addr : key.substr(0, 256);
+}
+
+}  // namespace
+
+ControllerApi::Served ControllerApi::served_by(const std::string& name, int version, const HttpRequest& request) {
+  require_valid_id(name, "model_id");
+  Served served;
+  if (rollouts_.serving == nullptr) {
+    served.choice.model = models_.model(name, version);
+  } else {
+    served.choice = rollouts_.serving->choose(name, version, request_key(request));
+  }
+  return served;
+}
+
+PredictResult ControllerApi::classify_with(Served& served, std::vector<float> pixels, std::int64_t count) {
+  if (rollouts_.serving == nullptr || served.choice.deployment.empty()) {
+    return models_.predict(served.choice.model, std::move(pixels), count);
+  }
+  std::vector<float> second = served.choice.other ? pixels : std::vector<float>();
+  const auto started = std::chrono::steady_clock::now();
+  const auto elapsed = [&] {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  };
+  Metrics::global().inc("mlswarm_served_requests_total",
+                        {{"name", served.choice.deployment}, {"variant", served.choice.variant}});
+  try {
+    PredictResult result = models_.predict(served.choice.model, std::move(pixels), count);
+    rollouts_.serving->answered(served.choice, std::move(second), count, &result, elapsed());
+    return result;
+  } catch (...) {
+    rollouts_.serving->answered(served.choice, {}, count, nullptr, elapsed());
+    throw;
+  }
+}
+
 HttpReply ControllerApi::infer(const std::string& model_id, int version, const HttpRequest& request) {
-  require_valid_id(model_id, "model_id");
-  auto model = models_.model(model_id, version);
-  const ModelMeta& meta = ModelServer::meta_of(*model);
+  Served served = served_by(model_id, version, request);
+  const ModelMeta& meta = served.meta();
   v2::InferRequest parsed = v2::parse_infer(request, meta, options_.max_examples, options_.max_values);
-  PredictResult result = models_.predict(model, std::move(parsed.pixels), parsed.count);
-  return v2::infer_reply(parsed, result, meta);
+  PredictResult result = classify_with(served, std::move(parsed.pixels), parsed.count);
+  HttpReply reply = v2::infer_reply(parsed, result, meta);
+  if (!served.choice.deployment.empty()) {
+    reply.headers["X-Mlswarm-Deployment"] = served.choice.deployment;
+    reply.headers["X-Mlswarm-Variant"] = served.choice.variant;
+  }
+  return reply;
 }
 
 HttpReply ControllerApi::predict(const HttpRequest& req) {
@@ -109,12 +174,13 @@ HttpReply ControllerApi::predict(const HttpRequest& req) {
   bool too_many = false;
   if (auto scanned = scan_predict_body(req.body, options_.max_examples, kMaxJsonDepth, options_.max_values, &too_many);
       scanned && is_valid_id(scanned->model_id)) {
-    auto model = models_.model(scanned->model_id, scanned->version);
-    const ModelMeta& meta = ModelServer::meta_of(*model);
+    Served served = served_by(scanned->model_id, scanned->version, req);
+    const ModelMeta& meta = served.meta();
     const auto chw = static_cast<std::uint32_t>(meta.channels * meta.height * meta.width);
     if (std::all_of(scanned->sizes.begin(), scanned->sizes.end(), [&](std::uint32_t n) { return n == chw; })) {
       const auto count = static_cast<std::int64_t>(scanned->sizes.size());
-      return HttpReply::json_text(predict_reply_json(models_.predict(model, std::move(scanned->pixels), count)));
+      PredictResult result = classify_with(served, std::move(scanned->pixels), count);
+      return HttpReply::json_text(predict_reply_json(result, served.choice.deployment, served.choice.variant));
     }
   }
   if (too_many) {
@@ -139,10 +205,11 @@ HttpReply ControllerApi::predict(const HttpRequest& req) {
     }
     version = body["version"].get<int>();
   }
-  auto model = models_.model(model_id, version);
-  std::vector<float> pixels = flatten_examples(body["examples"], ModelServer::meta_of(*model), options_.max_examples);
+  Served served = served_by(model_id, version, req);
+  std::vector<float> pixels = flatten_examples(body["examples"], served.meta(), options_.max_examples);
   auto count = static_cast<std::int64_t>(body["examples"].size());
-  return HttpReply::json_text(predict_reply_json(models_.predict(model, std::move(pixels), count)));
+  PredictResult result = classify_with(served, std::move(pixels), count);
+  return HttpReply::json_text(predict_reply_json(result, served.choice.deployment, served.choice.variant));
 }
 
 HttpReply ControllerApi::classify(const HttpRequest& req) {
@@ -171,9 +238,8 @@ HttpReply ControllerApi::classify(const HttpRequest& req) {
     }
     if (model_id.empty()) throw Error(ErrorCode::kNotFound, "no trained model yet; train one first", "model_id");
   }
-  require_valid_id(model_id, "model_id");
-  auto model = models_.model(model_id);
-  const ModelMeta& meta = ModelServer::meta_of(*model);
+  Served served = served_by(model_id, 0, req);
+  const ModelMeta& meta = served.meta();
   std::vector<float> pixels;
   {
     // Decoding is the costly part of an upload (memory up to the pixel area, times the
@@ -185,14 +251,19 @@ HttpReply ControllerApi::classify(const HttpRequest& req) {
     } release{*decodes_};
     pixels = decode_image(image->content, meta.channels, meta.height, meta.width, options_.max_image_pixels);
   }
-  PredictResult result = models_.predict(model, std::move(pixels), 1);
-  return HttpReply::json(200, {{"model_id", result.model_id},
-                               {"version", result.version},
-                               {"class", result.class_tags[0]},
-                               {"class_idx", result.class_idxs[0]},
-                               {"probability", result.probabilities[0][static_cast<std::size_t>(result.class_idxs[0])]},
-                               {"classes", meta.class_names},
-                               {"probabilities", result.probabilities[0]}});
+  PredictResult result = classify_with(served, std::move(pixels), 1);
+  json reply = {{"model_id", result.model_id},
+                {"version", result.version},
+                {"class", result.class_tags[0]},
+                {"class_idx", result.class_idxs[0]},
+                {"probability", result.probabilities[0][static_cast<std::size_t>(result.class_idxs[0])]},
+                {"classes", meta.class_names},
+                {"probabilities", result.probabilities[0]}};
+  if (!served.choice.deployment.empty()) {
+    reply["deployment"] = served.choice.deployment;
+    reply["variant"] = served.choice.variant;
+  }
+  return HttpReply::json(200, reply);
 }
 
 }  // namespace mlswarm

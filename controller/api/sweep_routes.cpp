@@ -6,6 +6,7 @@
 
 #include "mlswarm/error.h"
 #include "mlswarm/ids.h"
+#include "rollout.h"
 #include "searcher.h"
 
 namespace mlswarm {
@@ -30,7 +31,9 @@ void ControllerApi::add_sweep_routes() {
                }});
   routes_.add({"POST", "/sweeps", A::kWrite, kMaxSpecBytes, [this](const HttpRequest& r, const RouteParams&) {
                  if (auto leader = forwarded(r)) return *leader;
-                 json sweep = sweeps_->create(parse_sweep_spec(parse_json_body(r)));
+                 const SweepSpec spec = parse_sweep_spec(parse_json_body(r));
+                 if (!spec.deploy.is_null()) deploy_rollout_spec(spec.deploy, spec.sweep_id);
+                 json sweep = sweeps_->create(spec);
                  cluster_.wake();  // its first trials start now, not at the next tick
                  return HttpReply::json(202, sweep);
                }});

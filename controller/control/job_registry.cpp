@@ -78,6 +78,7 @@ void JobRegistry::read_journal() {
     order_.clear();
     documents_.clear();
     document_order_.clear();
+    ++documents_generation_;
     read_offset_ = 0;
     max_term_ = 0;
     journal_inode_ = st.st_ino;
@@ -133,6 +134,7 @@ void JobRegistry::apply_document(const nlohmann::json& line, std::uint64_t term)
   std::lock_guard lock(mutex_);
   if (!known) document_order_.push_back(key);
   documents_[key] = {{"document", kind}, {"id", id}, {"body", line.at("body")}};
+  ++documents_generation_;
 }
 
 void JobRegistry::compact() {
@@ -296,6 +298,7 @@ void JobRegistry::create_document(const std::string& kind, const std::string& id
   std::lock_guard lock(mutex_);
   document_order_.push_back(key);
   documents_[key] = std::move(line);
+  ++documents_generation_;
 }
 
 std::optional<nlohmann::json> JobRegistry::update_document(const std::string& kind, const std::string& id,
@@ -309,6 +312,7 @@ std::optional<nlohmann::json> JobRegistry::update_document(const std::string& ki
   append_line(line);
   std::lock_guard lock(mutex_);
   it->second = std::move(line);
+  ++documents_generation_;
   return body;
 }
 

@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -87,6 +88,9 @@ class JobRegistry {
   std::optional<nlohmann::json> find_document(const std::string& kind, const std::string& id) const;
   /// Every record of `kind`, oldest first.
   std::vector<nlohmann::json> documents(const std::string& kind) const;
+  /// A number that changes whenever any document changes (created, updated, read from the
+  /// journal): a reader that caches documents compares it instead of re-reading them.
+  std::uint64_t documents_generation() const { return documents_generation_.load(); }
 
   std::size_t journal_lines() const;
 
@@ -112,6 +116,7 @@ class JobRegistry {
   std::vector<std::string> order_;
   /// Documents by "kind/id" (their kind and id are in the line), and in order of creation.
   std::map<std::string, nlohmann::json> documents_;
+  std::atomic<std::uint64_t> documents_generation_{0};
   std::vector<std::string> document_order_;
   std::map<std::string, double> journaled_at_;
   int journal_fd_ = -1;

@@ -140,11 +140,12 @@ std::optional<HttpReply> Replicas::forward(const HttpRequest& request) const {
   headers.emplace("X-Request-Id", request.request_id);
   headers.emplace("X-Mlswarm-Forwarded-By", options_.address);
   const std::string target = request.target.empty() ? request.path : request.target;
+  const std::string type =
+      request.header("content-type").empty() ? std::string("application/json") : request.header("content-type");
   httplib::Result result = request.method == "DELETE" ? client->Delete(target.c_str(), headers)
-                                                      : client->Post(target.c_str(), headers, request.body,
-                                                                     request.header("content-type").empty()
-                                                                         ? "application/json"
-                                                                         : request.header("content-type").c_str());
+                           : request.method == "PUT"
+                               ? client->Put(target.c_str(), headers, request.body, type.c_str())
+                               : client->Post(target.c_str(), headers, request.body, type.c_str());
   if (!result) {
     throw Error(ErrorCode::kUnavailable, fmt::format("the leader at {} does not answer ({}); try again", view.leader,
                                                      httplib::to_string(result.error())));

@@ -221,6 +221,9 @@ void check_base(const json& base, SchedulerType scheduler) {
     if (base.contains(key))
       invalid_field(fmt::format("base.{}", key), fmt::format("base.{}: the controller sets it", key));
   }
+  if (base.contains("deploy")) {
+    invalid_field("base.deploy", "base.deploy: a trial is never rolled out; give the sweep a deploy instead");
+  }
   const json opts = base.value("train_opts", json::object());
   if (opts.is_object() && opts.contains("epochs")) {
     invalid_field("base.train_opts.epochs", "base.train_opts.epochs: the scheduler sets each trial's epochs");
@@ -267,7 +270,7 @@ json to_json(const ParamSpace& param) {
 
 SweepSpec parse_sweep_spec(const json& body) {
   if (!body.is_object()) invalid_field("", "the sweep must be a JSON object");
-  reject_unknown_fields(body, {"sweep_id", "trials", "seed", "base", "space", "scheduler", "parallel"}, "");
+  reject_unknown_fields(body, {"sweep_id", "trials", "seed", "base", "space", "scheduler", "parallel", "deploy"}, "");
   SweepSpec spec;
   const auto id = body.find("sweep_id");
   if (id == body.end() || !id->is_string()) invalid_field("sweep_id", "sweep_id must be a string");
@@ -286,6 +289,14 @@ SweepSpec parse_sweep_spec(const json& body) {
   if (const auto base = body.find("base"); base != body.end()) spec.base = *base;
   check_base(spec.base, spec.scheduler);
   spec.space = parse_space(body, spec.base);
+  if (body.contains("deploy") && !body["deploy"].is_null()) {
+    const json& deploy = body["deploy"];
+    if (!deploy.is_object() || !deploy.contains("name") || !deploy["name"].is_string()) {
+      invalid_field("deploy.name", "deploy must be an object with the served name to roll the best model out onto");
+    }
+    require_valid_id(deploy["name"].get<std::string>(), "deploy.name");
+    spec.deploy = deploy;
+  }
   return spec;
 }
 
@@ -301,6 +312,7 @@ json to_json(const SweepSpec& spec) {
   json out = {{"sweep_id", spec.sweep_id}, {"trials", spec.trials}, {"seed", spec.seed},
               {"base", spec.base},         {"space", space},        {"scheduler", scheduler}};
   if (spec.parallel != 0) out["parallel"] = spec.parallel;
+  if (!spec.deploy.is_null()) out["deploy"] = spec.deploy;
   return out;
 }
 

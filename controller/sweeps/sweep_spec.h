@@ -74,6 +74,9 @@ struct SweepSpec {
   AshaConfig asha;
   /// At most this many trials train at once; 0: as many as there are free trainer slots.
   int parallel = 0;
+  /// {"name", ...rollout fields}: the best trial's model, once published as the sweep's, is
+  /// rolled out onto this served name through the gate; null: none. Its name is checked here.
+  nlohmann::json deploy;
 
   bool operator==(const SweepSpec&) const = default;
 };

@@ -88,9 +88,10 @@ SWEEP = {"sweep_id": "browser-sweep", "trials": 3, "seed": 2,
          "scheduler": {"type": "random", "epochs": 1}}
 
 
-def api(cluster, path, body=None):
+def api(cluster, path, body=None, method=None):
     request = urllib.request.Request(cluster.url + path, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"})
+                                     headers={"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"},
+                                     method=method)
     with urllib.request.urlopen(request, timeout=10) as reply:
         return json.loads(reply.read())
 
@@ -111,6 +112,35 @@ def sweep_view(cluster, driver, check, out):
           f"{seen[1]}; {seen[2]}")
     driver.execute_script("document.getElementById('sweeps-section').scrollIntoView()")
     driver.find_element("css selector", "#sweeps-section").screenshot(os.path.join(out, "dashboard-sweeps.png"))
+
+
+def deployments_view(cluster, driver, check, out):
+    """A served name with a rollout under way (a long shadow phase): the view shows it with its
+    weight chart, and its abort button aborts it."""
+    api(cluster, "/deployments/browser", {"model_id": "browser-sweep-t0"}, method="PUT")
+    api(cluster, "/deployments/browser/rollout",
+        {"model_id": "browser-sweep-t1", "eval_idxs": [0, 200], "shadow_seconds": 600,
+         "gates": {"max_accuracy_drop": 1, "max_class_recall_drop": 1}})
+    poll("the rollout's shadow phase",
+         lambda: api(cluster, "/deployments/browser")["rollout"]["state"] == "shadow", 120)
+    script = ("const row = [...document.querySelectorAll('#deployments tbody tr')].find((r) => r.textContent.includes('browser'));"
+              "return row ? [row.textContent, !!row.querySelector('button.abort'),"
+              " document.querySelectorAll('#weight-chart path').length, document.getElementById('deployment-summary').textContent] : null;")
+    seen = poll("the deployment in the view", lambda: (lambda r: r if r and r[1] and 'shadow' in r[0] else None)(
+        driver.execute_script(script)), 30)
+    check("the deployments view shows the name, its stable and candidate, the shadow phase and a weight chart",
+          "browser-sweep-t0 v1" in seen[0] and "browser-sweep-t1 v1" in seen[0] and seen[2] >= 2, str(seen))
+    driver.execute_script("document.getElementById('deployments-section').scrollIntoView()")
+    driver.find_element("css selector", "#deployments-section").screenshot(os.path.join(out, "dashboard-deployments.png"))
+    driver.find_element("css selector", "#deployments button.abort").click()
+    driver.switch_to.alert.accept()
+    aborted = poll("the abort", lambda: api(cluster, "/deployments/browser")["rollout"]["state"] == "aborted", 30)
+    shown = poll("the aborted rollout in the view", lambda: "aborted" in find_text(driver, "#deployment-summary"), 30)
+    check("its abort button aborts the rollout: the stable serves everything again", aborted and shown, "")
+
+
+def find_text(driver, selector):
+    return driver.find_element("css selector", selector).text
 
 
 def run(args, cluster, driver, checks):
@@ -181,6 +211,7 @@ def run(args, cluster, driver, checks):
     answer = poll("a test example's class", lambda: find("#try-answer").text if "test example" in find("#try-answer").text else "", 30)
     check("a random test example is classified", True, answer)
     sweep_view(cluster, driver, check, args.out)
+    deployments_view(cluster, driver, check, args.out)
     driver.save_screenshot(os.path.join(args.out, "dashboard.png"))
 
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]

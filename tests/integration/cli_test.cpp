@@ -220,5 +220,42 @@ TEST_F(CliTest, SweepCreateFollowsToTheBestTrialAndSweepsListsIt) {
   expect_api_error(cli({"sweep", "cancel", "cli-sweep"}), "409");
 }
 
+// Issue 39: mlswarm deploy, rollout --follow (one line per change; exit 0 promoted, 1 rolled back
+// with the reason) and deployments, on a pipe. Three small models: the stable, a candidate as
+// good, one trained on 200 images.
+TEST_F(CliTest, DeployRolloutAndDeploymentsFollowARolloutToItsEnd) {
+  start_with_token();
+  for (const auto& [model, examples] : {std::pair<std::string, int>{"cli-a", 2000}, {"cli-b", 2000}, {"cli-c", 200}}) {
+    auto [status, body] = post("/train", json{{"model_id", model},
+                                              {"example_idxs", {0, examples}},
+                                              {"test_idxs", {0, 500}},
+                                              {"train_opts", {{"epochs", 1}}}}
+                                             .dump());
+    ASSERT_EQ(status, 202) << body.dump();
+    const std::string id = body["job_id"];
+    ASSERT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 180s)) << job(id).dump();
+  }
+  CliRun deployed = cli({"deploy", "cli-name", "cli-a"});
+  ASSERT_EQ(deployed.code, 0) << deployed.out << deployed.err;
+  EXPECT_NE(deployed.out.find("cli-name serves cli-a v1"), std::string::npos) << deployed.out;
+  const std::string fast = R"({"eval_idxs": [0, 500], "shadow_seconds": 1, "steps": [50, 100], "step_seconds": 1,
+      "min_requests": 0, "gates": {"max_accuracy_drop": 0.1, "max_class_recall_drop": 1}})";
+  CliRun promoted = cli({"rollout", "cli-name", "cli-b:1", "--options", fast, "--follow"});
+  ASSERT_EQ(promoted.code, 0) << promoted.out << promoted.err;
+  EXPECT_EQ(promoted.out.find('\r'), std::string::npos) << "a pipe gets no carriage returns";
+  EXPECT_NE(promoted.out.find("cli-name: canary weight 50% (cli-b v1 over cli-a v1)"), std::string::npos)
+      << promoted.out;
+  EXPECT_NE(promoted.out.find("cli-name: promoted weight 100%"), std::string::npos) << promoted.out;
+  CliRun refused = cli({"rollout", "cli-name", "cli-c", "--options", R"({"eval_idxs": [0, 500]})", "--follow"});
+  EXPECT_EQ(refused.code, 1) << refused.out << refused.err;
+  EXPECT_TRUE(std::regex_search(refused.out, std::regex("rolled_back .*evaluation on 500 held-out examples: ")))
+      << refused.out;
+  CliRun listed = cli({"deployments"});
+  ASSERT_EQ(listed.code, 0) << listed.err;
+  EXPECT_TRUE(std::regex_search(listed.out, std::regex("cli-name +cli-b v1 +cli-c v1 +rolled_back +-"))) << listed.out;
+  expect_api_error(cli({"rollout", "cli-name", "--abort"}), "409");
+  expect_api_error(cli({"rollout", "nope", "cli-b"}), "404");
+}
+
 }  // namespace
 }  // namespace mlswarm

@@ -33,6 +33,7 @@ json resume_key(const JobSpec& spec) {
   key.erase("resume_from");
   key.erase("sweep_id");
   key.erase("trial");
+  key.erase("deploy");  // what happens to the model afterwards is not part of what it trains
   return key;
 }
 

@@ -499,7 +499,8 @@ class TrainingRun {
     if (hooks_.report) hooks_.report(done);
   }
 
-  /// Removes versions/<n> for every n <= `up_to` (and anything there that is not a version).
+  /// Removes versions/<n> for every n <= `up_to` that no served name pins (kPinnedMarker), and
+  /// anything there that is not a version.
   static void prune_versions(const std::filesystem::path& dir, int up_to) {
     std::error_code ec;
     for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
@@ -507,7 +508,7 @@ class TrainingRun {
       int n = 0;
       const bool number = !name.empty() && name.size() < 9 &&
                           name.find_first_not_of("0123456789") == std::string::npos && (n = std::stoi(name)) > 0;
-      if (number && n > up_to) continue;
+      if (number && (n > up_to || std::filesystem::exists(entry.path() / kPinnedMarker, ec))) continue;
       std::error_code remove_ec;
       std::filesystem::remove_all(entry.path(), remove_ec);
       if (remove_ec) spdlog::warn("cannot remove {}: {}", entry.path().string(), remove_ec.message());

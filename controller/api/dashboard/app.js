@@ -496,6 +496,92 @@ async function refreshSweeps() {
   await refreshSweepDetail();
 }
 
+// ---- deployments -------------------------------------------------------------------------------
+const LIVE = ['evaluating', 'shadow', 'canary'];
+function live(d) { return d.rollout && LIVE.includes(d.rollout.state); }
+function modelText(m) { return m ? `${m.model_id} v${m.version}` : '-'; }
+
+function renderDeployments(deployments) {
+  state.deployments = deployments;
+  $('deployments').tBodies[0].replaceChildren(...deployments.map((d) => el('tr',
+    { class: 'clickable' + (d.name === state.deployment ? ' selected' : ''), onclick: () => selectDeployment(d.name) },
+    el('td', {}, d.name), el('td', {}, modelText(d.stable)),
+    el('td', {}, d.rollout ? modelText(d.rollout.spec) : '-'),
+    el('td', {}, d.rollout ? el('span', { class: 'pill ' + d.rollout.state }, d.rollout.state) : '-'),
+    el('td', {}, live(d) ? d.rollout.weight + '%' : '-'),
+    el('td', {}, live(d) ? el('button', { type: 'button', class: 'abort',
+      onclick: (e) => { e.stopPropagation(); abortRollout(d.name); } }, 'abort') : ''))));
+  $('no-deployments').hidden = deployments.length > 0;
+  if (!state.deployment && deployments.length) selectDeployment(deployments[0].name);
+}
+
+function selectDeployment(name) {
+  state.deployment = name;
+  refreshDeploymentDetail().catch(() => {});
+}
+
+async function abortRollout(name) {
+  if (!confirm(`Abort the rollout on ${name}? Its stable version serves everything again at once.`)) return;
+  try {
+    await api('/deployments/' + encodeURIComponent(name) + '/rollout', { method: 'DELETE' });
+  } catch (e) {
+    alert('not aborted: ' + e.message);
+  }
+  await refreshDeployments();
+}
+
+/// The candidate's weight over time: a step line from the rollout's history (and now, if live).
+function drawWeightChart(target, rollout) {
+  const W = 320, H = 140, L = 36, R = 10, T = 10, B = 22;
+  const events = rollout.history.slice();
+  const t0 = events[0].at;
+  const end = LIVE.includes(rollout.state) ? Date.now() / 1000 : events[events.length - 1].at;
+  const span = Math.max(1, end - t0);
+  const x = (t) => L + ((t - t0) / span) * (W - L - R);
+  const y = (w) => T + (H - T - B) * (1 - w / 100);
+  const nodes = plotFrame(y, 0, 100, 0);
+  let d = `M ${x(t0)} ${y(0)}`;
+  let weight = 0;
+  for (const e of events) {
+    d += ` L ${x(e.at)} ${y(weight)} L ${x(e.at)} ${y(e.weight)}`;
+    weight = e.weight;
+  }
+  d += ` L ${x(end)} ${y(weight)}`;
+  nodes.push(svg('path', { d, class: 'line weight' }));
+  const label = svg('text', { x: W - R, y: H - 6, class: 'tick', 'text-anchor': 'end' });
+  label.textContent = fmtSeconds(span);
+  nodes.push(label);
+  target.replaceChildren(...nodes);
+  target.dataset.steps = String(events.length);
+}
+
+async function refreshDeploymentDetail() {
+  const name = state.deployment;
+  if (!name) return;
+  const d = await api('/deployments/' + encodeURIComponent(name));
+  if (name !== state.deployment) return;
+  $('deployment-detail').hidden = false;
+  $('deployment-title').textContent = name;
+  const r = d.rollout;
+  $('deployment-summary').textContent = `serves ${modelText(d.stable)}` +
+    (r ? ` · rollout of ${modelText(r.spec)}: ${r.state}` + (live(d) ? `, weight ${r.weight}%` : '') : ' · no rollout');
+  $('deployment-reason').textContent = r && r.reason ? r.reason : '';
+  $('deployment-reason').className = r && r.state === 'rolled_back' ? 'error' : '';
+  const gates = r ? (r.phase_gates || r.gates || []) : [];
+  $('deployment-gates').tBodies[0].replaceChildren(...gates.map((g) => el('tr', { class: g.passed ? '' : 'failed' },
+    el('td', {}, g.gate), el('td', {}, fmtNumber(g.figure, 4)), el('td', {}, (g.at_most ? '≤ ' : '≥ ') + fmtNumber(g.limit, 4)),
+    el('td', {}, g.passed ? 'ok' : 'failed'))));
+  if (r) drawWeightChart($('weight-chart'), r);
+  $('deployment-history').tBodies[0].replaceChildren(...(r ? r.history : []).map((e) => el('tr', {},
+    el('td', {}, fmtAgo(e.at)), el('td', {}, el('span', { class: 'pill ' + e.state }, e.state)),
+    el('td', {}, e.weight + '%'), el('td', {}, e.reason))));
+}
+
+async function refreshDeployments() {
+  renderDeployments((await api('/deployments')).deployments || []);
+  await refreshDeploymentDetail();
+}
+
 // ---- the loop ----------------------------------------------------------------------------------
 let tick = 0;
 async function refreshAll() {
@@ -509,6 +595,7 @@ async function refreshAll() {
     state.epochs = epochs;
     await refreshModelDetail();
     if (tick % 2 === 0) await refreshSweeps();
+    await refreshDeployments();
     if (!$('f-dataset').options.length) await setupTrainForm();
   } catch (e) {
     if (!(e instanceof ApiError) || (e.status !== 401 && e.status !== 403)) {

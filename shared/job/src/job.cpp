@@ -131,6 +131,14 @@ void parse_sweep_fields(const json& body, JobSpec& spec) {
   spec.sweep_id = get_string(body, "sweep_id", "sweep_id", "");
   if (!spec.sweep_id.empty()) require_valid_id(spec.sweep_id, "sweep_id");
   spec.trial = static_cast<int>(get_int(body, "trial", "trial", 0, 0, 1 << 20));
+  if (body.contains("deploy") && !body["deploy"].is_null()) {
+    const json& deploy = body["deploy"];
+    if (!deploy.is_object() || !deploy.contains("name") || !deploy["name"].is_string()) {
+      invalid_field("deploy.name", "deploy must be an object with the served name to roll the model out onto");
+    }
+    require_valid_id(deploy["name"].get<std::string>(), "deploy.name");
+    spec.deploy = deploy;
+  }
 }
 
 }  // namespace
@@ -140,7 +148,7 @@ JobSpec parse_job_spec(const json& body) {
   reject_unknown_fields(
       body,
       {"job_id", "model_id", "model_type", "dataset", "example_idxs", "test_idxs", "train_opts", "attempt", "trainers",
-       "min_trainers", "placement", "stop_after_epoch", "resume_from", "sweep_id", "trial"},
+       "min_trainers", "placement", "stop_after_epoch", "resume_from", "sweep_id", "trial", "deploy"},
       "");
   JobSpec spec;
   spec.job_id = get_string(body, "job_id", "job_id", "");
@@ -213,6 +221,7 @@ json to_json(const JobSpec& spec) {
     out["sweep_id"] = spec.sweep_id;
     out["trial"] = spec.trial;
   }
+  if (!spec.deploy.is_null()) out["deploy"] = spec.deploy;
   return out;
 }
 

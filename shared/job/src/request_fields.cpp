@@ -33,4 +33,17 @@ std::int64_t get_int(const nlohmann::json& object, const char* key, std::string_
   return *value;
 }
 
+double get_number(const nlohmann::json& object, const char* key, std::string_view field, std::optional<double> fallback,
+                  double lo, double hi) {
+  const auto it = object.find(key);
+  if (it == object.end() || it->is_null()) {
+    if (!fallback) invalid_field(field, fmt::format("{} is required", field));
+    return *fallback;
+  }
+  if (!it->is_number()) invalid_field(field, fmt::format("{} must be a number", field));
+  const double value = it->get<double>();
+  if (!(value >= lo && value <= hi)) invalid_field(field, fmt::format("{} must be between {} and {}", field, lo, hi));
+  return value;
+}
+
 }  // namespace mlswarm

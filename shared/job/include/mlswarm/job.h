@@ -147,6 +147,10 @@ struct JobSpec {
   /// The sweep this job is a trial of (empty: none), and which trial.
   std::string sweep_id;
   int trial = 0;
+  /// {"name", ...rollout fields}: when the job succeeds, its model is rolled out onto the
+  /// served name through the gate (or pins it, when the name serves nothing yet); null: none.
+  /// Checked here for its name only; the controller checks the rest as a rollout.
+  nlohmann::json deploy;
 };
 
 /// The last epoch a job trains: stop_after_epoch when set, else epochs.

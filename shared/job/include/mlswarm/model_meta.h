@@ -60,6 +60,10 @@ std::filesystem::path job_dir(const std::filesystem::path& home_dir, const std::
 /// and when either folder is a symbolic link.
 std::filesystem::path model_version_dir(const std::filesystem::path& home_dir, const std::string& model_id,
                                         int version);
+/// A file in versions/<n>/ that keeps the version from being pruned (KEEP_VERSIONS): a served
+/// name pins it (PUT /deployments, a rollout's candidate). Never removed by mlswarm.
+inline constexpr const char* kPinnedMarker = "pinned";
+
 /// The pinned versions kept for a model (versions/<n>/ with a meta.json), ascending.
 std::vector<int> model_versions(const std::filesystem::path& home_dir, const std::string& model_id);
 

@@ -25,4 +25,9 @@ void reject_unknown_fields(const nlohmann::json& object, const std::set<std::str
 std::int64_t get_int(const nlohmann::json& object, const char* key, std::string_view field,
                      std::optional<std::int64_t> fallback, std::int64_t lo, std::int64_t hi);
 
+/// object[key] as a finite number in [lo, hi]: `fallback` when absent or null ("<field> is
+/// required" when there is none); anything else is refused.
+double get_number(const nlohmann::json& object, const char* key, std::string_view field, std::optional<double> fallback,
+                  double lo, double hi);
+
 }  // namespace mlswarm

@@ -1,0 +1,243 @@
+// Served names and rollouts on real daemons: a candidate trained worse refused at evaluation, a
+// candidate that fails a live gate rolled back from a canary step, a good one promoted through
+// every step under load with no failed request and a sticky split, and the leader killed
+// mid-rollout with the follower carrying it to its end.
+
+#include <atomic>
+#include <csignal>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "cluster_fixture.h"
+#include "mlswarm/job.h"
+
+namespace mlswarm {
+namespace {
+
+/// `/predict` to a name from a thread of its own, each request with one of `keys` keys (its
+/// X-Request-Key), recording which variant answered it, when, and whether it failed.
+class NameLoad {
+ public:
+  struct Answer {
+    double at = 0;  ///< Unix seconds
+    std::string key;
+    std::string variant;
+  };
+  NameLoad(int port, std::string name, json examples, int keys) : name_(std::move(name)), examples_(std::move(examples)) {
+    thread_ = std::thread([this, port, keys] { run(port, keys); });
+  }
+  ~NameLoad() { stop(); }
+  void stop() {
+    done_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  std::vector<Answer> answers() const {
+    std::lock_guard lock(mutex_);
+    return answers_;
+  }
+  int failed() const { return failed_.load(); }
+  std::string first_failure() const {
+    std::lock_guard lock(mutex_);
+    return first_failure_;
+  }
+
+ private:
+  void run(int port, int keys) {
+    httplib::Client client("127.0.0.1", port);
+    client.set_read_timeout(10s);
+    const std::string body = json{{"model_id", name_}, {"examples", examples_}}.dump();
+    for (int i = 0; !done_; ++i) {
+      const std::string key = "client-" + std::to_string(i % keys);
+      auto res = client.Post("/predict", httplib::Headers{{"X-Request-Key", key}}, body, "application/json");
+      const double at = unix_now();
+      std::lock_guard lock(mutex_);
+      if (!res || res->status != 200) {
+        if (++failed_ == 1) first_failure_ = res ? res->body : httplib::to_string(res.error());
+        continue;
+      }
+      answers_.push_back({at, key, json::parse(res->body).value("variant", "")});
+    }
+  }
+  std::string name_;
+  json examples_;
+  std::atomic<bool> done_{false};
+  std::atomic<int> failed_{0};
+  mutable std::mutex mutex_;
+  std::vector<Answer> answers_;
+  std::string first_failure_;
+  std::thread thread_;
+};
+
+class RolloutTest : public ClusterTest {
+ protected:
+  json deployment(const std::string& name) { return get("/deployments/" + name); }
+  std::string rollout_state(const std::string& name) {
+    const json d = deployment(name);
+    return d.contains("rollout") && d["rollout"].is_object() ? d["rollout"].value("state", "") : "";
+  }
+  bool ended(const std::string& name) {
+    const std::string s = rollout_state(name);
+    return s == "promoted" || s == "rolled_back" || s == "aborted";
+  }
+  /// Trains `model_id` on `examples` images for `epochs` and waits for it.
+  void train(const std::string& model_id, int examples, int epochs, int seed = 1) {
+    auto [status, body] = post("/train", json{{"model_id", model_id},
+                                              {"example_idxs", {0, examples}},
+                                              {"test_idxs", {0, kTestImages}},
+                                              {"train_opts", {{"epochs", epochs}, {"batch_size", 64}, {"seed", seed}}}}
+                                             .dump());
+    ASSERT_EQ(status, 202) << body.dump();
+    const std::string id = body["job_id"];
+    ASSERT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 300s)) << job(id).dump();
+  }
+  void put_deployment(const std::string& name, const std::string& model_id) {
+    httplib::Client c("127.0.0.1", controller_port_);
+    auto res = c.Put(("/deployments/" + name).c_str(), json{{"model_id", model_id}}.dump(), "application/json");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+  }
+  json examples(int count) { return get("/datasets/fashion-mnist/examples?split=test&count=" + std::to_string(count))["examples"]; }
+};
+
+// Issue 39: a candidate trained worse (1 epoch on 300 images) against a stable (2 epochs on
+// 6,000) is refused at evaluation, before any live request sees it, with the figures.
+TEST_F(RolloutTest, ACandidateTrainedWorseIsRefusedAtEvaluation) {
+  start_trainer(2);
+  start_controller();
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 1; }, 10s));
+  train("stable", 6000, 2);
+  train("worse", 300, 1);
+  put_deployment("fmnist", "stable");
+  auto [status, body] = post("/deployments/fmnist/rollout", json{{"model_id", "worse"}, {"eval_idxs", {0, 2000}}}.dump());
+  ASSERT_EQ(status, 202) << body.dump();
+  EXPECT_EQ(post("/deployments/fmnist/rollout", json{{"model_id", "worse"}}.dump()).first, 409) << "a second rollout";
+  ASSERT_TRUE(eventually([&] { return ended("fmnist"); }, 120s)) << deployment("fmnist").dump(2);
+  const json d = deployment("fmnist");
+  std::cout << "rolled back at evaluation: " << d["rollout"]["reason"] << "\n";
+  EXPECT_EQ(d["rollout"]["state"], "rolled_back") << d.dump(2);
+  EXPECT_NE(d["rollout"]["reason"].get<std::string>().find("evaluation on 2000 held-out examples"), std::string::npos);
+  EXPECT_EQ(d["stable"]["model_id"], "stable") << "the stable serves on";
+  auto [served, answer] = post("/predict", json{{"model_id", "fmnist"}, {"examples", examples(1)}}.dump());
+  ASSERT_EQ(served, 200) << answer.dump();
+  EXPECT_EQ(answer["model_id"], "stable");
+  EXPECT_EQ(answer["deployment"], "fmnist");
+  EXPECT_EQ(answer["variant"], "stable");
+  EXPECT_EQ(post("/deployments/fmnist/rollout", json{{"model_id", "stable"}}.dump()).first, 409)
+      << "the version it serves already";
+  EXPECT_EQ(post("/deployments/nope/rollout", json{{"model_id", "worse"}}.dump()).first, 404);
+  EXPECT_EQ(post("/deployments/fmnist/rollout", json{{"model_id", "worse"}, {"steps", {50, 20}}}.dump()).first, 400);
+}
+
+// Issue 39: a good candidate promoted through every step while clients send /predict to the
+// name: no request fails, each step's candidate share is within 10 points of its weight, and a
+// key always gets the same variant within a step.
+TEST_F(RolloutTest, AGoodCandidateIsPromotedThroughEveryStepUnderLoad) {
+  start_trainer(2);
+  start_controller();
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 1; }, 10s));
+  train("first", 3000, 1, 1);
+  train("second", 3000, 1, 2);
+  put_deployment("live", "first");
+  NameLoad load(controller_port_, "live", examples(1), 400);
+  const json spec = {{"model_id", "second"},     {"eval_idxs", {0, 1000}}, {"shadow_seconds", 2}, {"steps", {20, 50, 100}},
+                     {"step_seconds", 3},        {"min_requests", 5},
+                     {"gates", {{"max_accuracy_drop", 0.05}, {"max_class_recall_drop", 0.3}, {"min_agreement", 0.6}}}};
+  auto [status, body] = post("/deployments/live/rollout", spec.dump());
+  ASSERT_EQ(status, 202) << body.dump();
+  ASSERT_TRUE(eventually([&] { return ended("live"); }, 180s)) << deployment("live").dump(2);
+  load.stop();
+  const json d = deployment("live");
+  ASSERT_EQ(d["rollout"]["state"], "promoted") << d.dump(2);
+  EXPECT_EQ(d["stable"]["model_id"], "second") << "the deployment pins the candidate now";
+  EXPECT_EQ(load.failed(), 0) << load.first_failure();
+  // Each canary step's window: from its event to the next one.
+  const json& history = d["rollout"]["history"];
+  std::map<int, std::pair<double, double>> windows;
+  for (std::size_t i = 0; i < history.size(); ++i) {
+    if (history[i]["state"] != "canary") continue;
+    const double end = i + 1 < history.size() ? history[i + 1]["at"].get<double>() : 1e18;
+    windows[history[i]["weight"].get<int>()] = {history[i]["at"].get<double>(), end};
+  }
+  ASSERT_EQ(windows.size(), 3u) << history.dump(2);
+  for (const auto& [weight, window] : windows) {
+    int candidate = 0, total = 0;
+    std::map<std::string, std::string> variant_of;
+    for (const auto& a : load.answers()) {
+      if (a.at < window.first + 0.2 || a.at > window.second - 0.2) continue;  // the split changes within 1 s
+      ++total;
+      candidate += a.variant == "candidate" ? 1 : 0;
+      auto [it, added] = variant_of.emplace(a.key, a.variant);
+      EXPECT_EQ(it->second, a.variant) << "key " << a.key << " switched variants within step " << weight;
+    }
+    ASSERT_GT(total, 20) << "too few requests in step " << weight;
+    const double share = 100.0 * candidate / total;
+    std::cout << "step " << weight << "%: " << total << " requests, " << share << "% by the candidate\n";
+    EXPECT_NEAR(share, weight, 10.0) << "step " << weight;
+  }
+}
+
+// Issue 39: a candidate that fails a live gate (a p99 it cannot meet) is rolled back from its
+// first canary step with the gate's figure in the reason; the stable serves everything again.
+TEST_F(RolloutTest, ALiveGateThatFailsRollsBackFromACanaryStep) {
+  start_trainer(2);
+  start_controller();
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 1; }, 10s));
+  train("base", 2000, 1, 1);
+  train("slowish", 2000, 1, 2);
+  put_deployment("strict", "base");
+  NameLoad load(controller_port_, "strict", examples(1), 100);
+  const json spec = {{"model_id", "slowish"},  {"shadow_seconds", 0},  {"steps", {50, 100}}, {"step_seconds", 2},
+                     {"min_requests", 5},      {"eval_idxs", {0, 500}},
+                     {"gates", {{"max_accuracy_drop", 0.2}, {"max_class_recall_drop", 1}, {"max_p99_ms", 0.001}}}};
+  ASSERT_EQ(post("/deployments/strict/rollout", spec.dump()).first, 202);
+  ASSERT_TRUE(eventually([&] { return ended("strict"); }, 120s)) << deployment("strict").dump(2);
+  load.stop();
+  const json d = deployment("strict");
+  std::cout << "rolled back live: " << d["rollout"]["reason"] << "\n";
+  EXPECT_EQ(d["rollout"]["state"], "rolled_back");
+  EXPECT_NE(d["rollout"]["reason"].get<std::string>().find("step 1: p99_ms"), std::string::npos) << d.dump(2);
+  EXPECT_EQ(d["stable"]["model_id"], "base");
+  EXPECT_EQ(load.failed(), 0) << load.first_failure();
+  const std::string metrics = client_->Get("/metrics")->body;
+  EXPECT_NE(metrics.find("mlswarm_rollbacks_total{reason=\"p99_ms\"} 1"), std::string::npos) << metrics;
+}
+
+// Issue 39: the leader killed mid-rollout; the follower carries it on from the journal, no step
+// repeated or skipped.
+TEST_F(RolloutTest, ALeaderKilledMidRolloutIsCarriedOnByTheFollower) {
+  start_trainer(2);
+  start_controller();
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 1; }, 10s));
+  train("one", 2000, 1, 1);
+  train("two", 2000, 1, 2);
+  put_deployment("ha", "one");
+  start_follower();
+  // No traffic is needed (min_requests 0): what is under test is that the steps go on.
+  const json spec = {{"model_id", "two"},       {"shadow_seconds", 1}, {"steps", {25, 50, 100}}, {"step_seconds", 3},
+                     {"min_requests", 0},       {"eval_idxs", {0, 500}},
+                     {"gates", {{"max_accuracy_drop", 0.2}, {"max_class_recall_drop", 1}, {"min_agreement", 0}}}};
+  ASSERT_EQ(post("/deployments/ha/rollout", spec.dump()).first, 202);
+  ASSERT_TRUE(eventually([&] { return rollout_state("ha") == "canary"; }, 120s)) << deployment("ha").dump(2);
+  controller_->signal(SIGKILL);
+  ASSERT_TRUE(controller_->wait_exit(10s));
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto res = other_->Get("/deployments/ha");
+        if (!res || res->status != 200) return false;
+        const std::string state = json::parse(res->body)["rollout"].value("state", "");
+        return state == "promoted" || state == "rolled_back";
+      },
+      120s));
+  const json d = json::parse(other_->Get("/deployments/ha")->body);
+  EXPECT_EQ(d["rollout"]["state"], "promoted") << d.dump(2);
+  std::map<int, int> steps;
+  for (const auto& e : d["rollout"]["history"]) {
+    if (e["state"] == "canary") ++steps[e["weight"].get<int>()];
+  }
+  EXPECT_EQ(steps, (std::map<int, int>{{25, 1}, {50, 1}, {100, 1}})) << d["rollout"]["history"].dump(2);
+}
+
+}  // namespace
+}  // namespace mlswarm
