@@ -89,6 +89,34 @@ std::vector<DeployRequest> pending_deploys(const JobRegistry& registry) {
   return out;
 }
 
+/// Served names and rollouts: the deployments in the journal, this replica's serving through
+/// names, and the leader's runner (ticked by the cluster loop).
+struct Rollouts {
+  Rollouts(const ControllerConfig& c, JobRegistry& registry, ModelServer& models, DatasetCache& datasets,
+           const std::string& address)
+      : store(
+            registry,
+            [&models](const ModelRef& m) {
+              return ModelRef{m.model_id, models.meta(m.model_id, m.version).version};
+            },
+            [home = c.home_dir](const ModelRef& m) { pin_version(home, m); }),
+        serving(store, models, {dir_of(c), replica_file_name(address)}),
+        runner(
+            store, dir_of(c),
+            [&models, &datasets](const ModelRef& stable, const ModelRef& candidate,
+                                 const std::optional<std::pair<std::int64_t, std::int64_t>>& idxs) {
+              return evaluate_held_out(models, datasets, stable, candidate, idxs);
+            },
+            {}, [&registry] { return pending_deploys(registry); }) {}
+  static std::filesystem::path dir_of(const ControllerConfig& c) {
+    return std::filesystem::path(c.home_dir) / "controller" / "rollouts";
+  }
+
+  DeploymentStore store;
+  RolloutServing serving;
+  RolloutRunner runner;
+};
+
 /// Serves until SIGTERM; returns the exit code.
 int run_controller(const ControllerConfig& c) {
   const std::string allocator = tune_allocator_for_tensors();  // batched forward passes (docs/benchmarks.md)
@@ -111,31 +139,17 @@ int run_controller(const ControllerConfig& c) {
   ModelServer models(c.home_dir, BatchingOptions{c.predict_max_batch, std::chrono::microseconds(c.predict_max_delay_us),
                                                  c.predict_threads, c.serve_device, c.predict_workers});
   DatasetCache datasets(c.data_dir, c.home_dir);
-  const std::filesystem::path rollouts_dir = std::filesystem::path(c.home_dir) / "controller" / "rollouts";
-  DeploymentStore deployments(
-      registry,
-      [&models](const ModelRef& m) {
-        return ModelRef{m.model_id, models.meta(m.model_id, m.version).version};
-      },
-      [&c](const ModelRef& m) { pin_version(c.home_dir, m); });
-  RolloutServing rollout_serving(deployments, models, {rollouts_dir, replica_file_name(address)});
-  RolloutRunner rollout_runner(
-      deployments, rollouts_dir,
-      [&models, &datasets](const ModelRef& stable, const ModelRef& candidate,
-                           const std::optional<std::pair<std::int64_t, std::int64_t>>& idxs) {
-        return evaluate_held_out(models, datasets, stable, candidate, idxs);
-      },
-      {}, [&registry] { return pending_deploys(registry); });
-  cluster.set_before_plan([&sweeps, &rollout_runner] {
+  Rollouts rollouts(c, registry, models, datasets, address);
+  cluster.set_before_plan([&sweeps, &rollouts] {
     sweeps.tick();
-    rollout_runner.tick();
+    rollouts.runner.tick();
   });
   ControllerApi api(
       cluster, registry, models, datasets,
       ControllerApiOptions{c.home_dir, static_cast<std::size_t>(c.predict_max_examples), c.max_body, c.api_token,
                            c.public_reads, c.predict_max_batch, c.predict_max_delay_us, c.max_image_pixels,
                            c.max_decodes, static_cast<std::size_t>(c.predict_max_values)},
-      replicas.hooks(), &sweeps, RolloutHooks{&deployments, &rollout_serving, &rollout_runner});
+      replicas.hooks(), &sweeps, RolloutHooks{&rollouts.store, &rollouts.serving, &rollouts.runner});
   HttpService service = api.service();
   service.handle = [&api, &replicas](const HttpRequest& request) {
     HttpReply reply = api.serve(request);

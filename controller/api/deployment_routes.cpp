@@ -19,9 +19,7 @@ using nlohmann::json;
 
 namespace {
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+double now_s() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 
 /// PUT /deployments/{name}'s body: {"model_id", "version"?}.
 ModelRef parse_target(const json& body) {
@@ -37,12 +35,8 @@ ModelRef parse_target(const json& body) {
 }
 
 json figures_json(const TrafficFigures& f) {
-  return {{"candidate_requests", f.requests},
-          {"candidate_errors", f.errors},
-          {"candidate_p99_ms", f.p99_ms},
-          {"compared", f.compared},
-          {"agreed", f.agreed},
-          {"stable_requests", f.stable_requests}};
+  return {{"candidate_requests", f.requests}, {"candidate_errors", f.errors}, {"candidate_p99_ms", f.p99_ms},
+          {"compared", f.compared},           {"agreed", f.agreed},           {"stable_requests", f.stable_requests}};
 }
 
 }  // namespace
@@ -51,8 +45,8 @@ json ControllerApi::deployment_view(const std::string& name) const {
   auto d = rollouts_.store->find(name);
   if (!d) throw Error(ErrorCode::kNotFound, fmt::format("unknown deployment '{}'", name), "name");
   json out = to_json(*d);
-  const bool live_traffic = d->rollout && (d->rollout->state == RolloutState::kShadow ||
-                                           d->rollout->state == RolloutState::kCanary);
+  const bool live_traffic =
+      d->rollout && (d->rollout->state == RolloutState::kShadow || d->rollout->state == RolloutState::kCanary);
   if (live_traffic && rollouts_.runner != nullptr) {
     const TrafficFigures f = rollouts_.runner->figures(name, rollout_phase(*d->rollout));
     out["rollout"]["phase_figures"] = figures_json(f);
@@ -76,13 +70,13 @@ void ControllerApi::add_deployment_routes() {
                  require_valid_name(p[0]);
                  return HttpReply::json(200, deployment_view(p[0]));
                }});
-  routes_.add({"PUT", "/deployments/{name}", A::kWrite, kMaxSpecBytes,
-               [this](const HttpRequest& r, const RouteParams& p) {
-                 require_valid_name(p[0]);
-                 if (auto leader = forwarded(r)) return *leader;
-                 const ModelRef target = parse_target(parse_json_body(r));
-                 return HttpReply::json(200, to_json(rollouts_.store->put(p[0], target, now_s())));
-               }});
+  routes_.add(
+      {"PUT", "/deployments/{name}", A::kWrite, kMaxSpecBytes, [this](const HttpRequest& r, const RouteParams& p) {
+         require_valid_name(p[0]);
+         if (auto leader = forwarded(r)) return *leader;
+         const ModelRef target = parse_target(parse_json_body(r));
+         return HttpReply::json(200, to_json(rollouts_.store->put(p[0], target, now_s())));
+       }});
   routes_.add({"DELETE", "/deployments/{name}", A::kWrite, 0, [this](const HttpRequest& r, const RouteParams& p) {
                  require_valid_name(p[0]);
                  if (auto leader = forwarded(r)) return *leader;
@@ -98,11 +92,12 @@ void ControllerApi::add_deployment_routes() {
                  cluster_.wake();  // its evaluation starts at the next tick
                  return HttpReply::json(202, to_json(d));
                }});
-  routes_.add({"DELETE", "/deployments/{name}/rollout", A::kWrite, 0, [this](const HttpRequest& r, const RouteParams& p) {
-                 require_valid_name(p[0]);
-                 if (auto leader = forwarded(r)) return *leader;
-                 return HttpReply::json(200, to_json(rollouts_.store->abort(p[0], now_s())));
-               }});
+  routes_.add(
+      {"DELETE", "/deployments/{name}/rollout", A::kWrite, 0, [this](const HttpRequest& r, const RouteParams& p) {
+         require_valid_name(p[0]);
+         if (auto leader = forwarded(r)) return *leader;
+         return HttpReply::json(200, to_json(rollouts_.store->abort(p[0], now_s())));
+       }});
 }
 
 }  // namespace mlswarm

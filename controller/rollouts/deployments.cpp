@@ -36,8 +36,8 @@ ServingTarget target_of(const Deployment& d) {
 void require_valid_name(const std::string& name) { require_valid_id(name, "name"); }
 
 json to_json(const Deployment& d) {
-  json out = {{"name", d.name}, {"stable", model_json(d.stable)}, {"created_at", d.created_at},
-              {"updated_at", d.updated_at}};
+  json out = {
+      {"name", d.name}, {"stable", model_json(d.stable)}, {"created_at", d.created_at}, {"updated_at", d.updated_at}};
   out["rollout"] = d.rollout ? to_json(*d.rollout) : json(nullptr);
   return out;
 }

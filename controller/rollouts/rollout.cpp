@@ -32,9 +32,8 @@ RolloutGates parse_gates(const json& body) {
   if (!body.contains("gates") || body["gates"].is_null()) return g;
   const json& gates = body["gates"];
   if (!gates.is_object()) invalid_field("gates", "gates must be an object");
-  reject_unknown_fields(gates,
-                        {"max_accuracy_drop", "max_class_recall_drop", "min_agreement", "max_error_rate", "max_p99_ms"},
-                        "gates.");
+  reject_unknown_fields(
+      gates, {"max_accuracy_drop", "max_class_recall_drop", "min_agreement", "max_error_rate", "max_p99_ms"}, "gates.");
   g.max_accuracy_drop = get_number(gates, "max_accuracy_drop", "gates.max_accuracy_drop", g.max_accuracy_drop, 0, 1);
   g.max_class_recall_drop =
       get_number(gates, "max_class_recall_drop", "gates.max_class_recall_drop", g.max_class_recall_drop, 0, 1);
@@ -226,10 +225,10 @@ RolloutDecision decide(const RolloutRecord& r, const std::optional<EvaluationFig
     if (!evaluation) return {};
     std::vector<GateResult> gates = judge_evaluation(r.spec.gates, *evaluation);
     if (const std::string failed = first_failure(gates); !failed.empty()) {
-      return roll_back(fmt::format("evaluation on {} held-out examples: {} (accuracy {:.4f} -> {:.4f})",
-                                   evaluation->examples, failed, evaluation->stable_accuracy,
-                                   evaluation->candidate_accuracy),
-                       std::move(gates));
+      return roll_back(
+          fmt::format("evaluation on {} held-out examples: {} (accuracy {:.4f} -> {:.4f})", evaluation->examples,
+                      failed, evaluation->stable_accuracy, evaluation->candidate_accuracy),
+          std::move(gates));
     }
     return next_phase(r, false, std::move(gates));
   }

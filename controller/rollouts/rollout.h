@@ -70,8 +70,8 @@ struct RolloutSpec {
   ModelRef candidate;
   /// [from, to) of the dataset's test split to evaluate on; nullopt: all of it.
   std::optional<std::pair<std::int64_t, std::int64_t>> eval_idxs;
-  int shadow_seconds = 60;  ///< 0: no shadow phase
-  int shadow_percent = 100;  ///< the share of live requests shadowed
+  int shadow_seconds = 60;                 ///< 0: no shadow phase
+  int shadow_percent = 100;                ///< the share of live requests shadowed
   std::vector<int> steps{5, 25, 50, 100};  ///< canary weights, rising, in 1..100
   int step_seconds = 120;
   int min_requests = 10;  ///< candidate requests needed to judge a live phase
@@ -127,10 +127,10 @@ struct RolloutEvent {
 /// A rollout as the journal keeps it.
 struct RolloutRecord {
   std::string name;
-  RolloutSpec spec;      ///< its candidate version pinned when it started
-  ModelRef stable;       ///< what the name served when it started
+  RolloutSpec spec;  ///< its candidate version pinned when it started
+  ModelRef stable;   ///< what the name served when it started
   RolloutState state = RolloutState::kEvaluating;
-  int step = -1;         ///< the canary step under way (index into spec.steps); -1 before
+  int step = -1;  ///< the canary step under way (index into spec.steps); -1 before
   double started_at = 0;
   double phase_started_at = 0;
   std::vector<GateResult> gates;  ///< the last phase's verdicts

@@ -72,7 +72,8 @@ EvaluationFigures evaluate_held_out(ModelServer& models, DatasetCache& datasets,
   const DatasetSplit& test = data->test;
   const std::int64_t from = idxs ? std::min(idxs->first, test.count) : 0;
   const std::int64_t to = idxs ? std::min(idxs->second, test.count) : test.count;
-  if (to <= from) throw Error(ErrorCode::kInvalidArgument, "eval_idxs selects no example of the test split", "eval_idxs");
+  if (to <= from)
+    throw Error(ErrorCode::kInvalidArgument, "eval_idxs selects no example of the test split", "eval_idxs");
   const std::size_t per_example = static_cast<std::size_t>(a.channels) * a.height * a.width;
   const std::size_t classes = a.class_names.size();
   const auto stable_correct = correct_per_class(models, stable_model, test, from, to, classes, per_example);
@@ -167,8 +168,8 @@ void RolloutRunner::advance(const Deployment& d) {
     }
   }
   if (decision.kind == RolloutDecision::Kind::kWait) {
-    decision = decide(r, evaluated, r.state == RolloutState::kEvaluating ? TrafficFigures{} : figures(d.name, rollout_phase(r)),
-                      now);
+    decision = decide(r, evaluated,
+                      r.state == RolloutState::kEvaluating ? TrafficFigures{} : figures(d.name, rollout_phase(r)), now);
   }
   if (decision.kind == RolloutDecision::Kind::kWait) return;
   auto after = store_.decide(d.name, r.history.size(), decision, now);
@@ -176,14 +177,14 @@ void RolloutRunner::advance(const Deployment& d) {
   const RolloutRecord& next = *after->rollout;
   if (next.state == RolloutState::kRolledBack) {
     Metrics::global().inc("mlswarm_rollbacks_total", {{"reason", rollback_reason(decision)}});
-    spdlog::error("deployment {}: rollout of model {} version {} rolled back: {}", d.name,
-                  r.spec.candidate.model_id, r.spec.candidate.version, decision.reason);
+    spdlog::error("deployment {}: rollout of model {} version {} rolled back: {}", d.name, r.spec.candidate.model_id,
+                  r.spec.candidate.version, decision.reason);
   } else {
-    spdlog::info("deployment {}: rollout of model {} version {}: {}, weight {}: {}", d.name,
-                 r.spec.candidate.model_id, r.spec.candidate.version, to_string(next.state), next.weight(),
-                 decision.reason);
+    spdlog::info("deployment {}: rollout of model {} version {}: {}, weight {}: {}", d.name, r.spec.candidate.model_id,
+                 r.spec.candidate.version, to_string(next.state), next.weight(), decision.reason);
   }
-  if (rollout_ended(next.state)) Metrics::global().inc("mlswarm_rollouts_total", {{"outcome", std::string(to_string(next.state))}});
+  if (rollout_ended(next.state))
+    Metrics::global().inc("mlswarm_rollouts_total", {{"outcome", std::string(to_string(next.state))}});
 }
 
 void RolloutRunner::deploy(const DeployRequest& request, double now) {

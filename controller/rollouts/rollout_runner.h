@@ -47,8 +47,8 @@ class RolloutRunner {
                                                    const std::optional<std::pair<std::int64_t, std::int64_t>>& idxs)>;
   /// `dir`: HOME_DIR/controller/rollouts (the replicas' figures); `now`: the wall clock (tests
   /// pass their own).
-  RolloutRunner(DeploymentStore& store, std::filesystem::path dir, Evaluate evaluate,
-                std::function<double()> now = {}, PendingDeploys pending = {});
+  RolloutRunner(DeploymentStore& store, std::filesystem::path dir, Evaluate evaluate, std::function<double()> now = {},
+                PendingDeploys pending = {});
   ~RolloutRunner();
   RolloutRunner(const RolloutRunner&) = delete;
   RolloutRunner& operator=(const RolloutRunner&) = delete;
@@ -76,7 +76,7 @@ class RolloutRunner {
   Evaluate evaluate_;
   std::function<double()> now_;
   PendingDeploys pending_;
-  std::mutex mutex_;  ///< guards outcomes_ and running_
+  std::mutex mutex_;                         ///< guards outcomes_ and running_
   std::map<std::string, Outcome> outcomes_;  ///< by rollout (name and start)
   std::string running_;                      ///< the rollout being evaluated now, if any
   std::jthread evaluator_;                   ///< last: joined first

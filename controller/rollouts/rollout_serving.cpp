@@ -23,9 +23,14 @@ std::string replica_file_name(const std::string& address) {
 }
 
 json to_json(const PhaseCounters& c) {
-  return {{"phase", c.phase},       {"requests", c.requests}, {"errors", c.errors},
-          {"stable_requests", c.stable_requests}, {"compared", c.compared}, {"agreed", c.agreed},
-          {"shadow_dropped", c.shadow_dropped},   {"latency_buckets", c.latency_buckets}};
+  return {{"phase", c.phase},
+          {"requests", c.requests},
+          {"errors", c.errors},
+          {"stable_requests", c.stable_requests},
+          {"compared", c.compared},
+          {"agreed", c.agreed},
+          {"shadow_dropped", c.shadow_dropped},
+          {"latency_buckets", c.latency_buckets}};
 }
 
 PhaseCounters phase_counters_from_json(const json& j) {
@@ -144,7 +149,8 @@ void RolloutServing::answered(const Choice& choice, std::vector<float> pixels, s
   if (choice.variant == "candidate") {
     ++c.requests;
     c.errors += result == nullptr ? 1 : 0;
-    const auto bucket = std::lower_bound(kLatencyBoundsMs.begin(), kLatencyBoundsMs.end(), ms) - kLatencyBoundsMs.begin();
+    const auto bucket =
+        std::lower_bound(kLatencyBoundsMs.begin(), kLatencyBoundsMs.end(), ms) - kLatencyBoundsMs.begin();
     ++c.latency_buckets[static_cast<std::size_t>(bucket)];
   } else {
     ++c.stable_requests;
@@ -176,7 +182,8 @@ void RolloutServing::second_opinion(const Shadow& s) {
   if (s.of_candidate) {  // the shadow phase: the candidate's own figures
     ++c.requests;
     c.errors += other ? 0 : 1;
-    const auto bucket = std::lower_bound(kLatencyBoundsMs.begin(), kLatencyBoundsMs.end(), ms) - kLatencyBoundsMs.begin();
+    const auto bucket =
+        std::lower_bound(kLatencyBoundsMs.begin(), kLatencyBoundsMs.end(), ms) - kLatencyBoundsMs.begin();
     ++c.latency_buckets[static_cast<std::size_t>(bucket)];
   }
   if (!other) return;

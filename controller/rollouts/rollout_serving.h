@@ -33,13 +33,13 @@ struct PhaseCounters {
   std::int64_t stable_requests = 0;
   std::int64_t compared = 0;
   std::int64_t agreed = 0;
-  std::int64_t shadow_dropped = 0;  ///< second opinions dropped because their queue was full
+  std::int64_t shadow_dropped = 0;            ///< second opinions dropped because their queue was full
   std::vector<std::int64_t> latency_buckets;  ///< the candidate's time in server, by kLatencyBounds
 };
 
 /// Upper bounds (ms) of the latency buckets; the last is everything above.
-inline const std::vector<double> kLatencyBoundsMs{0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 250,
-                                                  500, 1000, 2500, 5000};
+inline const std::vector<double> kLatencyBoundsMs{0.25, 0.5, 1,  2,   3,   5,   7.5, 10,   15,   20,
+                                                  30,   50,  75, 100, 150, 250, 500, 1000, 2500, 5000};
 
 nlohmann::json to_json(const PhaseCounters& counters);
 /// Error(kDataError) for a file that does not read back.

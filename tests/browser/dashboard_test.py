@@ -129,7 +129,7 @@ def deployments_view(cluster, driver, check, out):
     seen = poll("the deployment in the view", lambda: (lambda r: r if r and r[1] and 'shadow' in r[0] else None)(
         driver.execute_script(script)), 30)
     check("the deployments view shows the name, its stable and candidate, the shadow phase and a weight chart",
-          "browser-sweep-t0 v1" in seen[0] and "browser-sweep-t1 v1" in seen[0] and seen[2] >= 2, str(seen))
+          "browser-sweep-t0 v1" in seen[0] and "browser-sweep-t1 v1" in seen[0] and seen[2] >= 1, str(seen))
     driver.execute_script("document.getElementById('deployments-section').scrollIntoView()")
     driver.find_element("css selector", "#deployments-section").screenshot(os.path.join(out, "dashboard-deployments.png"))
     driver.find_element("css selector", "#deployments button.abort").click()

@@ -25,7 +25,8 @@ class NameLoad {
     std::string key;
     std::string variant;
   };
-  NameLoad(int port, std::string name, json examples, int keys) : name_(std::move(name)), examples_(std::move(examples)) {
+  NameLoad(int port, std::string name, json examples, int keys)
+      : name_(std::move(name)), examples_(std::move(examples)) {
     thread_ = std::thread([this, port, keys] { run(port, keys); });
   }
   ~NameLoad() { stop(); }
@@ -98,7 +99,9 @@ class RolloutTest : public ClusterTest {
     ASSERT_TRUE(res);
     ASSERT_EQ(res->status, 200) << res->body;
   }
-  json examples(int count) { return get("/datasets/fashion-mnist/examples?split=test&count=" + std::to_string(count))["examples"]; }
+  json examples(int count) {
+    return get("/datasets/fashion-mnist/examples?split=test&count=" + std::to_string(count))["examples"];
+  }
 };
 
 // Issue 39: a candidate trained worse (1 epoch on 300 images) against a stable (2 epochs on
@@ -110,7 +113,8 @@ TEST_F(RolloutTest, ACandidateTrainedWorseIsRefusedAtEvaluation) {
   train("stable", 6000, 2);
   train("worse", 300, 1);
   put_deployment("fmnist", "stable");
-  auto [status, body] = post("/deployments/fmnist/rollout", json{{"model_id", "worse"}, {"eval_idxs", {0, 2000}}}.dump());
+  auto [status, body] =
+      post("/deployments/fmnist/rollout", json{{"model_id", "worse"}, {"eval_idxs", {0, 2000}}}.dump());
   ASSERT_EQ(status, 202) << body.dump();
   EXPECT_EQ(post("/deployments/fmnist/rollout", json{{"model_id", "worse"}}.dump()).first, 409) << "a second rollout";
   ASSERT_TRUE(eventually([&] { return ended("fmnist"); }, 120s)) << deployment("fmnist").dump(2);
@@ -141,8 +145,12 @@ TEST_F(RolloutTest, AGoodCandidateIsPromotedThroughEveryStepUnderLoad) {
   train("second", 3000, 1, 2);
   put_deployment("live", "first");
   NameLoad load(controller_port_, "live", examples(1), 400);
-  const json spec = {{"model_id", "second"},     {"eval_idxs", {0, 1000}}, {"shadow_seconds", 2}, {"steps", {20, 50, 100}},
-                     {"step_seconds", 3},        {"min_requests", 5},
+  const json spec = {{"model_id", "second"},
+                     {"eval_idxs", {0, 1000}},
+                     {"shadow_seconds", 2},
+                     {"steps", {20, 50, 100}},
+                     {"step_seconds", 3},
+                     {"min_requests", 5},
                      {"gates", {{"max_accuracy_drop", 0.05}, {"max_class_recall_drop", 0.3}, {"min_agreement", 0.6}}}};
   auto [status, body] = post("/deployments/live/rollout", spec.dump());
   ASSERT_EQ(status, 202) << body.dump();
@@ -188,8 +196,12 @@ TEST_F(RolloutTest, ALiveGateThatFailsRollsBackFromACanaryStep) {
   train("slowish", 2000, 1, 2);
   put_deployment("strict", "base");
   NameLoad load(controller_port_, "strict", examples(1), 100);
-  const json spec = {{"model_id", "slowish"},  {"shadow_seconds", 0},  {"steps", {50, 100}}, {"step_seconds", 2},
-                     {"min_requests", 5},      {"eval_idxs", {0, 500}},
+  const json spec = {{"model_id", "slowish"},
+                     {"shadow_seconds", 0},
+                     {"steps", {50, 100}},
+                     {"step_seconds", 2},
+                     {"min_requests", 5},
+                     {"eval_idxs", {0, 500}},
                      {"gates", {{"max_accuracy_drop", 0.2}, {"max_class_recall_drop", 1}, {"max_p99_ms", 0.001}}}};
   ASSERT_EQ(post("/deployments/strict/rollout", spec.dump()).first, 202);
   ASSERT_TRUE(eventually([&] { return ended("strict"); }, 120s)) << deployment("strict").dump(2);
@@ -215,8 +227,12 @@ TEST_F(RolloutTest, ALeaderKilledMidRolloutIsCarriedOnByTheFollower) {
   put_deployment("ha", "one");
   start_follower();
   // No traffic is needed (min_requests 0): what is under test is that the steps go on.
-  const json spec = {{"model_id", "two"},       {"shadow_seconds", 1}, {"steps", {25, 50, 100}}, {"step_seconds", 3},
-                     {"min_requests", 0},       {"eval_idxs", {0, 500}},
+  const json spec = {{"model_id", "two"},
+                     {"shadow_seconds", 1},
+                     {"steps", {25, 50, 100}},
+                     {"step_seconds", 3},
+                     {"min_requests", 0},
+                     {"eval_idxs", {0, 500}},
                      {"gates", {{"max_accuracy_drop", 0.2}, {"max_class_recall_drop", 1}, {"min_agreement", 0}}}};
   ASSERT_EQ(post("/deployments/ha/rollout", spec.dump()).first, 202);
   ASSERT_TRUE(eventually([&] { return rollout_state("ha") == "canary"; }, 120s)) << deployment("ha").dump(2);

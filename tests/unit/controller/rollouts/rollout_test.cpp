@@ -143,8 +143,8 @@ TEST(Rollout, WithoutShadowOrStepsThePhasesAreSkipped) {
   RolloutRecord no_shadow = step(fresh(json{{"model_id", "c"}, {"shadow_seconds", 0}}), 1001, {}, evaluation(0.9, 0.9));
   EXPECT_EQ(no_shadow.state, RolloutState::kCanary);
   EXPECT_EQ(no_shadow.weight(), 5);
-  RolloutRecord direct =
-      step(fresh(json{{"model_id", "c"}, {"shadow_seconds", 0}, {"steps", json::array()}}), 1001, {}, evaluation(0.9, 0.9));
+  RolloutRecord direct = step(fresh(json{{"model_id", "c"}, {"shadow_seconds", 0}, {"steps", json::array()}}), 1001, {},
+                              evaluation(0.9, 0.9));
   EXPECT_EQ(direct.state, RolloutState::kPromoted);
 }
 
