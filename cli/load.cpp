@@ -65,7 +65,7 @@ std::vector<std::string> resolve(const std::string& host) {
 class Connection {
  public:
   Connection(const Target& target, const LoadOptions& options, std::size_t seed)
-      : target_(target), options_(options), next_(seed) {
+      : target_(target), options_(options), next_(seed), client_index_(seed) {
     reconnect();
   }
   /// POSTs the body. When nothing comes back it reconnects and sends it again, trying each of
@@ -94,6 +94,7 @@ class Connection {
     httplib::Headers headers;
     if (!options_.token.empty()) headers.emplace("Authorization", "Bearer " + options_.token);
     for (const auto& [name, value] : options_.headers) headers.emplace(name, value);
+    if (!options_.key_header.empty()) headers.emplace(options_.key_header, "client-" + std::to_string(client_index_));
     return client_->Post(options_.path.c_str(), headers, options_.body, options_.content_type.c_str());
   }
   /// Connects to the next of the name's addresses (in sorted order, since DNS servers shuffle
@@ -125,6 +126,7 @@ class Connection {
   Target target_;
   const LoadOptions& options_;
   std::size_t next_;
+  std::size_t client_index_;
   std::size_t addresses_ = 1;       ///< how many addresses the name had at the last reconnect
   std::vector<std::string> known_;  ///< the addresses of the last resolution
   std::string tried_;

@@ -24,6 +24,9 @@ struct LoadOptions {
   std::chrono::duration<double> warmup{2};
   std::string label = "server";
   int expect_status = 200;  ///< the status an answer must have (404: measure a route's refusals)
+  /// When set, each client sends this header with a value of its own ("client-<n>"): a served
+  /// name's canary splits requests by it (X-Request-Key), sticky per client.
+  std::string key_header;
 };
 
 /// Runs the load and prints one JSON line: requests, requests/s, p50/p99 latency, failures.
