@@ -28,6 +28,7 @@ ServingTarget target_of(const Deployment& d) {
   if (r.state == RolloutState::kShadow || r.state == RolloutState::kCanary) t.candidate = r.spec.candidate;
   if (r.state == RolloutState::kShadow) t.shadow_percent = r.spec.shadow_percent;
   if (r.state == RolloutState::kCanary) t.weight = r.weight();
+  t.compare = r.spec.gates.min_agreement > 0;
   return t;
 }
 

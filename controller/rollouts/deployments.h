@@ -42,6 +42,9 @@ struct ServingTarget {
   RolloutState state = RolloutState::kPromoted;
   int weight = 0;          ///< canary: the candidate's share of requests (0..100)
   int shadow_percent = 0;  ///< shadow: the share of requests the candidate also classifies
+  /// canary: whether the stable also classifies the candidate's requests, in the background, for
+  /// the agreement gate (only when that gate is on: min_agreement > 0)
+  bool compare = false;
   /// Which phase of which rollout (started_at and step), so that figures of one phase are
   /// never counted in another.
   std::string phase;

@@ -121,7 +121,7 @@ RolloutServing::Choice RolloutServing::choose(const std::string& name, int versi
   const bool by_candidate = canary && choice.model != nullptr;
   choice.variant = by_candidate ? "candidate" : "stable";
   if (by_candidate) {
-    choice.other = models_.model(t.stable.model_id, t.stable.version);  // its opinion, for agreement
+    if (t.compare) choice.other = models_.model(t.stable.model_id, t.stable.version);  // for agreement
   } else {
     choice.model = models_.model(t.stable.model_id, t.stable.version);
     if (canary) choice.other = nullptr;
@@ -165,47 +165,79 @@ void RolloutServing::answered(const Choice& choice, std::vector<float> pixels, s
   wake_.notify_one();
 }
 
-void RolloutServing::second_opinion(const Shadow& s) {
+void RolloutServing::second_opinions(const std::vector<Shadow>& batch) {
+  // One forward pass for the batch (the serving thread's time is what a second opinion costs the
+  // live requests); each request's latency is the batch's, as a live request's is its batch's.
+  std::vector<float> pixels;
+  std::int64_t count = 0;
+  for (const Shadow& s : batch) {
+    pixels.insert(pixels.end(), s.pixels.begin(), s.pixels.end());
+    count += s.count;
+  }
   const auto started = std::chrono::steady_clock::now();
   std::optional<PredictResult> other;
   try {
-    other = models_.predict(s.model, s.pixels, s.count);
+    other = models_.predict(batch.front().model, std::move(pixels), count);
   } catch (const std::exception& e) {
-    if (log_allowed("shadow " + s.deployment, std::chrono::seconds(60))) {
-      spdlog::warn("deployment {}: a second opinion failed: {}", s.deployment, e.what());
+    if (log_allowed("shadow " + batch.front().deployment, std::chrono::seconds(60))) {
+      spdlog::warn("deployment {}: a second opinion failed: {}", batch.front().deployment, e.what());
     }
   }
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   std::lock_guard lock(mutex_);
-  PhaseCounters& c = counters_of(s.deployment, s.phase);
   dirty_ = true;
-  if (s.of_candidate) {  // the shadow phase: the candidate's own figures
-    ++c.requests;
-    c.errors += other ? 0 : 1;
-    const auto bucket =
-        std::lower_bound(kLatencyBoundsMs.begin(), kLatencyBoundsMs.end(), ms) - kLatencyBoundsMs.begin();
-    ++c.latency_buckets[static_cast<std::size_t>(bucket)];
+  std::size_t offset = 0;  // the first of this request's examples in the batch's answer
+  for (const Shadow& s : batch) {
+    PhaseCounters& c = counters_of(s.deployment, s.phase);
+    if (s.of_candidate) {  // the shadow phase: the candidate's own figures
+      ++c.requests;
+      c.errors += other ? 0 : 1;
+      const auto bucket =
+          std::lower_bound(kLatencyBoundsMs.begin(), kLatencyBoundsMs.end(), ms) - kLatencyBoundsMs.begin();
+      ++c.latency_buckets[static_cast<std::size_t>(bucket)];
+    }
+    if (!other) continue;
+    for (std::size_t i = 0; i < static_cast<std::size_t>(s.count) && i < s.answered_classes.size(); ++i) {
+      if (offset + i >= other->class_idxs.size()) break;
+      ++c.compared;
+      c.agreed += other->class_idxs[offset + i] == s.answered_classes[i] ? 1 : 0;
+    }
+    offset += static_cast<std::size_t>(s.count);
   }
-  if (!other) return;
-  c.compared += static_cast<std::int64_t>(other->class_idxs.size());
-  for (std::size_t i = 0; i < other->class_idxs.size() && i < s.answered_classes.size(); ++i) {
-    c.agreed += other->class_idxs[i] == s.answered_classes[i] ? 1 : 0;
+}
+
+std::vector<RolloutServing::Shadow> RolloutServing::next_batch() {
+  // mutex_ held. The front request and those behind it for the same model version, phase and
+  // example shape, up to kMaxSecondOpinionBatch examples.
+  std::vector<Shadow> batch;
+  std::int64_t examples = 0;
+  for (auto it = queue_.begin(); it != queue_.end() && examples < kMaxSecondOpinionBatch;) {
+    const bool joins = batch.empty() ||
+                       (it->model == batch.front().model && it->phase == batch.front().phase &&
+                        it->deployment == batch.front().deployment && it->of_candidate == batch.front().of_candidate &&
+                        it->pixels.size() * static_cast<std::size_t>(batch.front().count) ==
+                            batch.front().pixels.size() * static_cast<std::size_t>(it->count));
+    if (!joins || (!batch.empty() && examples + it->count > kMaxSecondOpinionBatch)) {
+      ++it;
+      continue;
+    }
+    examples += it->count;
+    batch.push_back(std::move(*it));
+    it = queue_.erase(it);
   }
+  return batch;
 }
 
 void RolloutServing::run(std::stop_token stop) {
   auto next_flush = std::chrono::steady_clock::now() + options_.flush_every;
   while (!stop.stop_requested()) {
-    std::optional<Shadow> next;
+    std::vector<Shadow> batch;
     {
       std::unique_lock lock(mutex_);
       wake_.wait_until(lock, stop, next_flush, [this] { return !queue_.empty(); });
-      if (!queue_.empty()) {
-        next = std::move(queue_.front());
-        queue_.pop_front();
-      }
+      batch = next_batch();
     }
-    if (next) second_opinion(*next);
+    if (!batch.empty()) second_opinions(batch);
     if (std::chrono::steady_clock::now() >= next_flush) {
       flush();
       next_flush = std::chrono::steady_clock::now() + options_.flush_every;

@@ -86,6 +86,7 @@ class RolloutServing {
   std::optional<PhaseCounters> counters(const std::string& deployment) const;
 
  private:
+  static constexpr std::int64_t kMaxSecondOpinionBatch = 64;  ///< examples in one second-opinion pass
   struct Shadow {
     std::string deployment;
     std::string phase;
@@ -97,7 +98,8 @@ class RolloutServing {
   };
   PhaseCounters& counters_of(const std::string& deployment, const std::string& phase);  // mutex_ held
   void run(std::stop_token stop);
-  void second_opinion(const Shadow& shadow);
+  std::vector<Shadow> next_batch();  // mutex_ held
+  void second_opinions(const std::vector<Shadow>& batch);
   void flush();
 
   const DeploymentStore& deployments_;

@@ -53,7 +53,8 @@ TEST_F(DeploymentsTest, ANamePinsAVersionAndServesIt) {
 
 TEST_F(DeploymentsTest, ARolloutIsOneAtATimeAndEachDecisionACompareAndSet) {
   store_.put("n", {"a", 4}, 100);
-  RolloutSpec spec = parse_rollout_spec(json{{"model_id", "b"}, {"steps", {50, 100}}, {"shadow_seconds", 0}});
+  RolloutSpec spec = parse_rollout_spec(
+      json{{"model_id", "b"}, {"steps", {50, 100}}, {"shadow_seconds", 0}, {"gates", {{"min_agreement", 0}}}});
   const Deployment started = store_.start_rollout("n", spec, 200);
   EXPECT_EQ(started.rollout->spec.candidate, (ModelRef{"b", 7})) << "the candidate's version pinned at start";
   EXPECT_EQ(thrown_code([&] { store_.start_rollout("n", spec, 201); }), ErrorCode::kConflict);
@@ -67,6 +68,7 @@ TEST_F(DeploymentsTest, ARolloutIsOneAtATimeAndEachDecisionACompareAndSet) {
   auto t = store_.target("n");
   ASSERT_TRUE(t->candidate);
   EXPECT_EQ(t->weight, 50);
+  EXPECT_FALSE(t->compare) << "the agreement gate is off (min_agreement 0): no second opinion to pay for";
   RolloutDecision promote;
   promote.kind = RolloutDecision::Kind::kPromote;
   ASSERT_TRUE(store_.decide("n", 2, promote, 220));
@@ -85,6 +87,7 @@ TEST_F(DeploymentsTest, AnAbortServesTheStableAtOnceAndAReplicaSeesWhatTheJourna
   JobRegistry follower_registry(home_ / "controller", false);  // another replica, reading the same journal
   DeploymentStore follower(follower_registry, latest_);
   EXPECT_EQ(follower.target("n")->weight, 25);
+  EXPECT_TRUE(follower.target("n")->compare) << "the agreement gate is on by default: the stable's opinion asked";
   store_.abort("n", 220);
   follower_registry.refresh();
   EXPECT_FALSE(follower.target("n")->candidate) << "the follower serves the stable again after its refresh";
