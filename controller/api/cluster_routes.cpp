@@ -11,14 +11,16 @@
 #include <spdlog/spdlog.h>
 
 #include "embedded_files.h"
-#include "image_decode.h"
+#include "mlswarm/image_decode.h"
 #include "inference_v2.h"
 #include "mlswarm/build_info.h"
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/auth.h"
 #include "mlswarm/error.h"
+#include "mlswarm/folder_dataset.h"
 #include "mlswarm/ids.h"
 #include "mlswarm/job_metrics.h"
+#include "mlswarm/log.h"
 #include "predict_input.h"
 #include "rollout.h"
 #include "searcher.h"
@@ -39,12 +41,35 @@ json dataset_json(const DatasetInfo& info) {
           {"format", info.format}};
 }
 
-const DatasetInfo& known_dataset(const std::string& name) {
-  const DatasetInfo* info = find_dataset_info(name);
-  if (info == nullptr) {
-    throw Error(ErrorCode::kNotFound, fmt::format("unknown dataset '{}'", name), "dataset");
+/// A built-in dataset's facts or a registered folder's; 404 for a name that is neither.
+DatasetInfo known_dataset(const std::string& name, const std::filesystem::path& home_dir) {
+  require_valid_id(name, "dataset");
+  if (const DatasetInfo* info = find_dataset_info(name)) return *info;
+  if (auto manifest = read_folder_manifest(home_dir, name)) return manifest->info();
+  throw Error(ErrorCode::kNotFound, fmt::format("unknown dataset '{}'", name), "dataset");
+}
+
+/// GET /datasets/{name} of a folder dataset: its classes with their counts and the files
+/// its scan skipped, and why.
+json folder_json(const FolderManifest& m) {
+  json out = dataset_json(m.info());
+  std::vector<std::int64_t> train(m.classes.size(), 0);
+  std::vector<std::int64_t> test(m.classes.size(), 0);
+  for (const auto& f : m.train) ++train[static_cast<std::size_t>(f.label)];
+  for (const auto& f : m.test) ++test[static_cast<std::size_t>(f.label)];
+  json classes = json::array();
+  for (std::size_t c = 0; c < m.classes.size(); ++c) {
+    classes.push_back({{"name", m.classes[c]}, {"train", train[c]}, {"test", test[c]}});
   }
-  return *info;
+  json skipped = json::array();
+  for (const auto& s : m.skipped) skipped.push_back({{"path", s.path}, {"why", s.why}});
+  out["classes"] = std::move(classes);
+  out["skipped"] = std::move(skipped);
+  out["path"] = m.path;
+  out["test_split"] = m.test_folder ? "test/" : fmt::format("{:g} of each class of train/", m.test_fraction);
+  out["content_hash"] = m.content_hash;
+  out["registered_at"] = m.registered_at;
+  return out;
 }
 
 std::int64_t query_int(const HttpRequest& r, const std::string& name, std::int64_t fallback, std::int64_t lo,
@@ -121,6 +146,7 @@ void ControllerApi::add_cluster_routes() {
   routes_.add({"POST", "/train", A::kWrite, kMaxSpecBytes, [this](const HttpRequest& r, const RouteParams&) {
                  if (auto leader = forwarded(r)) return *leader;
                  JobSpec spec = parse_job_spec(parse_json_body(r));
+                 require_dataset(spec.dataset, options_.home_dir);
                  refuse_sweep_ids(spec);
                  if (!spec.deploy.is_null())
                    deploy_rollout_spec(spec.deploy, spec.model_id.empty() ? "m" : spec.model_id);
@@ -161,15 +187,40 @@ HttpReply ControllerApi::model(const std::string& model_id) {
 HttpReply ControllerApi::datasets() const {
   json out = json::array();
   for (const auto& name : dataset_names()) out.push_back(dataset_json(*find_dataset_info(name)));
+  for (const auto& name : folder_dataset_names(options_.home_dir)) {
+    try {
+      if (auto m = read_folder_manifest(options_.home_dir, name)) out.push_back(dataset_json(m->info()));
+    } catch (const Error& e) {
+      if (log_allowed("dataset manifest " + name, std::chrono::seconds(60))) {
+        spdlog::warn("dataset {}: its manifest does not read: {}", name, e.what());
+      }
+    }
+  }
   return HttpReply::json(200, {{"datasets", std::move(out)}});
 }
 
 HttpReply ControllerApi::dataset(const std::string& name) const {
-  return HttpReply::json(200, dataset_json(known_dataset(name)));
+  require_valid_id(name, "dataset");
+  if (const DatasetInfo* info = find_dataset_info(name)) return HttpReply::json(200, dataset_json(*info));
+  if (auto m = read_folder_manifest(options_.home_dir, name)) return HttpReply::json(200, folder_json(*m));
+  throw Error(ErrorCode::kNotFound, fmt::format("unknown dataset '{}'", name), "dataset");
+}
+
+HttpReply ControllerApi::register_dataset(const HttpRequest& req) {
+  const FolderRequest request = parse_folder_request(parse_json_body(req));
+  const auto started = std::chrono::steady_clock::now();
+  const FolderManifest m = scan_image_folder(options_.home_dir, request);
+  write_folder_manifest(options_.home_dir, m);
+  spdlog::info(
+      "dataset {} registered from {}: {} classes, {} train and {} test images at {}x{}x{}, {} files skipped, "
+      "{:.1f} s",
+      m.name, m.path, m.classes.size(), m.train.size(), m.test.size(), m.channels, m.height, m.width, m.skipped.size(),
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  return HttpReply::json(201, folder_json(m));
 }
 
 HttpReply ControllerApi::examples(const std::string& name, const HttpRequest& req) {
-  const DatasetInfo& info = known_dataset(name);
+  const DatasetInfo info = known_dataset(name, options_.home_dir);
   std::string split_name = req.query_param("split").value_or("test");
   if (split_name != "test" && split_name != "train") {
     throw Error(ErrorCode::kInvalidArgument, "split must be \"train\" or \"test\"", "split");

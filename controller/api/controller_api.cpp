@@ -12,7 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "embedded_files.h"
-#include "image_decode.h"
+#include "mlswarm/image_decode.h"
 #include "inference_v2.h"
 #include "mlswarm/build_info.h"
 #include "mlswarm/atomic_file.h"

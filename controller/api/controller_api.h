@@ -118,6 +118,7 @@ class ControllerApi final : public RoutedApi {
   HttpReply model(const std::string& model_id);
   HttpReply datasets() const;
   HttpReply dataset(const std::string& name) const;
+  HttpReply register_dataset(const HttpRequest& request);
   HttpReply examples(const std::string& name, const HttpRequest& request);
   HttpReply predict(const HttpRequest& request);
   HttpReply classify(const HttpRequest& request);

@@ -11,7 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "embedded_files.h"
-#include "image_decode.h"
+#include "mlswarm/image_decode.h"
 #include "inference_v2.h"
 #include "mlswarm/build_info.h"
 #include "mlswarm/atomic_file.h"
@@ -39,6 +39,8 @@ void ControllerApi::add_serving_routes() {
     return model(p[0]);
   });
   get("/datasets", A::kRead, [this](const HttpRequest&, const RouteParams&) { return this->datasets(); });
+  routes_.add({"POST", "/datasets", A::kWrite, 4096,
+               [this](const HttpRequest& r, const RouteParams&) { return register_dataset(r); }});
   get("/datasets/{id}", A::kRead, [this](const HttpRequest&, const RouteParams& p) { return dataset(p[0]); });
   get("/datasets/{id}/examples", A::kRead,
       [this](const HttpRequest& r, const RouteParams& p) { return examples(p[0], r); });

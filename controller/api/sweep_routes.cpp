@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "mlswarm/error.h"
+#include "mlswarm/folder_dataset.h"
 #include "mlswarm/ids.h"
 #include "rollout.h"
 #include "searcher.h"
@@ -32,6 +33,9 @@ void ControllerApi::add_sweep_routes() {
   routes_.add({"POST", "/sweeps", A::kWrite, kMaxSpecBytes, [this](const HttpRequest& r, const RouteParams&) {
                  if (auto leader = forwarded(r)) return *leader;
                  const SweepSpec spec = parse_sweep_spec(parse_json_body(r));
+                 if (spec.base.contains("dataset") && spec.base["dataset"].is_string()) {
+                   require_dataset(spec.base["dataset"].get<std::string>(), options_.home_dir);
+                 }
                  if (!spec.deploy.is_null()) deploy_rollout_spec(spec.deploy, spec.sweep_id);
                  json sweep = sweeps_->create(spec);
                  cluster_.wake();  // its first trials start now, not at the next tick

@@ -17,7 +17,7 @@
 
 #include "http_edge.h"
 #include "request_framer.h"
-#include "image_decode.h"
+#include "mlswarm/image_decode.h"
 #include "job_runner.h"
 #include "mlswarm/auth.h"
 #include "mlswarm/error.h"

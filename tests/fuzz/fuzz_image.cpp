@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "image_decode.h"
+#include "mlswarm/image_decode.h"
 #include "mlswarm/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

@@ -9,6 +9,7 @@
 #include <zlib.h>
 
 #include "mlswarm/error.h"
+#include "mlswarm/folder_dataset.h"
 
 namespace mlswarm {
 namespace fs = std::filesystem;
@@ -25,8 +26,9 @@ const std::vector<DatasetInfo>& known_datasets() {
        {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"},
        60000,
        10000,
-       "idx"},
-      {"mnist", 1, 28, 28, {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}, 60000, 10000, "idx"},
+       "idx",
+       ""},
+      {"mnist", 1, 28, 28, {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}, 60000, 10000, "idx", ""},
       {"cifar10",
        3,
        32,
@@ -34,7 +36,8 @@ const std::vector<DatasetInfo>& known_datasets() {
        {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"},
        50000,
        10000,
-       "cifar10-binary"},
+       "cifar10-binary",
+       ""},
   };
   return kDatasets;
 }
@@ -205,7 +208,9 @@ std::vector<fs::path> dataset_search_dirs(const DatasetInfo& info, const fs::pat
 Dataset load_dataset(std::string_view name, const fs::path& data_dir, const fs::path& home_dir) {
   const DatasetInfo* info = find_dataset_info(name);
   if (info == nullptr) {
-    throw Error(ErrorCode::kInvalidArgument, fmt::format("unknown dataset '{}'", name), "dataset");
+    auto manifest = read_folder_manifest(home_dir, std::string(name));
+    if (!manifest) throw Error(ErrorCode::kInvalidArgument, fmt::format("unknown dataset '{}'", name), "dataset");
+    return load_folder_dataset(home_dir, *manifest);
   }
   Dataset dataset;
   dataset.info = *info;

@@ -1,4 +1,4 @@
-#include "image_decode.h"
+#include "mlswarm/image_decode.h"
 
 #include <cstdint>
 #include <memory>
@@ -174,32 +174,74 @@ std::vector<unsigned char> decode_jpeg(const std::string& bytes, int want, int& 
 
 }  // namespace
 
-std::vector<float> decode_image(const std::string& bytes, int channels, int height, int width,
-                                std::int64_t max_pixels) {
-  const bool png = starts_with(bytes, {0x89, 'P', 'N', 'G'});
-  const bool jpeg = starts_with(bytes, {0xFF, 0xD8, 0xFF});
-  const bool bmp = starts_with(bytes, {'B', 'M'});
-  if (!png && !jpeg && !bmp) {
-    throw Error(ErrorCode::kUnsupportedMediaType, "the upload is not a PNG, JPEG or BMP image", "image");
+namespace {
+
+enum class Format { kPng, kJpeg, kBmp };
+
+Format sniff(const std::string& bytes) {
+  if (starts_with(bytes, {0x89, 'P', 'N', 'G'})) return Format::kPng;
+  if (starts_with(bytes, {0xFF, 0xD8, 0xFF})) return Format::kJpeg;
+  if (starts_with(bytes, {'B', 'M'})) return Format::kBmp;
+  throw Error(ErrorCode::kUnsupportedMediaType, "the upload is not a PNG, JPEG or BMP image", "image");
+}
+
+}  // namespace
+
+ImageHeader read_image_header(const std::string& bytes) {
+  const Format format = sniff(bytes);
+  ImageHeader header;
+  if (format == Format::kJpeg) {
+    std::unique_ptr<void, int (*)(tjhandle)> tj(tjInitDecompress(), tjDestroy);
+    if (!tj) throw Error(ErrorCode::kInternal, "cannot start the JPEG decoder");
+    int subsampling = 0;
+    int colorspace = 0;
+    if (tjDecompressHeader3(tj.get(), reinterpret_cast<const unsigned char*>(bytes.data()),
+                            static_cast<unsigned long>(bytes.size()), &header.width, &header.height, &subsampling,
+                            &colorspace) != 0) {
+      throw Error(ErrorCode::kInvalidArgument, fmt::format("the JPEG does not decode: {}", tjGetErrorStr2(tj.get())),
+                  "image");
+    }
+    header.channels = colorspace == TJCS_GRAY ? 1 : 3;
+    return header;
   }
+  if (!stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()),
+                             &header.width, &header.height, &header.channels)) {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("the image does not decode: {}", stbi_failure_reason()),
+                "image");
+  }
+  return header;
+}
+
+std::vector<std::uint8_t> decode_image_bytes(const std::string& bytes, int channels, int height, int width,
+                                             std::int64_t max_pixels) {
+  const Format format = sniff(bytes);
   if (bytes.size() > (64u << 20)) throw Error(ErrorCode::kInvalidArgument, "image too large", "image");
   const int want = channels == 1 ? 1 : 3;
   int w = 0;
   int h = 0;
-  std::vector<unsigned char> pixels =
-      jpeg ? decode_jpeg(bytes, want, w, h, max_pixels) : decode_png_or_bmp(bytes, bmp, want, w, h, max_pixels);
+  std::vector<unsigned char> pixels = format == Format::kJpeg
+                                          ? decode_jpeg(bytes, want, w, h, max_pixels)
+                                          : decode_png_or_bmp(bytes, format == Format::kBmp, want, w, h, max_pixels);
   std::vector<unsigned char> resized(static_cast<std::size_t>(width) * height * want);
   if (!stbir_resize_uint8(pixels.data(), w, h, 0, resized.data(), width, height, 0, want)) {
     throw Error(ErrorCode::kInvalidArgument, "the image could not be resized", "image");
   }
-  // Interleaved HWC bytes to planar CHW floats.
-  std::vector<float> out(static_cast<std::size_t>(channels) * height * width);
+  // Interleaved HWC to planar CHW.
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(channels) * height * width);
   for (int c = 0; c < channels; ++c) {
     for (int i = 0; i < height * width; ++i) {
       out[static_cast<std::size_t>(c) * height * width + i] =
-          resized[static_cast<std::size_t>(i) * want + (want == 1 ? 0 : c)] / 255.0f;
+          resized[static_cast<std::size_t>(i) * want + (want == 1 ? 0 : c)];
     }
   }
+  return out;
+}
+
+std::vector<float> decode_image(const std::string& bytes, int channels, int height, int width,
+                                std::int64_t max_pixels) {
+  const std::vector<std::uint8_t> planar = decode_image_bytes(bytes, channels, height, width, max_pixels);
+  std::vector<float> out(planar.size());
+  for (std::size_t i = 0; i < planar.size(); ++i) out[i] = planar[i] / 255.0f;
   return out;
 }
 

@@ -165,13 +165,16 @@ JobSpec parse_job_spec(const json& body) {
     invalid_field("model_type", fmt::format("unknown model_type '{}'; known: convnet, resnet, mlp", model_type));
   spec.model_type = *parsed_type;
   spec.dataset = get_string(body, "dataset", "dataset", spec.dataset);
+  // A built-in dataset's ranges are checked against its splits here; a folder dataset (any other
+  // valid name: whether it is registered is checked where HOME_DIR is known, see
+  // require_dataset) has its ranges clipped to its splits when it is loaded.
   const DatasetInfo* info = find_dataset_info(spec.dataset);
-  if (info == nullptr) {
-    invalid_field("dataset",
-                  fmt::format("unknown dataset '{}'; known: {}", spec.dataset, fmt::join(dataset_names(), ", ")));
-  }
-  spec.example_idxs = parse_range(body, "example_idxs", info->train_size, fmt::format("{} train split", spec.dataset));
-  spec.test_idxs = parse_range(body, "test_idxs", info->test_size, fmt::format("{} test split", spec.dataset));
+  if (info == nullptr) require_valid_id(spec.dataset, "dataset");
+  constexpr std::int64_t kAnySize = std::int64_t{1} << 40;
+  spec.example_idxs = parse_range(body, "example_idxs", info != nullptr ? info->train_size : kAnySize,
+                                  fmt::format("{} train split", spec.dataset));
+  spec.test_idxs = parse_range(body, "test_idxs", info != nullptr ? info->test_size : kAnySize,
+                               fmt::format("{} test split", spec.dataset));
   if (auto it = body.find("train_opts"); it != body.end() && !it->is_null()) {
     spec.train_opts = parse_train_opts(*it);
   }

@@ -50,6 +50,9 @@ class BasicBlockImpl : public nn::Module {
 };
 TORCH_MODULE(BasicBlock);
 
+/// The convnet's classifier reads at most this many positions a side.
+constexpr int kConvnetMaxGrid = 8;
+
 nn::Sequential make_resnet(int channels, int classes) {
   nn::Sequential net(nn::Conv2d(nn::Conv2dOptions(channels, 32, 3).padding(1).bias(false)), nn::BatchNorm2d(32),
                      nn::ReLU());
@@ -74,12 +77,26 @@ torch::nn::Sequential make_model(ModelType model_type, int channels, int height,
     case ModelType::kResnet:
       return make_resnet(channels, classes);
     case ModelType::kConvnet: {
-      const int flat = 64 * (height / 4) * (width / 4);
-      return nn::Sequential(nn::Conv2d(nn::Conv2dOptions(channels, 32, 3).padding(1).bias(false)), nn::BatchNorm2d(32),
-                            nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2)),
-                            nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1).bias(false)), nn::BatchNorm2d(64),
-                            nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2)), nn::Flatten(), nn::Linear(flat, 128),
-                            nn::ReLU(), nn::Linear(128, classes));
+      nn::Sequential net(nn::Conv2d(nn::Conv2dOptions(channels, 32, 3).padding(1).bias(false)), nn::BatchNorm2d(32),
+                         nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2)),
+                         nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1).bias(false)), nn::BatchNorm2d(64),
+                         nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2)));
+      // Up to 32 x 32 the classifier sees every quarter-resolution position (28 x 28: 7 x 7).
+      // Larger images are averaged down to at most 8 x 8 positions first, so that the
+      // classifier stays the size of a 32 x 32 model's at any input size (224 x 224: 4,096
+      // inputs rather than 200,704).
+      int rows = height / 4;
+      int cols = width / 4;
+      if (rows > kConvnetMaxGrid || cols > kConvnetMaxGrid) {
+        rows = std::min(rows, kConvnetMaxGrid);
+        cols = std::min(cols, kConvnetMaxGrid);
+        net->push_back(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions({rows, cols})));
+      }
+      net->push_back(nn::Flatten());
+      net->push_back(nn::Linear(64 * rows * cols, 128));
+      net->push_back(nn::ReLU());
+      net->push_back(nn::Linear(128, classes));
+      return net;
     }
     case ModelType::kMlp:
       return nn::Sequential(nn::Flatten(), nn::Linear(channels * height * width, 256), nn::ReLU(), nn::Linear(256, 128),

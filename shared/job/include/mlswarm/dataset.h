@@ -17,7 +17,8 @@ struct DatasetInfo {
   std::vector<std::string> class_names;
   std::int64_t train_size = 0;
   std::int64_t test_size = 0;
-  std::string format;  ///< "idx" or "cifar10-binary"
+  std::string format;        ///< "idx", "cifar10-binary" or "folder"
+  std::string content_hash;  ///< a folder dataset's, as registered (its manifest's); "" for built-ins
 };
 
 /// nullptr when `name` is not a known dataset.

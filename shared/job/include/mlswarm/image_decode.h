@@ -23,4 +23,17 @@ inline constexpr std::int64_t kDefaultMaxImagePixels = std::int64_t{2048} * 2048
 std::vector<float> decode_image(const std::string& bytes, int channels, int height, int width,
                                 std::int64_t max_pixels = kDefaultMaxImagePixels);
 
+/// The same as bytes (0..255), [C][H][W]: a folder dataset's images, decoded once.
+std::vector<std::uint8_t> decode_image_bytes(const std::string& bytes, int channels, int height, int width,
+                                             std::int64_t max_pixels = kDefaultMaxImagePixels);
+
+/// What an image's header declares, read without decoding it.
+struct ImageHeader {
+  int width = 0;
+  int height = 0;
+  int channels = 0;  ///< as stored: 1 grey, 2 grey and alpha, 3 colour, 4 colour and alpha
+};
+/// Throws as decode_image for bytes that are not a PNG, JPEG or BMP or whose header is broken.
+ImageHeader read_image_header(const std::string& bytes);
+
 }  // namespace mlswarm

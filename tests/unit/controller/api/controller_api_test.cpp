@@ -10,7 +10,7 @@
 
 #include "../../../support/bar_mnist.h"
 #include "../../../support/temp_dir.h"
-#include "image_decode.h"
+#include "mlswarm/image_decode.h"
 #include "mlswarm/error.h"
 #include "training.h"
 

@@ -1,4 +1,4 @@
-#include "image_decode.h"
+#include "mlswarm/image_decode.h"
 
 #include <gtest/gtest.h>
 
