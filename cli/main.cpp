@@ -14,6 +14,7 @@
 
 #include "commands.h"
 #include "load.h"
+#include "dataset_commands.h"
 #include "deploy_commands.h"
 #include "sweep_commands.h"
 #include "mlswarm/auth.h"
@@ -77,6 +78,10 @@ struct Commands {
   CLI::App* deploy = nullptr;
   CLI::App* rollout = nullptr;
   CLI::App* deployments = nullptr;
+  CLI::App* datasets = nullptr;
+  CLI::App* dataset_add = nullptr;
+  mlswarm::cli_tool::DatasetAddOptions dataset_add_options;
+  double test_fraction = -1;
   std::string deployment, deploy_model, rollout_options;
   bool rollout_follow = false, rollout_abort = false;
   std::string sweep_id, sweep_file;
@@ -92,7 +97,10 @@ struct Commands {
 void add_train(CLI::App& app, Commands& c) {
   mlswarm::cli_tool::TrainOptions& t = c.train_options;
   c.train = app.add_subcommand("train", "start a training job (POST /train); --follow shows its progress to the end");
-  c.train->add_option("--dataset", t.dataset, "fashion-mnist, mnist, cifar10 (what the trainers' DATA_DIR has)")
+  c.train
+      ->add_option(
+          "--dataset", t.dataset,
+          "fashion-mnist, mnist, cifar10 (what the trainers' DATA_DIR has) or a registered folder (mlswarm datasets)")
       ->capture_default_str();
   c.train->add_option("--epochs", t.epochs)->capture_default_str()->check(CLI::Range(1, 100000));
   c.train->add_option("--trainers", t.trainers, "train one model on this many trainers at once (data parallel)")
@@ -142,6 +150,24 @@ void add_sweeps(CLI::App& app, Commands& c) {
   c.sweep_cancel = c.sweep->add_subcommand("cancel", "cancel a sweep and its running trials");
   c.sweep_cancel->add_option("sweep_id", c.sweep_id, "the sweep")->required();
   c.sweeps = app.add_subcommand("sweeps", "the sweeps: state, best trial, trainer-seconds");
+}
+
+void add_datasets(CLI::App& app, Commands& c) {
+  mlswarm::cli_tool::DatasetAddOptions& o = c.dataset_add_options;
+  c.datasets = app.add_subcommand("datasets", "the datasets to train on: built-in and registered folders");
+  CLI::App* dataset = app.add_subcommand("dataset", "a folder of your own images as a dataset")->require_subcommand(1);
+  c.dataset_add = dataset->add_subcommand(
+      "add", "copy DIR (train/<class>/*.png|jpg, optionally test/<class>/) to HOME_DIR/datasets/NAME and register it");
+  c.dataset_add->add_option("name", o.name, "the dataset's name")->required();
+  c.dataset_add->add_option("dir", o.dir, "the folder (with --home-dir: a local one; without: a path under HOME_DIR)")
+      ->required();
+  c.dataset_add->add_option("--home-dir", o.home_dir, "the controller's HOME_DIR as this machine sees it (HOME_DIR)")
+      ->envname("HOME_DIR");
+  c.dataset_add->add_option("--image-size", o.image_size, "HxW every image is resized to (default: their median)");
+  c.dataset_add->add_option("--channels", o.channels, "1 (grey) or 3 (colour); default: 1 when every image is grey")
+      ->check(CLI::IsMember({1, 3}));
+  c.dataset_add->add_option("--test-fraction", c.test_fraction, "without test/: the share of each class tested on")
+      ->check(CLI::Range(0.0, 0.9));
 }
 
 void add_deployments(CLI::App& app, Commands& c) {
@@ -231,6 +257,11 @@ int dispatch(Commands& c, const mlswarm::cli_tool::Client& client, const mlswarm
   if (*c.sweep_show) return cmd_sweep_show(client, out, c.sweep_id, c.sweep_follow, c.train_options.poll);
   if (*c.sweep_cancel) return cmd_sweep_cancel(client, out, c.sweep_id);
   if (*c.deployments) return cmd_deployments(client, out);
+  if (*c.datasets) return cmd_datasets(client, out);
+  if (*c.dataset_add) {
+    if (c.test_fraction >= 0) c.dataset_add_options.test_fraction = c.test_fraction;
+    return cmd_dataset_add(client, out, c.dataset_add_options);
+  }
   if (*c.deploy) return cmd_deploy(client, out, c.deployment, c.deploy_model);
   if (*c.rollout) {
     if (c.rollout_abort) return cmd_rollout_abort(client, out, c.deployment);
@@ -273,6 +304,7 @@ int main(int argc, char** argv) {
   add_tools(app, c);
   add_sweeps(app, c);
   add_deployments(app, c);
+  add_datasets(app, c);
   CLI11_PARSE(app, argc, argv);
   if (*c.health) return healthcheck(c.daemon);
   try {

@@ -257,5 +257,35 @@ TEST_F(CliTest, DeployRolloutAndDeploymentsFollowARolloutToItsEnd) {
   expect_api_error(cli({"rollout", "nope", "cli-b"}), "404");
 }
 
+// Issue 40: a local folder of images copied onto HOME_DIR and registered; one already under
+// HOME_DIR registered where it is; both listed by `datasets`.
+TEST_F(CliTest, DatasetAddCopiesAFolderRegistersItAndDatasetsListsIt) {
+  start_with_token();
+  TempDir photos;
+  for (const std::string cls : {"bags", "shoes"}) {
+    std::filesystem::create_directories(photos / "train" / cls);
+    for (int i = 0; i < 4; ++i) write_png(photos / "train" / cls / (std::to_string(i) + ".png"));
+  }
+  std::ofstream(photos / "train" / "shoes" / "broken.jpg") << "not a jpeg";
+  CliRun added = cli({"dataset", "add", "photos", photos.path().string(), "--home-dir", home_.path().string(),
+                      "--image-size", "32x32"});
+  ASSERT_EQ(added.code, 0) << added.out << added.err;
+  EXPECT_NE(added.out.find("9 of 9 files copied"), std::string::npos) << added.out;
+  EXPECT_TRUE(std::regex_search(added.out, std::regex("dataset photos registered: 2 classes, \\d+ train and \\d+ "
+                                                      "test images, resized to \\[1,32,32\\]")))
+      << added.out;
+  EXPECT_NE(added.out.find("train/shoes/broken.jpg: "), std::string::npos) << "the skipped file named: " << added.out;
+  CliRun in_place =
+      cli({"dataset", "add", "again", (home_ / "datasets" / "photos").string(), "--home-dir", home_.path().string()});
+  ASSERT_EQ(in_place.code, 0) << in_place.out << in_place.err;
+  EXPECT_EQ(in_place.out.find("copied"), std::string::npos) << "already under HOME_DIR: " << in_place.out;
+  CliRun listed = cli({"datasets"});
+  ASSERT_EQ(listed.code, 0) << listed.err;
+  EXPECT_TRUE(std::regex_search(listed.out, std::regex("photos +1x32x32 +2 +\\d+ +\\d+ +folder"))) << listed.out;
+  EXPECT_TRUE(std::regex_search(listed.out, std::regex("again +1x28x28 +2"))) << listed.out;
+  EXPECT_TRUE(std::regex_search(listed.out, std::regex("fashion-mnist +1x28x28 +10 +60000 +10000 +idx"))) << listed.out;
+  expect_api_error(cli({"dataset", "add", "x", "../etc"}), "400");
+}
+
 }  // namespace
 }  // namespace mlswarm

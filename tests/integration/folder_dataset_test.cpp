@@ -95,8 +95,8 @@ TEST_F(FolderDatasetTest, AFolderOfImagesIsRegisteredTrainedAndServedWithItsClas
   const json listed = get("/datasets")["datasets"];
   EXPECT_TRUE(std::any_of(listed.begin(), listed.end(), [](const json& d) { return d["name"] == "fm64"; }));
 
-  const std::string id = submit_json(
-      json{{"model_id", "fm64"}, {"dataset", "fm64"}, {"train_opts", {{"epochs", 2}, {"batch_size", 32}}}});
+  const std::string id =
+      submit_json(json{{"model_id", "fm64"}, {"dataset", "fm64"}, {"train_opts", {{"epochs", 2}, {"batch_size", 32}}}});
   ASSERT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 300s)) << job(id).dump();
   const double accuracy = get("/models/fm64").value("accuracy", 0.0);
   std::cout << "fm64 (1,500 images at 64x64x3, 2 epochs): test accuracy " << accuracy << "\n";

@@ -256,10 +256,10 @@ FolderRequest parse_folder_request(const json& body) {
   if (body.contains("image_size")) {
     const json& size = body["image_size"];
     if (!size.is_array() || size.size() != 2) invalid_field("image_size", "image_size must be [height, width]");
-    r.height = static_cast<int>(get_int(json{{"h", size[0]}}, "h", "image_size[0]", std::nullopt, kMinFolderSide,
-                                        kMaxFolderSide));
-    r.width = static_cast<int>(get_int(json{{"w", size[1]}}, "w", "image_size[1]", std::nullopt, kMinFolderSide,
-                                       kMaxFolderSide));
+    r.height = static_cast<int>(
+        get_int(json{{"h", size[0]}}, "h", "image_size[0]", std::nullopt, kMinFolderSide, kMaxFolderSide));
+    r.width = static_cast<int>(
+        get_int(json{{"w", size[1]}}, "w", "image_size[1]", std::nullopt, kMinFolderSide, kMaxFolderSide));
   }
   if (body.contains("channels")) {
     const auto c = get_int(body, "channels", "channels", std::nullopt, 1, 3);
@@ -427,7 +427,8 @@ std::optional<FolderManifest> read_folder_manifest(const fs::path& home_dir, con
   const json j = json::parse(in, nullptr, false);
   if (j.is_discarded()) throw Error(ErrorCode::kDataError, fmt::format("{}: not JSON", path.string()));
   FolderManifest m = folder_manifest_from_json(j);
-  if (m.name != name) throw Error(ErrorCode::kDataError, fmt::format("{}: the manifest of '{}'", path.string(), m.name));
+  if (m.name != name)
+    throw Error(ErrorCode::kDataError, fmt::format("{}: the manifest of '{}'", path.string(), m.name));
   return m;
 }
 
@@ -479,9 +480,9 @@ Dataset load_folder_dataset(const fs::path& home_dir, const FolderManifest& m, u
   const std::uint64_t got = decode_all(folder, all, m.channels, m.height, m.width, threads, &images, failed);
   for (std::size_t i = 0; i < all.size(); ++i) {
     if (!failed[i].empty()) {
-      throw Error(ErrorCode::kDataError,
-                  fmt::format("dataset '{}': {} no longer decodes ({}); register the folder again", m.name, all[i],
-                              failed[i]));
+      throw Error(
+          ErrorCode::kDataError,
+          fmt::format("dataset '{}': {} no longer decodes ({}); register the folder again", m.name, all[i], failed[i]));
     }
   }
   if (hex(got) != m.content_hash) {

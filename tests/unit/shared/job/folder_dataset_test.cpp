@@ -126,8 +126,9 @@ TEST_F(FolderDatasetTest, ATestFolderIsTheTestSplit) {
   EXPECT_EQ(m.test[0].path, "test/cat/t.png");
   EXPECT_EQ(m.test[0].label, 1);
   EXPECT_EQ(m.train.size(), 30u);
-  EXPECT_TRUE(std::any_of(m.skipped.begin(), m.skipped.end(), [](const SkippedFile& s) { return s.path == "test/fish"; }))
-      << "a class train/ does not have";
+  EXPECT_TRUE(std::any_of(m.skipped.begin(), m.skipped.end(), [](const SkippedFile& s) {
+    return s.path == "test/fish";
+  })) << "a class train/ does not have";
 }
 
 TEST_F(FolderDatasetTest, PathsOutOfHomeAndLinksOutOfItAreRefused) {
