@@ -69,10 +69,10 @@ int cmd_datasets(const Client& client, const Output& out) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& d : reply.body.value("datasets", json::array())) {
     const json shape = d.value("input_shape", json::array());
-    rows.push_back({text(d, "name"), shape.size() == 3 ? fmt::format("{}x{}x{}", shape[0].dump(), shape[1].dump(),
-                                                                     shape[2].dump())
-                                                       : "-",
-                    text(d, "num_classes"), text(d, "train_size"), text(d, "test_size"), text(d, "format")});
+    rows.push_back(
+        {text(d, "name"),
+         shape.size() == 3 ? fmt::format("{}x{}x{}", shape[0].dump(), shape[1].dump(), shape[2].dump()) : "-",
+         text(d, "num_classes"), text(d, "train_size"), text(d, "test_size"), text(d, "format")});
   }
   std::cout << format_table({"NAME", "SHAPE", "CLASSES", "TRAIN", "TEST", "FORMAT"}, rows);
   return 0;
@@ -113,7 +113,8 @@ int cmd_dataset_add(const Client& client, const Output& out, const DatasetAddOpt
                            text(d, "name"), text(d, "num_classes"), text(d, "train_size"), text(d, "test_size"),
                            shape.dump());
   std::vector<std::vector<std::string>> rows;
-  for (const auto& c : d.value("classes", json::array())) rows.push_back({text(c, "name"), text(c, "train"), text(c, "test")});
+  for (const auto& c : d.value("classes", json::array()))
+    rows.push_back({text(c, "name"), text(c, "train"), text(c, "test")});
   std::cout << format_table({"CLASS", "TRAIN", "TEST"}, rows);
   const json skipped = d.value("skipped", json::array());
   if (!skipped.empty()) std::cout << fmt::format("{} files skipped:\n", skipped.size());

@@ -14,8 +14,8 @@ namespace mlswarm::cli_tool {
 
 struct DatasetAddOptions {
   std::string name;
-  std::string dir;       ///< a local folder (train/<class>/..., optionally test/<class>/...)
-  std::string home_dir;  ///< the controller's HOME_DIR as this machine sees it ("": DIR is a path under it)
+  std::string dir;         ///< a local folder (train/<class>/..., optionally test/<class>/...)
+  std::string home_dir;    ///< the controller's HOME_DIR as this machine sees it ("": DIR is a path under it)
   std::string image_size;  ///< "HxW", or "" for the median of the images
   int channels = 0;        ///< 0: the controller's choice (1 when every image is grey)
   std::optional<double> test_fraction;

@@ -5,7 +5,8 @@ through python3-selenium, against a real controller and trainer on loopback.
 Checks: the page asks for the API token and keeps it out of URLs; it loads with no console
 errors; it lists the trainer; a job started from its form shows a progress bar that advances,
 then a loss curve with a point after epoch 1; the try-it panel classifies an uploaded PNG; a
-sweep's leaderboard and its accuracy-per-parameter charts show every trial;
+sweep's leaderboard and its accuracy-per-parameter charts show every trial; a rollout can be
+aborted; a registered folder of images shows its classes, skipped files and thumbnails;
 a wrong token is said to be wrong; nothing overflows a phone-sized screen. Saves screenshots.
 
 usage: dashboard_test.py --controller BIN --trainer BIN --data-dir DIR --out DIR
@@ -139,6 +140,32 @@ def deployments_view(cluster, driver, check, out):
     check("its abort button aborts the rollout: the stable serves everything again", aborted and shown, "")
 
 
+def datasets_view(cluster, driver, check, out):
+    """A folder of images registered through the API: the datasets view lists it beside the
+    built-ins, and its detail shows the classes with their counts, the skipped file and thumbnails."""
+    for cls in ("bars", "more-bars"):
+        folder = os.path.join(cluster.home, "datasets", "shapes", "train", cls)
+        os.makedirs(folder)
+        for i in range(4):
+            with open(os.path.join(folder, f"{i}.png"), "wb") as f:
+                f.write(png_28x28())
+    with open(os.path.join(cluster.home, "datasets", "shapes", "train", "bars", "broken.png"), "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\nnot really")
+    api(cluster, "/datasets", {"name": "shapes", "test_fraction": 0.25})
+    row = "[...document.querySelectorAll('#datasets tbody tr')].find((r) => r.textContent.startsWith('shapes'))"
+    poll("the folder dataset in the view", lambda: driver.execute_script(f"return !!{row}"), 40)
+    driver.execute_script(f"{row}.click()")
+    script = ("return [document.querySelectorAll('#dataset-classes tbody tr').length,"
+              " document.querySelectorAll('#dataset-thumbs canvas').length,"
+              " document.getElementById('dataset-skipped').hidden ? '' : document.getElementById('dataset-skipped').textContent,"
+              " document.getElementById('dataset-summary').textContent];")
+    seen = poll("the dataset's detail", lambda: (lambda r: r if r[1] >= 2 else None)(driver.execute_script(script)), 30)
+    check("the datasets view shows a registered folder: its classes with counts, the skipped file and thumbnails",
+          seen[0] == 2 and "train/bars/broken.png" in seen[2] and "HOME_DIR/datasets/shapes" in seen[3], str(seen))
+    driver.execute_script("document.getElementById('datasets-section').scrollIntoView()")
+    driver.find_element("css selector", "#datasets-section").screenshot(os.path.join(out, "dashboard-datasets.png"))
+
+
 def find_text(driver, selector):
     return driver.find_element("css selector", selector).text
 
@@ -212,6 +239,7 @@ def run(args, cluster, driver, checks):
     check("a random test example is classified", True, answer)
     sweep_view(cluster, driver, check, args.out)
     deployments_view(cluster, driver, check, args.out)
+    datasets_view(cluster, driver, check, args.out)
     driver.save_screenshot(os.path.join(args.out, "dashboard.png"))
 
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]

@@ -1,10 +1,13 @@
 // A user's own folder of images (issue 40), end to end on real daemons: Fashion-MNIST written out
 // as a folder of 64x64 RGB PNGs and JPEGs with a few broken files among them, registered,
-// trained, served, and /classify of its JPEGs answering with the folder's class names.
+// trained (its trainer killed mid-job, the job resumed by the other), served, and /classify of
+// its JPEGs answering with the folder's class names.
 
 #include <stb_image_write.h>
 
 #include <algorithm>
+#include <csignal>
+#include <regex>
 
 #include "cluster_fixture.h"
 #include "mlswarm/dataset.h"
@@ -78,9 +81,9 @@ class FolderDatasetTest : public ClusterTest {
 
 TEST_F(FolderDatasetTest, AFolderOfImagesIsRegisteredTrainedAndServedWithItsClassNames) {
   write_folder(150);
-  start_trainer(2);
+  for (int i : {2, 3}) start_trainer(i);
   start_controller();
-  ASSERT_TRUE(eventually([&] { return trainer_count() == 1; }, 10s));
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 2; }, 10s));
 
   EXPECT_EQ(post("/datasets", json{{"name", "fm64"}, {"path", "../fm64"}}.dump()).first, 400);
   EXPECT_EQ(post("/train", json{{"dataset", "fm64"}}.dump()).first, 400) << "not registered yet";
@@ -95,12 +98,29 @@ TEST_F(FolderDatasetTest, AFolderOfImagesIsRegisteredTrainedAndServedWithItsClas
   const json listed = get("/datasets")["datasets"];
   EXPECT_TRUE(std::any_of(listed.begin(), listed.end(), [](const json& d) { return d["name"] == "fm64"; }));
 
+  // Its trainer killed mid-job: the other one resumes it from its checkpoint, on the same files
+  // (the manifest's list, checked against its hash).
   const std::string id =
-      submit_json(json{{"model_id", "fm64"}, {"dataset", "fm64"}, {"train_opts", {{"epochs", 2}, {"batch_size", 32}}}});
+      submit_json(json{{"model_id", "fm64"}, {"dataset", "fm64"}, {"train_opts", {{"epochs", 3}, {"batch_size", 32}}}});
+  ASSERT_TRUE(eventually(
+      [&] {
+        const json j = job(id);
+        return j.value("state", "") == "succeeded" || (j.value("epoch", 0) >= 2 && j.value("step", 0) > 0);
+      },
+      300s))
+      << job(id).dump();
+  ASSERT_EQ(job(id).value("state", ""), "running") << "the job ended before its trainer could be killed";
+  const std::string first = job(id)["trainer"];
+  const int victim = first.rfind("127.0.0.2:", 0) == 0 ? 2 : 3;
+  trainers_[victim]->signal(SIGKILL);
   ASSERT_TRUE(eventually([&] { return job_in(id, "succeeded"); }, 300s)) << job(id).dump();
+  EXPECT_EQ(job(id)["attempts"], 2);
+  const std::string survivor = trainers_[victim == 2 ? 3 : 2]->log();
+  EXPECT_TRUE(std::regex_search(survivor, std::regex("resuming from checkpoint at epoch [23] step 0"))) << survivor;
+  EXPECT_NE(survivor.find("dataset fm64 loaded: 1500 train, 300 test images"), std::string::npos) << survivor;
   const double accuracy = get("/models/fm64").value("accuracy", 0.0);
-  std::cout << "fm64 (1,500 images at 64x64x3, 2 epochs): test accuracy " << accuracy << "\n";
-  EXPECT_GE(accuracy, 0.65) << "2 epochs on 1,500 images (a 1-epoch run on 28x28 gets about 0.75)";
+  std::cout << "fm64 (1,500 images at 64x64x3, 3 epochs, resumed after a kill): test accuracy " << accuracy << "\n";
+  EXPECT_GE(accuracy, 0.65) << "a 1-epoch run of 1,500 images at 28x28 gets about 0.75";
 
   const json v2 = get("/v2/models/fm64");
   EXPECT_EQ(v2["inputs"][0]["shape"], json({-1, 3, 64, 64})) << v2.dump();

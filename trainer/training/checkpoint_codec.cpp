@@ -38,7 +38,7 @@ json resume_key(const JobSpec& spec) {
 }
 
 std::string encode_checkpoint(torch::nn::Sequential& model, torch::optim::Optimizer& optimizer, const JobSpec& spec,
-                              const ResumePoint& point) {
+                              const ResumePoint& point, const std::string& dataset_hash) {
   torch::serialize::OutputArchive archive;
   torch::serialize::OutputArchive model_archive;
   model->save(model_archive);
@@ -52,6 +52,7 @@ std::string encode_checkpoint(torch::nn::Sequential& model, torch::optim::Optimi
   }
   json state = {{"job_id", spec.job_id},        {"attempt", spec.attempt}, {"next_epoch", point.next_epoch},
                 {"next_step", point.next_step}, {"history", history},      {"resume_key", resume_key(spec)}};
+  if (!dataset_hash.empty()) state["dataset_hash"] = dataset_hash;
   if (point.unevaluated) {
     const EpochMetrics& e = *point.unevaluated;
     state["unevaluated"] = {e.epoch, e.train_loss, e.images_per_s, e.duration_s};
@@ -64,7 +65,7 @@ std::string encode_checkpoint(torch::nn::Sequential& model, torch::optim::Optimi
 
 std::optional<ResumePoint> decode_checkpoint(const std::string& payload, const std::string& what, const JobSpec& spec,
                                              torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
-                                             torch::Device device) {
+                                             torch::Device device, const std::string& dataset_hash) {
   std::istringstream in(payload);
   torch::serialize::InputArchive archive;
   archive.load_from(in, device);
@@ -73,6 +74,13 @@ std::optional<ResumePoint> decode_checkpoint(const std::string& payload, const s
   json state = json::parse(state_value.toStringRef());
   if (state.at("resume_key") != resume_key(spec)) {
     spdlog::warn("job {}: checkpoint {} is for a different spec; starting from scratch", spec.job_id, what);
+    return std::nullopt;
+  }
+  if (state.value("dataset_hash", std::string()) != dataset_hash) {
+    spdlog::warn(
+        "job {}: checkpoint {} was trained on dataset {} as registered before (content {}, now {}); starting "
+        "from scratch",
+        spec.job_id, what, spec.dataset, state.value("dataset_hash", std::string()), dataset_hash);
     return std::nullopt;
   }
   torch::serialize::InputArchive model_archive;

@@ -190,7 +190,7 @@ class TrainingRun {
     if (leader_) {
       store_.claim();  // from here on, nothing of an older attempt lands
       auto use = [&](const std::string& payload, const std::string& what) {
-        auto point = decode_checkpoint(payload, what, spec_, model_, *optimizer_, device_);
+        auto point = decode_checkpoint(payload, what, spec_, model_, *optimizer_, device_, data_->info.content_hash);
         if (point) point_ = std::move(*point);
         return point.has_value();
       };
@@ -209,7 +209,11 @@ class TrainingRun {
       // Every rank starts from rank 0's weights, optimiser state and resume point.
       std::string state = leader_ ? checkpoint(point_.next_epoch, point_.next_step) : std::string();
       group_->broadcast_bytes(state);
-      if (!leader_) point_ = decode_checkpoint(state, "rank 0's state", spec_, model_, *optimizer_, device_).value();
+      if (!leader_) {
+        point_ =
+            decode_checkpoint(state, "rank 0's state", spec_, model_, *optimizer_, device_, data_->info.content_hash)
+                .value();
+      }
     }
     if (point_.next_step >= steps_per_epoch_ && !point_.unevaluated) {
       ++point_.next_epoch;
@@ -438,7 +442,7 @@ class TrainingRun {
     point_.next_step = next_step;
     point_.history = meta_.epochs;
     point_.unevaluated = std::move(unevaluated);
-    return encode_checkpoint(model_, *optimizer_, spec_, point_);
+    return encode_checkpoint(model_, *optimizer_, spec_, point_, data_->info.content_hash);
   }
 
   /// What a checkpoint keeps of an epoch trained to its end but not evaluated...

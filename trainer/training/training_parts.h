@@ -124,15 +124,17 @@ struct ResumePoint {
 nlohmann::json resume_key(const JobSpec& spec);
 
 /// A checkpoint's payload (a LibTorch archive: weights, optimiser state, and the resume
-/// point and key as JSON). CheckpointStore seals and writes it.
+/// point and key as JSON). CheckpointStore seals and writes it. `dataset_hash`: a folder
+/// dataset's content hash as registered ("" for a built-in), kept with the resume key.
 std::string encode_checkpoint(torch::nn::Sequential& model, torch::optim::Optimizer& optimizer, const JobSpec& spec,
-                              const ResumePoint& point);
+                              const ResumePoint& point, const std::string& dataset_hash = "");
 
-/// Loads a payload into model and optimiser. nullopt when it is a checkpoint of another spec;
-/// throws (Error, c10::Error, JSON errors) when it is not an intact checkpoint.
+/// Loads a payload into model and optimiser. nullopt when it is a checkpoint of another spec,
+/// or of the same folder dataset registered again with other contents; throws (Error,
+/// c10::Error, JSON errors) when it is not an intact checkpoint.
 std::optional<ResumePoint> decode_checkpoint(const std::string& payload, const std::string& what, const JobSpec& spec,
                                              torch::nn::Sequential& model, torch::optim::Optimizer& optimizer,
-                                             torch::Device device);
+                                             torch::Device device, const std::string& dataset_hash = "");
 
 // LibTorch 2.4 made autocast per device type; the CUDA-only calls warn there at every call.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)

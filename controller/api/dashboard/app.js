@@ -296,9 +296,11 @@ function renderPrediction(classes, probabilities, answer) {
   }));
 }
 
-function drawPixels(example) {
+function drawPixels(example) { drawPixelsOn($('try-canvas'), example); }
+
+function drawPixelsOn(canvas, example) {
   // example: [channels][height][width] in 0..1
-  const canvas = $('try-canvas'), ctx = canvas.getContext('2d');
+  const ctx = canvas.getContext('2d');
   const c = example.length, h = example[0].length, w = example[0][0].length;
   const img = ctx.createImageData(w, h);
   for (let yy = 0; yy < h; ++yy) for (let xx = 0; xx < w; ++xx) {
@@ -582,6 +584,56 @@ async function refreshDeployments() {
   await refreshDeploymentDetail();
 }
 
+// ---- datasets -----------------------------------------------------------------------------------
+function renderDatasets(list) {
+  state.datasetList = list;
+  $('datasets').tBodies[0].replaceChildren(...list.map((d) => el('tr',
+    { class: 'clickable' + (d.name === state.dataset ? ' selected' : ''), onclick: () => selectDataset(d.name) },
+    el('td', {}, d.name), el('td', {}, (d.input_shape || []).join('×')), el('td', {}, String(d.num_classes)),
+    el('td', {}, fmtNumber(d.train_size)), el('td', {}, fmtNumber(d.test_size)), el('td', {}, d.format))));
+}
+
+function selectDataset(name) {
+  state.dataset = name;
+  renderDatasets(state.datasetList || []);
+  refreshDatasetDetail().catch(() => {});
+}
+
+/// A dataset's classes with their counts, the files its scan skipped, and a few of its images
+/// (evenly spaced over the training split, so that several classes show).
+async function refreshDatasetDetail() {
+  const name = state.dataset;
+  const d = await api('/datasets/' + encodeURIComponent(name));
+  if (name !== state.dataset) return;
+  $('dataset-detail').hidden = false;
+  $('dataset-title').textContent = name;
+  $('dataset-summary').textContent = `${(d.input_shape || []).join('×')} · ${fmtNumber(d.train_size)} train, ` +
+    `${fmtNumber(d.test_size)} test images` + (d.path ? ` · HOME_DIR/${d.path} · test split: ${d.test_split}` : '');
+  const classes = d.classes || (d.class_tags || []).map((c) => ({ name: c }));
+  $('dataset-classes').tBodies[0].replaceChildren(...classes.map((c) => el('tr', {},
+    el('td', {}, c.name), el('td', {}, c.train === undefined ? '-' : fmtNumber(c.train)),
+    el('td', {}, c.test === undefined ? '-' : fmtNumber(c.test)))));
+  const skipped = d.skipped || [];
+  $('dataset-skipped').hidden = skipped.length === 0;
+  $('dataset-skipped').tBodies[0].replaceChildren(...skipped.map((f) => el('tr', {},
+    el('td', { class: 'mono' }, f.path), el('td', {}, f.why))));
+  const shown = Math.min(8, d.train_size);
+  const figures = [];
+  for (let i = 0; i < shown; ++i) {
+    const start = Math.floor((i * d.train_size) / shown);
+    const ex = await api(`/datasets/${encodeURIComponent(name)}/examples?split=train&start=${start}&count=1`);
+    if (name !== state.dataset) return;
+    const canvas = el('canvas', { width: 56, height: 56 });
+    drawPixelsOn(canvas, ex.examples[0]);
+    figures.push(el('figure', {}, canvas, el('figcaption', {}, ex.class_tags[0])));
+  }
+  $('dataset-thumbs').replaceChildren(...figures);
+}
+
+async function refreshDatasets() {
+  renderDatasets((await api('/datasets')).datasets || []);
+}
+
 // ---- the loop ----------------------------------------------------------------------------------
 let tick = 0;
 async function refreshAll() {
@@ -596,6 +648,7 @@ async function refreshAll() {
     await refreshModelDetail();
     if (tick % 2 === 0) await refreshSweeps();
     await refreshDeployments();
+    if (tick % 10 === 0) await refreshDatasets();
     if (!$('f-dataset').options.length) await setupTrainForm();
   } catch (e) {
     if (!(e instanceof ApiError) || (e.status !== 401 && e.status !== 403)) {

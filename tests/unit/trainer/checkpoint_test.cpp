@@ -47,6 +47,37 @@ TEST(ModelZoo, WeightsOfAnotherArchitectureAreADataError) {
   EXPECT_THROW(load_module(mlp, "not a torch archive"), Error);
 }
 
+// Issue 40: a folder dataset's images may be any size; the convnet's classifier stays the size of
+// a 32 x 32 model's (8 x 8 positions of 64 channels) from there up.
+TEST(ModelZoo, TheConvnetTakesAnySizeWithAClassifierOfBoundedSize) {
+  for (auto [c, h, w, inputs] :
+       {std::tuple{1, 28, 28, 64 * 7 * 7}, std::tuple{3, 32, 32, 64 * 8 * 8}, std::tuple{3, 64, 64, 64 * 8 * 8},
+        std::tuple{3, 224, 224, 64 * 8 * 8}, std::tuple{1, 36, 200, 64 * 8 * 8}}) {
+    auto model = make_model(ModelType::kConvnet, c, h, w, 5);
+    model->eval();
+    EXPECT_EQ(model->forward(torch::rand({2, c, h, w})).sizes(), (std::vector<std::int64_t>{2, 5})) << h << "x" << w;
+    std::int64_t first_linear = 0;
+    for (const auto& p : model->named_parameters()) {
+      if (first_linear == 0 && p.value().dim() == 2) first_linear = p.value().size(1);
+    }
+    EXPECT_EQ(first_linear, inputs) << h << "x" << w;
+  }
+}
+
+// A checkpoint of a folder dataset as registered before (another content hash) is not resumed:
+// the same spec would carry on training on other images.
+TEST(Checkpoint, AFolderRegisteredAgainDoesNotResumeAnOldCheckpoint) {
+  const JobSpec spec = parse_job_spec(json{{"job_id", "j"}, {"dataset", "pets"}, {"train_opts", {{"epochs", 2}}}});
+  auto model = make_model(ModelType::kConvnet, 3, 16, 16, 3);
+  auto optimizer = make_optimizer(model, spec.train_opts);
+  ResumePoint point;
+  point.next_epoch = 2;
+  const std::string payload = encode_checkpoint(model, *optimizer, spec, point, "00000000000000aa");
+  EXPECT_TRUE(decode_checkpoint(payload, "c", spec, model, *optimizer, torch::kCPU, "00000000000000aa"));
+  EXPECT_FALSE(decode_checkpoint(payload, "c", spec, model, *optimizer, torch::kCPU, "00000000000000bb"));
+  EXPECT_FALSE(decode_checkpoint(payload, "c", spec, model, *optimizer, torch::kCPU));
+}
+
 TEST(ModelZoo, TheResnetTakesBothInputSizesAndItsWeightsRoundTrip) {
   for (auto [c, h, w] : {std::tuple{1, 28, 28}, std::tuple{3, 32, 32}}) {
     auto a = make_model(ModelType::kResnet, c, h, w, 10);

@@ -48,6 +48,9 @@ TEST(PrepareForServing, GivesTheTrainedModelsProbabilities) {
   expect_served_like_trained(ModelType::kConvnet, 1, 28, 28);
   expect_served_like_trained(ModelType::kConvnet, 3, 32, 32);
   expect_served_like_trained(ModelType::kConvnet, 1, 27, 29);  // odd sizes: pooling drops the last row and column
+  expect_served_like_trained(ModelType::kConvnet, 3, 64, 64);  // a folder dataset's: averaged down to 8 x 8
+  expect_served_like_trained(ModelType::kConvnet, 3, 100, 60);
+  expect_served_like_trained(ModelType::kResnet, 3, 64, 64);
   expect_served_like_trained(ModelType::kResnet, 1, 28, 28);
   expect_served_like_trained(ModelType::kResnet, 3, 32, 32);
   expect_served_like_trained(ModelType::kMlp, 1, 28, 28);

@@ -119,7 +119,8 @@ TEST(SweepSpec, RejectsABaseThatSetsWhatTheSweepOwns) {
 
 TEST(SweepSpec, RejectsABaseThatIsNoJobSpec) {
   EXPECT_EQ(rejected_field(with(example(), "/base", json::array())), "base");
-  EXPECT_EQ(rejected_field(with(example(), "/base/dataset", "imagenet")), "base.dataset");
+  // Any valid name may be a folder dataset (whether it is registered: the /sweeps route); no id is refused.
+  EXPECT_EQ(rejected_field(with(example(), "/base/dataset", "../imagenet")), "base.dataset");
   EXPECT_EQ(rejected_field(with(example(), "/base/train_opts/lr", 0)), "base.train_opts.lr");
   EXPECT_EQ(rejected_field(with(example(), "/base/train_opts/colour", 1)), "base.train_opts.colour");
   try {
