@@ -28,6 +28,10 @@ void add_listen_and_discovery(CLI::App& app, ControllerConfig& c, std::string& s
           "to the subnet scan");
   setting(app, "--home-dir", "HOME_DIR", c.home_dir, "the shared mount: models/, jobs/, controller/");
   setting(app, "--data-dir", "DATA_DIR", c.data_dir, "where datasets are looked up for /datasets");
+  setting(app, "--dataset-cache-mb", "DATASET_CACHE_MB", c.dataset_cache_mb,
+          "decoded datasets kept (examples, rollout evaluations), in MB; beyond it the least recently used one "
+          "no request holds is dropped (0: no bound)")
+      ->check(in_range(0, 1 << 24));
   setting(app, "--scan-interval-ms", "SCAN_INTERVAL_MS", c.scan_interval_ms, "time between discovery passes")
       ->check(in_range(100, 600000));
   setting(app, "--max-misses", "MAX_MISSES", c.max_misses, "scan passes a trainer may miss before it is dropped")

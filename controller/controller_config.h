@@ -23,6 +23,7 @@ struct ControllerConfig {
   std::string dns_name;                          ///< TRAIN_DNS
   std::string home_dir = "./var";                ///< HOME_DIR
   std::string data_dir = "/usr/share/datasets";  ///< DATA_DIR
+  int dataset_cache_mb = 4096;                   ///< DATASET_CACHE_MB: decoded datasets kept (0: no bound)
   int scan_interval_ms = 2000;                   ///< SCAN_INTERVAL_MS
   int max_misses = 3;                            ///< MAX_MISSES
   int max_attempts = 5;                          ///< MAX_ATTEMPTS

@@ -138,7 +138,7 @@ int run_controller(const ControllerConfig& c) {
                     {address, std::chrono::milliseconds(10000), !c.tls_cert_file.empty()});
   ModelServer models(c.home_dir, BatchingOptions{c.predict_max_batch, std::chrono::microseconds(c.predict_max_delay_us),
                                                  c.predict_threads, c.serve_device, c.predict_workers});
-  DatasetCache datasets(c.data_dir, c.home_dir);
+  DatasetCache datasets(c.data_dir, c.home_dir, static_cast<std::size_t>(c.dataset_cache_mb) << 20);
   Rollouts rollouts(c, registry, models, datasets, address);
   cluster.set_before_plan([&sweeps, &rollouts] {
     sweeps.tick();

@@ -34,7 +34,7 @@ int run_trainer(const TrainerConfig& c) {
     return 1;
   }
   const std::string address = c.host + ":" + std::to_string(c.port);
-  DatasetCache datasets(c.data_dir, c.home_dir);
+  DatasetCache datasets(c.data_dir, c.home_dir, static_cast<std::size_t>(c.dataset_cache_mb) << 20);
   StatusBoard board;
   TrainingEnv env{c.home_dir,      &datasets,        std::chrono::milliseconds(c.dist_timeout_ms),
                   c.keep_versions, c.train_amp == 1, c.train_cpu_channels_last == 1};

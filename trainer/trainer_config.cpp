@@ -50,6 +50,10 @@ std::variant<TrainerConfig, cli::ParseExit> parse_trainer_config(int argc, const
   setting(app, "--home-dir", "HOME_DIR", c.home_dir, "shared mount: models/, jobs/ (checkpoints), datasets/");
   setting(app, "--data-dir", "DATA_DIR", c.data_dir,
           "where datasets are looked up first, e.g. fashion-mnist/ from the Debian package");
+  setting(app, "--dataset-cache-mb", "DATASET_CACHE_MB", c.dataset_cache_mb,
+          "decoded datasets kept between jobs, in MB; beyond it the least recently used one no job holds is "
+          "dropped (0: no bound)")
+      ->check(in_range(0, 1 << 24));
   setting(app, "--workers", "TRAIN_WORKERS", c.workers, "jobs that train at once; more wait in order")
       ->check(in_range(1, 64));
   setting(app, "--threads", "TRAIN_THREADS", c.threads, "LibTorch intra-op threads, 0 = one per core")

@@ -18,6 +18,7 @@ struct TrainerConfig {
   int port = kDefaultTrainPort;                  ///< TRAIN_PORT
   std::string home_dir = "./var";                ///< HOME_DIR
   std::string data_dir = "/usr/share/datasets";  ///< DATA_DIR
+  int dataset_cache_mb = 4096;                   ///< DATASET_CACHE_MB: decoded datasets kept (0: no bound)
   int workers = 1;                               ///< TRAIN_WORKERS
   int threads = 0;                               ///< TRAIN_THREADS, 0 = one per core
   std::size_t max_body = 1u << 20;               ///< MAX_BODY

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -14,19 +15,36 @@ namespace mlswarm {
 /// Thread-safe: `mutex_` guards `loaded_`; loading happens under a per-cache load mutex so
 /// that two jobs asking for the same dataset read it once. A failed load is not cached, so a
 /// file fixed by the operator is picked up by the next job.
+/// Bounded (DATASET_CACHE_MB): after a load, datasets no job holds are dropped, least recently
+/// used first, while the decoded bytes kept are over `max_bytes` (0: no bound). A dataset a job
+/// holds is never dropped; one larger than the bound alone is still loaded (and logged).
 class DatasetCache {
  public:
-  DatasetCache(std::filesystem::path data_dir, std::filesystem::path home_dir);
+  DatasetCache(std::filesystem::path data_dir, std::filesystem::path home_dir, std::size_t max_bytes = 0);
 
   /// Throws what load_dataset throws.
   std::shared_ptr<const Dataset> get(const std::string& name);
 
+  /// The decoded bytes kept now, and how many datasets were dropped for the bound so far.
+  std::size_t bytes() const;
+  std::size_t dropped() const;
+
  private:
+  struct Entry {
+    std::shared_ptr<const Dataset> dataset;
+    std::size_t bytes = 0;
+    std::uint64_t used = 0;  ///< the use counter at its last get
+  };
+  void keep_within_bound(const std::string& kept);  // mutex_ held
+
   std::filesystem::path data_dir_;
   std::filesystem::path home_dir_;
+  std::size_t max_bytes_;
   std::mutex load_mutex_;
-  std::mutex mutex_;
-  std::map<std::string, std::shared_ptr<const Dataset>> loaded_;
+  mutable std::mutex mutex_;
+  std::map<std::string, Entry> loaded_;
+  std::uint64_t uses_ = 0;
+  std::size_t dropped_ = 0;
 };
 
 }  // namespace mlswarm

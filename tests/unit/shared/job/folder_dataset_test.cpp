@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "../../../support/temp_dir.h"
+#include "mlswarm/dataset_cache.h"
 #include "mlswarm/error.h"
 #include "mlswarm/job.h"
 
@@ -169,6 +170,46 @@ TEST_F(FolderDatasetTest, AJobMayNameAFolderDatasetWhichMustBeRegistered) {
   write_folder_manifest(home_.path(), scan_image_folder(home_.path(), request()));
   EXPECT_EQ(require_dataset("pets", home_.path()).format, "folder");
   EXPECT_EQ(folder_dataset_names(home_.path()), (std::vector<std::string>{"pets"}));
+}
+
+// DATASET_CACHE_MB: beyond the bound the least recently used dataset nothing holds is dropped;
+// one a job holds is kept.
+TEST_F(FolderDatasetTest, TheDatasetCacheDropsTheLeastRecentlyUsedDatasetNothingHolds) {
+  FolderRequest r = request();
+  r.height = 16;
+  r.width = 16;
+  write_folder_manifest(home_.path(), scan_image_folder(home_.path(), r));
+  std::filesystem::copy(home_ / "datasets/pets", home_ / "datasets/cats", std::filesystem::copy_options::recursive);
+  r.name = "cats";
+  r.path = "datasets/cats";
+  write_folder_manifest(home_.path(), scan_image_folder(home_.path(), r));
+  const std::size_t one = 30 * 3 * 16 * 16 + 30;  // 30 images of 3x16x16 bytes and their labels
+  DatasetCache cache("", home_.path(), one + one / 2);
+  auto held = cache.get("pets");
+  EXPECT_EQ(cache.bytes(), one);
+  cache.get("cats");
+  EXPECT_EQ(cache.dropped(), 0u) << "pets is held: both kept, over the bound";
+  EXPECT_EQ(cache.bytes(), 2 * one);
+  held.reset();
+  cache.get("cats");  // a hit: nothing loads, nothing is dropped
+  EXPECT_EQ(cache.dropped(), 0u);
+  cache.get("pets");  // a hit too
+  auto cats = cache.get("cats");
+  EXPECT_EQ(cache.dropped(), 0u);
+  write(home_ / "datasets/pets/train/dog/1.png", image(40, 30, 3, 7, false));
+  r.name = "pets";
+  r.path = "datasets/pets";
+  write_folder_manifest(home_.path(), scan_image_folder(home_.path(), r));  // registered again: loaded again
+  auto pets = cache.get("pets");
+  EXPECT_EQ(cache.dropped(), 0u) << "cats is held; the old pets was replaced, not dropped";
+  cats.reset();
+  cache.get("pets");
+  EXPECT_EQ(cache.bytes(), 2 * one) << "a hit loads nothing and so drops nothing";
+  DatasetCache small("", home_.path(), one + one / 2);
+  small.get("cats");
+  small.get("pets");
+  EXPECT_EQ(small.dropped(), 1u) << "cats, held by nothing, dropped for pets";
+  EXPECT_EQ(small.bytes(), one);
 }
 
 }  // namespace
