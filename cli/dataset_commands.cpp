@@ -5,23 +5,14 @@
 
 #include <fmt/format.h>
 
+#include "mlswarm/folder_dataset.h"
+
 namespace mlswarm::cli_tool {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-bool is_image(const fs::path& p) {
-  std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
-}
-
-bool is_under(const fs::path& path, const fs::path& root) {
-  const auto [r, p] = std::mismatch(root.begin(), root.end(), path.begin(), path.end());
-  return r == root.end();
-}
 
 /// The image files under DIR's train/ and test/, relative to DIR.
 std::vector<fs::path> images_of(const fs::path& dir) {
@@ -30,7 +21,8 @@ std::vector<fs::path> images_of(const fs::path& dir) {
   for (const char* split : {"train", "test"}) {
     if (!fs::is_directory(dir / split, ec)) continue;
     for (const auto& entry : fs::recursive_directory_iterator(dir / split, ec)) {
-      if (entry.is_regular_file(ec) && is_image(entry.path())) files.push_back(entry.path().lexically_relative(dir));
+      if (entry.is_regular_file(ec) && is_image_name(entry.path()))
+        files.push_back(entry.path().lexically_relative(dir));
     }
   }
   std::sort(files.begin(), files.end());

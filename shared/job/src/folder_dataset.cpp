@@ -34,17 +34,6 @@ std::uint64_t fnv1a(std::uint64_t h, std::string_view bytes) {
 }
 constexpr std::uint64_t kFnvOffset = 14695981039346656037ull;
 
-bool is_image_name(const fs::path& p) {
-  std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
-}
-
-bool is_under(const fs::path& path, const fs::path& root) {
-  const auto [r, p] = std::mismatch(root.begin(), root.end(), path.begin(), path.end());
-  return r == root.end();
-}
-
 std::string read_bytes(const fs::path& path) {
   std::error_code ec;
   const auto size = fs::file_size(path, ec);
@@ -223,6 +212,17 @@ void choose_shape(const FolderRequest& request, const std::vector<ImageHeader>& 
 }
 
 }  // namespace
+
+bool is_image_name(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
+}
+
+bool is_under(const fs::path& path, const fs::path& root) {
+  const auto [r, p] = std::mismatch(root.begin(), root.end(), path.begin(), path.end());
+  return r == root.end();
+}
 
 DatasetInfo FolderManifest::info() const {
   DatasetInfo info;

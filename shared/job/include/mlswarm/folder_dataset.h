@@ -30,6 +30,11 @@ inline constexpr int kMinFolderSide = 8;
 inline constexpr int kMaxFolderSide = 512;
 inline constexpr int kDefaultFolderMaxSide = 224;
 
+/// Whether a file's name makes it an image of a folder dataset: .png, .jpg, .jpeg or .bmp, any case.
+bool is_image_name(const std::filesystem::path& path);
+/// Whether `path` is `root` or lies below it, component by component (both already resolved).
+bool is_under(const std::filesystem::path& path, const std::filesystem::path& root);
+
 struct FolderFile {
   std::string path;  ///< relative to the dataset's folder, '/'-separated
   int label = 0;
