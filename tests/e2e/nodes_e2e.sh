@@ -164,7 +164,7 @@ running_with_steps() { [[ $(job "$1" 'd["state"] == "running" and d["step"] >= '
 submit "$(spec single 1 30000 50)" >/dev/null
 poll 120 running_with_steps single 1 || { fail "job single never ran"; finish; }
 label 3 trainer && swarm_docker service scale --detach ml_train=2 >/dev/null && poll 120 has_trainers 2
-submit "$(spec ranks 2 30000 3)" >/dev/null
+submit "$(spec ranks 2 20000 3)" >/dev/null
 poll 120 running_with_steps ranks 1 || fail "job ranks never ran: $(api /jobs/ranks)"
 label 1 trainer && swarm_docker service scale --detach ml_train=3 >/dev/null && poll 120 has_trainers 3
 single_nodes=$(nodes_of_job single) ranks_nodes=$(nodes_of_job ranks)
@@ -181,10 +181,12 @@ before_single=$(job single 'd["attempts"]') before_ranks=$(job ranks 'd["attempt
 node_kill 2
 unavailable=" 2 "
 killed_at=$(now)
-# "Trains again": a raised attempt running on the other nodes, past its first step.
+# again ID ATTEMPTS [NODE]: "trains again": a raised attempt past its first step (running, or
+# already succeeded: a short job can end between two polls) on nodes other than NODE (default 2).
 again() {
-  [[ $(job "$1" "d['state'] == 'running' and d['attempts'] > $2 and d['step'] > 0") == True ]] || return 1
-  [[ $(nodes_of_job "$1") != *2* ]]
+  [[ $(job "$1" "d['state'] in ('running', 'succeeded') and d['attempts'] > $2 and d['step'] > 0") == True ]] ||
+    return 1
+  [[ $(nodes_of_job "$1") != *"${3:-2}"* ]]
 }
 single_again="" ranks_again=""
 both_again() {
@@ -285,7 +287,7 @@ node_cut "$cut_node"
 unavailable=" $cut_node "
 cut_at=$(now)
 cut_again=""
-moved() { again "$cut_job" "$before_cut" && [[ $(nodes_of_job "$cut_job") != *$cut_node* ]]; }
+moved() { again "$cut_job" "$before_cut" "$cut_node"; }
 # The cut-off trainer, asked on its own node (docker exec): the old attempt's state there.
 stale_status() {
   local c

@@ -77,11 +77,21 @@ fi
 stage_tags=(mlswarm-e2e-stage:build mlswarm-e2e-stage:assemble-train mlswarm-e2e-stage:assemble-controller)
 images_before=$(docker image inspect -f '{{.Id}}' ml_train ml_controller "${stage_tags[@]}" 2>/dev/null)
 build_args=(--build-arg MLSWARM_GIT_COMMIT="$(git rev-parse --short=12 HEAD 2>/dev/null || true)")
+# MLSWARM_PREBUILT_DIR (ctest sets it to its build folder): the images take the binaries under
+# test instead of compiling them again (docker/prebuilt/README), where this host is Debian 12 as
+# the images are; elsewhere, and when it is not set, the images compile from the sources.
+prebuilt=(trainer/ml_trainer controller/ml_controller cli/mlswarm) how="compiled in its build stage"
+if [[ -n ${MLSWARM_PREBUILT_DIR:-} ]] && grep -qx 'VERSION_CODENAME=bookworm' /etc/os-release &&
+   (cd "$MLSWARM_PREBUILT_DIR" && cp "${prebuilt[@]}" "$OLDPWD/docker/prebuilt/"); then
+  build_args+=(--build-arg PREBUILT=1) how="from the build under test ($MLSWARM_PREBUILT_DIR)"
+fi
+unstage() { rm -f docker/prebuilt/ml_trainer docker/prebuilt/ml_controller docker/prebuilt/mlswarm; }
 for kind in train controller; do
   start=$SECONDS
   if docker build -q -f "Dockerfile_$kind" "${build_args[@]}" -t "ml_$kind" . >/tmp/mlswarm-e2e-build-$kind.log 2>&1; then
-    pass "image ml_$kind built in $((SECONDS - start)) s, $(docker image inspect -f '{{.Size}}' "ml_$kind" | awk '{printf "%.0f MB", $1/1e6}')"
+    pass "image ml_$kind built in $((SECONDS - start)) s, $(docker image inspect -f '{{.Size}}' "ml_$kind" | awk '{printf "%.0f MB", $1/1e6}'), binaries $how"
   else
+    unstage
     tail -30 /tmp/mlswarm-e2e-build-$kind.log
     fail "image ml_$kind does not build"; echo "$passed passed, $failed failed"; exit 1
   fi
@@ -91,6 +101,7 @@ docker image ls --format 'image {{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^
 docker build -q -f Dockerfile_train "${build_args[@]}" --target build -t "${stage_tags[0]}" . >/dev/null 2>&1
 docker build -q -f Dockerfile_train "${build_args[@]}" --target assemble -t "${stage_tags[1]}" . >/dev/null 2>&1
 docker build -q -f Dockerfile_controller "${build_args[@]}" --target assemble -t "${stage_tags[2]}" . >/dev/null 2>&1
+unstage
 images_now=$(docker image inspect -f '{{.Id}}' ml_train ml_controller "${stage_tags[@]}" 2>/dev/null)
 for id in $images_before; do
   grep -qxF "$id" <<<"$images_now" || docker rmi "$id" >/dev/null 2>&1 || true
