@@ -1,7 +1,10 @@
 #include "controller_config.h"
 
+#include <fmt/format.h>
+
 #include "mlswarm/auth.h"
 #include "mlswarm/error.h"
+#include "mlswarm/ids.h"
 
 namespace mlswarm {
 
@@ -65,12 +68,21 @@ void add_listen_and_discovery(CLI::App& app, ControllerConfig& c, std::string& s
 }
 
 void add_serving(CLI::App& app, ControllerConfig& c) {
+  setting(app, "--predict-p99-target-ms", "PREDICT_P99_TARGET_MS", c.predict_p99_target_ms,
+          "the p99 of a prediction's time in the batcher that each model's batch size and wait are tuned to")
+      ->check(in_range(1, 60000));
   setting(app, "--predict-max-batch", "PREDICT_MAX_BATCH", c.predict_max_batch,
-          "examples batched into one forward pass")
-      ->check(in_range(1, 4096));
+          "the most examples in one forward pass (a bound: the batcher tunes below it); 0 = 64 on the CPU, 1024 "
+          "on a GPU")
+      ->check(in_range(0, 4096));
   setting(app, "--predict-max-delay-us", "PREDICT_MAX_DELAY_US", c.predict_max_delay_us,
-          "how long the first prediction of a batch waits for others; 0 = batch what queued during the previous pass")
-      ->check(in_range(0, 1000000));
+          "the most the first prediction of a batch may wait for others (a bound: the batcher waits only where it "
+          "fills batches); -1 = 0 on the CPU, 2000 on a GPU")
+      ->check(in_range(-1, 1000000));
+  setting(app, "--serve-memory-mb", "SERVE_MEMORY_MB", c.serve_memory_mb,
+          "model weights kept loaded for serving; beyond it the least recently used version no request holds is "
+          "unloaded; 0 = no bound")
+      ->check(in_range(0, 1 << 20));
   setting(app, "--predict-threads", "PREDICT_THREADS", c.predict_threads,
           "LibTorch threads of a forward pass; 0 = the cores divided among the workers")
       ->check(in_range(0, 1024));
@@ -80,6 +92,19 @@ void add_serving(CLI::App& app, ControllerConfig& c) {
   setting(app, "--serve-device", "SERVE_DEVICE", c.serve_device,
           "where models run: auto (CUDA when LibTorch sees a GPU), cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  setting(app, "--serve-preload", "SERVE_PRELOAD", c.serve_preload,
+          "model ids (commas between) loaded and warmed at start, before /readyz says ready; the models the "
+          "deployments pin are always")
+      ->check([](const std::string& v) -> std::string {
+        std::size_t i = 0;
+        while (i <= v.size() && !v.empty()) {
+          const std::size_t comma = std::min(v.find(',', i), v.size());
+          if (!is_valid_id(v.substr(i, comma - i)))
+            return fmt::format("'{}' is not a model id", v.substr(i, comma - i));
+          i = comma + 1;
+        }
+        return "";
+      });
   setting(app, "--predict-max-examples", "PREDICT_MAX_EXAMPLES", c.predict_max_examples,
           "examples allowed in one /predict")
       ->check(in_range(1, 1000000));

@@ -27,11 +27,14 @@ struct ControllerConfig {
   int scan_interval_ms = 2000;                   ///< SCAN_INTERVAL_MS
   int max_misses = 3;                            ///< MAX_MISSES
   int max_attempts = 5;                          ///< MAX_ATTEMPTS
-  int predict_max_batch = 8;                     ///< PREDICT_MAX_BATCH
-  int predict_max_delay_us = 0;                  ///< PREDICT_MAX_DELAY_US
+  int predict_p99_target_ms = 10;                ///< PREDICT_P99_TARGET_MS: what the batcher tunes to
+  int predict_max_batch = 0;                     ///< PREDICT_MAX_BATCH: a bound (0: 64 on the CPU, 1024 on a GPU)
+  int predict_max_delay_us = -1;                 ///< PREDICT_MAX_DELAY_US: a bound (-1: 0 on the CPU, 2000 on a GPU)
+  int serve_memory_mb = 2048;                    ///< SERVE_MEMORY_MB: model weights kept loaded (0: no bound)
   int predict_threads = 0;                       ///< PREDICT_THREADS (0: the cores divided among the workers)
   int predict_workers = 0;                       ///< PREDICT_WORKERS (0: one per core)
   std::string serve_device = "auto";             ///< SERVE_DEVICE: auto, cpu, cuda
+  std::string serve_preload;                     ///< SERVE_PRELOAD: model ids warmed before /readyz (commas)
   int predict_max_examples = 1024;               ///< PREDICT_MAX_EXAMPLES
   long predict_max_values = 1L << 22;            ///< PREDICT_MAX_VALUES
   int max_live_sweeps = 16;                      ///< MAX_LIVE_SWEEPS

@@ -117,6 +117,42 @@ struct Rollouts {
   RolloutRunner runner;
 };
 
+/// What a replica warms before /readyz: the versions its deployments serve (stable and a rollout's
+/// candidate) and SERVE_PRELOAD's models (their latest).
+std::vector<std::pair<std::string, int>> models_to_warm(const ControllerConfig& c, const DeploymentStore& store) {
+  std::vector<std::pair<std::string, int>> out;
+  for (const auto& d : store.list()) {
+    auto target = store.target(d.name);
+    if (!target) continue;
+    out.emplace_back(target->stable.model_id, target->stable.version);
+    if (target->candidate) out.emplace_back(target->candidate->model_id, target->candidate->version);
+  }
+  for (std::size_t i = 0; i < c.serve_preload.size();) {
+    const std::size_t comma = std::min(c.serve_preload.find(',', i), c.serve_preload.size());
+    if (comma > i) out.emplace_back(c.serve_preload.substr(i, comma - i), 0);
+    i = comma + 1;
+  }
+  return out;
+}
+
+BatchingOptions batching_options(const ControllerConfig& c) {
+  return {c.predict_max_batch,
+          std::chrono::microseconds(c.predict_max_delay_us),  // -1: the batcher's automatic bound
+          c.predict_threads,
+          c.serve_device,
+          c.predict_workers,
+          std::chrono::milliseconds(c.predict_p99_target_ms)};
+}
+
+/// The replicas' hooks, with /readyz also waiting for the models to warm.
+ReplicaHooks with_warm_models(ReplicaHooks hooks, const ModelServer& models) {
+  hooks.not_ready = [&models, replicas = hooks.not_ready]() -> std::optional<std::string> {
+    if (auto why = models.not_ready()) return why;
+    return replicas ? replicas() : std::nullopt;
+  };
+  return hooks;
+}
+
 /// Serves until SIGTERM; returns the exit code.
 int run_controller(const ControllerConfig& c) {
   const std::string allocator = tune_allocator_for_tensors();  // batched forward passes (docs/benchmarks.md)
@@ -136,10 +172,10 @@ int run_controller(const ControllerConfig& c) {
                        SearcherOptions{c.max_live_sweeps, c.max_sweep_trials});
   Replicas replicas(leadership, registry, cluster,
                     {address, std::chrono::milliseconds(10000), !c.tls_cert_file.empty()});
-  ModelServer models(c.home_dir, BatchingOptions{c.predict_max_batch, std::chrono::microseconds(c.predict_max_delay_us),
-                                                 c.predict_threads, c.serve_device, c.predict_workers});
+  ModelServer models(c.home_dir, batching_options(c), static_cast<std::size_t>(c.serve_memory_mb) << 20);
   DatasetCache datasets(c.data_dir, c.home_dir, static_cast<std::size_t>(c.dataset_cache_mb) << 20);
   Rollouts rollouts(c, registry, models, datasets, address);
+  models.preload(models_to_warm(c, rollouts.store));
   cluster.set_before_plan([&sweeps, &rollouts] {
     sweeps.tick();
     rollouts.runner.tick();
@@ -147,9 +183,10 @@ int run_controller(const ControllerConfig& c) {
   ControllerApi api(
       cluster, registry, models, datasets,
       ControllerApiOptions{c.home_dir, static_cast<std::size_t>(c.predict_max_examples), c.max_body, c.api_token,
-                           c.public_reads, c.predict_max_batch, c.predict_max_delay_us, c.max_image_pixels,
-                           c.max_decodes, static_cast<std::size_t>(c.predict_max_values)},
-      replicas.hooks(), &sweeps, RolloutHooks{&rollouts.store, &rollouts.serving, &rollouts.runner});
+                           c.public_reads, models.max_batch(), models.max_delay_us(), c.max_image_pixels, c.max_decodes,
+                           static_cast<std::size_t>(c.predict_max_values)},
+      with_warm_models(replicas.hooks(), models), &sweeps,
+      RolloutHooks{&rollouts.store, &rollouts.serving, &rollouts.runner});
   HttpService service = api.service();
   service.handle = [&api, &replicas](const HttpRequest& request) {
     HttpReply reply = api.serve(request);

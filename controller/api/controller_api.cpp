@@ -47,6 +47,47 @@ json trainer_json(const TrainerView& t) {
 
 }  // namespace
 
+namespace {
+
+void describe_serving_metrics(Metrics& m) {
+  m.describe("mlswarm_model_loads_total", "counter", "model versions loaded for serving");
+  m.describe("mlswarm_model_unloads_total", "counter", "model versions unloaded for SERVE_MEMORY_MB");
+  m.describe("mlswarm_serve_loaded_versions", "gauge", "model versions loaded for serving now");
+  m.describe("mlswarm_serve_loaded_bytes", "gauge", "the weights of the model versions loaded now");
+  m.describe("mlswarm_predict_forward_passes_total", "counter", "forward passes run for /predict and /classify");
+  m.describe("mlswarm_predict_examples_total", "counter", "examples classified");
+  m.describe("mlswarm_predict_queued", "gauge", "predictions waiting for a forward pass");
+  m.describe("mlswarm_predict_p99_target_seconds", "gauge",
+             "PREDICT_P99_TARGET_MS: the p99 of time in the batcher each model is tuned to");
+  m.describe("mlswarm_predict_batch_cap", "gauge", "the most examples the batcher now puts in one pass, by model");
+  m.describe("mlswarm_predict_wait_seconds", "gauge",
+             "how long a pass's first request now waits for company, by model");
+  m.describe("mlswarm_predict_p99_seconds", "gauge",
+             "the p99 of time in the batcher (queued and its pass), by model, over its last tuning window");
+  m.describe("mlswarm_predict_mean_batch", "gauge", "examples per pass, by model, over its last tuning window");
+}
+
+void collect_serving_metrics(Metrics& metrics, const ModelServer& models) {
+  ModelServer::Stats serving = models.stats();
+  metrics.set("mlswarm_model_loads_total", {}, static_cast<double>(serving.loads));
+  metrics.set("mlswarm_model_unloads_total", {}, static_cast<double>(serving.unloads));
+  metrics.set("mlswarm_serve_loaded_versions", {}, static_cast<double>(serving.loaded));
+  metrics.set("mlswarm_serve_loaded_bytes", {}, static_cast<double>(serving.bytes));
+  metrics.set("mlswarm_predict_forward_passes_total", {}, static_cast<double>(serving.batches));
+  metrics.set("mlswarm_predict_examples_total", {}, static_cast<double>(serving.examples));
+  metrics.set("mlswarm_predict_queued", {}, static_cast<double>(models.queued()));
+  metrics.set("mlswarm_predict_p99_target_seconds", {}, static_cast<double>(models.p99_target().count()) / 1e6);
+  for (const auto& t : models.tuning()) {
+    const MetricLabels labels{{"model", t.model_id}};
+    metrics.set("mlswarm_predict_batch_cap", labels, t.batch);
+    metrics.set("mlswarm_predict_wait_seconds", labels, static_cast<double>(t.wait.count()) / 1e6);
+    metrics.set("mlswarm_predict_p99_seconds", labels, static_cast<double>(t.p99.count()) / 1e6);
+    metrics.set("mlswarm_predict_mean_batch", labels, t.mean_batch);
+  }
+}
+
+}  // namespace
+
 ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServer& models, DatasetCache& datasets,
                              ControllerApiOptions options, ReplicaHooks replicas, SweepSearcher* sweeps,
                              RolloutHooks rollouts)
@@ -69,9 +110,7 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
   if (rollouts_.store != nullptr) add_deployment_routes();
   Metrics& m = Metrics::global();
   m.describe("mlswarm_trainers", "gauge", "trainers discovered");
-  m.describe("mlswarm_model_loads_total", "counter", "model versions loaded for serving");
-  m.describe("mlswarm_predict_forward_passes_total", "counter", "forward passes run for /predict and /classify");
-  m.describe("mlswarm_predict_examples_total", "counter", "examples classified");
+  describe_serving_metrics(m);
   if (sweeps_ != nullptr) m.describe("mlswarm_sweeps", "gauge", "hyper-parameter sweeps by state");
   if (rollouts_.store != nullptr) {
     m.describe("mlswarm_served_requests_total", "counter",
@@ -99,10 +138,7 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
     }
     set_job_gauges(metrics, registry_.list());
     metrics.set("mlswarm_trainers", {}, static_cast<double>(cluster_.trainers().size()));
-    ModelServer::Stats serving = models_.stats();
-    metrics.set("mlswarm_model_loads_total", {}, static_cast<double>(serving.loads));
-    metrics.set("mlswarm_predict_forward_passes_total", {}, static_cast<double>(serving.batches));
-    metrics.set("mlswarm_predict_examples_total", {}, static_cast<double>(serving.examples));
+    collect_serving_metrics(metrics, models_);
   });
 }
 
@@ -121,6 +157,27 @@ void ControllerApi::check_access(const HttpRequest& head, const Route* route) {
   }
 }
 
+namespace {
+
+/// Each model's tuning as /status and the dashboard show it.
+json tuning_json(const std::vector<ModelTuning>& tuning) {
+  json out = json::array();
+  for (const auto& t : tuning) {
+    out.push_back(
+        {{"model_id", t.model_id},
+         {"batch_cap", t.batch},
+         {"wait_us", t.wait.count()},
+         // null until a first window is judged
+         {"p99_ms", t.window_requests > 0 ? json(static_cast<double>(t.p99.count()) / 1e3) : json()},
+         {"pass_p99_ms", t.window_requests > 0 ? json(static_cast<double>(t.pass_p99.count()) / 1e3) : json()},
+         {"mean_batch", t.mean_batch},
+         {"requests", t.requests}});
+  }
+  return out;
+}
+
+}  // namespace
+
 HttpReply ControllerApi::status() const {
   json trainers = json::array();
   for (const auto& t : cluster_.trainers()) trainers.push_back(trainer_json(t));
@@ -133,9 +190,15 @@ HttpReply ControllerApi::status() const {
               {"jobs", std::move(jobs)},
               {"serving",
                {{"model_loads", serving.loads},
+                {"model_unloads", serving.unloads},
+                {"loaded_versions", serving.loaded},
+                {"loaded_bytes", serving.bytes},
                 {"forward_passes", serving.batches},
                 {"requests", serving.requests},
-                {"examples", serving.examples}}}};
+                {"examples", serving.examples},
+                {"queued", models_.queued()},
+                {"p99_target_ms", static_cast<double>(models_.p99_target().count()) / 1e3},
+                {"models", tuning_json(models_.tuning())}}}};
   if (replicas_.describe) out["controller"] = replicas_.describe();
   return HttpReply::json(200, out);
 }

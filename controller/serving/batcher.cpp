@@ -9,14 +9,37 @@
 
 namespace mlswarm {
 
+using Clock = std::chrono::steady_clock;
+
 struct Batcher::Pending {
   std::shared_ptr<const LoadedModel> model;
   std::vector<float> pixels;  ///< count * C*H*W intensities in 0..1
   std::int64_t count = 0;
+  Clock::time_point enqueued;
   std::promise<PredictResult> result;
 };
 
+struct Batcher::ModelQueue {
+  std::deque<std::shared_ptr<Pending>> pending;
+  std::int64_t examples = 0;
+  bool held = false;  ///< a worker is taking a batch of it (it is not in `ready_` meanwhile)
+};
+
+struct Batcher::Taken {
+  std::vector<std::shared_ptr<Pending>> batch;
+  bool full = false;  ///< more were queued than the cap let it take
+};
+
 namespace {
+
+/// Normalisation, the forward pass and softmax of a batch of intensities in 0..1 (on the CPU).
+torch::Tensor class_probabilities(const LoadedModel& m, torch::Tensor input) {
+  torch::nn::Sequential model = m.model;               // a holder copy shares the weights; forward is not const
+  if (!m.device.is_cpu()) input = input.to(m.device);  // one copy of the whole batch to the GPU
+  // The weights are channels-last (ModelCache); so is the batch, so every layer runs in it.
+  input = input.sub_(m.mean).div_(m.std).contiguous(torch::MemoryFormat::ChannelsLast);
+  return torch::softmax(model->forward(input), 1);
+}
 
 /// One forward pass over every request of `batch` (all for the same model); answers each.
 template <typename PendingPtr>
@@ -28,12 +51,8 @@ void run_batch(std::vector<PendingPtr>& batch) {
   torch::Tensor input = torch::empty({total, meta.channels, meta.height, meta.width}, torch::kFloat32);
   float* dst = input.data_ptr<float>();
   for (const auto& p : batch) dst = std::copy(p->pixels.begin(), p->pixels.end(), dst);
-  c10::InferenceMode inference;                        // no autograd bookkeeping at all
-  torch::nn::Sequential model = m.model;               // a holder copy shares the weights; forward is not const
-  if (!m.device.is_cpu()) input = input.to(m.device);  // one copy of the whole batch to the GPU
-  // The weights are channels-last (ModelCache); so is the batch, so every layer runs in it.
-  input = input.sub_(m.mean).div_(m.std).contiguous(torch::MemoryFormat::ChannelsLast);
-  torch::Tensor probabilities = torch::softmax(model->forward(input), 1);
+  c10::InferenceMode inference;  // no autograd bookkeeping at all
+  torch::Tensor probabilities = class_probabilities(m, input);
   torch::Tensor best = probabilities.argmax(1);
   if (!m.device.is_cpu()) {  // and one copy of the answers back
     probabilities = probabilities.to(torch::kCPU);
@@ -62,10 +81,23 @@ void run_batch(std::vector<PendingPtr>& batch) {
 
 }  // namespace
 
-Batcher::Batcher(BatchingOptions options) : options_(options) {
+void warm_up(const LoadedModel& model, const std::vector<int>& sizes) {
+  c10::InferenceMode inference;
+  const ModelMeta& meta = model.meta;
+  for (int n : sizes) {
+    torch::Tensor out = class_probabilities(model, torch::full({n, meta.channels, meta.height, meta.width}, 0.5f));
+    if (!model.device.is_cpu()) out = out.to(torch::kCPU);  // waits for the pass
+  }
+}
+
+Batcher::Batcher(BatchingOptions options, bool cuda) {
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int workers = options.workers > 0 ? options.workers : cores;
+  const int workers = options.workers > 0 ? options.workers : (cuda ? 2 : cores);
   torch::set_num_threads(options.threads > 0 ? options.threads : std::max(1, cores / workers));
+  tuner_options_.target = options.p99_target;
+  tuner_options_.max_batch = options.max_batch > 0 ? options.max_batch : (cuda ? 1024 : 64);
+  tuner_options_.max_delay =
+      options.max_delay.count() >= 0 ? options.max_delay : std::chrono::microseconds(cuda ? 2000 : 0);
   for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { run(); });
 }
 
@@ -80,6 +112,39 @@ Batcher::~Batcher() {
 
 Batcher::Stats Batcher::stats() const { return {batches_.load(), requests_.load(), examples_.load()}; }
 
+std::size_t Batcher::queued() const {
+  std::lock_guard lock(mutex_);
+  std::size_t n = 0;
+  for (const auto& [key, q] : queues_) n += q.pending.size();
+  return n;
+}
+
+BatchTuner& Batcher::tuner_for(const std::string& model_id) {
+  auto it = tuners_.find(model_id);
+  if (it == tuners_.end()) it = tuners_.emplace(model_id, BatchTuner(tuner_options_, Clock::now())).first;
+  return it->second;
+}
+
+std::vector<ModelTuning> Batcher::tuning() const {
+  std::lock_guard lock(mutex_);
+  std::vector<ModelTuning> out;
+  for (const auto& [id, tuner] : tuners_) {
+    const auto& w = tuner.last_window();
+    auto answered = answered_.find(id);
+    out.push_back({id, tuner.batch(), tuner.wait(), w.p99, w.pass_p99, w.mean_batch, w.requests,
+                   answered == answered_.end() ? 0 : answered->second});
+  }
+  return out;
+}
+
+std::vector<int> Batcher::warm_sizes(const std::string& model_id) const {
+  std::lock_guard lock(mutex_);
+  auto it = tuners_.find(model_id);
+  const int cap =
+      it != tuners_.end() ? it->second.batch() : std::min(tuner_options_.start_batch, tuner_options_.max_batch);
+  return cap > 1 ? std::vector<int>{1, cap} : std::vector<int>{1};
+}
+
 PredictResult Batcher::predict(std::shared_ptr<const LoadedModel> model, std::vector<float> pixels,
                                std::int64_t count) {
   const ModelMeta& meta = model->meta;
@@ -91,51 +156,67 @@ PredictResult Batcher::predict(std::shared_ptr<const LoadedModel> model, std::ve
   pending->model = std::move(model);
   pending->pixels = std::move(pixels);
   pending->count = count;
+  pending->enqueued = Clock::now();
   auto future = pending->result.get_future();
   {
     std::lock_guard lock(mutex_);
     if (stopping_) throw Error(ErrorCode::kUnavailable, "the server is shutting down");
-    queue_.push_back(std::move(pending));
+    const LoadedModel* key = pending->model.get();
+    ModelQueue& q = queues_[key];
+    if (q.pending.empty() && !q.held) ready_.push_back(key);
+    q.examples += count;
+    q.pending.push_back(std::move(pending));
   }
   cv_.notify_all();
   return future.get();
 }
 
-std::vector<std::shared_ptr<Batcher::Pending>> Batcher::next_batch() {
-  std::vector<std::shared_ptr<Pending>> batch;
+Batcher::Taken Batcher::next_batch() {
+  Taken taken;
   std::unique_lock lock(mutex_);
-  cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-  if (queue_.empty()) return batch;  // stopping and drained
-  const auto deadline = std::chrono::steady_clock::now() + options_.max_delay;
-  auto model = queue_.front()->model;
-  auto examples_for = [&] {
-    std::int64_t n = 0;
-    for (const auto& p : queue_) n += p->model == model ? p->count : 0;
-    return n;
-  };
-  if (queue_.front()->count < options_.max_batch) {
-    cv_.wait_until(lock, deadline, [&] { return stopping_ || examples_for() >= options_.max_batch; });
+  cv_.wait(lock, [&] { return stopping_ || !ready_.empty(); });
+  if (ready_.empty()) return taken;  // stopping and drained
+  const LoadedModel* key = ready_.front();
+  ready_.pop_front();
+  ModelQueue& q = queues_.at(key);
+  q.held = true;
+  const BatchTuner& tuner = tuner_for(q.pending.front()->model->meta.model_id);
+  const int cap = tuner.batch();
+  if (q.examples < cap && tuner.wait().count() > 0) {  // company for the first, where waiting fills batches
+    cv_.wait_until(lock, q.pending.front()->enqueued + tuner.wait(), [&] { return stopping_ || q.examples >= cap; });
   }
   std::int64_t n = 0;
-  for (auto it = queue_.begin(); it != queue_.end();) {
-    if ((*it)->model == model && (batch.empty() || n + (*it)->count <= options_.max_batch)) {
-      n += (*it)->count;
-      batch.push_back(std::move(*it));
-      it = queue_.erase(it);
-    } else {
-      ++it;
-    }
+  while (!q.pending.empty() && (taken.batch.empty() || n + q.pending.front()->count <= cap)) {
+    n += q.pending.front()->count;
+    taken.batch.push_back(std::move(q.pending.front()));
+    q.pending.pop_front();
   }
-  return batch;
+  q.examples -= n;
+  q.held = false;
+  taken.full = !q.pending.empty();
+  if (taken.full) {
+    ready_.push_back(key);  // the back of the line: the other models' turn first
+  } else {
+    queues_.erase(key);
+  }
+  return taken;
 }
 
 void Batcher::run() {
   while (true) {
-    auto batch = next_batch();
+    Taken taken = next_batch();
+    auto& batch = taken.batch;
     if (batch.empty()) return;
+    if (taken.full) cv_.notify_one();  // what is left of the model's queue, for another worker
     batches_.fetch_add(1, std::memory_order_relaxed);
     requests_.fetch_add(batch.size(), std::memory_order_relaxed);
-    for (const auto& p : batch) examples_.fetch_add(static_cast<std::uint64_t>(p->count), std::memory_order_relaxed);
+    std::int64_t examples = 0;
+    for (const auto& p : batch) examples += p->count;
+    examples_.fetch_add(static_cast<std::uint64_t>(examples), std::memory_order_relaxed);
+    const std::string model_id = batch.front()->model->meta.model_id;
+    std::vector<Clock::time_point> enqueued;
+    for (const auto& p : batch) enqueued.push_back(p->enqueued);
+    const auto started = Clock::now();
     try {
       run_batch(batch);
     } catch (const c10::Error& e) {
@@ -145,6 +226,13 @@ void Batcher::run() {
     } catch (...) {
       for (auto& p : batch) p->result.set_exception(std::current_exception());
     }
+    const auto done = Clock::now();
+    std::vector<std::chrono::microseconds> latencies;
+    for (auto t : enqueued) latencies.push_back(std::chrono::duration_cast<std::chrono::microseconds>(done - t));
+    std::lock_guard lock(mutex_);
+    tuner_for(model_id).record(done, static_cast<int>(examples), taken.full,
+                               std::chrono::duration_cast<std::chrono::microseconds>(done - started), latencies);
+    answered_[model_id] += batch.size();
   }
 }
 

@@ -5,11 +5,14 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "batch_tuner.h"
 
 namespace mlswarm {
 
@@ -24,41 +27,57 @@ struct PredictResult {
 };
 
 struct BatchingOptions {
-  /// Examples in one forward pass. 8: with a worker per core, 16 clients measured 1,799
-  /// requests/s (median of 5 alternating rounds) with p99 15.0 ms, against 1,528 and 25.6 ms
-  /// for one 2-thread worker with batches of up to 32 (docs/benchmarks.md).
-  int max_batch = 8;
-  /// How long the first request of a batch waits for company. 0 (the default) batches
-  /// greedily: a forward pass takes whatever queued while the previous one ran, which on 2
-  /// CPU cores measured 2,742 requests/s at 16 clients against 2,510 with 300 us and 2,273
-  /// with 2 ms (bench/predict.sh).
-  std::chrono::microseconds max_delay{0};
+  /// The most examples in one forward pass (PREDICT_MAX_BATCH): a bound, the tuner picks the
+  /// cap below it. 0: 64 on the CPU, 1024 on a GPU.
+  int max_batch = 0;
+  /// The most the first request of a batch may wait for company (PREDICT_MAX_DELAY_US): a
+  /// bound, the tuner waits only where waiting fills batches. -1: none on the CPU (where
+  /// greedy batching measured best: a pass takes what queued during the one before), 2 ms on a
+  /// GPU.
+  std::chrono::microseconds max_delay{-1};
   int threads = 0;  ///< LibTorch intra-op threads per pass; 0 = the cores divided among the workers
-  /// SERVE_DEVICE: "auto" (CUDA when LibTorch sees a GPU, else the CPU), "cpu" or "cuda".
+  /// SERVE_DEVICE: "auto" (CUDA when LibTorch sees a GPU), "cpu" or "cuda".
   /// Models are moved there when loaded; each batch is copied there once and its answers back once.
   std::string device = "auto";
   /// Forward passes that may run at once, each on its own batcher thread (PREDICT_WORKERS);
-  /// 0: one per core. With 2 workers of 1 thread each, 2 cores run two passes side by side
-  /// instead of one pass whose OpenMP team spins at every barrier (docs/benchmarks.md). On a
-  /// GPU, 1 worker and larger batches suit better.
+  /// 0: one per core on the CPU (2 workers of 1 thread each run two passes side by side instead
+  /// of one pass whose OpenMP team spins at every barrier, docs/benchmarks.md), 2 on a GPU.
   int workers = 0;
+  /// PREDICT_P99_TARGET_MS: the p99 of a request's time in the batcher that each model's batch
+  /// cap and wait are tuned to (BatchTuner).
+  std::chrono::microseconds p99_target{std::chrono::milliseconds(10)};
 };
 
-/// The dynamic batcher: requests for the same model that arrive together go through one
-/// forward pass (up to `max_batch` examples; the first waits at most `max_delay` for others;
-/// one of `max_batch` examples or more runs alone at once).
+/// One model's tuning as the batcher sees it now (for /metrics and the dashboard).
+struct ModelTuning {
+  std::string model_id;
+  int batch = 0;                      ///< the cap the tuner chose
+  std::chrono::microseconds wait{0};  ///< the wait it chose
+  std::chrono::microseconds p99{0};   ///< measured in its last window: time in the batcher
+  std::chrono::microseconds pass_p99{0};
+  double mean_batch = 0;
+  std::uint64_t window_requests = 0;  ///< in its last window (0: none judged yet)
+  std::uint64_t requests = 0;         ///< answered, all windows
+};
+
+/// The dynamic batcher: requests for the same model version that arrive together go through
+/// one forward pass, each model's passes sized by its own BatchTuner to the latency target.
 ///
 /// Contract: request threads only enqueue pixels and wait for their answer; every tensor
 /// operation of a prediction (the copy into a batch, normalisation, the forward pass,
-/// softmax) runs on a batcher thread (`workers` of them, each taking the next batch when it
-/// is free), so the LibTorch threads serving the process are bounded instead of one team
-/// per HTTP thread. The model a request names is already loaded
-/// (ModelCache) and stays alive while the request is queued. The destructor answers what is
-/// queued, then joins the threads; predict() after that throws Error(kUnavailable).
-/// Thread-safe: `mutex_` guards `queue_` and `stopping_`.
+/// softmax) runs on a batcher thread (`workers` of them), so the LibTorch threads serving the
+/// process are bounded instead of one team per HTTP thread. Each model version has its own
+/// queue, and the workers take from the queues in turn (a model with requests goes to the back
+/// of the line once a worker took a batch of it), so a slow model cannot hold every worker
+/// while a fast one waits. Within a model, requests are answered in the order they came. The
+/// model a request names is already loaded (ModelCache) and stays alive while it is queued.
+/// The destructor answers what is queued, then joins the threads; predict() after that throws
+/// Error(kUnavailable). A failed pass fails the requests in it, and only those.
+/// Thread-safe: `mutex_` guards the queues, the tuners and `stopping_`.
 class Batcher {
  public:
-  explicit Batcher(BatchingOptions options);
+  /// `cuda`: the models run on a GPU (the defaults of the bounds above differ).
+  explicit Batcher(BatchingOptions options, bool cuda = false);
   ~Batcher();
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
@@ -73,16 +92,33 @@ class Batcher {
     std::uint64_t examples = 0;
   };
   Stats stats() const;
+  /// Requests waiting for a pass, all models together.
+  std::size_t queued() const;
+  /// Every model served so far, by id.
+  std::vector<ModelTuning> tuning() const;
+  std::chrono::microseconds p99_target() const { return tuner_options_.target; }
+  /// The batch sizes a model will be served at now (1 and its cap): what a new version of it
+  /// runs once before it takes requests (ModelCache's warm-up).
+  std::vector<int> warm_sizes(const std::string& model_id) const;
+  /// The bounds in force (the options with their automatic values resolved).
+  int max_batch() const { return tuner_options_.max_batch; }
+  std::chrono::microseconds max_delay() const { return tuner_options_.max_delay; }
 
  private:
   struct Pending;
+  struct ModelQueue;
+  struct Taken;
   void run();
-  std::vector<std::shared_ptr<Pending>> next_batch();  // the batcher thread; empty when stopping and drained
+  Taken next_batch();                                  // the batcher thread; empty when stopping and drained
+  BatchTuner& tuner_for(const std::string& model_id);  // under mutex_
 
-  BatchingOptions options_;
-  std::mutex mutex_;
+  TunerOptions tuner_options_;
+  mutable std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<std::shared_ptr<Pending>> queue_;
+  std::map<const LoadedModel*, ModelQueue> queues_;  ///< by model version; only ones with requests
+  std::deque<const LoadedModel*> ready_;             ///< queues with requests no worker holds, in turn
+  std::map<std::string, BatchTuner> tuners_;         ///< by model id: a new version keeps its tuning
+  std::map<std::string, std::uint64_t> answered_;
   bool stopping_ = false;
   std::atomic<std::uint64_t> batches_{0}, requests_{0}, examples_{0};
   std::vector<std::thread> threads_;

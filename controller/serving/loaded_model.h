@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -22,6 +23,12 @@ struct LoadedModel {
   torch::Device device{torch::kCPU};           ///< where the weights are (SERVE_DEVICE)
   std::filesystem::file_time_type meta_mtime;  ///< of the meta.json these weights came with
   std::uintmax_t meta_size = 0;
+  std::size_t bytes = 0;  ///< its weights and buffers as trained (SERVE_MEMORY_MB counts these)
 };
+
+/// Runs `model` once at each of `sizes` (a batch of that many examples), as serving will: what
+/// a new version does before any request is routed to it (ModelCache), so that no request pays
+/// for its first passes (allocations, kernels chosen, a GPU's lazy initialisation).
+void warm_up(const LoadedModel& model, const std::vector<int>& sizes);
 
 }  // namespace mlswarm

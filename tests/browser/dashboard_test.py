@@ -237,6 +237,20 @@ def run(args, cluster, driver, checks):
     find("#try-example").click()
     answer = poll("a test example's class", lambda: find("#try-answer").text if "test example" in find("#try-answer").text else "", 30)
     check("a random test example is classified", True, answer)
+    example = api(cluster, "/datasets/fashion-mnist/examples?split=test&start=0&count=1")["examples"]
+    row = "[...document.querySelectorAll('#serving tbody tr')].find((r) => r.textContent.startsWith('browser-model'))"
+    cells = f"const r = {row}; return r && r.cells[3].textContent.endsWith(' ms') ? [...r.cells].map((c) => c.textContent) : null"
+
+    def predicted_and_shown():  # predictions until the tuner has judged a window and the page shows its p99
+        for _ in range(10):
+            api(cluster, "/predict", {"model_id": "browser-model", "examples": example})
+        return driver.execute_script(cells)
+
+    served = poll("the model's p99 in the serving view", predicted_and_shown, 60)
+    summary = find("#serving-summary").text
+    check("the serving view shows the model's batch cap, wait and p99 against the target",
+          int(served[1]) >= 1 and served[2].endswith(" ms") and int(served[5]) >= 40
+          and "p99 target 10.0 ms" in summary, f"{served}; {summary}")
     sweep_view(cluster, driver, check, args.out)
     deployments_view(cluster, driver, check, args.out)
     datasets_view(cluster, driver, check, args.out)

@@ -156,9 +156,24 @@ async function refreshStatus() {
   renderTrainers(status.trainers || []);
   state.jobs = status.jobs || [];
   renderJobs(state.jobs);
+  if (status.serving) renderServing(status.serving);
   const c = status.controller;
   $('role').textContent = c ? `${c.role}${c.term ? ', term ' + c.term : ''}` : '';
   setConnection(true, 'connected');
+}
+
+// ---- serving: what the batcher chose for each model, against the latency target ---------------
+function renderServing(serving) {
+  const target = serving.p99_target_ms;
+  $('serving-summary').textContent = `p99 target ${fmtNumber(target, 1)} ms (PREDICT_P99_TARGET_MS) · ` +
+    `${serving.loaded_versions} version(s) loaded, ${fmtNumber(serving.loaded_bytes / 1e6, 1)} MB · ` +
+    `${serving.model_unloads} unloaded · ${serving.queued} queued`;
+  const models = serving.models || [];
+  $('serving').tBodies[0].replaceChildren(...models.map((m) => el('tr', {},
+    el('td', {}, m.model_id), el('td', {}, m.batch_cap), el('td', {}, `${fmtNumber(m.wait_us / 1000, 2)} ms`),
+    el('td', { class: m.p99_ms > target ? 'bad' : '' }, m.p99_ms === null ? '–' : `${fmtNumber(m.p99_ms, 2)} ms`),
+    el('td', {}, fmtNumber(m.mean_batch, 1)), el('td', {}, m.requests))));
+  $('no-serving').hidden = models.length > 0;
 }
 
 // ---- models and their curves -------------------------------------------------------------------

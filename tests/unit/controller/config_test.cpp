@@ -71,8 +71,8 @@ TEST(Config, TheFlagWinsOverTheVariable) {
   EXPECT_EQ(std::get<ControllerConfig>(controller({})).port, 4000);
 }
 
-TEST(Config, ZeroBatchAndOtherOutOfRangeValuesFromTheEnvironmentAreRefused) {
-  for (auto [name, value] : std::vector<std::pair<const char*, const char*>>{{"PREDICT_MAX_BATCH", "0"},
+TEST(Config, NegativeBatchAndOtherOutOfRangeValuesFromTheEnvironmentAreRefused) {
+  for (auto [name, value] : std::vector<std::pair<const char*, const char*>>{{"PREDICT_MAX_BATCH", "-1"},
                                                                              {"HTTP_THREADS", "-1"},
                                                                              {"SCAN_INTERVAL_MS", "12abc"},
                                                                              {"TRAINER_TIMEOUT_MS", "1e9"}}) {

@@ -1,0 +1,76 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+namespace mlswarm {
+
+/// What the batcher is told to aim for, and the bounds it keeps to.
+struct TunerOptions {
+  /// PREDICT_P99_TARGET_MS: the p99 of a request's time in the batcher (queued plus its pass).
+  std::chrono::microseconds target{std::chrono::milliseconds(20)};
+  int max_batch = 64;                        ///< PREDICT_MAX_BATCH: the cap never grows past it
+  std::chrono::microseconds max_delay{0};    ///< PREDICT_MAX_DELAY_US: the wait never grows past it
+  int start_batch = 8;                       ///< where a model starts (the hand-tuned CPU default)
+  std::chrono::milliseconds window{100};     ///< how often a decision is taken (given `min_requests`)
+  int min_requests = 32;                     ///< a window decides with at least this many answers...
+  std::chrono::milliseconds max_window{1000};  ///< ...or once it is this old with any
+};
+
+/// One model's batch cap and wait on one device, tuned online to a latency target (AIMD, as
+/// Clipper does it): a pass may take at most half of the target (the other half is for the wait
+/// behind the pass before it). At the end of each window:
+///  - the p99 of its passes over that budget: the cap shrinks multiplicatively (x0.8, at least
+///    by one), and the wait halves;
+///  - else, when at least half of its passes were full (more examples queued than the cap took):
+///    the cap grows additively (+1, or +cap/8 once it is large, so that a GPU gets from 8 to
+///    hundreds within seconds), up to `max_batch`;
+///  - the wait is tried only when batches run far below the cap with the latency well under the
+///    target: it grows in steps up to `max_delay`, and is dropped (and not tried again for a
+///    while) unless the batches grew with it. Where it does not fill batches there is no wait.
+/// A pure policy: time comes in with each call, nothing here sleeps or reads a clock.
+/// Not thread-safe (the batcher calls it under its lock).
+class BatchTuner {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit BatchTuner(TunerOptions options, Clock::time_point now = {});
+
+  int batch() const { return batch_; }
+  std::chrono::microseconds wait() const { return wait_; }
+
+  /// A pass ran at `now`: `examples` in it, `full` when more were queued than the cap let it
+  /// take, `pass` its duration, `latencies` each request's time in the batcher.
+  void record(Clock::time_point now, int examples, bool full, std::chrono::microseconds pass,
+              const std::vector<std::chrono::microseconds>& latencies);
+
+  /// The last finished window, for /metrics and the dashboard.
+  struct Window {
+    std::chrono::microseconds p99{0};       ///< time in the batcher
+    std::chrono::microseconds pass_p99{0};
+    double mean_batch = 0;
+    std::uint64_t requests = 0;
+  };
+  const Window& last_window() const { return last_; }
+  std::uint64_t decisions() const { return decisions_; }
+
+ private:
+  void decide(Clock::time_point now);
+  void tune_wait(const Window& w, bool over);
+
+  TunerOptions options_;
+  int batch_;
+  std::chrono::microseconds wait_{0};
+  Clock::time_point window_start_;
+  std::vector<std::int64_t> latencies_us_;  ///< this window's
+  std::vector<std::int64_t> passes_us_;
+  std::int64_t examples_ = 0;
+  int full_passes_ = 0;
+  Window last_;
+  std::uint64_t decisions_ = 0;
+  /// The wait's trial: the mean batch before it began; windows left before another may start.
+  double batch_before_wait_ = 0;
+  int wait_holdoff_ = 0;
+};
+
+}  // namespace mlswarm

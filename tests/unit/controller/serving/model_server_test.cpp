@@ -1,0 +1,262 @@
+// The batcher and the model cache on their own: models written here (untrained, as a trainer
+// writes them: model.pt and meta.json), real forward passes, no HTTP.
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "batcher.h"
+#include "loaded_model.h"
+#include "mlswarm/atomic_file.h"
+#include "mlswarm/error.h"
+#include "mlswarm/model_meta.h"
+#include "mlswarm/torch/model_zoo.h"
+#include "model_cache.h"
+#include "../../../support/temp_dir.h"
+
+namespace mlswarm {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+using testing::TempDir;
+
+/// Writes HOME/models/<id>/ as a trainer does (model.pt first, then meta.json), at `version`;
+/// meta.json's time is moved a second on each write, so that a rewrite within the file
+/// system's clock tick is still seen as new. `corrupt`: a model.pt that does not match.
+void write_model(const fs::path& home, const std::string& id, int version, ModelType type = ModelType::kMlp,
+                 int side = 28, bool corrupt = false) {
+  torch::manual_seed(version);
+  auto model = make_model(type, 1, side, side, 10);
+  std::string bytes = save_module(model);
+  ModelMeta meta;
+  meta.model_id = id;
+  meta.model_type = type;
+  meta.dataset = "mnist";
+  for (int k = 0; k < 10; ++k) meta.class_names.push_back("class" + std::to_string(k));
+  meta.height = meta.width = side;
+  meta.mean = {0.5};
+  meta.std = {0.25};
+  meta.version = version;
+  meta.epochs.push_back({version, 0.5, 0.5, 0.5, 100, 1});
+  meta.model_crc32 = crc32_of(bytes) + (corrupt ? 1 : 0);
+  const auto dir = home / "models" / id;
+  write_file_atomic(dir / "model.pt", bytes);
+  const fs::path meta_path = dir / "meta.json";
+  std::error_code ec;
+  const auto before = fs::last_write_time(meta_path, ec);
+  write_file_atomic(meta_path, to_json(meta).dump());
+  if (!ec) fs::last_write_time(meta_path, before + std::chrono::seconds(1));
+}
+
+std::vector<float> random_pixels(std::int64_t count, int side = 28) {
+  auto t = torch::rand({count * side * side});
+  return {t.data_ptr<float>(), t.data_ptr<float>() + t.numel()};
+}
+
+template <typename Predicate>
+bool poll(Predicate done, milliseconds deadline = milliseconds(20000)) {
+  const auto end = std::chrono::steady_clock::now() + deadline;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  return true;
+}
+
+ModelCacheOptions cache_options(std::size_t memory_bytes = 0) {
+  ModelCacheOptions o;
+  o.recheck = milliseconds(0);  // every get() looks at meta.json
+  o.memory_bytes = memory_bytes;
+  return o;
+}
+
+BatchingOptions batching(int workers = 2, int max_batch = 0) {
+  BatchingOptions o;
+  o.workers = workers;
+  o.threads = 1;
+  o.max_batch = max_batch;
+  o.device = "cpu";
+  return o;
+}
+
+TEST(Batcher, EachRequestGetsItsOwnRowsWhateverItIsBatchedWith) {
+  TempDir home;
+  write_model(home.path(), "m", 1);
+  ModelCache cache(home.path(), cache_options());
+  auto model = cache.get("m");
+  std::vector<std::vector<float>> inputs;
+  std::vector<PredictResult> alone;
+  {
+    Batcher one(batching(1, 1));  // a pass per request: the reference
+    for (int i = 0; i < 24; ++i) {
+      inputs.push_back(random_pixels(1 + i % 3));
+      alone.push_back(one.predict(model, inputs.back(), 1 + i % 3));
+    }
+  }
+  Batcher batcher(batching());
+  std::vector<std::future<PredictResult>> answers;
+  for (int i = 0; i < 24; ++i) {
+    answers.push_back(std::async(std::launch::async, [&, i] { return batcher.predict(model, inputs[i], 1 + i % 3); }));
+  }
+  for (int i = 0; i < 24; ++i) {
+    PredictResult got = answers[i].get();
+    ASSERT_EQ(got.probabilities.size(), alone[i].probabilities.size()) << i;
+    EXPECT_EQ(got.model_id, "m");
+    EXPECT_EQ(got.version, 1);
+    EXPECT_EQ(got.class_idxs, alone[i].class_idxs) << i;
+    for (std::size_t r = 0; r < got.probabilities.size(); ++r) {
+      for (std::size_t k = 0; k < 10; ++k) EXPECT_NEAR(got.probabilities[r][k], alone[i].probabilities[r][k], 1e-4);
+    }
+  }
+  EXPECT_EQ(batcher.stats().requests, 24U);
+  EXPECT_LE(batcher.stats().batches, 24U);
+}
+
+TEST(Batcher, AWrongShapeIsRefusedAndAFailedPassFailsOnlyItsOwnRequests) {
+  TempDir home;
+  write_model(home.path(), "good", 1);
+  ModelCache cache(home.path(), cache_options());
+  auto good = cache.get("good");
+  // The same weights under a meta that says 2x2 images: its forward pass throws.
+  auto broken = std::make_shared<LoadedModel>(*good);
+  broken->meta.model_id = "broken";
+  broken->meta.height = broken->meta.width = 2;
+  Batcher batcher(batching());
+  try {
+    batcher.predict(good, random_pixels(1, 27), 1);
+    FAIL() << "a wrong shape was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+  }
+  auto bad = std::async(std::launch::async, [&] { return batcher.predict(broken, random_pixels(2, 2), 2); });
+  auto fine = std::async(std::launch::async, [&] { return batcher.predict(good, random_pixels(1), 1); });
+  try {
+    bad.get();
+    FAIL() << "a failed pass answered";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInternal);
+    EXPECT_NE(std::string(e.what()).find("forward pass failed"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(fine.get().class_idxs.size(), 1U);
+}
+
+TEST(Batcher, ShutdownAnswersEveryRequestQueued) {
+  TempDir home;
+  write_model(home.path(), "m", 1, ModelType::kConvnet);
+  ModelCache cache(home.path(), cache_options());
+  auto model = cache.get("m");
+  std::vector<std::future<PredictResult>> answers;
+  {
+    Batcher batcher(batching(1, 2));
+    for (int i = 0; i < 40; ++i) {
+      answers.push_back(std::async(std::launch::async, [&] { return batcher.predict(model, random_pixels(1), 1); }));
+    }
+    // Destroyed with requests still queued (40 on one worker, 2 at a time): they are answered.
+    ASSERT_TRUE(poll([&] { return batcher.queued() + batcher.stats().requests == 40; }));
+  }
+  for (auto& a : answers) EXPECT_EQ(a.get().class_idxs.size(), 1U);
+}
+
+TEST(Batcher, AModelWithAQueueDoesNotHoldTheWorkersFromAnother) {
+  TempDir home;
+  write_model(home.path(), "slow", 1, ModelType::kResnet, 64);
+  write_model(home.path(), "fast", 1);
+  ModelCache cache(home.path(), cache_options());
+  auto slow = cache.get("slow");
+  auto fast = cache.get("fast");
+  Batcher batcher(batching(1, 2));  // one worker, two examples a pass
+  std::vector<std::future<PredictResult>> slow_answers;
+  for (int i = 0; i < 40; ++i) {
+    slow_answers.push_back(
+        std::async(std::launch::async, [&] { return batcher.predict(slow, random_pixels(1, 64), 1); }));
+  }
+  ASSERT_TRUE(poll([&] { return batcher.queued() >= 30; }));
+  batcher.predict(fast, random_pixels(1), 1);
+  // Round-robin: the fast model's request waited for at most the pass running and one more of
+  // the slow model's (2 examples each), not for its whole queue: of the slow requests, the 10 or
+  // fewer taken before it came and 4 more at most were taken before it (all 40, first in first out).
+  EXPECT_LE(batcher.stats().requests - 1, 40U - 30U + 4U);
+  for (auto& a : slow_answers) a.get();
+}
+
+TEST(ModelCache, ANewVersionServesOnlyOnceLoadedAndWarmAndTheOldOneAnswersMeanwhile) {
+  TempDir home;
+  write_model(home.path(), "m", 1, ModelType::kConvnet);
+  ModelCacheOptions options = cache_options();
+  std::atomic<int> warmed{0};
+  options.warm_sizes = [&](const std::string& id) {
+    EXPECT_EQ(id, "m");
+    std::this_thread::sleep_for(milliseconds(200));  // a slow warm-up: requests meanwhile get version 1
+    ++warmed;
+    return std::vector<int>{1, 4};
+  };
+  ModelCache cache(home.path(), options);
+  EXPECT_EQ(cache.get("m")->meta.version, 1);  // the first load is the request's own (nothing to serve before)
+  EXPECT_EQ(warmed, 1);
+  write_model(home.path(), "m", 2, ModelType::kConvnet);
+  EXPECT_EQ(cache.get("m")->meta.version, 1) << "the request that noticed version 2 waited for its load";
+  EXPECT_FALSE(cache.settled());
+  int seen_v1_while_loading = 0;
+  ASSERT_TRUE(poll([&] {
+    auto m = cache.get("m");
+    if (m->meta.version == 1) ++seen_v1_while_loading;
+    return m->meta.version == 2;
+  }));
+  EXPECT_EQ(warmed, 2) << "version 2 answered before its warm-up ran";
+  EXPECT_GT(seen_v1_while_loading, 0);
+  EXPECT_TRUE(poll([&] { return cache.settled(); }));
+  EXPECT_EQ(cache.stats().loads, 2U);
+}
+
+TEST(ModelCache, ANewVersionThatDoesNotLoadLeavesTheOldOneServingAndIsNotRetried) {
+  TempDir home;
+  write_model(home.path(), "m", 1);
+  ModelCache cache(home.path(), cache_options());
+  EXPECT_EQ(cache.get("m")->meta.version, 1);
+  write_model(home.path(), "m", 2, ModelType::kMlp, 28, /*corrupt=*/true);
+  EXPECT_EQ(cache.get("m")->meta.version, 1);
+  ASSERT_TRUE(poll([&] { return cache.settled(); }));
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(cache.get("m")->meta.version, 1);
+  EXPECT_TRUE(cache.settled()) << "the broken version was queued again";
+  EXPECT_EQ(cache.stats().loads, 1U);
+  write_model(home.path(), "m", 3);  // a good one after it is taken
+  EXPECT_TRUE(poll([&] { return cache.get("m")->meta.version == 3; }));
+}
+
+TEST(ModelCache, TheMemoryBoundUnloadsTheLeastRecentlyUsedButNeverOneARequestHolds) {
+  TempDir home;
+  for (const char* id : {"a", "b", "c", "d"}) write_model(home.path(), id, 1);
+  std::size_t one = 0;
+  {
+    ModelCache probe(home.path(), cache_options());
+    probe.get("a");
+    one = probe.stats().bytes;
+  }
+  ASSERT_GT(one, 0U);
+  ModelCache cache(home.path(), cache_options(one * 5 / 2));  // room for two
+  auto held = cache.get("a");
+  cache.get("b");
+  cache.get("c");  // over the bound: b goes (a is held, c is the one just loaded)
+  EXPECT_EQ(cache.stats().unloads, 1U);
+  EXPECT_EQ(cache.stats().loaded, 2U);
+  EXPECT_LE(cache.stats().bytes, one * 5 / 2);
+  EXPECT_EQ(cache.get("a"), held) << "a version a request holds was unloaded";
+  held.reset();
+  cache.get("c");
+  cache.get("d");  // now a is the least recently used that nothing holds
+  EXPECT_EQ(cache.stats().unloads, 2U);
+  EXPECT_EQ(cache.stats().loads, 4U);
+  cache.get("c");
+  EXPECT_EQ(cache.stats().loads, 4U) << "c was still loaded";
+  cache.get("a");
+  EXPECT_EQ(cache.stats().loads, 5U) << "a was unloaded, so it loads again";
+}
+
+}  // namespace
+}  // namespace mlswarm
