@@ -12,6 +12,7 @@
 #   bench/predict.sh            (after scripts/build.sh; installs the baseline's packages)
 #   CLIENT_COUNTS="16 64" ROUNDS=5 SECONDS_PER_ROUND=5 GUNICORN_WORKERS=2 bench/predict.sh
 #   CONTROLLER_ARGS="--predict-threads 2" bench/predict.sh
+#   COMPARE_ARGS="--predict-max-batch 8" bench/predict.sh   (a second controller in the same rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENT_COUNTS=${CLIENT_COUNTS:-16 64}
@@ -30,6 +31,15 @@ train_bench_model 127.0.0.2 61596
   --home-dir "$work" ${CONTROLLER_ARGS:-} >"$work/controller.log" 2>&1 &
 pids+=($!)
 wait_http http://127.0.0.1:61595/healthz
+# COMPARE_ARGS: a second controller with these options (e.g. the hand-set batching of before:
+# "--predict-max-batch 8") in the same rounds, labelled mlswarm-compare.
+if [[ -n ${COMPARE_ARGS:-} ]]; then
+  # shellcheck disable=SC2086 # COMPARE_ARGS is a list of options
+  "$build/controller/ml_controller" --host 127.0.0.1 --port 61593 --subnet 127.0.0.0/30 --train-port 61596 \
+    --home-dir "$work" $COMPARE_ARGS >"$work/controller-compare.log" 2>&1 &
+  pids+=($!)
+  wait_http http://127.0.0.1:61593/healthz
+fi
 curl -sf 'http://127.0.0.1:61595/datasets/fashion-mnist/examples?split=test&start=0&count=1' |
   /usr/bin/python3 -c 'import json,sys; e=json.load(sys.stdin)["examples"]; print(json.dumps({"model_id":"bench","examples":e}))' \
   >"$work/body.json"
@@ -63,6 +73,7 @@ print(json.dumps(line))' "$round" "$before" "$after" | tee -a "$work/rounds.json
 for clients in $CLIENT_COUNTS; do
   for ((round = 1; round <= ROUNDS; ++round)); do
     load http://127.0.0.1:61595 "$clients" mlswarm
+    if [[ -n ${COMPARE_ARGS:-} ]]; then load http://127.0.0.1:61593 "$clients" mlswarm-compare; fi
     load http://127.0.0.1:61594 "$clients" "$flask_label"
   done
 done
@@ -77,7 +88,8 @@ print("%7s  %-10s %10s %8s %8s   %-10s %10s %8s %8s   %6s   %s" % (
     "clients", "server", "req/s", "p50 ms", "p99 ms", "baseline", "req/s", "p50 ms", "p99 ms", "ratio", "stolen"))
 for clients in sorted({r["clients"] for r in rounds}):
     ours = [r for r in rounds if r["clients"] == clients and r["label"] == "mlswarm"]
-    base = [r for r in rounds if r["clients"] == clients and r["label"] != "mlswarm"]
+    base = [r for r in rounds if r["clients"] == clients and not r["label"].startswith("mlswarm")]
+    other = [r for r in rounds if r["clients"] == clients and r["label"] == "mlswarm-compare"]
     med = lambda rs, k: statistics.median(r[k] for r in rs)
     ratio = statistics.median(a["requests_per_s"] / max(b["requests_per_s"], 1e-9) for a, b in zip(ours, base))
     failed = sum(r["failed"] for r in ours + base)
@@ -87,6 +99,11 @@ for clients in sorted({r["clients"] for r in rounds}):
         "flask", med(base, "requests_per_s"), med(base, "p50_ms"), med(base, "p99_ms"), ratio,
         "%4.1f%%" % statistics.median(steal) if steal else "  n/a",
         "  (%d failed requests)" % failed if failed else ""))
+    if other:
+        print("%7d  %-10s %10.0f %8.2f %8.2f   (COMPARE_ARGS, same rounds; ratio to flask %.2fx, to mlswarm %.2fx)" % (
+            clients, "compare", med(other, "requests_per_s"), med(other, "p50_ms"), med(other, "p99_ms"),
+            statistics.median(a["requests_per_s"] / max(b["requests_per_s"], 1e-9) for a, b in zip(other, base)),
+            statistics.median(a["requests_per_s"] / max(b["requests_per_s"], 1e-9) for a, b in zip(other, ours))))
     quiet = [r for r in ours if r.get("steal_pct") is not None and r["steal_pct"] < 2.0]
     if steal and quiet and len(quiet) < len(ours):
         print("%7s  mlswarm in the %d of %d rounds with under 2%% stolen: %.0f req/s, p99 %.2f ms" % (
@@ -99,4 +116,7 @@ for line in open(sys.argv[2]):
 s = json.loads(sys.argv[3])["serving"]
 print("mlswarm batching: %d requests in %d forward passes (%.1f per pass)" % (
     s["requests"], s["forward_passes"], s["requests"] / max(1, s["forward_passes"])))
+for m in s.get("models", []):
+    print("  tuned to p99 %.1f ms: model %s batch cap %d, wait %d us; last window p99 %s ms, mean batch %.1f" % (
+        s["p99_target_ms"], m["model_id"], m["batch_cap"], m["wait_us"], m["p99_ms"], m["mean_batch"]))
 PY

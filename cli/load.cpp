@@ -134,6 +134,52 @@ class Connection {
   std::unique_ptr<httplib::ClientImpl> client_;
 };
 
+/// `, "per_second": [{"second": 0, "requests": n, "p99_ms": x}, ...]`: each whole second's answers.
+std::string per_second_json(const std::vector<std::vector<double>>& latencies,
+                            const std::vector<std::vector<double>>& answered_at) {
+  std::map<long, std::vector<double>> by_second;
+  for (std::size_t c = 0; c < latencies.size(); ++c) {
+    for (std::size_t i = 0; i < latencies[c].size() && i < answered_at[c].size(); ++i) {
+      by_second[static_cast<long>(answered_at[c][i])].push_back(latencies[c][i]);
+    }
+  }
+  std::string out;
+  for (auto& [second, ms] : by_second) {
+    std::sort(ms.begin(), ms.end());
+    const double p99 = ms[std::min(ms.size() - 1, static_cast<std::size_t>(0.99 * static_cast<double>(ms.size())))];
+    out += fmt::format(R"({}{{"second": {}, "requests": {}, "p99_ms": {:.2f}}})", out.empty() ? "" : ", ", second,
+                       ms.size(), p99);
+  }
+  return fmt::format(R"(, "per_second": [{}])", out);
+}
+
+/// Prints the run's JSON line; the exit code (1 when nothing was answered or anything failed).
+int report(const LoadOptions& options, const std::vector<std::vector<double>>& latencies,
+           const std::vector<std::vector<double>>& answered_at,
+           const std::vector<std::map<std::string, long>>& answered, double elapsed, long sent, long failed) {
+  std::vector<double> all;
+  for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
+  std::sort(all.begin(), all.end());
+  auto pct = [&](double p) {
+    return all.empty() ? 0.0
+                       : all[std::min(all.size() - 1, static_cast<std::size_t>(p * static_cast<double>(all.size())))];
+  };
+  std::map<std::string, long> by_address;
+  for (const auto& per_client : answered) {
+    for (const auto& [address, n] : per_client) by_address[address] += n;
+  }
+  std::string served;
+  for (const auto& [address, n] : by_address)
+    served += fmt::format(R"({}"{}": {})", served.empty() ? "" : ", ", address, n);
+  std::cout << fmt::format(
+                   R"({{"label": "{}", "clients": {}, "requests": {}, "requests_per_s": {:.1f}, "p50_ms": {:.2f}, )"
+                   R"("p99_ms": {:.2f}, "sent": {}, "failed": {}, "answered_by": {{{}}}{}}})",
+                   options.label, options.clients, all.size(), static_cast<double>(all.size()) / elapsed, pct(0.50),
+                   pct(0.99), sent, failed, served, options.per_second ? per_second_json(latencies, answered_at) : "")
+            << std::endl;
+  return all.empty() || failed > 0 ? 1 : 0;
+}
+
 }  // namespace
 
 int run_load(const LoadOptions& options) {
@@ -141,6 +187,9 @@ int run_load(const LoadOptions& options) {
   std::atomic<bool> measuring{false}, done{false};
   std::atomic<long> failed{0}, sent{0};
   std::vector<std::vector<double>> latencies(static_cast<std::size_t>(options.clients));
+  // With per_second: when each measured answer came, in seconds since the measuring began.
+  std::vector<std::vector<double>> answered_at(static_cast<std::size_t>(options.clients));
+  Clock::time_point measure_start{};
   // Answered requests per address, over the whole run: which replicas served.
   std::vector<std::map<std::string, long>> answered(static_cast<std::size_t>(options.clients));
   std::vector<std::thread> threads;
@@ -162,11 +211,18 @@ int run_load(const LoadOptions& options) {
           continue;
         }
         ++answered[static_cast<std::size_t>(c)][connection.answered_by()];
-        if (measuring) latencies[static_cast<std::size_t>(c)].push_back(ms);
+        if (measuring) {
+          latencies[static_cast<std::size_t>(c)].push_back(ms);
+          if (options.per_second) {
+            answered_at[static_cast<std::size_t>(c)].push_back(
+                std::chrono::duration<double>(Clock::now() - measure_start).count());
+          }
+        }
       }
     });
   }
   std::this_thread::sleep_for(options.warmup);
+  measure_start = Clock::now();  // before `measuring` is set: the clients read it after
   measuring = true;
   const auto t0 = Clock::now();
   std::this_thread::sleep_for(options.seconds);
@@ -174,27 +230,7 @@ int run_load(const LoadOptions& options) {
   const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
   done = true;
   for (auto& t : threads) t.join();
-  std::vector<double> all;
-  for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
-  std::sort(all.begin(), all.end());
-  auto pct = [&](double p) {
-    return all.empty() ? 0.0
-                       : all[std::min(all.size() - 1, static_cast<std::size_t>(p * static_cast<double>(all.size())))];
-  };
-  std::map<std::string, long> by_address;
-  for (const auto& per_client : answered) {
-    for (const auto& [address, n] : per_client) by_address[address] += n;
-  }
-  std::string served;
-  for (const auto& [address, n] : by_address)
-    served += fmt::format(R"({}"{}": {})", served.empty() ? "" : ", ", address, n);
-  std::cout << fmt::format(
-                   R"({{"label": "{}", "clients": {}, "requests": {}, "requests_per_s": {:.1f}, "p50_ms": {:.2f}, )"
-                   R"("p99_ms": {:.2f}, "sent": {}, "failed": {}, "answered_by": {{{}}}}})",
-                   options.label, options.clients, all.size(), static_cast<double>(all.size()) / elapsed, pct(0.50),
-                   pct(0.99), sent.load(), failed.load(), served)
-            << std::endl;
-  return all.empty() || failed > 0 ? 1 : 0;
+  return report(options, latencies, answered_at, answered, elapsed, sent.load(), failed.load());
 }
 
 }  // namespace mlswarm::cli_tool

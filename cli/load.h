@@ -27,6 +27,8 @@ struct LoadOptions {
   /// When set, each client sends this header with a value of its own ("client-<n>"): a served
   /// name's canary splits requests by it (X-Request-Key), sticky per client.
   std::string key_header;
+  /// Also print each second's requests and p99 (`"per_second"`): how latency follows a change.
+  bool per_second = false;
 };
 
 /// Runs the load and prints one JSON line: requests, requests/s, p50/p99 latency, failures.

@@ -197,6 +197,7 @@ void add_tools(CLI::App& app, Commands& c) {
   c.load->add_option("--seconds", c.seconds)->capture_default_str();
   c.load->add_option("--warmup", c.warmup)->capture_default_str();
   c.load->add_option("--label", load.label)->capture_default_str();
+  c.load->add_flag("--per-second", load.per_second, "also print each second's requests and p99 (\"per_second\")");
   c.load->add_option("--key-header", load.key_header,
                      "send this header with a value per client (X-Request-Key: a canary's sticky split)");
   c.load->add_option("--expect-status", load.expect_status, "the status every answer must have (404: time refusals)")

@@ -41,16 +41,20 @@ void BatchTuner::decide(Clock::time_point now) {
   Window w;
   w.requests = latencies_us_.size();
   w.p99 = microseconds(quantile(latencies_us_, 0.99));
+  w.pass_p50 = microseconds(quantile(passes_us_, 0.5));
   w.pass_p99 = microseconds(quantile(passes_us_, 0.99));
   w.mean_batch = passes_us_.empty() ? 0.0 : static_cast<double>(examples_) / static_cast<double>(passes_us_.size());
-  const microseconds budget = options_.target / 2;  // a pass; the rest is the wait behind the one before
-  const bool over = w.pass_p99 > budget;
+  // A pass may take half the target; the rest is the wait behind the one before. Its median is
+  // what its batch size costs; the slow tail of passes is the machine's (a thread preempted on
+  // busy cores), which a smaller batch does not shorten but makes more frequent.
+  const microseconds budget = options_.target / 2;
+  const bool over = w.pass_p50 > budget;
   if (over) {
     batch_ = std::max(1, std::min(batch_ - 1, static_cast<int>(batch_ * 0.8)));
   } else if (2 * full_passes_ >= static_cast<int>(passes_us_.size())) {
     // Grown only as far as a pass, roughly linear in its batch, is expected to stay in budget.
     const int step = std::max(1, batch_ / 8);
-    const double projected = static_cast<double>(w.pass_p99.count()) * (batch_ + step) / std::max(1.0, w.mean_batch);
+    const double projected = static_cast<double>(w.pass_p50.count()) * (batch_ + step) / std::max(1.0, w.mean_batch);
     if (projected <= static_cast<double>(budget.count())) batch_ = std::min(options_.max_batch, batch_ + step);
   }
   tune_wait(w, over || w.p99 > options_.target);

@@ -10,19 +10,21 @@ namespace mlswarm {
 struct TunerOptions {
   /// PREDICT_P99_TARGET_MS: the p99 of a request's time in the batcher (queued plus its pass).
   std::chrono::microseconds target{std::chrono::milliseconds(20)};
-  int max_batch = 64;                        ///< PREDICT_MAX_BATCH: the cap never grows past it
-  std::chrono::microseconds max_delay{0};    ///< PREDICT_MAX_DELAY_US: the wait never grows past it
-  int start_batch = 8;                       ///< where a model starts (the hand-tuned CPU default)
-  std::chrono::milliseconds window{100};     ///< how often a decision is taken (given `min_requests`)
-  int min_requests = 32;                     ///< a window decides with at least this many answers...
+  int max_batch = 64;                          ///< PREDICT_MAX_BATCH: the cap never grows past it
+  std::chrono::microseconds max_delay{0};      ///< PREDICT_MAX_DELAY_US: the wait never grows past it
+  int start_batch = 8;                         ///< where a model starts (the hand-tuned CPU default)
+  std::chrono::milliseconds window{100};       ///< how often a decision is taken (given `min_requests`)
+  int min_requests = 32;                       ///< a window decides with at least this many answers...
   std::chrono::milliseconds max_window{1000};  ///< ...or once it is this old with any
 };
 
 /// One model's batch cap and wait on one device, tuned online to a latency target (AIMD, as
 /// Clipper does it): a pass may take at most half of the target (the other half is for the wait
 /// behind the pass before it). At the end of each window:
-///  - the p99 of its passes over that budget: the cap shrinks multiplicatively (x0.8, at least
-///    by one), and the wait halves;
+///  - the median of its passes over that budget: the cap shrinks multiplicatively (x0.8, at
+///    least by one), and the wait halves. The median, not the p99: on busy cores the slowest
+///    passes are threads preempted, which smaller batches make more frequent, not shorter (the
+///    p99 was tried first: under a closed loop of 16 clients on 2 cores it drove the cap to 1);
 ///  - else, when at least half of its passes were full (more examples queued than the cap took):
 ///    the cap grows additively (+1, or +cap/8 once it is large, so that a GPU gets from 8 to
 ///    hundreds within seconds), up to `max_batch`;
@@ -46,7 +48,8 @@ class BatchTuner {
 
   /// The last finished window, for /metrics and the dashboard.
   struct Window {
-    std::chrono::microseconds p99{0};       ///< time in the batcher
+    std::chrono::microseconds p99{0};  ///< time in the batcher
+    std::chrono::microseconds pass_p50{0};
     std::chrono::microseconds pass_p99{0};
     double mean_batch = 0;
     std::uint64_t requests = 0;

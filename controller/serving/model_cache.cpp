@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "loaded_model.h"
+#include "mlswarm/allocator.h"
 #include "mlswarm/error.h"
 #include "mlswarm/torch/model_zoo.h"
 #include "serving_model.h"
@@ -105,8 +106,12 @@ std::shared_ptr<const LoadedModel> ModelCache::get(const std::string& model_id, 
   std::lock_guard load_lock(load_mutex_);
   if (auto model = loaded_now()) return model;  // another request loaded it meanwhile
   auto loaded = load(model_id, version, mtime, size);
-  std::lock_guard lock(mutex_);
-  insert(key, loaded, checked);
+  std::size_t unloaded = 0;
+  {
+    std::lock_guard lock(mutex_);
+    unloaded = insert(key, loaded, checked);
+  }
+  if (unloaded > 0) release_free_memory();
   return loaded;
 }
 
@@ -147,7 +152,8 @@ std::shared_ptr<const LoadedModel> ModelCache::load(const std::string& model_id,
   return loaded;
 }
 
-void ModelCache::insert(const std::string& key, std::shared_ptr<const LoadedModel> model, Clock::time_point checked) {
+std::size_t ModelCache::insert(const std::string& key, std::shared_ptr<const LoadedModel> model,
+                               Clock::time_point checked) {
   Entry& e = models_[key];
   if (e.model) bytes_ -= e.model->bytes;
   bytes_ += model->bytes;
@@ -155,10 +161,11 @@ void ModelCache::insert(const std::string& key, std::shared_ptr<const LoadedMode
   e.checked = checked;
   e.used = Clock::now();
   ++loads_;
-  unload_over_bound(key);
+  return unload_over_bound(key);
 }
 
-void ModelCache::unload_over_bound(const std::string& keep) {
+std::size_t ModelCache::unload_over_bound(const std::string& keep) {
+  std::size_t unloaded = 0;
   while (options_.memory_bytes > 0 && bytes_ > options_.memory_bytes) {
     auto lru = models_.end();
     for (auto it = models_.begin(); it != models_.end(); ++it) {
@@ -166,13 +173,15 @@ void ModelCache::unload_over_bound(const std::string& keep) {
       if (it->first == keep || it->second.model.use_count() != 1) continue;
       if (lru == models_.end() || it->second.used < lru->second.used) lru = it;
     }
-    if (lru == models_.end()) return;  // every other one is in use: over the bound until they are done
+    if (lru == models_.end()) break;  // every other one is in use: over the bound until they are done
     spdlog::info("model {} version {} unloaded: {:.1f} MB loaded, SERVE_MEMORY_MB {}", lru->second.model->meta.model_id,
                  lru->second.model->meta.version, static_cast<double>(bytes_) / 1e6, options_.memory_bytes >> 20);
     bytes_ -= lru->second.model->bytes;
     ++unloads_;
+    ++unloaded;
     models_.erase(lru);
   }
+  return unloaded;
 }
 
 void ModelCache::reload_loop() {
@@ -199,11 +208,14 @@ void ModelCache::reload_loop() {
         error = e.what();
       }
     }
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     reloading_.erase(r.key);
     auto it = models_.find(r.key);
     if (loaded) {
-      insert(r.key, std::move(loaded), Clock::now());
+      if (insert(r.key, std::move(loaded), Clock::now()) > 0) {
+        lock.unlock();
+        release_free_memory();
+      }
     } else if (it != models_.end()) {  // the version it has keeps serving; this one is not tried again
       spdlog::error("model {}: its new version does not load, version {} keeps serving: {}", r.model_id,
                     it->second.model->meta.version, error);

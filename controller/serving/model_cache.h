@@ -91,9 +91,11 @@ class ModelCache {
   std::shared_ptr<const LoadedModel> fresh(const std::string& key);
   std::shared_ptr<const LoadedModel> load(const std::string& model_id, int version,
                                           std::filesystem::file_time_type mtime, std::uintmax_t size);
-  void insert(const std::string& key, std::shared_ptr<const LoadedModel> model,
-              std::chrono::steady_clock::time_point checked);  // under mutex_
-  void unload_over_bound(const std::string& keep);             // under mutex_
+  /// Both under mutex_; they return how many versions were unloaded (the caller then gives the
+  /// memory back, outside the lock).
+  std::size_t insert(const std::string& key, std::shared_ptr<const LoadedModel> model,
+                     std::chrono::steady_clock::time_point checked);
+  std::size_t unload_over_bound(const std::string& keep);
   void reload_loop();
 
   std::filesystem::path home_dir_;

@@ -19,4 +19,6 @@ std::string tune_allocator_for_tensors() {
   return "glibc malloc keeps freed memory for reuse (mmap threshold 32 MiB, trim threshold 1 GiB)";
 }
 
+void release_free_memory() { malloc_trim(0); }
+
 }  // namespace mlswarm

@@ -15,4 +15,9 @@ namespace mlswarm {
 /// (GLIBC_TUNABLES or any MALLOC_*_ variable). Returns what it did, for the log.
 std::string tune_allocator_for_tensors();
 
+/// Gives the memory malloc holds free back to the system (malloc_trim): after something large
+/// was freed on purpose (models unloaded for SERVE_MEMORY_MB), so that the bound shows in the
+/// process's resident memory despite the trim threshold above. Takes milliseconds.
+void release_free_memory();
+
 }  // namespace mlswarm
