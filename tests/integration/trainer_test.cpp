@@ -9,6 +9,7 @@
 
 #include "../support/http_json.h"
 #include "../support/process.h"
+#include "../support/raw_client.h"
 #include "../support/temp_dir.h"
 #include "../support/wait.h"
 #include "mlswarm/dataset.h"
@@ -167,7 +168,17 @@ TEST_F(TrainerProcess, BadRequestsGetJsonErrorsAndTheDaemonKeepsServing) {
   expect_error(client_->Post("/train", "{\"model_id\": ", "application/json"), 400);
   expect_error(client_->Post("/train", R"({"model_id": "../../etc"})", "application/json"), 400);
   expect_error(client_->Post("/train", R"({"train_opts": {"batch_size": 0}})", "application/json"), 400);
-  expect_error(client_->Post("/train", std::string(2u << 20, ' '), "application/json"), 413);
+  {  // A body over the cap is refused from its Content-Length, before it is read: a client that
+     // sends it all anyway may find the connection closed under its write (EPIPE, no reply to
+     // read), so the head alone here.
+    testing::RawClient raw(port_, "127.0.0.1", kHost);
+    ASSERT_TRUE(
+        raw.send("POST /train HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                 "Content-Length: 2097152\r\n\r\n"));
+    const std::string reply = raw.read_until("}", std::chrono::milliseconds(10000));
+    EXPECT_NE(reply.find(" 413 "), std::string::npos) << reply;
+    EXPECT_NE(reply.find("\"error\""), std::string::npos) << reply;
+  }
   expect_error(client_->Post("/train", "\xff\xfe\x00garbage", "application/json"), 400);
   expect_error(client_->Get("/jobs/%2e%2e"), 400);         // the id ".." is refused
   expect_error(client_->Get("/jobs/..%2F..%2Fetc"), 404);  // decoded to more segments: no route

@@ -19,6 +19,14 @@
 
 namespace mlswarm::testing {
 
+/// A test writing to a daemon that refuses a body and closes the connection before reading it
+/// (a 413) gets EPIPE from its write, not SIGPIPE, which killed the whole test process once
+/// (cpp-httplib's client does not send with MSG_NOSIGNAL).
+inline const bool kSigpipeIgnored = [] {
+  ::signal(SIGPIPE, SIG_IGN);
+  return true;
+}();
+
 /// A daemon under test: started with fork/exec, its output going to a log file, killed
 /// (SIGKILL) if still running when this object goes away.
 class ChildProcess {

@@ -22,19 +22,33 @@ DatasetCache::DatasetCache(std::filesystem::path data_dir, std::filesystem::path
     : data_dir_(std::move(data_dir)), home_dir_(std::move(home_dir)), max_bytes_(max_bytes) {}
 
 std::shared_ptr<const Dataset> DatasetCache::get(const std::string& name) {
-  // A folder dataset registered again (its manifest's hash changed) is loaded again.
-  std::string registered;
-  if (find_dataset_info(name) == nullptr) {
-    if (auto manifest = read_folder_manifest(home_dir_, name)) registered = manifest->content_hash;
+  // A folder dataset registered again (its manifest's hash changed) is loaded again; its
+  // manifest is read only when the file changed since the dataset was loaded.
+  const bool folder = find_dataset_info(name) == nullptr;
+  Stamp stamp;
+  if (folder) {
+    std::error_code ec;
+    const auto path = folder_manifest_path(home_dir_, name);
+    stamp = {std::filesystem::last_write_time(path, ec), ec ? 0 : std::filesystem::file_size(path, ec)};
   }
+  std::string registered;
+  bool read = false;
   auto cached = [&]() -> std::shared_ptr<const Dataset> {
     std::lock_guard lock(mutex_);
     auto it = loaded_.find(name);
-    if (it == loaded_.end() || it->second.dataset->info.content_hash != registered) return nullptr;
+    if (it == loaded_.end()) return nullptr;
+    if (folder && !(read || it->second.manifest == stamp)) return nullptr;  // read it, then judge
+    if (read && it->second.dataset->info.content_hash != registered) return nullptr;
     it->second.used = ++uses_;
+    it->second.manifest = stamp;
     return it->second.dataset;
   };
   if (auto hit = cached()) return hit;
+  if (folder) {
+    if (auto manifest = read_folder_manifest(home_dir_, name)) registered = manifest->content_hash;
+    read = true;
+    if (auto hit = cached()) return hit;
+  }
   std::lock_guard load_lock(load_mutex_);
   if (auto hit = cached()) return hit;
   const auto started = std::chrono::steady_clock::now();
@@ -43,7 +57,7 @@ std::shared_ptr<const Dataset> DatasetCache::get(const std::string& name) {
                dataset->test.count, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
                static_cast<double>(bytes_of(*dataset)) / kMiB);
   std::lock_guard lock(mutex_);
-  loaded_[name] = Entry{dataset, bytes_of(*dataset), ++uses_};
+  loaded_[name] = Entry{dataset, bytes_of(*dataset), ++uses_, stamp};
   keep_within_bound(name);
   return dataset;
 }
