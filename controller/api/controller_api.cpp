@@ -114,10 +114,11 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
   if (sweeps_ != nullptr) m.describe("mlswarm_sweeps", "gauge", "hyper-parameter sweeps by state");
   if (rollouts_.store != nullptr) {
     m.describe("mlswarm_served_requests_total", "counter",
-               "requests to a served name, by name and by what answered (stable or candidate)");
+               "requests to a served name, by name and by what answered: stable or candidate, and shadow for the "
+               "candidate's second opinions in a shadow phase");
     m.describe("mlswarm_rollout_weight", "gauge", "the share of a name's requests its rollout's candidate answers");
-    m.describe("mlswarm_shadow_dropped_total", "gauge",
-               "second opinions this replica dropped in the current phase (their queue was full)");
+    m.describe("mlswarm_shadow_dropped_total", "counter",
+               "second opinions this replica dropped because their queue was full");
   }
   collector_ = m.add_collector([this](Metrics& metrics) {
     if (rollouts_.store != nullptr) {
@@ -125,10 +126,6 @@ ControllerApi::ControllerApi(Cluster& cluster, JobRegistry& registry, ModelServe
       for (const auto& d : rollouts_.store->list()) {
         const int weight = d.rollout && !rollout_ended(d.rollout->state) ? d.rollout->weight() : 0;
         metrics.set("mlswarm_rollout_weight", {{"name", d.name}}, weight);
-        if (rollouts_.serving == nullptr) continue;
-        if (auto c = rollouts_.serving->counters(d.name)) {
-          metrics.set("mlswarm_shadow_dropped_total", {{"name", d.name}}, static_cast<double>(c->shadow_dropped));
-        }
       }
     }
     if (sweeps_ != nullptr) {

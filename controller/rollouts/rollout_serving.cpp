@@ -9,6 +9,7 @@
 #include "mlswarm/error.h"
 #include "mlswarm/json_fields.h"
 #include "mlswarm/log.h"
+#include "mlswarm/metrics.h"
 
 namespace mlswarm {
 
@@ -158,6 +159,7 @@ void RolloutServing::answered(const Choice& choice, std::vector<float> pixels, s
   if (!choice.other || result == nullptr) return;
   if (queue_.size() >= options_.max_shadow_queue) {
     ++c.shadow_dropped;
+    Metrics::global().inc("mlswarm_shadow_dropped_total", {{"name", choice.deployment}});
     return;
   }
   queue_.push_back({choice.deployment, t.phase, choice.other, choice.variant == "stable", std::move(pixels), count,
@@ -190,6 +192,7 @@ void RolloutServing::second_opinions(const std::vector<Shadow>& batch) {
   for (const Shadow& s : batch) {
     PhaseCounters& c = counters_of(s.deployment, s.phase);
     if (s.of_candidate) {  // the shadow phase: the candidate's own figures
+      Metrics::global().inc("mlswarm_served_requests_total", {{"name", s.deployment}, {"variant", "shadow"}});
       ++c.requests;
       c.errors += other ? 0 : 1;
       const auto bucket =

@@ -10,6 +10,7 @@
 #include <cctype>
 #include <condition_variable>
 #include <deque>
+#include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -381,14 +382,38 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       return send(std::move(reply), request, keep);
     }
     const HttpRequest head_of = head_only(request);
-    auto task = [self = this->shared_from_this(), request = std::move(request), enqueued = Clock::now(),
-                 keep]() mutable { self->work(std::move(request), enqueued, keep); };
+    const std::uint64_t ticket = ++last_ticket_;
+    queued_ticket_.store(ticket);
+    auto task = [self = this->shared_from_this(), request = std::move(request), enqueued = Clock::now(), keep,
+                 ticket]() mutable {
+      std::uint64_t expected = ticket;
+      // The wait's timer answered it already (503): the connection is the strand's again.
+      if (!self->queued_ticket_.compare_exchange_strong(expected, 0)) return;
+      self->work(std::move(request), enqueued, keep);
+    };
     if (!server_.workers->submit(std::move(task))) {
+      queued_ticket_.store(0);
       Metrics::global().inc("mlswarm_http_busy_total", {{"why", "queue_full"}});
       HttpReply reply = busy(fmt::format("{} requests already wait for a worker", server_.options.max_queued));
       server_.edge.count(head_of, reply.status, started_);
-      send(std::move(reply), head_of, keep);
+      return send(std::move(reply), head_of, keep);
     }
+    bound_queue_wait(ticket, head_of, keep);
+  }
+
+  /// The wait for a worker is a deadline: when no worker has taken the request within
+  /// queue_wait, it is answered 503 from here, and a worker that takes it later drops it.
+  void bound_queue_wait(std::uint64_t ticket, const HttpRequest& head_of, bool keep) {
+    if (!queue_timer_) queue_timer_.emplace(lowest().get_executor());
+    queue_timer_->expires_after(server_.options.queue_wait);
+    queue_timer_->async_wait([self = this->shared_from_this(), ticket, head_of, keep](beast::error_code ec) {
+      std::uint64_t expected = ticket;
+      if (ec || !self->queued_ticket_.compare_exchange_strong(expected, 0)) return;  // a worker took it
+      Metrics::global().inc("mlswarm_http_busy_total", {{"why", "queue_wait"}});
+      HttpReply reply = busy(fmt::format("no worker within {} ms", self->server_.options.queue_wait.count()));
+      self->server_.edge.count(head_of, reply.status, self->started_);
+      self->send(std::move(reply), head_of, keep);
+    });
   }
 
   /// What a reply needs of its request once the request has gone to a worker: the method,
@@ -437,6 +462,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void on_strand(F f) {
     net::post(lowest().get_executor(), [self = this->shared_from_this(), f = std::move(f)]() mutable {
       self->answering_ = false;
+      self->cancel_queue_timer();
       f(*self);
     });
   }
@@ -619,6 +645,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   void send(HttpReply reply, const HttpRequest& request, bool keep) {
+    cancel_queue_timer();
     if (closed_) return;
     set_waiting(false);
     keep = keep && !server_.closing.load() && reply.headers.count("Connection") == 0;
@@ -678,7 +705,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                              });
   }
 
+  /// The wait's timer holds the connection until it fires: stopped once a worker took the
+  /// request (so a shutdown does not wait for it).
+  void cancel_queue_timer() {
+    if (queue_timer_) queue_timer_->cancel();
+  }
+
   void close_now() {
+    cancel_queue_timer();
     if (closed_) return;
     closed_ = true;
     beast::error_code ignored;
@@ -707,6 +741,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   /// nothing else touches it (close_soon leaves it alone).
   std::atomic<bool> answering_{false};
   bool closed_ = false;
+  /// The request waiting for a worker (its ticket; 0: none): a worker takes it, or the wait's
+  /// timer answers it, whichever swaps it to 0 first.
+  std::atomic<std::uint64_t> queued_ticket_{0};
+  std::uint64_t last_ticket_ = 0;              ///< strand only
+  std::optional<net::steady_timer> queue_timer_;  ///< strand only
 };
 
 }  // namespace
