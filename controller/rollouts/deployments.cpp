@@ -219,6 +219,10 @@ bool DeploymentStore::claim_once(const std::string& key, double now) {
   }
 }
 
+bool DeploymentStore::claimed(const std::string& key) const {
+  return registry_.find_document("deploy-claim", key).has_value();
+}
+
 void DeploymentStore::rebuild_cache() const {
   const std::uint64_t generation = registry_.documents_generation();
   std::map<std::string, ServingTarget> fresh;

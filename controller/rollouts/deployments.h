@@ -85,6 +85,8 @@ class DeploymentStore {
   /// True the first time `key` is claimed (a job's or a sweep's deploy, done once however
   /// many leaders see it succeed); journaled.
   bool claim_once(const std::string& key, double now);
+  /// Whether `key` was claimed already.
+  bool claimed(const std::string& key) const;
 
   /// Serving's view of `name` (nullopt: no deployment: `name` is a model id), from a cache.
   std::optional<ServingTarget> target(const std::string& name) const;

@@ -188,6 +188,15 @@ void RolloutRunner::advance(const Deployment& d) {
 }
 
 void RolloutRunner::deploy(const DeployRequest& request, double now) {
+  // A rollout under way on the name: this one waits for it to end (claimed, it would be lost
+  // to the 409).
+  if (auto d = store_.find(request.name); d && d->rollout && !rollout_ended(d->rollout->state)) {
+    if (!store_.claimed(request.key) && log_allowed("deploy waits " + request.key, std::chrono::seconds(60))) {
+      spdlog::info("{}: its model {} waits for the rollout under way on deployment {} to end", request.key,
+                   request.model_id, request.name);
+    }
+    return;
+  }
   if (!store_.claim_once(request.key, now)) return;
   try {
     if (store_.find(request.name)) {

@@ -356,9 +356,16 @@ std::optional<std::string> SweepSearcher::publish(const SweepRecord& record) {
   }
   std::filesystem::create_directories(to);
   require_not_symlink(to, "sweep_id");
-  write_file_atomic(to / "model.pt", weights);  // a failed write throws: the next pass tries again
   meta.model_id = record.spec.sweep_id;
-  write_file_atomic(to / "meta.json", to_json(meta).dump(2));
+  const std::string meta_text = to_json(meta).dump(2);
+  // Its version kept as a trainer keeps one (versions/<n>/ first), so that it can be pinned and
+  // served by number, as a deployment or a rollout does; then the latest.
+  const auto version_dir = model_version_dir(home_dir_, record.spec.sweep_id, std::max(1, meta.version));
+  std::filesystem::create_directories(version_dir);
+  write_file_atomic(version_dir / "model.pt", weights);  // a failed write throws: the next pass tries again
+  write_file_atomic(version_dir / "meta.json", meta_text);
+  write_file_atomic(to / "model.pt", weights);
+  write_file_atomic(to / "meta.json", meta_text);
   return std::nullopt;
 }
 

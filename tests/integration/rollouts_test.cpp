@@ -10,6 +10,8 @@
 #include <random>
 #include <thread>
 
+#include <stb/stb_image_write.h>
+
 #include "cluster_fixture.h"
 #include "mlswarm/job.h"
 
@@ -102,7 +104,33 @@ class RolloutTest : public ClusterTest {
   json examples(int count) {
     return get("/datasets/fashion-mnist/examples?split=test&count=" + std::to_string(count))["examples"];
   }
+  /// Waits for `name` to serve `model_id` (a deploy from a job or a sweep happens on the
+  /// leader's next pass after it ends).
+  bool serves(const std::string& name, const std::string& model_id, std::chrono::seconds within) {
+    // The stable changes at a put or at a promotion only.
+    return eventually(
+        [&] {
+          auto res = client_->Get(("/deployments/" + name).c_str());
+          return res && res->status == 200 && json::parse(res->body)["stable"].value("model_id", "") == model_id;
+        },
+        within);
+  }
 };
+
+/// A 28x28 grey PNG (a trouser's two legs), as a client uploads one.
+std::string trouser_png() {
+  std::vector<unsigned char> pixels(28 * 28, 0);
+  for (int y = 3; y <= 25; ++y) {
+    for (int x = 0; x < 28; ++x) {
+      if ((x >= 8 && x <= 12) || (x >= 15 && x <= 19) || (y <= 8 && x >= 8 && x <= 19)) pixels[y * 28 + x] = 220;
+    }
+  }
+  std::string out;
+  stbi_write_png_to_func([](void* context, void* data,
+                            int size) { static_cast<std::string*>(context)->append(static_cast<char*>(data), size); },
+                         &out, 28, 28, 1, pixels.data(), 28);
+  return out;
+}
 
 // Issue 39: a candidate trained worse (1 epoch on 300 images) against a stable (2 epochs on
 // 6,000) is refused at evaluation, before any live request sees it, with the figures.
@@ -128,6 +156,24 @@ TEST_F(RolloutTest, ACandidateTrainedWorseIsRefusedAtEvaluation) {
   EXPECT_EQ(answer["model_id"], "stable");
   EXPECT_EQ(answer["deployment"], "fmnist");
   EXPECT_EQ(answer["variant"], "stable");
+  // /classify and KServe v2 take the name where they take a model id, and say who answered.
+  httplib::MultipartFormDataItems items{{"image", trouser_png(), "t.png", "image/png"}, {"model_id", "fmnist", "", ""}};
+  auto classified = client_->Post("/classify", items);
+  ASSERT_TRUE(classified);
+  ASSERT_EQ(classified->status, 200) << classified->body;
+  const json c = json::parse(classified->body);
+  EXPECT_EQ(c["model_id"], "stable");
+  EXPECT_EQ(c["deployment"], "fmnist");
+  EXPECT_EQ(c["variant"], "stable");
+  std::vector<float> flat(784, 0.5f);
+  const json v2_body = {
+      {"inputs", {{{"name", "input"}, {"shape", {1, 1, 28, 28}}, {"datatype", "FP32"}, {"data", flat}}}}};
+  auto inferred = client_->Post("/v2/models/fmnist/infer", v2_body.dump(), "application/json");
+  ASSERT_TRUE(inferred);
+  ASSERT_EQ(inferred->status, 200) << inferred->body;
+  EXPECT_EQ(json::parse(inferred->body)["model_name"], "stable") << inferred->body;
+  EXPECT_EQ(inferred->get_header_value("X-Mlswarm-Deployment"), "fmnist");
+  EXPECT_EQ(inferred->get_header_value("X-Mlswarm-Variant"), "stable");
   EXPECT_EQ(post("/deployments/fmnist/rollout", json{{"model_id", "stable"}}.dump()).first, 409)
       << "the version it serves already";
   EXPECT_EQ(post("/deployments/nope/rollout", json{{"model_id", "worse"}}.dump()).first, 404);
@@ -214,6 +260,55 @@ TEST_F(RolloutTest, ALiveGateThatFailsRollsBackFromACanaryStep) {
   EXPECT_EQ(load.failed(), 0) << load.first_failure();
   const std::string metrics = client_->Get("/metrics")->body;
   EXPECT_NE(metrics.find("mlswarm_rollbacks_total{reason=\"p99_ms\"} 1"), std::string::npos) << metrics;
+}
+
+// Issue 39: a job or a sweep that carries "deploy" goes live through the gate when it ends, not
+// by itself: the first onto a new name is put there, the next is rolled out onto it (and
+// promoted through its one step), and a sweep's best model likewise.
+TEST_F(RolloutTest, JobsAndSweepsThatCarryDeployAreRolledOutOntoTheirName) {
+  start_trainer(2);
+  start_controller();
+  ASSERT_TRUE(eventually([&] { return trainer_count() == 1; }, 10s));
+  const json gate = {{"name", "auto"},
+                     {"eval_idxs", {0, 300}},
+                     {"shadow_seconds", 0},
+                     {"steps", {100}},
+                     {"step_seconds", 1},
+                     {"min_requests", 0},
+                     {"gates", {{"max_accuracy_drop", 1}, {"max_class_recall_drop", 1}, {"min_agreement", 0}}}};
+  auto job = [&](const std::string& id, const json& deploy) {
+    return json{{"model_id", id},
+                {"example_idxs", {0, 600}},
+                {"test_idxs", {0, 300}},
+                {"train_opts", {{"epochs", 1}, {"batch_size", 64}}},
+                {"deploy", deploy}};
+  };
+  json bad = job("auto-x", {{"name", "auto"}, {"steps", {50, 20}}});
+  EXPECT_EQ(post("/train", bad.dump()).first, 400) << "the rollout fields are checked at submit";
+  ASSERT_EQ(post("/train", job("auto-a", {{"name", "auto"}}).dump()).first, 202);
+  ASSERT_TRUE(serves("auto", "auto-a", 300s)) << deployment("auto").dump(2);
+  EXPECT_FALSE(deployment("auto")["rollout"].is_object()) << "a new name is put, with nothing to judge against";
+  ASSERT_EQ(post("/train", job("auto-b", gate).dump()).first, 202);
+  ASSERT_TRUE(serves("auto", "auto-b", 300s)) << deployment("auto").dump(2);
+  EXPECT_EQ(deployment("auto")["rollout"]["state"], "promoted");
+  EXPECT_EQ(deployment("auto")["rollout"]["spec"]["model_id"], "auto-b");
+  const json sweep = {{"sweep_id", "autosw"},
+                      {"trials", 2},
+                      {"seed", 1},
+                      {"base",
+                       {{"dataset", "fashion-mnist"},
+                        {"example_idxs", {0, 600}},
+                        {"test_idxs", {0, 300}},
+                        {"train_opts", {{"batch_size", 64}}}}},
+                      {"space", {{"lr", {{"type", "log_uniform"}, {"min", 0.01}, {"max", 0.1}}}}},
+                      {"scheduler", {{"type", "random"}, {"epochs", 1}}},
+                      {"deploy", gate}};
+  ASSERT_EQ(post("/sweeps", sweep.dump()).first, 202);
+  ASSERT_TRUE(serves("auto", "autosw", 300s)) << deployment("auto").dump(2) << get("/sweeps/autosw").dump(2);
+  EXPECT_EQ(deployment("auto")["rollout"]["state"], "promoted");
+  // Each end deployed once: one rollout per deploy in the history of rollouts.
+  const std::string metrics = client_->Get("/metrics")->body;
+  EXPECT_NE(metrics.find("mlswarm_rollouts_total{outcome=\"promoted\"} 2"), std::string::npos) << metrics;
 }
 
 // Issue 39: the leader killed mid-rollout; the follower carries it on from the journal, no step

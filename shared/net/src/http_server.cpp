@@ -744,7 +744,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   /// The request waiting for a worker (its ticket; 0: none): a worker takes it, or the wait's
   /// timer answers it, whichever swaps it to 0 first.
   std::atomic<std::uint64_t> queued_ticket_{0};
-  std::uint64_t last_ticket_ = 0;              ///< strand only
+  std::uint64_t last_ticket_ = 0;                 ///< strand only
   std::optional<net::steady_timer> queue_timer_;  ///< strand only
 };
 

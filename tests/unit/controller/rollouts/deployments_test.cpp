@@ -95,7 +95,9 @@ TEST_F(DeploymentsTest, AnAbortServesTheStableAtOnceAndAReplicaSeesWhatTheJourna
 }
 
 TEST_F(DeploymentsTest, DeploysHappenOnce) {
+  EXPECT_FALSE(store_.claimed("job/j1"));
   EXPECT_TRUE(store_.claim_once("job/j1", 1));
+  EXPECT_TRUE(store_.claimed("job/j1"));
   EXPECT_FALSE(store_.claim_once("job/j1", 2));
   JobRegistry next_leader(home_ / "controller", false);
   DeploymentStore other(next_leader, latest_);

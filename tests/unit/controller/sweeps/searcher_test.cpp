@@ -160,6 +160,8 @@ TEST_F(SearcherTest, ANineTrialAshaSweepOnTwoTrainersRunsToItsEndAndPublishesThe
   EXPECT_EQ(top->spec.model_id, "s-t7");
   EXPECT_EQ(top->spec.train_opts.epochs, 9);
   EXPECT_EQ(read_file(model_dir(home_.path(), "s") / "model.pt", 1 << 20), "weights of s-t7-r2");
+  EXPECT_EQ(read_file(model_version_dir(home_.path(), "s", 9) / "model.pt", 1 << 20), "weights of s-t7-r2")
+      << "its version kept by number, to be pinned and served by a deployment";
   EXPECT_EQ(model_meta_from_json(json::parse(read_file(model_dir(home_.path(), "s") / "meta.json", 1 << 20))).model_id,
             "s");
   int stopped = 0;
