@@ -13,11 +13,13 @@
 #
 #   bench/rollout.sh            (after scripts/build.sh)
 #   CLIENT_COUNTS="16 64" ROUNDS=5 SECONDS_PER_ROUND=5 bench/rollout.sh
+#   TARGETS="bench name" ROUNDS=9 bench/rollout.sh      (the name alone against the model id)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENT_COUNTS=${CLIENT_COUNTS:-16 64}
 ROUNDS=${ROUNDS:-5}
 SECONDS_PER_ROUND=${SECONDS_PER_ROUND:-5}
+TARGETS=${TARGETS:-bench name canary agree shadow}  # bench: the model id itself, first in each round
 build=${BUILD_DIR:-build}
 work=$(mktemp -d)
 # shellcheck source=bench/lib.sh
@@ -58,7 +60,7 @@ done
 echo "single-image /predict through a name, ${SECONDS_PER_ROUND} s rounds alternating, $ROUNDS rounds each, $(nproc) cores"
 for clients in $CLIENT_COUNTS; do
   for ((round = 1; round <= ROUNDS; ++round)); do
-    for target in bench name canary agree shadow; do
+    for target in $TARGETS; do
       label=$target
       [[ $target == bench ]] && label=model
       "$build/cli/mlswarm" --url "$url" load --body-file "$work/$target.json" --clients "$clients" \

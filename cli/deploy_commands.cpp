@@ -100,7 +100,13 @@ int follow_rollout(const Client& client, const Output& out, const std::string& n
     const std::string state = r.is_object() ? text(r, "state") : "none";
     const bool done = state != "evaluating" && state != "shadow" && state != "canary";
     const std::string line = out.json ? reply.body.dump() : rollout_line(reply.body);
-    if (line != last) std::cout << line << std::endl;
+    if (out.terminal && !out.json) {
+      // One live line, redrawn in place (cleared to its end), as a job's --follow does.
+      std::cout << "\r" << line.substr(0, static_cast<std::size_t>(std::max(20, out.width - 1))) << "\x1b[K"
+                << (done ? "\n" : "") << std::flush;
+    } else if (line != last) {
+      std::cout << line << std::endl;  // a pipe: one line per change
+    }
     last = line;
     if (done) return state == "promoted" ? 0 : 1;
     std::this_thread::sleep_for(poll);  // the pace of the display, not a wait for an event

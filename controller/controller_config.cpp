@@ -67,7 +67,7 @@ void add_listen_and_discovery(CLI::App& app, ControllerConfig& c, std::string& s
       ->check(in_range(1, 65535 - 64));
 }
 
-void add_serving(CLI::App& app, ControllerConfig& c) {
+void add_serving(CLI::App& app, ControllerConfig& c, std::string& preload_text) {
   setting(app, "--predict-p99-target-ms", "PREDICT_P99_TARGET_MS", c.predict_p99_target_ms,
           "the p99 of a prediction's time in the batcher that each model's batch size and wait are tuned to")
       ->check(in_range(1, 60000));
@@ -92,19 +92,9 @@ void add_serving(CLI::App& app, ControllerConfig& c) {
   setting(app, "--serve-device", "SERVE_DEVICE", c.serve_device,
           "where models run: auto (CUDA when LibTorch sees a GPU), cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  setting(app, "--serve-preload", "SERVE_PRELOAD", c.serve_preload,
+  setting(app, "--serve-preload", "SERVE_PRELOAD", preload_text,
           "model ids (commas between) loaded and warmed at start, before /readyz says ready; the models the "
-          "deployments pin are always")
-      ->check([](const std::string& v) -> std::string {
-        std::size_t i = 0;
-        while (i <= v.size() && !v.empty()) {
-          const std::size_t comma = std::min(v.find(',', i), v.size());
-          if (!is_valid_id(v.substr(i, comma - i)))
-            return fmt::format("'{}' is not a model id", v.substr(i, comma - i));
-          i = comma + 1;
-        }
-        return "";
-      });
+          "deployments pin are always");
   setting(app, "--predict-max-examples", "PREDICT_MAX_EXAMPLES", c.predict_max_examples,
           "examples allowed in one /predict")
       ->check(in_range(1, 1000000));
@@ -134,8 +124,27 @@ void add_security(CLI::App& app, ControllerConfig& c, SecretFiles& files) {
   setting(app, "--tls-key-file", "TLS_KEY_FILE", c.tls_key_file, "PEM private key for --tls-cert-file");
 }
 
-/// What parsing alone cannot check: the TLS pair, the secret files, the subnet.
-std::optional<cli::ParseExit> complete(ControllerConfig& c, const SecretFiles& files, const std::string& subnet_text) {
+/// SERVE_PRELOAD's comma list as model ids (empty items skipped); Error naming the one that is not.
+std::vector<std::string> parse_preload(const std::string& text) {
+  std::vector<std::string> ids;
+  for (std::size_t i = 0; i < text.size();) {
+    const std::size_t comma = std::min(text.find(',', i), text.size());
+    const std::string id = text.substr(i, comma - i);
+    if (!id.empty()) {
+      if (!is_valid_id(id)) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("SERVE_PRELOAD (--serve-preload): '{}' is not a model id", id));
+      }
+      ids.push_back(id);
+    }
+    i = comma + 1;
+  }
+  return ids;
+}
+
+/// What parsing alone cannot check: the TLS pair, the secret files, the subnet, the preload list.
+std::optional<cli::ParseExit> complete(ControllerConfig& c, const SecretFiles& files, const std::string& subnet_text,
+                                       const std::string& preload_text) {
   if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
     return cli::config_error("ml_controller",
                              "TLS needs both TLS_CERT_FILE (--tls-cert-file) and TLS_KEY_FILE "
@@ -146,6 +155,7 @@ std::optional<cli::ParseExit> complete(ControllerConfig& c, const SecretFiles& f
     if (!files.cluster_token.empty()) c.cluster_token = read_token_file(files.cluster_token, "CLUSTER_TOKEN_FILE");
     const bool one_shot = c.healthcheck || !c.fetch_url.empty();
     if (!one_shot && (!subnet_text.empty() || c.dns_name.empty())) c.subnet = parse_subnet(subnet_text);
+    c.serve_preload = parse_preload(preload_text);
   } catch (const Error& e) {
     return cli::config_error("ml_controller", e.what());
   }
@@ -158,6 +168,7 @@ std::variant<ControllerConfig, cli::ParseExit> parse_controller_config(int argc,
                                                                        const std::function<std::string()>& version) {
   ControllerConfig c;
   std::string subnet_text;
+  std::string preload_text;
   SecretFiles files;
   CLI::App app{
       "ml_controller: the mlswarm controller. Finds trainers by scanning SUBNET_TRAIN,\n"
@@ -167,7 +178,7 @@ std::variant<ControllerConfig, cli::ParseExit> parse_controller_config(int argc,
       "ml_controller"};
   app.set_version_flag("--version", version, "print the version, git commit, LibTorch version and CUDA availability");
   add_listen_and_discovery(app, c, subnet_text);
-  add_serving(app, c);
+  add_serving(app, c, preload_text);
   cli::logging_settings(app, c.log_level, c.log_format);
   add_security(app, c, files);
   app.add_flag("--healthcheck", c.healthcheck,
@@ -176,7 +187,7 @@ std::variant<ControllerConfig, cli::ParseExit> parse_controller_config(int argc,
                  "GET http://HOST:PORT/PATH with the API token, print the body and exit (curl for images that have "
                  "none: docker exec ... --fetch http://10.42.0.5:48516/status)");
   if (auto exit = cli::parse(app, argc, argv)) return *exit;
-  if (auto exit = complete(c, files, subnet_text)) return *exit;
+  if (auto exit = complete(c, files, subnet_text, preload_text)) return *exit;
   return c;
 }
 

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "mlswarm/cli.h"
 #include "mlswarm/http_settings.h"
@@ -34,7 +35,7 @@ struct ControllerConfig {
   int predict_threads = 0;                       ///< PREDICT_THREADS (0: the cores divided among the workers)
   int predict_workers = 0;                       ///< PREDICT_WORKERS (0: one per core)
   std::string serve_device = "auto";             ///< SERVE_DEVICE: auto, cpu, cuda
-  std::string serve_preload;                     ///< SERVE_PRELOAD: model ids warmed before /readyz (commas)
+  std::vector<std::string> serve_preload;        ///< SERVE_PRELOAD: model ids warmed before /readyz (commas)
   int predict_max_examples = 1024;               ///< PREDICT_MAX_EXAMPLES
   long predict_max_values = 1L << 22;            ///< PREDICT_MAX_VALUES
   int max_live_sweeps = 16;                      ///< MAX_LIVE_SWEEPS

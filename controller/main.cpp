@@ -127,11 +127,7 @@ std::vector<std::pair<std::string, int>> models_to_warm(const ControllerConfig& 
     out.emplace_back(target->stable.model_id, target->stable.version);
     if (target->candidate) out.emplace_back(target->candidate->model_id, target->candidate->version);
   }
-  for (std::size_t i = 0; i < c.serve_preload.size();) {
-    const std::size_t comma = std::min(c.serve_preload.find(',', i), c.serve_preload.size());
-    if (comma > i) out.emplace_back(c.serve_preload.substr(i, comma - i), 0);
-    i = comma + 1;
-  }
+  for (const std::string& id : c.serve_preload) out.emplace_back(id, 0);
   return out;
 }
 

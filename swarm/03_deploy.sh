@@ -33,7 +33,7 @@ fi
 controller_args=(--replicas "$MLSWARM_CONTROLLERS" --endpoint-mode "$MLSWARM_ENDPOINT_MODE"
   --update-parallelism 1 --update-delay 2s --update-monitor 10s --update-failure-action rollback
   --rollback-parallelism 1 --rollback-order start-first
-  --health-interval 2s --health-timeout 2s --health-retries 3 --health-start-period 10s
+  --health-interval 2s --health-timeout 5s --health-retries 3 --health-start-period 10s
   --stop-grace-period 30s)
 [[ -z $MLSWARM_CONTROLLER_CONSTRAINT ]] || controller_args+=(--constraint "$MLSWARM_CONTROLLER_CONSTRAINT")
 case $MLSWARM_PUBLISH_MODE in

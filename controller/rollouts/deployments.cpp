@@ -219,6 +219,8 @@ bool DeploymentStore::claim_once(const std::string& key, double now) {
   }
 }
 
+std::uint64_t DeploymentStore::generation() const { return registry_.documents_generation(); }
+
 bool DeploymentStore::claimed(const std::string& key) const {
   return registry_.find_document("deploy-claim", key).has_value();
 }

@@ -68,6 +68,8 @@ class DeploymentStore {
   void remove(const std::string& name);
   std::optional<Deployment> find(const std::string& name) const;
   std::vector<Deployment> list() const;
+  /// Changes whenever a deployment may have changed (any journal document did).
+  std::uint64_t generation() const;
 
   /// POST /deployments/{name}/rollout: the candidate's version pinned (0: its latest now), the
   /// rollout evaluating. Error(kNotFound) for no such deployment or candidate, Error(kConflict)

@@ -243,7 +243,27 @@ void RolloutServing::run(std::stop_token stop) {
     if (!batch.empty()) second_opinions(batch);
     if (std::chrono::steady_clock::now() >= next_flush) {
       flush();
+      warm_new_versions();
       next_flush = std::chrono::steady_clock::now() + options_.flush_every;
+    }
+  }
+}
+
+void RolloutServing::warm_new_versions() {
+  const std::uint64_t generation = deployments_.generation();
+  if (generation == warmed_generation_) return;
+  warmed_generation_ = generation;
+  for (const Deployment& d : deployments_.list()) {
+    std::vector<ModelRef> versions{d.stable};
+    if (d.rollout && !rollout_ended(d.rollout->state)) versions.push_back(d.rollout->spec.candidate);
+    for (const ModelRef& m : versions) {
+      try {
+        models_.model(m.model_id, m.version);  // loaded and warmed now, if it was not
+      } catch (const std::exception& e) {
+        if (log_allowed("warm " + m.model_id, std::chrono::seconds(60))) {
+          spdlog::warn("deployment {}: model {} version {} does not load: {}", d.name, m.model_id, m.version, e.what());
+        }
+      }
     }
   }
 }

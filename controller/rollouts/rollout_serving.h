@@ -49,9 +49,10 @@ PhaseCounters phase_counters_from_json(const nlohmann::json& j);
 TrafficFigures sum_figures(const std::vector<PhaseCounters>& replicas);
 
 /// Thread-safe. One background thread runs second opinions (a bounded queue: a live request
-/// never waits for one, and one that does not fit is dropped and counted) and writes this
-/// replica's figures every `flush_every`. The store and the model server are not owned and must
-/// outlive it.
+/// never waits for one, and one that does not fit is dropped and counted), writes this
+/// replica's figures every `flush_every`, and loads and warms every version a deployment pins
+/// or a live rollout names as soon as this replica's journal shows it (not on its first request). The store and the
+/// model server are not owned and must outlive it.
 class RolloutServing {
  public:
   struct Options {
@@ -101,6 +102,7 @@ class RolloutServing {
   std::vector<Shadow> next_batch();  // mutex_ held
   void second_opinions(const std::vector<Shadow>& batch);
   void flush();
+  void warm_new_versions();
 
   const DeploymentStore& deployments_;
   ModelServer& models_;
@@ -110,7 +112,8 @@ class RolloutServing {
   std::map<std::string, PhaseCounters> counters_;  ///< by deployment: its current phase's
   std::deque<Shadow> queue_;
   bool dirty_ = false;
-  std::jthread thread_;  ///< last: joined before the rest goes
+  std::uint64_t warmed_generation_ = 0;  ///< the deployments' generation last warmed (thread_ only)
+  std::jthread thread_;                  ///< last: joined before the rest goes
 };
 
 /// A replica's name as a file name: [A-Za-z0-9.-] kept, anything else '_'.

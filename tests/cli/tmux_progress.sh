@@ -2,7 +2,9 @@
 # `mlswarm train --follow` on a real terminal: tmux (100 columns) runs it against a local
 # controller and trainer on loopback. While the job runs, the screen shows one progress line
 # with a bar, epoch, step, loss, images/s and ETA, redrawn in place (never a second copy);
-# at the end the command exits 0 and prints the final accuracy under it.
+# at the end the command exits 0 and prints the final accuracy under it. Then `mlswarm rollout
+# --follow` of its version 2 onto a name serving version 1: one live line redrawn in place, exit
+# 0 once promoted.
 # usage: tmux_progress.sh ML_TRAINER ML_CONTROLLER MLSWARM DATA_DIR   (exit 77: no tmux)
 set -uo pipefail
 trainer_bin=$1 controller_bin=$2 cli_bin=$3 data_dir=$4
@@ -69,5 +71,34 @@ else
 fi
 echo "--- the terminal at the end ---"
 echo "$final" | sed '/^$/d'
+
+# A rollout followed on the terminal: one live line (the name's state, weight and gates).
+tmux -L "$socket" kill-server 2>/dev/null
+options='{"eval_idxs": [0, 500], "shadow_seconds": 1, "steps": [50, 100], "step_seconds": 1, '
+options+='"min_requests": 0, "gates": {"max_accuracy_drop": 1, "max_class_recall_drop": 1, "min_agreement": 0}}'
+MLSWARM_URL="http://127.0.0.1:$port" "$cli_bin" deploy live tmux-model:1 >/dev/null ||
+  fail "mlswarm deploy live tmux-model:1"
+tmux -L "$socket" new-session -d -x 100 -y 12 \
+  "MLSWARM_URL=http://127.0.0.1:$port '$cli_bin' rollout live tmux-model:2 --options '$options' --follow; echo EXIT=\$?; sleep 600"
+rollout_samples=0 rollout_copies=0 states=""
+rollout_sample() {
+  local s
+  s=$(screen)
+  if grep -q '^live: ' <<<"$s"; then
+    rollout_samples=$((rollout_samples + 1))
+    (($(grep -c '^live: ' <<<"$s") > 1)) && rollout_copies=$((rollout_copies + 1))
+    states+="$(grep -Eo '^live: [a-z_]+' <<<"$s" | head -1 | cut -d' ' -f2) "
+  fi
+  grep -q 'EXIT=' <<<"$s"
+}
+poll 120 rollout_sample
+final=$(screen)
+if ((rollout_samples >= 1 && rollout_copies == 0)) && grep -q 'EXIT=0' <<<"$final" &&
+  grep -q '^live: promoted' <<<"$final"; then
+  pass "rollout --follow: one line redrawn in place on $rollout_samples samples (states seen: $(tr ' ' '\n' <<<"$states" | sort -u | tr '\n' ' ')), exit 0: $(grep '^live: ' <<<"$final" | cut -c1-90)"
+else
+  fail "rollout --follow: $rollout_samples samples, $rollout_copies with more than one line; the screen:"
+  echo "$final"
+fi
 echo "$passed passed, $failed failed"
 exit $((failed > 0))

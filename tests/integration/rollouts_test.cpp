@@ -27,8 +27,8 @@ class NameLoad {
     std::string key;
     std::string variant;
   };
-  NameLoad(int port, std::string name, json examples, int keys)
-      : name_(std::move(name)), examples_(std::move(examples)) {
+  NameLoad(int port, std::string name, json examples, int keys, std::string host = "127.0.0.1")
+      : name_(std::move(name)), examples_(std::move(examples)), host_(std::move(host)) {
     thread_ = std::thread([this, port, keys] { run(port, keys); });
   }
   ~NameLoad() { stop(); }
@@ -48,7 +48,7 @@ class NameLoad {
 
  private:
   void run(int port, int keys) {
-    httplib::Client client("127.0.0.1", port);
+    httplib::Client client(host_, port);
     client.set_read_timeout(10s);
     const std::string body = json{{"model_id", name_}, {"examples", examples_}}.dump();
     for (int i = 0; !done_; ++i) {
@@ -65,6 +65,7 @@ class NameLoad {
   }
   std::string name_;
   json examples_;
+  std::string host_;
   std::atomic<bool> done_{false};
   std::atomic<int> failed_{0};
   mutable std::mutex mutex_;
@@ -104,6 +105,8 @@ class RolloutTest : public ClusterTest {
   json examples(int count) {
     return get("/datasets/fashion-mnist/examples?split=test&count=" + std::to_string(count))["examples"];
   }
+  json ended_on_follower(const std::string& name);
+  void expect_served_the_split(const NameLoad& load, double canary_at);
   /// Waits for `name` to serve `model_id` (a deploy from a job or a sweep happens on the
   /// leader's next pass after it ends).
   bool serves(const std::string& name, const std::string& model_id, std::chrono::seconds within) {
@@ -116,6 +119,36 @@ class RolloutTest : public ClusterTest {
         within);
   }
 };
+
+/// The follower's view of `name` once its rollout has ended (the leader is gone).
+json RolloutTest::ended_on_follower(const std::string& name) {
+  json d;
+  EXPECT_TRUE(eventually(
+      [&] {
+        auto res = other_->Get(("/deployments/" + name).c_str());
+        if (!res || res->status != 200) return false;
+        d = json::parse(res->body);
+        const std::string state = d["rollout"].value("state", "");
+        return state == "promoted" || state == "rolled_back";
+      },
+      120s))
+      << d.dump(2);
+  return d;
+}
+
+/// The replica `load` went to served the leader's split: no candidate before the canary
+/// decision (at `canary_at`), and one soon after.
+void RolloutTest::expect_served_the_split(const NameLoad& load, double canary_at) {
+  double first_candidate_at = 0;
+  for (const auto& a : load.answers()) {
+    if (a.variant == "candidate" && (first_candidate_at == 0 || a.at < first_candidate_at)) first_candidate_at = a.at;
+  }
+  ASSERT_GT(first_candidate_at, 0) << "the replica never served the candidate";
+  std::cout << "the replica's first candidate answer came " << first_candidate_at - canary_at
+            << " s after the leader's canary decision\n";
+  EXPECT_GE(first_candidate_at, canary_at - 0.05) << "a candidate answer before the canary";
+  EXPECT_LT(first_candidate_at - canary_at, 3.0) << "the split reached the replica late";
+}
 
 /// A 28x28 grey PNG (a trouser's two legs), as a client uploads one.
 std::string trouser_png() {
@@ -312,7 +345,9 @@ TEST_F(RolloutTest, JobsAndSweepsThatCarryDeployAreRolledOutOntoTheirName) {
 }
 
 // Issue 39: the leader killed mid-rollout; the follower carries it on from the journal, no step
-// repeated or skipped.
+// repeated or skipped. Every request goes to the follower: the leader, which gets none, can pass
+// the shadow phase's gates (min_requests) only by summing the follower's figures, and the
+// follower serves each split the leader decides.
 TEST_F(RolloutTest, ALeaderKilledMidRolloutIsCarriedOnByTheFollower) {
   start_trainer(2);
   start_controller();
@@ -321,33 +356,44 @@ TEST_F(RolloutTest, ALeaderKilledMidRolloutIsCarriedOnByTheFollower) {
   train("two", 2000, 1, 2);
   put_deployment("ha", "one");
   start_follower();
-  // No traffic is needed (min_requests 0): what is under test is that the steps go on.
+  // A version a deployment pins is loaded and warmed on every replica as soon as its journal
+  // shows it, not on the replica's first request for it: the follower gets none here.
+  auto loaded_on_follower = [&] {
+    auto res = other_->Get("/metrics");
+    if (!res || res->status != 200) return -1.0;
+    const std::size_t at = res->body.find("\nmlswarm_serve_loaded_versions ");
+    return at == std::string::npos ? -1.0 : std::stod(res->body.substr(at + 31));
+  };
+  ASSERT_TRUE(eventually([&] { return loaded_on_follower() == 1; }, 30s)) << "model one, preloaded at start";
+  put_deployment("warm", "two");
+  EXPECT_TRUE(eventually([&] { return loaded_on_follower() == 2; }, 10s)) << loaded_on_follower();
+  NameLoad load(controller_port_, "ha", examples(1), 200, "127.0.0.11");
   const json spec = {{"model_id", "two"},
                      {"shadow_seconds", 1},
                      {"steps", {25, 50, 100}},
                      {"step_seconds", 3},
-                     {"min_requests", 0},
+                     {"min_requests", 10},
                      {"eval_idxs", {0, 500}},
-                     {"gates", {{"max_accuracy_drop", 0.2}, {"max_class_recall_drop", 1}, {"min_agreement", 0}}}};
+                     {"gates", {{"max_accuracy_drop", 0.2}, {"max_class_recall_drop", 1}, {"min_agreement", 0.5}}}};
   ASSERT_EQ(post("/deployments/ha/rollout", spec.dump()).first, 202);
   ASSERT_TRUE(eventually([&] { return rollout_state("ha") == "canary"; }, 120s)) << deployment("ha").dump(2);
+  const json at_canary = deployment("ha");
   controller_->signal(SIGKILL);
   ASSERT_TRUE(controller_->wait_exit(10s));
-  ASSERT_TRUE(eventually(
-      [&] {
-        auto res = other_->Get("/deployments/ha");
-        if (!res || res->status != 200) return false;
-        const std::string state = json::parse(res->body)["rollout"].value("state", "");
-        return state == "promoted" || state == "rolled_back";
-      },
-      120s));
-  const json d = json::parse(other_->Get("/deployments/ha")->body);
+  const json d = ended_on_follower("ha");
+  load.stop();
   EXPECT_EQ(d["rollout"]["state"], "promoted") << d.dump(2);
+  EXPECT_EQ(load.failed(), 0) << load.first_failure();
   std::map<int, int> steps;
   for (const auto& e : d["rollout"]["history"]) {
     if (e["state"] == "canary") ++steps[e["weight"].get<int>()];
   }
   EXPECT_EQ(steps, (std::map<int, int>{{25, 1}, {50, 1}, {100, 1}})) << d["rollout"]["history"].dump(2);
+  // The shadow phase's gates were judged on the follower's figures by the leader.
+  const json& shadow_end = at_canary["rollout"]["history"].back();
+  EXPECT_EQ(shadow_end["state"], "canary") << at_canary.dump(2);
+  std::cout << "the leader left the shadow phase on the follower's figures: " << shadow_end["reason"] << "\n";
+  expect_served_the_split(load, shadow_end["at"].get<double>());
 }
 
 }  // namespace

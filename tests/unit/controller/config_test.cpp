@@ -150,5 +150,16 @@ TEST(Config, SubnetAndTokenFilesAreCheckedAtStart) {
   EXPECT_NE(exit.output.find("CLUSTER_TOKEN_FILE"), std::string::npos) << exit.output;
 }
 
+TEST(Config, ThePreloadListIsModelIdsParsedOnce) {
+  const auto parsed = controller({"--subnet", "127.0.0.0/30", "--serve-preload", "fmnist-a,,cifar"});
+  ASSERT_TRUE(std::holds_alternative<ControllerConfig>(parsed)) << exit_of(parsed).output;
+  EXPECT_EQ(std::get<ControllerConfig>(parsed).serve_preload, (std::vector<std::string>{"fmnist-a", "cifar"}));
+  Env env{{"SERVE_PRELOAD", "ok,../etc"}};
+  auto exit = exit_of(controller({"--subnet", "127.0.0.0/30"}));
+  EXPECT_EQ(exit.code, 2);
+  EXPECT_NE(exit.output.find("SERVE_PRELOAD"), std::string::npos) << exit.output;
+  EXPECT_NE(exit.output.find("'../etc' is not a model id"), std::string::npos) << exit.output;
+}
+
 }  // namespace
 }  // namespace mlswarm
