@@ -138,6 +138,19 @@ def deployments_view(cluster, driver, check, out):
     aborted = poll("the abort", lambda: api(cluster, "/deployments/browser")["rollout"]["state"] == "aborted", 30)
     shown = poll("the aborted rollout in the view", lambda: "aborted" in find_text(driver, "#deployment-summary"), 30)
     check("its abort button aborts the rollout: the stable serves everything again", aborted and shown, "")
+    # A rollout that is rolled back (no live traffic: too few requests in its shadow phase) shows
+    # each gate's figure beside its limit and the reason, marked as an error.
+    api(cluster, "/deployments/browser/rollout",
+        {"model_id": "browser-sweep-t1", "eval_idxs": [0, 200], "shadow_seconds": 1, "min_requests": 1000,
+         "gates": {"max_accuracy_drop": 1, "max_class_recall_drop": 1}})
+    poll("the rollback", lambda: api(cluster, "/deployments/browser")["rollout"]["state"] == "rolled_back", 120)
+    script = ("const rows = [...document.querySelectorAll('#deployment-gates tbody tr')].map((r) => r.textContent);"
+              "const reason = document.getElementById('deployment-reason');"
+              "return [rows, reason.textContent, reason.className, document.getElementById('deployment-summary').textContent];")
+    seen = poll("the rolled back rollout in the view", lambda: (lambda r: r if 'rolled_back' in r[3] and r[1] else None)(
+        driver.execute_script(script)), 30)
+    check("a rolled back rollout shows every gate's figure beside its limit, and its reason as an error",
+          seen is not None and any("≤" in row or "≥" in row for row in seen[0]) and seen[2] == "error", str(seen))
 
 
 def datasets_view(cluster, driver, check, out):
