@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -107,21 +108,23 @@ inline long peak_rss_kib(pid_t pid) {
   return -1;
 }
 
-/// The first of `count` consecutive TCP ports that nothing holds on any address right now
+/// The first of `count` consecutive TCP ports that nothing listens on, on any address, right now
 /// (a controller's rendezvous ports: a test's own, not the default range every test shares).
+/// Drawn below the kernel's ephemeral range (32768 and up), where the connections of tests running
+/// beside this one leave TIME_WAIT sockets on every port: a probe there that bound without
+/// SO_REUSEADDR found no 8 free in a row in 200 tries on a busy CI machine. Probed as a server
+/// binds them (SO_REUSEADDR: TIME_WAIT does not count, a listener does).
 inline int free_port_range(int count) {
-  for (int attempt = 0; attempt < 200; ++attempt) {
-    int probe = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    ::bind(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    socklen_t len = sizeof addr;
-    ::getsockname(probe, reinterpret_cast<sockaddr*>(&addr), &len);
-    const int base = ntohs(addr.sin_port);
-    ::close(probe);
-    bool all_free = base + count < 65536;
+  std::random_device seed;
+  std::mt19937 rng(seed());
+  std::uniform_int_distribution<int> pick(20000, 32000 - count);
+  for (int attempt = 0; attempt < 500; ++attempt) {
+    const int base = pick(rng);
+    bool all_free = true;
     for (int p = base; all_free && p < base + count; ++p) {
       const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      const int one = 1;
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
       sockaddr_in any{};
       any.sin_family = AF_INET;
       any.sin_port = htons(static_cast<std::uint16_t>(p));
