@@ -188,10 +188,12 @@ void RolloutRunner::advance(const Deployment& d) {
 }
 
 void RolloutRunner::deploy(const DeployRequest& request, double now) {
+  if (store_.claimed(request.key)) return;  // done already, by this leader or an earlier one
+  const std::optional<Deployment> d = store_.find(request.name);
   // A rollout under way on the name: this one waits for it to end (claimed, it would be lost
   // to the 409).
-  if (auto d = store_.find(request.name); d && d->rollout && !rollout_ended(d->rollout->state)) {
-    if (!store_.claimed(request.key) && log_allowed("deploy waits " + request.key, std::chrono::seconds(60))) {
+  if (d && d->rollout && !rollout_ended(d->rollout->state)) {
+    if (log_allowed("deploy waits " + request.key, std::chrono::seconds(60))) {
       spdlog::info("{}: its model {} waits for the rollout under way on deployment {} to end", request.key,
                    request.model_id, request.name);
     }
@@ -199,7 +201,7 @@ void RolloutRunner::deploy(const DeployRequest& request, double now) {
   }
   if (!store_.claim_once(request.key, now)) return;
   try {
-    if (store_.find(request.name)) {
+    if (d) {
       store_.start_rollout(request.name, deploy_rollout_spec(request.deploy, request.model_id), now);
     } else {
       store_.put(request.name, {request.model_id, 0}, now);
