@@ -1,5 +1,6 @@
 #include "batcher.h"
 
+#include <algorithm>
 #include <future>
 
 #include <fmt/format.h>
@@ -93,6 +94,8 @@ void warm_up(const LoadedModel& model, const std::vector<int>& sizes) {
 Batcher::Batcher(BatchingOptions options, bool cuda) {
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int workers = options.workers > 0 ? options.workers : (cuda ? 2 : cores);
+  workers_ = workers;
+  active_window_ = options.active_window;
   torch::set_num_threads(options.threads > 0 ? options.threads : std::max(1, cores / workers));
   tuner_options_.target = options.p99_target;
   tuner_options_.max_batch = options.max_batch > 0 ? options.max_batch : (cuda ? 1024 : 64);
@@ -162,6 +165,7 @@ PredictResult Batcher::predict(std::shared_ptr<const LoadedModel> model, std::ve
     std::lock_guard lock(mutex_);
     if (stopping_) throw Error(ErrorCode::kUnavailable, "the server is shutting down");
     const LoadedModel* key = pending->model.get();
+    activity_[meta.model_id].last_request = pending->enqueued;
     ModelQueue& q = queues_[key];
     if (q.pending.empty() && !q.held) ready_.push_back(key);
     q.examples += count;
@@ -171,14 +175,47 @@ PredictResult Batcher::predict(std::shared_ptr<const LoadedModel> model, std::ve
   return future.get();
 }
 
+std::deque<const LoadedModel*>::iterator Batcher::takeable(Clock::time_point now, Clock::time_point* wake) {
+  *wake = now + active_window_;
+  if (stopping_ || ready_.empty()) return ready_.begin();  // a shutdown drains every queue
+  int active = 0;
+  for (auto it = activity_.begin(); it != activity_.end();) {
+    const Activity& a = it->second;
+    const auto until = a.last_request + active_window_;
+    const bool queued = std::any_of(ready_.begin(), ready_.end(),
+                                    [&](const LoadedModel* key) { return key->meta.model_id == it->first; });
+    if (a.running == 0 && until <= now && !queued) {
+      it = activity_.erase(it);
+      continue;
+    }
+    ++active;
+    if (a.running == 0 && until > now) *wake = std::min(*wake, until);  // it may stop counting then
+    ++it;
+  }
+  const int share = std::max(1, (workers_ + active - 1) / std::max(1, active));
+  return std::find_if(ready_.begin(), ready_.end(),
+                      [&](const LoadedModel* key) { return activity_[key->meta.model_id].running < share; });
+}
+
 Batcher::Taken Batcher::next_batch() {
   Taken taken;
   std::unique_lock lock(mutex_);
-  cv_.wait(lock, [&] { return stopping_ || !ready_.empty(); });
-  if (ready_.empty()) return taken;  // stopping and drained
-  const LoadedModel* key = ready_.front();
-  ready_.pop_front();
+  auto pick = ready_.end();
+  while (true) {
+    Clock::time_point wake;
+    pick = takeable(Clock::now(), &wake);
+    if (pick != ready_.end()) break;
+    if (ready_.empty()) {
+      if (stopping_) return taken;  // stopping and drained
+      cv_.wait(lock);
+    } else {
+      cv_.wait_until(lock, wake);  // every model with requests holds its share: until one ends
+    }
+  }
+  const LoadedModel* key = *pick;
+  ready_.erase(pick);
   ModelQueue& q = queues_.at(key);
+  ++activity_[key->meta.model_id].running;
   q.held = true;
   const BatchTuner& tuner = tuner_for(q.pending.front()->model->meta.model_id);
   const int cap = tuner.batch();
@@ -230,6 +267,8 @@ void Batcher::run() {
     std::vector<std::chrono::microseconds> latencies;
     for (auto t : enqueued) latencies.push_back(std::chrono::duration_cast<std::chrono::microseconds>(done - t));
     std::lock_guard lock(mutex_);
+    --activity_[model_id].running;
+    if (!ready_.empty()) cv_.notify_all();  // a worker that waited for this model's share
     tuner_for(model_id).record(done, static_cast<int>(examples), taken.full,
                                std::chrono::duration_cast<std::chrono::microseconds>(done - started), latencies);
     answered_[model_id] += batch.size();

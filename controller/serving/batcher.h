@@ -46,6 +46,9 @@ struct BatchingOptions {
   /// PREDICT_P99_TARGET_MS: the p99 of a request's time in the batcher that each model's batch
   /// cap and wait are tuned to (BatchTuner).
   std::chrono::microseconds p99_target{std::chrono::milliseconds(10)};
+  /// How long after its last request a model still counts as active, and so keeps its share of
+  /// the workers (a model with a closed loop of clients asks again well within it).
+  std::chrono::milliseconds active_window{100};
 };
 
 /// One model's tuning as the batcher sees it now (for /metrics and the dashboard).
@@ -68,8 +71,12 @@ struct ModelTuning {
 /// softmax) runs on a batcher thread (`workers` of them), so the LibTorch threads serving the
 /// process are bounded instead of one team per HTTP thread. Each model version has its own
 /// queue, and the workers take from the queues in turn (a model with requests goes to the back
-/// of the line once a worker took a batch of it), so a slow model cannot hold every worker
-/// while a fast one waits. Within a model, requests are answered in the order they came. The
+/// of the line once a worker took a batch of it). While several models are active (a request
+/// within `active_window`, or a pass running), each may hold at most its share of the workers
+/// (the workers divided among them, rounded up, at least one): a slow model's passes cannot hold
+/// every worker while a fast one waits behind them, and a worker may stay idle for the fast
+/// model's next request meanwhile. A model alone has every worker. Within a model, requests are
+/// answered in the order they came. The
 /// model a request names is already loaded (ModelCache) and stays alive while it is queued.
 /// The destructor answers what is queued, then joins the threads; predict() after that throws
 /// Error(kUnavailable). A failed pass fails the requests in it, and only those.
@@ -105,20 +112,33 @@ class Batcher {
   std::chrono::microseconds max_delay() const { return tuner_options_.max_delay; }
 
  private:
+  using Clock = std::chrono::steady_clock;
   struct Pending;
   struct ModelQueue;
   struct Taken;
   void run();
-  Taken next_batch();                                  // the batcher thread; empty when stopping and drained
+  Taken next_batch();  // the batcher thread; empty when stopping and drained
+  /// Under mutex_: the first queue in `ready_` whose model is below its share of the workers
+  /// (any while stopping), or ready_.end(); `wake`: when the shares may change next.
+  std::deque<const LoadedModel*>::iterator takeable(Clock::time_point now, Clock::time_point* wake);
   BatchTuner& tuner_for(const std::string& model_id);  // under mutex_
 
+  /// A model's passes running now and its last request (by model id, under mutex_).
+  struct Activity {
+    int running = 0;
+    Clock::time_point last_request;
+  };
+
   TunerOptions tuner_options_;
+  int workers_ = 1;
+  Clock::duration active_window_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::map<const LoadedModel*, ModelQueue> queues_;  ///< by model version; only ones with requests
   std::deque<const LoadedModel*> ready_;             ///< queues with requests no worker holds, in turn
   std::map<std::string, BatchTuner> tuners_;         ///< by model id: a new version keeps its tuning
   std::map<std::string, std::uint64_t> answered_;
+  std::map<std::string, Activity> activity_;  ///< models active lately (pruned in takeable)
   bool stopping_ = false;
   std::atomic<std::uint64_t> batches_{0}, requests_{0}, examples_{0};
   std::vector<std::thread> threads_;

@@ -1,5 +1,7 @@
 #include "model_cache.h"
 
+#include <future>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -103,16 +105,43 @@ std::shared_ptr<const LoadedModel> ModelCache::get(const std::string& model_id, 
     return e.model;  // the version it has until then
   };
   if (auto model = loaded_now()) return model;
-  std::lock_guard load_lock(load_mutex_);
-  if (auto model = loaded_now()) return model;  // another request loaded it meanwhile
-  auto loaded = load(model_id, version, mtime, size);
-  std::size_t unloaded = 0;
+  return on_cache_thread([&]() -> std::shared_ptr<const LoadedModel> {
+    if (auto model = loaded_now()) return model;  // another request loaded it meanwhile
+    auto loaded = load(model_id, version, mtime, size);
+    {
+      std::lock_guard lock(mutex_);
+      insert(key, loaded, checked);
+    }
+    release_free_memory();  // what the load freed, and any version unloaded for it
+    return loaded;
+  });
+}
+
+std::shared_ptr<const LoadedModel> ModelCache::on_cache_thread(std::function<std::shared_ptr<const LoadedModel>()> f) {
+  auto task = std::make_shared<LoadNow>();
+  task->load = std::move(f);
+  auto result = task->result.get_future();
   {
     std::lock_guard lock(mutex_);
-    unloaded = insert(key, loaded, checked);
+    if (stopping_) throw Error(ErrorCode::kUnavailable, "the server is shutting down");
+    loads_now_.push_back(task);
   }
-  if (unloaded > 0) release_free_memory();
-  return loaded;
+  reload_cv_.notify_one();
+  return result.get();
+}
+
+bool ModelCache::run_load_now(std::unique_lock<std::mutex>& lock) {
+  if (loads_now_.empty()) return false;
+  auto task = std::move(loads_now_.front());
+  loads_now_.pop_front();
+  lock.unlock();
+  std::lock_guard load_lock(load_mutex_);
+  try {
+    task->result.set_value(task->load());
+  } catch (...) {
+    task->result.set_exception(std::current_exception());
+  }
+  return true;
 }
 
 std::shared_ptr<const LoadedModel> ModelCache::load(const std::string& model_id, int version, fs::file_time_type mtime,
@@ -189,8 +218,16 @@ void ModelCache::reload_loop() {
     Reload r;
     {
       std::unique_lock lock(mutex_);
-      reload_cv_.wait(lock, [&] { return stopping_ || !reloads_.empty(); });
-      if (stopping_) return;
+      reload_cv_.wait(lock, [&] { return stopping_ || !reloads_.empty() || !loads_now_.empty(); });
+      if (stopping_) {
+        for (auto& task : loads_now_) {
+          task->result.set_exception(
+              std::make_exception_ptr(Error(ErrorCode::kUnavailable, "the server is shutting down")));
+        }
+        loads_now_.clear();
+        return;
+      }
+      if (run_load_now(lock)) continue;  // a request waits for it: before any reload
       r = std::move(reloads_.front());
       reloads_.pop_front();
     }
@@ -212,10 +249,9 @@ void ModelCache::reload_loop() {
     reloading_.erase(r.key);
     auto it = models_.find(r.key);
     if (loaded) {
-      if (insert(r.key, std::move(loaded), Clock::now()) > 0) {
-        lock.unlock();
-        release_free_memory();
-      }
+      insert(r.key, std::move(loaded), Clock::now());
+      lock.unlock();
+      release_free_memory();
     } else if (it != models_.end()) {  // the version it has keeps serving; this one is not tried again
       spdlog::error("model {}: its new version does not load, version {} keeps serving: {}", r.model_id,
                     it->second.model->meta.version, error);

@@ -6,6 +6,7 @@
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,9 +31,12 @@ struct ModelCacheOptions {
 
 /// The models serving has loaded from HOME_DIR/models, by id (and pinned version).
 ///
-/// Contract: a model is loaded on first use, on the request thread that first asks for it (one
-/// load at a time, under `load_mutex_`, so two requests never read the same files twice), run
-/// once at the batch sizes it will serve (warm_up), and kept. When its meta.json changes (a
+/// Contract: a model is loaded on first use, by the cache's own thread while the request that
+/// first asks for it waits (one load at a time, so two requests never read the same files
+/// twice), run once at the batch sizes it will serve (warm_up), and kept. Every load runs on
+/// that one thread: what a load allocates and frees stays in one malloc arena, reused by the next
+/// load, instead of a few MB left resident in the arena of each HTTP thread that ever loaded a
+/// model (glibc never shrinks a thread arena's top while the trim threshold is 1 GiB). When its meta.json changes (a
 /// trainer finished another epoch) get() goes on answering the version it has while a thread
 /// of the cache's own loads and warms the new one, off the request path; the new version
 /// replaces it only then, and requests already holding the old one finish with it. meta.json
@@ -41,7 +45,8 @@ struct ModelCacheOptions {
 /// are unloaded least recently used first, never one that a request holds (its only owner is
 /// the cache) and never the one just loaded.
 /// Loading and warming are the only LibTorch work outside the batcher's threads; a loaded model
-/// is complete before any other thread can see it.
+/// is complete before any other thread can see it. Requests that wait for a load when the cache
+/// stops get Error(kUnavailable).
 /// Thread-safe: `mutex_` guards `models_`, the counters and the reload queue.
 class ModelCache {
  public:
@@ -88,11 +93,21 @@ class ModelCache {
     std::string key, model_id;
     int version = 0;
   };
+  struct LoadNow {  ///< a first load, which a request waits for
+    std::function<std::shared_ptr<const LoadedModel>()> load;
+    std::promise<std::shared_ptr<const LoadedModel>> result;
+  };
+  /// Runs `f` on the cache's thread (before any reload queued) and returns what it returned.
+  std::shared_ptr<const LoadedModel> on_cache_thread(std::function<std::shared_ptr<const LoadedModel>()> f);
+  /// On the cache's thread, with mutex_ held by `lock`: runs the first LoadNow queued (the lock
+  /// released meanwhile); false when there is none (the lock still held).
+  bool run_load_now(std::unique_lock<std::mutex>& lock);
   std::shared_ptr<const LoadedModel> fresh(const std::string& key);
   std::shared_ptr<const LoadedModel> load(const std::string& model_id, int version,
                                           std::filesystem::file_time_type mtime, std::uintmax_t size);
-  /// Both under mutex_; they return how many versions were unloaded (the caller then gives the
-  /// memory back, outside the lock).
+  /// Both under mutex_; they return how many versions were unloaded. After a load the caller
+  /// gives the free memory back (outside the lock): what the load used and freed, and what the
+  /// versions unloaded held.
   std::size_t insert(const std::string& key, std::shared_ptr<const LoadedModel> model,
                      std::chrono::steady_clock::time_point checked);
   std::size_t unload_over_bound(const std::string& keep);
@@ -105,6 +120,7 @@ class ModelCache {
   std::map<std::string, Entry> models_;
   std::size_t loads_ = 0, unloads_ = 0, bytes_ = 0;
   std::deque<Reload> reloads_;
+  std::deque<std::shared_ptr<LoadNow>> loads_now_;
   std::set<std::string> reloading_;  ///< keys queued or loading
   bool stopping_ = false;
   std::condition_variable reload_cv_;

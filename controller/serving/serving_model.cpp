@@ -84,34 +84,52 @@ nn::Functional as_pooling(bool relu) {
 /// activations' own (row, column, channel) order, so the batch is read as it lies instead of
 /// being copied into (channel, row, column) order first.
 nn::Functional as_serving_linear(const nn::LinearImpl& linear, bool flattens) {
-  torch::Tensor weight = linear.weight.detach().contiguous();
   torch::Tensor bias =
       linear.bias.defined() ? linear.bias.detach().contiguous().clone() : torch::zeros({linear.options.out_features()});
-  struct Reordered {  // the weight for the last activation shape seen, made on first use
+  // One copy of the weight, in the order of the last activations seen (memory: a served model
+  // holds its weights once, as SERVE_MEMORY_MB counts them).
+  struct Ordered {
     std::mutex mutex;
-    std::array<std::int64_t, 3> shape{};  // channels, rows, columns; zeros until the first use
+    std::array<std::int64_t, 3>
+        shape{};  // channels, rows, columns of the (row, column, channel) order; zeros: as trained
     torch::Tensor weight;
+    torch::Tensor as_trained() const {  // under mutex
+      if (shape[0] == 0) return weight;
+      return weight.view({weight.size(0), shape[1], shape[2], shape[0]})
+          .permute({0, 3, 1, 2})
+          .reshape({weight.size(0), -1})
+          .contiguous();
+    }
   };
-  auto reordered = std::make_shared<Reordered>();
-  return nn::Functional([weight, bias, flattens, reordered](const torch::Tensor& x) {
-    torch::Tensor w = weight;
+  auto ordered = std::make_shared<Ordered>();
+  ordered->weight = linear.weight.detach().contiguous();
+  return nn::Functional([bias, flattens, ordered](const torch::Tensor& x) {
+    torch::Tensor w;
     torch::Tensor rows;
     if (flattens && x.dim() == 4 && x.is_contiguous(torch::MemoryFormat::ChannelsLast) && x.size(1) > 1 &&
-        x.size(1) * x.size(2) * x.size(3) == weight.size(1)) {
+        x.size(1) * x.size(2) * x.size(3) == ordered->weight.size(1)) {
       {
-        std::lock_guard lock(reordered->mutex);
+        std::lock_guard lock(ordered->mutex);
         const std::array<std::int64_t, 3> shape{x.size(1), x.size(2), x.size(3)};
-        if (reordered->shape != shape) {
-          reordered->weight = weight.view({weight.size(0), shape[0], shape[1], shape[2]})
-                                  .permute({0, 2, 3, 1})
-                                  .reshape({weight.size(0), weight.size(1)})
-                                  .contiguous();
-          reordered->shape = shape;
+        if (ordered->shape != shape) {
+          torch::Tensor trained = ordered->as_trained();
+          ordered->weight = trained.view({trained.size(0), shape[0], shape[1], shape[2]})
+                                .permute({0, 2, 3, 1})
+                                .reshape({trained.size(0), trained.size(1)})
+                                .contiguous();
+          ordered->shape = shape;
         }
-        w = reordered->weight;
+        w = ordered->weight;
       }
       rows = x.permute({0, 2, 3, 1}).reshape({x.size(0), -1});
+    } else if (flattens) {  // not channels-last: the weight as trained (reordered back if it was)
+      {
+        std::lock_guard lock(ordered->mutex);
+        w = ordered->as_trained();
+      }
+      rows = x.reshape({x.size(0), -1});
     } else {
+      w = ordered->weight;  // never reordered
       rows = x.reshape({x.size(0), -1});
     }
     if (rows.size(0) <= 16 && rows.device().is_cpu() && rows.scalar_type() == torch::kFloat) {

@@ -15,9 +15,12 @@ namespace mlswarm {
 /// (GLIBC_TUNABLES or any MALLOC_*_ variable). Returns what it did, for the log.
 std::string tune_allocator_for_tensors();
 
-/// Gives the memory malloc holds free back to the system (malloc_trim): after something large
-/// was freed on purpose (models unloaded for SERVE_MEMORY_MB), so that the bound shows in the
-/// process's resident memory despite the trim threshold above. Takes milliseconds.
+/// Gives the memory malloc holds free back to the system: after something large was freed on
+/// purpose (a model loaded, using and freeing a few MB; models unloaded for SERVE_MEMORY_MB),
+/// so that the bound shows in the process's resident memory despite the trim threshold above.
+/// malloc_trim gives back every arena's free chunks but not the free top of a thread's own
+/// arena, so the calling thread's arena is trimmed too (the threshold lowered for a moment).
+/// Takes milliseconds; call it from the thread that did the work.
 void release_free_memory();
 
 }  // namespace mlswarm

@@ -185,6 +185,66 @@ TEST(Batcher, AModelWithAQueueDoesNotHoldTheWorkersFromAnother) {
   for (auto& a : slow_answers) a.get();
 }
 
+/// `base`'s weights under another id, whose every forward pass waits until `gate` opens.
+std::shared_ptr<const LoadedModel> gated_copy(const LoadedModel& base, const std::string& id,
+                                              std::shared_future<void> gate) {
+  auto gated = std::make_shared<LoadedModel>(base);
+  gated->meta.model_id = id;
+  gated->model = torch::nn::Sequential(torch::nn::Functional([gate, inner = base.model](torch::Tensor x) mutable {
+    gate.wait();
+    return inner->forward(x);
+  }));
+  return gated;
+}
+
+TEST(Batcher, ASlowModelCannotHoldEveryWorkerWhileAnotherIsActive) {
+  TempDir home;
+  write_model(home.path(), "fast", 1);
+  ModelCache cache(home.path(), cache_options());
+  auto fast = cache.get("fast");
+  std::promise<void> open;
+  auto slow = gated_copy(*fast, "slow", open.get_future().share());
+  BatchingOptions options = batching(2, 1);  // two workers, one example a pass
+  options.active_window = milliseconds(60000);
+  Batcher batcher(options);
+  batcher.predict(fast, random_pixels(1), 1);  // "fast" is active from now on
+  std::vector<std::future<PredictResult>> slow_answers;
+  for (int i = 0; i < 4; ++i) {
+    slow_answers.push_back(std::async(std::launch::async, [&] { return batcher.predict(slow, random_pixels(1), 1); }));
+  }
+  // One worker holds a slow pass (stuck at the gate); the other is kept for "fast". The gate
+  // opens before any check ends the test: the slow requests must be answered either way.
+  const bool one_slow_pass = poll([&] { return batcher.queued() == 3; }, milliseconds(10000));
+  auto fast_answer = std::async(std::launch::async, [&] { return batcher.predict(fast, random_pixels(1), 1); });
+  const bool answered = fast_answer.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  open.set_value();
+  EXPECT_TRUE(one_slow_pass) << batcher.queued() << " queued";
+  EXPECT_TRUE(answered) << "the fast model waited behind the slow one's passes";
+  EXPECT_EQ(fast_answer.get().model_id, "fast");
+  for (auto& a : slow_answers) EXPECT_EQ(a.get().model_id, "slow");
+}
+
+TEST(Batcher, AModelAloneHasEveryWorker) {
+  TempDir home;
+  write_model(home.path(), "fast", 1);
+  ModelCache cache(home.path(), cache_options());
+  auto fast = cache.get("fast");
+  std::promise<void> open;
+  auto slow = gated_copy(*fast, "slow", open.get_future().share());
+  BatchingOptions options = batching(2, 1);
+  options.active_window = milliseconds(0);  // "fast", answered before, no longer counts
+  Batcher batcher(options);
+  batcher.predict(fast, random_pixels(1), 1);
+  std::vector<std::future<PredictResult>> slow_answers;
+  for (int i = 0; i < 4; ++i) {
+    slow_answers.push_back(std::async(std::launch::async, [&] { return batcher.predict(slow, random_pixels(1), 1); }));
+  }
+  const bool both_workers = poll([&] { return batcher.queued() == 2; }, milliseconds(10000));  // two at the gate
+  open.set_value();
+  EXPECT_TRUE(both_workers) << batcher.queued() << " queued";
+  for (auto& a : slow_answers) EXPECT_EQ(a.get().model_id, "slow");
+}
+
 TEST(ModelCache, ANewVersionServesOnlyOnceLoadedAndWarmAndTheOldOneAnswersMeanwhile) {
   TempDir home;
   write_model(home.path(), "m", 1, ModelType::kConvnet);

@@ -170,5 +170,28 @@ TEST(PrepareForServing, ReadsTheLastActivationsWithoutFlatteningThem) {
             1e-5F);
 }
 
+TEST(PrepareForServing, KeepsOneCopyOfALinearWeightInWhicheverOrderItIsRead) {
+  // Flatten then Linear on the input itself: channels-last and NCHW batches alternate, and the
+  // one weight kept is reordered back and forth between them; the answers never change.
+  torch::manual_seed(9);
+  auto model = torch::nn::Sequential(torch::nn::Flatten(), torch::nn::Linear(6 * 3 * 4, 5));
+  model->eval();
+  auto served = prepare_for_serving(model);
+  c10::InferenceMode inference;
+  const auto x = torch::randn({3, 6, 3, 4});
+  const auto expected = model->forward(x);
+  for (int repeat = 0; repeat < 2; ++repeat) {
+    EXPECT_LT((served->forward(x.contiguous(torch::MemoryFormat::ChannelsLast)) - expected).abs().max().item<float>(),
+              1e-5F);
+    EXPECT_LT((served->forward(x) - expected).abs().max().item<float>(), 1e-5F);
+  }
+  const auto y = torch::randn({2, 12, 3, 2});  // another shape of the same 72 values
+  EXPECT_LT(
+      (served->forward(y.contiguous(torch::MemoryFormat::ChannelsLast)) - model->forward(y)).abs().max().item<float>(),
+      1e-5F);
+  EXPECT_LT((served->forward(x.contiguous(torch::MemoryFormat::ChannelsLast)) - expected).abs().max().item<float>(),
+            1e-5F);
+}
+
 }  // namespace
 }  // namespace mlswarm
