@@ -87,7 +87,7 @@ void add_serving(CLI::App& app, ControllerConfig& c, std::string& preload_text) 
           "LibTorch threads of a forward pass; 0 = the cores divided among the workers")
       ->check(in_range(0, 1024));
   setting(app, "--predict-workers", "PREDICT_WORKERS", c.predict_workers,
-          "forward passes run at once, each on its own thread; 0 = one per core (on a GPU, 1)")
+          "forward passes run at once, each on its own thread; 0 = one per core (on a GPU, 2)")
       ->check(in_range(0, 64));
   setting(app, "--serve-device", "SERVE_DEVICE", c.serve_device,
           "where models run: auto (CUDA when LibTorch sees a GPU), cpu or cuda")

@@ -2,11 +2,14 @@
 
 #include <algorithm>
 #include <future>
+#include <optional>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "loaded_model.h"
 #include "mlswarm/error.h"
+#include "mlswarm/log.h"
 
 namespace mlswarm {
 
@@ -78,6 +81,21 @@ void run_batch(std::vector<PendingPtr>& batch) {
     }
   }
   for (std::size_t i = 0; i < batch.size(); ++i) batch[i]->result.set_value(std::move(results[i]));
+}
+
+/// The target missed while the passes themselves stay within their half of it: the requests
+/// queue for the cores, which no batch size fixes. Said to the operator at most once a minute.
+void warn_if_saturated(const std::string& model_id, const BatchTuner::Window& w, std::chrono::microseconds target) {
+  if (w.p99 <= target || 2 * w.pass_p50 > target) return;
+  constexpr std::chrono::seconds kEvery{60};
+  if (const std::size_t n = log_due("saturated " + model_id, kEvery)) {
+    spdlog::warn(
+        "model {}: p99 {:.1f} ms in the batcher over the {:.1f} ms target (PREDICT_P99_TARGET_MS) with "
+        "passes of {:.1f} ms at a mean batch of {:.1f}: requests queue for the cores; more controller "
+        "replicas or a GPU would serve them within it{}",
+        model_id, w.p99.count() / 1e3, target.count() / 1e3, w.pass_p50.count() / 1e3, w.mean_batch,
+        repeats(n, kEvery));
+  }
 }
 
 }  // namespace
@@ -161,40 +179,66 @@ PredictResult Batcher::predict(std::shared_ptr<const LoadedModel> model, std::ve
   pending->count = count;
   pending->enqueued = Clock::now();
   auto future = pending->result.get_future();
+  bool fresh = false, company = false;
   {
     std::lock_guard lock(mutex_);
     if (stopping_) throw Error(ErrorCode::kUnavailable, "the server is shutting down");
     const LoadedModel* key = pending->model.get();
     activity_[meta.model_id].last_request = pending->enqueued;
     ModelQueue& q = queues_[key];
-    if (q.pending.empty() && !q.held) ready_.push_back(key);
+    fresh = q.pending.empty() && !q.held;
+    if (fresh) ready_.push_back(key);
     q.examples += count;
     q.pending.push_back(std::move(pending));
+    company = company_waits_ > 0;
   }
-  cv_.notify_all();
+  // One worker for a queue that just became ready; a queue already in line or held has its
+  // worker coming, unless one waits for company (then all: it checks its own queue only).
+  if (company) {
+    cv_.notify_all();
+  } else if (fresh) {
+    cv_.notify_one();
+  }
   return future.get();
 }
 
 std::deque<const LoadedModel*>::iterator Batcher::takeable(Clock::time_point now, Clock::time_point* wake) {
   *wake = now + active_window_;
   if (stopping_ || ready_.empty()) return ready_.begin();  // a shutdown drains every queue
-  int active = 0;
+  int running = 0;
+  struct Idle {  // an active model with no pass running: it may need a worker any moment
+    std::string_view id;
+    double cost;
+  };
+  std::vector<Idle> idle;
   for (auto it = activity_.begin(); it != activity_.end();) {
     const Activity& a = it->second;
     const auto until = a.last_request + active_window_;
-    const bool queued = std::any_of(ready_.begin(), ready_.end(),
-                                    [&](const LoadedModel* key) { return key->meta.model_id == it->first; });
-    if (a.running == 0 && until <= now && !queued) {
+    if (a.running == 0 && until <= now && std::none_of(ready_.begin(), ready_.end(), [&](const LoadedModel* key) {
+          return key->meta.model_id == it->first;
+        })) {
       it = activity_.erase(it);
       continue;
     }
-    ++active;
+    running += a.running;
+    if (a.running == 0) idle.push_back({it->first, a.cost_us});
     if (a.running == 0 && until > now) *wake = std::min(*wake, until);  // it may stop counting then
     ++it;
   }
-  const int share = std::max(1, (workers_ + active - 1) / std::max(1, active));
-  return std::find_if(ready_.begin(), ready_.end(),
-                      [&](const LoadedModel* key) { return activity_[key->meta.model_id].running < share; });
+  return std::find_if(ready_.begin(), ready_.end(), [&](const LoadedModel* key) {
+    // A worker is kept free for each other idle active model whose examples cost under a
+    // quarter of this one's: a heavy model's passes do not hold every worker while a light one
+    // waits behind them. Models alike (a stable and its candidate) share every worker.
+    // A model with no pass running always may: every model keeps at least one worker (on one
+    // worker, the light model waits for the heavy one's pass, as it must).
+    const std::string& id = key->meta.model_id;
+    const Activity& a = activity_[id];
+    if (a.running == 0) return true;
+    const auto reserved = std::count_if(idle.begin(), idle.end(), [&](const Idle& other) {
+      return other.id != id && other.cost > 0 && a.cost_us > kHeavier * other.cost;
+    });
+    return running + reserved < workers_;
+  });
 }
 
 Batcher::Taken Batcher::next_batch() {
@@ -220,7 +264,9 @@ Batcher::Taken Batcher::next_batch() {
   const BatchTuner& tuner = tuner_for(q.pending.front()->model->meta.model_id);
   const int cap = tuner.batch();
   if (q.examples < cap && tuner.wait().count() > 0) {  // company for the first, where waiting fills batches
+    ++company_waits_;
     cv_.wait_until(lock, q.pending.front()->enqueued + tuner.wait(), [&] { return stopping_ || q.examples >= cap; });
+    --company_waits_;
   }
   std::int64_t n = 0;
   while (!q.pending.empty() && (taken.batch.empty() || n + q.pending.front()->count <= cap)) {
@@ -266,12 +312,23 @@ void Batcher::run() {
     const auto done = Clock::now();
     std::vector<std::chrono::microseconds> latencies;
     for (auto t : enqueued) latencies.push_back(std::chrono::duration_cast<std::chrono::microseconds>(done - t));
-    std::lock_guard lock(mutex_);
-    --activity_[model_id].running;
-    if (!ready_.empty()) cv_.notify_all();  // a worker that waited for this model's share
-    tuner_for(model_id).record(done, static_cast<int>(examples), taken.full,
-                               std::chrono::duration_cast<std::chrono::microseconds>(done - started), latencies);
-    answered_[model_id] += batch.size();
+    std::optional<BatchTuner::Window> judged;  // a window the tuner has just judged
+    {
+      std::lock_guard lock(mutex_);
+      Activity& activity = activity_[model_id];
+      --activity.running;
+      const double cost = std::chrono::duration<double, std::micro>(done - started).count() /
+                          static_cast<double>(std::max<std::int64_t>(1, examples));
+      activity.cost_us = activity.cost_us > 0 ? 0.8 * activity.cost_us + 0.2 * cost : cost;
+      if (!ready_.empty()) cv_.notify_one();  // a worker that waited for this model's share
+      BatchTuner& tuner = tuner_for(model_id);
+      const auto decisions = tuner.decisions();
+      tuner.record(done, static_cast<int>(examples), taken.full,
+                   std::chrono::duration_cast<std::chrono::microseconds>(done - started), latencies);
+      if (tuner.decisions() != decisions) judged = tuner.last_window();
+      answered_[model_id] += batch.size();
+    }
+    if (judged) warn_if_saturated(model_id, *judged, tuner_options_.target);
   }
 }
 

@@ -71,11 +71,13 @@ struct ModelTuning {
 /// softmax) runs on a batcher thread (`workers` of them), so the LibTorch threads serving the
 /// process are bounded instead of one team per HTTP thread. Each model version has its own
 /// queue, and the workers take from the queues in turn (a model with requests goes to the back
-/// of the line once a worker took a batch of it). While several models are active (a request
-/// within `active_window`, or a pass running), each may hold at most its share of the workers
-/// (the workers divided among them, rounded up, at least one): a slow model's passes cannot hold
-/// every worker while a fast one waits behind them, and a worker may stay idle for the fast
-/// model's next request meanwhile. A model alone has every worker. Within a model, requests are
+/// of the line once a worker took a batch of it). A model is active while it had a request within
+/// `active_window` or has a pass running; a worker is kept free for an active model with no pass
+/// running whose examples cost under a quarter of the model about to take it (kHeavier, costs
+/// as measured on their passes so far), so a heavy model's passes cannot hold every worker
+/// while a light one waits behind them. A model with no pass running may always take a free
+/// worker (none starves, on one worker too). Models alike (a stable and its candidate) share
+/// every worker, and so does a model whose cost is not known yet. Within a model, requests are
 /// answered in the order they came. The
 /// model a request names is already loaded (ModelCache) and stays alive while it is queued.
 /// The destructor answers what is queued, then joins the threads; predict() after that throws
@@ -118,16 +120,21 @@ class Batcher {
   struct Taken;
   void run();
   Taken next_batch();  // the batcher thread; empty when stopping and drained
-  /// Under mutex_: the first queue in `ready_` whose model is below its share of the workers
-  /// (any while stopping), or ready_.end(); `wake`: when the shares may change next.
+  /// Under mutex_: the first queue in `ready_` that may take a worker now (any while stopping),
+  /// or ready_.end(); `wake`: when an active model may stop counting as one.
   std::deque<const LoadedModel*>::iterator takeable(Clock::time_point now, Clock::time_point* wake);
   BatchTuner& tuner_for(const std::string& model_id);  // under mutex_
 
-  /// A model's passes running now and its last request (by model id, under mutex_).
+  /// A model's passes running now, its last request and what its examples cost (by model id,
+  /// under mutex_).
   struct Activity {
     int running = 0;
     Clock::time_point last_request;
+    double cost_us = 0;  ///< a pass's time per example, averaged over its last passes; 0: none yet
   };
+  /// A model heavier than another by this factor (time per example) does not take a worker
+  /// the other, active and idle, may need.
+  static constexpr double kHeavier = 4.0;
 
   TunerOptions tuner_options_;
   int workers_ = 1;
@@ -139,6 +146,7 @@ class Batcher {
   std::map<std::string, BatchTuner> tuners_;         ///< by model id: a new version keeps its tuning
   std::map<std::string, std::uint64_t> answered_;
   std::map<std::string, Activity> activity_;  ///< models active lately (pruned in takeable)
+  int company_waits_ = 0;                     ///< workers waiting for a batch to fill (they watch their own queue only)
   bool stopping_ = false;
   std::atomic<std::uint64_t> batches_{0}, requests_{0}, examples_{0};
   std::vector<std::thread> threads_;

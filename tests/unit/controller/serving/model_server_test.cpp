@@ -185,29 +185,39 @@ TEST(Batcher, AModelWithAQueueDoesNotHoldTheWorkersFromAnother) {
   for (auto& a : slow_answers) a.get();
 }
 
-/// `base`'s weights under another id, whose every forward pass waits until `gate` opens.
+/// `base`'s weights under another id, whose every forward pass takes at least `cost` per
+/// example and then waits until `gate` opens.
 std::shared_ptr<const LoadedModel> gated_copy(const LoadedModel& base, const std::string& id,
-                                              std::shared_future<void> gate) {
+                                              std::shared_future<void> gate, milliseconds cost = milliseconds(0)) {
   auto gated = std::make_shared<LoadedModel>(base);
   gated->meta.model_id = id;
-  gated->model = torch::nn::Sequential(torch::nn::Functional([gate, inner = base.model](torch::Tensor x) mutable {
+  gated->model = torch::nn::Sequential(torch::nn::Functional([gate, cost, inner = base.model](torch::Tensor x) mutable {
+    std::this_thread::sleep_for(cost * x.size(0));  // the pass's cost, not a synchronisation
     gate.wait();
     return inner->forward(x);
   }));
   return gated;
 }
 
-TEST(Batcher, ASlowModelCannotHoldEveryWorkerWhileAnotherIsActive) {
+std::shared_future<void> opened() {
+  std::promise<void> p;
+  p.set_value();
+  return p.get_future().share();
+}
+
+TEST(Batcher, AHeavyModelCannotHoldEveryWorkerWhileALightOneIsActive) {
   TempDir home;
   write_model(home.path(), "fast", 1);
   ModelCache cache(home.path(), cache_options());
   auto fast = cache.get("fast");
   std::promise<void> open;
+  auto heavy_once = gated_copy(*fast, "slow", opened(), milliseconds(20));  // 20 ms an example
   auto slow = gated_copy(*fast, "slow", open.get_future().share());
   BatchingOptions options = batching(2, 1);  // two workers, one example a pass
   options.active_window = milliseconds(60000);
   Batcher batcher(options);
-  batcher.predict(fast, random_pixels(1), 1);  // "fast" is active from now on
+  batcher.predict(fast, random_pixels(1), 1);        // "fast" is active from now on, and light
+  batcher.predict(heavy_once, random_pixels(1), 1);  // "slow" is known to be heavy
   std::vector<std::future<PredictResult>> slow_answers;
   for (int i = 0; i < 4; ++i) {
     slow_answers.push_back(std::async(std::launch::async, [&] { return batcher.predict(slow, random_pixels(1), 1); }));
@@ -217,11 +227,59 @@ TEST(Batcher, ASlowModelCannotHoldEveryWorkerWhileAnotherIsActive) {
   const bool one_slow_pass = poll([&] { return batcher.queued() == 3; }, milliseconds(10000));
   auto fast_answer = std::async(std::launch::async, [&] { return batcher.predict(fast, random_pixels(1), 1); });
   const bool answered = fast_answer.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  const std::size_t queued = batcher.queued();
   open.set_value();
-  EXPECT_TRUE(one_slow_pass) << batcher.queued() << " queued";
-  EXPECT_TRUE(answered) << "the fast model waited behind the slow one's passes";
+  EXPECT_TRUE(one_slow_pass) << queued << " queued";
+  EXPECT_TRUE(answered) << "the light model waited behind the heavy one's passes";
   EXPECT_EQ(fast_answer.get().model_id, "fast");
   for (auto& a : slow_answers) EXPECT_EQ(a.get().model_id, "slow");
+}
+
+TEST(Batcher, ModelsAlikeShareEveryWorker) {
+  // A stable and its candidate: as costly as each other, neither keeps a worker from the other.
+  TempDir home;
+  write_model(home.path(), "fast", 1);
+  ModelCache cache(home.path(), cache_options());
+  auto fast = cache.get("fast");
+  std::promise<void> open;
+  auto stable = gated_copy(*fast, "stable", open.get_future().share(), milliseconds(20));
+  BatchingOptions options = batching(2, 1);
+  options.active_window = milliseconds(60000);
+  Batcher batcher(options);
+  // 20 ms an example each: the machine's noise does not make one 4 times the other.
+  auto candidate = gated_copy(*fast, "candidate", opened(), milliseconds(20));
+  auto stable_once = gated_copy(*fast, "stable", opened(), milliseconds(20));
+  batcher.predict(candidate, random_pixels(1), 1);  // active, and as light as "stable"
+  batcher.predict(stable_once, random_pixels(1), 1);
+  std::vector<std::future<PredictResult>> answers;
+  for (int i = 0; i < 4; ++i) {
+    answers.push_back(std::async(std::launch::async, [&] { return batcher.predict(stable, random_pixels(1), 1); }));
+  }
+  // Both workers take "stable" passes (they wait at the gate only as long as this poll).
+  const bool both_workers = poll([&] { return batcher.queued() == 2; }, milliseconds(10000));
+  const std::size_t queued = batcher.queued();
+  open.set_value();
+  EXPECT_TRUE(both_workers) << queued << " queued";
+  for (auto& a : answers) EXPECT_EQ(a.get().model_id, "stable");
+}
+
+TEST(Batcher, OnOneWorkerAHeavyModelIsStillServedBesideALightOne) {
+  TempDir home;
+  write_model(home.path(), "fast", 1);
+  ModelCache cache(home.path(), cache_options());
+  auto fast = cache.get("fast");
+  auto heavy = gated_copy(*fast, "slow", opened(), milliseconds(20));
+  std::future<PredictResult> heavy_answer;  // destroyed after the batcher, which answers it when it stops
+  BatchingOptions options = batching(1, 1);
+  options.active_window = milliseconds(60000);
+  Batcher batcher(options);
+  batcher.predict(fast, random_pixels(1), 1);   // light and active
+  batcher.predict(heavy, random_pixels(1), 1);  // known to be heavy
+  heavy_answer = std::async(std::launch::async, [&] { return batcher.predict(heavy, random_pixels(1), 1); });
+  // Nothing of "slow" runs: the one worker is its to take, whatever "fast" may need.
+  ASSERT_EQ(heavy_answer.wait_for(std::chrono::seconds(20)), std::future_status::ready)
+      << "the heavy model starved beside an idle light one";
+  EXPECT_EQ(heavy_answer.get().model_id, "slow");
 }
 
 TEST(Batcher, AModelAloneHasEveryWorker) {
@@ -240,8 +298,9 @@ TEST(Batcher, AModelAloneHasEveryWorker) {
     slow_answers.push_back(std::async(std::launch::async, [&] { return batcher.predict(slow, random_pixels(1), 1); }));
   }
   const bool both_workers = poll([&] { return batcher.queued() == 2; }, milliseconds(10000));  // two at the gate
+  const std::size_t queued = batcher.queued();
   open.set_value();
-  EXPECT_TRUE(both_workers) << batcher.queued() << " queued";
+  EXPECT_TRUE(both_workers) << queued << " queued";
   for (auto& a : slow_answers) EXPECT_EQ(a.get().model_id, "slow");
 }
 
