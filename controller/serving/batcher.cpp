@@ -226,11 +226,10 @@ std::deque<const LoadedModel*>::iterator Batcher::takeable(Clock::time_point now
     ++it;
   }
   return std::find_if(ready_.begin(), ready_.end(), [&](const LoadedModel* key) {
-    // A worker is kept free for each other idle active model whose examples cost under a
-    // quarter of this one's: a heavy model's passes do not hold every worker while a light one
-    // waits behind them. Models alike (a stable and its candidate) share every worker.
-    // A model with no pass running always may: every model keeps at least one worker (on one
-    // worker, the light model waits for the heavy one's pass, as it must).
+    // A model with no pass running always may (none starves; on one worker the light model
+    // waits for the heavy one's pass, as it must). Otherwise a worker is kept free for each
+    // other idle active model whose examples cost under a quarter of this one's; models alike
+    // (a stable and its candidate) share every worker.
     const std::string& id = key->meta.model_id;
     const Activity& a = activity_[id];
     if (a.running == 0) return true;
@@ -253,7 +252,7 @@ Batcher::Taken Batcher::next_batch() {
       if (stopping_) return taken;  // stopping and drained
       cv_.wait(lock);
     } else {
-      cv_.wait_until(lock, wake);  // every model with requests holds its share: until one ends
+      cv_.wait_until(lock, wake);  // held back for a lighter model: until a pass ends or it goes idle
     }
   }
   const LoadedModel* key = *pick;

@@ -118,6 +118,7 @@ std::shared_ptr<const LoadedModel> ModelCache::get(const std::string& model_id, 
 }
 
 std::shared_ptr<const LoadedModel> ModelCache::on_cache_thread(std::function<std::shared_ptr<const LoadedModel>()> f) {
+  if (std::this_thread::get_id() == reloader_.get_id()) return f();  // already there
   auto task = std::make_shared<LoadNow>();
   task->load = std::move(f);
   auto result = task->result.get_future();
