@@ -3,14 +3,28 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <sys/socket.h>
 
-#include <httplib.h>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <iostream>
 #include <map>
+#include <memory>
+#include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -18,6 +32,11 @@
 namespace mlswarm::cli_tool {
 namespace {
 
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
 using Clock = std::chrono::steady_clock;
 
 struct Target {
@@ -61,86 +80,196 @@ std::vector<std::string> resolve(const std::string& host) {
   return out;
 }
 
-/// One client's connection, to one of the name's addresses.
-class Connection {
+/// What every client of one run shares: the target, the counters, the clock of measuring.
+struct Run {
+  Run(const LoadOptions& o, Target t) : options(o), target(std::move(t)) {}
+  const LoadOptions& options;
+  Target target;
+  std::atomic<bool> measuring{false}, done{false};
+  std::atomic<long> failed{0}, sent{0};
+  Clock::time_point measure_start{};  ///< written before `measuring` is set; read after
+  std::unique_ptr<ssl::context> tls;  ///< for https: no verification (a load test of one's own servers)
+};
+
+/// One client's results; only its own io thread writes them.
+struct Tally {
+  std::vector<double> latencies;         ///< ms of each answer while measuring
+  std::vector<double> answered_at;       ///< with per_second: when each came, s since measuring began
+  std::map<std::string, long> answered;  ///< answers per address, over the whole run
+};
+
+/// One closed-loop client: a keep-alive connection to one of the name's addresses, a request
+/// at a time, on its io thread (an event loop serves all the thread's clients: a thread each
+/// cost the machine under test a quarter of its CPU at 16 clients on 2 cores). When nothing
+/// comes back it reconnects and sends the request again, trying each of the name's addresses
+/// once (as a client of a DNS round-robin name does: a replica that just stopped can stay in
+/// the answer for a moment). A connection the server closed while it was idle is replaced
+/// before the next request, without counting as a try (as cpp-httplib's client did).
+template <bool kTls>
+class Client : public std::enable_shared_from_this<Client<kTls>> {
+  using Stream = std::conditional_t<kTls, beast::ssl_stream<beast::tcp_stream>, beast::tcp_stream>;
+
  public:
-  Connection(const Target& target, const LoadOptions& options, std::size_t seed)
-      : target_(target), options_(options), next_(seed), client_index_(seed) {
-    reconnect();
-  }
-  /// POSTs the body. When nothing comes back it reconnects and sends it again, trying each of
-  /// the name's addresses once (as a client of a DNS round-robin name does: a replica that just
-  /// stopped can stay in the answer for a moment).
-  httplib::Result post() {
-    tried_.clear();
-    auto res = send();
-    for (std::size_t tries = 0; !res && tries < std::max<std::size_t>(1, addresses_); ++tries) {
-      tried_ += (tried_.empty() ? "" : ", ") + address_ + " " + httplib::to_string(res.error());
-      reconnect(address_);
-      res = send();
-    }
-    if (!res) tried_ += (tried_.empty() ? "" : ", ") + address_ + " " + httplib::to_string(res.error());
-    answered_by_ = address_;
-    if (res && res->get_header_value("Connection") == "close") reconnect(address_);  // the replica is draining
-    return res;
-  }
-  /// The address that answered the last post().
-  const std::string& answered_by() const { return answered_by_; }
-  /// Each address the last post() tried and what went wrong there, when nothing answered.
-  const std::string& tried() const { return tried_; }
+  Client(net::io_context& ioc, Run& run, std::size_t index, Tally& tally)
+      : ioc_(ioc), run_(run), tally_(tally), next_(index), head_(request_head(run, index)) {}
+
+  void start() { begin(); }
 
  private:
-  httplib::Result send() {
-    httplib::Headers headers;
-    if (!options_.token.empty()) headers.emplace("Authorization", "Bearer " + options_.token);
-    for (const auto& [name, value] : options_.headers) headers.emplace(name, value);
-    if (!options_.key_header.empty()) headers.emplace(options_.key_header, "client-" + std::to_string(client_index_));
-    return client_->Post(options_.path.c_str(), headers, options_.body, options_.content_type.c_str());
+  static std::string request_head(const Run& run, std::size_t index) {
+    const LoadOptions& o = run.options;
+    std::string head = fmt::format("POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+                                   o.path, run.target.host, run.target.port, o.content_type, o.body.size());
+    if (!o.token.empty()) head += "Authorization: Bearer " + o.token + "\r\n";
+    for (const auto& [name, value] : o.headers) head += name + ": " + value + "\r\n";
+    if (!o.key_header.empty()) head += fmt::format("{}: client-{}\r\n", o.key_header, index);
+    return head + "\r\n";
   }
+
+  /// The next request, unless the run is over (then the client stops and its thread runs out of work).
+  void begin() {
+    if (run_.done) return;
+    t0_ = Clock::now();
+    tried_.clear();
+    tries_ = 0;
+    if (stream_ && alive()) return send();
+    connect({});
+  }
+
+  /// False when the server closed the idle connection (or sent something unasked).
+  bool alive() {
+    char byte = 0;
+    const ssize_t n =
+        ::recv(beast::get_lowest_layer(*stream_).socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+
   /// Connects to the next of the name's addresses (in sorted order, since DNS servers shuffle
   /// them), skipping `avoid` (the one that just failed) when there is another. When the name
   /// does not resolve at that moment (a DNS server busy with a node that just died), the
   /// addresses it had last time stand in: a hiccup of DNS does not make the client forget the
   /// replicas it knew.
-  void reconnect(std::string avoid = {}) {  // a copy: callers pass address_, which this reassigns
-    auto addresses = resolve(target_.host);
-    if (addresses.size() == 1 && addresses.front() == target_.host && !known_.empty()) addresses = known_;
+  void connect(const std::string& avoid) {
+    auto addresses = resolve(run_.target.host);
+    if (addresses.size() == 1 && addresses.front() == run_.target.host && !known_.empty()) addresses = known_;
     std::sort(addresses.begin(), addresses.end());
     known_ = addresses;
     addresses_ = addresses.size();
     address_ = addresses[next_++ % addresses.size()];
     if (address_ == avoid && addresses.size() > 1) address_ = addresses[next_++ % addresses.size()];
-    if (target_.tls) {
-      auto tls = std::make_unique<httplib::SSLClient>(address_, target_.port);
-      tls->enable_server_certificate_verification(false);
-      client_ = std::move(tls);
+    beast::error_code ec;
+    const auto ip = net::ip::make_address(address_, ec);
+    if (ec) return retry(ec);
+    if constexpr (kTls) {
+      stream_ = std::make_unique<Stream>(ioc_, *run_.tls);
     } else {
-      client_ = std::make_unique<httplib::ClientImpl>(address_, target_.port);
+      stream_ = std::make_unique<Stream>(ioc_);
     }
-    client_->set_keep_alive(true);
-    client_->set_tcp_nodelay(true);  // else Nagle + delayed ACK put 40 ms on every request
-    client_->set_connection_timeout(std::chrono::seconds(2));
-    client_->set_read_timeout(std::chrono::seconds(30));
+    auto& tcp_stream = beast::get_lowest_layer(*stream_);
+    tcp_stream.expires_after(std::chrono::seconds(2));
+    tcp_stream.async_connect(tcp::endpoint(ip, static_cast<unsigned short>(run_.target.port)),
+                             [self = this->shared_from_this()](beast::error_code e) { self->on_connect(e); });
   }
 
-  Target target_;
-  const LoadOptions& options_;
+  void on_connect(beast::error_code ec) {
+    if (ec) return retry(ec);
+    beast::error_code ignored;
+    beast::get_lowest_layer(*stream_).socket().set_option(tcp::no_delay(true), ignored);  // no Nagle + delayed ACK
+    if constexpr (kTls) {
+      stream_->async_handshake(ssl::stream_base::client, [self = this->shared_from_this()](beast::error_code e) {
+        if (e) return self->retry(e);
+        self->send();
+      });
+    } else {
+      send();
+    }
+  }
+
+  void send() {
+    beast::get_lowest_layer(*stream_).expires_after(std::chrono::seconds(30));
+    const std::array<net::const_buffer, 2> parts{net::buffer(head_), net::buffer(run_.options.body)};
+    net::async_write(*stream_, parts, [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+      if (ec) return self->retry(ec);
+      self->read();
+    });
+  }
+
+  void read() {
+    parser_.emplace();
+    parser_->body_limit(std::uint64_t{1} << 30);
+    http::async_read(*stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+      if (ec) return self->retry(ec);
+      self->answered();
+    });
+  }
+
+  /// Nothing came back from address_: the request again on a fresh connection (posted: the
+  /// stream is not replaced inside its own handler), on each address once; then a failure.
+  void retry(beast::error_code ec) {
+    tried_ += fmt::format("{}{} {}", tried_.empty() ? "" : ", ", address_, ec.message());
+    stream_.reset();
+    buffer_.clear();
+    if (tries_++ < std::max<std::size_t>(1, addresses_)) {
+      net::post(ioc_, [self = this->shared_from_this(), avoid = address_] { self->connect(avoid); });
+      return;
+    }
+    ++run_.sent;
+    if (++run_.failed <= 5) std::cerr << fmt::format("request failed: {}\n", tried_);
+    net::post(ioc_, [self = this->shared_from_this()] { self->begin(); });
+  }
+
+  void answered() {
+    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0_).count();
+    ++run_.sent;
+    auto& reply = parser_->get();
+    const bool keep = reply.keep_alive();  // false: the replica is draining (Connection: close)
+    if (reply.result_int() != static_cast<unsigned>(run_.options.expect_status)) {
+      if (++run_.failed <= 5) {
+        std::cerr << fmt::format("request failed: {} {}\n", reply.result_int(), reply.body().substr(0, 200));
+      }
+    } else {
+      ++tally_.answered[address_];
+      if (run_.measuring) {
+        tally_.latencies.push_back(ms);
+        if (run_.options.per_second) {
+          tally_.answered_at.push_back(std::chrono::duration<double>(Clock::now() - run_.measure_start).count());
+        }
+      }
+    }
+    if (keep) return begin();
+    stream_.reset();
+    buffer_.clear();
+    net::post(ioc_, [self = this->shared_from_this()] {
+      if (self->run_.done) return;
+      self->t0_ = Clock::now();
+      self->tried_.clear();
+      self->tries_ = 0;
+      self->connect(self->address_);
+    });
+  }
+
+  net::io_context& ioc_;
+  Run& run_;
+  Tally& tally_;
   std::size_t next_;
-  std::size_t client_index_;
-  std::size_t addresses_ = 1;       ///< how many addresses the name had at the last reconnect
+  const std::string head_;          ///< the request's head; the body is the run's
+  std::size_t addresses_ = 1;       ///< how many addresses the name had at the last connect
+  std::size_t tries_ = 0;           ///< reconnections for this request
   std::vector<std::string> known_;  ///< the addresses of the last resolution
-  std::string tried_;
-  std::string address_, answered_by_;
-  std::unique_ptr<httplib::ClientImpl> client_;
+  std::string tried_;               ///< each address tried for this request and what went wrong there
+  std::string address_;
+  Clock::time_point t0_{};
+  std::unique_ptr<Stream> stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::response_parser<http::string_body>> parser_;
 };
 
 /// `, "per_second": [{"second": 0, "requests": n, "p99_ms": x}, ...]`: each whole second's answers.
-std::string per_second_json(const std::vector<std::vector<double>>& latencies,
-                            const std::vector<std::vector<double>>& answered_at) {
+std::string per_second_json(const std::vector<Tally>& tallies) {
   std::map<long, std::vector<double>> by_second;
-  for (std::size_t c = 0; c < latencies.size(); ++c) {
-    for (std::size_t i = 0; i < latencies[c].size() && i < answered_at[c].size(); ++i) {
-      by_second[static_cast<long>(answered_at[c][i])].push_back(latencies[c][i]);
+  for (const auto& t : tallies) {
+    for (std::size_t i = 0; i < t.latencies.size() && i < t.answered_at.size(); ++i) {
+      by_second[static_cast<long>(t.answered_at[i])].push_back(t.latencies[i]);
     }
   }
   std::string out;
@@ -154,19 +283,17 @@ std::string per_second_json(const std::vector<std::vector<double>>& latencies,
 }
 
 /// Prints the run's JSON line; the exit code (1 when nothing was answered or anything failed).
-int report(const LoadOptions& options, const std::vector<std::vector<double>>& latencies,
-           const std::vector<std::vector<double>>& answered_at,
-           const std::vector<std::map<std::string, long>>& answered, double elapsed, long sent, long failed) {
+int report(const LoadOptions& options, const std::vector<Tally>& tallies, double elapsed, long sent, long failed) {
   std::vector<double> all;
-  for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
+  for (const auto& t : tallies) all.insert(all.end(), t.latencies.begin(), t.latencies.end());
   std::sort(all.begin(), all.end());
   auto pct = [&](double p) {
     return all.empty() ? 0.0
                        : all[std::min(all.size() - 1, static_cast<std::size_t>(p * static_cast<double>(all.size())))];
   };
   std::map<std::string, long> by_address;
-  for (const auto& per_client : answered) {
-    for (const auto& [address, n] : per_client) by_address[address] += n;
+  for (const auto& t : tallies) {
+    for (const auto& [address, n] : t.answered) by_address[address] += n;
   }
   std::string served;
   for (const auto& [address, n] : by_address)
@@ -175,7 +302,7 @@ int report(const LoadOptions& options, const std::vector<std::vector<double>>& l
                    R"({{"label": "{}", "clients": {}, "requests": {}, "requests_per_s": {:.1f}, "p50_ms": {:.2f}, )"
                    R"("p99_ms": {:.2f}, "sent": {}, "failed": {}, "answered_by": {{{}}}{}}})",
                    options.label, options.clients, all.size(), static_cast<double>(all.size()) / elapsed, pct(0.50),
-                   pct(0.99), sent, failed, served, options.per_second ? per_second_json(latencies, answered_at) : "")
+                   pct(0.99), sent, failed, served, options.per_second ? per_second_json(tallies) : "")
             << std::endl;
   return all.empty() || failed > 0 ? 1 : 0;
 }
@@ -183,54 +310,37 @@ int report(const LoadOptions& options, const std::vector<std::vector<double>>& l
 }  // namespace
 
 int run_load(const LoadOptions& options) {
-  const Target target = parse_url(options.url);
-  std::atomic<bool> measuring{false}, done{false};
-  std::atomic<long> failed{0}, sent{0};
-  std::vector<std::vector<double>> latencies(static_cast<std::size_t>(options.clients));
-  // With per_second: when each measured answer came, in seconds since the measuring began.
-  std::vector<std::vector<double>> answered_at(static_cast<std::size_t>(options.clients));
-  Clock::time_point measure_start{};
-  // Answered requests per address, over the whole run: which replicas served.
-  std::vector<std::map<std::string, long>> answered(static_cast<std::size_t>(options.clients));
-  std::vector<std::thread> threads;
-  for (int c = 0; c < options.clients; ++c) {
-    threads.emplace_back([&, c] {
-      Connection connection(target, options, static_cast<std::size_t>(c));
-      while (!done) {
-        const auto t0 = Clock::now();
-        auto res = connection.post();
-        const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-        ++sent;
-        if (!res || res->status != options.expect_status) {
-          if (++failed <= 5) {
-            // One write per line: the clients' threads print at once.
-            std::cerr << fmt::format(
-                "request failed: {}\n",
-                res ? fmt::format("{} {}", res->status, res->body.substr(0, 200)) : connection.tried());
-          }
-          continue;
-        }
-        ++answered[static_cast<std::size_t>(c)][connection.answered_by()];
-        if (measuring) {
-          latencies[static_cast<std::size_t>(c)].push_back(ms);
-          if (options.per_second) {
-            answered_at[static_cast<std::size_t>(c)].push_back(
-                std::chrono::duration<double>(Clock::now() - measure_start).count());
-          }
-        }
-      }
-    });
+  Run run{options, parse_url(options.url)};
+  if (run.target.tls) {
+    run.tls = std::make_unique<ssl::context>(ssl::context::tls_client);
+    run.tls->set_verify_mode(ssl::verify_none);
   }
+  // The clients, spread over `threads` event loops (each its own io_context: no locks between them).
+  const std::size_t clients = static_cast<std::size_t>(std::max(1, options.clients));
+  const std::size_t loops = std::clamp<std::size_t>(static_cast<std::size_t>(std::max(1, options.threads)), 1, clients);
+  std::vector<Tally> tallies(clients);
+  std::vector<std::unique_ptr<net::io_context>> contexts;
+  for (std::size_t l = 0; l < loops; ++l) contexts.push_back(std::make_unique<net::io_context>(1));
+  for (std::size_t c = 0; c < clients; ++c) {
+    net::io_context& ioc = *contexts[c % loops];
+    if (run.target.tls) {
+      std::make_shared<Client<true>>(ioc, run, c, tallies[c])->start();
+    } else {
+      std::make_shared<Client<false>>(ioc, run, c, tallies[c])->start();
+    }
+  }
+  std::vector<std::thread> threads;
+  for (auto& ioc : contexts) threads.emplace_back([&ioc] { ioc->run(); });
   std::this_thread::sleep_for(options.warmup);
-  measure_start = Clock::now();  // before `measuring` is set: the clients read it after
-  measuring = true;
+  run.measure_start = Clock::now();  // before `measuring` is set: the clients read it after
+  run.measuring = true;
   const auto t0 = Clock::now();
   std::this_thread::sleep_for(options.seconds);
-  measuring = false;
+  run.measuring = false;
   const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
-  done = true;
+  run.done = true;  // each client stops after its request in flight; each loop then runs out of work
   for (auto& t : threads) t.join();
-  return report(options, latencies, answered_at, answered, elapsed, sent.load(), failed.load());
+  return report(options, tallies, elapsed, run.sent.load(), run.failed.load());
 }
 
 }  // namespace mlswarm::cli_tool

@@ -20,6 +20,9 @@ struct LoadOptions {
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;  ///< sent with every request
   int clients = 16;
+  /// Event loops the clients are spread over (one: the generator takes as little as it can of
+  /// a machine it shares with the server it measures).
+  int threads = 1;
   std::chrono::duration<double> seconds{10};
   std::chrono::duration<double> warmup{2};
   std::string label = "server";
@@ -32,11 +35,10 @@ struct LoadOptions {
 };
 
 /// Runs the load and prints one JSON line: requests, requests/s, p50/p99 latency, failures.
-/// Each client keeps its connection alive; when the server asks to close it (a replica
-/// draining) or the connection fails, the client resolves the name again and reconnects, and
-/// a request that got no answer at all is sent again, on each of the name's addresses once.
-/// Only a request no address answered, or any reply other than `expect_status`, is a failure. Returns the exit
-/// code (1 when any request failed or none succeeded).
+/// The clients share `threads` event loops. Each client keeps its connection alive; when the server asks to close it (a
+/// replica draining) or the connection fails, the client resolves the name again and reconnects, and a request that got
+/// no answer at all is sent again, on each of the name's addresses once. Only a request no address answered, or any
+/// reply other than `expect_status`, is a failure. Returns the exit code (1 when any request failed or none succeeded).
 int run_load(const LoadOptions& options);
 
 }  // namespace mlswarm::cli_tool

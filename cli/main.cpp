@@ -194,6 +194,9 @@ void add_tools(CLI::App& app, Commands& c) {
   c.load->add_option("--body-file", c.body_file, "POST this body instead");
   c.load->add_option("--path", load.path)->capture_default_str();
   c.load->add_option("--clients", load.clients)->capture_default_str()->check(CLI::Range(1, 4096));
+  c.load->add_option("--threads", load.threads, "event loops the clients share")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   c.load->add_option("--seconds", c.seconds)->capture_default_str();
   c.load->add_option("--warmup", c.warmup)->capture_default_str();
   c.load->add_option("--label", load.label)->capture_default_str();
