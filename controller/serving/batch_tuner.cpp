@@ -49,13 +49,14 @@ void BatchTuner::decide(Clock::time_point now) {
   // busy cores), which a smaller batch does not shorten but makes more frequent.
   const microseconds budget = options_.target / 2;
   const bool over = w.pass_p50 > budget;
+  const bool full = 2 * full_passes_ >= static_cast<int>(passes_us_.size());
   if (over) {
     batch_ = std::max(1, std::min(batch_ - 1, static_cast<int>(batch_ * 0.8)));
-  } else if (2 * full_passes_ >= static_cast<int>(passes_us_.size())) {
-    // Grown only as far as a pass, roughly linear in its batch, is expected to stay in budget.
-    const int step = std::max(1, batch_ / 8);
-    const double projected = static_cast<double>(w.pass_p50.count()) * (batch_ + step) / std::max(1.0, w.mean_batch);
-    if (projected <= static_cast<double>(budget.count())) batch_ = std::min(options_.max_batch, batch_ + step);
+    trial_cost_ = 0;
+  } else if (full) {
+    grow(w, budget);
+  } else {
+    trial_cost_ = 0;  // the demand fell below the cap: no verdict on its last step
   }
   tune_wait(w, over || w.p99 > options_.target);
   last_ = w;
@@ -65,6 +66,29 @@ void BatchTuner::decide(Clock::time_point now) {
   examples_ = 0;
   full_passes_ = 0;
   window_start_ = now;
+}
+
+void BatchTuner::grow(const Window& w, microseconds budget) {
+  const double cost = static_cast<double>(w.pass_p50.count()) / std::max(1.0, w.mean_batch);  // per example
+  if (ceiling_holdoff_ > 0 && --ceiling_holdoff_ == 0) ceiling_ = 0;
+  if (trial_cost_ > 0) {  // the window after a step up: did it lower the cost of an example?
+    const bool paid = cost < (1.0 - kMinGain) * trial_cost_;
+    if (!paid) {
+      batch_ = trial_from_;
+      ceiling_ = trial_from_;
+      ceiling_holdoff_ = kCeilingWindows;
+    }
+    trial_cost_ = 0;
+    if (!paid) return;
+  }
+  if (ceiling_ > 0 && batch_ >= ceiling_) return;
+  // Grown only as far as a pass, roughly linear in its batch, is expected to stay in budget.
+  const int step = std::max(1, batch_ / 8);
+  const double projected = static_cast<double>(w.pass_p50.count()) * (batch_ + step) / std::max(1.0, w.mean_batch);
+  if (projected > static_cast<double>(budget.count()) || batch_ >= options_.max_batch) return;
+  trial_cost_ = cost;
+  trial_from_ = batch_;
+  batch_ = std::min(options_.max_batch, batch_ + step);
 }
 
 void BatchTuner::tune_wait(const Window& w, bool over) {

@@ -27,7 +27,12 @@ struct TunerOptions {
 ///    p99 was tried first: under a closed loop of 16 clients on 2 cores it drove the cap to 1);
 ///  - else, when at least half of its passes were full (more examples queued than the cap took):
 ///    the cap grows additively (+1, or +cap/8 once it is large, so that a GPU gets from 8 to
-///    hundreds within seconds), up to `max_batch`;
+///    hundreds within seconds), up to `max_batch`, as long as each step pays: a step is kept
+///    only when the next window's cost of an example (median pass over mean batch) is at least
+///    kMinGain under the window's before it; otherwise the cap goes back and stays there for
+///    kCeilingWindows. A batch that serves no more requests a second only adds to the wait of
+///    the requests behind it (on 2 CPU cores, 64 clients: a cap of 30 against 10 gave the same
+///    requests/s and a p99 of 12 ms against 10);
 ///  - the wait is tried only when batches run far below the cap with the latency well under the
 ///    target: it grows in steps up to `max_delay`, and is dropped (and not tried again for a
 ///    while) unless the batches grew with it. Where it does not fill batches there is no wait.
@@ -59,7 +64,11 @@ class BatchTuner {
 
  private:
   void decide(Clock::time_point now);
+  void grow(const Window& w, std::chrono::microseconds budget);
   void tune_wait(const Window& w, bool over);
+
+  static constexpr double kMinGain = 0.03;    ///< a step up must lower the cost of an example by 3%
+  static constexpr int kCeilingWindows = 50;  ///< a step that did not pay is tried again after 50 windows
 
   TunerOptions options_;
   int batch_;
@@ -74,6 +83,12 @@ class BatchTuner {
   /// The wait's trial: the mean batch before it began; windows left before another may start.
   double batch_before_wait_ = 0;
   int wait_holdoff_ = 0;
+  /// The step up on trial: the cost of an example before it (0: none) and the cap it came from.
+  double trial_cost_ = 0;
+  int trial_from_ = 0;
+  /// A cap whose next step did not pay (0: none), kept for ceiling_holdoff_ more growth windows.
+  int ceiling_ = 0;
+  int ceiling_holdoff_ = 0;
 };
 
 }  // namespace mlswarm

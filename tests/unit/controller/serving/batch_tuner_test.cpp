@@ -11,13 +11,14 @@ using std::chrono::microseconds;
 using std::chrono::milliseconds;
 
 /// A fake server on a fake clock: `demand` examples wait whenever a pass begins (a closed loop of
-/// clients split among the workers); a pass of b examples costs `fixed + per_example * b`; each
-/// request waited one pass behind the one before and then its own.
+/// clients split among the workers); a pass of b examples costs `fixed + per_example * b` (by
+/// default a large fixed part, which a batch shares: each step up lowers the cost of an
+/// example, as on a GPU); each request waited one pass behind the one before and then its own.
 struct FakeServer {
   BatchTuner::Clock::time_point now{};  // before the tuner, which starts its first window at it
   BatchTuner tuner;
   int demand = 32;
-  microseconds fixed{200}, per_example{150};
+  microseconds fixed{2600}, per_example{75};
 
   explicit FakeServer(TunerOptions options) : tuner(options, now) {}
 
@@ -38,7 +39,7 @@ struct FakeServer {
 
 TunerOptions options(int max_batch = 256, microseconds max_delay = microseconds(0)) {
   TunerOptions o;
-  o.target = milliseconds(10);  // a pass may take 5 ms: (5000 - 200) / 150 = 32 examples
+  o.target = milliseconds(10);  // a pass may take 5 ms: (5000 - 2600) / 75 = 32 examples
   o.max_batch = max_batch;
   o.max_delay = max_delay;
   return o;
@@ -74,11 +75,11 @@ TEST(BatchTuner, BacksOffWithinASecondWhenPassesCostTwiceAsMuchAndGrowsAgainWhen
   s.demand = 64;
   s.run(milliseconds(10000));
   const int settled = s.tuner.batch();
-  s.per_example = microseconds(300);  // twice the cost per example: (5000 - 200) / 300 = 16
+  s.per_example = microseconds(150);  // twice the cost per example: (5000 - 2600) / 150 = 16
   const microseconds worst_late = s.run(milliseconds(1000), milliseconds(300));
   EXPECT_LE(worst_late, microseconds(5000)) << "still over the budget a second after the passes doubled";
   EXPECT_LE(s.tuner.batch(), 16);
-  s.per_example = microseconds(150);
+  s.per_example = microseconds(75);
   s.run(milliseconds(10000));
   EXPECT_GE(s.tuner.batch(), settled - 2);
 }
@@ -86,7 +87,7 @@ TEST(BatchTuner, BacksOffWithinASecondWhenPassesCostTwiceAsMuchAndGrowsAgainWhen
 TEST(BatchTuner, NeverLeavesItsBounds) {
   FakeServer s(options(/*max_batch=*/10));
   s.demand = 64;
-  s.fixed = microseconds(1);
+  s.fixed = microseconds(1000);
   s.per_example = microseconds(1);
   s.run(milliseconds(5000));
   EXPECT_EQ(s.tuner.batch(), 10);
@@ -95,9 +96,29 @@ TEST(BatchTuner, NeverLeavesItsBounds) {
   EXPECT_EQ(s.tuner.batch(), 1);
 }
 
+// On a CPU an example costs about the same in any batch: a larger one serves no more requests a
+// second, and only makes the requests queued behind its pass wait longer.
+TEST(BatchTuner, StopsGrowingWhereALargerBatchNoLongerLowersTheCostOfAnExample) {
+  FakeServer s(options());
+  s.demand = 64;
+  s.fixed = microseconds(20);
+  s.per_example = microseconds(150);
+  s.run(milliseconds(10000));
+  EXPECT_LE(s.tuner.batch(), 9) << "grown past its start (8) though no step lowered the cost of an example";
+  EXPECT_GE(s.tuner.batch(), 8);
+  // The passes change (the model's cost falls, or a device shares a large fixed part among a
+  // batch): the ceiling is tried again, and the cap grows while its steps pay.
+  s.fixed = microseconds(2600);
+  s.per_example = microseconds(75);
+  s.run(milliseconds(15000));
+  EXPECT_GE(s.tuner.batch(), 24);
+}
+
 TEST(BatchTuner, AWaitThatDoesNotFillBatchesIsDropped) {
   FakeServer s(options(256, microseconds(2000)));
-  s.demand = 2;  // two clients: batches stay at 2 whatever the wait
+  s.demand = 2;                 // two clients: batches stay at 2 whatever the wait
+  s.fixed = microseconds(200);  // passes of 0.5 ms: latency to spare
+  s.per_example = microseconds(150);
   bool tried = false;
   for (int i = 0; i < 30; ++i) {
     s.run(milliseconds(100));
