@@ -49,8 +49,8 @@ class Server {
         std::lock_guard lock(mutex_);
         bodies_ok_ = bodies_ok_ && request.body == kBody;
         keys_.insert(request.header("x-request-key"));
-        extra_ok_ = extra_ok_ && request.header("x-extra") == "yes" &&
-                    request.header("authorization") == "Bearer load-token";
+        extra_ok_ =
+            extra_ok_ && request.header("x-extra") == "yes" && request.header("authorization") == "Bearer load-token";
       }
       HttpReply reply = HttpReply::json(status, json{{"n", n}});
       if (close_every > 0 && n % close_every == 0) reply.headers["Connection"] = "close";
@@ -132,8 +132,9 @@ class LoadTest : public ::testing::Test {
 
 TEST_F(LoadTest, SendsTheBodyAndHeadersOfEachClientAndCountsTheAnswers) {
   Server server(200, 0);
-  const LoadRun run = load("http://127.0.0.1:" + std::to_string(server.port()),
-                       {"--clients", "5", "--threads", "2", "--key-header", "X-Request-Key", "--header", "X-Extra: yes"});
+  const LoadRun run =
+      load("http://127.0.0.1:" + std::to_string(server.port()),
+           {"--clients", "5", "--threads", "2", "--key-header", "X-Request-Key", "--header", "X-Extra: yes"});
   ASSERT_EQ(run.code, 0) << run.err;
   ASSERT_TRUE(run.out.is_object()) << run.err;
   EXPECT_EQ(run.out["failed"], 0);
