@@ -107,6 +107,13 @@ std::shared_ptr<const LoadedModel> ModelCache::get(const std::string& model_id, 
   if (auto model = loaded_now()) return model;
   return on_cache_thread([&]() -> std::shared_ptr<const LoadedModel> {
     if (auto model = loaded_now()) return model;  // another request loaded it meanwhile
+    {
+      // Room first, for about the checkpoint's size: the bound holds while it loads too.
+      std::error_code size_ec;
+      const auto incoming = fs::file_size(dir / "model.pt", size_ec);
+      std::lock_guard lock(mutex_);
+      unload_over_bound(key, size_ec ? 0 : static_cast<std::size_t>(incoming));
+    }
     auto loaded = load(model_id, version, mtime, size);
     {
       std::lock_guard lock(mutex_);
@@ -194,9 +201,9 @@ std::size_t ModelCache::insert(const std::string& key, std::shared_ptr<const Loa
   return unload_over_bound(key);
 }
 
-std::size_t ModelCache::unload_over_bound(const std::string& keep) {
+std::size_t ModelCache::unload_over_bound(const std::string& keep, std::size_t incoming) {
   std::size_t unloaded = 0;
-  while (options_.memory_bytes > 0 && bytes_ > options_.memory_bytes) {
+  while (options_.memory_bytes > 0 && bytes_ + incoming > options_.memory_bytes) {
     auto lru = models_.end();
     for (auto it = models_.begin(); it != models_.end(); ++it) {
       // use_count 1: only the cache holds it (requests take theirs under mutex_, as this runs).

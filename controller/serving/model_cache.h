@@ -43,7 +43,8 @@ struct ModelCacheOptions {
 /// is stat'ed at most once per `recheck` per model version. A new version that fails to load
 /// is logged once and the old one keeps serving. With a memory bound, loaded versions beyond it
 /// are unloaded least recently used first, never one that a request holds (its only owner is
-/// the cache) and never the one just loaded.
+/// the cache) and never the one just loaded; a first load makes room for its checkpoint's size
+/// before it begins, so that the bound holds while it loads too.
 /// Loading and warming are the only LibTorch work outside the batcher's threads; a loaded model
 /// is complete before any other thread can see it. Requests that wait for a load when the cache
 /// stops get Error(kUnavailable).
@@ -110,7 +111,9 @@ class ModelCache {
   /// versions unloaded held.
   std::size_t insert(const std::string& key, std::shared_ptr<const LoadedModel> model,
                      std::chrono::steady_clock::time_point checked);
-  std::size_t unload_over_bound(const std::string& keep);
+  /// Unloads least recently used versions no request holds, never `keep`, until the loaded
+  /// bytes plus `incoming` (a version about to load: room is made first) are within the bound.
+  std::size_t unload_over_bound(const std::string& keep, std::size_t incoming = 0);
   void reload_loop();
 
   std::filesystem::path home_dir_;

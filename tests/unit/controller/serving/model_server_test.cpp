@@ -377,5 +377,27 @@ TEST(ModelCache, TheMemoryBoundUnloadsTheLeastRecentlyUsedButNeverOneARequestHol
   EXPECT_EQ(cache.stats().loads, 5U) << "a was unloaded, so it loads again";
 }
 
+// Room is made before a first load, for about its checkpoint's size: the bound holds while it
+// loads too (seen from outside as the unload that comes even when the load then fails).
+TEST(ModelCache, AFirstLoadMakesRoomBeforeItBegins) {
+  TempDir home;
+  for (const char* id : {"a", "b"}) write_model(home.path(), id, 1);
+  write_model(home.path(), "broken", 1, ModelType::kMlp, 28, /*corrupt=*/true);
+  std::size_t one = 0;
+  {
+    ModelCache probe(home.path(), cache_options());
+    probe.get("a");
+    one = probe.stats().bytes;
+  }
+  ModelCache cache(home.path(), cache_options(one * 5 / 2));  // room for two
+  cache.get("a");
+  cache.get("b");
+  EXPECT_EQ(cache.stats().unloads, 0U);
+  EXPECT_THROW(cache.get("broken"), std::exception);
+  EXPECT_EQ(cache.stats().unloads, 1U) << "no room was made before the load began";
+  EXPECT_EQ(cache.stats().loaded, 1U);
+  EXPECT_LE(cache.stats().bytes + one, one * 5 / 2);
+}
+
 }  // namespace
 }  // namespace mlswarm
