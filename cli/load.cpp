@@ -132,8 +132,9 @@ class Client : public std::enable_shared_from_this<Client<kTls>> {
     t0_ = Clock::now();
     tried_.clear();
     tries_ = 0;
-    if (stream_ && alive()) return send();
-    connect({});
+    if (!stream_) return connect({});
+    if (alive()) return send();
+    open(address_);  // the server closed it while idle: the same address again, not counted as a try
   }
 
   /// False when the server closed the idle connection (or sent something unasked).
@@ -148,8 +149,10 @@ class Client : public std::enable_shared_from_this<Client<kTls>> {
   /// them), skipping `avoid` (the one that just failed) when there is another. When the name
   /// does not resolve at that moment (a DNS server busy with a node that just died), the
   /// addresses it had last time stand in: a hiccup of DNS does not make the client forget the
-  /// replicas it knew.
-  void connect(const std::string& avoid) {
+  /// replicas it knew. The lookup runs on the loop: a slow DNS server delays every client of
+  /// the loop meanwhile (seen in the latencies, not as failures: a deadline that passed while
+  /// the loop was held does not fire on an operation that completed).
+  void connect(std::string avoid) {  // a copy: callers pass address_, which this reassigns
     auto addresses = resolve(run_.target.host);
     if (addresses.size() == 1 && addresses.front() == run_.target.host && !known_.empty()) addresses = known_;
     std::sort(addresses.begin(), addresses.end());
@@ -157,14 +160,23 @@ class Client : public std::enable_shared_from_this<Client<kTls>> {
     addresses_ = addresses.size();
     address_ = addresses[next_++ % addresses.size()];
     if (address_ == avoid && addresses.size() > 1) address_ = addresses[next_++ % addresses.size()];
+    open(address_);
+  }
+
+  /// A fresh connection to `address` (an IPv4 address, or the name when it did not resolve).
+  void open(const std::string& address) {
     beast::error_code ec;
-    const auto ip = net::ip::make_address(address_, ec);
+    const auto ip = net::ip::make_address(address, ec);
     if (ec) return retry(ec);
     if constexpr (kTls) {
       stream_ = std::make_unique<Stream>(ioc_, *run_.tls);
+      beast::error_code not_ip;
+      net::ip::make_address(run_.target.host, not_ip);
+      if (not_ip) SSL_set_tlsext_host_name(stream_->native_handle(), run_.target.host.c_str());  // SNI: names only
     } else {
       stream_ = std::make_unique<Stream>(ioc_);
     }
+    buffer_.clear();
     auto& tcp_stream = beast::get_lowest_layer(*stream_);
     tcp_stream.expires_after(std::chrono::seconds(2));
     tcp_stream.async_connect(tcp::endpoint(ip, static_cast<unsigned short>(run_.target.port)),
@@ -176,6 +188,7 @@ class Client : public std::enable_shared_from_this<Client<kTls>> {
     beast::error_code ignored;
     beast::get_lowest_layer(*stream_).socket().set_option(tcp::no_delay(true), ignored);  // no Nagle + delayed ACK
     if constexpr (kTls) {
+      beast::get_lowest_layer(*stream_).expires_after(std::chrono::seconds(2));  // the handshake's own deadline
       stream_->async_handshake(ssl::stream_base::client, [self = this->shared_from_this()](beast::error_code e) {
         if (e) return self->retry(e);
         self->send();
@@ -203,8 +216,8 @@ class Client : public std::enable_shared_from_this<Client<kTls>> {
     });
   }
 
-  /// Nothing came back from address_: the request again on a fresh connection (posted: the
-  /// stream is not replaced inside its own handler), on each address once; then a failure.
+  /// Nothing came back from address_: the request again on a fresh connection, on each address
+  /// once; then a failure. Posted, so that a run of failures does not recurse.
   void retry(beast::error_code ec) {
     tried_ += fmt::format("{}{} {}", tried_.empty() ? "" : ", ", address_, ec.message());
     stream_.reset();
