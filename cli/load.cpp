@@ -126,12 +126,14 @@ class Client : public std::enable_shared_from_this<Client<kTls>> {
     return head + "\r\n";
   }
 
-  /// The next request, unless the run is over (then the client stops and its thread runs out of work).
-  void begin() {
+  /// The next request, unless the run is over (then the client stops and its thread runs out of
+  /// work); `move_on`: on a new connection to another address (the last one is draining).
+  void begin(bool move_on = false) {
     if (run_.done) return;
     t0_ = Clock::now();
     tried_.clear();
     tries_ = 0;
+    if (move_on) return connect(address_);
     if (!stream_) return connect({});
     if (alive()) return send();
     open(address_);  // the server closed it while idle: the same address again, not counted as a try
@@ -176,7 +178,7 @@ class Client : public std::enable_shared_from_this<Client<kTls>> {
     } else {
       stream_ = std::make_unique<Stream>(ioc_);
     }
-    buffer_.clear();
+    buffer_.clear();  // a new connection: nothing left from the last one
     auto& tcp_stream = beast::get_lowest_layer(*stream_);
     tcp_stream.expires_after(std::chrono::seconds(2));
     tcp_stream.async_connect(tcp::endpoint(ip, static_cast<unsigned short>(run_.target.port)),
@@ -209,7 +211,7 @@ class Client : public std::enable_shared_from_this<Client<kTls>> {
 
   void read() {
     parser_.emplace();
-    parser_->body_limit(std::uint64_t{1} << 30);
+    parser_->body_limit(std::uint64_t{64} << 20);  // a reply is the server's word: bounded as a request is
     http::async_read(*stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
       if (ec) return self->retry(ec);
       self->answered();
@@ -221,7 +223,6 @@ class Client : public std::enable_shared_from_this<Client<kTls>> {
   void retry(beast::error_code ec) {
     tried_ += fmt::format("{}{} {}", tried_.empty() ? "" : ", ", address_, ec.message());
     stream_.reset();
-    buffer_.clear();
     if (tries_++ < std::max<std::size_t>(1, addresses_)) {
       net::post(ioc_, [self = this->shared_from_this(), avoid = address_] { self->connect(avoid); });
       return;
@@ -251,14 +252,7 @@ class Client : public std::enable_shared_from_this<Client<kTls>> {
     }
     if (keep) return begin();
     stream_.reset();
-    buffer_.clear();
-    net::post(ioc_, [self = this->shared_from_this()] {
-      if (self->run_.done) return;
-      self->t0_ = Clock::now();
-      self->tried_.clear();
-      self->tries_ = 0;
-      self->connect(self->address_);
-    });
+    net::post(ioc_, [self = this->shared_from_this()] { self->begin(true); });
   }
 
   net::io_context& ioc_;
