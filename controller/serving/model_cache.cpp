@@ -8,6 +8,7 @@
 #include "loaded_model.h"
 #include "mlswarm/allocator.h"
 #include "mlswarm/error.h"
+#include "mlswarm/torch/mapped_tensors.h"
 #include "mlswarm/torch/model_zoo.h"
 #include "serving_model.h"
 
@@ -25,6 +26,7 @@ ModelCache::ModelCache(fs::path home_dir, ModelCacheOptions options)
                 "SERVE_DEVICE");
   }
   cuda_ = options_.device == "cuda" || (options_.device == "auto" && has_cuda);
+  install_mapped_tensors();  // before the first load: the weights each load keeps, in mappings of their own
   spdlog::info(
       "serving on {}{}", cuda_ ? "cuda" : "cpu",
       options_.memory_bytes > 0 ? fmt::format(", at most {} MB of weights loaded", options_.memory_bytes >> 20) : "");
@@ -159,6 +161,9 @@ std::shared_ptr<const LoadedModel> ModelCache::load(const std::string& model_id,
   // Stat first, then read: a write between the two makes the next request load again.
   loaded->meta_mtime = mtime;
   loaded->meta_size = size;
+  // The weights it keeps are given back whole when it is unloaded; what the load only used is
+  // unmapped as it is freed (mapped_tensors.h).
+  MappedTensorsScope mapped;
   try {
     // Batch norm folded into the convolutions, channels-last as the batcher's batches.
     // Its size is the trained model's: the served one holds the same weights folded, in closures.

@@ -15,6 +15,7 @@
 #include "mlswarm/atomic_file.h"
 #include "mlswarm/error.h"
 #include "mlswarm/model_meta.h"
+#include "mlswarm/torch/mapped_tensors.h"
 #include "mlswarm/torch/model_zoo.h"
 #include "model_cache.h"
 #include "../../../support/temp_dir.h"
@@ -397,6 +398,24 @@ TEST(ModelCache, AFirstLoadMakesRoomBeforeItBegins) {
   EXPECT_EQ(cache.stats().unloads, 1U) << "no room was made before the load began";
   EXPECT_EQ(cache.stats().loaded, 1U);
   EXPECT_LE(cache.stats().bytes + one, one * 5 / 2);
+}
+
+TEST(ModelCache, AVersionsWeightsLieInMappingsOfTheirOwnGivenBackWholeWhenItIsUnloaded) {
+  TempDir home;
+  write_model(home.path(), "a", 1);
+  write_model(home.path(), "b", 1);                 // the same architecture: weights of the same sizes
+  ModelCache cache(home.path(), cache_options(1));  // room for one version
+  const std::size_t before = mapped_tensor_bytes();
+  std::size_t bytes = 0;
+  {
+    auto a = cache.get("a");
+    bytes = a->bytes;
+  }
+  const std::size_t with_a = mapped_tensor_bytes();
+  EXPECT_GE(with_a - before, bytes / 2) << "the weights it keeps are not in mappings of their own";
+  cache.get("b");  // "a" is unloaded to make room
+  EXPECT_EQ(cache.stats().loaded, 1U);
+  EXPECT_EQ(mapped_tensor_bytes(), with_a) << "the unloaded version's mappings were not all given back";
 }
 
 }  // namespace
