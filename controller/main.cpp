@@ -12,6 +12,7 @@
 #include "controller_config.h"
 #include "job_registry.h"
 #include "mlswarm/allocator.h"
+#include "mlswarm/torch/mapped_tensors.h"
 #include "mlswarm/daemon.h"
 #include "mlswarm/dataset_cache.h"
 #include "mlswarm/error.h"
@@ -152,6 +153,7 @@ ReplicaHooks with_warm_models(ReplicaHooks hooks, const ModelServer& models) {
 /// Serves until SIGTERM; returns the exit code.
 int run_controller(const ControllerConfig& c) {
   const std::string allocator = tune_allocator_for_tensors();  // batched forward passes (docs/benchmarks.md)
+  install_mapped_tensors();  // before any thread uses tensors: a loaded model's weights (ModelCache)
   const std::string address = advertised_address(c.advertise, c.host, c.port, c.subnet);
   Leadership leadership({std::filesystem::path(c.home_dir) / "controller", address,
                          std::chrono::milliseconds(c.lease_ms),

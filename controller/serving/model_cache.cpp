@@ -26,7 +26,7 @@ ModelCache::ModelCache(fs::path home_dir, ModelCacheOptions options)
                 "SERVE_DEVICE");
   }
   cuda_ = options_.device == "cuda" || (options_.device == "auto" && has_cuda);
-  install_mapped_tensors();  // before the first load: the weights each load keeps, in mappings of their own
+  install_mapped_tensors();  // done at start by the daemon; here for a cache made without it (tests)
   spdlog::info(
       "serving on {}{}", cuda_ ? "cuda" : "cpu",
       options_.memory_bytes > 0 ? fmt::format(", at most {} MB of weights loaded", options_.memory_bytes >> 20) : "");
@@ -162,7 +162,9 @@ std::shared_ptr<const LoadedModel> ModelCache::load(const std::string& model_id,
   loaded->meta_mtime = mtime;
   loaded->meta_size = size;
   // The weights it keeps are given back whole when it is unloaded; what the load only used is
-  // unmapped as it is freed (mapped_tensors.h).
+  // unmapped as it is freed (mapped_tensors.h). The warm-up is inside too: its first
+  // channels-last pass reorders the first linear layer's weight, which the version keeps; its
+  // activations cost a mapping each, on a load only.
   MappedTensorsScope mapped;
   try {
     // Batch norm folded into the convolutions, channels-last as the batcher's batches.

@@ -12,6 +12,9 @@
 #include <torch/version.h>
 
 // LibTorch 2.3 made Allocator::allocate non-const and added a pure copy_data.
+#ifndef TORCH_VERSION_MAJOR
+#error "torch/version.h did not define TORCH_VERSION_MAJOR"
+#endif
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
 #define MLSWARM_ALLOCATE_CONST
 #else
@@ -36,9 +39,10 @@ Mappings& mappings() {
   return *m;
 }
 
-c10::DeleterFnPtr g_fallback_deleter = nullptr;  // set once, at install
+std::atomic<c10::DeleterFnPtr> g_fallback_deleter{nullptr};  // set once, at install
 
-/// The deleter of a mapping; also the raw deleter, so it passes the rest to LibTorch's.
+/// The deleter of a mapping; also the raw deleter, so it passes the rest to LibTorch's (what
+/// oneDNN's glue allocates through the raw interface, before the install too).
 void release(void* p) {
   if ((reinterpret_cast<std::uintptr_t>(p) & (kPage - 1)) == 0) {
     std::size_t size = 0;
@@ -56,9 +60,13 @@ void release(void* p) {
       return;
     }
   }
-  if (g_fallback_deleter != nullptr) g_fallback_deleter(p);
+  if (auto fallback = g_fallback_deleter.load(std::memory_order_acquire)) fallback(p);
 }
 
+/// Outside a scope, and under kMappedTensorMinBytes, LibTorch's allocator's own DataPtr (its
+/// deleter, its memory reporting). raw_deleter() is `release`, which is not the deleter of those
+/// DataPtrs, as Allocator.h would have it: it gives them to LibTorch's raw deleter, so the raw
+/// interface frees both kinds right (nothing in LibTorch compares a CPU storage's deleter).
 class MappingAllocator final : public c10::Allocator {
  public:
   explicit MappingAllocator(c10::Allocator* fallback) : fallback_(fallback) {}
@@ -77,12 +85,12 @@ class MappingAllocator final : public c10::Allocator {
     return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
   }
 
-  c10::DeleterFnPtr raw_deleter() const override { return g_fallback_deleter != nullptr ? &release : nullptr; }
+  c10::DeleterFnPtr raw_deleter() const override {
+    return g_fallback_deleter.load(std::memory_order_acquire) != nullptr ? &release : nullptr;
+  }
 
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
-  void copy_data(void* dest, const void* src, std::size_t count) const override {
-    default_copy_data(dest, src, count);
-  }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
 #endif
 
  private:
@@ -95,9 +103,10 @@ void install_mapped_tensors() {
   static std::once_flag once;
   std::call_once(once, [] {
     c10::Allocator* fallback = c10::GetCPUAllocator();
-    g_fallback_deleter = fallback->raw_deleter();
-    static MappingAllocator allocator(fallback);
-    c10::SetCPUAllocator(&allocator, /*priority=*/1);
+    g_fallback_deleter.store(fallback->raw_deleter(), std::memory_order_release);
+    // Never destroyed: LibTorch's glue frees through it during static destruction.
+    static auto* allocator = new MappingAllocator(fallback);
+    c10::SetCPUAllocator(allocator, /*priority=*/1);
   });
 }
 

@@ -24,8 +24,8 @@ TEST(MappedTensors, InAScopeALargeTensorHasAMappingOfItsOwnGivenBackWhenItIsFree
   torch::Tensor other_thread;
   {
     MappedTensorsScope scope;
-    large = torch::full({100000}, 2.0f);  // 400,000 bytes: 98 pages
-    small = torch::ones({1000});          // under kMappedTensorMinBytes: malloc's
+    large = torch::full({100000}, 2.0f);                                  // 400,000 bytes: 98 pages
+    small = torch::ones({1000});                                          // under kMappedTensorMinBytes: malloc's
     std::thread([&] { other_thread = torch::empty({1 << 18}); }).join();  // not in a scope
   }
   EXPECT_EQ(mapped_tensor_bytes(), before + 98 * 4096);
@@ -33,7 +33,7 @@ TEST(MappedTensors, InAScopeALargeTensorHasAMappingOfItsOwnGivenBackWhenItIsFree
   EXPECT_FLOAT_EQ(large.sum().item<float>(), 200000.0f);  // usable as any tensor
   torch::Tensor after_scope = torch::empty({1 << 18});    // the scope has ended
   EXPECT_EQ(mapped_tensor_bytes(), before + 98 * 4096);
-  large = torch::Tensor();  // freed here, on another thread than it could have been: unmapped
+  std::thread([moved = std::move(large)]() mutable { moved = torch::Tensor(); }).join();  // freed elsewhere
   EXPECT_EQ(mapped_tensor_bytes(), before);
   EXPECT_FLOAT_EQ(small.sum().item<float>(), 1000.0f);
 }

@@ -13,7 +13,8 @@ namespace mlswarm {
 /// tensor is freed, by whichever thread frees it.
 ///
 /// install_mapped_tensors() puts an allocator in front of LibTorch's CPU allocator, once per
-/// process, at start (LibTorch reads its allocator without a lock). It changes nothing by
+/// process, at start, before threads use tensors (LibTorch reads its allocator without a lock);
+/// later calls do nothing. It changes nothing by
 /// itself: only while a MappedTensorsScope lives on a thread do that thread's CPU allocations
 /// of kMappedTensorMinBytes or more get a mapping of their own. Every other allocation, on
 /// every thread, goes to LibTorch's allocator as before. Without install, scopes do nothing.
