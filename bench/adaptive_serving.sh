@@ -6,7 +6,9 @@
 #  2. fairness: a convnet's p99 at 4 clients alone, then while a resnet is under load from 16
 #     clients (each model has its own queue and the workers take them in turn);
 #  3. memory: RSS of the controller after one prediction each from 30 models in turn, with
-#     SERVE_MEMORY_MB set small and with no bound.
+#     SERVE_MEMORY_MB set small and with no bound;
+#  4. publish: a new version of the convnet published under 4 clients: the p99 of the first 100
+#     requests it answers against the steady p99 before (bench/publish_latency.py).
 # BASE_BUILD_DIR (optional): the same fairness run with another build's controller beside it (a
 # build from before the per-model queues), in the same script.
 #
@@ -17,7 +19,7 @@ cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 SERVE_MEMORY_MB=${SERVE_MEMORY_MB:-8}
-SECTIONS=${SECTIONS:-step fair memory}  # which of the three to run
+SECTIONS=${SECTIONS:-step fair memory publish}  # which of the four to run
 work=$(mktemp -d)
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
@@ -131,13 +133,6 @@ PY
 }
 [[ $SECTIONS != *fair* ]] || fair
 
-echo "== 3. memory: one prediction each from 30 models in turn"
-for i in $(seq -w 1 30); do
-  mkdir -p "$work/models/m$i"
-  cp "$work/models/bench/model.pt" "$work/models/m$i/"
-  /usr/bin/python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); m["model_id"]=sys.argv[2]; json.dump(m, open(sys.argv[3], "w"))' \
-    "$work/models/bench/meta.json" "m$i" "$work/models/m$i/meta.json"
-done
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$controller_pid/status"; }
 memory() {  # SERVE_MEMORY_MB
   start_controller "$build" --serve-memory-mb "$1"
@@ -162,6 +157,22 @@ print("SERVE_MEMORY_MB %-4s RSS after one model %.1f MB; over 30 models peak %.1
   stop_controller
 }
 if [[ $SECTIONS == *memory* ]]; then
+  echo "== 3. memory: one prediction each from 30 models in turn"
+  for i in $(seq -w 1 30); do
+    mkdir -p "$work/models/m$i"
+    cp "$work/models/bench/model.pt" "$work/models/m$i/"
+    /usr/bin/python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); m["model_id"]=sys.argv[2]; json.dump(m, open(sys.argv[3], "w"))' \
+      "$work/models/bench/meta.json" "m$i" "$work/models/m$i/meta.json"
+  done
   memory "$SERVE_MEMORY_MB"
   memory 0
+fi
+
+if [[ $SECTIONS == *publish* ]]; then
+  echo "== 4. a new version published under 4 clients: the first 100 requests it answers"
+  start_controller "$build"
+  body bench >"$work/body-bench.json"
+  /usr/bin/python3 bench/publish_latency.py --url "http://127.0.0.1:$port" --body "$work/body-bench.json" \
+    --model-dir "$work/models/bench" --clients 4
+  stop_controller
 fi
