@@ -21,8 +21,9 @@ mlswarm_mount() {  # name: mounted read-only for the images' user (uid 10001)
 }
 if [[ $MLSWARM_AUTH == on ]]; then
   if [[ ! -s $MLSWARM_SECRETS_DIR/api_token ]]; then
+    # Hex: a token users paste into commands never starts with '-' (base64url did, 1 time in 64).
     (umask 077 && mkdir -p "$MLSWARM_SECRETS_DIR" &&
-      head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=' >"$MLSWARM_SECRETS_DIR/api_token")
+      head -c 32 /dev/urandom | od -An -v -tx1 | tr -d ' \n' >"$MLSWARM_SECRETS_DIR/api_token")
     echo "made an API token: $MLSWARM_SECRETS_DIR/api_token (clients send it as 'Authorization: Bearer ...')"
   fi
   mlswarm_secret mlswarm_api_token <"$MLSWARM_SECRETS_DIR/api_token"

@@ -151,7 +151,7 @@ else
 fi
 env_listing=$(docker service inspect ml_controller ml_train --format '{{json .Spec.TaskTemplate.ContainerSpec}}')
 secret_leaks=$( (echo "$env_listing"; docker service logs ml_controller 2>&1; docker service logs ml_train 2>&1;
-  docker image history --no-trunc ml_controller; docker image history --no-trunc ml_train) | grep -cF "$api_token")
+  docker image history --no-trunc ml_controller; docker image history --no-trunc ml_train) | grep -cF -e "$api_token")
 if [[ $secret_leaks == 0 ]] && grep -q 'API_TOKEN_FILE=/run/secrets/mlswarm_api_token' <<<"$env_listing" &&
    [[ $(docker secret ls -q -f name=mlswarm_ | wc -l) == 2 ]]; then
   pass "the tokens are Docker secrets under /run/secrets, in no environment, image or log"
