@@ -7,8 +7,9 @@ written, then meta.json with the version one higher, each by an atomic rename); 
 on until AFTER seconds past the first answer from it. Prints the p99 of the requests answered
 in the steady second before the publish, and of the first COUNT answered by the new version
 (the issue's measure: at most 2x the steady p99), of all answered from the publish to a second
-after the switch, and how long after the publish the new version first answered (it is loaded and warmed off the request path meanwhile; the old one answers).
-The client is Python: its own time is in every latency, the same in both.
+after the switch, and how long after the publish the new version first answered (it is loaded
+and warmed off the request path meanwhile; the old one answers). The client is Python: its own
+time is in every latency, the same in both.
 
   bench/publish_latency.py --url http://127.0.0.1:PORT --body BODY.json --model-dir HOME/models/ID
 """
@@ -93,7 +94,7 @@ def main():
     new = [r[1] for r in rows if r[2] == version][: a.count]
     # Every request answered from the publish to a second after the switch: the load and warm-up
     # ran beside them (on the cache's thread), then the switch.
-    around = [r[1] for r in rows if first is not None and published <= r[0] < first + 1.0]
+    around = [r[1] for r in rows if published <= r[0] < first + 1.0] if first is not None else []
     result = {"steady_p99_ms": round(p99(steady), 3), "steady_requests": len(steady),
               "new_version": version, "first_new_p99_ms": round(p99(new), 3), "first_new_requests": len(new),
               "first_answer_after_publish_ms": round((first - published) * 1e3, 1) if first else None,

@@ -16,8 +16,10 @@
 #error "torch/version.h did not define TORCH_VERSION_MAJOR"
 #endif
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#define MLSWARM_TORCH_2_3 1
 #define MLSWARM_ALLOCATE_CONST
 #else
+#define MLSWARM_TORCH_2_3 0
 #define MLSWARM_ALLOCATE_CONST const
 #endif
 
@@ -89,7 +91,7 @@ class MappingAllocator final : public c10::Allocator {
     return g_fallback_deleter.load(std::memory_order_acquire) != nullptr ? &release : nullptr;
   }
 
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#if MLSWARM_TORCH_2_3
   void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
 #endif
 

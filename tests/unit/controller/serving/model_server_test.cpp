@@ -406,12 +406,10 @@ TEST(ModelCache, AVersionsWeightsLieInMappingsOfTheirOwnGivenBackWholeWhenItIsUn
   write_model(home.path(), "b", 1, ModelType::kMlp, 48);  // about 2.7 times a's weights
   ModelCache cache(home.path(), cache_options(1));        // room for one version
   const std::size_t before = mapped_tensor_bytes();
-  std::size_t a_bytes = 0;
-  std::size_t b_bytes = 0;
-  a_bytes = cache.get("a")->bytes;
+  const std::size_t a_bytes = cache.get("a")->bytes;
   const std::size_t with_a = mapped_tensor_bytes();
   EXPECT_GE(with_a, before + a_bytes / 2) << "the weights it keeps are not in mappings of their own";
-  b_bytes = cache.get("b")->bytes;  // "a" is unloaded to make room
+  const std::size_t b_bytes = cache.get("b")->bytes;  // "a" is unloaded to make room
   EXPECT_EQ(cache.stats().loaded, 1U);
   const std::size_t with_b = mapped_tensor_bytes();
   EXPECT_GE(with_b, before + b_bytes / 2) << "b's weights are not in mappings of their own";
